@@ -1,0 +1,224 @@
+/*
+ * sluice: a distributed job runner on Redis Streams.
+ *
+ * This is the whole public API of libsluice. Producers open a client
+ * (sl_client_open), build a batch of items (sl_batch_new, sl_batch_add) and
+ * submit it (sl_batch_submit). Workers (sl_worker_new, sl_worker_run) take the
+ * items from the queue's streams and run them through handlers: the built-in
+ * development handlers `noop` and `sleep`, or C handlers that an embedding
+ * program registers (sl_worker_register).
+ *
+ * Conventions (the house style, see docs/ARCHITECTURE.md):
+ * - Functions returning int return 0 on success and a negative SL_E* code on
+ *   failure; sl_strerror() names the code, and the object that failed keeps
+ *   the real cause (sl_client_errstr, the errbuf of constructors).
+ * - Strings passed in are copied. A returned `const char *` is borrowed from
+ *   the object it came from and valid until the next call on that object.
+ * - Everything allocated by the library and handed to the caller is released
+ *   with sl_free(). sl_x_free(NULL) and sl_x_close(NULL) are no-ops.
+ * - Callbacks are called exactly once unless documented otherwise, and the
+ *   pointers they receive are valid only during the callback.
+ */
+#ifndef SLUICE_SLUICE_H
+#define SLUICE_SLUICE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define SL_VERSION_STRING "0.1.0"
+
+#if defined(SL_BUILDING_LIB)
+#define SL_EXTERN __attribute__((visibility("default")))
+#else
+#define SL_EXTERN
+#endif
+
+/* ---- Errors ---- */
+
+#define SL_OK 0
+#define SL_ENOMEM -1      /* out of memory */
+#define SL_EINVAL -2      /* invalid argument or input */
+#define SL_ECONN -3       /* cannot reach Redis, or the connection broke */
+#define SL_EREDIS -4      /* Redis answered with an error */
+#define SL_ENOTFOUND -5   /* no such batch (or it expired) */
+#define SL_EEXIST -6      /* already exists */
+#define SL_ECANCELED -7   /* the operation was cancelled (shutdown, cancelled batch) */
+#define SL_EPROTO -8      /* Redis answered something sluice did not expect */
+#define SL_ETOOBIG -9     /* a size limit was exceeded */
+#define SL_EIO -10        /* an I/O error reading input or talking to a child */
+#define SL_ETIMEDOUT -11  /* a deadline passed */
+
+/* A short description of an SL_E* code ("cannot reach Redis"). Never NULL. */
+SL_EXTERN const char *sl_strerror(int code);
+/* The code's name ("SL_ECONN"). Never NULL. */
+SL_EXTERN const char *sl_err_name(int code);
+
+/* Memory handed out by the library (JSON strings, ids) is released with this. */
+SL_EXTERN void sl_free(void *p);
+
+/* ---- Limits (bytes unless named otherwise) ---- */
+
+#define SL_ITEM_MAX_LINE (1024 * 1024)   /* one JSON Lines item, bytes */
+#define SL_ITEM_MAX_PAYLOAD (512 * 1024) /* an item's payload, bytes */
+#define SL_ITEM_MAX_DEPTH 64             /* nesting of arrays and objects */
+#define SL_ITEM_MAX_ID 128               /* an item id, bytes */
+#define SL_NAME_MAX 64                   /* queue, type and batch names, bytes */
+
+/* ---- Client: a connection for producers and admin commands ---- */
+
+typedef struct sl_client sl_client_t;
+
+/*
+ * Connects to the Redis at `url` (redis://[user:password@]host[:port][/db] or
+ * unix:///path/to.sock), authenticates, selects the database and makes sure
+ * the sluice function library is loaded. On failure returns SL_EINVAL (bad
+ * URL) or SL_ECONN/SL_EREDIS, writes the cause into errbuf and leaves *out
+ * untouched.
+ */
+SL_EXTERN int sl_client_open(const char *url, sl_client_t **out, char *errbuf, size_t errlen);
+SL_EXTERN void sl_client_close(sl_client_t *c);
+/* The cause of the last failure on this client; "" if none. */
+SL_EXTERN const char *sl_client_errstr(const sl_client_t *c);
+
+/* ---- Batches: submit ---- */
+
+typedef struct sl_batch sl_batch_t;
+
+typedef struct sl_batch_opts {
+  const char *queue;     /* queue name; NULL means "default" */
+  const char *name;      /* a label shown by `status` and `batches`; may be NULL */
+  const char *priority;  /* default item priority: "high", "normal" (NULL) or "low" */
+  int max_attempts;      /* default attempts per item; 0 means 1 */
+  int64_t timeout_ms;    /* default per-attempt timeout, ms; 0 means 30000 */
+  size_t chunk_items;    /* items per submit call; 0 means 2000 */
+} sl_batch_opts;
+
+/* A new, empty batch to be filled with sl_batch_add. Returns NULL on OOM. */
+SL_EXTERN sl_batch_t *sl_batch_new(const sl_batch_opts *opts);
+SL_EXTERN void sl_batch_free(sl_batch_t *b);
+
+/*
+ * Validates one JSON Lines item (without its newline) and adds it to the
+ * batch. `lineno` is the 1-based line number used in messages and as the
+ * default item id. Nothing is sent to Redis. On invalid input returns
+ * SL_EINVAL (SL_ETOOBIG for size limits) and writes a message naming the field
+ * into errbuf, e.g. `field "priority": unknown priority "urgent"`.
+ */
+SL_EXTERN int sl_batch_add(sl_batch_t *b, const char *line, size_t len, long lineno, char *errbuf,
+                           size_t errlen);
+/* Number of items added so far. */
+SL_EXTERN size_t sl_batch_count(const sl_batch_t *b);
+
+/*
+ * Writes the batch: one function call per chunk. The batch is `submitting`
+ * until its last chunk is written and becomes `queued` with that chunk; a
+ * producer that dies midway leaves it visibly incomplete. On success *id_out
+ * holds the batch id (free with sl_free).
+ */
+SL_EXTERN int sl_batch_submit(sl_client_t *c, sl_batch_t *b, char **id_out);
+
+/* ---- Batches: inspect ---- */
+
+/*
+ * The batch's state as one JSON object: the event fields (queue, batch,
+ * status, total, done, succeeded, failed, cancelled, pct, ts) plus name,
+ * created_at, queued_at, started_at, finished_at (ms since the epoch, 0 when
+ * not yet), submitted (items written so far) and elapsed_ms. Free with
+ * sl_free. SL_ENOTFOUND when there is no such batch.
+ */
+SL_EXTERN int sl_batch_status(sl_client_t *c, const char *queue, const char *batch, char **json_out);
+
+/* Called once per result line (a JSON object, not NUL-terminated). A non-zero
+ * return stops the iteration, and sl_batch_results returns it. */
+typedef int (*sl_line_cb)(const char *json, size_t len, void *ud);
+
+#define SL_RESULTS_FAILED 1 /* only items whose final status is failed */
+
+/* Every finished item's result, in submit order. */
+SL_EXTERN int sl_batch_results(sl_client_t *c, const char *queue, const char *batch, int flags,
+                               sl_line_cb cb, void *ud);
+
+/* The queue's batches, newest first, as status objects; `status` filters
+ * when not NULL; at most `limit` (0: all). */
+SL_EXTERN int sl_batch_list(sl_client_t *c, const char *queue, const char *status, size_t limit,
+                            sl_line_cb cb, void *ud);
+
+/*
+ * Follows a batch live through pub/sub: calls cb with the current state at
+ * once, then with every published event, until the batch has ended (status
+ * completed or cancelled with done = total) or cb returns non-zero. Events
+ * missed while subscribing are covered by re-reading the hash. Returns 0 when
+ * the batch ended, SL_ECANCELED when a caught signal interrupted it.
+ */
+SL_EXTERN int sl_batch_watch(sl_client_t *c, const char *queue, const char *batch, sl_line_cb cb,
+                             void *ud);
+
+/* Cancels a batch: no item of it starts any more, items not yet started are
+ * counted cancelled, an incomplete batch (its producer died) gets its final
+ * total. Running items finish. */
+SL_EXTERN int sl_batch_cancel(sl_client_t *c, const char *queue, const char *batch);
+
+/* ---- Workers and handlers ---- */
+
+typedef struct sl_worker sl_worker_t;
+typedef struct sl_job sl_job_t;
+
+typedef struct sl_worker_opts {
+  const char *redis_url; /* required */
+  const char *queue;     /* NULL means "default" */
+  int concurrency;       /* items run at once; 0 means 10 */
+  int block_ms;          /* idle blocking read, ms; 0 means 2000 */
+  void *loop;            /* a uv_loop_t to run on; NULL: the worker owns one */
+  int quiet;             /* non-zero: no log lines on stderr */
+} sl_worker_opts;
+
+/*
+ * A handler starts the work of a job and returns at once; it finishes the job
+ * later, exactly once, with sl_job_succeed or sl_job_fail (possibly from
+ * inside the start callback). The job pointer stays valid until then.
+ */
+typedef void (*sl_handler_start_fn)(sl_job_t *job, void *ud);
+
+SL_EXTERN int sl_worker_new(const sl_worker_opts *opts, sl_worker_t **out, char *errbuf,
+                            size_t errlen);
+/* Serves items of `type` with `start`. Built-in: noop, sleep. */
+SL_EXTERN int sl_worker_register(sl_worker_t *w, const char *type, sl_handler_start_fn start,
+                                 void *ud);
+/*
+ * Connects and runs until sl_worker_stop, SIGINT/SIGTERM when
+ * sl_worker_handle_signals was called, or a fatal error. When it owns the loop
+ * it runs the loop; otherwise it starts and returns, and the caller runs the
+ * loop. Returns 0 after a clean stop.
+ */
+SL_EXTERN int sl_worker_run(sl_worker_t *w);
+/* Stops taking items; running items finish, their completions are written,
+ * then the worker's handles close. Safe from any callback on the loop. */
+SL_EXTERN void sl_worker_stop(sl_worker_t *w);
+/* Installs SIGINT/SIGTERM handlers on the worker's loop that call sl_worker_stop. */
+SL_EXTERN int sl_worker_handle_signals(sl_worker_t *w);
+SL_EXTERN const char *sl_worker_id(const sl_worker_t *w);
+SL_EXTERN const char *sl_worker_errstr(const sl_worker_t *w);
+SL_EXTERN void sl_worker_free(sl_worker_t *w);
+
+/* Accessors, valid while the job is running. */
+SL_EXTERN const char *sl_job_type(const sl_job_t *j);
+SL_EXTERN const char *sl_job_batch(const sl_job_t *j);
+SL_EXTERN const char *sl_job_payload(const sl_job_t *j, size_t *len); /* raw JSON text */
+SL_EXTERN int sl_job_attempt(const sl_job_t *j);                      /* 1 for the first */
+SL_EXTERN int64_t sl_job_timeout_ms(const sl_job_t *j);
+SL_EXTERN void *sl_job_loop(const sl_job_t *j); /* the worker's uv_loop_t */
+
+/* Finishes the job successfully. `result` is JSON text (NULL: no result).
+ * Text that is not valid JSON is stored as a JSON string. */
+SL_EXTERN void sl_job_succeed(sl_job_t *j, const char *result, size_t len);
+/* Finishes the job as failed with a readable error (printf format). */
+SL_EXTERN void sl_job_fail(sl_job_t *j, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* SLUICE_SLUICE_H */

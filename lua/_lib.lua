@@ -1,0 +1,101 @@
+-- Helpers shared by the sluice functions (top level of the library).
+-- Key layout (docs/PROTOCOL.md): every key of queue Q starts with the prefix
+-- P = 'sluice:{Q}:' so a queue lives in one cluster slot.
+
+-- Server time in ms since the epoch: one clock for the whole fleet.
+local function sl_now_ms()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+
+local function sl_num(v)
+  return tonumber(v) or 0
+end
+
+-- Publishes the batch's absolute counters as one JSON object on the queue's
+-- channel and on the batch's own channel (DESIGN: Events). Returns nothing.
+local function sl_publish(prefix, queue, batch, now)
+  local bkey = prefix .. 'b:' .. batch
+  local v = redis.call('HMGET', bkey, 'status', 'total', 'done', 'succeeded', 'failed',
+                       'cancelled', 'whole')
+  if not v[1] then return end
+  local total, done = sl_num(v[2]), sl_num(v[3])
+  local pct = '0'
+  if v[7] == '1' and total > 0 then
+    pct = string.format('%.1f', math.floor(done * 1000 / total) / 10)
+  elseif v[7] == '1' then
+    pct = '100'
+  end
+  local msg = string.format(
+    '{"queue":"%s","batch":"%s","status":"%s","total":%d,"done":%d,"succeeded":%d,' ..
+    '"failed":%d,"cancelled":%d,"pct":%s,"ts":%d}',
+    queue, batch, v[1], total, done, sl_num(v[4]), sl_num(v[5]), sl_num(v[6]), pct, now)
+  redis.call('PUBLISH', prefix .. 'events', msg)
+  redis.call('PUBLISH', prefix .. 'events:' .. batch, msg)
+end
+
+-- Marks the batch ended when every item of a whole batch is done.
+local function sl_maybe_finish(bkey, now)
+  local v = redis.call('HMGET', bkey, 'status', 'total', 'done', 'whole')
+  if v[4] == '1' and sl_num(v[3]) >= sl_num(v[2]) then
+    if v[1] ~= 'cancelled' and v[1] ~= 'completed' then
+      redis.call('HSET', bkey, 'status', 'completed', 'finished_at', now)
+    elseif v[1] == 'cancelled' then
+      redis.call('HSETNX', bkey, 'finished_at', now)
+    end
+  end
+end
+
+-- Creates the consumer group on a stream (and the stream) unless it exists.
+local function sl_ensure_group(key, group)
+  local ok = redis.pcall('XGROUP', 'CREATE', key, group, '0', 'MKSTREAM')
+  if type(ok) == 'table' and ok.err and not string.find(ok.err, 'BUSYGROUP') then
+    return redis.error_reply(ok.err)
+  end
+end
+
+-- Decides whether a delivered stream entry may run (used by fetch and
+-- accept). ctx = {prefix, status = {}, touched = {}, now}. Items of a
+-- cancelled batch are finished here as `cancelled`; items of a batch that no
+-- longer exists are dropped; the first item of a queued batch turns it
+-- `running`. Returns true when the item should run.
+local function sl_admit(ctx, key, group, eid, batch, idx, att, d)
+  local bkey = ctx.prefix .. 'b:' .. batch
+  local st = ctx.status[batch]
+  if st == nil then
+    st = redis.call('HGET', bkey, 'status') or '-'
+    ctx.status[batch] = st
+  end
+  if st == 'queued' then
+    ctx.now = ctx.now or sl_now_ms()
+    redis.call('HSET', bkey, 'status', 'running', 'started_at', ctx.now)
+    ctx.status[batch] = 'running'
+    ctx.touched[batch] = true
+    return true
+  end
+  if st == 'cancelled' then
+    ctx.now = ctx.now or sl_now_ms()
+    local res = cjson.encode({id = cjson.decode(d).id, status = 'cancelled',
+                              attempts = tonumber(att) - 1, finished_at = ctx.now})
+    if redis.call('HSETNX', bkey .. ':r', idx, res) == 1 then
+      redis.call('HINCRBY', bkey, 'cancelled', 1)
+      redis.call('HINCRBY', bkey, 'done', 1)
+      ctx.touched[batch] = true
+    end
+  elseif st ~= '-' then
+    return true
+  end
+  redis.call('XACK', key, group, eid)
+  redis.call('XDEL', key, eid)
+  return false
+end
+
+-- Publishes the state of every batch that sl_admit changed.
+local function sl_admit_done(ctx, queue)
+  for batch in pairs(ctx.touched) do
+    if ctx.status[batch] == 'cancelled' then
+      sl_maybe_finish(ctx.prefix .. 'b:' .. batch, ctx.now)
+    end
+    sl_publish(ctx.prefix, queue, batch, ctx.now or sl_now_ms())
+  end
+end

@@ -1,0 +1,40 @@
+-- sluice_v1_fetch: takes up to COUNT new items in strict priority order.
+-- KEYS[1..3]  streams P..'s:high', P..'s:normal', P..'s:low'
+-- ARGV[1]     consumer group    ARGV[2] consumer name    ARGV[3] COUNT
+-- ARGV[4]     key prefix P      ARGV[5] queue name
+-- returns     a flat array, 6 elements per item:
+--             priority (1-3), stream entry id, batch id, item index, attempt, item JSON
+--
+-- XREADGROUP's COUNT applies per stream, so the streams are read one at a
+-- time, high first, each until it has no new entries or COUNT is reached.
+-- Entries that may not run (cancelled or vanished batch, see sl_admit) are
+-- finished here and do not count against COUNT.
+local group, consumer, want = ARGV[1], ARGV[2], tonumber(ARGV[3])
+local ctx = {prefix = ARGV[4], status = {}, touched = {}}
+local out = {}
+
+for s = 1, 3 do
+  local rounds = 0
+  while want > 0 and rounds < 16 do
+    rounds = rounds + 1
+    local r = redis.call('XREADGROUP', 'GROUP', group, consumer, 'COUNT', want,
+                         'STREAMS', KEYS[s], '>')
+    if not r then break end
+    local entries = r[1][2]
+    if #entries == 0 then break end
+    for _, e in ipairs(entries) do
+      local f = e[2]
+      if sl_admit(ctx, KEYS[s], group, e[1], f[2], f[4], f[6], f[8]) then
+        out[#out + 1] = s
+        out[#out + 1] = e[1]
+        out[#out + 1] = f[2]
+        out[#out + 1] = f[4]
+        out[#out + 1] = f[6]
+        out[#out + 1] = f[8]
+        want = want - 1
+      end
+    end
+  end
+end
+sl_admit_done(ctx, ARGV[5])
+return out

@@ -1,0 +1,9 @@
+-- sluice_v1_init: makes sure the queue's streams and consumer group exist.
+-- KEYS[1..3]  the priority streams P..'s:high', P..'s:normal', P..'s:low'
+-- ARGV[1]     consumer group name
+-- returns     'OK'
+for i = 1, 3 do
+  local e = sl_ensure_group(KEYS[i], ARGV[1])
+  if e then return e end
+end
+return 'OK'

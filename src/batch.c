@@ -1,0 +1,241 @@
+/*
+ * Reading batches: status, results and the list of a queue's batches, plus
+ * cancel. All reads are plain Redis commands on the batch hash
+ * (sluice:{Q}:b:ID), its results hash (…:r, item index -> results line) and
+ * the queue's index (sluice:{Q}:batches); the layout is in docs/PROTOCOL.md.
+ */
+#include "batch.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <sluice/sluice.h>
+
+#include "alloc.h"
+#include "conn.h"
+#include "id.h"
+#include "json.h"
+
+#define RESULTS_PAGE 1000 /* HMGET fields per call */
+
+static const char *hfield(const redisReply *h, const char *name) {
+  for (size_t i = 0; i + 1 < h->elements; i += 2) {
+    if (strcmp(h->element[i]->str, name) == 0)
+      return h->element[i + 1]->str;
+  }
+  return NULL;
+}
+
+static long long hnum(const redisReply *h, const char *name) {
+  const char *v = hfield(h, name);
+
+  return v ? strtoll(v, NULL, 10) : 0;
+}
+
+int sl__batch_ended(const redisReply *h) {
+  const char *whole = hfield(h, "whole");
+
+  return whole != NULL && strcmp(whole, "1") == 0 && hnum(h, "done") >= hnum(h, "total");
+}
+
+int sl__batch_json(sl_buf *out, const sl_keys *k, const char *batch, const redisReply *h) {
+  const char *status = hfield(h, "status");
+  const char *name = hfield(h, "name");
+  long long total = hnum(h, "total");
+  long long done = hnum(h, "done");
+  long long created = hnum(h, "created_at");
+  long long started = hnum(h, "started_at");
+  long long finished = hnum(h, "finished_at");
+  int whole = hnum(h, "whole") == 1;
+  long long now = sl__now_ms();
+  long long elapsed = created ? (finished ? finished : now) - created : 0;
+  long long run_ms = started ? (finished ? finished : now) - started : 0;
+  double pct = whole ? (total > 0 ? (double)(done * 1000 / total) / 10.0 : 100.0) : 0.0;
+  int rc;
+
+  rc = sl__buf_printf(out, "{\"queue\":\"%s\",\"batch\":", k->queue);
+  if (rc == 0)
+    rc = sl__json_put_str(out, batch, strlen(batch));
+  if (rc == 0)
+    rc = sl__buf_puts(out, ",\"name\":");
+  if (rc == 0)
+    rc = sl__json_put_str(out, name ? name : "", name ? strlen(name) : 0);
+  if (rc == 0)
+    rc = sl__buf_printf(out,
+                        ",\"status\":\"%s\",\"total\":%lld,\"done\":%lld,\"succeeded\":%lld,"
+                        "\"failed\":%lld,\"cancelled\":%lld,\"pct\":%.1f,\"ts\":%lld,"
+                        "\"incomplete\":%s,\"submitted\":%lld,\"created_at\":%lld,\"queued_at\":%lld,"
+                        "\"started_at\":%lld,\"finished_at\":%lld,\"elapsed_ms\":%lld,"
+                        "\"items_per_s\":%.1f}",
+                        status ? status : "?", total, done, hnum(h, "succeeded"), hnum(h, "failed"),
+                        hnum(h, "cancelled"), pct, now, whole ? "false" : "true",
+                        hnum(h, "submitted"), created, hnum(h, "queued_at"), started, finished,
+                        elapsed, run_ms > 0 ? (double)done * 1000.0 / (double)run_ms : 0.0);
+  return rc;
+}
+
+/* HGETALL of a batch hash; NULL with *rcode set (SL_ENOTFOUND if absent). */
+static redisReply *batch_hash(sl_client_t *c, const sl_keys *k, const char *batch, int *rcode) {
+  char key[256];
+  const char *av[2] = {"HGETALL", key};
+  redisReply *r;
+
+  snprintf(key, sizeof(key), "%sb:%s", k->prefix, batch);
+  r = sl__client_cmd(c, rcode, 2, av, NULL);
+  if (r == NULL)
+    return NULL;
+  if (r->type != REDIS_REPLY_ARRAY || r->elements == 0) {
+    freeReplyObject(r);
+    *rcode = sl__client_fail(c, SL_ENOTFOUND, "no batch %s in queue %s (wrong --queue, or it expired)",
+                             batch, k->queue);
+    return NULL;
+  }
+  return r;
+}
+
+SL_EXTERN int sl_batch_status(sl_client_t *c, const char *queue, const char *batch, char **json_out) {
+  sl_keys k;
+  sl_buf out;
+  redisReply *h;
+  int rc;
+
+  if (sl__keys_init(&k, queue) != 0)
+    return sl__client_fail(c, SL_EINVAL, "invalid queue name \"%s\"", queue);
+  h = batch_hash(c, &k, batch, &rc);
+  if (h == NULL)
+    return rc;
+  sl__buf_init(&out, 4096);
+  rc = sl__batch_json(&out, &k, batch, h);
+  freeReplyObject(h);
+  if (rc != 0) {
+    sl__buf_free(&out);
+    return sl__client_fail(c, rc, "%s", sl_strerror(rc));
+  }
+  *json_out = sl__buf_take(&out);
+  return *json_out ? 0 : sl__client_fail(c, SL_ENOMEM, "out of memory");
+}
+
+SL_EXTERN int sl_batch_results(sl_client_t *c, const char *queue, const char *batch, int flags,
+                               sl_line_cb cb, void *ud) {
+  sl_keys k;
+  char rkey[256];
+  char (*nums)[24] = NULL;
+  const char **av = NULL;
+  redisReply *h;
+  long long submitted;
+  int rc;
+
+  if (sl__keys_init(&k, queue) != 0)
+    return sl__client_fail(c, SL_EINVAL, "invalid queue name \"%s\"", queue);
+  h = batch_hash(c, &k, batch, &rc);
+  if (h == NULL)
+    return rc;
+  submitted = hnum(h, "submitted");
+  freeReplyObject(h);
+  snprintf(rkey, sizeof(rkey), "%sb:%s:r", k.prefix, batch);
+  nums = sl_malloc(RESULTS_PAGE * sizeof(*nums));
+  av = sl_malloc((RESULTS_PAGE + 2) * sizeof(*av));
+  if (nums == NULL || av == NULL) {
+    rc = sl__client_fail(c, SL_ENOMEM, "out of memory");
+    goto out;
+  }
+  av[0] = "HMGET";
+  av[1] = rkey;
+  /* Pages of HMGET by item index keep submit order without sorting. */
+  for (long long first = 0; first < submitted && rc == 0; first += RESULTS_PAGE) {
+    long long n = submitted - first < RESULTS_PAGE ? submitted - first : RESULTS_PAGE;
+    redisReply *r;
+
+    for (long long i = 0; i < n; i++) {
+      snprintf(nums[i], sizeof(nums[i]), "%lld", first + i);
+      av[2 + i] = nums[i];
+    }
+    r = sl__client_cmd(c, &rc, (int)n + 2, av, NULL);
+    if (r == NULL)
+      goto out;
+    for (size_t i = 0; i < r->elements && rc == 0; i++) {
+      const redisReply *e = r->element[i];
+
+      if (e->type != REDIS_REPLY_STRING)
+        continue; /* not finished yet */
+      if ((flags & SL_RESULTS_FAILED) && strstr(e->str, "\"status\":\"failed\"") == NULL)
+        continue;
+      rc = cb(e->str, e->len, ud);
+    }
+    freeReplyObject(r);
+  }
+out:
+  sl_free(nums);
+  sl_free(av);
+  return rc;
+}
+
+SL_EXTERN int sl_batch_list(sl_client_t *c, const char *queue, const char *status, size_t limit,
+                            sl_line_cb cb, void *ud) {
+  sl_keys k;
+  redisReply *ids;
+  sl_buf out;
+  size_t shown = 0;
+  int rc = 0;
+
+  if (sl__keys_init(&k, queue) != 0)
+    return sl__client_fail(c, SL_EINVAL, "invalid queue name \"%s\"", queue);
+  {
+    const char *zv[6] = {"ZRANGE", k.batches, "+inf", "-inf", "BYSCORE", "REV"};
+
+    ids = sl__client_cmd(c, &rc, 6, zv, NULL);
+  }
+  if (ids == NULL)
+    return rc;
+  sl__buf_init(&out, 4096);
+  for (size_t i = 0; i < ids->elements && rc == 0; i++) {
+    const char *batch = ids->element[i]->str;
+    redisReply *h = batch_hash(c, &k, batch, &rc);
+    const char *st;
+
+    if (h == NULL) {
+      if (rc == SL_ENOTFOUND)
+        rc = 0; /* expired between the two reads */
+      continue;
+    }
+    st = hfield(h, "status");
+    if (status == NULL || (st != NULL && strcmp(st, status) == 0)) {
+      sl__buf_reset(&out);
+      rc = sl__batch_json(&out, &k, batch, h);
+      if (rc == 0)
+        rc = cb(out.p, out.len, ud);
+      shown++;
+    }
+    freeReplyObject(h);
+    if (limit > 0 && shown >= limit)
+      break;
+  }
+  sl__buf_free(&out);
+  freeReplyObject(ids);
+  return rc;
+}
+
+SL_EXTERN int sl_batch_cancel(sl_client_t *c, const char *queue, const char *batch) {
+  sl_keys k;
+  char bkey[256];
+  const char *av[4];
+  redisReply *r;
+  int rc;
+
+  if (sl__keys_init(&k, queue) != 0)
+    return sl__client_fail(c, SL_EINVAL, "invalid queue name \"%s\"", queue);
+  snprintf(bkey, sizeof(bkey), "%sb:%s", k.prefix, batch);
+  av[0] = bkey;
+  av[1] = k.prefix;
+  av[2] = k.queue;
+  av[3] = batch;
+  r = sl__client_fcall(c, &rc, "cancel", 1, 4, av, NULL);
+  if (r == NULL) {
+    if (strstr(c->errstr, "SLUICE_NOTFOUND") != NULL)
+      return sl__client_fail(c, SL_ENOTFOUND, "no batch %s in queue %s", batch, k.queue);
+    return rc;
+  }
+  freeReplyObject(r);
+  return 0;
+}

@@ -1,0 +1,46 @@
+/* The sluice command line: shared helpers of the src/cli/cmd_*.c commands. */
+#ifndef SL_CLI_H
+#define SL_CLI_H
+
+#include <stdio.h>
+
+#include <sluice/sluice.h>
+
+/* Exit codes (DESIGN: Command line). */
+#define EXIT_OK 0
+#define EXIT_RUNTIME 1
+#define EXIT_USAGE 2
+#define EXIT_FAILED_ITEMS 3
+
+/* Options every command takes. */
+typedef struct cli_common {
+  const char *redis; /* --redis, else $SLUICE_REDIS; NULL when neither */
+  const char *queue; /* --queue, else "default" */
+} cli_common;
+
+/* Prints "sluice: <message>" on stderr. */
+void cli_err(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+/* Resolves the Redis URL; NULL (after explaining how to set one) if none. */
+const char *cli_redis_url(const cli_common *c);
+/* Opens a client or explains why not; NULL on failure. */
+sl_client_t *cli_open(const cli_common *c);
+/* Parses a non-negative integer option value; -1 when invalid. */
+long long cli_parse_int(const char *s, long long max);
+/* Formats ms since the epoch as "2026-11-22 10:00:01Z" ("-" for 0). */
+void cli_fmt_time(long long ms, char *out, size_t len);
+/* Draws a progress line for a status/event JSON object on stderr. */
+void cli_progress(const char *json, size_t len, int final);
+
+int cmd_submit(int argc, char **argv);
+int cmd_worker(int argc, char **argv);
+int cmd_status(int argc, char **argv);
+int cmd_watch(int argc, char **argv);
+int cmd_results(int argc, char **argv);
+int cmd_batches(int argc, char **argv);
+int cmd_cancel(int argc, char **argv);
+int cmd_demo(int argc, char **argv);
+
+/* Follows a batch with a progress bar; returns the exit code (0, 1 or 3). */
+int cli_watch_batch(sl_client_t *cl, const char *queue, const char *batch);
+
+#endif

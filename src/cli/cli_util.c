@@ -1,0 +1,161 @@
+/* Helpers shared by the sluice commands. */
+#include <errno.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <cjson/cJSON.h>
+
+#include "cli.h"
+
+void cli_err(const char *fmt, ...) {
+  va_list ap;
+
+  fputs("sluice: ", stderr);
+  va_start(ap, fmt);
+  vfprintf(stderr, fmt, ap);
+  va_end(ap);
+  fputc('\n', stderr);
+}
+
+const char *cli_redis_url(const cli_common *c) {
+  if (c->redis != NULL && *c->redis != '\0')
+    return c->redis;
+  cli_err("no Redis configured: pass --redis URL or set SLUICE_REDIS, e.g.\n"
+          "  export SLUICE_REDIS=redis://127.0.0.1:6379   (or unix:///path/to/redis.sock)\n"
+          "`sluice demo` runs everything on a private Redis without one.");
+  return NULL;
+}
+
+sl_client_t *cli_open(const cli_common *c) {
+  const char *url = cli_redis_url(c);
+  sl_client_t *cl;
+  char err[512];
+  int rc;
+
+  if (url == NULL)
+    return NULL;
+  rc = sl_client_open(url, &cl, err, sizeof(err));
+  if (rc != 0) {
+    cli_err("%s", err);
+    return NULL;
+  }
+  return cl;
+}
+
+long long cli_parse_int(const char *s, long long max) {
+  char *end;
+  long long v;
+
+  if (s == NULL || *s == '\0')
+    return -1;
+  errno = 0;
+  v = strtoll(s, &end, 10);
+  if (errno != 0 || *end != '\0' || v < 0 || v > max)
+    return -1;
+  return v;
+}
+
+void cli_fmt_time(long long ms, char *out, size_t len) {
+  time_t t = (time_t)(ms / 1000);
+  struct tm tm;
+
+  if (ms <= 0) {
+    snprintf(out, len, "-");
+    return;
+  }
+  gmtime_r(&t, &tm);
+  strftime(out, len, "%Y-%m-%d %H:%M:%SZ", &tm);
+}
+
+static long long jnum(const cJSON *j, const char *k) {
+  const cJSON *v = cJSON_GetObjectItemCaseSensitive(j, k);
+
+  return cJSON_IsNumber(v) ? (long long)v->valuedouble : 0;
+}
+
+void cli_progress(const char *json, size_t len, int final) {
+  static long long last_draw_ms;
+  static long long first_ms;
+  static long long first_done = -1;
+  cJSON *j = cJSON_ParseWithLength(json, len);
+  const cJSON *st;
+  long long total;
+  long long done;
+  long long now;
+  struct timespec ts;
+  int tty = isatty(STDERR_FILENO);
+  char bar[41];
+  int width = 30;
+  int fill;
+  double rate = 0;
+
+  if (j == NULL)
+    return;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  now = (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+  st = cJSON_GetObjectItemCaseSensitive(j, "status");
+  total = jnum(j, "total");
+  done = jnum(j, "done");
+  if (first_done < 0) {
+    first_done = done;
+    first_ms = now;
+  }
+  if (now > first_ms && done > first_done)
+    rate = (double)(done - first_done) * 1000.0 / (double)(now - first_ms);
+  /* A terminal gets a redrawn bar at most 20 times a second; a log one line a second. */
+  if (!final && now - last_draw_ms < (tty ? 50 : 1000)) {
+    cJSON_Delete(j);
+    return;
+  }
+  last_draw_ms = now;
+  fill = total > 0 ? (int)(done * width / total) : 0;
+  for (int i = 0; i < width; i++)
+    bar[i] = i < fill ? '#' : '.';
+  bar[width] = '\0';
+  fprintf(stderr, "%s[%s] %5.1f%%  %lld/%lld  ok %lld  failed %lld%s  %s  %.0f items/s%s", tty ? "\r" : "", bar,
+          total > 0 ? (double)done * 100.0 / (double)total : 0.0, done, total, jnum(j, "succeeded"),
+          jnum(j, "failed"), jnum(j, "cancelled") ? "  cancelled" : "",
+          cJSON_IsString(st) ? st->valuestring : "?", rate, tty ? "\033[K" : "\n");
+  if (final && tty)
+    fputc('\n', stderr);
+  fflush(stderr);
+  cJSON_Delete(j);
+}
+
+typedef struct watch_state {
+  long long failed;  /* failed items in the last state seen */
+  char last[2048];   /* the last state seen */
+  size_t lastlen;    /* its length */
+} watch_state;
+
+static int on_watch(const char *json, size_t len, void *ud) {
+  watch_state *w = ud;
+  cJSON *j = cJSON_ParseWithLength(json, len);
+
+  if (j != NULL) {
+    w->failed = jnum(j, "failed");
+    cJSON_Delete(j);
+  }
+  if (len < sizeof(w->last)) {
+    memcpy(w->last, json, len);
+    w->lastlen = len;
+  }
+  cli_progress(json, len, 0);
+  return 0;
+}
+
+int cli_watch_batch(sl_client_t *cl, const char *queue, const char *batch) {
+  watch_state w = {0};
+  int rc = sl_batch_watch(cl, queue, batch, on_watch, &w);
+
+  if (w.lastlen > 0)
+    cli_progress(w.last, w.lastlen, 1);
+  if (rc != 0) {
+    cli_err("watching batch %s: %s", batch, sl_client_errstr(cl));
+    return EXIT_RUNTIME;
+  }
+  return w.failed > 0 ? EXIT_FAILED_ITEMS : EXIT_OK;
+}

@@ -1,0 +1,244 @@
+/*
+ * Reading commands: status, watch, results, batches, and cancel.
+ */
+#include <getopt.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cjson/cJSON.h>
+
+#include "cli.h"
+
+/* Parses the common options plus the flags in `extra`; returns the first
+ * positional argument index, or -1 after a usage error. Flags set *flag[i]. */
+typedef struct flagdef {
+  const char *name; /* long option */
+  int has_arg;      /* 0 or 1 */
+  int *flag;        /* set to 1 (no argument) */
+  const char **arg; /* set to the value (with argument) */
+} flagdef;
+
+static int parse(int argc, char **argv, cli_common *com, const flagdef *extra, int nextra) {
+  struct option opts[16];
+  int k = 0;
+  int ch;
+  int idx;
+
+  com->redis = getenv("SLUICE_REDIS");
+  com->queue = NULL;
+  opts[k++] = (struct option){"redis", required_argument, NULL, 'R'};
+  opts[k++] = (struct option){"queue", required_argument, NULL, 'Q'};
+  for (int i = 0; i < nextra; i++)
+    opts[k++] = (struct option){extra[i].name, extra[i].has_arg, NULL, 256 + i};
+  opts[k] = (struct option){NULL, 0, NULL, 0};
+  optind = 1;
+  while ((ch = getopt_long(argc, argv, "", opts, &idx)) != -1) {
+    if (ch == 'R')
+      com->redis = optarg;
+    else if (ch == 'Q')
+      com->queue = optarg;
+    else if (ch >= 256 && extra[ch - 256].has_arg)
+      *extra[ch - 256].arg = optarg;
+    else if (ch >= 256)
+      *extra[ch - 256].flag = 1;
+    else
+      return -1;
+  }
+  return optind;
+}
+
+static long long jnum(const cJSON *j, const char *k) {
+  const cJSON *v = cJSON_GetObjectItemCaseSensitive(j, k);
+
+  return cJSON_IsNumber(v) ? (long long)v->valuedouble : 0;
+}
+
+static const char *jstr(const cJSON *j, const char *k) {
+  const cJSON *v = cJSON_GetObjectItemCaseSensitive(j, k);
+
+  return cJSON_IsString(v) ? v->valuestring : "";
+}
+
+static void print_status(const char *json) {
+  cJSON *j = cJSON_Parse(json);
+  char created[32];
+  char started[32];
+  char finished[32];
+  long long total;
+  long long done;
+
+  if (j == NULL) {
+    puts(json);
+    return;
+  }
+  total = jnum(j, "total");
+  done = jnum(j, "done");
+  cli_fmt_time(jnum(j, "created_at"), created, sizeof(created));
+  cli_fmt_time(jnum(j, "started_at"), started, sizeof(started));
+  cli_fmt_time(jnum(j, "finished_at"), finished, sizeof(finished));
+  printf("batch      %s%s%s%s\n", jstr(j, "batch"), *jstr(j, "name") ? "  (" : "", jstr(j, "name"),
+         *jstr(j, "name") ? ")" : "");
+  printf("queue      %s\n", jstr(j, "queue"));
+  if (cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(j, "incomplete")))
+    printf("status     %s: INCOMPLETE, %lld items written so far; if its producer died, "
+           "`sluice cancel %s` ends it\n",
+           jstr(j, "status"), jnum(j, "submitted"), jstr(j, "batch"));
+  else
+    printf("status     %s\n", jstr(j, "status"));
+  printf("progress   %lld/%lld done (%.1f%%)\n", done, total,
+         total > 0 ? (double)done * 100.0 / (double)total : 0.0);
+  printf("items      %lld succeeded, %lld failed, %lld cancelled, %lld not finished\n", jnum(j, "succeeded"),
+         jnum(j, "failed"), jnum(j, "cancelled"), total - done);
+  printf("created    %s\nstarted    %s\nfinished   %s\n", created, started, finished);
+  printf("elapsed    %.1f s", (double)jnum(j, "elapsed_ms") / 1000.0);
+  if (jnum(j, "started_at") > 0)
+    printf(", %.1f items/s since the first start", cJSON_GetObjectItemCaseSensitive(j, "items_per_s")->valuedouble);
+  printf("\n");
+  cJSON_Delete(j);
+}
+
+static int need_batch(int argc, char **argv, int first, const char *usage) {
+  if (first < 0 || first != argc - 1) {
+    cli_err("usage: sluice %s", usage);
+    return -1;
+  }
+  (void)argv;
+  return 0;
+}
+
+int cmd_status(int argc, char **argv) {
+  int json = 0;
+  flagdef f[] = {{"json", 0, &json, NULL}};
+  cli_common com;
+  int first = parse(argc, argv, &com, f, 1);
+  sl_client_t *cl;
+  char *out = NULL;
+  int rc;
+
+  if (need_batch(argc, argv, first, "status BATCH [--json]") != 0)
+    return EXIT_USAGE;
+  cl = cli_open(&com);
+  if (cl == NULL)
+    return com.redis ? EXIT_RUNTIME : EXIT_USAGE;
+  rc = sl_batch_status(cl, com.queue, argv[first], &out);
+  if (rc != 0) {
+    cli_err("%s", sl_client_errstr(cl));
+    sl_client_close(cl);
+    return EXIT_RUNTIME;
+  }
+  if (json)
+    printf("%s\n", out);
+  else
+    print_status(out);
+  sl_free(out);
+  sl_client_close(cl);
+  return EXIT_OK;
+}
+
+int cmd_watch(int argc, char **argv) {
+  cli_common com;
+  int first = parse(argc, argv, &com, NULL, 0);
+  sl_client_t *cl;
+  int ret;
+
+  if (need_batch(argc, argv, first, "watch BATCH") != 0)
+    return EXIT_USAGE;
+  cl = cli_open(&com);
+  if (cl == NULL)
+    return com.redis ? EXIT_RUNTIME : EXIT_USAGE;
+  ret = cli_watch_batch(cl, com.queue, argv[first]);
+  sl_client_close(cl);
+  return ret;
+}
+
+static int print_line(const char *json, size_t len, void *ud) {
+  (void)ud;
+  fwrite(json, 1, len, stdout);
+  fputc('\n', stdout);
+  return ferror(stdout) ? SL_EIO : 0;
+}
+
+int cmd_results(int argc, char **argv) {
+  int failed = 0;
+  flagdef f[] = {{"failed", 0, &failed, NULL}};
+  cli_common com;
+  int first = parse(argc, argv, &com, f, 1);
+  sl_client_t *cl;
+  int rc;
+
+  if (need_batch(argc, argv, first, "results BATCH [--failed]") != 0)
+    return EXIT_USAGE;
+  cl = cli_open(&com);
+  if (cl == NULL)
+    return com.redis ? EXIT_RUNTIME : EXIT_USAGE;
+  rc = sl_batch_results(cl, com.queue, argv[first], failed ? SL_RESULTS_FAILED : 0, print_line, NULL);
+  if (rc != 0)
+    cli_err("%s", rc == SL_EIO ? "cannot write the results" : sl_client_errstr(cl));
+  sl_client_close(cl);
+  return rc == 0 ? EXIT_OK : EXIT_RUNTIME;
+}
+
+static int print_batch_row(const char *json, size_t len, void *ud) {
+  cJSON *j = cJSON_ParseWithLength(json, len);
+  char created[32];
+
+  (void)ud;
+  if (j == NULL)
+    return 0;
+  cli_fmt_time(jnum(j, "created_at"), created, sizeof(created));
+  printf("%-26s  %-10s  %9lld/%-9lld  %8lld  %-20s  %s\n", jstr(j, "batch"), jstr(j, "status"), jnum(j, "done"),
+         jnum(j, "total"), jnum(j, "failed"), created, jstr(j, "name"));
+  cJSON_Delete(j);
+  return 0;
+}
+
+int cmd_batches(int argc, char **argv) {
+  int json = 0;
+  const char *status = NULL;
+  const char *limit_s = NULL;
+  flagdef f[] = {{"json", 0, &json, NULL}, {"status", 1, NULL, &status}, {"limit", 1, NULL, &limit_s}};
+  cli_common com;
+  int first = parse(argc, argv, &com, f, 3);
+  long long limit = 0;
+  sl_client_t *cl;
+  int rc;
+
+  if (first < 0 || first != argc) {
+    cli_err("usage: sluice batches [--status S] [--limit N] [--json]");
+    return EXIT_USAGE;
+  }
+  if (limit_s != NULL && (limit = cli_parse_int(limit_s, 1000000000)) < 0) {
+    cli_err("--limit: expected a number, got \"%s\"", limit_s);
+    return EXIT_USAGE;
+  }
+  cl = cli_open(&com);
+  if (cl == NULL)
+    return com.redis ? EXIT_RUNTIME : EXIT_USAGE;
+  if (!json)
+    printf("%-26s  %-10s  %19s  %8s  %-20s  %s\n", "BATCH", "STATUS", "DONE/TOTAL", "FAILED", "CREATED", "NAME");
+  rc = sl_batch_list(cl, com.queue, status, (size_t)limit, json ? print_line : print_batch_row, NULL);
+  if (rc != 0)
+    cli_err("%s", sl_client_errstr(cl));
+  sl_client_close(cl);
+  return rc == 0 ? EXIT_OK : EXIT_RUNTIME;
+}
+
+int cmd_cancel(int argc, char **argv) {
+  cli_common com;
+  int first = parse(argc, argv, &com, NULL, 0);
+  sl_client_t *cl;
+  int rc;
+
+  if (need_batch(argc, argv, first, "cancel BATCH") != 0)
+    return EXIT_USAGE;
+  cl = cli_open(&com);
+  if (cl == NULL)
+    return com.redis ? EXIT_RUNTIME : EXIT_USAGE;
+  rc = sl_batch_cancel(cl, com.queue, argv[first]);
+  if (rc != 0)
+    cli_err("%s", sl_client_errstr(cl));
+  else
+    fprintf(stderr, "sluice: batch %s cancelled; running items finish, no new item starts\n", argv[first]);
+  sl_client_close(cl);
+  return rc == 0 ? EXIT_OK : EXIT_RUNTIME;
+}

@@ -1,0 +1,157 @@
+/*
+ * sluice submit [--priority P] [--max-attempts N] [--timeout MS] [--name NAME]
+ *               [--wait] FILE|-
+ *
+ * Reads JSON Lines, validates every line before anything is written (errors
+ * name the file, line and field; exit 2, nothing enqueued), submits, and
+ * prints the batch id alone on stdout.
+ */
+#include <getopt.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli.h"
+
+#define MAX_REPORTED 20 /* invalid lines listed before "... and N more" */
+
+int cmd_submit(int argc, char **argv) {
+  static const struct option opts[] = {
+      {"redis", required_argument, NULL, 'R'},   {"queue", required_argument, NULL, 'Q'},
+      {"priority", required_argument, NULL, 'p'}, {"max-attempts", required_argument, NULL, 'a'},
+      {"timeout", required_argument, NULL, 't'}, {"name", required_argument, NULL, 'n'},
+      {"wait", no_argument, NULL, 'w'},          {"chunk", required_argument, NULL, 'c'},
+      {NULL, 0, NULL, 0}};
+  cli_common com = {getenv("SLUICE_REDIS"), NULL};
+  sl_batch_opts bo = {0};
+  const char *path;
+  FILE *in;
+  sl_batch_t *b = NULL;
+  sl_client_t *cl = NULL;
+  char *line = NULL;
+  size_t cap = 0;
+  ssize_t n;
+  long lineno = 0;
+  long bad = 0;
+  int wait = 0;
+  int ch;
+  int ret = EXIT_RUNTIME;
+  char err[512];
+  char *id = NULL;
+  long long v;
+
+  optind = 1;
+  while ((ch = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+    switch (ch) {
+    case 'R': com.redis = optarg; break;
+    case 'Q': com.queue = optarg; break;
+    case 'p':
+      if (strcmp(optarg, "high") != 0 && strcmp(optarg, "normal") != 0 && strcmp(optarg, "low") != 0) {
+        cli_err("--priority: unknown priority \"%s\" (expected high, normal or low)", optarg);
+        return EXIT_USAGE;
+      }
+      bo.priority = optarg;
+      break;
+    case 'a':
+      if ((v = cli_parse_int(optarg, 1000)) < 1) {
+        cli_err("--max-attempts: expected an integer from 1 to 1000, got \"%s\"", optarg);
+        return EXIT_USAGE;
+      }
+      bo.max_attempts = (int)v;
+      break;
+    case 't':
+      if ((v = cli_parse_int(optarg, 86400000)) < 1) {
+        cli_err("--timeout: expected milliseconds from 1 to 86400000, got \"%s\"", optarg);
+        return EXIT_USAGE;
+      }
+      bo.timeout_ms = v;
+      break;
+    case 'n': bo.name = optarg; break;
+    case 'w': wait = 1; break;
+    case 'c':
+      if ((v = cli_parse_int(optarg, 100000)) < 1) {
+        cli_err("--chunk: expected items per call from 1 to 100000, got \"%s\"", optarg);
+        return EXIT_USAGE;
+      }
+      bo.chunk_items = (size_t)v;
+      break;
+    default: return EXIT_USAGE;
+    }
+  }
+  if (optind != argc - 1) {
+    cli_err("usage: sluice submit [options] FILE|-   (JSON Lines, one item per line)");
+    return EXIT_USAGE;
+  }
+  path = argv[optind];
+  bo.queue = com.queue;
+  b = sl_batch_new(&bo);
+  if (b == NULL) {
+    cli_err("invalid queue name \"%s\" (1-%d characters of [A-Za-z0-9_.:-])", com.queue ? com.queue : "",
+            SL_NAME_MAX);
+    return EXIT_USAGE;
+  }
+  in = strcmp(path, "-") == 0 ? stdin : fopen(path, "rb");
+  if (in == NULL) {
+    cli_err("cannot open %s: %m", path);
+    sl_batch_free(b);
+    return EXIT_USAGE;
+  }
+  while ((n = getline(&line, &cap, in)) >= 0) {
+    size_t len = (size_t)n;
+    size_t k = 0;
+    int rc;
+
+    lineno++;
+    while (len > 0 && (line[len - 1] == '\n' || line[len - 1] == '\r'))
+      len--;
+    while (k < len && (line[k] == ' ' || line[k] == '\t'))
+      k++;
+    if (k == len)
+      continue; /* blank lines are allowed */
+    rc = sl_batch_add(b, line, len, lineno, err, sizeof(err));
+    if (rc == SL_ENOMEM) {
+      cli_err("out of memory reading %s", path);
+      goto out;
+    }
+    if (rc != 0) {
+      if (bad < MAX_REPORTED)
+        fprintf(stderr, "sluice: %s:%ld: %s\n", strcmp(path, "-") == 0 ? "stdin" : path, lineno, err);
+      bad++;
+    }
+  }
+  if (ferror(in)) {
+    cli_err("error reading %s: %m", path);
+    goto out;
+  }
+  if (bad > 0) {
+    if (bad > MAX_REPORTED)
+      cli_err("... and %ld more invalid lines", bad - MAX_REPORTED);
+    cli_err("%ld of %ld lines are invalid; nothing was submitted", bad, lineno);
+    ret = EXIT_USAGE;
+    goto out;
+  }
+  if (sl_batch_count(b) == 0) {
+    cli_err("%s has no items; nothing was submitted", path);
+    ret = EXIT_USAGE;
+    goto out;
+  }
+  cl = cli_open(&com);
+  if (cl == NULL) {
+    ret = com.redis ? EXIT_RUNTIME : EXIT_USAGE;
+    goto out;
+  }
+  if (sl_batch_submit(cl, b, &id) != 0) {
+    cli_err("submit failed: %s", sl_client_errstr(cl));
+    goto out;
+  }
+  printf("%s\n", id);
+  fflush(stdout);
+  ret = wait ? cli_watch_batch(cl, com.queue, id) : EXIT_OK;
+out:
+  free(line);
+  if (in != stdin)
+    fclose(in);
+  sl_free(id);
+  sl_batch_free(b);
+  sl_client_close(cl);
+  return ret;
+}

@@ -1,0 +1,53 @@
+/*
+ * sluice: the command line. Each command lives in cmd_*.c and uses only the
+ * public API of libsluice (include/sluice/sluice.h).
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli.h"
+
+static const char usage[] =
+    "usage: sluice COMMAND [options]\n"
+    "\n"
+    "  submit [opts] FILE|-        submit a batch of JSON Lines items; prints the batch id\n"
+    "         --priority P --max-attempts N --timeout MS --name NAME --wait\n"
+    "  worker [opts]               run items: --concurrency N\n"
+    "  status BATCH [--json]       counters, percent and timings of a batch\n"
+    "  watch BATCH                 live progress until the batch ends (exit 3: items failed)\n"
+    "  results BATCH [--failed]    one JSON line per finished item\n"
+    "  batches [--status S] [--limit N] [--json]   the queue's batches, newest first\n"
+    "  cancel BATCH                no item of the batch starts any more\n"
+    "  demo                        submit and run a batch on a private Redis\n"
+    "  version\n"
+    "\n"
+    "Every command takes --redis URL (or $SLUICE_REDIS) and --queue NAME (default: default).\n"
+    "URLs: redis://[user:password@]host[:port][/db], unix:///path/to/redis.sock\n"
+    "Exit codes: 0 ok, 1 runtime failure, 2 usage error, 3 batch ended with failed items.\n";
+
+int main(int argc, char **argv) {
+  static const struct {
+    const char *name;
+    int (*fn)(int, char **);
+  } cmds[] = {
+      {"submit", cmd_submit},   {"worker", cmd_worker},   {"status", cmd_status},
+      {"watch", cmd_watch},     {"results", cmd_results}, {"batches", cmd_batches},
+      {"cancel", cmd_cancel},   {"demo", cmd_demo},
+  };
+
+  if (argc < 2 || strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "--help") == 0 ||
+      strcmp(argv[1], "help") == 0) {
+    fputs(usage, argc < 2 ? stderr : stdout);
+    return argc < 2 ? EXIT_USAGE : EXIT_OK;
+  }
+  if (strcmp(argv[1], "version") == 0 || strcmp(argv[1], "--version") == 0) {
+    printf("sluice %s\n", SL_VERSION_STRING);
+    return EXIT_OK;
+  }
+  for (size_t i = 0; i < sizeof(cmds) / sizeof(cmds[0]); i++) {
+    if (strcmp(argv[1], cmds[i].name) == 0)
+      return cmds[i].fn(argc - 1, argv + 1);
+  }
+  cli_err("unknown command \"%s\" (see sluice --help)", argv[1]);
+  return EXIT_USAGE;
+}

@@ -1,0 +1,195 @@
+/*
+ * Synchronous connections. The CLI and producers use one blocking hiredis
+ * context with connect and command timeouts, so an unreachable Redis is a
+ * clear message after at most SL_CONNECT_TIMEOUT_MS, never a hang.
+ */
+#include "conn.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/time.h>
+
+#include "alloc.h"
+#include "script.h"
+
+int sl__redis_connect(const sl_url *u, int timeout_ms, redisContext **out, char *err, size_t errlen) {
+  struct timeval tv = {timeout_ms / 1000, (timeout_ms % 1000) * 1000};
+  struct timeval ctv = {SL_COMMAND_TIMEOUT_MS / 1000, 0};
+  char where[300];
+  redisContext *rc;
+  redisReply *r;
+
+  sl__url_describe(u, where, sizeof(where));
+  if (u->path != NULL)
+    rc = redisConnectUnixWithTimeout(u->path, tv);
+  else
+    rc = redisConnectWithTimeout(u->host, u->port, tv);
+  if (rc == NULL) {
+    snprintf(err, errlen, "cannot connect to Redis at %s: out of memory", where);
+    return SL_ENOMEM;
+  }
+  if (rc->err) {
+    snprintf(err, errlen, "cannot connect to Redis at %s: %s", where, rc->errstr);
+    redisFree(rc);
+    return SL_ECONN;
+  }
+  redisSetTimeout(rc, ctv);
+  if (u->password != NULL) {
+    if (u->user != NULL)
+      r = redisCommand(rc, "AUTH %s %s", u->user, u->password);
+    else
+      r = redisCommand(rc, "AUTH %s", u->password);
+    if (r == NULL || r->type == REDIS_REPLY_ERROR) {
+      snprintf(err, errlen, "Redis at %s refused the credentials: %s", where,
+               r ? r->str : rc->errstr);
+      if (r != NULL)
+        freeReplyObject(r);
+      redisFree(rc);
+      return r ? SL_EREDIS : SL_ECONN;
+    }
+    freeReplyObject(r);
+  }
+  if (u->db != 0) {
+    r = redisCommand(rc, "SELECT %d", u->db);
+    if (r == NULL || r->type == REDIS_REPLY_ERROR) {
+      snprintf(err, errlen, "Redis at %s: SELECT %d failed: %s", where, u->db,
+               r ? r->str : rc->errstr);
+      if (r != NULL)
+        freeReplyObject(r);
+      redisFree(rc);
+      return r ? SL_EREDIS : SL_ECONN;
+    }
+    freeReplyObject(r);
+  }
+  /* A server that needs a password answers NOAUTH to the first real command. */
+  r = redisCommand(rc, "PING");
+  if (r == NULL || r->type == REDIS_REPLY_ERROR) {
+    snprintf(err, errlen, "Redis at %s: %s%s", where, r ? r->str : rc->errstr,
+             r && strncmp(r->str, "NOAUTH", 6) == 0 ? " (give the password in the URL: redis://:PASSWORD@host)" : "");
+    if (r != NULL)
+      freeReplyObject(r);
+    redisFree(rc);
+    return r ? SL_EREDIS : SL_ECONN;
+  }
+  freeReplyObject(r);
+  *out = rc;
+  return 0;
+}
+
+SL_EXTERN int sl_client_open(const char *url, sl_client_t **out, char *errbuf, size_t errlen) {
+  sl_client_t *c = sl_calloc(1, sizeof(*c));
+  int rc;
+
+  if (c == NULL) {
+    snprintf(errbuf, errlen, "out of memory");
+    return SL_ENOMEM;
+  }
+  rc = sl__url_parse(url, &c->url, errbuf, errlen);
+  if (rc != 0)
+    goto fail;
+  c->url_str = sl_strdup(url);
+  if (c->url_str == NULL) {
+    rc = SL_ENOMEM;
+    snprintf(errbuf, errlen, "out of memory");
+    goto fail;
+  }
+  rc = sl__redis_connect(&c->url, SL_CONNECT_TIMEOUT_MS, &c->rc, errbuf, errlen);
+  if (rc != 0)
+    goto fail;
+  rc = sl__script_ensure(c->rc, errbuf, errlen);
+  if (rc != 0)
+    goto fail;
+  *out = c;
+  return 0;
+fail:
+  sl_client_close(c);
+  return rc;
+}
+
+SL_EXTERN void sl_client_close(sl_client_t *c) {
+  if (c == NULL)
+    return;
+  if (c->rc != NULL)
+    redisFree(c->rc);
+  sl__url_free(&c->url);
+  sl_free(c->url_str);
+  sl_free(c);
+}
+
+SL_EXTERN const char *sl_client_errstr(const sl_client_t *c) {
+  return c->errstr;
+}
+
+int sl__client_fail(sl_client_t *c, int code, const char *fmt, ...) {
+  va_list ap;
+
+  va_start(ap, fmt);
+  vsnprintf(c->errstr, sizeof(c->errstr), fmt, ap);
+  va_end(ap);
+  return code;
+}
+
+redisReply *sl__client_cmd(sl_client_t *c, int *rcode, int argc, const char **argv,
+                           const size_t *lens) {
+  redisReply *r;
+
+  if (c->rc == NULL) {
+    *rcode = sl__client_fail(c, SL_ECONN, "the Redis connection is closed");
+    return NULL;
+  }
+  r = redisCommandArgv(c->rc, argc, argv, lens);
+  if (r == NULL) {
+    *rcode = sl__client_fail(c, SL_ECONN, "lost the Redis connection: %s", c->rc->errstr);
+    redisFree(c->rc);
+    c->rc = NULL;
+    return NULL;
+  }
+  if (r->type == REDIS_REPLY_ERROR) {
+    *rcode = sl__client_fail(c, SL_EREDIS, "%s", r->str);
+    freeReplyObject(r);
+    return NULL;
+  }
+  *rcode = 0;
+  return r;
+}
+
+redisReply *sl__client_fcall(sl_client_t *c, int *rcode, const char *fn, int nkeys, int argc,
+                             const char **argv, const size_t *lens) {
+  const char **av = sl_malloc(sizeof(*av) * ((size_t)argc + 3));
+  size_t *al = sl_malloc(sizeof(*al) * ((size_t)argc + 3));
+  char name[64];
+  char nk[16];
+  redisReply *r = NULL;
+
+  if (av == NULL || al == NULL) {
+    *rcode = sl__client_fail(c, SL_ENOMEM, "out of memory");
+    goto out;
+  }
+  snprintf(name, sizeof(name), "sluice_v1_%s", fn);
+  snprintf(nk, sizeof(nk), "%d", nkeys);
+  av[0] = "FCALL";
+  al[0] = 5;
+  av[1] = name;
+  al[1] = strlen(name);
+  av[2] = nk;
+  al[2] = strlen(nk);
+  for (int i = 0; i < argc; i++) {
+    av[i + 3] = argv[i];
+    al[i + 3] = lens ? lens[i] : strlen(argv[i]);
+  }
+  r = sl__client_cmd(c, rcode, argc + 3, av, al);
+  if (r == NULL && *rcode == SL_EREDIS && sl__script_missing(c->errstr)) {
+    int rc = sl__script_ensure(c->rc, c->errstr, sizeof(c->errstr));
+
+    if (rc != 0) {
+      *rcode = rc;
+      goto out;
+    }
+    r = sl__client_cmd(c, rcode, argc + 3, av, al);
+  }
+out:
+  sl_free(av);
+  sl_free(al);
+  return r;
+}

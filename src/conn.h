@@ -1,0 +1,40 @@
+/*
+ * Synchronous Redis connections: the client of producers and admin commands
+ * (sl_client_t), and the connect/AUTH/SELECT sequence shared with workers.
+ */
+#ifndef SL_CONN_H
+#define SL_CONN_H
+
+#include <stddef.h>
+
+#include <hiredis/hiredis.h>
+
+#include <sluice/sluice.h>
+
+#include "url.h"
+
+#define SL_CONNECT_TIMEOUT_MS 5000  /* TCP/unix connect, ms */
+#define SL_COMMAND_TIMEOUT_MS 30000 /* one synchronous command, ms */
+
+struct sl_client {
+  redisContext *rc; /* the connection; NULL once broken beyond repair */
+  sl_url url;       /* where it goes */
+  char *url_str;    /* the URL as given, for a second connection (watch) */
+  char errstr[512]; /* the cause of the last failure */
+};
+
+/* Connects, authenticates and selects the database (no library load). */
+int sl__redis_connect(const sl_url *u, int timeout_ms, redisContext **out, char *err, size_t errlen);
+
+/* Runs one command; NULL on failure with c->errstr set and *rcode the code
+ * (SL_ECONN for a broken connection, SL_EREDIS for an error reply). */
+redisReply *sl__client_cmd(sl_client_t *c, int *rcode, int argc, const char **argv,
+                           const size_t *lens);
+/* FCALLs sluice_v1_<fn>, loading the library and retrying once if Redis lost
+ * it (a restart without persistence). argv holds keys then args. */
+redisReply *sl__client_fcall(sl_client_t *c, int *rcode, const char *fn, int nkeys, int argc,
+                             const char **argv, const size_t *lens);
+/* Sets c->errstr; returns code. */
+int sl__client_fail(sl_client_t *c, int code, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+
+#endif

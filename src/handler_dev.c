@@ -1,0 +1,80 @@
+/*
+ * Development handlers, which need no network: `noop` succeeds at once;
+ * `sleep` waits payload.ms milliseconds on a uv timer and then fails with
+ * probability payload.fail_rate (both optional, validated at submit).
+ */
+#include <stdio.h>
+#include <string.h>
+
+#include <cjson/cJSON.h>
+
+#include "alloc.h"
+#include "id.h"
+#include "worker.h"
+
+typedef struct sleep_job {
+  uv_timer_t timer; /* first: freed through the handle in close_cb */
+  sl_job_t *job;    /* the job, until finished */
+  int64_t ms;       /* how long, ms */
+  double fail_rate; /* 0..1 */
+} sleep_job;
+
+void sl__handler_noop(sl_job_t *j, void *ud) {
+  (void)ud;
+  sl_job_succeed(j, NULL, 0);
+}
+
+static void close_cb(uv_handle_t *h) {
+  sl_free(h);
+}
+
+static double uniform(void) {
+  uint64_t r;
+
+  if (sl__random_bytes(&r, sizeof(r)) != 0)
+    return 0.5;
+  return (double)(r >> 11) / 9007199254740992.0;
+}
+
+static void on_timer(uv_timer_t *t) {
+  sleep_job *s = (sleep_job *)t;
+  sl_job_t *j = s->job;
+
+  if (s->fail_rate > 0 && uniform() < s->fail_rate) {
+    sl_job_fail(j, "sleep: simulated failure after %lld ms (fail_rate %g)", (long long)s->ms, s->fail_rate);
+  } else {
+    char res[64];
+    int n = snprintf(res, sizeof(res), "{\"slept_ms\":%lld}", (long long)s->ms);
+
+    sl_job_succeed(j, res, (size_t)n);
+  }
+  uv_close((uv_handle_t *)t, close_cb);
+}
+
+void sl__handler_sleep(sl_job_t *j, void *ud) {
+  size_t len;
+  const char *p = sl_job_payload(j, &len);
+  cJSON *pl = cJSON_ParseWithLength(p, len);
+  const cJSON *ms = cJSON_GetObjectItemCaseSensitive(pl, "ms");
+  const cJSON *fr = cJSON_GetObjectItemCaseSensitive(pl, "fail_rate");
+  sleep_job *s;
+
+  (void)ud;
+  if (pl != NULL && !cJSON_IsObject(pl) && !cJSON_IsNull(pl)) {
+    cJSON_Delete(pl);
+    sl_job_fail(j, "sleep: payload must be an object like {\"ms\":100}");
+    return;
+  }
+  s = sl_calloc(1, sizeof(*s));
+  if (s == NULL) {
+    cJSON_Delete(pl);
+    sl_job_fail(j, "sleep: out of memory");
+    return;
+  }
+  s->job = j;
+  s->ms = cJSON_IsNumber(ms) && ms->valuedouble >= 0 ? (int64_t)ms->valuedouble : 0;
+  s->fail_rate = cJSON_IsNumber(fr) ? fr->valuedouble : 0;
+  cJSON_Delete(pl);
+  uv_timer_init(sl_job_loop(j), &s->timer);
+  uv_timer_start(&s->timer, on_timer, (uint64_t)s->ms, 0);
+}

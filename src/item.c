@@ -1,0 +1,320 @@
+/*
+ * Item validation and normalization; see item.h.
+ *
+ * The checks run in the order a person fixing the file would want: size
+ * first (cheap, and protects the scanner), then JSON syntax with the column
+ * of the problem, then each field by name.
+ */
+#include "item.h"
+
+#include <stdio.h>
+#include <string.h>
+
+#include <sluice/sluice.h>
+
+#include "alloc.h"
+#include "json.h"
+
+#define MAX_MEMBERS 32 /* fields in one item object */
+
+static const char *const prio_names[SL_PRIO_COUNT] = {"high", "normal", "low"};
+
+int sl__prio_parse(const char *s, size_t n) {
+  for (int i = 0; i < SL_PRIO_COUNT; i++) {
+    if (strlen(prio_names[i]) == n && memcmp(prio_names[i], s, n) == 0)
+      return i;
+  }
+  return -1;
+}
+
+const char *sl__prio_name(int prio) {
+  return prio >= 0 && prio < SL_PRIO_COUNT ? prio_names[prio] : "?";
+}
+
+int sl__name_valid(const char *s, size_t n) {
+  if (n == 0 || n > SL_NAME_MAX)
+    return 0;
+  for (size_t i = 0; i < n; i++) {
+    unsigned char c = (unsigned char)s[i];
+
+    if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+          c == '_' || c == '.' || c == ':' || c == '-'))
+      return 0;
+  }
+  return 1;
+}
+
+void sl__item_free(sl_item *it) {
+  sl_free(it->id);
+  sl_free(it->d);
+  memset(it, 0, sizeof(*it));
+}
+
+static int key_is(const sl_json_member *m, const char *k) {
+  return m->keylen == strlen(k) && memcmp(m->key, k, m->keylen) == 0;
+}
+
+static const char *json_kind(const char *v) {
+  switch (v[0]) {
+  case '{': return "an object";
+  case '[': return "an array";
+  case '"': return "a string";
+  case 't':
+  case 'f': return "a boolean";
+  case 'n': return "null";
+  default: return "a number";
+  }
+}
+
+/* Validates the payload of the built-in types that have a schema. */
+static int check_payload(const char *type, const sl_json_member *p, char *err, size_t errlen) {
+  sl_json_member m[MAX_MEMBERS];
+  size_t n = 0;
+  int rc;
+
+  if (strcmp(type, "sleep") == 0) {
+    if (p->val[0] == 'n')
+      return 0;
+    if (p->val[0] != '{') {
+      snprintf(err, errlen, "field \"payload\": a sleep payload must be an object like {\"ms\":100}, not %s",
+               json_kind(p->val));
+      return SL_EINVAL;
+    }
+    rc = sl__json_members(p->val, p->vallen, m, MAX_MEMBERS, &n);
+    if (rc != 0) {
+      snprintf(err, errlen, "field \"payload\": too many fields for a sleep payload");
+      return SL_EINVAL;
+    }
+    for (size_t i = 0; i < n; i++) {
+      int64_t v;
+      double d;
+
+      if (key_is(&m[i], "ms")) {
+        if (sl__json_int(m[i].val, m[i].vallen, 0, 86400000, &v) != 0) {
+          snprintf(err, errlen, "field \"payload.ms\": expected an integer from 0 to 86400000, got %.*s",
+                   (int)(m[i].vallen > 40 ? 40 : m[i].vallen), m[i].val);
+          return SL_EINVAL;
+        }
+      } else if (key_is(&m[i], "fail_rate")) {
+        if (sl__json_double(m[i].val, m[i].vallen, &d) != 0 || d < 0 || d > 1) {
+          snprintf(err, errlen, "field \"payload.fail_rate\": expected a number from 0 to 1, got %.*s",
+                   (int)(m[i].vallen > 40 ? 40 : m[i].vallen), m[i].val);
+          return SL_EINVAL;
+        }
+      } else {
+        snprintf(err, errlen, "field \"payload.%.*s\": unknown field for a sleep item (known: ms, fail_rate)",
+                 (int)(m[i].keylen > 40 ? 40 : m[i].keylen), m[i].key);
+        return SL_EINVAL;
+      }
+    }
+    return 0;
+  }
+  if (strcmp(type, "http") == 0) {
+    const sl_json_member *url = NULL;
+
+    if (p->val[0] != '{') {
+      snprintf(err, errlen, "field \"payload\": an http payload must be an object with a \"url\", not %s",
+               json_kind(p->val));
+      return SL_EINVAL;
+    }
+    rc = sl__json_members(p->val, p->vallen, m, MAX_MEMBERS, &n);
+    if (rc != 0) {
+      snprintf(err, errlen, "field \"payload\": too many fields for an http payload");
+      return SL_EINVAL;
+    }
+    for (size_t i = 0; i < n; i++) {
+      if (key_is(&m[i], "url"))
+        url = &m[i];
+      else if (key_is(&m[i], "method") && m[i].val[0] != '"') {
+        snprintf(err, errlen, "field \"payload.method\": expected a string like \"POST\", got %s",
+                 json_kind(m[i].val));
+        return SL_EINVAL;
+      } else if (key_is(&m[i], "headers") && m[i].val[0] != '{') {
+        snprintf(err, errlen, "field \"payload.headers\": expected an object, got %s", json_kind(m[i].val));
+        return SL_EINVAL;
+      }
+    }
+    if (url == NULL) {
+      snprintf(err, errlen, "field \"payload.url\": missing (an http item needs a URL)");
+      return SL_EINVAL;
+    }
+    if (url->val[0] != '"' ||
+        !(strncmp(url->val, "\"http://", 8) == 0 || strncmp(url->val, "\"https://", 9) == 0)) {
+      snprintf(err, errlen, "field \"payload.url\": expected an http:// or https:// URL string, got %.*s",
+               (int)(url->vallen > 60 ? 60 : url->vallen), url->val);
+      return SL_EINVAL;
+    }
+  }
+  return 0;
+}
+
+int sl__item_parse(const char *line, size_t len, long lineno, const sl_item_defaults *def,
+                   sl_item *out, char *err, size_t errlen) {
+  sl_json_member m[MAX_MEMBERS];
+  const sl_json_member *f_id = NULL;
+  const sl_json_member *f_type = NULL;
+  const sl_json_member *f_payload = NULL;
+  size_t n = 0;
+  size_t errpos = 0;
+  char jerr[96];
+  char type[SL_NAME_MAX + 1];
+  int prio = def->prio;
+  int64_t max_attempts = def->max_attempts;
+  int64_t timeout_ms = def->timeout_ms;
+  sl_buf id;
+  sl_buf d;
+  int rc;
+
+  memset(out, 0, sizeof(*out));
+  sl__buf_init(&id, SL_ITEM_MAX_ID * 4);
+  sl__buf_init(&d, SL_ITEM_MAX_LINE + 256);
+  if (len > SL_ITEM_MAX_LINE) {
+    snprintf(err, errlen, "line is %zu bytes, over the limit of %d", len, SL_ITEM_MAX_LINE);
+    return SL_ETOOBIG;
+  }
+  rc = sl__json_validate(line, len, SL_ITEM_MAX_DEPTH, &errpos, jerr, sizeof(jerr));
+  if (rc != 0) {
+    if (strstr(jerr, "nesting") != NULL)
+      snprintf(err, errlen, "invalid JSON at column %zu: nesting deeper than %d levels", errpos + 1,
+               SL_ITEM_MAX_DEPTH);
+    else
+      snprintf(err, errlen, "invalid JSON at column %zu: %s", errpos + 1, jerr);
+    return SL_EINVAL;
+  }
+  rc = sl__json_members(line, len, m, MAX_MEMBERS, &n);
+  if (rc == SL_EINVAL) {
+    snprintf(err, errlen, "an item must be a JSON object, like {\"type\":\"noop\",\"payload\":{}}");
+    return SL_EINVAL;
+  }
+  if (rc != 0) {
+    snprintf(err, errlen, "an item has at most %d fields", MAX_MEMBERS);
+    return SL_EINVAL;
+  }
+
+  for (size_t i = 0; i < n; i++) {
+    const sl_json_member *f = &m[i];
+    int keylen = (int)(f->keylen > 40 ? 40 : f->keylen);
+    int vallen = (int)(f->vallen > 40 ? 40 : f->vallen);
+
+    for (size_t j = 0; j < i; j++) {
+      if (m[j].keylen == f->keylen && memcmp(m[j].key, f->key, f->keylen) == 0) {
+        snprintf(err, errlen, "field \"%.*s\": given twice", keylen, f->key);
+        return SL_EINVAL;
+      }
+    }
+    if (key_is(f, "id")) {
+      f_id = f;
+      if (f->val[0] != '"' && !(f->val[0] == '-' || (f->val[0] >= '0' && f->val[0] <= '9'))) {
+        snprintf(err, errlen, "field \"id\": expected a string or an integer, got %s", json_kind(f->val));
+        return SL_EINVAL;
+      }
+    } else if (key_is(f, "type")) {
+      f_type = f;
+    } else if (key_is(f, "payload")) {
+      f_payload = f;
+    } else if (key_is(f, "priority")) {
+      if (f->val[0] != '"' || (prio = sl__prio_parse(f->val + 1, f->vallen - 2)) < 0) {
+        snprintf(err, errlen, "field \"priority\": unknown priority %.*s (expected \"high\", \"normal\" or \"low\")",
+                 vallen, f->val);
+        return SL_EINVAL;
+      }
+    } else if (key_is(f, "max_attempts")) {
+      if (sl__json_int(f->val, f->vallen, 1, 1000, &max_attempts) != 0) {
+        snprintf(err, errlen, "field \"max_attempts\": expected an integer from 1 to 1000, got %.*s", vallen,
+                 f->val);
+        return SL_EINVAL;
+      }
+    } else if (key_is(f, "timeout_ms")) {
+      if (sl__json_int(f->val, f->vallen, 1, 86400000, &timeout_ms) != 0) {
+        snprintf(err, errlen, "field \"timeout_ms\": expected an integer from 1 to 86400000 (ms), got %.*s",
+                 vallen, f->val);
+        return SL_EINVAL;
+      }
+    } else if (key_is(f, "rate_key") || key_is(f, "dedupe") || key_is(f, "run_at") ||
+               key_is(f, "delay_ms")) {
+      snprintf(err, errlen, "field \"%.*s\": not supported by this version of sluice yet", keylen, f->key);
+      return SL_EINVAL;
+    } else {
+      snprintf(err, errlen,
+               "field \"%.*s\": unknown field (known: id, type, payload, priority, max_attempts, timeout_ms)",
+               keylen, f->key);
+      return SL_EINVAL;
+    }
+  }
+
+  if (f_type == NULL) {
+    snprintf(err, errlen, "field \"type\": missing (which handler runs the item, e.g. \"http\")");
+    return SL_EINVAL;
+  }
+  if (f_type->val[0] != '"' || !sl__name_valid(f_type->val + 1, f_type->vallen - 2)) {
+    snprintf(err, errlen, "field \"type\": expected a name of 1-%d characters [A-Za-z0-9_.:-], got %.*s",
+             SL_NAME_MAX, (int)(f_type->vallen > 40 ? 40 : f_type->vallen), f_type->val);
+    return SL_EINVAL;
+  }
+  memcpy(type, f_type->val + 1, f_type->vallen - 2);
+  type[f_type->vallen - 2] = '\0';
+  if (f_payload == NULL) {
+    snprintf(err, errlen, "field \"payload\": missing (use {} or null for none)");
+    return SL_EINVAL;
+  }
+  if (f_payload->vallen > SL_ITEM_MAX_PAYLOAD) {
+    snprintf(err, errlen, "field \"payload\": %zu bytes, over the limit of %d", f_payload->vallen,
+             SL_ITEM_MAX_PAYLOAD);
+    return SL_ETOOBIG;
+  }
+  rc = check_payload(type, f_payload, err, errlen);
+  if (rc != 0)
+    return rc;
+
+  /* The id: a string as given, an integer as its decimal text, or the line number. */
+  if (f_id == NULL) {
+    rc = sl__buf_printf(&id, "%ld", lineno);
+  } else if (f_id->val[0] == '"') {
+    rc = sl__json_unescape(f_id->val, f_id->vallen, &id);
+    if (rc == 0 && id.len == 0) {
+      snprintf(err, errlen, "field \"id\": empty");
+      sl__buf_free(&id);
+      return SL_EINVAL;
+    }
+  } else {
+    int64_t v;
+
+    if (sl__json_int(f_id->val, f_id->vallen, -9007199254740991LL, 9007199254740991LL, &v) != 0) {
+      snprintf(err, errlen, "field \"id\": an integer id must be exact and below 2^53; use a string");
+      return SL_EINVAL;
+    }
+    rc = sl__buf_printf(&id, "%lld", (long long)v);
+  }
+  if (rc == 0 && id.len > SL_ITEM_MAX_ID) {
+    snprintf(err, errlen, "field \"id\": %zu bytes, over the limit of %d", id.len, SL_ITEM_MAX_ID);
+    sl__buf_free(&id);
+    return SL_ETOOBIG;
+  }
+  if (rc == 0)
+    rc = sl__buf_puts(&d, "{\"id\":");
+  if (rc == 0)
+    rc = sl__json_put_str(&d, id.p, id.len);
+  if (rc == 0)
+    rc = sl__buf_printf(&d, ",\"type\":\"%s\",\"payload\":", type);
+  if (rc == 0)
+    rc = sl__buf_append(&d, f_payload->val, f_payload->vallen);
+  if (rc == 0)
+    rc = sl__buf_printf(&d, ",\"max_attempts\":%lld,\"timeout_ms\":%lld}", (long long)max_attempts,
+                        (long long)timeout_ms);
+  if (rc != 0) {
+    sl__buf_free(&id);
+    sl__buf_free(&d);
+    snprintf(err, errlen, "%s", sl_strerror(rc));
+    return rc;
+  }
+  out->prio = prio;
+  out->dlen = d.len;
+  out->id = sl__buf_take(&id);
+  out->d = sl__buf_take(&d);
+  if (out->id == NULL || out->d == NULL) {
+    sl__item_free(out);
+    snprintf(err, errlen, "out of memory");
+    return SL_ENOMEM;
+  }
+  return 0;
+}

@@ -1,0 +1,53 @@
+/*
+ * Items: validation of one JSON Lines item and its normalized form.
+ *
+ * A producer's line is checked completely before anything is written (see
+ * DESIGN, Guarantee 6): size, JSON syntax, UTF-8, nesting, known fields with
+ * the right types, and the payload of built-in types. What is stored in the
+ * stream's `d` field is the normalized item, fields always in this order:
+ *
+ *   {"id":"row-17","type":"sleep","payload":<raw text>,"max_attempts":1,"timeout_ms":30000}
+ *
+ * The payload is kept byte for byte as the producer wrote it. When you change
+ * this format, bump the protocol version (docs/PROTOCOL.md) and keep workers
+ * able to read the previous one.
+ */
+#ifndef SL_ITEM_H
+#define SL_ITEM_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "buf.h"
+
+enum { SL_PRIO_HIGH = 0, SL_PRIO_NORMAL = 1, SL_PRIO_LOW = 2, SL_PRIO_COUNT = 3 };
+
+typedef struct sl_item_defaults {
+  int prio;           /* SL_PRIO_* */
+  int max_attempts;   /* >= 1 */
+  int64_t timeout_ms; /* > 0 */
+} sl_item_defaults;
+
+typedef struct sl_item {
+  char *id;    /* the item id, unescaped */
+  int prio;    /* SL_PRIO_* */
+  char *d;     /* the normalized item JSON */
+  size_t dlen; /* its length, bytes */
+} sl_item;
+
+/*
+ * Validates line[0..len) and fills *out (owned by out; sl__item_free).
+ * `lineno` gives the default id. On invalid input returns SL_EINVAL or
+ * SL_ETOOBIG and writes a message naming the field into err.
+ */
+int sl__item_parse(const char *line, size_t len, long lineno, const sl_item_defaults *def,
+                   sl_item *out, char *err, size_t errlen);
+void sl__item_free(sl_item *it);
+
+/* "high" -> SL_PRIO_HIGH ...; -1 when unknown. */
+int sl__prio_parse(const char *s, size_t n);
+const char *sl__prio_name(int prio);
+/* 1 when s[0..n) is a valid queue or type name: [A-Za-z0-9_.:-]{1,SL_NAME_MAX}. */
+int sl__name_valid(const char *s, size_t n);
+
+#endif

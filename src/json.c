@@ -1,0 +1,493 @@
+/*
+ * Strict JSON scanning and string escaping; see json.h.
+ *
+ * The scanner is a recursive descent over the grammar of RFC 8259 with an
+ * explicit depth limit (so recursion is bounded by SL_ITEM_MAX_DEPTH), and a
+ * UTF-8 decoder that rejects overlong forms, surrogates and code points past
+ * U+10FFFF. It allocates nothing.
+ */
+#include "json.h"
+
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <sluice/sluice.h>
+
+typedef struct scan {
+  const unsigned char *s; /* the text */
+  size_t len;             /* its length, bytes */
+  size_t pos;             /* next byte to read */
+  int depth;              /* current nesting */
+  int maxdepth;           /* the most nesting allowed */
+  char *err;              /* message out */
+  size_t errlen;          /* its size */
+} scan;
+
+static int fail(scan *sc, const char *msg) {
+  snprintf(sc->err, sc->errlen, "%s", msg);
+  return -1;
+}
+
+static void skip_ws(scan *sc) {
+  while (sc->pos < sc->len) {
+    unsigned char c = sc->s[sc->pos];
+
+    if (c != ' ' && c != '\t' && c != '\n' && c != '\r')
+      break;
+    sc->pos++;
+  }
+}
+
+/* Length of the valid UTF-8 sequence at p (1-4), or 0 if invalid. */
+static size_t utf8_seq(const unsigned char *p, size_t left) {
+  unsigned char c = p[0];
+  size_t n;
+  uint32_t cp;
+
+  if (c < 0x80)
+    return 1;
+  if (c >= 0xc2 && c <= 0xdf) {
+    n = 2;
+    cp = c & 0x1f;
+  } else if (c >= 0xe0 && c <= 0xef) {
+    n = 3;
+    cp = c & 0x0f;
+  } else if (c >= 0xf0 && c <= 0xf4) {
+    n = 4;
+    cp = c & 0x07;
+  } else {
+    return 0;
+  }
+  if (left < n)
+    return 0;
+  for (size_t i = 1; i < n; i++) {
+    if ((p[i] & 0xc0) != 0x80)
+      return 0;
+    cp = (cp << 6) | (p[i] & 0x3f);
+  }
+  if ((n == 3 && cp < 0x800) || (n == 4 && cp < 0x10000) || cp > 0x10ffff ||
+      (cp >= 0xd800 && cp <= 0xdfff))
+    return 0;
+  return n;
+}
+
+static int scan_string(scan *sc) {
+  sc->pos++; /* opening quote */
+  while (sc->pos < sc->len) {
+    unsigned char c = sc->s[sc->pos];
+
+    if (c == '"') {
+      sc->pos++;
+      return 0;
+    }
+    if (c < 0x20)
+      return fail(sc, "raw control byte inside a string (escape it, e.g. \\n)");
+    if (c == '\\') {
+      unsigned char e;
+
+      if (sc->pos + 1 >= sc->len)
+        return fail(sc, "unterminated string");
+      e = sc->s[sc->pos + 1];
+      if (e == 'u') {
+        for (int i = 0; i < 4; i++) {
+          size_t k = sc->pos + 2 + (size_t)i;
+
+          if (k >= sc->len || strchr("0123456789abcdefABCDEF", sc->s[k]) == NULL ||
+              sc->s[k] == '\0')
+            return fail(sc, "bad \\u escape in string (expected 4 hex digits)");
+        }
+        sc->pos += 6;
+      } else if (strchr("\"\\/bfnrt", e) != NULL && e != '\0') {
+        sc->pos += 2;
+      } else {
+        return fail(sc, "bad escape in string");
+      }
+      continue;
+    }
+    if (c >= 0x80) {
+      size_t n = utf8_seq(sc->s + sc->pos, sc->len - sc->pos);
+
+      if (n == 0)
+        return fail(sc, "invalid UTF-8 in string");
+      sc->pos += n;
+      continue;
+    }
+    sc->pos++;
+  }
+  return fail(sc, "unterminated string");
+}
+
+static int is_digit(unsigned char c) {
+  return c >= '0' && c <= '9';
+}
+
+static int scan_number(scan *sc) {
+  size_t p = sc->pos;
+
+  if (p < sc->len && sc->s[p] == '-')
+    p++;
+  if (p >= sc->len || !is_digit(sc->s[p]))
+    return fail(sc, "bad number");
+  if (sc->s[p] == '0') {
+    p++;
+  } else {
+    while (p < sc->len && is_digit(sc->s[p]))
+      p++;
+  }
+  if (p < sc->len && sc->s[p] == '.') {
+    p++;
+    if (p >= sc->len || !is_digit(sc->s[p]))
+      return fail(sc, "bad number (digits expected after '.')");
+    while (p < sc->len && is_digit(sc->s[p]))
+      p++;
+  }
+  if (p < sc->len && (sc->s[p] == 'e' || sc->s[p] == 'E')) {
+    p++;
+    if (p < sc->len && (sc->s[p] == '+' || sc->s[p] == '-'))
+      p++;
+    if (p >= sc->len || !is_digit(sc->s[p]))
+      return fail(sc, "bad number (digits expected in exponent)");
+    while (p < sc->len && is_digit(sc->s[p]))
+      p++;
+  }
+  sc->pos = p;
+  return 0;
+}
+
+static int scan_word(scan *sc, const char *w) {
+  size_t n = strlen(w);
+
+  if (sc->len - sc->pos < n || memcmp(sc->s + sc->pos, w, n) != 0)
+    return fail(sc, "unexpected character");
+  sc->pos += n;
+  return 0;
+}
+
+static int scan_value(scan *sc);
+
+static int scan_container(scan *sc, unsigned char close) {
+  int first = 1;
+
+  if (++sc->depth > sc->maxdepth)
+    return fail(sc, "nesting deeper than the limit");
+  sc->pos++;
+  skip_ws(sc);
+  if (sc->pos < sc->len && sc->s[sc->pos] == close) {
+    sc->pos++;
+    sc->depth--;
+    return 0;
+  }
+  for (;;) {
+    if (!first) {
+      skip_ws(sc);
+      if (sc->pos >= sc->len)
+        return fail(sc, close == '}' ? "unterminated object" : "unterminated array");
+      if (sc->s[sc->pos] == close) {
+        sc->pos++;
+        sc->depth--;
+        return 0;
+      }
+      if (sc->s[sc->pos] != ',')
+        return fail(sc, close == '}' ? "expected ',' or '}' in object" : "expected ',' or ']' in array");
+      sc->pos++;
+    }
+    first = 0;
+    skip_ws(sc);
+    if (close == '}') {
+      if (sc->pos >= sc->len || sc->s[sc->pos] != '"')
+        return fail(sc, "expected a string key in object");
+      if (scan_string(sc) != 0)
+        return -1;
+      skip_ws(sc);
+      if (sc->pos >= sc->len || sc->s[sc->pos] != ':')
+        return fail(sc, "expected ':' after object key");
+      sc->pos++;
+      skip_ws(sc);
+    }
+    if (scan_value(sc) != 0)
+      return -1;
+  }
+}
+
+static int scan_value(scan *sc) {
+  unsigned char c;
+
+  if (sc->pos >= sc->len)
+    return fail(sc, "unexpected end of input");
+  c = sc->s[sc->pos];
+  switch (c) {
+  case '{': return scan_container(sc, '}');
+  case '[': return scan_container(sc, ']');
+  case '"': return scan_string(sc);
+  case 't': return scan_word(sc, "true");
+  case 'f': return scan_word(sc, "false");
+  case 'n': return scan_word(sc, "null");
+  default:
+    if (c == '-' || is_digit(c))
+      return scan_number(sc);
+    if (c < 0x20)
+      return fail(sc, "raw control byte");
+    if (c >= 0x80 && utf8_seq(sc->s + sc->pos, sc->len - sc->pos) == 0)
+      return fail(sc, "invalid UTF-8");
+    return fail(sc, "unexpected character");
+  }
+}
+
+int sl__json_validate(const char *buf, size_t len, int maxdepth, size_t *errpos, char *err,
+                      size_t errlen) {
+  scan sc = {(const unsigned char *)buf, len, 0, 0, maxdepth, err, errlen};
+
+  skip_ws(&sc);
+  if (scan_value(&sc) != 0)
+    goto bad;
+  skip_ws(&sc);
+  if (sc.pos != sc.len) {
+    fail(&sc, sc.s[sc.pos] < 0x20 ? "raw control byte after the value"
+                                  : "trailing characters after the JSON value");
+    goto bad;
+  }
+  return 0;
+bad:
+  if (errpos != NULL)
+    *errpos = sc.pos;
+  return SL_EINVAL;
+}
+
+int sl__json_members(const char *buf, size_t len, sl_json_member *out, size_t max, size_t *n) {
+  char err[64];
+  scan sc = {(const unsigned char *)buf, len, 0, 0, 1 << 30, err, sizeof(err)};
+  size_t count = 0;
+
+  skip_ws(&sc);
+  if (sc.pos >= sc.len || sc.s[sc.pos] != '{')
+    return SL_EINVAL;
+  sc.pos++;
+  for (;;) {
+    size_t k0;
+    size_t v0;
+
+    skip_ws(&sc);
+    if (sc.pos >= sc.len)
+      return SL_EINVAL;
+    if (sc.s[sc.pos] == '}')
+      break;
+    if (sc.s[sc.pos] == ',') {
+      sc.pos++;
+      skip_ws(&sc);
+    }
+    k0 = sc.pos;
+    if (sc.pos >= sc.len || sc.s[sc.pos] != '"' || scan_string(&sc) != 0)
+      return SL_EINVAL;
+    if (count == max)
+      return SL_ETOOBIG;
+    out[count].key = buf + k0 + 1;
+    out[count].keylen = sc.pos - k0 - 2;
+    skip_ws(&sc);
+    if (sc.pos >= sc.len || sc.s[sc.pos] != ':')
+      return SL_EINVAL;
+    sc.pos++;
+    skip_ws(&sc);
+    v0 = sc.pos;
+    if (scan_value(&sc) != 0)
+      return SL_EINVAL;
+    out[count].val = buf + v0;
+    out[count].vallen = sc.pos - v0;
+    count++;
+  }
+  *n = count;
+  return 0;
+}
+
+static int put_utf8(sl_buf *out, uint32_t cp) {
+  char b[4];
+  size_t n;
+
+  if (cp < 0x80) {
+    b[0] = (char)cp;
+    n = 1;
+  } else if (cp < 0x800) {
+    b[0] = (char)(0xc0 | (cp >> 6));
+    b[1] = (char)(0x80 | (cp & 0x3f));
+    n = 2;
+  } else if (cp < 0x10000) {
+    b[0] = (char)(0xe0 | (cp >> 12));
+    b[1] = (char)(0x80 | ((cp >> 6) & 0x3f));
+    b[2] = (char)(0x80 | (cp & 0x3f));
+    n = 3;
+  } else {
+    b[0] = (char)(0xf0 | (cp >> 18));
+    b[1] = (char)(0x80 | ((cp >> 12) & 0x3f));
+    b[2] = (char)(0x80 | ((cp >> 6) & 0x3f));
+    b[3] = (char)(0x80 | (cp & 0x3f));
+    n = 4;
+  }
+  return sl__buf_append(out, b, n);
+}
+
+static uint32_t hex4(const char *p) {
+  uint32_t v = 0;
+
+  for (int i = 0; i < 4; i++) {
+    char c = p[i];
+
+    v <<= 4;
+    if (c >= '0' && c <= '9')
+      v |= (uint32_t)(c - '0');
+    else if (c >= 'a' && c <= 'f')
+      v |= (uint32_t)(c - 'a' + 10);
+    else
+      v |= (uint32_t)(c - 'A' + 10);
+  }
+  return v;
+}
+
+int sl__json_unescape(const char *tok, size_t len, sl_buf *out) {
+  size_t i;
+  int rc = 0;
+
+  if (len < 2 || tok[0] != '"' || tok[len - 1] != '"')
+    return SL_EINVAL;
+  for (i = 1; i + 1 < len && rc == 0; i++) {
+    char c = tok[i];
+
+    if (c != '\\') {
+      rc = sl__buf_putc(out, c);
+      continue;
+    }
+    c = tok[++i];
+    switch (c) {
+    case 'b': rc = sl__buf_putc(out, '\b'); break;
+    case 'f': rc = sl__buf_putc(out, '\f'); break;
+    case 'n': rc = sl__buf_putc(out, '\n'); break;
+    case 'r': rc = sl__buf_putc(out, '\r'); break;
+    case 't': rc = sl__buf_putc(out, '\t'); break;
+    case 'u': {
+      uint32_t cp;
+
+      if (i + 4 >= len)
+        return SL_EINVAL;
+      cp = hex4(tok + i + 1);
+      i += 4;
+      if (cp >= 0xd800 && cp <= 0xdbff && i + 6 < len && tok[i + 1] == '\\' && tok[i + 2] == 'u') {
+        uint32_t lo = hex4(tok + i + 3);
+
+        if (lo >= 0xdc00 && lo <= 0xdfff) {
+          cp = 0x10000 + ((cp - 0xd800) << 10) + (lo - 0xdc00);
+          i += 6;
+        }
+      }
+      if (cp >= 0xd800 && cp <= 0xdfff)
+        cp = 0xfffd; /* a lone surrogate cannot be UTF-8 */
+      rc = put_utf8(out, cp);
+      break;
+    }
+    default: rc = sl__buf_putc(out, c); break;
+    }
+  }
+  return rc;
+}
+
+int sl__json_int(const char *tok, size_t len, int64_t lo, int64_t hi, int64_t *out) {
+  char tmp[32];
+  char *end;
+  long long v;
+
+  if (len == 0 || len >= sizeof(tmp))
+    return SL_EINVAL;
+  memcpy(tmp, tok, len);
+  tmp[len] = '\0';
+  if (strpbrk(tmp, ".eE") != NULL) {
+    double d;
+
+    /* 5.0 and 1e3 are integers too, as long as they are exact. */
+    if (sl__json_double(tok, len, &d) != 0 || d != floor(d) || d < -9007199254740992.0 ||
+        d > 9007199254740992.0)
+      return SL_EINVAL;
+    v = (long long)d;
+  } else {
+    errno = 0;
+    v = strtoll(tmp, &end, 10);
+    if (errno != 0 || *end != '\0')
+      return SL_EINVAL;
+  }
+  if (v < lo || v > hi)
+    return SL_ETOOBIG; /* out of range */
+  *out = v;
+  return 0;
+}
+
+int sl__json_double(const char *tok, size_t len, double *out) {
+  char tmp[64];
+  char *end;
+  double v;
+
+  if (len == 0 || len >= sizeof(tmp))
+    return SL_EINVAL;
+  memcpy(tmp, tok, len);
+  tmp[len] = '\0';
+  if (!(tmp[0] == '-' || is_digit((unsigned char)tmp[0])))
+    return SL_EINVAL;
+  errno = 0;
+  v = strtod(tmp, &end);
+  if (*end != '\0' || !isfinite(v))
+    return SL_EINVAL;
+  *out = v;
+  return 0;
+}
+
+int sl__json_put_str(sl_buf *b, const char *s, size_t n) {
+  static const char hex[] = "0123456789abcdef";
+  const unsigned char *p = (const unsigned char *)s;
+  size_t i = 0;
+  size_t run = 0; /* start of the pending run of bytes that need no escape */
+  int rc = sl__buf_putc(b, '"');
+
+  while (rc == 0 && i < n) {
+    unsigned char c = p[i];
+    char esc[7];
+    size_t elen = 0;
+    size_t step = 1;
+
+    if (c == '"' || c == '\\') {
+      esc[0] = '\\';
+      esc[1] = (char)c;
+      elen = 2;
+    } else if (c < 0x20) {
+      esc[0] = '\\';
+      switch (c) {
+      case '\n': esc[1] = 'n'; elen = 2; break;
+      case '\r': esc[1] = 'r'; elen = 2; break;
+      case '\t': esc[1] = 't'; elen = 2; break;
+      default:
+        memcpy(esc + 1, "u00", 3);
+        esc[4] = hex[c >> 4];
+        esc[5] = hex[c & 15];
+        elen = 6;
+      }
+    } else if (c >= 0x80) {
+      step = utf8_seq(p + i, n - i);
+      if (step == 0) {
+        memcpy(esc, "\xef\xbf\xbd", 3); /* U+FFFD */
+        elen = 3;
+        step = 1;
+      }
+    }
+    if (elen == 0) {
+      i += step;
+      continue;
+    }
+    rc = sl__buf_append(b, p + run, i - run);
+    if (rc == 0)
+      rc = sl__buf_append(b, esc, elen);
+    i += step;
+    run = i;
+  }
+  if (rc == 0)
+    rc = sl__buf_append(b, p + run, i - run);
+  if (rc == 0)
+    rc = sl__buf_putc(b, '"');
+  return rc;
+}

@@ -1,0 +1,55 @@
+/*
+ * A strict JSON scanner and a small JSON writer.
+ *
+ * cJSON (used where a tree is convenient) accepts trailing garbage, invalid
+ * UTF-8 and prints large integers lossily, so submit validation does not rely
+ * on it: sl__json_validate checks a text against RFC 8259 plus sluice's
+ * limits and says where and what is wrong, and sl__json_members walks the
+ * top-level members of a validated object, giving the raw text of each value
+ * so payloads are stored byte for byte as the producer sent them.
+ */
+#ifndef SL_JSON_H
+#define SL_JSON_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "buf.h"
+
+/*
+ * Validates that buf[0..len) is exactly one JSON value (surrounding
+ * whitespace allowed): valid UTF-8, no raw control bytes, arrays and objects
+ * nested at most `maxdepth` deep. Returns 0, or SL_EINVAL with a message and
+ * the byte offset of the problem in *errpos.
+ */
+int sl__json_validate(const char *buf, size_t len, int maxdepth, size_t *errpos, char *err,
+                      size_t errlen);
+
+typedef struct sl_json_member {
+  const char *key; /* raw key text between the quotes, still escaped */
+  size_t keylen;   /* bytes */
+  const char *val; /* raw value text */
+  size_t vallen;   /* bytes */
+} sl_json_member;
+
+/*
+ * Fills out[0..max) with the top-level members of a validated JSON object and
+ * sets *n to their count. Returns SL_EINVAL if the text is not an object,
+ * SL_ETOOBIG if it has more than `max` members.
+ */
+int sl__json_members(const char *buf, size_t len, sl_json_member *out, size_t max, size_t *n);
+
+/* Decodes a raw JSON string token (with its quotes) into out as UTF-8. */
+int sl__json_unescape(const char *tok, size_t len, sl_buf *out);
+
+/* Parses a JSON number token that must be an exact integer: SL_EINVAL if it
+ * is not one, SL_ETOOBIG if it lies outside [lo, hi]. */
+int sl__json_int(const char *tok, size_t len, int64_t lo, int64_t hi, int64_t *out);
+/* Parses any JSON number token. */
+int sl__json_double(const char *tok, size_t len, double *out);
+
+/* Appends s[0..n) as a JSON string with quotes, escaping as needed. Bytes that
+ * are not valid UTF-8 are replaced by U+FFFD so the output is always valid. */
+int sl__json_put_str(sl_buf *b, const char *s, size_t n);
+
+#endif

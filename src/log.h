@@ -1,0 +1,11 @@
+/* Log lines on stderr: "sluice worker[pid] LEVEL message". */
+#ifndef SL_LOG_H
+#define SL_LOG_H
+
+void sl__log_quiet(int quiet);
+void sl__log(const char *level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+#define sl__log_info(...) sl__log("info", __VA_ARGS__)
+#define sl__log_warn(...) sl__log("warn", __VA_ARGS__)
+#define sl__log_error(...) sl__log("error", __VA_ARGS__)
+
+#endif

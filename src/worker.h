@@ -1,0 +1,113 @@
+/*
+ * Worker internals shared by worker.c (the loop and Redis traffic), job.c
+ * (one running item) and the handlers.
+ */
+#ifndef SL_WORKER_H
+#define SL_WORKER_H
+
+#include <stdint.h>
+
+#include <hiredis/async.h>
+#include <uv.h>
+
+#include <sluice/sluice.h>
+
+#include "buf.h"
+#include "script.h"
+#include "url.h"
+
+#define SL_WORKER_MAX_HANDLERS 32  /* types one worker serves */
+#define SL_WORKER_FLUSH_MAX 1000   /* completions per complete call */
+#define SL_RESULT_MAX (1024 * 1024) /* one results line, bytes */
+
+typedef struct sl_handler {
+  char type[SL_NAME_MAX + 1]; /* item type served */
+  sl_handler_start_fn start;  /* starts a job */
+  void *ud;                   /* passed to start */
+} sl_handler;
+
+/* A finished item waiting to be written by sluice_v1_complete. */
+typedef struct sl_done {
+  struct sl_done *next; /* FIFO link */
+  int prio;             /* SL_PRIO_* of the stream it came from */
+  char *eid;            /* stream entry id */
+  char *batch;          /* batch id */
+  char *idx;            /* item index, decimal */
+  char outcome;         /* 's' or 'f' */
+  char *line;           /* the results line */
+  size_t linelen;       /* its length, bytes */
+} sl_done;
+
+struct sl_job {
+  sl_worker_t *w;           /* owner */
+  struct sl_job *next;      /* backlog link */
+  int prio;                 /* SL_PRIO_* */
+  char *eid;                /* stream entry id */
+  char *batch;              /* batch id */
+  char *idx;                /* item index within the batch, decimal */
+  int attempt;              /* 1 for the first */
+  char *d;                  /* the item JSON (owned) */
+  const char *id_tok;       /* the item id as a JSON string token, inside d */
+  size_t id_toklen;         /* bytes */
+  char type[SL_NAME_MAX + 1]; /* item type */
+  const char *payload;      /* raw payload JSON, inside d */
+  size_t payload_len;       /* bytes */
+  int64_t timeout_ms;       /* per attempt, ms */
+  int64_t started_at;       /* ms since the epoch */
+};
+
+struct sl_worker {
+  uv_loop_t *loop;           /* the loop we run on */
+  uv_loop_t own_loop;        /* storage when we own it */
+  int owns_loop;             /* 1 when loop == &own_loop */
+  sl_url url;                /* Redis */
+  char *url_str;             /* as given */
+  sl_keys keys;              /* the queue's key names */
+  char id[160];              /* worker id = consumer name: host:pid:rand */
+  int concurrency;           /* jobs at once */
+  int block_ms;              /* idle blocking read, ms */
+  sl_handler handlers[SL_WORKER_MAX_HANDLERS]; /* served types */
+  int nhandlers;             /* used */
+  redisAsyncContext *cmd;    /* scripts and acks */
+  redisAsyncContext *blk;    /* the blocking XREADGROUP only */
+  int cmd_up;                /* cmd connected and authenticated */
+  int blk_up;                /* blk connected and authenticated */
+  int running;               /* jobs started, not yet finished */
+  sl_job_t *backlog;         /* delivered, not started (FIFO) */
+  sl_job_t *backlog_tail;    /* its tail */
+  int nbacklog;              /* its length */
+  sl_done *done;             /* finished, not yet written (FIFO) */
+  sl_done *done_tail;        /* its tail */
+  int ndone;                 /* its length */
+  int fetching;              /* a fetch call is in flight */
+  int blocking;              /* a blocking read is in flight */
+  int flushing;              /* complete calls in flight */
+  int idle;                  /* the last fetch came back short: block next */
+  int stopping;              /* no new items; drain and close */
+  int closed;                /* connections and handles are closing */
+  int rc;                    /* result of sl_worker_run */
+  uv_timer_t kick;           /* runs pump() on the next loop turn */
+  uv_signal_t sig[2];        /* SIGINT, SIGTERM */
+  int nsig;                  /* signal handles initialized */
+  uint64_t n_ok;             /* items succeeded here */
+  uint64_t n_failed;         /* items failed here */
+  uint64_t n_dup;            /* completions Redis had already seen */
+  char errstr[512];          /* cause of a fatal error */
+};
+
+/* Schedules a pump on the next loop turn (idempotent). */
+void sl__worker_kick(sl_worker_t *w);
+/* Queues a finished job's results line; takes ownership of line. */
+void sl__worker_finish(sl_worker_t *w, sl_job_t *j, char outcome, char *line, size_t len);
+/* Builds a job from a delivered entry; NULL on OOM or a malformed item (then
+ * *err says why and the entry should be completed as failed). */
+sl_job_t *sl__job_new(sl_worker_t *w, int prio, const char *eid, const char *batch,
+                      const char *idx, const char *attempt, const char *d, size_t dlen);
+void sl__job_free(sl_job_t *j);
+/* Starts a job with the handler of its type (or fails it). */
+void sl__job_start(sl_job_t *j);
+/* The built-in handlers. */
+void sl__handler_noop(sl_job_t *j, void *ud);
+void sl__handler_sleep(sl_job_t *j, void *ud);
+
+#endif
