@@ -11,7 +11,8 @@ local out = {}
 for i = 4, #ARGV, 6 do
   local s = tonumber(ARGV[i])
   if sl_admit(ctx, KEYS[s], group, ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4], ARGV[i + 5]) then
-    for k = 0, 5 do out[#out + 1] = ARGV[i + k] end
+    out[#out + 1] = s
+    for k = 1, 5 do out[#out + 1] = ARGV[i + k] end
   end
 end
 sl_admit_done(ctx, ARGV[3])

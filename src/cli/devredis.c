@@ -34,7 +34,11 @@ static int pings(const char *path) {
     return 0;
   memset(&a, 0, sizeof(a));
   a.sun_family = AF_UNIX;
-  snprintf(a.sun_path, sizeof(a.sun_path), "%s", path);
+  if (strlen(path) >= sizeof(a.sun_path)) {
+    close(fd);
+    return 0;
+  }
+  memcpy(a.sun_path, path, strlen(path) + 1);
   if (connect(fd, (struct sockaddr *)&a, sizeof(a)) == 0 && write(fd, "PING\r\n", 6) == 6) {
     n = read(fd, buf, sizeof(buf) - 1);
     ok = n >= 5 && memcmp(buf, "+PONG", 5) == 0;
@@ -115,6 +119,11 @@ int sl_devredis_start(sl_devredis *d, const char *const *extra, char *err, size_
     return -1;
   }
   snprintf(d->sock, sizeof(d->sock), "%s/redis.sock", d->dir);
+  if (strlen(d->sock) >= sizeof(((struct sockaddr_un *)0)->sun_path)) {
+    snprintf(err, errlen, "socket path %s is too long for a unix socket; set TMPDIR to a shorter dir", d->sock);
+    sl_devredis_stop(d);
+    return -1;
+  }
   snprintf(d->url, sizeof(d->url), "unix://%s", d->sock);
   if (spawn(d, extra, err, errlen) != 0) {
     sl_devredis_stop(d);

@@ -1,0 +1,222 @@
+/* Integration test helpers; see itest.h. */
+#include "itest.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "devredis.h"
+
+static sl_devredis redis;
+static char queue_buf[128];
+static char path_buf[8][512]; /* rotating, so a few paths can be held at once */
+static int path_next;
+static char tmpdir[320];
+
+static void setup(void) {
+  char err[512];
+
+  if (sl_devredis_start(&redis, NULL, err, sizeof(err)) != 0) {
+    fprintf(stderr, "cannot start the test redis-server: %s\n", err);
+    exit(1);
+  }
+  setenv("SLUICE_TEST_REDIS", redis.url, 1);
+  unsetenv("SLUICE_REDIS");
+}
+
+static void teardown(void) {
+  sl_devredis_stop(&redis);
+}
+
+void itest_use_redis(void) {
+  sl_test_setup = setup;
+  sl_test_teardown = teardown;
+}
+
+const char *itest_url(void) {
+  return redis.url;
+}
+
+const char *itest_sock(void) {
+  return redis.sock;
+}
+
+long long itest_ms(void) {
+  struct timespec ts;
+
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+redisContext *itest_conn(void) {
+  redisContext *c = redisConnectUnix(redis.sock);
+
+  if (c == NULL || c->err)
+    sl_test_fail(__FILE__, __LINE__, "cannot connect to the test redis: %s", c ? c->errstr : "oom");
+  return c;
+}
+
+redisReply *itest_cmd(redisContext *c, const char *fmt, ...) {
+  va_list ap;
+  redisReply *r;
+
+  va_start(ap, fmt);
+  r = redisvCommand(c, fmt, ap);
+  va_end(ap);
+  if (r == NULL)
+    sl_test_fail(__FILE__, __LINE__, "redis command %s failed: %s", fmt, c->errstr);
+  return r;
+}
+
+const char *itest_queue(const char *name) {
+  snprintf(queue_buf, sizeof(queue_buf), "t-%s-%d", name, (int)getpid());
+  return queue_buf;
+}
+
+const char *itest_path(const char *name) {
+  if (tmpdir[0] == '\0' || access(tmpdir, F_OK) != 0) {
+    snprintf(tmpdir, sizeof(tmpdir), "%s/files-%d", redis.dir, (int)getpid());
+    mkdir(tmpdir, 0700);
+  }
+  path_next = (path_next + 1) % 8;
+  snprintf(path_buf[path_next], sizeof(path_buf[path_next]), "%s/%s", tmpdir, name);
+  return path_buf[path_next];
+}
+
+void itest_write(const char *path, const char *data, size_t len) {
+  FILE *f = fopen(path, "wb");
+
+  if (f == NULL || fwrite(data, 1, len, f) != len)
+    sl_test_fail(__FILE__, __LINE__, "cannot write %s", path);
+  fclose(f);
+}
+
+char *itest_read(const char *path, size_t *len) {
+  FILE *f = fopen(path, "rb");
+  char *buf = NULL;
+  size_t n = 0;
+  size_t cap = 0;
+  size_t r;
+
+  if (f == NULL)
+    return NULL;
+  do {
+    if (n + 4096 + 1 > cap) {
+      cap = cap ? cap * 2 : 8192;
+      buf = realloc(buf, cap);
+    }
+    r = fread(buf + n, 1, cap - n - 1, f);
+    n += r;
+  } while (r > 0);
+  fclose(f);
+  buf[n] = '\0';
+  if (len != NULL)
+    *len = n;
+  return buf;
+}
+
+pid_t itest_spawn(const char *const *args, const char *out, const char *err) {
+  const char *argv[64];
+  pid_t pid;
+  int k = 0;
+
+  argv[k++] = SLUICE_BIN;
+  for (int i = 0; args[i] != NULL && k < 63; i++)
+    argv[k++] = args[i];
+  argv[k] = NULL;
+  fflush(stdout);
+  fflush(stderr);
+  pid = fork();
+  if (pid < 0)
+    sl_test_fail(__FILE__, __LINE__, "fork: %s", strerror(errno));
+  if (pid == 0) {
+    int fo = open(out ? out : "/dev/null", O_WRONLY | O_CREAT | O_TRUNC, 0600);
+    int fe = open(err ? err : "/dev/null", O_WRONLY | O_CREAT | O_TRUNC, 0600);
+    int fi = open("/dev/null", O_RDONLY);
+
+    dup2(fi, 0);
+    dup2(fo, 1);
+    dup2(fe, 2);
+    execv(SLUICE_BIN, (char *const *)argv);
+    _exit(127);
+  }
+  return pid;
+}
+
+int itest_run(const char *const *args, char **out, char **err, int timeout_s) {
+  char opath[600];
+  char epath[600];
+  long long t0 = itest_ms();
+  pid_t pid;
+  int status;
+
+  snprintf(opath, sizeof(opath), "%s", itest_path("run.out"));
+  snprintf(epath, sizeof(epath), "%s", itest_path("run.err"));
+  pid = itest_spawn(args, opath, epath);
+  for (;;) {
+    if (waitpid(pid, &status, WNOHANG) == pid)
+      break;
+    if (itest_ms() - t0 > timeout_s * 1000LL) {
+      kill(pid, SIGKILL);
+      waitpid(pid, &status, 0);
+      sl_test_fail(__FILE__, __LINE__, "sluice %s did not finish within %d s", args[0], timeout_s);
+    }
+    usleep(5000);
+  }
+  if (out != NULL)
+    *out = itest_read(opath, NULL);
+  if (err != NULL)
+    *err = itest_read(epath, NULL);
+  if (WIFSIGNALED(status))
+    sl_test_fail(__FILE__, __LINE__, "sluice %s was killed by signal %d", args[0], WTERMSIG(status));
+  return WEXITSTATUS(status);
+}
+
+pid_t itest_worker(const char *q, int concurrency) {
+  char conc[16];
+  const char *args[] = {"worker", "--redis", redis.url, "--queue", q, "--concurrency", conc, "--block-ms", "500",
+                        "--quiet", NULL};
+
+  snprintf(conc, sizeof(conc), "%d", concurrency);
+  return itest_spawn(args, NULL, NULL);
+}
+
+int itest_stop(pid_t pid) {
+  int status = 0;
+
+  kill(pid, SIGTERM);
+  waitpid(pid, &status, 0);
+  return status;
+}
+
+long long itest_batch_num(redisContext *c, const char *q, const char *batch, const char *field) {
+  redisReply *r = itest_cmd(c, "HGET sluice:{%s}:b:%s %s", q, batch, field);
+  long long v = r->type == REDIS_REPLY_STRING ? strtoll(r->str, NULL, 10) : -1;
+
+  freeReplyObject(r);
+  return v;
+}
+
+void itest_wait_batch(redisContext *c, const char *q, const char *batch, int timeout_s) {
+  long long t0 = itest_ms();
+
+  for (;;) {
+    redisReply *r = itest_cmd(c, "HMGET sluice:{%s}:b:%s whole done total status", q, batch);
+    int ended = r->element[0]->type == REDIS_REPLY_STRING && strcmp(r->element[0]->str, "1") == 0 &&
+                atoll(r->element[1]->str) >= atoll(r->element[2]->str);
+
+    if (itest_ms() - t0 > timeout_s * 1000LL)
+      sl_test_fail(__FILE__, __LINE__, "batch %s did not end within %d s (done %s of %s, status %s)", batch,
+                   timeout_s, r->element[1]->str ? r->element[1]->str : "?",
+                   r->element[2]->str ? r->element[2]->str : "?", r->element[3]->str ? r->element[3]->str : "?");
+    freeReplyObject(r);
+    if (ended)
+      return;
+    usleep(20000);
+  }
+}
