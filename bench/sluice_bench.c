@@ -780,9 +780,8 @@ int main(int argc, char **argv) {
     static const char line[] = "{\"type\":\"noop\",\"payload\":{}}";
     double t0 = now_s();
 
-    b = sl_batch_new(&bo);
-    if (b == NULL) {
-      fprintf(stderr, "sluice_bench: out of memory\n");
+    if (sl_batch_new(&bo, &b, err, sizeof(err)) != 0) {
+      fprintf(stderr, "sluice_bench: %s\n", err);
       goto out;
     }
     for (long i = 0; i < o.items; i++) {

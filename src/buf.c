@@ -50,7 +50,7 @@ static int grow(sl_buf *b, size_t need) {
 }
 
 int sl__buf_append(sl_buf *b, const void *p, size_t n) {
-  int rc = grow(b, b->len + n);
+  int rc = n > b->max - b->len ? SL_ETOOBIG : grow(b, b->len + n);
 
   if (rc != 0)
     return rc;

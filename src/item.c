@@ -139,8 +139,9 @@ static int check_payload(const char *type, const sl_json_member *p, char *err, s
       return SL_EINVAL;
     }
     if (url->val[0] != '"' ||
-        !(strncmp(url->val, "\"http://", 8) == 0 || strncmp(url->val, "\"https://", 9) == 0)) {
-      snprintf(err, errlen, "field \"payload.url\": expected an http:// or https:// URL string, got %.*s",
+        !((strncmp(url->val, "\"http://", 8) == 0 && url->vallen > 9 && url->val[8] != '/') ||
+          (strncmp(url->val, "\"https://", 9) == 0 && url->vallen > 10 && url->val[9] != '/'))) {
+      snprintf(err, errlen, "field \"payload.url\": expected an http:// or https:// URL with a host, got %.*s",
                (int)(url->vallen > 60 ? 60 : url->vallen), url->val);
       return SL_EINVAL;
     }
@@ -271,8 +272,21 @@ int sl__item_parse(const char *line, size_t len, long lineno, const sl_item_defa
     rc = sl__buf_printf(&id, "%ld", lineno);
   } else if (f_id->val[0] == '"') {
     rc = sl__json_unescape(f_id->val, f_id->vallen, &id);
+    if (rc == SL_ETOOBIG || (rc == 0 && id.len > SL_ITEM_MAX_ID)) {
+      if (rc == 0)
+        snprintf(err, errlen, "field \"id\": %zu bytes, over the limit of %d", id.len, SL_ITEM_MAX_ID);
+      else
+        snprintf(err, errlen, "field \"id\": over %zu bytes, the limit is %d", id.max, SL_ITEM_MAX_ID);
+      sl__buf_free(&id);
+      return SL_ETOOBIG;
+    }
     if (rc == 0 && id.len == 0) {
       snprintf(err, errlen, "field \"id\": empty");
+      sl__buf_free(&id);
+      return SL_EINVAL;
+    }
+    if (rc == 0 && memchr(id.p, '\0', id.len) != NULL) {
+      snprintf(err, errlen, "field \"id\": must not contain \\u0000");
       sl__buf_free(&id);
       return SL_EINVAL;
     }

@@ -129,8 +129,10 @@ static int scan_number(scan *sc) {
 
   if (p < sc->len && sc->s[p] == '-')
     p++;
-  if (p >= sc->len || !is_digit(sc->s[p]))
+  if (p >= sc->len || !is_digit(sc->s[p])) {
+    sc->pos = p;
     return fail(sc, "bad number");
+  }
   if (sc->s[p] == '0') {
     p++;
   } else {
@@ -139,8 +141,10 @@ static int scan_number(scan *sc) {
   }
   if (p < sc->len && sc->s[p] == '.') {
     p++;
-    if (p >= sc->len || !is_digit(sc->s[p]))
+    if (p >= sc->len || !is_digit(sc->s[p])) {
+      sc->pos = p;
       return fail(sc, "bad number (digits expected after '.')");
+    }
     while (p < sc->len && is_digit(sc->s[p]))
       p++;
   }
@@ -148,8 +152,10 @@ static int scan_number(scan *sc) {
     p++;
     if (p < sc->len && (sc->s[p] == '+' || sc->s[p] == '-'))
       p++;
-    if (p >= sc->len || !is_digit(sc->s[p]))
+    if (p >= sc->len || !is_digit(sc->s[p])) {
+      sc->pos = p;
       return fail(sc, "bad number (digits expected in exponent)");
+    }
     while (p < sc->len && is_digit(sc->s[p]))
       p++;
   }
@@ -391,31 +397,47 @@ int sl__json_unescape(const char *tok, size_t len, sl_buf *out) {
 }
 
 int sl__json_int(const char *tok, size_t len, int64_t lo, int64_t hi, int64_t *out) {
-  char tmp[32];
-  char *end;
-  long long v;
+  size_t i = 0;
+  size_t digits;
+  int neg = 0;
+  uint64_t mag = 0;
+  int overflow = 0;
 
-  if (len == 0 || len >= sizeof(tmp))
-    return SL_EINVAL;
-  memcpy(tmp, tok, len);
-  tmp[len] = '\0';
-  if (strpbrk(tmp, ".eE") != NULL) {
-    double d;
-
-    /* 5.0 and 1e3 are integers too, as long as they are exact. */
-    if (sl__json_double(tok, len, &d) != 0 || d != floor(d) || d < -9007199254740992.0 ||
-        d > 9007199254740992.0)
-      return SL_EINVAL;
-    v = (long long)d;
-  } else {
-    errno = 0;
-    v = strtoll(tmp, &end, 10);
-    if (errno != 0 || *end != '\0')
-      return SL_EINVAL;
+  /* Exact decimal only: -?digits, optionally followed by .000 (zeros). */
+  if (i < len && tok[i] == '-') {
+    neg = 1;
+    i++;
   }
-  if (v < lo || v > hi)
-    return SL_ETOOBIG; /* out of range */
-  *out = v;
+  digits = i;
+  while (i < len && is_digit((unsigned char)tok[i])) {
+    unsigned d = (unsigned)(tok[i] - '0');
+
+    if (mag > (UINT64_MAX - d) / 10)
+      overflow = 1;
+    else
+      mag = mag * 10 + d;
+    i++;
+  }
+  if (i == digits)
+    return SL_EINVAL;
+  if (i < len && tok[i] == '.') {
+    i++;
+    if (i == len)
+      return SL_EINVAL;
+    while (i < len && tok[i] == '0')
+      i++;
+  }
+  if (i != len)
+    return SL_EINVAL; /* a fraction, an exponent, or not a number */
+  if (overflow || mag > (uint64_t)INT64_MAX + (neg ? 1u : 0u))
+    return SL_ETOOBIG;
+  {
+    int64_t v = neg ? (mag == (uint64_t)INT64_MAX + 1u ? INT64_MIN : -(int64_t)mag) : (int64_t)mag;
+
+    if (v < lo || v > hi)
+      return SL_ETOOBIG;
+    *out = v;
+  }
   return 0;
 }
 

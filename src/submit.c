@@ -46,36 +46,53 @@ static uint64_t hash_str(const char *s) {
   return h;
 }
 
-SL_EXTERN sl_batch_t *sl_batch_new(const sl_batch_opts *opts) {
+SL_EXTERN int sl_batch_new(const sl_batch_opts *opts, sl_batch_t **out, char *errbuf, size_t errlen) {
   sl_batch_opts none = {0};
-  sl_batch_t *b = sl_calloc(1, sizeof(*b));
+  sl_batch_t *b;
 
-  if (b == NULL)
-    return NULL;
   if (opts == NULL)
     opts = &none;
+  b = sl_calloc(1, sizeof(*b));
+  if (b == NULL)
+    goto oom;
   if (sl__keys_init(&b->keys, opts->queue) != 0) {
-    sl_free(b);
-    return NULL;
+    snprintf(errbuf, errlen, "invalid queue name \"%.*s\" (1-%d characters of [A-Za-z0-9_.:-])", 80,
+             opts->queue, SL_NAME_MAX);
+    goto invalid;
   }
   b->def.prio = SL_PRIO_NORMAL;
-  if (opts->priority != NULL)
+  if (opts->priority != NULL) {
     b->def.prio = sl__prio_parse(opts->priority, strlen(opts->priority));
+    if (b->def.prio < 0) {
+      snprintf(errbuf, errlen, "unknown priority \"%.*s\" (expected high, normal or low)", 40, opts->priority);
+      goto invalid;
+    }
+  }
+  if (opts->max_attempts < 0 || opts->max_attempts > 1000) {
+    snprintf(errbuf, errlen, "max_attempts %d is out of range (1-1000)", opts->max_attempts);
+    goto invalid;
+  }
+  if (opts->timeout_ms < 0 || opts->timeout_ms > 86400000) {
+    snprintf(errbuf, errlen, "timeout_ms %lld is out of range (1-86400000 ms)", (long long)opts->timeout_ms);
+    goto invalid;
+  }
   b->def.max_attempts = opts->max_attempts > 0 ? opts->max_attempts : 1;
   b->def.timeout_ms = opts->timeout_ms > 0 ? opts->timeout_ms : DEFAULT_TIMEOUT_MS;
   b->chunk = opts->chunk_items > 0 ? opts->chunk_items : DEFAULT_CHUNK;
-  if (b->def.prio < 0 || b->def.max_attempts > 1000 || b->def.timeout_ms > 86400000) {
-    sl_free(b);
-    return NULL;
-  }
   if (opts->name != NULL) {
     b->name = sl_strdup(opts->name);
-    if (b->name == NULL) {
-      sl_free(b);
-      return NULL;
-    }
+    if (b->name == NULL)
+      goto oom;
   }
-  return b;
+  *out = b;
+  return 0;
+invalid:
+  sl_batch_free(b);
+  return SL_EINVAL;
+oom:
+  sl_batch_free(b);
+  snprintf(errbuf, errlen, "out of memory");
+  return SL_ENOMEM;
 }
 
 SL_EXTERN void sl_batch_free(sl_batch_t *b) {

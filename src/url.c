@@ -46,6 +46,11 @@ static char *pct_decode(const char *s, size_t n, int *bad) {
         sl_free(out);
         return NULL;
       }
+      if (h == 0 && l == 0) {
+        *bad = 1;
+        sl_free(out);
+        return NULL;
+      }
       out[o++] = (char)(h * 16 + l);
       i += 2;
     } else {
@@ -104,11 +109,14 @@ int sl__url_parse(const char *s, sl_url *u, char *err, size_t errlen) {
     is_unix = 1;
     p = s + 7;
   } else {
-    FAIL("Redis URL \"%s\" must start with redis:// or unix://", s);
+    FAIL("the Redis URL must start with redis:// or unix:// (as in redis://host:6379)");
   }
 
-  /* userinfo: up to the last '@' before the path (passwords may hold '/'). */
+  /* userinfo: up to the last '@'; for redis:// passwords may hold '/', for
+   * unix:// the '@' must come before the socket path. */
   at = strrchr(p, '@');
+  if (is_unix && at != NULL && memchr(p, '/', (size_t)(at - p)) != NULL)
+    at = NULL;
   if (at != NULL) {
     const char *colon = memchr(p, ':', (size_t)(at - p));
 
@@ -153,7 +161,9 @@ int sl__url_parse(const char *s, sl_url *u, char *err, size_t errlen) {
     const char *close = strchr(rest, ']');
 
     if (close == NULL)
-      FAIL("unterminated [ in host of Redis URL");
+      FAIL("unterminated [ in the host of the Redis URL");
+    if (close == rest + 1)
+      FAIL("empty [] host in the Redis URL");
     u->host = sl_strndup(rest + 1, (size_t)(close - rest - 1));
     if (u->host == NULL)
       goto oom;
@@ -162,7 +172,12 @@ int sl__url_parse(const char *s, sl_url *u, char *err, size_t errlen) {
     size_t n = strcspn(rest, ":/");
 
     if (n == 0)
-      FAIL("Redis URL \"%s\" has no host", s);
+      FAIL("the Redis URL has no host (as in redis://host:6379)");
+    for (size_t i = 0; i < n; i++) {
+      if (strchr("?#[]@ ", rest[i]) != NULL)
+        FAIL("unexpected '%c' in the host of the Redis URL (a db goes after a slash: redis://host:6379/3)",
+             rest[i]);
+    }
     u->host = sl_strndup(rest, n);
     if (u->host == NULL)
       goto oom;
@@ -191,7 +206,7 @@ int sl__url_parse(const char *s, sl_url *u, char *err, size_t errlen) {
 decode_fail:
   if (!bad)
     goto oom;
-  FAIL("bad %%-escape in the user or password of the Redis URL");
+  FAIL("bad %%-escape in the user or password of the Redis URL (%%XX with two hex digits, not %%00)");
 oom:
   snprintf(err, errlen, "out of memory");
   rc = SL_ENOMEM;
@@ -215,5 +230,6 @@ void sl__url_describe(const sl_url *u, char *out, size_t len) {
   if (u->path != NULL)
     snprintf(out, len, "unix://%s%s%s", user, auth, u->path);
   else
-    snprintf(out, len, "redis://%s%s%s:%d/%d", user, auth, u->host, u->port, u->db);
+    snprintf(out, len, strchr(u->host, ':') ? "redis://%s%s[%s]:%d/%d" : "redis://%s%s%s:%d/%d", user, auth,
+             u->host, u->port, u->db);
 }

@@ -97,8 +97,12 @@ typedef struct sl_batch_opts {
   size_t chunk_items;    /* items per submit call; 0 means 2000 */
 } sl_batch_opts;
 
-/* A new, empty batch to be filled with sl_batch_add. Returns NULL on OOM. */
-SL_EXTERN sl_batch_t *sl_batch_new(const sl_batch_opts *opts);
+/*
+ * A new, empty batch to be filled with sl_batch_add (opts may be NULL).
+ * Returns SL_EINVAL for an invalid option (the message in errbuf names it) or
+ * SL_ENOMEM; *out is set only on success.
+ */
+SL_EXTERN int sl_batch_new(const sl_batch_opts *opts, sl_batch_t **out, char *errbuf, size_t errlen);
 SL_EXTERN void sl_batch_free(sl_batch_t *b);
 
 /*

@@ -108,10 +108,11 @@ int cmd_demo(int argc, char **argv) {
   {
     sl_batch_opts bo = {.queue = queue, .name = "demo"};
 
-    b = sl_batch_new(&bo);
+    if (sl_batch_new(&bo, &b, err, sizeof(err)) != 0) {
+      cli_err("%s", err);
+      goto out;
+    }
   }
-  if (b == NULL)
-    goto out;
   srand((unsigned)getpid());
   for (long long i = 0; i < nitems; i++) {
     char line[256];

@@ -83,10 +83,8 @@ int cmd_submit(int argc, char **argv) {
   }
   path = argv[optind];
   bo.queue = com.queue;
-  b = sl_batch_new(&bo);
-  if (b == NULL) {
-    cli_err("invalid queue name \"%s\" (1-%d characters of [A-Za-z0-9_.:-])", com.queue ? com.queue : "",
-            SL_NAME_MAX);
+  if (sl_batch_new(&bo, &b, err, sizeof(err)) != 0) {
+    cli_err("%s", err);
     return EXIT_USAGE;
   }
   in = strcmp(path, "-") == 0 ? stdin : fopen(path, "rb");

@@ -24,6 +24,17 @@
 #include "json.h"
 #include "url.h"
 
+/* sl_batch_new, returning the batch or NULL (the error code is checked
+ * where it matters). */
+static char new_err[256];
+static int new_rc;
+static sl_batch_t *mk_batch(const sl_batch_opts *o) {
+  sl_batch_t *b = NULL;
+
+  new_rc = sl_batch_new(o, &b, new_err, sizeof(new_err));
+  return new_rc == 0 ? b : NULL;
+}
+
 #define MAX_ALLOCS 200 /* no single operation here allocates more often */
 
 static const sl_item_defaults def_normal = {SL_PRIO_NORMAL, 1, 30000};
@@ -221,7 +232,7 @@ static void test_batch_new(void) {
   opts.name = "nightly import";
   for (fault = 0; fault < MAX_ALLOCS; fault++) {
     sl__alloc_fail_after(fault);
-    b = sl_batch_new(&opts);
+    b = mk_batch(&opts);
     sl__alloc_fail_after(-1);
     if (b != NULL)
       break;
@@ -279,7 +290,7 @@ static void test_batch_add_sequence(void) {
     int hit = 0;
 
     sl__alloc_fail_after(fault);
-    b = sl_batch_new(&opts);
+    b = mk_batch(&opts);
     if (b == NULL) {
       sl__alloc_fail_after(-1);
       CHECK_NO_LEAK(base);
@@ -315,7 +326,7 @@ static void batch_growth_faults(size_t prefill) {
   long base = heap_used();
 
   for (fault = 0; fault < MAX_ALLOCS && !done; fault++) {
-    sl_batch_t *b = sl_batch_new(NULL);
+    sl_batch_t *b = mk_batch(NULL);
     int rc;
 
     CHECK(b != NULL);

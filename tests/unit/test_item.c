@@ -185,9 +185,14 @@ static void test_id_integer_becomes_string(void) {
   CHECK_STR(it.id, "5");
   sl__item_free(&it);
 
-  parse_ok("{\"id\":1e3,\"type\":\"t\",\"payload\":{}}", &it);
-  CHECK_STR(it.id, "1000");
-  sl__item_free(&it);
+  /* An exponent is not an exact decimal integer: use a string. */
+  {
+    char err[256] = "";
+    const char *l = "{\"id\":1e3,\"type\":\"t\",\"payload\":{}}";
+
+    CHECK_INT(sl__item_parse(l, strlen(l), 1, &def_normal, &it, err, sizeof(err)), ==, SL_EINVAL);
+    CHECK_CONTAINS(err, "field \"id\"");
+  }
 
   parse_ok("{\"id\":9007199254740991,\"type\":\"t\",\"payload\":{}}", &it);
   CHECK_STR(it.id, "9007199254740991");
@@ -569,12 +574,11 @@ static void test_name_valid(void) {
   CHECK_INT(sl__name_valid(name, SL_NAME_MAX + 1), ==, 0);
 }
 
-/* ---- Known bugs (see the test report); build with -DSL_TEST_KNOWN_BUGS ---- */
+/* ---- Regressions: bugs found by these tests, now fixed ---- */
 
-#ifdef SL_TEST_KNOWN_BUGS
 /* An id whose unescaped form passes 4 x SL_ITEM_MAX_ID bytes hits the id
  * buffer's own limit and the message does not name the field. */
-static void test_bug_huge_id_message(void) {
+static void test_regress_huge_id_message(void) {
   size_t len;
   char *line = make_line("{\"id\":\"", 'i', 600, "\",\"type\":\"t\",\"payload\":{}}", &len);
 
@@ -584,12 +588,11 @@ static void test_bug_huge_id_message(void) {
 
 /* A non-integer id whose double rounds to an integer is accepted and
  * silently rewritten (4503599627370497.5 becomes "4503599627370498"). */
-static void test_bug_fractional_id_rewritten(void) {
+static void test_regress_fractional_id_rewritten(void) {
   parse_err("{\"id\":4503599627370497.5,\"type\":\"t\",\"payload\":{}}", "field \"id\"", NULL);
   parse_err("{\"type\":\"t\",\"payload\":{},\"max_attempts\":1.0000000000000001}",
             "field \"max_attempts\"", NULL);
 }
-#endif
 
 static const sl_test tests[] = {
   {"minimal_item", test_minimal_item, 10},
@@ -624,10 +627,8 @@ static const sl_test tests[] = {
   {"err_small_buffer", test_err_small_buffer, 10},
   {"prio_parse_and_name", test_prio_parse_and_name, 10},
   {"name_valid", test_name_valid, 10},
-#ifdef SL_TEST_KNOWN_BUGS
-  {"bug_huge_id_message", test_bug_huge_id_message, 10},
-  {"bug_fractional_id_rewritten", test_bug_fractional_id_rewritten, 10},
-#endif
+  {"regress_huge_id_message", test_regress_huge_id_message, 10},
+  {"regress_fractional_id_rewritten", test_regress_fractional_id_rewritten, 10},
   {NULL, NULL, 0},
 };
 

@@ -266,14 +266,14 @@ static void test_validate_numbers(void) {
   invalid("+1", 0, "unexpected character");
   invalid("Infinity", 0, "unexpected character");
   invalid("NaN", 0, "unexpected character");
-  invalid("-", 0, "bad number");
-  invalid("--1", 0, "bad number");
-  invalid("-a", 0, "bad number");
-  invalid("1.", 0, "digits expected after '.'");
-  invalid("1.e5", 0, "digits expected after '.'");
-  invalid("1e", 0, "digits expected in exponent");
-  invalid("1e+", 0, "digits expected in exponent");
-  invalid("1E-x", 0, "digits expected in exponent");
+  invalid("-", 1, "bad number");
+  invalid("--1", 1, "bad number");
+  invalid("-a", 1, "bad number");
+  invalid("1.", 2, "digits expected after '.'");
+  invalid("1.e5", 2, "digits expected after '.'");
+  invalid("1e", 2, "digits expected in exponent");
+  invalid("1e+", 3, "digits expected in exponent");
+  invalid("1E-x", 3, "digits expected in exponent");
   bad_number("[1, 2.]", 4, 6);
   bad_number("{\"a\":-}", 5, 6);
   bad_number("[7e]", 1, 3);
@@ -508,17 +508,13 @@ static void test_int_integral_floats(void) {
   CHECK_INT(v, ==, 5);
   CHECK_INT(jint("5.000", 1, 10, &v), ==, 0);
   CHECK_INT(v, ==, 5);
-  CHECK_INT(jint("1e3", 0, 10000, &v), ==, 0);
-  CHECK_INT(v, ==, 1000);
-  CHECK_INT(jint("1E2", 0, 10000, &v), ==, 0);
-  CHECK_INT(v, ==, 100);
-  CHECK_INT(jint("-2.0e1", -100, 100, &v), ==, 0);
-  CHECK_INT(v, ==, -20);
-  CHECK_INT(jint("2.5e1", 0, 100, &v), ==, 0);
-  CHECK_INT(v, ==, 25);
+  /* exponents are not exact decimal integers */
+  CHECK_INT(jint("1e3", 0, 10000, &v), ==, SL_EINVAL);
+  CHECK_INT(jint("1E2", 0, 10000, &v), ==, SL_EINVAL);
+  CHECK_INT(jint("-2.0e1", -100, 100, &v), ==, SL_EINVAL);
+  CHECK_INT(jint("2.5e1", 0, 100, &v), ==, SL_EINVAL);
   CHECK_INT(jint("1500e-3", 0, 100, &v), ==, SL_EINVAL);
-  CHECK_INT(jint("15000e-3", 0, 100, &v), ==, 0);
-  CHECK_INT(v, ==, 15);
+  CHECK_INT(jint("15000e-3", 0, 100, &v), ==, SL_EINVAL);
 }
 
 static void test_int_not_integer(void) {
@@ -551,7 +547,7 @@ static void test_int_range(void) {
   CHECK_INT(jint("1001", 1, 1000, &v), ==, SL_ETOOBIG);
   CHECK_INT(jint("-5", 0, 1000, &v), ==, SL_ETOOBIG);
   CHECK_INT(jint("1001.0", 1, 1000, &v), ==, SL_ETOOBIG);
-  CHECK_INT(jint("1e4", 1, 1000, &v), ==, SL_ETOOBIG);
+  CHECK_INT(jint("1e4", 1, 1000, &v), ==, SL_EINVAL);
   CHECK_INT(v, ==, 77);
 }
 
@@ -564,13 +560,19 @@ static void test_int_2_53_bounds(void) {
   CHECK_INT(v, ==, big - 1);
   CHECK_INT(jint("9007199254740993", INT64_MIN, INT64_MAX, &v), ==, 0);
   CHECK_INT(v, ==, big + 1);
-  /* the float forms are accepted up to 2^53, where doubles stay exact */
+  /* N.0 forms are exact decimal integers at any size that fits int64 */
   CHECK_INT(jint("9007199254740992.0", INT64_MIN, INT64_MAX, &v), ==, 0);
   CHECK_INT(v, ==, big);
   CHECK_INT(jint("-9007199254740992.0", INT64_MIN, INT64_MAX, &v), ==, 0);
   CHECK_INT(v, ==, -big);
-  CHECK_INT(jint("9007199254740994.0", INT64_MIN, INT64_MAX, &v), ==, SL_EINVAL);
-  CHECK_INT(jint("-9007199254740994.0", INT64_MIN, INT64_MAX, &v), ==, SL_EINVAL);
+  CHECK_INT(jint("9007199254740994.0", INT64_MIN, INT64_MAX, &v), ==, 0);
+  CHECK_INT(v, ==, big + 2);
+  CHECK_INT(jint("-9007199254740994.0", INT64_MIN, INT64_MAX, &v), ==, 0);
+  CHECK_INT(v, ==, -big - 2);
+  CHECK_INT(jint("9223372036854775807", INT64_MIN, INT64_MAX, &v), ==, 0);
+  CHECK_INT(jint("9223372036854775808", INT64_MIN, INT64_MAX, &v), ==, SL_ETOOBIG);
+  CHECK_INT(jint("-9223372036854775808", INT64_MIN, INT64_MAX, &v), ==, 0);
+  CHECK_INT(v, ==, INT64_MIN);
   CHECK_INT(jint("1e16", INT64_MIN, INT64_MAX, &v), ==, SL_EINVAL);
   /* the item id range: exactly +-(2^53 - 1) */
   CHECK_INT(jint("9007199254740992", -(big - 1), big - 1, &v), ==, SL_ETOOBIG);
@@ -809,11 +811,10 @@ static void test_put_roundtrip_random_bytes(void) {
   }
 }
 
-/* ---- Known bugs (see the test report); build with -DSL_TEST_KNOWN_BUGS ---- */
+/* ---- Regressions: bugs found by these tests, now fixed ---- */
 
-#ifdef SL_TEST_KNOWN_BUGS
 /* sl__json_int accepts non-integers whose double rounds to an integer. */
-static void test_bug_int_inexact_fraction(void) {
+static void test_regress_int_inexact_fraction(void) {
   int64_t v = 0;
 
   CHECK_INT(jint("1.0000000000000001", 0, 10, &v), ==, SL_EINVAL);
@@ -824,19 +825,18 @@ static void test_bug_int_inexact_fraction(void) {
 }
 
 /* An integer outside int64 is outside [lo, hi]: json.h promises SL_ETOOBIG. */
-static void test_bug_int_huge_is_einval(void) {
+static void test_regress_int_huge_is_einval(void) {
   int64_t v = 0;
 
   CHECK_INT(jint("12345678901234567890", 1, 1000, &v), ==, SL_ETOOBIG);
 }
 
 /* errpos of a bad number is its first byte, not the offending one. */
-static void test_bug_number_errpos(void) {
+static void test_regress_number_errpos(void) {
   invalid("1.", 2, "digits expected after '.'");
   invalid("-", 1, "bad number");
   invalid("1e", 2, "digits expected in exponent");
 }
-#endif
 
 static const sl_test tests[] = {
   {"validate_scalars", test_validate_scalars, 10},
@@ -872,11 +872,9 @@ static const sl_test tests[] = {
   {"put_appends_and_limit", test_put_appends_and_limit, 10},
   {"put_roundtrip_codepoints", test_put_roundtrip_codepoints, 30},
   {"put_roundtrip_random_bytes", test_put_roundtrip_random_bytes, 30},
-#ifdef SL_TEST_KNOWN_BUGS
-  {"bug_int_inexact_fraction", test_bug_int_inexact_fraction, 10},
-  {"bug_int_huge_is_einval", test_bug_int_huge_is_einval, 10},
-  {"bug_number_errpos", test_bug_number_errpos, 10},
-#endif
+  {"regress_int_inexact_fraction", test_regress_int_inexact_fraction, 10},
+  {"regress_int_huge_is_einval", test_regress_int_huge_is_einval, 10},
+  {"regress_number_errpos", test_regress_number_errpos, 10},
   {NULL, NULL, 0},
 };
 

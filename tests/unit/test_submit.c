@@ -11,6 +11,17 @@
 
 #include "harness.h"
 
+/* sl_batch_new, returning the batch or NULL (the error code is checked
+ * where it matters). */
+static char new_err[256];
+static int new_rc;
+static sl_batch_t *mk_batch(const sl_batch_opts *o) {
+  sl_batch_t *b = NULL;
+
+  new_rc = sl_batch_new(o, &b, new_err, sizeof(new_err));
+  return new_rc == 0 ? b : NULL;
+}
+
 /* ---- Helpers ---- */
 
 static int add(sl_batch_t *b, const char *line, long lineno, char *err, size_t errlen) {
@@ -23,7 +34,7 @@ static void test_new_options(void) {
   sl_batch_opts o;
   sl_batch_t *b;
 
-  b = sl_batch_new(NULL);
+  b = mk_batch(NULL);
   CHECK(b != NULL);
   CHECK_INT(sl_batch_count(b), ==, 0);
   sl_batch_free(b);
@@ -35,7 +46,7 @@ static void test_new_options(void) {
   o.max_attempts = 1000;
   o.timeout_ms = 86400000;
   o.chunk_items = 10;
-  b = sl_batch_new(&o);
+  b = mk_batch(&o);
   CHECK(b != NULL);
   sl_batch_free(b);
   sl_batch_free(NULL); /* a no-op */
@@ -46,23 +57,29 @@ static void test_new_rejects_bad_options(void) {
 
   memset(&o, 0, sizeof(o));
   o.queue = "bad queue";
-  CHECK(sl_batch_new(&o) == NULL);
+  CHECK(mk_batch(&o) == NULL);
+  CHECK_INT(new_rc, ==, SL_EINVAL);
+  CHECK_CONTAINS(new_err, "invalid queue name \"bad queue\"");
   o.queue = "";
-  CHECK(sl_batch_new(&o) == NULL);
+  CHECK(mk_batch(&o) == NULL);
+  CHECK_INT(new_rc, ==, SL_EINVAL);
   o.queue = NULL;
   o.priority = "urgent";
-  CHECK(sl_batch_new(&o) == NULL);
+  CHECK(mk_batch(&o) == NULL);
+  CHECK_CONTAINS(new_err, "unknown priority \"urgent\"");
   o.priority = NULL;
   o.max_attempts = 1001;
-  CHECK(sl_batch_new(&o) == NULL);
+  CHECK(mk_batch(&o) == NULL);
+  CHECK_CONTAINS(new_err, "max_attempts 1001");
   o.max_attempts = 0;
   o.timeout_ms = 86400001;
-  CHECK(sl_batch_new(&o) == NULL);
+  CHECK(mk_batch(&o) == NULL);
+  CHECK_CONTAINS(new_err, "timeout_ms 86400001");
 }
 
 static void test_add_counts_valid_items(void) {
   char err[256];
-  sl_batch_t *b = sl_batch_new(NULL);
+  sl_batch_t *b = mk_batch(NULL);
 
   CHECK(b != NULL);
   CHECK_INT(add(b, "{\"type\":\"noop\",\"payload\":{}}", 1, err, sizeof(err)), ==, 0);
@@ -73,7 +90,7 @@ static void test_add_counts_valid_items(void) {
 
 static void test_add_invalid_item(void) {
   char err[256] = "";
-  sl_batch_t *b = sl_batch_new(NULL);
+  sl_batch_t *b = mk_batch(NULL);
 
   CHECK(b != NULL);
   CHECK_INT(add(b, "{\"type\":\"t\",\"payload\":{},\"priority\":\"urgent\"}", 1, err, sizeof(err)), ==,
@@ -90,7 +107,7 @@ static void test_add_invalid_item(void) {
 
 static void test_add_duplicate_ids(void) {
   char err[256] = "";
-  sl_batch_t *b = sl_batch_new(NULL);
+  sl_batch_t *b = mk_batch(NULL);
 
   CHECK(b != NULL);
   CHECK_INT(add(b, "{\"id\":\"x\",\"type\":\"t\",\"payload\":{}}", 1, err, sizeof(err)), ==, 0);
@@ -115,7 +132,7 @@ static void test_add_duplicate_ids(void) {
 static void test_add_many(void) {
   char line[128];
   char err[256];
-  sl_batch_t *b = sl_batch_new(NULL);
+  sl_batch_t *b = mk_batch(NULL);
 
   CHECK(b != NULL);
   for (int i = 0; i < 3000; i++) {
@@ -139,7 +156,7 @@ static void test_add_many(void) {
 static void test_add_too_big(void) {
   static char line[SL_ITEM_MAX_LINE + 2];
   char err[256] = "";
-  sl_batch_t *b = sl_batch_new(NULL);
+  sl_batch_t *b = mk_batch(NULL);
 
   CHECK(b != NULL);
   memset(line, ' ', sizeof(line));
@@ -149,20 +166,20 @@ static void test_add_too_big(void) {
   sl_batch_free(b);
 }
 
-/* ---- Known bugs (see the test report); build with -DSL_TEST_KNOWN_BUGS ---- */
+/* ---- Regressions: bugs found by these tests, now fixed ---- */
 
-#ifdef SL_TEST_KNOWN_BUGS
-/* Ids are compared as C strings, so ids differing after a \u0000 collide. */
-static void test_bug_nul_in_id_false_duplicate(void) {
+/* Ids were compared as C strings, so ids differing after a \u0000 collided
+ * as false duplicates; ids with a NUL are now refused at once. */
+static void test_regress_nul_in_id_false_duplicate(void) {
   char err[256] = "";
-  sl_batch_t *b = sl_batch_new(NULL);
+  sl_batch_t *b = mk_batch(NULL);
 
   CHECK(b != NULL);
-  CHECK_INT(add(b, "{\"id\":\"a\\u0000b\",\"type\":\"t\",\"payload\":{}}", 1, err, sizeof(err)), ==, 0);
-  CHECK_INT(add(b, "{\"id\":\"a\\u0000c\",\"type\":\"t\",\"payload\":{}}", 2, err, sizeof(err)), ==, 0);
+  CHECK_INT(add(b, "{\"id\":\"a\\u0000b\",\"type\":\"t\",\"payload\":{}}", 1, err, sizeof(err)), ==, SL_EINVAL);
+  CHECK_CONTAINS(err, "field \"id\": must not contain \\u0000");
+  CHECK_INT(sl_batch_count(b), ==, 0);
   sl_batch_free(b);
 }
-#endif
 
 static const sl_test tests[] = {
   {"new_options", test_new_options, 10},
@@ -172,9 +189,7 @@ static const sl_test tests[] = {
   {"add_duplicate_ids", test_add_duplicate_ids, 10},
   {"add_many", test_add_many, 30},
   {"add_too_big", test_add_too_big, 10},
-#ifdef SL_TEST_KNOWN_BUGS
-  {"bug_nul_in_id_false_duplicate", test_bug_nul_in_id_false_duplicate, 10},
-#endif
+  {"regress_nul_in_id_false_duplicate", test_regress_nul_in_id_false_duplicate, 10},
   {NULL, NULL, 0},
 };
 
