@@ -55,7 +55,7 @@ local function sl_ensure_group(key, group)
 end
 
 -- Decides whether a delivered stream entry may run (used by fetch and
--- accept). ctx = {prefix, status = {}, touched = {}, now}. Items of a
+-- accept). ctx = {prefix, status = {}, touched = {}, started = {}, now}. Items of a
 -- cancelled batch are finished here as `cancelled`; items of a batch that no
 -- longer exists are dropped; the first item of a queued batch turns it
 -- `running`. Returns true when the item should run.
@@ -66,17 +66,25 @@ local function sl_admit(ctx, key, group, eid, batch, idx, att, d)
     st = redis.call('HGET', bkey, 'status') or '-'
     ctx.status[batch] = st
   end
-  if st == 'queued' then
+  if st == 'queued' or (st == 'submitting' and not ctx.started[batch]) then
     ctx.now = ctx.now or sl_now_ms()
-    redis.call('HSET', bkey, 'status', 'running', 'started_at', ctx.now)
-    ctx.status[batch] = 'running'
-    ctx.touched[batch] = true
+    if st == 'queued' then
+      redis.call('HSET', bkey, 'status', 'running')
+      ctx.status[batch] = 'running'
+      ctx.touched[batch] = true
+    end
+    redis.call('HSETNX', bkey, 'started_at', ctx.now)
+    ctx.started[batch] = true
     return true
   end
   if st == 'cancelled' then
     ctx.now = ctx.now or sl_now_ms()
-    local res = cjson.encode({id = cjson.decode(d).id, status = 'cancelled',
-                              attempts = tonumber(att) - 1, finished_at = ctx.now})
+    local ok, item = pcall(cjson.decode, d)
+    local id = (ok and type(item) == 'table' and item.id) or idx
+    local res = cjson.encode({id = id, status = 'cancelled', attempts = (tonumber(att) or 1) - 1,
+                              started_at = cjson.null, finished_at = ctx.now,
+                              duration_ms = cjson.null, worker = cjson.null,
+                              error = 'cancelled: the batch was cancelled before this item started'})
     if redis.call('HSETNX', bkey .. ':r', idx, res) == 1 then
       redis.call('HINCRBY', bkey, 'cancelled', 1)
       redis.call('HINCRBY', bkey, 'done', 1)

@@ -6,7 +6,7 @@
 --             attempt, item JSON
 -- returns     the entries that may run, in the same flat form as fetch
 local group = ARGV[1]
-local ctx = {prefix = ARGV[2], status = {}, touched = {}}
+local ctx = {prefix = ARGV[2], status = {}, touched = {}, started = {}}
 local out = {}
 for i = 4, #ARGV, 6 do
   local s = tonumber(ARGV[i])

@@ -5,6 +5,7 @@
 --             outcome ('s' succeeded, 'f' failed), result JSON (one results line)
 -- returns     an array with one integer per item: 1 if this call recorded it,
 --             0 if it had been recorded before (a second completion changes nothing)
+-- errors      'SLUICE_ARGS' (malformed arguments; nothing was written)
 --
 -- The guard is HSETNX on the batch's results hash: only the first completion
 -- of an item writes its result and moves the counters. The stream entry is
@@ -16,6 +17,15 @@ local acks = {{}, {}, {}}
 local counts, exists = {}, {}
 local out = {}
 
+if (#ARGV - 3) % 6 ~= 0 then
+  return redis.error_reply('SLUICE_ARGS completions come in groups of 6')
+end
+for i = 4, #ARGV, 6 do
+  local s, outcome = ARGV[i], ARGV[i + 4]
+  if (s ~= '1' and s ~= '2' and s ~= '3') or (outcome ~= 's' and outcome ~= 'f') then
+    return redis.error_reply('SLUICE_ARGS priority must be 1-3 and outcome s or f')
+  end
+end
 for i = 4, #ARGV, 6 do
   local s, eid, batch, idx, outcome, res = tonumber(ARGV[i]), ARGV[i + 1], ARGV[i + 2],
                                           ARGV[i + 3], ARGV[i + 4], ARGV[i + 5]

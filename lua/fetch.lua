@@ -10,7 +10,7 @@
 -- Entries that may not run (cancelled or vanished batch, see sl_admit) are
 -- finished here and do not count against COUNT.
 local group, consumer, want = ARGV[1], ARGV[2], tonumber(ARGV[3])
-local ctx = {prefix = ARGV[4], status = {}, touched = {}}
+local ctx = {prefix = ARGV[4], status = {}, touched = {}, started = {}}
 local out = {}
 
 for s = 1, 3 do

@@ -2,32 +2,59 @@
 -- KEYS[1]     batch hash      P..'b:'..BATCH
 -- KEYS[2..4]  streams         P..'s:high', P..'s:normal', P..'s:low'
 -- KEYS[5]     batch index     P..'batches' (sorted set, score = created_at)
--- ARGV[1]     batch id        ARGV[2] queue name    ARGV[3] key prefix P
+-- ARGV[1]     batch id ([0-9A-Za-z_-], 1-64 characters)
+-- ARGV[2]     queue name      ARGV[3] key prefix P
 -- ARGV[4]     chunk number, from 0
 -- ARGV[5]     '1' if this is the last chunk, else '0'
 -- ARGV[6]     batch name (chunk 0 only; may be '')
 -- ARGV[7]     consumer group name
 -- ARGV[8..]   per item: priority (1 high, 2 normal, 3 low), item index, item JSON
 -- returns     the number of items of the batch written so far
--- errors      'SLUICE_EXISTS' (chunk 0 of an existing batch),
+-- errors      'SLUICE_ARGS' (malformed arguments; nothing was written),
+--             'SLUICE_EXISTS' (chunk 0 for an id that holds another batch),
 --             'SLUICE_CANCELLED' (the batch was cancelled meanwhile),
---             'SLUICE_ORDER' (a chunk is missing before this one)
+--             'SLUICE_ORDER' (a chunk is missing before this one),
+--             'SLUICE_WHOLE' (a chunk after the last one)
 --
 -- The batch is `submitting` (whole = 0) until the last chunk, which sets
 -- total, whole = 1 and status `queued` in the same call. A chunk sent again
--- after a lost reply is recognized by its number and not written twice.
+-- after a lost reply is recognized by its number and not written twice (so
+-- is chunk 0: batch ids carry 80 random bits, a collision is not a concern).
+-- Every argument is checked before anything is written.
 local bkey, batch, queue, prefix = KEYS[1], ARGV[1], ARGV[2], ARGV[3]
 local seq, last = tonumber(ARGV[4]), ARGV[5] == '1'
-local now = sl_now_ms()
 
-if seq == 0 then
-  if redis.call('EXISTS', bkey) == 1 then
-    local chunks = redis.call('HGET', bkey, 'chunks')
-    if chunks and tonumber(chunks) >= 1 then
-      return tonumber(redis.call('HGET', bkey, 'submitted'))
-    end
-    return redis.error_reply('SLUICE_EXISTS batch ' .. batch .. ' exists')
+if not string.match(batch, '^[0-9A-Za-z_-]+$') or #batch > 64 then
+  return redis.error_reply('SLUICE_ARGS batch id must be 1-64 characters of [0-9A-Za-z_-]')
+end
+if not seq or seq < 0 or (#ARGV - 7) % 3 ~= 0 then
+  return redis.error_reply('SLUICE_ARGS chunk number or item triples malformed')
+end
+for i = 8, #ARGV, 3 do
+  local p = ARGV[i]
+  if p ~= '1' and p ~= '2' and p ~= '3' then
+    return redis.error_reply('SLUICE_ARGS item priority must be 1, 2 or 3, got ' .. p)
   end
+  if not string.match(ARGV[i + 1], '^%d+$') then
+    return redis.error_reply('SLUICE_ARGS item index must be a number, got ' .. ARGV[i + 1])
+  end
+end
+
+local now = sl_now_ms()
+local v = redis.call('HMGET', bkey, 'status', 'chunks', 'submitted', 'whole')
+if v[1] then
+  local chunks = tonumber(v[2])
+  if seq < chunks then return tonumber(v[3]) end -- a chunk sent again
+  if v[1] == 'cancelled' then
+    return redis.error_reply('SLUICE_CANCELLED batch ' .. batch .. ' was cancelled')
+  end
+  if v[4] == '1' then
+    return redis.error_reply('SLUICE_WHOLE batch ' .. batch .. ' already has its last chunk')
+  end
+  if seq > chunks then
+    return redis.error_reply('SLUICE_ORDER batch ' .. batch .. ' chunk ' .. seq .. ' before ' .. chunks)
+  end
+elseif seq == 0 then
   for i = 2, 4 do
     local e = sl_ensure_group(KEYS[i], ARGV[7])
     if e then return e end
@@ -37,17 +64,7 @@ if seq == 0 then
              'failed', 0, 'cancelled', 0, 'created_at', now)
   redis.call('ZADD', KEYS[5], now, batch)
 else
-  local v = redis.call('HMGET', bkey, 'status', 'chunks', 'submitted')
-  if not v[1] then
-    return redis.error_reply('SLUICE_ORDER batch ' .. batch .. ' has no first chunk')
-  end
-  if v[1] == 'cancelled' then
-    return redis.error_reply('SLUICE_CANCELLED batch ' .. batch .. ' was cancelled')
-  end
-  if tonumber(v[2]) > seq then return tonumber(v[3]) end
-  if tonumber(v[2]) < seq then
-    return redis.error_reply('SLUICE_ORDER batch ' .. batch .. ' chunk ' .. seq .. ' before ' .. v[2])
-  end
+  return redis.error_reply('SLUICE_ORDER batch ' .. batch .. ' has no first chunk')
 end
 
 local n = 0
@@ -61,8 +78,8 @@ redis.call('HINCRBY', bkey, 'chunks', 1)
 if last then
   redis.call('HSET', bkey, 'total', submitted, 'whole', 1, 'status', 'queued', 'queued_at', now)
   sl_maybe_finish(bkey, now)
-  sl_publish(prefix, queue, batch, now)
 else
   redis.call('HSET', bkey, 'total', submitted, 'updated_at', now)
 end
+sl_publish(prefix, queue, batch, now)
 return submitted

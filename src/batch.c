@@ -116,6 +116,15 @@ SL_EXTERN int sl_batch_status(sl_client_t *c, const char *queue, const char *bat
   return *json_out ? 0 : sl__client_fail(c, SL_ENOMEM, "out of memory");
 }
 
+/* 1 when a results line's status is failed. The first unescaped "status":
+ * is the line's own field: it follows the id, a JSON string in which quotes
+ * are escaped, and comes before result or error. */
+static int line_failed(const char *line) {
+  const char *st = strstr(line, "\"status\":");
+
+  return st != NULL && strncmp(st + 9, "\"failed\"", 8) == 0;
+}
+
 SL_EXTERN int sl_batch_results(sl_client_t *c, const char *queue, const char *batch, int flags,
                                sl_line_cb cb, void *ud) {
   sl_keys k;
@@ -159,7 +168,7 @@ SL_EXTERN int sl_batch_results(sl_client_t *c, const char *queue, const char *ba
 
       if (e->type != REDIS_REPLY_STRING)
         continue; /* not finished yet */
-      if ((flags & SL_RESULTS_FAILED) && strstr(e->str, "\"status\":\"failed\"") == NULL)
+      if ((flags & SL_RESULTS_FAILED) && !line_failed(e->str))
         continue;
       rc = cb(e->str, e->len, ud);
     }

@@ -454,7 +454,8 @@ static void on_reinit(redisAsyncContext *ac, void *reply, void *priv) {
 static int recoverable(sl_worker_t *w, const redisReply *r) {
   int missing_lib = sl__script_missing(r->str);
 
-  if (!missing_lib && strncmp(r->str, "NOGROUP", 7) != 0)
+  /* UNBLOCKED: a stream we were blocked on was deleted (FLUSHALL). */
+  if (!missing_lib && strncmp(r->str, "NOGROUP", 7) != 0 && strncmp(r->str, "UNBLOCKED", 9) != 0)
     return 0;
   sl__log_warn("Redis lost the sluice %s; setting it up again", missing_lib ? "functions" : "consumer group");
   if (missing_lib)
@@ -532,10 +533,12 @@ static void on_ready(redisAsyncContext *ac, void *reply, void *priv) {
     fatal(w, SL_EREDIS, "Redis refused the connection setup: %s", r->str);
     return;
   }
-  if (ac == w->cmd)
+  if (ac == w->cmd) {
     w->cmd_up = 1;
-  else
+  } else {
     w->blk_up = 1;
+    w->blk_client_id = r->type == REDIS_REPLY_INTEGER ? r->integer : 0;
+  }
   sl__worker_kick(w);
 }
 
@@ -579,7 +582,7 @@ static redisAsyncContext *aconnect(sl_worker_t *w) {
     redisAsyncCommand(ac, on_setup, "AUTH", "AUTH %s", w->url.password);
   if (w->url.db != 0)
     redisAsyncCommand(ac, on_setup, "SELECT", "SELECT %d", w->url.db);
-  redisAsyncCommand(ac, on_ready, NULL, "PING");
+  redisAsyncCommand(ac, on_ready, NULL, "CLIENT ID");
   return ac;
 }
 
@@ -794,6 +797,11 @@ SL_EXTERN int sl_worker_run(sl_worker_t *w) {
 }
 
 SL_EXTERN void sl_worker_stop(sl_worker_t *w) {
+  if (!w->stopping && w->blocking && w->cmd_up && w->blk_client_id > 0) {
+    /* End the idle blocking read now instead of after block_ms: it returns
+     * as if it timed out, so nothing it might have taken is lost. */
+    redisAsyncCommand(w->cmd, NULL, NULL, "CLIENT UNBLOCK %lld", w->blk_client_id);
+  }
   w->stopping = 1;
   sl__worker_kick(w);
 }
@@ -806,13 +814,21 @@ SL_EXTERN const char *sl_worker_errstr(const sl_worker_t *w) {
   return w->errstr;
 }
 
+static void close_any(uv_handle_t *h, void *arg) {
+  (void)arg;
+  if (!uv_is_closing(h))
+    uv_close(h, NULL);
+}
+
 SL_EXTERN void sl_worker_free(sl_worker_t *w) {
   if (w == NULL)
     return;
   if (w->owns_loop) {
     if (!w->closed && w->kick.data == w)
       close_all(w); /* run() was called but the loop was left early */
-    uv_run(w->loop, UV_RUN_DEFAULT); /* close callbacks */
+    /* Handles of a run that never started (signals), then their callbacks. */
+    uv_walk(w->loop, close_any, NULL);
+    uv_run(w->loop, UV_RUN_DEFAULT);
     uv_loop_close(w->loop);
   }
   sl__url_free(&w->url);

@@ -72,6 +72,7 @@ struct sl_worker {
   redisAsyncContext *blk;    /* the blocking XREADGROUP only */
   int cmd_up;                /* cmd connected and authenticated */
   int blk_up;                /* blk connected and authenticated */
+  long long blk_client_id;   /* CLIENT ID of blk, to CLIENT UNBLOCK it on stop */
   int running;               /* jobs started, not yet finished */
   sl_job_t *backlog;         /* delivered, not started (FIFO) */
   sl_job_t *backlog_tail;    /* its tail */

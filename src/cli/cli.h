@@ -22,8 +22,10 @@ typedef struct cli_common {
 void cli_err(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 /* Resolves the Redis URL; NULL (after explaining how to set one) if none. */
 const char *cli_redis_url(const cli_common *c);
-/* Opens a client or explains why not; NULL on failure. */
+/* Opens a client or explains why not; NULL on failure, and then
+ * cli_open_exit() is the exit code to use (2 for a missing or bad URL). */
 sl_client_t *cli_open(const cli_common *c);
+int cli_open_exit(void);
 /* Parses a non-negative integer option value; -1 when invalid. */
 long long cli_parse_int(const char *s, long long max);
 /* Formats ms since the epoch as "2026-11-22 10:00:01Z" ("-" for 0). */

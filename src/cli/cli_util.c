@@ -29,17 +29,25 @@ const char *cli_redis_url(const cli_common *c) {
   return NULL;
 }
 
+static int open_exit = EXIT_RUNTIME; /* exit code after a failed cli_open */
+
+int cli_open_exit(void) {
+  return open_exit;
+}
+
 sl_client_t *cli_open(const cli_common *c) {
   const char *url = cli_redis_url(c);
   sl_client_t *cl;
   char err[512];
   int rc;
 
+  open_exit = EXIT_USAGE;
   if (url == NULL)
     return NULL;
   rc = sl_client_open(url, &cl, err, sizeof(err));
   if (rc != 0) {
     cli_err("%s", err);
+    open_exit = rc == SL_EINVAL ? EXIT_USAGE : EXIT_RUNTIME;
     return NULL;
   }
   return cl;

@@ -119,7 +119,7 @@ int cmd_status(int argc, char **argv) {
     return EXIT_USAGE;
   cl = cli_open(&com);
   if (cl == NULL)
-    return com.redis ? EXIT_RUNTIME : EXIT_USAGE;
+    return cli_open_exit();
   rc = sl_batch_status(cl, com.queue, argv[first], &out);
   if (rc != 0) {
     cli_err("%s", sl_client_errstr(cl));
@@ -145,7 +145,7 @@ int cmd_watch(int argc, char **argv) {
     return EXIT_USAGE;
   cl = cli_open(&com);
   if (cl == NULL)
-    return com.redis ? EXIT_RUNTIME : EXIT_USAGE;
+    return cli_open_exit();
   ret = cli_watch_batch(cl, com.queue, argv[first]);
   sl_client_close(cl);
   return ret;
@@ -170,7 +170,7 @@ int cmd_results(int argc, char **argv) {
     return EXIT_USAGE;
   cl = cli_open(&com);
   if (cl == NULL)
-    return com.redis ? EXIT_RUNTIME : EXIT_USAGE;
+    return cli_open_exit();
   rc = sl_batch_results(cl, com.queue, argv[first], failed ? SL_RESULTS_FAILED : 0, print_line, NULL);
   if (rc != 0)
     cli_err("%s", rc == SL_EIO ? "cannot write the results" : sl_client_errstr(cl));
@@ -213,7 +213,7 @@ int cmd_batches(int argc, char **argv) {
   }
   cl = cli_open(&com);
   if (cl == NULL)
-    return com.redis ? EXIT_RUNTIME : EXIT_USAGE;
+    return cli_open_exit();
   if (!json)
     printf("%-26s  %-10s  %19s  %8s  %-20s  %s\n", "BATCH", "STATUS", "DONE/TOTAL", "FAILED", "CREATED", "NAME");
   rc = sl_batch_list(cl, com.queue, status, (size_t)limit, json ? print_line : print_batch_row, NULL);
@@ -233,7 +233,7 @@ int cmd_cancel(int argc, char **argv) {
     return EXIT_USAGE;
   cl = cli_open(&com);
   if (cl == NULL)
-    return com.redis ? EXIT_RUNTIME : EXIT_USAGE;
+    return cli_open_exit();
   rc = sl_batch_cancel(cl, com.queue, argv[first]);
   if (rc != 0)
     cli_err("%s", sl_client_errstr(cl));

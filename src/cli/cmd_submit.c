@@ -134,7 +134,7 @@ int cmd_submit(int argc, char **argv) {
   }
   cl = cli_open(&com);
   if (cl == NULL) {
-    ret = com.redis ? EXIT_RUNTIME : EXIT_USAGE;
+    ret = cli_open_exit();
     goto out;
   }
   if (sl_batch_submit(cl, b, &id) != 0) {

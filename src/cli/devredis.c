@@ -7,6 +7,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <sys/wait.h>
@@ -22,7 +24,7 @@ static void sleep_ms(long ms) {
     ;
 }
 
-/* 1 when the server at the socket answers PING. */
+/* 1 when the server at the socket answers PING (or asks for a password). */
 static int pings(const char *path) {
   struct sockaddr_un a;
   char buf[16];
@@ -41,10 +43,30 @@ static int pings(const char *path) {
   memcpy(a.sun_path, path, strlen(path) + 1);
   if (connect(fd, (struct sockaddr *)&a, sizeof(a)) == 0 && write(fd, "PING\r\n", 6) == 6) {
     n = read(fd, buf, sizeof(buf) - 1);
-    ok = n >= 5 && memcmp(buf, "+PONG", 5) == 0;
+    /* A server with a password answers NOAUTH: it is up all the same. */
+    ok = (n >= 5 && memcmp(buf, "+PONG", 5) == 0) || (n >= 7 && memcmp(buf, "-NOAUTH", 7) == 0);
   }
   close(fd);
   return ok;
+}
+
+/* The last non-empty line of the server's log (its reason for exiting). */
+static void log_tail(const char *path, char *out, size_t len) {
+  char line[512];
+  FILE *f = fopen(path, "r");
+
+  snprintf(out, len, "no log");
+  if (f == NULL)
+    return;
+  while (fgets(line, sizeof(line), f) != NULL) {
+    size_t n = strlen(line);
+
+    while (n > 0 && (line[n - 1] == '\n' || line[n - 1] == '\r'))
+      line[--n] = '\0';
+    if (n > 0)
+      snprintf(out, len, "%s", line);
+  }
+  fclose(f);
 }
 
 static int spawn(sl_devredis *d, const char *const *extra, char *err, size_t errlen) {
@@ -86,9 +108,21 @@ static int spawn(sl_devredis *d, const char *const *extra, char *err, size_t err
     return -1;
   }
   if (d->pid == 0) {
+    int null = open("/dev/null", O_RDWR);
+    int errfd = fcntl(2, F_DUPFD_CLOEXEC, 3); /* for the message if exec fails */
+
+    /* Its own process group (a Ctrl-C reaches only sluice, which stops it
+     * in order); it dies with its parent; it holds none of the parent's
+     * output pipes (it logs to its file). */
     setpgid(0, 0);
+    prctl(PR_SET_PDEATHSIG, SIGTERM);
+    if (null >= 0) {
+      dup2(null, 0);
+      dup2(null, 1);
+      dup2(null, 2);
+    }
     execvp(bin, (char *const *)argv);
-    fprintf(stderr, "sluice: cannot run %s: %s (install redis-server, or set SLUICE_REDIS_SERVER)\n", bin,
+    dprintf(errfd, "sluice: cannot run %s: %s (install redis-server, or set SLUICE_REDIS_SERVER)\n", bin,
             strerror(errno));
     _exit(127);
   }
@@ -96,8 +130,16 @@ static int spawn(sl_devredis *d, const char *const *extra, char *err, size_t err
     if (pings(d->sock))
       return 0;
     if (waitpid(d->pid, &status, WNOHANG) == d->pid) {
-      snprintf(err, errlen, "redis-server exited at start (status %d); see %s", status, logfile);
+      char tail[256];
+
       d->pid = 0;
+      if (WIFEXITED(status) && WEXITSTATUS(status) == 127) {
+        snprintf(err, errlen, "cannot run %s (is redis-server installed?)", bin);
+        return -1;
+      }
+      log_tail(logfile, tail, sizeof(tail));
+      snprintf(err, errlen, "redis-server exited at start (exit %d): %s",
+               WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status), tail);
       return -1;
     }
     sleep_ms(10);

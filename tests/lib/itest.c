@@ -191,6 +191,11 @@ int itest_stop(pid_t pid) {
 
   kill(pid, SIGTERM);
   waitpid(pid, &status, 0);
+  /* A worker stops gracefully on SIGTERM; dying of a signal (a crash, or a
+   * sanitizer's abort on an error or a leak) fails the test. */
+  if (WIFSIGNALED(status))
+    sl_test_fail(__FILE__, __LINE__, "process %d died of signal %d instead of stopping", (int)pid,
+                 WTERMSIG(status));
   return status;
 }
 

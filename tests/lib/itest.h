@@ -38,7 +38,8 @@ pid_t itest_spawn(const char *const *args, const char *out, const char *err);
 int itest_run(const char *const *args, char **out, char **err, int timeout_s);
 /* Starts a worker on queue q with the given concurrency. */
 pid_t itest_worker(const char *q, int concurrency);
-/* Stops a process with SIGTERM and waits; returns its exit status. */
+/* Stops a process with SIGTERM and waits; returns its wait status. Fails
+ * the test if it died of a signal (a crash or a sanitizer abort). */
 int itest_stop(pid_t pid);
 /* Waits until the batch has ended; fails the test after timeout_s. */
 void itest_wait_batch(redisContext *c, const char *q, const char *batch, int timeout_s);
