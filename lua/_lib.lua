@@ -66,6 +66,12 @@ local function sl_admit(ctx, key, group, eid, batch, idx, att, d)
     st = redis.call('HGET', bkey, 'status') or '-'
     ctx.status[batch] = st
   end
+  -- A later attempt (a retry, or a takeover) of an item that has ended
+  -- meanwhile (a slow first attempt finished after all) does not run again.
+  -- A first delivery of a first attempt cannot have ended: no check there.
+  if (ctx.again or att ~= '1') and st ~= '-' and redis.call('HEXISTS', bkey .. ':r', idx) == 1 then
+    st = '-'
+  end
   if st == 'queued' or (st == 'submitting' and not ctx.started[batch]) then
     ctx.now = ctx.now or sl_now_ms()
     if st == 'queued' then
@@ -98,6 +104,47 @@ local function sl_admit(ctx, key, group, eid, batch, idx, att, d)
   return false
 end
 
+-- Appends an entry the worker may run to out: priority, entry id, batch,
+-- item index, attempt, item JSON, earlier errors (a JSON array or '').
+local function sl_emit(out, s, eid, f, attempt)
+  out[#out + 1] = s
+  out[#out + 1] = eid
+  out[#out + 1] = f[2]
+  out[#out + 1] = f[4]
+  out[#out + 1] = tostring(attempt or f[6])
+  out[#out + 1] = f[8]
+  out[#out + 1] = f[10] or ''
+end
+
+-- Moves due retries from the delayed set back to their streams (each
+-- exactly once: ZREM decides who moves it). A member is
+-- "priority\nbatch\nindex\nattempt\nerrors\nitem JSON". Returns the due
+-- time of the next retry, 0 when none.
+local function sl_promote(prefix, streams, now, max)
+  local dkey = prefix .. 'delayed'
+  local due = redis.call('ZRANGEBYSCORE', dkey, '-inf', now, 'LIMIT', 0, max)
+  for _, m in ipairs(due) do
+    if redis.call('ZREM', dkey, m) == 1 then
+      local p1 = string.find(m, '\n', 1, true)
+      local p2 = string.find(m, '\n', p1 + 1, true)
+      local p3 = string.find(m, '\n', p2 + 1, true)
+      local p4 = string.find(m, '\n', p3 + 1, true)
+      local p5 = string.find(m, '\n', p4 + 1, true)
+      local s = tonumber(string.sub(m, 1, p1 - 1))
+      local fields = {'b', string.sub(m, p1 + 1, p2 - 1), 'i', string.sub(m, p2 + 1, p3 - 1),
+                      'a', string.sub(m, p3 + 1, p4 - 1), 'd', string.sub(m, p5 + 1)}
+      local errs = string.sub(m, p4 + 1, p5 - 1)
+      if errs ~= '' then
+        fields[#fields + 1] = 'e'
+        fields[#fields + 1] = errs
+      end
+      redis.call('XADD', streams[s], '*', unpack(fields))
+    end
+  end
+  local nxt = redis.call('ZRANGE', dkey, 0, 0, 'WITHSCORES')
+  return nxt[2] and tonumber(nxt[2]) or 0
+end
+
 -- Publishes the state of every batch that sl_admit changed.
 local function sl_admit_done(ctx, queue)
   for batch in pairs(ctx.touched) do
@@ -106,4 +153,18 @@ local function sl_admit_done(ctx, queue)
     end
     sl_publish(ctx.prefix, queue, batch, ctx.now or sl_now_ms())
   end
+end
+
+-- Records that an item has failed for good: its item JSON goes to the
+-- batch's failed-items hash (so `sluice retry BATCH` can run it again) and a
+-- dead letter goes to the queue's dead-letter stream, capped at about
+-- DEAD_MAX entries (the oldest are trimmed). f holds the stream entry's
+-- fields (b, i, a, d[, e]); reason is the readable error.
+local DEAD_MAX = 100000
+local function sl_dead(prefix, batch, idx, s, f, attempts, reason, now)
+  local d = f and f[8] or ''
+  local id = prefix .. 'dead'
+  local did = redis.call('XADD', id, 'MAXLEN', '~', DEAD_MAX, '*', 'b', batch, 'i', idx,
+                         'p', s, 'a', attempts, 'at', now, 'error', reason, 'd', d)
+  redis.call('HSET', prefix .. 'b:' .. batch .. ':f', idx, s .. '\n' .. did .. '\n' .. d)
 end

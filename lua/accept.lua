@@ -2,17 +2,25 @@
 -- XREADGROUP (which cannot run inside a script).
 -- KEYS[1..3]  streams P..'s:high', P..'s:normal', P..'s:low'
 -- ARGV[1]     consumer group    ARGV[2] key prefix P    ARGV[3] queue name
--- ARGV[4..]   per entry: priority (1-3), stream entry id, batch id, item index,
---             attempt, item JSON
+-- ARGV[4..]   per entry: priority (1-3), stream entry id
 -- returns     the entries that may run, in the same flat form as fetch
+--             (without the leading due time)
+--
+-- The entries are read again here (XRANGE) rather than passed in, so what
+-- runs is what the stream holds.
 local group = ARGV[1]
 local ctx = {prefix = ARGV[2], status = {}, touched = {}, started = {}}
 local out = {}
-for i = 4, #ARGV, 6 do
-  local s = tonumber(ARGV[i])
-  if sl_admit(ctx, KEYS[s], group, ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4], ARGV[i + 5]) then
-    out[#out + 1] = s
-    for k = 1, 5 do out[#out + 1] = ARGV[i + k] end
+for i = 4, #ARGV, 2 do
+  local s, eid = tonumber(ARGV[i]), ARGV[i + 1]
+  local r = redis.call('XRANGE', KEYS[s], eid, eid)
+  if r[1] then
+    local f = r[1][2]
+    if sl_admit(ctx, KEYS[s], group, eid, f[2], f[4], f[6], f[8]) then
+      sl_emit(out, s, eid, f)
+    end
+  else
+    redis.call('XACK', KEYS[s], group, eid) -- deleted meanwhile
   end
 end
 sl_admit_done(ctx, ARGV[3])

@@ -1,49 +1,85 @@
--- sluice_v1_complete: records the final state of finished items, exactly once.
+-- sluice_v1_complete: records the outcome of finished attempts, exactly once.
 -- KEYS[1..3]  streams P..'s:high', P..'s:normal', P..'s:low'
 -- ARGV[1]     consumer group    ARGV[2] key prefix P    ARGV[3] queue name
--- ARGV[4..]   per item: priority (1-3), stream entry id, batch id, item index,
---             outcome ('s' succeeded, 'f' failed), result JSON (one results line)
--- returns     an array with one integer per item: 1 if this call recorded it,
---             0 if it had been recorded before (a second completion changes nothing)
+-- ARGV[4..]   per attempt, 7 elements: priority (1-3), stream entry id,
+--             batch id, item index, outcome, text, retry delay (ms)
+--             outcome 's' succeeded / 'f' failed for good: text is the results line
+--             outcome 'r' failed, to be retried after the delay: text is the
+--                         JSON array of the errors so far (the last few)
+-- returns     an array with one integer per attempt: 1 if this call recorded
+--             it, 0 if it changed nothing (the item had ended, or another
+--             holder of the entry already acknowledged it)
 -- errors      'SLUICE_ARGS' (malformed arguments; nothing was written)
 --
--- The guard is HSETNX on the batch's results hash: only the first completion
--- of an item writes its result and moves the counters. The stream entry is
--- acknowledged and deleted either way, so finished items leave the streams.
--- One event per touched batch carries the absolute counters after the call.
+-- Final outcomes are guarded by HSETNX on the batch's results hash: only the
+-- first completion of an item writes its result and moves the counters, so
+-- a reclaimed item finishing twice is counted once. A failed item also
+-- leaves a dead letter (sl_dead). A retry is scheduled only by the holder
+-- whose XACK of the entry is the first, and only if the item has not ended:
+-- it goes to the delayed set (P..'delayed') with the next attempt number and
+-- is moved back to its stream when due (sl_promote, in fetch). The entry is
+-- acknowledged and deleted in every case, so finished items leave the
+-- streams. One event per touched batch carries the absolute counters.
 local group, prefix, queue = ARGV[1], ARGV[2], ARGV[3]
 local now = sl_now_ms()
 local acks = {{}, {}, {}}
 local counts, exists = {}, {}
 local out = {}
 
-if (#ARGV - 3) % 6 ~= 0 then
-  return redis.error_reply('SLUICE_ARGS completions come in groups of 6')
+if (#ARGV - 3) % 7 ~= 0 then
+  return redis.error_reply('SLUICE_ARGS completions come in groups of 7')
 end
-for i = 4, #ARGV, 6 do
+for i = 4, #ARGV, 7 do
   local s, outcome = ARGV[i], ARGV[i + 4]
-  if (s ~= '1' and s ~= '2' and s ~= '3') or (outcome ~= 's' and outcome ~= 'f') then
-    return redis.error_reply('SLUICE_ARGS priority must be 1-3 and outcome s or f')
+  if (s ~= '1' and s ~= '2' and s ~= '3') or (outcome ~= 's' and outcome ~= 'f' and outcome ~= 'r')
+     or not tonumber(ARGV[i + 6]) then
+    return redis.error_reply('SLUICE_ARGS priority must be 1-3, outcome s, f or r, delay a number')
   end
 end
-for i = 4, #ARGV, 6 do
-  local s, eid, batch, idx, outcome, res = tonumber(ARGV[i]), ARGV[i + 1], ARGV[i + 2],
-                                          ARGV[i + 3], ARGV[i + 4], ARGV[i + 5]
+
+local function entry(s, eid)
+  local r = redis.call('XRANGE', KEYS[s], eid, eid)
+  return r[1] and r[1][2] or nil
+end
+
+for i = 4, #ARGV, 7 do
+  local s, eid, batch, idx, outcome, text = tonumber(ARGV[i]), ARGV[i + 1], ARGV[i + 2],
+                                           ARGV[i + 3], ARGV[i + 4], ARGV[i + 5]
   local bkey = prefix .. 'b:' .. batch
-  local ack = acks[s]
-  ack[#ack + 1] = eid
   if exists[batch] == nil then
     exists[batch] = redis.call('EXISTS', bkey) == 1
   end
   local first = 0
-  if exists[batch] and redis.call('HSETNX', bkey .. ':r', idx, res) == 1 then
-    first = 1
-    local c = counts[batch]
-    if not c then
-      c = {s = 0, f = 0}
-      counts[batch] = c
+  if outcome == 'r' then
+    if redis.call('XACK', KEYS[s], group, eid) == 1 and exists[batch]
+       and redis.call('HEXISTS', bkey .. ':r', idx) == 0 then
+      local f = entry(s, eid)
+      if f then
+        local m = s .. '\n' .. batch .. '\n' .. idx .. '\n' .. (tonumber(f[6]) + 1) .. '\n' ..
+                  text .. '\n' .. f[8]
+        redis.call('ZADD', prefix .. 'delayed', now + tonumber(ARGV[i + 6]), m)
+        first = 1
+      end
     end
-    c[outcome] = c[outcome] + 1
+    redis.call('XDEL', KEYS[s], eid)
+  else
+    local ack = acks[s]
+    ack[#ack + 1] = eid
+    if exists[batch] and redis.call('HSETNX', bkey .. ':r', idx, text) == 1 then
+      first = 1
+      local c = counts[batch]
+      if not c then
+        c = {s = 0, f = 0}
+        counts[batch] = c
+      end
+      c[outcome] = c[outcome] + 1
+      if outcome == 'f' then
+        local ok, res = pcall(cjson.decode, text)
+        local reason = ok and type(res) == 'table' and res.error or text
+        local att = ok and type(res) == 'table' and res.attempts or 0
+        sl_dead(prefix, batch, idx, s, entry(s, eid), att, tostring(reason), now)
+      end
+    end
   end
   out[#out + 1] = first
 end

@@ -2,16 +2,21 @@
 -- KEYS[1..3]  streams P..'s:high', P..'s:normal', P..'s:low'
 -- ARGV[1]     consumer group    ARGV[2] consumer name    ARGV[3] COUNT
 -- ARGV[4]     key prefix P      ARGV[5] queue name
--- returns     a flat array, 6 elements per item:
---             priority (1-3), stream entry id, batch id, item index, attempt, item JSON
+-- returns     a flat array: first the due time of the next delayed retry (ms
+--             since the epoch, 0 when none), then 7 elements per item:
+--             priority (1-3), stream entry id, batch id, item index, attempt,
+--             item JSON, earlier errors (JSON array, or '')
 --
--- XREADGROUP's COUNT applies per stream, so the streams are read one at a
--- time, high first, each until it has no new entries or COUNT is reached.
--- Entries that may not run (cancelled or vanished batch, see sl_admit) are
+-- Due retries are moved back to their streams first (sl_promote), so they
+-- compete in priority order like new items. XREADGROUP's COUNT applies per
+-- stream, so the streams are read one at a time, high first, each until it
+-- has no new entries or COUNT is reached. Entries that may not run
+-- (cancelled or vanished batch, item already ended; see sl_admit) are
 -- finished here and do not count against COUNT.
 local group, consumer, want = ARGV[1], ARGV[2], tonumber(ARGV[3])
 local ctx = {prefix = ARGV[4], status = {}, touched = {}, started = {}}
-local out = {}
+ctx.now = sl_now_ms()
+local out = {sl_promote(ARGV[4], KEYS, ctx.now, 500)}
 
 for s = 1, 3 do
   local rounds = 0
@@ -25,12 +30,7 @@ for s = 1, 3 do
     for _, e in ipairs(entries) do
       local f = e[2]
       if sl_admit(ctx, KEYS[s], group, e[1], f[2], f[4], f[6], f[8]) then
-        out[#out + 1] = s
-        out[#out + 1] = e[1]
-        out[#out + 1] = f[2]
-        out[#out + 1] = f[4]
-        out[#out + 1] = f[6]
-        out[#out + 1] = f[8]
+        sl_emit(out, s, e[1], f)
         want = want - 1
       end
     end

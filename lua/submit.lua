@@ -11,7 +11,6 @@
 -- ARGV[8..]   per item: priority (1 high, 2 normal, 3 low), item index, item JSON
 -- returns     the number of items of the batch written so far
 -- errors      'SLUICE_ARGS' (malformed arguments; nothing was written),
---             'SLUICE_EXISTS' (chunk 0 for an id that holds another batch),
 --             'SLUICE_CANCELLED' (the batch was cancelled meanwhile),
 --             'SLUICE_ORDER' (a chunk is missing before this one),
 --             'SLUICE_WHOLE' (a chunk after the last one)
@@ -27,7 +26,7 @@ local seq, last = tonumber(ARGV[4]), ARGV[5] == '1'
 if not string.match(batch, '^[0-9A-Za-z_-]+$') or #batch > 64 then
   return redis.error_reply('SLUICE_ARGS batch id must be 1-64 characters of [0-9A-Za-z_-]')
 end
-if not seq or seq < 0 or (#ARGV - 7) % 3 ~= 0 then
+if not string.match(ARGV[4], '^%d+$') or (#ARGV - 7) % 3 ~= 0 then
   return redis.error_reply('SLUICE_ARGS chunk number or item triples malformed')
 end
 for i = 8, #ARGV, 3 do

@@ -1,7 +1,8 @@
 /*
  * Development handlers, which need no network: `noop` succeeds at once;
  * `sleep` waits payload.ms milliseconds on a uv timer and then fails with
- * probability payload.fail_rate (both optional, validated at submit).
+ * probability payload.fail_rate (both optional, validated at submit). A
+ * sleep failure is retryable; a cancelled sleep stops its timer.
  */
 #include <stdio.h>
 #include <string.h>
@@ -34,6 +35,15 @@ static double uniform(void) {
   if (sl__random_bytes(&r, sizeof(r)) != 0)
     return 0.5;
   return (double)(r >> 11) / 9007199254740992.0;
+}
+
+/* The worker gave up the attempt (timeout, takeover, stop): stop sleeping. */
+static void on_cancel(sl_job_t *j, void *ud) {
+  sleep_job *s = ud;
+
+  uv_timer_stop(&s->timer);
+  uv_close((uv_handle_t *)&s->timer, close_cb);
+  sl_job_fail(j, "sleep: cancelled");
 }
 
 static void on_timer(uv_timer_t *t) {
@@ -77,4 +87,5 @@ void sl__handler_sleep(sl_job_t *j, void *ud) {
   cJSON_Delete(pl);
   uv_timer_init(sl_job_loop(j), &s->timer);
   uv_timer_start(&s->timer, on_timer, (uint64_t)s->ms, 0);
+  sl_job_on_cancel(j, on_cancel, s);
 }

@@ -162,6 +162,8 @@ int sl__item_parse(const char *line, size_t len, long lineno, const sl_item_defa
   int prio = def->prio;
   int64_t max_attempts = def->max_attempts;
   int64_t timeout_ms = def->timeout_ms;
+  int64_t backoff_ms = def->backoff_ms > 0 ? def->backoff_ms : 1000;
+  int64_t backoff_max_ms = def->backoff_max_ms > 0 ? def->backoff_max_ms : 60000;
   sl_buf id;
   sl_buf d;
   int rc;
@@ -231,13 +233,22 @@ int sl__item_parse(const char *line, size_t len, long lineno, const sl_item_defa
                  vallen, f->val);
         return SL_EINVAL;
       }
+    } else if (key_is(f, "backoff_ms") || key_is(f, "backoff_max_ms")) {
+      int64_t *dst = key_is(f, "backoff_ms") ? &backoff_ms : &backoff_max_ms;
+
+      if (sl__json_int(f->val, f->vallen, 0, 86400000, dst) != 0) {
+        snprintf(err, errlen, "field \"%.*s\": expected an integer from 0 to 86400000 (ms), got %.*s", keylen,
+                 f->key, vallen, f->val);
+        return SL_EINVAL;
+      }
     } else if (key_is(f, "rate_key") || key_is(f, "dedupe") || key_is(f, "run_at") ||
                key_is(f, "delay_ms")) {
       snprintf(err, errlen, "field \"%.*s\": not supported by this version of sluice yet", keylen, f->key);
       return SL_EINVAL;
     } else {
       snprintf(err, errlen,
-               "field \"%.*s\": unknown field (known: id, type, payload, priority, max_attempts, timeout_ms)",
+               "field \"%.*s\": unknown field (known: id, type, payload, priority, max_attempts, timeout_ms, "
+               "backoff_ms, backoff_max_ms)",
                keylen, f->key);
       return SL_EINVAL;
     }
@@ -313,8 +324,9 @@ int sl__item_parse(const char *line, size_t len, long lineno, const sl_item_defa
   if (rc == 0)
     rc = sl__buf_append(&d, f_payload->val, f_payload->vallen);
   if (rc == 0)
-    rc = sl__buf_printf(&d, ",\"max_attempts\":%lld,\"timeout_ms\":%lld}", (long long)max_attempts,
-                        (long long)timeout_ms);
+    rc = sl__buf_printf(&d, ",\"max_attempts\":%lld,\"timeout_ms\":%lld,\"backoff_ms\":%lld,\"backoff_max_ms\":%lld}",
+                        (long long)max_attempts, (long long)timeout_ms, (long long)backoff_ms,
+                        (long long)backoff_max_ms);
   if (rc != 0) {
     sl__buf_free(&id);
     sl__buf_free(&d);

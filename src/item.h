@@ -6,7 +6,8 @@
  * the right types, and the payload of built-in types. What is stored in the
  * stream's `d` field is the normalized item, fields always in this order:
  *
- *   {"id":"row-17","type":"sleep","payload":<raw text>,"max_attempts":1,"timeout_ms":30000}
+ *   {"id":"row-17","type":"sleep","payload":<raw text>,"max_attempts":1,"timeout_ms":30000,
+ *    "backoff_ms":1000,"backoff_max_ms":60000}
  *
  * The payload is kept byte for byte as the producer wrote it. When you change
  * this format, bump the protocol version (docs/PROTOCOL.md) and keep workers
@@ -23,9 +24,11 @@
 enum { SL_PRIO_HIGH = 0, SL_PRIO_NORMAL = 1, SL_PRIO_LOW = 2, SL_PRIO_COUNT = 3 };
 
 typedef struct sl_item_defaults {
-  int prio;           /* SL_PRIO_* */
-  int max_attempts;   /* >= 1 */
-  int64_t timeout_ms; /* > 0 */
+  int prio;               /* SL_PRIO_* */
+  int max_attempts;       /* >= 1 */
+  int64_t timeout_ms;     /* > 0 */
+  int64_t backoff_ms;     /* retry delay base, ms; 0 means 1000 */
+  int64_t backoff_max_ms; /* retry delay cap, ms; 0 means 60000 */
 } sl_item_defaults;
 
 typedef struct sl_item {

@@ -1,33 +1,77 @@
 /*
- * One running item: built from a stream entry, handed to the handler of its
- * type, and finished exactly once with sl_job_succeed or sl_job_fail, which
- * turn it into a results line for sluice_v1_complete and free it.
+ * One attempt of an item: built from a stream entry, handed to the handler
+ * of its type, and ended exactly once:
+ *
+ *   - by the handler, with sl_job_succeed, sl_job_fail (retryable) or
+ *     sl_job_fail_final; a failure with attempts left becomes a retry after a
+ *     backoff with full jitter, otherwise the item fails for good;
+ *   - or by the worker (sl__job_abort): the attempt timed out (recorded as a
+ *     retryable failure "timed out after N ms"), another worker took the
+ *     item over (fencing: nothing recorded, the new owner records it), or the
+ *     worker stops past its drain timeout (nothing recorded; the item is
+ *     given back). The handler's cancel hook is called; its own later
+ *     completion is then ignored.
+ *
+ * The job's memory lives until the handler has completed it, even after the
+ * worker ended the attempt, so a handler never holds a dangling pointer.
  */
+#include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include <cjson/cJSON.h>
+
 #include "alloc.h"
 #include "id.h"
 #include "json.h"
+#include "log.h"
 #include "worker.h"
 
 #define ITEM_MAX_MEMBERS 16 /* fields of a stored item */
 #define ERROR_MAX 4096      /* one error message, bytes */
+#define ERRORS_KEPT 5       /* earlier errors carried along, the last ones */
+#define ERROR_KEPT_MAX 512  /* each of them, bytes */
 
-void sl__job_free(sl_job_t *j) {
-  if (j == NULL)
-    return;
+static void job_free_cb(uv_handle_t *h) {
+  sl_job_t *j = (sl_job_t *)h;
+
   sl_free(j->eid);
   sl_free(j->batch);
   sl_free(j->idx);
   sl_free(j->d);
+  sl_free(j->errs);
   sl_free(j);
 }
 
+static void unlink_active(sl_job_t *j) {
+  sl_worker_t *w = j->w;
+
+  if (j->prev != NULL)
+    j->prev->next = j->next;
+  else if (w->active == j)
+    w->active = j->next;
+  if (j->next != NULL)
+    j->next->prev = j->prev;
+  j->next = j->prev = NULL;
+}
+
+void sl__job_free(sl_job_t *j) {
+  if (j == NULL)
+    return;
+  if (j->started) {
+    unlink_active(j);
+    uv_timer_stop(&j->timer);
+    uv_close((uv_handle_t *)&j->timer, job_free_cb);
+  } else {
+    job_free_cb((uv_handle_t *)j);
+  }
+}
+
 sl_job_t *sl__job_new(sl_worker_t *w, int prio, const char *eid, const char *batch,
-                      const char *idx, const char *attempt, const char *d, size_t dlen) {
+                      const char *idx, const char *attempt, const char *d, size_t dlen,
+                      const char *errs, size_t errslen) {
   sl_json_member m[ITEM_MAX_MEMBERS];
   sl_job_t *j = sl_calloc(1, sizeof(*j));
   size_t n = 0;
@@ -40,11 +84,17 @@ sl_job_t *sl__job_new(sl_worker_t *w, int prio, const char *eid, const char *bat
   if (j->attempt < 1)
     j->attempt = 1;
   j->timeout_ms = 30000;
+  j->max_attempts = 1;
+  j->backoff_ms = 1000;
+  j->backoff_max_ms = 60000;
   j->eid = sl_strdup(eid);
   j->batch = sl_strdup(batch);
   j->idx = sl_strdup(idx);
   j->d = sl_strndup(d, dlen);
-  if (j->eid == NULL || j->batch == NULL || j->idx == NULL || j->d == NULL) {
+  if (errs != NULL && errslen > 0)
+    j->errs = sl_strndup(errs, errslen);
+  if (j->eid == NULL || j->batch == NULL || j->idx == NULL || j->d == NULL ||
+      (errslen > 0 && j->errs == NULL)) {
     sl__job_free(j);
     return NULL;
   }
@@ -69,6 +119,15 @@ sl_job_t *sl__job_new(sl_worker_t *w, int prio, const char *eid, const char *bat
     } else if (f->keylen == 10 && memcmp(f->key, "timeout_ms", 10) == 0 &&
                sl__json_int(f->val, f->vallen, 1, 86400000, &v) == 0) {
       j->timeout_ms = v;
+    } else if (f->keylen == 12 && memcmp(f->key, "max_attempts", 12) == 0 &&
+               sl__json_int(f->val, f->vallen, 1, 1000, &v) == 0) {
+      j->max_attempts = (int)v;
+    } else if (f->keylen == 10 && memcmp(f->key, "backoff_ms", 10) == 0 &&
+               sl__json_int(f->val, f->vallen, 0, 86400000, &v) == 0) {
+      j->backoff_ms = v;
+    } else if (f->keylen == 14 && memcmp(f->key, "backoff_max_ms", 14) == 0 &&
+               sl__json_int(f->val, f->vallen, 0, 86400000, &v) == 0) {
+      j->backoff_max_ms = v;
     }
   }
   if (j->payload == NULL) {
@@ -78,12 +137,28 @@ sl_job_t *sl__job_new(sl_worker_t *w, int prio, const char *eid, const char *bat
   return j;
 }
 
+static void on_timeout(uv_timer_t *t) {
+  sl_job_t *j = (sl_job_t *)t;
+  char why[96];
+
+  snprintf(why, sizeof(why), "timed out after %lld ms", (long long)j->timeout_ms);
+  sl__job_abort(j, why, 1);
+}
+
 void sl__job_start(sl_job_t *j) {
   sl_worker_t *w = j->w;
   char served[512];
   size_t off = 0;
 
   j->started_at = sl__now_ms();
+  j->started = 1;
+  uv_timer_init(w->loop, &j->timer);
+  uv_timer_start(&j->timer, on_timeout, (uint64_t)j->timeout_ms, 0);
+  j->prev = NULL;
+  j->next = w->active;
+  if (w->active != NULL)
+    w->active->prev = j;
+  w->active = j;
   for (int i = 0; i < w->nhandlers; i++) {
     if (strcmp(w->handlers[i].type, j->type) == 0) {
       w->handlers[i].start(j, w->handlers[i].ud);
@@ -99,20 +174,53 @@ void sl__job_start(sl_job_t *j) {
     off += (size_t)k;
   }
   if (j->type[0] == '\0')
-    sl_job_fail(j, "malformed item in the stream (entry %s): no valid \"type\"; was it written "
-                   "without sluice_v1_submit?", j->eid);
+    sl_job_fail_final(j, "malformed item in the stream (entry %s): no valid \"type\"; was it written "
+                         "without sluice_v1_submit?", j->eid);
   else
     sl_job_fail(j, "no handler for type \"%s\" on worker %s (it serves: %s)", j->type, w->id, served);
 }
 
-/* Builds the results line and hands the job back to the worker. */
-static void finish(sl_job_t *j, char outcome, const char *key, const char *val, size_t vlen) {
+/* The errors of earlier attempts plus `msg`, the last ERRORS_KEPT, as a JSON
+ * array; NULL on OOM. With msg NULL: only the earlier ones. */
+static char *errors_json(const sl_job_t *j, const char *msg) {
+  cJSON *arr = j->errs ? cJSON_Parse(j->errs) : NULL;
+  char *out;
+
+  if (!cJSON_IsArray(arr)) {
+    cJSON_Delete(arr);
+    arr = cJSON_CreateArray();
+    if (arr == NULL)
+      return NULL;
+  }
+  if (msg != NULL) {
+    char cut[ERROR_KEPT_MAX + 1];
+
+    snprintf(cut, sizeof(cut), "%s", msg);
+    cJSON_AddItemToArray(arr, cJSON_CreateString(cut));
+  }
+  while (cJSON_GetArraySize(arr) > ERRORS_KEPT)
+    cJSON_DeleteItemFromArray(arr, 0);
+  out = cJSON_PrintUnformatted(arr);
+  cJSON_Delete(arr);
+  if (out == NULL)
+    return NULL;
+  {
+    char *copy = sl_strdup(out);
+
+    cJSON_free(out);
+    return copy;
+  }
+}
+
+/* The results line of an ended item; NULL on OOM. */
+static char *results_line(const sl_job_t *j, char outcome, const char *key, const char *val, size_t vlen,
+                          size_t *len) {
   sl_worker_t *w = j->w;
   int64_t now = sl__now_ms();
   sl_buf b;
   int rc;
 
-  sl__buf_init(&b, SL_RESULT_MAX + 1024);
+  sl__buf_init(&b, SL_RESULT_MAX + 8192);
   rc = sl__buf_puts(&b, "{\"id\":");
   if (rc == 0 && j->id_tok != NULL)
     rc = sl__buf_append(&b, j->id_tok, j->id_toklen);
@@ -130,64 +238,145 @@ static void finish(sl_job_t *j, char outcome, const char *key, const char *val, 
     rc = sl__buf_printf(&b, ",\"%s\":", key);
   if (rc == 0)
     rc = sl__buf_append(&b, val, vlen);
+  if (rc == 0 && j->errs != NULL && j->attempt > 1) {
+    char *earlier = errors_json(j, NULL);
+
+    rc = earlier ? sl__buf_printf(&b, ",\"errors\":%s", earlier) : SL_ENOMEM;
+    sl_free(earlier);
+  }
   if (rc == 0)
     rc = sl__buf_putc(&b, '}');
   if (rc != 0) {
-    /* Cannot build the line (memory): record a short failure instead so the
-     * item is still counted. */
     sl__buf_free(&b);
-    sl__buf_init(&b, 1024);
-    outcome = 'f';
-    sl__buf_printf(&b, "{\"id\":\"%s\",\"status\":\"failed\",\"attempts\":%d,\"error\":\"%s\"}", j->idx,
-                   j->attempt, rc == SL_ETOOBIG ? "result too large" : "out of memory building the result");
+    return NULL;
+  }
+  *len = b.len;
+  return sl__buf_take(&b);
+}
+
+static double uniform(void) {
+  uint64_t r;
+
+  if (sl__random_bytes(&r, sizeof(r)) != 0)
+    return 0.5;
+  return (double)(r >> 11) / 9007199254740992.0;
+}
+
+/* The delay before attempt `attempt + 1`: full jitter, uniform in
+ * [0, min(cap, base * 2^(attempt - 1))]. */
+static int64_t backoff_delay(const sl_job_t *j) {
+  double ceiling = (double)j->backoff_ms * pow(2.0, (double)(j->attempt - 1));
+
+  if (ceiling > (double)j->backoff_max_ms)
+    ceiling = (double)j->backoff_max_ms;
+  return (int64_t)(uniform() * ceiling);
+}
+
+/* Records the failure of attempt j: a retry when allowed, else final. */
+static void record_failure(sl_job_t *j, const char *msg, int retryable) {
+  sl_worker_t *w = j->w;
+  char *text;
+  size_t len = 0;
+
+  if (retryable && j->attempt < j->max_attempts) {
+    text = errors_json(j, msg);
+    sl__worker_finish(w, j, 'r', text, text ? strlen(text) : 0, backoff_delay(j));
+    return;
   }
   {
-    size_t len = b.len;
-    char *line = sl__buf_take(&b);
+    sl_buf s;
 
-    sl__worker_finish(w, j, outcome, line, line ? len : 0);
+    sl__buf_init(&s, ERROR_MAX * 6 + 2);
+    sl__json_put_str(&s, msg, strlen(msg));
+    text = results_line(j, 'f', "error", s.p ? s.p : "\"?\"", s.p ? s.len : 3, &len);
+    sl__buf_free(&s);
   }
+  sl__worker_finish(w, j, 'f', text, len, 0);
+}
+
+void sl__job_abort(sl_job_t *j, const char *why, int record) {
+  if (j->ended)
+    return;
+  j->ended = 1;
+  uv_timer_stop(&j->timer);
+  if (record)
+    record_failure(j, why, 1);
+  else
+    sl__worker_finish(j->w, j, 0, NULL, 0, 0);
+  if (j->cancel != NULL) {
+    sl_job_cancel_fn fn = j->cancel;
+
+    j->cancel = NULL;
+    fn(j, j->cancel_ud); /* the handler completes the job; that frees it */
+  }
+}
+
+SL_EXTERN void sl_job_on_cancel(sl_job_t *j, void (*fn)(sl_job_t *j, void *ud), void *ud) {
+  j->cancel = fn;
+  j->cancel_ud = ud;
 }
 
 SL_EXTERN void sl_job_succeed(sl_job_t *j, const char *result, size_t len) {
   char err[96];
-  sl_buf s;
+  char *line = NULL;
+  size_t linelen = 0;
 
+  if (j->ended) {
+    sl__job_free(j); /* the worker gave up on this attempt already */
+    return;
+  }
   if (result == NULL || len == 0) {
-    finish(j, 's', "result", "null", 4);
+    line = results_line(j, 's', "result", "null", 4, &linelen);
+  } else if (len > SL_RESULT_MAX) {
+    sl_job_fail_final(j, "result of %zu bytes is over the limit of %d bytes", len, SL_RESULT_MAX);
+    return;
+  } else if (sl__json_validate(result, len, 256, NULL, err, sizeof(err)) == 0) {
+    line = results_line(j, 's', "result", result, len, &linelen);
+  } else {
+    /* Not JSON: keep it, as a string. */
+    sl_buf s;
+
+    sl__buf_init(&s, SL_RESULT_MAX * 6 + 2);
+    if (sl__json_put_str(&s, result, len) == 0)
+      line = results_line(j, 's', "result", s.p, s.len, &linelen);
+    sl__buf_free(&s);
+  }
+  j->ended = 1;
+  uv_timer_stop(&j->timer);
+  sl__worker_finish(j->w, j, 's', line, linelen, 0);
+  sl__job_free(j);
+}
+
+static void job_vfail(sl_job_t *j, int retryable, const char *fmt, va_list ap) {
+  char msg[ERROR_MAX];
+
+  if (j->ended) {
+    sl__job_free(j);
     return;
   }
-  if (len > SL_RESULT_MAX) {
-    sl_job_fail(j, "result of %zu bytes is over the limit of %d bytes", len, SL_RESULT_MAX);
-    return;
-  }
-  if (sl__json_validate(result, len, 256, NULL, err, sizeof(err)) == 0) {
-    finish(j, 's', "result", result, len);
-    return;
-  }
-  /* Not JSON: keep it, as a string. */
-  sl__buf_init(&s, SL_RESULT_MAX * 6 + 2);
-  if (sl__json_put_str(&s, result, len) == 0)
-    finish(j, 's', "result", s.p, s.len);
-  else
-    sl_job_fail(j, "out of memory storing the result");
-  sl__buf_free(&s);
+  vsnprintf(msg, sizeof(msg), fmt, ap);
+  if (msg[0] == '\0')
+    snprintf(msg, sizeof(msg), "handler for type \"%s\" failed without giving a reason", j->type);
+  j->ended = 1;
+  uv_timer_stop(&j->timer);
+  record_failure(j, msg, retryable);
+  sl__job_free(j);
 }
 
 SL_EXTERN void sl_job_fail(sl_job_t *j, const char *fmt, ...) {
-  char msg[ERROR_MAX];
-  sl_buf s;
   va_list ap;
 
   va_start(ap, fmt);
-  vsnprintf(msg, sizeof(msg), fmt, ap);
+  job_vfail(j, 1, fmt, ap);
   va_end(ap);
-  if (msg[0] == '\0')
-    snprintf(msg, sizeof(msg), "handler for type \"%s\" failed without giving a reason", j->type);
-  sl__buf_init(&s, sizeof(msg) * 6 + 2);
-  sl__json_put_str(&s, msg, strlen(msg));
-  finish(j, 'f', "error", s.p ? s.p : "\"?\"", s.p ? s.len : 3);
-  sl__buf_free(&s);
+}
+
+SL_EXTERN void sl_job_fail_final(sl_job_t *j, const char *fmt, ...) {
+  va_list ap;
+
+  va_start(ap, fmt);
+  job_vfail(j, 0, fmt, ap);
+  va_end(ap);
 }
 
 SL_EXTERN const char *sl_job_type(const sl_job_t *j) {

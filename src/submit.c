@@ -78,6 +78,14 @@ SL_EXTERN int sl_batch_new(const sl_batch_opts *opts, sl_batch_t **out, char *er
   }
   b->def.max_attempts = opts->max_attempts > 0 ? opts->max_attempts : 1;
   b->def.timeout_ms = opts->timeout_ms > 0 ? opts->timeout_ms : DEFAULT_TIMEOUT_MS;
+  if (opts->backoff_ms < 0 || opts->backoff_ms > 86400000 || opts->backoff_max_ms < 0 ||
+      opts->backoff_max_ms > 86400000) {
+    snprintf(errbuf, errlen, "backoff %lld ms / backoff max %lld ms out of range (0-86400000 ms)",
+             (long long)opts->backoff_ms, (long long)opts->backoff_max_ms);
+    goto invalid;
+  }
+  b->def.backoff_ms = opts->backoff_ms;
+  b->def.backoff_max_ms = opts->backoff_max_ms;
   b->chunk = opts->chunk_items > 0 ? opts->chunk_items : DEFAULT_CHUNK;
   if (opts->name != NULL) {
     b->name = sl_strdup(opts->name);
@@ -275,7 +283,7 @@ SL_EXTERN int sl_batch_submit(sl_client_t *c, sl_batch_t *b, char **id_out) {
     if (redisGetReply(c->rc, (void **)&r) != REDIS_OK) {
       rc = sl__client_fail(c, SL_ECONN,
                            "lost the Redis connection after %zu of %zu chunks of batch %s (it stays "
-                           "incomplete; `sluice cancel %s` removes it): %s",
+                           "incomplete; `sluice cancel %s` ends it): %s",
                            recv, nchunks, id, id, c->rc->errstr);
       redisFree(c->rc);
       c->rc = NULL;

@@ -3,29 +3,41 @@
  * them through handlers and records their outcome.
  *
  * Two Redis connections, both hiredis async on the loop:
- *   cmd  scripts: sluice_v1_fetch (up to `free slots` items in strict
- *        priority order), sluice_v1_accept, sluice_v1_complete;
+ *   cmd  functions: fetch, accept, complete, beat, reclaim, release;
  *   blk  only the blocking XREADGROUP, which would hold up every command
  *        pipelined behind it.
  *
- * pump() is the whole scheduler, run on the loop turn after anything changed
- * (sl__worker_kick): start backlog items while slots are free; write the
- * finished ones, up to SL_WORKER_FLUSH_MAX per sluice_v1_complete call; and
- * when slots are free and no read is in flight, fetch. When a fetch comes back
- * short the queue is drained, so the next read is a blocking XREADGROUP
- * (BLOCK block_ms, COUNT 1 per stream): an idle worker sends one command per
- * block_ms instead of polling. What it returns goes through
- * sluice_v1_accept (cancelled batches) and then fetching resumes.
+ * pump() is the scheduler, run on the loop turn after anything changed
+ * (sl__worker_kick): start backlog items while slots are free; write
+ * finished attempts, up to SL_WORKER_FLUSH_MAX per sluice_v1_complete call;
+ * and when slots are free and no read is in flight, fetch. When a fetch
+ * comes back short the queue is drained, so the next read is a blocking
+ * XREADGROUP (BLOCK block_ms): an idle worker sends one command per block_ms
+ * instead of polling. Completions are batched naturally: while one complete
+ * call is in flight, finished attempts accumulate for the next.
  *
- * Completions are batched naturally: while one complete call is in flight,
- * finished items accumulate and go in the next call. With many short items a
- * call carries hundreds of items, which is where the throughput comes from.
+ * Timers, all on the loop:
+ *   beat      every beat_ms (visibility / 3): sluice_v1_beat registers the
+ *             worker in the fleet and keeps the claim on every item it holds
+ *             alive, owner-checked; items it no longer owns are fenced (their
+ *             attempts stopped, nothing recorded);
+ *   reclaim   every visibility / 4 (at most 5 s) while slots are free:
+ *             sluice_v1_reclaim takes over items idle longer than the
+ *             visibility timeout (their worker died) and sends poison items
+ *             to the dead letters;
+ *   delayed   when the next retry is due (fetch reports it): a fetch moves
+ *             it back to its stream;
+ *   reconnect after a lost connection, with backoff (100 ms doubling to 5 s,
+ *             with jitter). Items keep running meanwhile; their completions
+ *             wait and are sent when Redis is back (completion is
+ *             idempotent). The outage is logged once, and the recovery.
+ *   drain     after a stop: running items have drain_ms to finish; then they
+ *             are abandoned (cancelled, given back) and the worker closes.
  *
- * Stopping (sl_worker_stop, a signal): no new reads; the backlog and running
- * items finish, their completions are written, then the connections close
- * and the loop runs out of handles. A lost connection is fatal for now: the
- * worker logs why, lets running items end without recording them (they stay
- * pending in Redis) and returns SL_ECONN.
+ * Stopping (sl_worker_stop, SIGINT/SIGTERM): no new reads; items taken but
+ * not started are given back at once (sluice_v1_release); running items
+ * finish within the drain timeout and their outcomes are written; then the
+ * connections close and the loop runs out of handles.
  */
 #include "worker.h"
 
@@ -44,10 +56,16 @@
 #include "log.h"
 #include "uvredis.h"
 
-#define FETCH_MAX 1000 /* items per fetch call */
+#define FETCH_MAX 1000          /* items per fetch call */
+#define RECLAIM_MAX 100         /* items per reclaim call */
+#define RECONNECT_MIN_MS 100    /* first reconnect delay */
+#define RECONNECT_MAX_MS 5000   /* longest reconnect delay */
+#define RELEASE_MAX 500         /* items per release call */
 
 static void pump(sl_worker_t *w);
 static void fatal(sl_worker_t *w, int code, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static void connect_both(sl_worker_t *w);
+static int recoverable(sl_worker_t *w, const redisReply *r);
 
 /* ---- Small helpers ---- */
 
@@ -70,8 +88,17 @@ static void on_kick(uv_timer_t *t) {
 }
 
 void sl__worker_kick(sl_worker_t *w) {
-  if (!w->closed && !uv_is_active((uv_handle_t *)&w->kick))
+  if (!w->closed && w->timers_up && !uv_is_active((uv_handle_t *)&w->kick))
     uv_timer_start(&w->kick, on_kick, 0, 0);
+}
+
+static int64_t jitter(int64_t ms) {
+  uint32_t r;
+
+  if (sl__random_bytes(&r, sizeof(r)) != 0)
+    return ms;
+  /* +-20% */
+  return ms * 8 / 10 + (int64_t)((double)r / 4294967296.0 * (double)ms * 4 / 10);
 }
 
 static void done_free(sl_done *d) {
@@ -82,39 +109,47 @@ static void done_free(sl_done *d) {
   sl_free(d);
 }
 
-void sl__worker_finish(sl_worker_t *w, sl_job_t *j, char outcome, char *line, size_t len) {
-  sl_done *d = sl_calloc(1, sizeof(*d));
+void sl__worker_finish(sl_worker_t *w, sl_job_t *j, char outcome, char *line, size_t len,
+                       int64_t delay_ms) {
+  sl_done *d;
 
   w->running--;
+  sl__worker_kick(w);
+  if (outcome == 0)
+    return; /* given up without an outcome (fencing, abandon) */
   if (outcome == 's')
     w->n_ok++;
-  else
+  else if (outcome == 'f')
     w->n_failed++;
+  else
+    w->n_retry++;
+  d = sl_calloc(1, sizeof(*d));
   if (d == NULL || line == NULL) {
-    /* Out of memory: the item stays pending in Redis and is not lost. */
-    sl__log_error("out of memory recording item %s of batch %s", j->idx, j->batch);
+    /* Out of memory: the item stays pending in Redis and is taken over. */
+    sl__log_error("out of memory recording item %s of batch %s; it will be taken over", j->idx, j->batch);
     sl_free(d);
     sl_free(line);
-    sl__job_free(j);
-    sl__worker_kick(w);
     return;
   }
   d->prio = j->prio;
-  d->eid = j->eid;
-  d->batch = j->batch;
-  d->idx = j->idx;
-  j->eid = j->batch = j->idx = NULL;
+  d->eid = sl_strdup(j->eid);
+  d->batch = sl_strdup(j->batch);
+  d->idx = sl_strdup(j->idx);
   d->outcome = outcome;
   d->line = line;
   d->linelen = len;
-  sl__job_free(j);
+  d->delay_ms = delay_ms;
+  if (d->eid == NULL || d->batch == NULL || d->idx == NULL) {
+    sl__log_error("out of memory recording item %s of batch %s; it will be taken over", j->idx, j->batch);
+    done_free(d);
+    return;
+  }
   if (w->done_tail)
     w->done_tail->next = d;
   else
     w->done = d;
   w->done_tail = d;
   w->ndone++;
-  sl__worker_kick(w);
 }
 
 static void backlog_push(sl_worker_t *w, sl_job_t *j) {
@@ -135,31 +170,34 @@ static sl_job_t *backlog_pop(sl_worker_t *w) {
   w->backlog = j->next;
   if (w->backlog == NULL)
     w->backlog_tail = NULL;
+  j->next = NULL;
   w->nbacklog--;
   return j;
 }
 
-/* Adds the items of a fetch/accept reply (flat, 6 per item) to the backlog. */
-static int take_items(sl_worker_t *w, const redisReply *r) {
+/* Adds the items of a fetch/accept/reclaim reply (flat, 7 per item, after
+ * `skip` leading elements) to the backlog. Returns how many. */
+static int take_items(sl_worker_t *w, const redisReply *r, size_t skip) {
   int n = 0;
 
   if (r->type != REDIS_REPLY_ARRAY)
     return 0;
-  for (size_t i = 0; i + 5 < r->elements; i += 6) {
+  for (size_t i = skip; i + 6 < r->elements; i += 7) {
     redisReply *const *e = r->element + i;
     int prio = (int)e[0]->integer - 1;
     sl_job_t *j;
 
     if (e[0]->type != REDIS_REPLY_INTEGER || prio < 0 || prio > 2 || e[1]->type != REDIS_REPLY_STRING ||
         e[2]->type != REDIS_REPLY_STRING || e[3]->type != REDIS_REPLY_STRING ||
-        e[5]->type != REDIS_REPLY_STRING) {
-      sl__log_error("malformed entry in a fetch reply; skipped (it stays pending)");
+        e[4]->type != REDIS_REPLY_STRING || e[5]->type != REDIS_REPLY_STRING) {
+      sl__log_error("malformed entry in a fetch reply; skipped (it will be taken over)");
       continue;
     }
-    j = sl__job_new(w, prio, e[1]->str, e[2]->str, e[3]->str,
-                    e[4]->type == REDIS_REPLY_STRING ? e[4]->str : "1", e[5]->str, e[5]->len);
+    j = sl__job_new(w, prio, e[1]->str, e[2]->str, e[3]->str, e[4]->str, e[5]->str, e[5]->len,
+                    e[6]->type == REDIS_REPLY_STRING ? e[6]->str : NULL,
+                    e[6]->type == REDIS_REPLY_STRING ? e[6]->len : 0);
     if (j == NULL) {
-      sl__log_error("out of memory taking item %s; it stays pending", e[1]->str);
+      sl__log_error("out of memory taking item %s; it will be taken over", e[1]->str);
       continue;
     }
     backlog_push(w, j);
@@ -168,7 +206,24 @@ static int take_items(sl_worker_t *w, const redisReply *r) {
   return n;
 }
 
-/* ---- Redis calls ---- */
+/* Appends "FCALL name 3 s1 s2 s3" to av/al; returns the count (6). */
+static int fcall_head(const sl_worker_t *w, const char *name, const char *nkeys, const char **av, size_t *al) {
+  int k = 0;
+
+  av[k++] = "FCALL";
+  av[k++] = name;
+  av[k++] = nkeys;
+  av[k++] = w->keys.stream[0];
+  av[k++] = w->keys.stream[1];
+  av[k++] = w->keys.stream[2];
+  for (int i = 0; i < k; i++)
+    al[i] = strlen(av[i]);
+  return k;
+}
+
+static const char *const prio_arg[3] = {"1", "2", "3"};
+
+/* ---- Completions ---- */
 
 typedef struct flush_ctx {
   sl_worker_t *w; /* owner */
@@ -191,8 +246,6 @@ static void done_requeue(sl_worker_t *w, sl_done *head, int n) {
   w->ndone += n;
 }
 
-static int recoverable(sl_worker_t *w, const redisReply *r);
-
 static void on_complete(redisAsyncContext *ac, void *reply, void *priv) {
   flush_ctx *f = priv;
   sl_worker_t *w = f->w;
@@ -201,14 +254,14 @@ static void on_complete(redisAsyncContext *ac, void *reply, void *priv) {
 
   (void)ac;
   w->flushing--;
-  if (r == NULL || r->type != REDIS_REPLY_ARRAY) {
-    if (r != NULL && recoverable(w, r)) {
-      done_requeue(w, f->head, f->n);
-      f->head = NULL;
-    } else if (r != NULL) {
-      fatal(w, SL_EREDIS, "recording %d finished items failed: %s", f->n,
-            r->type == REDIS_REPLY_ERROR ? r->str : "unexpected reply");
-    }
+  if (r == NULL || (r->type == REDIS_REPLY_ERROR && recoverable(w, r))) {
+    /* The connection broke (or Redis lost our functions): send them again
+     * later; a completion that did arrive is recognized as a repeat. */
+    done_requeue(w, f->head, f->n);
+    f->head = NULL;
+  } else if (r->type != REDIS_REPLY_ARRAY) {
+    fatal(w, SL_EREDIS, "recording %d finished items failed: %s", f->n,
+          r->type == REDIS_REPLY_ERROR ? r->str : "unexpected reply");
   } else {
     for (size_t i = 0; i < r->elements; i++) {
       if (r->element[i]->integer == 0)
@@ -224,32 +277,32 @@ static void on_complete(redisAsyncContext *ac, void *reply, void *priv) {
 }
 
 static void flush(sl_worker_t *w) {
-  static const char *const prio[3] = {"1", "2", "3"};
   int n = w->ndone < SL_WORKER_FLUSH_MAX ? w->ndone : SL_WORKER_FLUSH_MAX;
-  int argc = 9 + 6 * n;
+  int argc = 9 + 7 * n;
   const char **av = sl_malloc((size_t)argc * sizeof(*av));
   size_t *al = sl_malloc((size_t)argc * sizeof(*al));
+  char (*delays)[24] = sl_malloc((size_t)n * sizeof(*delays));
   flush_ctx *f = sl_calloc(1, sizeof(*f));
   sl_done *d;
   sl_done *last = NULL;
-  int k = 0;
+  int k;
 
-  if (av == NULL || al == NULL || f == NULL)
+  if (av == NULL || al == NULL || f == NULL || delays == NULL)
     goto out; /* retried on the next pump */
-  av[k++] = "FCALL";
-  av[k++] = "sluice_v1_complete";
-  av[k++] = "3";
-  av[k++] = w->keys.stream[0];
-  av[k++] = w->keys.stream[1];
-  av[k++] = w->keys.stream[2];
-  av[k++] = SL_GROUP;
-  av[k++] = w->keys.prefix;
-  av[k++] = w->keys.queue;
-  for (int i = 0; i < k; i++)
-    al[i] = strlen(av[i]);
+  k = fcall_head(w, "sluice_v1_complete", "3", av, al);
+  av[k] = SL_GROUP;
+  al[k] = strlen(av[k]);
+  k++;
+  av[k] = w->keys.prefix;
+  al[k] = strlen(av[k]);
+  k++;
+  av[k] = w->keys.queue;
+  al[k] = strlen(av[k]);
+  k++;
   d = w->done;
   for (int i = 0; i < n; i++, d = d->next) {
-    av[k] = prio[d->prio];
+    snprintf(delays[i], sizeof(delays[i]), "%lld", (long long)d->delay_ms);
+    av[k] = prio_arg[d->prio];
     al[k++] = 1;
     av[k] = d->eid;
     al[k++] = strlen(d->eid);
@@ -257,10 +310,12 @@ static void flush(sl_worker_t *w) {
     al[k++] = strlen(d->batch);
     av[k] = d->idx;
     al[k++] = strlen(d->idx);
-    av[k] = d->outcome == 's' ? "s" : "f";
+    av[k] = d->outcome == 's' ? "s" : d->outcome == 'f' ? "f" : "r";
     al[k++] = 1;
     av[k] = d->line;
     al[k++] = d->linelen;
+    av[k] = delays[i];
+    al[k++] = strlen(delays[i]);
     last = d;
   }
   if (redisAsyncCommandArgv(w->cmd, on_complete, f, argc, av, al) != REDIS_OK)
@@ -279,7 +334,28 @@ static void flush(sl_worker_t *w) {
 out:
   sl_free(av);
   sl_free(al);
+  sl_free(delays);
   sl_free(f);
+}
+
+/* ---- Reads: fetch, blocking read, accept ---- */
+
+static void on_delayed(uv_timer_t *t);
+
+/* Arms the delayed timer for a retry due at `due` (server ms; 0: none). */
+static void arm_delayed(sl_worker_t *w, long long due) {
+  int64_t wait;
+
+  if (due <= 0 || w->closed)
+    return;
+  wait = (int64_t)due - sl__now_ms();
+  if (wait < 5)
+    wait = 5;
+  if (wait > 5000)
+    wait = 5000; /* look again anyway: another worker may have taken it */
+  if (uv_is_active((uv_handle_t *)&w->delayed) && (int64_t)uv_timer_get_due_in(&w->delayed) <= wait)
+    return;
+  uv_timer_start(&w->delayed, on_delayed, (uint64_t)wait, 0);
 }
 
 static void on_fetch(redisAsyncContext *ac, void *reply, void *priv) {
@@ -289,14 +365,17 @@ static void on_fetch(redisAsyncContext *ac, void *reply, void *priv) {
 
   w->fetching = 0;
   if (r == NULL)
-    return; /* connection gone; on_disconnect says why */
+    return; /* connection gone; on_disconnect deals with it */
   if (r->type == REDIS_REPLY_ERROR) {
     if (!recoverable(w, r))
       fatal(w, SL_EREDIS, "fetching items failed: %s", r->str);
     return;
   }
+  if (r->type == REDIS_REPLY_ARRAY && r->elements > 0 && r->element[0]->type == REDIS_REPLY_INTEGER)
+    arm_delayed(w, r->element[0]->integer);
   /* A short answer means the streams had no more new entries. */
-  w->idle = take_items(w, r) < want;
+  if (want > 0)
+    w->idle = take_items(w, r, 1) < want;
   sl__worker_kick(w);
 }
 
@@ -313,6 +392,17 @@ static void fetch(sl_worker_t *w, int want) {
     w->fetching = 1;
 }
 
+static void on_delayed(uv_timer_t *t) {
+  sl_worker_t *w = t->data;
+
+  /* Move due retries to their streams (fetch of 0 items); an idle worker's
+   * blocking read then wakes up for them. */
+  if (w->cmd_up && !w->fetching && !w->stopping)
+    fetch(w, 0);
+  else
+    uv_timer_start(&w->delayed, on_delayed, 100, 0);
+}
+
 static void on_accept(redisAsyncContext *ac, void *reply, void *priv) {
   sl_worker_t *w = ac->data;
   redisReply *r = reply;
@@ -326,17 +416,8 @@ static void on_accept(redisAsyncContext *ac, void *reply, void *priv) {
       fatal(w, SL_EREDIS, "accepting items failed: %s", r->str);
     return;
   }
-  take_items(w, r);
+  take_items(w, r, 0);
   sl__worker_kick(w);
-}
-
-static const char *field(const redisReply *kv, const char *name) {
-  for (size_t i = 0; i + 1 < kv->elements; i += 2) {
-    if (kv->element[i]->type == REDIS_REPLY_STRING && strcmp(kv->element[i]->str, name) == 0 &&
-        kv->element[i + 1]->type == REDIS_REPLY_STRING)
-      return kv->element[i + 1]->str;
-  }
-  return NULL;
 }
 
 static void on_block(redisAsyncContext *ac, void *reply, void *priv) {
@@ -345,7 +426,7 @@ static void on_block(redisAsyncContext *ac, void *reply, void *priv) {
   const char **av = NULL;
   size_t *al = NULL;
   size_t max = 9;
-  int k = 0;
+  int k;
 
   (void)priv;
   w->blocking = 0;
@@ -357,30 +438,28 @@ static void on_block(redisAsyncContext *ac, void *reply, void *priv) {
     return;
   }
   if (r->type != REDIS_REPLY_ARRAY || r->elements == 0) {
-    sl__worker_kick(w); /* BLOCK timed out: read again */
+    sl__worker_kick(w); /* BLOCK timed out (or CLIENT UNBLOCK): read again */
     return;
   }
-  /* [[stream, [[id, [f, v, ...]], ...]], ...] -> one sluice_v1_accept call. */
+  /* [[stream, [[id, fields], ...]], ...] -> one sluice_v1_accept call. */
   for (size_t s = 0; s < r->elements; s++)
-    max += 6 * r->element[s]->element[1]->elements;
+    max += 2 * r->element[s]->element[1]->elements;
   av = sl_malloc(max * sizeof(*av));
   al = sl_malloc(max * sizeof(*al));
-  if (av == NULL || al == NULL)
-    goto out; /* the entries stay pending */
-  av[k++] = "FCALL";
-  av[k++] = "sluice_v1_accept";
-  av[k++] = "3";
-  av[k++] = w->keys.stream[0];
-  av[k++] = w->keys.stream[1];
-  av[k++] = w->keys.stream[2];
-  av[k++] = SL_GROUP;
-  av[k++] = w->keys.prefix;
-  av[k++] = w->keys.queue;
-  for (int i = 0; i < k; i++)
-    al[i] = strlen(av[i]);
+  if (av == NULL || al == NULL || !w->cmd_up)
+    goto out; /* the entries stay pending and are taken over */
+  k = fcall_head(w, "sluice_v1_accept", "3", av, al);
+  av[k] = SL_GROUP;
+  al[k] = strlen(av[k]);
+  k++;
+  av[k] = w->keys.prefix;
+  al[k] = strlen(av[k]);
+  k++;
+  av[k] = w->keys.queue;
+  al[k] = strlen(av[k]);
+  k++;
   for (size_t s = 0; s < r->elements; s++) {
     const redisReply *st = r->element[s];
-    static const char *const prio[3] = {"1", "2", "3"};
     int p = -1;
 
     for (int i = 0; i < 3; i++) {
@@ -389,32 +468,11 @@ static void on_block(redisAsyncContext *ac, void *reply, void *priv) {
     }
     for (size_t e = 0; p >= 0 && e < st->element[1]->elements; e++) {
       const redisReply *ent = st->element[1]->element[e];
-      const char *b;
-      const char *ix;
-      const char *a;
-      const char *d;
 
-      if (ent->elements < 2 || ent->element[1]->type != REDIS_REPLY_ARRAY)
-        continue;
-      b = field(ent->element[1], "b");
-      ix = field(ent->element[1], "i");
-      a = field(ent->element[1], "a");
-      d = field(ent->element[1], "d");
-      if (b == NULL || ix == NULL || d == NULL)
-        continue;
-      av[k] = prio[p];
+      av[k] = prio_arg[p];
       al[k++] = 1;
       av[k] = ent->element[0]->str;
       al[k++] = ent->element[0]->len;
-      av[k] = b;
-      al[k++] = strlen(b);
-      av[k] = ix;
-      al[k++] = strlen(ix);
-      av[k] = a ? a : "1";
-      al[k] = strlen(av[k]);
-      k++;
-      av[k] = d;
-      al[k++] = strlen(d);
     }
   }
   if (k > 9 && redisAsyncCommandArgv(w->cmd, on_accept, NULL, k, av, al) == REDIS_OK)
@@ -436,6 +494,230 @@ static void block_read(sl_worker_t *w) {
     w->blocking = 1;
 }
 
+/* ---- Heartbeat, takeover, release ---- */
+
+static void on_beat_timer(uv_timer_t *t);
+
+/* Stops the attempts of items another worker owns now (fencing). */
+static void on_beat(redisAsyncContext *ac, void *reply, void *priv) {
+  sl_worker_t *w = ac->data;
+  redisReply *r = reply;
+
+  (void)priv;
+  w->beating = 0;
+  if (r == NULL)
+    return;
+  if (r->type == REDIS_REPLY_ERROR) {
+    if (!recoverable(w, r))
+      sl__log_warn("heartbeat failed: %s", r->str);
+    return;
+  }
+  for (size_t i = 0; r->type == REDIS_REPLY_ARRAY && i < r->elements; i++) {
+    const char *eid = r->element[i]->str;
+    sl_job_t *prev = NULL;
+
+    for (sl_job_t *j = w->active; j != NULL; j = j->next) {
+      if (!j->ended && strcmp(j->eid, eid) == 0) {
+        w->n_fenced++;
+        sl__log_warn("item %s of batch %s was taken over by another worker; stopping this attempt", j->idx,
+                     j->batch);
+        sl__job_abort(j, "taken over", 0);
+        break;
+      }
+    }
+    for (sl_job_t *j = w->backlog; j != NULL; prev = j, j = j->next) {
+      if (strcmp(j->eid, eid) == 0) {
+        if (prev != NULL)
+          prev->next = j->next;
+        else
+          w->backlog = j->next;
+        if (w->backlog_tail == j)
+          w->backlog_tail = prev;
+        w->nbacklog--;
+        sl__job_free(j);
+        break;
+      }
+    }
+  }
+  sl__worker_kick(w);
+}
+
+static void beat(sl_worker_t *w) {
+  size_t max = 16 + 2 * ((size_t)w->concurrency + (size_t)w->nbacklog + 16);
+  const char **av = sl_malloc(max * sizeof(*av));
+  size_t *al = sl_malloc(max * sizeof(*al));
+  char wkey[sizeof(w->keys.prefix) + sizeof(w->id) + 4];
+  char zkey[sizeof(w->keys.prefix) + 16];
+  char ttl[24];
+  char info[1024];
+  size_t k;
+
+  if (av == NULL || al == NULL)
+    goto out;
+  snprintf(wkey, sizeof(wkey), "%sw:%s", w->keys.prefix, w->id);
+  snprintf(zkey, sizeof(zkey), "%sworkers", w->keys.prefix);
+  snprintf(ttl, sizeof(ttl), "%lld", (long long)(w->beat_ms * 3 + 1000));
+  {
+    char host[64];
+    const char *colon = strchr(w->id, ':');
+    size_t hl = colon ? (size_t)(colon - w->id) : strlen(w->id);
+
+    snprintf(host, sizeof(host), "%.*s", (int)(hl < 63 ? hl : 63), w->id);
+    snprintf(info, sizeof(info),
+             "{\"id\":\"%s\",\"host\":\"%s\",\"pid\":%d,\"queue\":\"%s\",\"running\":%d,\"concurrency\":%d,"
+             "\"started_at\":%lld,\"succeeded\":%llu,\"failed\":%llu,\"retried\":%llu,\"version\":\"%s\"}",
+             w->id, host, (int)getpid(), w->keys.queue, w->running, w->concurrency, (long long)w->started_at,
+             (unsigned long long)w->n_ok, (unsigned long long)w->n_failed, (unsigned long long)w->n_retry,
+             SL_VERSION_STRING);
+  }
+  k = (size_t)fcall_head(w, "sluice_v1_beat", "5", av, al);
+  av[k] = zkey;
+  al[k] = strlen(av[k]);
+  k++;
+  av[k] = wkey;
+  al[k] = strlen(av[k]);
+  k++;
+  av[k] = SL_GROUP;
+  al[k] = strlen(av[k]);
+  k++;
+  av[k] = w->id;
+  al[k] = strlen(av[k]);
+  k++;
+  av[k] = ttl;
+  al[k] = strlen(av[k]);
+  k++;
+  av[k] = info;
+  al[k] = strlen(av[k]);
+  k++;
+  for (sl_job_t *j = w->active; j != NULL && k + 2 <= max; j = j->next) {
+    if (j->ended)
+      continue;
+    av[k] = prio_arg[j->prio];
+    al[k++] = 1;
+    av[k] = j->eid;
+    al[k] = strlen(j->eid);
+    k++;
+  }
+  for (sl_job_t *j = w->backlog; j != NULL && k + 2 <= max; j = j->next) {
+    av[k] = prio_arg[j->prio];
+    al[k++] = 1;
+    av[k] = j->eid;
+    al[k] = strlen(j->eid);
+    k++;
+  }
+  if (redisAsyncCommandArgv(w->cmd, on_beat, NULL, (int)k, av, al) == REDIS_OK)
+    w->beating = 1;
+out:
+  sl_free(av);
+  sl_free(al);
+}
+
+static void on_beat_timer(uv_timer_t *t) {
+  sl_worker_t *w = t->data;
+
+  if (w->cmd_up && !w->beating)
+    beat(w);
+}
+
+static void on_reclaim(redisAsyncContext *ac, void *reply, void *priv) {
+  sl_worker_t *w = ac->data;
+  redisReply *r = reply;
+  int n;
+
+  (void)priv;
+  w->reclaiming = 0;
+  if (r == NULL)
+    return;
+  if (r->type == REDIS_REPLY_ERROR) {
+    if (!recoverable(w, r))
+      sl__log_warn("taking over items failed: %s", r->str);
+    return;
+  }
+  n = take_items(w, r, 1);
+  if (n > 0)
+    sl__log_info("took over %d items whose worker stopped (visibility %lld ms)", n, (long long)w->visibility_ms);
+  sl__worker_kick(w);
+}
+
+static void on_reclaim_timer(uv_timer_t *t) {
+  sl_worker_t *w = t->data;
+  int free_slots = w->concurrency - w->running - w->nbacklog;
+  char idle[24];
+  char maxdel[16];
+  char count[16];
+  int64_t every = w->visibility_ms / 4;
+
+  if (every > 5000)
+    every = 5000;
+  if (every < 100)
+    every = 100;
+  uv_timer_start(&w->reclaim, on_reclaim_timer, (uint64_t)jitter(every), 0);
+  if (!w->cmd_up || w->reclaiming || w->stopping || free_slots <= 0)
+    return;
+  snprintf(idle, sizeof(idle), "%lld", (long long)w->visibility_ms);
+  snprintf(maxdel, sizeof(maxdel), "%d", w->max_deliveries);
+  snprintf(count, sizeof(count), "%d", free_slots < RECLAIM_MAX ? free_slots : RECLAIM_MAX);
+  if (redisAsyncCommand(w->cmd, on_reclaim, NULL, "FCALL sluice_v1_reclaim 3 %s %s %s %s %s %s %s %s %s %s",
+                        w->keys.stream[0], w->keys.stream[1], w->keys.stream[2], SL_GROUP, w->id, idle, maxdel,
+                        w->keys.prefix, w->keys.queue, count) == REDIS_OK)
+    w->reclaiming = 1;
+}
+
+static void on_release(redisAsyncContext *ac, void *reply, void *priv) {
+  sl_worker_t *w = ac->data;
+  redisReply *r = reply;
+
+  (void)priv;
+  w->releasing = 0;
+  if (r != NULL && r->type == REDIS_REPLY_INTEGER && r->integer > 0)
+    sl__log_info("gave back %lld items it had not started", r->integer);
+  sl__worker_kick(w);
+}
+
+/* Gives back the backlog (taken, not started) so others start it now. */
+static void release_backlog(sl_worker_t *w) {
+  int n = w->nbacklog < RELEASE_MAX ? w->nbacklog : RELEASE_MAX;
+  size_t max = 8 + 2 * (size_t)n;
+  const char **av = sl_malloc(max * sizeof(*av));
+  size_t *al = sl_malloc(max * sizeof(*al));
+  sl_job_t *taken = NULL;
+  int k;
+
+  if (av == NULL || al == NULL) {
+    sl_free(av);
+    sl_free(al);
+    return;
+  }
+  k = fcall_head(w, "sluice_v1_release", "3", av, al);
+  av[k] = SL_GROUP;
+  al[k] = strlen(av[k]);
+  k++;
+  av[k] = w->id;
+  al[k] = strlen(av[k]);
+  k++;
+  for (int i = 0; i < n; i++) {
+    sl_job_t *j = backlog_pop(w);
+
+    av[k] = prio_arg[j->prio];
+    al[k++] = 1;
+    av[k] = j->eid;
+    al[k] = strlen(j->eid);
+    k++;
+    j->next = taken;
+    taken = j;
+  }
+  if (redisAsyncCommandArgv(w->cmd, on_release, NULL, k, av, al) == REDIS_OK)
+    w->releasing = 1;
+  sl_free(av);
+  sl_free(al);
+  while (taken != NULL) {
+    sl_job_t *j = taken;
+
+    taken = j->next;
+    sl__job_free(j);
+  }
+}
+
 /* ---- Recovery from a Redis that lost our functions or groups ---- */
 
 static void on_reinit(redisAsyncContext *ac, void *reply, void *priv) {
@@ -449,14 +731,15 @@ static void on_reinit(redisAsyncContext *ac, void *reply, void *priv) {
 }
 
 /* A reply that says the function library or the consumer group is gone (a
- * Redis restarted without persistence, a FLUSHALL): load and create them
- * again, asynchronously; the failed call is simply made again later. */
+ * Redis restarted without persistence, a FLUSHALL, a deleted stream): load
+ * and create them again; the failed call is simply made again later. */
 static int recoverable(sl_worker_t *w, const redisReply *r) {
   int missing_lib = sl__script_missing(r->str);
 
-  /* UNBLOCKED: a stream we were blocked on was deleted (FLUSHALL). */
   if (!missing_lib && strncmp(r->str, "NOGROUP", 7) != 0 && strncmp(r->str, "UNBLOCKED", 9) != 0)
     return 0;
+  if (w->cmd == NULL)
+    return 1;
   sl__log_warn("Redis lost the sluice %s; setting it up again", missing_lib ? "functions" : "consumer group");
   if (missing_lib)
     redisAsyncCommand(w->cmd, on_reinit, NULL, "FUNCTION LOAD REPLACE %b", sl__lua_library,
@@ -476,8 +759,14 @@ static void close_all(sl_worker_t *w) {
   if (w->closed)
     return;
   w->closed = 1;
-  uv_timer_stop(&w->kick);
-  uv_close((uv_handle_t *)&w->kick, close_cb);
+  if (w->timers_up) {
+    uv_timer_t *timers[] = {&w->kick, &w->beat, &w->reclaim, &w->delayed, &w->reconnect, &w->drain};
+
+    for (size_t i = 0; i < sizeof(timers) / sizeof(timers[0]); i++) {
+      uv_timer_stop(timers[i]);
+      uv_close((uv_handle_t *)timers[i], close_cb);
+    }
+  }
   for (int i = 0; i < w->nsig; i++)
     uv_close((uv_handle_t *)&w->sig[i], close_cb);
   w->nsig = 0;
@@ -485,28 +774,57 @@ static void close_all(sl_worker_t *w) {
     redisAsyncDisconnect(w->cmd);
   if (w->blk != NULL)
     redisAsyncDisconnect(w->blk);
-  sl__log_info("worker %s stopped: %llu succeeded, %llu failed%s", w->id, (unsigned long long)w->n_ok,
-               (unsigned long long)w->n_failed, w->n_dup ? " (some completions were already recorded)" : "");
+  sl__log_info("worker %s stopped: %llu succeeded, %llu failed, %llu retried%s", w->id,
+               (unsigned long long)w->n_ok, (unsigned long long)w->n_failed, (unsigned long long)w->n_retry,
+               w->n_dup ? " (some completions were already recorded)" : "");
+}
+
+static void on_reconnect_timer(uv_timer_t *t) {
+  connect_both(t->data);
+}
+
+/* Lost Redis (or could not reach it again): try again after a backoff. */
+static void lost_redis(sl_worker_t *w, const char *why) {
+  char where[300];
+
+  if (w->closed)
+    return;
+  if (!w->ever_up) {
+    sl__url_describe(&w->url, where, sizeof(where));
+    fatal(w, SL_ECONN, "cannot connect to Redis at %s: %s", where, why);
+    return;
+  }
+  if (w->down_since == 0) {
+    w->down_since = sl__now_ms();
+    sl__url_describe(&w->url, where, sizeof(where));
+    sl__log_warn("lost the connection to Redis at %s: %s; reconnecting (%d items keep running)", where, why,
+                 w->running);
+    w->reconnect_delay = RECONNECT_MIN_MS;
+  }
+  if (!uv_is_active((uv_handle_t *)&w->reconnect)) {
+    uv_timer_start(&w->reconnect, on_reconnect_timer, (uint64_t)jitter(w->reconnect_delay), 0);
+    w->reconnect_delay = w->reconnect_delay * 2 > RECONNECT_MAX_MS ? RECONNECT_MAX_MS : w->reconnect_delay * 2;
+  }
 }
 
 static void on_connect(const redisAsyncContext *ac, int status) {
   sl_worker_t *w = ac->data;
-  char where[300];
 
   if (status == REDIS_OK)
     return;
   /* hiredis frees the context after this callback. */
-  if (ac == w->cmd)
+  if (ac == w->cmd) {
     w->cmd = NULL;
-  else
+    w->cmd_up = 0;
+  } else {
     w->blk = NULL;
-  sl__url_describe(&w->url, where, sizeof(where));
-  fatal(w, SL_ECONN, "cannot connect to Redis at %s: %s", where, ac->errstr);
+    w->blk_up = 0;
+  }
+  lost_redis(w, ac->errstr);
 }
 
 static void on_disconnect(const redisAsyncContext *ac, int status) {
   sl_worker_t *w = ac->data;
-  char where[300];
 
   if (ac == w->cmd) {
     w->cmd = NULL;
@@ -515,11 +833,10 @@ static void on_disconnect(const redisAsyncContext *ac, int status) {
     w->blk = NULL;
     w->blk_up = 0;
   }
-  if (status != REDIS_OK && !w->closed) {
-    sl__url_describe(&w->url, where, sizeof(where));
-    fatal(w, SL_ECONN, "lost the connection to Redis at %s: %s", where,
-          ac->errstr[0] ? ac->errstr : "closed by the server");
-  }
+  w->blocking = ac == w->blk ? 0 : w->blocking;
+  if (status != REDIS_OK && !w->closed)
+    lost_redis(w, ac->errstr[0] ? ac->errstr : "closed by the server");
+  sl__worker_kick(w);
 }
 
 static void on_ready(redisAsyncContext *ac, void *reply, void *priv) {
@@ -539,6 +856,17 @@ static void on_ready(redisAsyncContext *ac, void *reply, void *priv) {
     w->blk_up = 1;
     w->blk_client_id = r->type == REDIS_REPLY_INTEGER ? r->integer : 0;
   }
+  if (w->cmd_up && w->blk_up) {
+    w->ever_up = 1;
+    if (w->down_since != 0) {
+      sl__log_info("reconnected to Redis after %.1f s; sending %d held completions", 
+                   (double)(sl__now_ms() - w->down_since) / 1000.0, w->ndone);
+      w->down_since = 0;
+      w->idle = 0;
+    }
+    if (!w->beating && !w->closed)
+      beat(w); /* re-register and re-assert claims at once */
+  }
   sl__worker_kick(w);
 }
 
@@ -550,27 +878,26 @@ static void on_setup(redisAsyncContext *ac, void *reply, void *priv) {
     fatal(w, SL_EREDIS, "Redis refused %s: %s", (const char *)priv, r->str);
 }
 
-static redisAsyncContext *aconnect(sl_worker_t *w) {
+/* A new async connection, or NULL with *why set (the caller decides). */
+static redisAsyncContext *aconnect(sl_worker_t *w, char *why, size_t whylen) {
   redisAsyncContext *ac;
-  char where[300];
 
-  sl__url_describe(&w->url, where, sizeof(where));
   if (w->url.path != NULL)
     ac = redisAsyncConnectUnix(w->url.path);
   else
     ac = redisAsyncConnect(w->url.host, w->url.port);
   if (ac == NULL) {
-    fatal(w, SL_ENOMEM, "out of memory connecting to Redis");
+    snprintf(why, whylen, "out of memory");
     return NULL;
   }
   if (ac->err) {
-    fatal(w, SL_ECONN, "cannot connect to Redis at %s: %s", where, ac->errstr);
+    snprintf(why, whylen, "%s", ac->errstr);
     redisAsyncFree(ac);
     return NULL;
   }
   ac->data = w;
   if (sl__uvredis_attach(w->loop, ac) != 0) {
-    fatal(w, SL_ECONN, "cannot watch the Redis socket of %s", where);
+    snprintf(why, whylen, "cannot watch the socket");
     redisAsyncFree(ac);
     return NULL;
   }
@@ -586,6 +913,55 @@ static redisAsyncContext *aconnect(sl_worker_t *w) {
   return ac;
 }
 
+static void connect_both(sl_worker_t *w) {
+  char why[256];
+
+  if (w->closed)
+    return;
+  if (w->cmd == NULL) {
+    w->cmd = aconnect(w, why, sizeof(why));
+    if (w->cmd == NULL) {
+      lost_redis(w, why);
+      return;
+    }
+  }
+  if (w->blk == NULL) {
+    w->blk = aconnect(w, why, sizeof(why));
+    if (w->blk == NULL)
+      lost_redis(w, why);
+  }
+}
+
+/* ---- Stopping ---- */
+
+static void on_drain_timer(uv_timer_t *t) {
+  sl_worker_t *w = t->data;
+  int n = 0;
+
+  /* Past the drain timeout: give up the running attempts (the handlers are
+   * cancelled; the items are given back below or taken over later). */
+  for (sl_job_t *j = w->active; j != NULL;) {
+    sl_job_t *next = j->next;
+
+    if (!j->ended) {
+      n++;
+      if (w->nbacklog < RELEASE_MAX) {
+        /* Keep its entry id to give it back; the job itself ends here. */
+        sl_job_t *copy = sl__job_new(w, j->prio, j->eid, j->batch, j->idx, "1", "{}", 2, NULL, 0);
+
+        if (copy != NULL)
+          backlog_push(w, copy);
+      }
+      sl__job_abort(j, "the worker stopped", 0);
+    }
+    j = next;
+  }
+  if (n > 0)
+    sl__log_warn("drain timeout (%lld ms) passed: gave up %d running items; they run again elsewhere",
+                 (long long)w->drain_ms, n);
+  sl__worker_kick(w);
+}
+
 /* ---- The scheduler ---- */
 
 static void pump(sl_worker_t *w) {
@@ -593,12 +969,8 @@ static void pump(sl_worker_t *w) {
 
   if (w->closed)
     return;
-  while (w->running < w->concurrency && w->rc == 0 && (j = backlog_pop(w)) != NULL) {
-    w->running++;
-    sl__job_start(j); /* may finish at once */
-  }
   if (w->rc != 0) {
-    /* Redis is gone: drop what cannot be recorded (it stays pending there). */
+    /* A fatal error: drop what cannot be recorded (it is taken over). */
     while ((j = backlog_pop(w)) != NULL)
       sl__job_free(j);
     while (w->done != NULL) {
@@ -613,6 +985,15 @@ static void pump(sl_worker_t *w) {
       close_all(w);
     return;
   }
+  if (w->stopping) {
+    if (w->nbacklog > 0 && w->cmd_up && !w->releasing)
+      release_backlog(w);
+  } else {
+    while (w->running < w->concurrency && (j = backlog_pop(w)) != NULL) {
+      w->running++;
+      sl__job_start(j); /* may finish at once */
+    }
+  }
   if (w->ndone > 0 && w->flushing < 2 && w->cmd_up)
     flush(w);
   if (!w->stopping && w->cmd_up && w->blk_up && !w->fetching && !w->blocking) {
@@ -625,8 +1006,8 @@ static void pump(sl_worker_t *w) {
         fetch(w, free_slots);
     }
   }
-  if (w->stopping && w->running == 0 && w->nbacklog == 0 && w->ndone == 0 && w->flushing == 0 &&
-      !w->fetching && !w->blocking)
+  if (w->stopping && w->running == 0 && w->ndone == 0 && w->flushing == 0 && !w->fetching && !w->blocking &&
+      !w->releasing && (w->nbacklog == 0 || !w->cmd_up))
     close_all(w);
 }
 
@@ -669,6 +1050,20 @@ SL_EXTERN int sl_worker_new(const sl_worker_opts *opts, sl_worker_t **out, char 
   }
   w->concurrency = opts->concurrency > 0 ? opts->concurrency : 10;
   w->block_ms = opts->block_ms > 0 ? opts->block_ms : 2000;
+  w->visibility_ms = opts->visibility_ms > 0 ? opts->visibility_ms : 30000;
+  w->max_deliveries = opts->max_deliveries > 0 ? opts->max_deliveries : 5;
+  w->drain_ms = opts->drain_timeout_ms > 0 ? opts->drain_timeout_ms : 30000;
+  if (w->visibility_ms < 100 || w->visibility_ms > 86400000 || w->max_deliveries > 1000) {
+    snprintf(errbuf, errlen, "visibility %lld ms or max deliveries %d out of range (100 ms-24 h, 1-1000)",
+             (long long)w->visibility_ms, w->max_deliveries);
+    rc = SL_EINVAL;
+    goto fail;
+  }
+  /* Three beats per visibility timeout: two may be lost before an item of
+   * a live worker looks abandoned. */
+  w->beat_ms = w->visibility_ms / 3;
+  if (w->beat_ms > 10000)
+    w->beat_ms = 10000;
   if (gethostname(host, sizeof(host)) != 0)
     snprintf(host, sizeof(host), "host");
   host[sizeof(host) - 1] = '\0';
@@ -780,15 +1175,23 @@ SL_EXTERN int sl_worker_run(sl_worker_t *w) {
     sl__log_error("%s", w->errstr);
     return rc;
   }
-  uv_timer_init(w->loop, &w->kick);
-  w->kick.data = w;
-  w->cmd = aconnect(w);
-  if (w->cmd != NULL)
-    w->blk = aconnect(w);
+  {
+    uv_timer_t *timers[] = {&w->kick, &w->beat, &w->reclaim, &w->delayed, &w->reconnect, &w->drain};
+
+    for (size_t i = 0; i < sizeof(timers) / sizeof(timers[0]); i++) {
+      uv_timer_init(w->loop, timers[i]);
+      timers[i]->data = w;
+    }
+    w->timers_up = 1;
+  }
+  w->started_at = sl__now_ms();
+  uv_timer_start(&w->beat, on_beat_timer, (uint64_t)w->beat_ms, (uint64_t)w->beat_ms);
+  uv_timer_start(&w->reclaim, on_reclaim_timer, (uint64_t)jitter(w->visibility_ms / 4 < 5000 ? w->visibility_ms / 4 : 5000), 0);
+  connect_both(w);
   for (int i = 0; i < w->nhandlers; i++)
     off += (size_t)snprintf(served + off, sizeof(served) - off, "%s%s", i ? ", " : "", w->handlers[i].type);
-  sl__log_info("worker %s serving queue %s (types: %s), concurrency %d", w->id, w->keys.queue, served,
-               w->concurrency);
+  sl__log_info("worker %s serving queue %s (types: %s), concurrency %d, visibility %lld ms", w->id,
+               w->keys.queue, served, w->concurrency, (long long)w->visibility_ms);
   sl__worker_kick(w);
   if (!w->owns_loop)
     return w->rc;
@@ -802,6 +1205,8 @@ SL_EXTERN void sl_worker_stop(sl_worker_t *w) {
      * as if it timed out, so nothing it might have taken is lost. */
     redisAsyncCommand(w->cmd, NULL, NULL, "CLIENT UNBLOCK %lld", w->blk_client_id);
   }
+  if (!w->stopping && w->timers_up && !w->closed)
+    uv_timer_start(&w->drain, on_drain_timer, (uint64_t)w->drain_ms, 0);
   w->stopping = 1;
   sl__worker_kick(w);
 }
@@ -824,7 +1229,7 @@ SL_EXTERN void sl_worker_free(sl_worker_t *w) {
   if (w == NULL)
     return;
   if (w->owns_loop) {
-    if (!w->closed && w->kick.data == w)
+    if (!w->closed && w->timers_up)
       close_all(w); /* run() was called but the loop was left early */
     /* Handles of a run that never started (signals), then their callbacks. */
     uv_walk(w->loop, close_any, NULL);

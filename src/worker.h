@@ -33,14 +33,19 @@ typedef struct sl_done {
   char *eid;            /* stream entry id */
   char *batch;          /* batch id */
   char *idx;            /* item index, decimal */
-  char outcome;         /* 's' or 'f' */
-  char *line;           /* the results line */
+  char outcome;         /* 's' succeeded, 'f' failed for good, 'r' retry */
+  char *line;           /* 's'/'f': the results line; 'r': the errors so far (JSON array) */
   size_t linelen;       /* its length, bytes */
+  int64_t delay_ms;     /* 'r': when to run again, ms from now */
 } sl_done;
 
+typedef void (*sl_job_cancel_fn)(sl_job_t *j, void *ud);
+
 struct sl_job {
+  uv_timer_t timer;         /* the attempt's timeout; first, so close_cb can free the job */
   sl_worker_t *w;           /* owner */
-  struct sl_job *next;      /* backlog link */
+  struct sl_job *next;      /* backlog link, or running list */
+  struct sl_job *prev;      /* running list */
   int prio;                 /* SL_PRIO_* */
   char *eid;                /* stream entry id */
   char *batch;              /* batch id */
@@ -53,7 +58,15 @@ struct sl_job {
   const char *payload;      /* raw payload JSON, inside d */
   size_t payload_len;       /* bytes */
   int64_t timeout_ms;       /* per attempt, ms */
+  int max_attempts;         /* attempts in all, >= 1 */
+  int64_t backoff_ms;       /* retry delay base, ms */
+  int64_t backoff_max_ms;   /* retry delay cap, ms */
+  char *errs;               /* errors of earlier attempts: JSON array text, or NULL */
   int64_t started_at;       /* ms since the epoch */
+  int started;              /* the handler was called */
+  int ended;                /* the worker recorded or gave up the outcome (timeout, fencing) */
+  sl_job_cancel_fn cancel;  /* the handler's cancel hook, or NULL */
+  void *cancel_ud;          /* its argument */
 };
 
 struct sl_worker {
@@ -66,6 +79,11 @@ struct sl_worker {
   char id[160];              /* worker id = consumer name: host:pid:rand */
   int concurrency;           /* jobs at once */
   int block_ms;              /* idle blocking read, ms */
+  int64_t visibility_ms;     /* an item not kept alive this long is taken over, ms */
+  int max_deliveries;        /* deliveries before an item is poison */
+  int64_t drain_ms;          /* how long a stop waits for running items, ms */
+  int64_t beat_ms;           /* heartbeat interval, ms */
+  sl_job_t *active;          /* jobs started and not yet freed (running list) */
   sl_handler handlers[SL_WORKER_MAX_HANDLERS]; /* served types */
   int nhandlers;             /* used */
   redisAsyncContext *cmd;    /* scripts and acks */
@@ -88,22 +106,43 @@ struct sl_worker {
   int closed;                /* connections and handles are closing */
   int rc;                    /* result of sl_worker_run */
   uv_timer_t kick;           /* runs pump() on the next loop turn */
+  uv_timer_t beat;           /* heartbeat + fleet registry */
+  uv_timer_t reclaim;        /* takeover of dead workers' items */
+  uv_timer_t delayed;        /* wakes up when the next retry is due */
+  uv_timer_t reconnect;      /* connects again after a lost connection */
+  uv_timer_t drain;          /* the drain deadline after a stop */
+  int timers_up;             /* the timers above are initialized */
+  int beating;               /* a beat call is in flight */
+  int reclaiming;            /* a reclaim call is in flight */
+  int releasing;             /* a release call is in flight */
+  int ever_up;               /* both connections were up once */
+  int64_t down_since;        /* ms since the epoch when Redis was lost; 0 when up */
+  int64_t reconnect_delay;   /* the next reconnect backoff, ms */
+  int64_t started_at;        /* ms since the epoch */
   uv_signal_t sig[2];        /* SIGINT, SIGTERM */
   int nsig;                  /* signal handles initialized */
   uint64_t n_ok;             /* items succeeded here */
   uint64_t n_failed;         /* items failed here */
   uint64_t n_dup;            /* completions Redis had already seen */
+  uint64_t n_retry;          /* attempts sent to retry */
+  uint64_t n_fenced;         /* attempts stopped because another worker took the item */
   char errstr[512];          /* cause of a fatal error */
 };
 
 /* Schedules a pump on the next loop turn (idempotent). */
 void sl__worker_kick(sl_worker_t *w);
-/* Queues a finished job's results line; takes ownership of line. */
-void sl__worker_finish(sl_worker_t *w, sl_job_t *j, char outcome, char *line, size_t len);
+/* Queues a finished attempt's completion; takes ownership of line. */
+void sl__worker_finish(sl_worker_t *w, sl_job_t *j, char outcome, char *line, size_t len,
+                       int64_t delay_ms);
+/* Gives up an attempt the worker no longer wants (timeout: with `fail` set
+ * the worker records the failure; fencing and abandon: nothing recorded).
+ * Calls the handler's cancel hook. */
+void sl__job_abort(sl_job_t *j, const char *why, int record);
 /* Builds a job from a delivered entry; NULL on OOM or a malformed item (then
  * *err says why and the entry should be completed as failed). */
 sl_job_t *sl__job_new(sl_worker_t *w, int prio, const char *eid, const char *batch,
-                      const char *idx, const char *attempt, const char *d, size_t dlen);
+                      const char *idx, const char *attempt, const char *d, size_t dlen,
+                      const char *errs, size_t errslen);
 void sl__job_free(sl_job_t *j);
 /* Starts a job with the handler of its type (or fails it). */
 void sl__job_start(sl_job_t *j);

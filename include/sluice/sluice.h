@@ -94,6 +94,8 @@ typedef struct sl_batch_opts {
   const char *priority;  /* default item priority: "high", "normal" (NULL) or "low" */
   int max_attempts;      /* default attempts per item; 0 means 1 */
   int64_t timeout_ms;    /* default per-attempt timeout, ms; 0 means 30000 */
+  int64_t backoff_ms;    /* default retry delay base, ms; 0 means 1000 */
+  int64_t backoff_max_ms; /* default retry delay cap, ms; 0 means 60000 */
   size_t chunk_items;    /* items per submit call; 0 means 2000 */
 } sl_batch_opts;
 
@@ -176,6 +178,9 @@ typedef struct sl_worker_opts {
   const char *queue;     /* NULL means "default" */
   int concurrency;       /* items run at once; 0 means 10 */
   int block_ms;          /* idle blocking read, ms; 0 means 2000 */
+  int64_t visibility_ms; /* an item not kept alive this long is taken over, ms; 0 means 30000 */
+  int max_deliveries;    /* deliveries before an item is poison; 0 means 5 */
+  int64_t drain_timeout_ms; /* a stop waits this long for running items, ms; 0 means 30000 */
   void *loop;            /* a uv_loop_t to run on; NULL: the worker owns one */
   int quiet;             /* non-zero: no log lines on stderr */
 } sl_worker_opts;
@@ -219,8 +224,20 @@ SL_EXTERN void *sl_job_loop(const sl_job_t *j); /* the worker's uv_loop_t */
 /* Finishes the job successfully. `result` is JSON text (NULL: no result).
  * Text that is not valid JSON is stored as a JSON string. */
 SL_EXTERN void sl_job_succeed(sl_job_t *j, const char *result, size_t len);
-/* Finishes the job as failed with a readable error (printf format). */
+/* Finishes the job as failed with a readable error (printf format). The
+ * failure is retryable: with attempts left the item runs again after a
+ * backoff with full jitter. */
 SL_EXTERN void sl_job_fail(sl_job_t *j, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* The same, but no further attempt can help (bad input, a 4xx answer). */
+SL_EXTERN void sl_job_fail_final(sl_job_t *j, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/*
+ * Sets the job's cancel hook: called at most once, when the worker gives up
+ * the attempt (its timeout passed, another worker took the item over, or a
+ * stop passed its drain timeout). The handler then stops its work and
+ * completes the job (sl_job_fail) to release it; that outcome is ignored.
+ * Without a hook the handler's work runs on and its outcome is ignored.
+ */
+SL_EXTERN void sl_job_on_cancel(sl_job_t *j, void (*fn)(sl_job_t *j, void *ud), void *ud);
 
 #ifdef __cplusplus
 }

@@ -1,6 +1,6 @@
 /*
  * sluice submit [--priority P] [--max-attempts N] [--timeout MS] [--name NAME]
- *               [--wait] FILE|-
+ *               [--backoff MS] [--backoff-max MS] [--wait] FILE|-
  *
  * Reads JSON Lines, validates every line before anything is written (errors
  * name the file, line and field; exit 2, nothing enqueued), submits, and
@@ -20,6 +20,7 @@ int cmd_submit(int argc, char **argv) {
       {"priority", required_argument, NULL, 'p'}, {"max-attempts", required_argument, NULL, 'a'},
       {"timeout", required_argument, NULL, 't'}, {"name", required_argument, NULL, 'n'},
       {"wait", no_argument, NULL, 'w'},          {"chunk", required_argument, NULL, 'c'},
+      {"backoff", required_argument, NULL, 'b'}, {"backoff-max", required_argument, NULL, 'B'},
       {NULL, 0, NULL, 0}};
   cli_common com = {getenv("SLUICE_REDIS"), NULL};
   sl_batch_opts bo = {0};
@@ -66,6 +67,18 @@ int cmd_submit(int argc, char **argv) {
       bo.timeout_ms = v;
       break;
     case 'n': bo.name = optarg; break;
+    case 'b':
+    case 'B':
+      if ((v = cli_parse_int(optarg, 86400000)) < 0) {
+        cli_err("--%s: expected milliseconds from 0 to 86400000, got \"%s\"", ch == 'b' ? "backoff" : "backoff-max",
+                optarg);
+        return EXIT_USAGE;
+      }
+      if (ch == 'b')
+        bo.backoff_ms = v;
+      else
+        bo.backoff_max_ms = v;
+      break;
     case 'w': wait = 1; break;
     case 'c':
       if ((v = cli_parse_int(optarg, 100000)) < 1) {

@@ -1,19 +1,34 @@
 /*
- * sluice worker [--concurrency N] [--queue Q] [--block-ms MS] [--quiet]
+ * sluice worker [--concurrency N] [--queue Q] [--visibility MS]
+ *               [--max-deliveries N] [--drain-timeout MS] [--block-ms MS] [--quiet]
  *
- * Runs items until SIGINT or SIGTERM (then running items finish; a second
- * signal exits at once).
+ * Runs items until SIGINT or SIGTERM (then running items finish within the
+ * drain timeout; a second signal exits at once). --dev-crash adds a `crash`
+ * item type that kills its own worker: a testing aid for takeover and
+ * poison handling, never for production fleets.
  */
 #include <getopt.h>
+#include <signal.h>
 #include <stdlib.h>
 
 #include "cli.h"
+
+/* --dev-crash: the item kills its worker (SIGKILL), as a crashing handler
+ * would; sluice then treats it as poison after --max-deliveries. */
+static void crash_handler(sl_job_t *j, void *ud) {
+  (void)j;
+  (void)ud;
+  raise(SIGKILL);
+}
 
 int cmd_worker(int argc, char **argv) {
   static const struct option opts[] = {
       {"redis", required_argument, NULL, 'R'},       {"queue", required_argument, NULL, 'Q'},
       {"concurrency", required_argument, NULL, 'c'}, {"block-ms", required_argument, NULL, 'b'},
-      {"quiet", no_argument, NULL, 'q'},             {NULL, 0, NULL, 0}};
+      {"quiet", no_argument, NULL, 'q'},             {"visibility", required_argument, NULL, 'v'},
+      {"max-deliveries", required_argument, NULL, 'm'}, {"drain-timeout", required_argument, NULL, 'd'},
+      {"dev-crash", no_argument, NULL, 'x'},          {NULL, 0, NULL, 0}};
+  int dev_crash = 0;
   cli_common com = {getenv("SLUICE_REDIS"), NULL};
   sl_worker_opts wo = {0};
   sl_worker_t *w;
@@ -42,6 +57,28 @@ int cmd_worker(int argc, char **argv) {
       wo.block_ms = (int)v;
       break;
     case 'q': wo.quiet = 1; break;
+    case 'v':
+      if ((v = cli_parse_int(optarg, 86400000)) < 100) {
+        cli_err("--visibility: expected milliseconds from 100 to 86400000, got \"%s\"", optarg);
+        return EXIT_USAGE;
+      }
+      wo.visibility_ms = v;
+      break;
+    case 'm':
+      if ((v = cli_parse_int(optarg, 1000)) < 1) {
+        cli_err("--max-deliveries: expected an integer from 1 to 1000, got \"%s\"", optarg);
+        return EXIT_USAGE;
+      }
+      wo.max_deliveries = (int)v;
+      break;
+    case 'd':
+      if ((v = cli_parse_int(optarg, 86400000)) < 1) {
+        cli_err("--drain-timeout: expected milliseconds from 1 to 86400000, got \"%s\"", optarg);
+        return EXIT_USAGE;
+      }
+      wo.drain_timeout_ms = v;
+      break;
+    case 'x': dev_crash = 1; break;
     default: return EXIT_USAGE;
     }
   }
@@ -58,6 +95,8 @@ int cmd_worker(int argc, char **argv) {
     cli_err("%s", err);
     return rc == SL_EINVAL ? EXIT_USAGE : EXIT_RUNTIME;
   }
+  if (dev_crash)
+    sl_worker_register(w, "crash", crash_handler, NULL);
   sl_worker_handle_signals(w);
   rc = sl_worker_run(w);
   sl_worker_free(w);

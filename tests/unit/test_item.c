@@ -83,7 +83,7 @@ static void test_minimal_item(void) {
   parse_ok_def("{\"type\":\"noop\",\"payload\":{}}", 7, &def_normal, &it);
   CHECK_STR(it.id, "7");
   CHECK_INT(it.prio, ==, SL_PRIO_NORMAL);
-  CHECK_STR(it.d, "{\"id\":\"7\",\"type\":\"noop\",\"payload\":{},\"max_attempts\":1,\"timeout_ms\":30000}");
+  CHECK_STR(it.d, "{\"id\":\"7\",\"type\":\"noop\",\"payload\":{},\"max_attempts\":1,\"timeout_ms\":30000,\"backoff_ms\":1000,\"backoff_max_ms\":60000}");
   sl__item_free(&it);
   CHECK(it.id == NULL && it.d == NULL && it.dlen == 0);
 }
@@ -97,7 +97,7 @@ static void test_normalized_field_order(void) {
   CHECK_STR(it.id, "row-17");
   CHECK_INT(it.prio, ==, SL_PRIO_HIGH);
   CHECK_STR(it.d, "{\"id\":\"row-17\",\"type\":\"email.send\",\"payload\":{\"b\": [1, 2], \"a\":\"x\"},"
-                  "\"max_attempts\":3,\"timeout_ms\":5000}");
+                  "\"max_attempts\":3,\"timeout_ms\":5000,\"backoff_ms\":1000,\"backoff_max_ms\":60000}");
   sl__item_free(&it);
 }
 
@@ -109,7 +109,7 @@ static void test_payload_kept_byte_for_byte(void) {
            &it);
   CHECK_STR(it.d, "{\"id\":\"1\",\"type\":\"t\",\"payload\":{\"n\":12345678901234567890,\"f\":1.50,"
                   "\"e\":1E+2,\"s\":\"\\u00e9\\n\\/\",\"u\":\"\xc3\xa9\",\"z\":[ ]},\"max_attempts\":1,"
-                  "\"timeout_ms\":30000}");
+                  "\"timeout_ms\":30000,\"backoff_ms\":1000,\"backoff_max_ms\":60000}");
   sl__item_free(&it);
 
   parse_ok("{\"type\":\"t\",\"payload\":12345678901234567890}", &it);
@@ -269,7 +269,7 @@ static void test_defaults_applied(void) {
 
   parse_ok_def("{\"type\":\"t\",\"payload\":{}}", 3, &def, &it);
   CHECK_INT(it.prio, ==, SL_PRIO_LOW);
-  CHECK_STR(it.d, "{\"id\":\"3\",\"type\":\"t\",\"payload\":{},\"max_attempts\":5,\"timeout_ms\":1234}");
+  CHECK_STR(it.d, "{\"id\":\"3\",\"type\":\"t\",\"payload\":{},\"max_attempts\":5,\"timeout_ms\":1234,\"backoff_ms\":1000,\"backoff_max_ms\":60000}");
   sl__item_free(&it);
 }
 
@@ -278,22 +278,22 @@ static void test_defaults_overridden(void) {
   sl_item it;
 
   parse_ok_def("{\"type\":\"t\",\"payload\":{},\"priority\":\"high\",\"max_attempts\":2,"
-               "\"timeout_ms\":99}",
+               "\"timeout_ms\":99,\"backoff_ms\":1000,\"backoff_max_ms\":60000}",
                3, &def, &it);
   CHECK_INT(it.prio, ==, SL_PRIO_HIGH);
-  CHECK_STR(it.d, "{\"id\":\"3\",\"type\":\"t\",\"payload\":{},\"max_attempts\":2,\"timeout_ms\":99}");
+  CHECK_STR(it.d, "{\"id\":\"3\",\"type\":\"t\",\"payload\":{},\"max_attempts\":2,\"timeout_ms\":99,\"backoff_ms\":1000,\"backoff_max_ms\":60000}");
   sl__item_free(&it);
 
   /* each field alone overrides only itself; bounds are inclusive */
   parse_ok_def("{\"type\":\"t\",\"payload\":{},\"priority\":\"normal\"}", 3, &def, &it);
   CHECK_INT(it.prio, ==, SL_PRIO_NORMAL);
-  CHECK_CONTAINS(it.d, "\"max_attempts\":5,\"timeout_ms\":1234}");
+  CHECK_CONTAINS(it.d, "\"max_attempts\":5,\"timeout_ms\":1234,\"backoff_ms\":1000,\"backoff_max_ms\":60000}");
   sl__item_free(&it);
 
-  parse_ok_def("{\"type\":\"t\",\"payload\":{},\"max_attempts\":1000,\"timeout_ms\":86400000}", 3, &def,
+  parse_ok_def("{\"type\":\"t\",\"payload\":{},\"max_attempts\":1000,\"timeout_ms\":86400000,\"backoff_ms\":1000,\"backoff_max_ms\":60000}", 3, &def,
                &it);
   CHECK_INT(it.prio, ==, SL_PRIO_LOW);
-  CHECK_CONTAINS(it.d, "\"max_attempts\":1000,\"timeout_ms\":86400000}");
+  CHECK_CONTAINS(it.d, "\"max_attempts\":1000,\"timeout_ms\":86400000,\"backoff_ms\":1000,\"backoff_max_ms\":60000}");
   sl__item_free(&it);
 
   parse_ok_def("{\"type\":\"t\",\"payload\":{},\"max_attempts\":5.0}", 3, &def, &it);
@@ -382,7 +382,7 @@ static void test_err_line_too_big(void) {
   line = make_line(pre, ' ', SL_ITEM_MAX_LINE - strlen(pre) - 1, "}", &len);
   CHECK_INT(len, ==, SL_ITEM_MAX_LINE);
   CHECK_INT(sl__item_parse(line, len, 1, &def_normal, &it, err, sizeof(err)), ==, 0);
-  CHECK_STR(it.d, "{\"id\":\"1\",\"type\":\"t\",\"payload\":{},\"max_attempts\":1,\"timeout_ms\":30000}");
+  CHECK_STR(it.d, "{\"id\":\"1\",\"type\":\"t\",\"payload\":{},\"max_attempts\":1,\"timeout_ms\":30000,\"backoff_ms\":1000,\"backoff_max_ms\":60000}");
   sl__item_free(&it);
   free(line);
 
@@ -410,9 +410,9 @@ static void test_err_max_attempts(void) {
 }
 
 static void test_err_timeout_ms(void) {
-  parse_err("{\"type\":\"t\",\"payload\":{},\"timeout_ms\":0}",
+  parse_err("{\"type\":\"t\",\"payload\":{},\"timeout_ms\":0,\"backoff_ms\":1000,\"backoff_max_ms\":60000}",
             "field \"timeout_ms\": expected an integer from 1 to 86400000 (ms)", "got 0");
-  parse_err("{\"type\":\"t\",\"payload\":{},\"timeout_ms\":86400001}", "field \"timeout_ms\"",
+  parse_err("{\"type\":\"t\",\"payload\":{},\"timeout_ms\":86400001,\"backoff_ms\":1000,\"backoff_max_ms\":60000}", "field \"timeout_ms\"",
             "got 86400001");
   parse_err("{\"type\":\"t\",\"payload\":{},\"timeout_ms\":-5}", "field \"timeout_ms\"", NULL);
   parse_err("{\"type\":\"t\",\"payload\":{},\"timeout_ms\":\"1000\"}", "field \"timeout_ms\"", NULL);

@@ -1,0 +1,26 @@
+-- sluice_v1_release: gives back items a worker took but will not run (it is
+-- stopping), so another worker can start them at once instead of after the
+-- visibility timeout.
+-- KEYS[1..3]  streams P..'s:high', P..'s:normal', P..'s:low'
+-- ARGV[1]     consumer group    ARGV[2] consumer name (the caller)
+-- ARGV[3..]   per item: priority (1-3), stream entry id
+-- returns     the number of items given back
+--
+-- Each entry still owned by the caller is appended again to its stream (a
+-- new id, at the end) and the old one acknowledged and deleted, in one step.
+local group, me = ARGV[1], ARGV[2]
+local n = 0
+for i = 3, #ARGV, 2 do
+  local s, eid = tonumber(ARGV[i]), ARGV[i + 1]
+  local p = redis.call('XPENDING', KEYS[s], group, eid, eid, 1)
+  if p[1] and p[1][2] == me then
+    local r = redis.call('XRANGE', KEYS[s], eid, eid)
+    if r[1] then
+      redis.call('XADD', KEYS[s], '*', unpack(r[1][2]))
+      n = n + 1
+    end
+    redis.call('XACK', KEYS[s], group, eid)
+    redis.call('XDEL', KEYS[s], eid)
+  end
+end
+return n
