@@ -105,8 +105,10 @@ local function sl_admit(ctx, key, group, eid, batch, idx, att, d)
 end
 
 -- Appends an entry the worker may run to out: priority, entry id, batch,
--- item index, attempt, item JSON, earlier errors (a JSON array or '').
-local function sl_emit(out, s, eid, f, attempt)
+-- item index, attempt, item JSON, earlier errors (a JSON array or ''), and
+-- '1' when the item must run alone on its worker (its last allowed
+-- delivery: see reclaim), else '0'.
+local function sl_emit(out, s, eid, f, attempt, alone)
   out[#out + 1] = s
   out[#out + 1] = eid
   out[#out + 1] = f[2]
@@ -114,6 +116,7 @@ local function sl_emit(out, s, eid, f, attempt)
   out[#out + 1] = tostring(attempt or f[6])
   out[#out + 1] = f[8]
   out[#out + 1] = f[10] or ''
+  out[#out + 1] = alone and '1' or '0'
 end
 
 -- Moves due retries from the delayed set back to their streams (each
@@ -167,4 +170,49 @@ local function sl_dead(prefix, batch, idx, s, f, attempts, reason, now)
   local did = redis.call('XADD', id, 'MAXLEN', '~', DEAD_MAX, '*', 'b', batch, 'i', idx,
                          'p', s, 'a', attempts, 'at', now, 'error', reason, 'd', d)
   redis.call('HSET', prefix .. 'b:' .. batch .. ':f', idx, s .. '\n' .. did .. '\n' .. d)
+end
+
+-- ---- Re-running failed items (retry, dead_requeue) ----
+
+-- Splits a failed-items hash value "priority\ndead letter id\nitem JSON"
+-- (written by sl_dead). Returns the priority (1-3; nil when malformed), the
+-- dead letter id and the item JSON ('' when the failure had none); nothing
+-- at all when the value is not of this form.
+local function sl_failed_parse(v)
+  local p1 = v and string.find(v, '\n', 1, true)
+  local p2 = p1 and string.find(v, '\n', p1 + 1, true)
+  if not p2 then return nil end
+  local s = tonumber(string.sub(v, 1, p1 - 1))
+  if s ~= 1 and s ~= 2 and s ~= 3 then s = nil end
+  return s, string.sub(v, p1 + 1, p2 - 1), string.sub(v, p2 + 1)
+end
+
+-- True when a results line's own status is `failed`.
+local function sl_result_failed(line)
+  if not line then return false end
+  local ok, r = pcall(cjson.decode, line)
+  return ok and type(r) == 'table' and r.status == 'failed'
+end
+
+-- Puts a failed item back at the end of its priority stream as a fresh first
+-- attempt (fields b, i, a = 1, d, like sluice_v1_submit; earlier errors are
+-- not carried) and removes what its failure left in the batch: the results
+-- line and the failed-items entry. The caller has checked that the result is
+-- `failed` and that the streams have their consumer group, removes the dead
+-- letter and moves the counters (sl_reopen).
+local function sl_requeue(bkey, streams, batch, idx, s, d)
+  redis.call('HDEL', bkey .. ':r', idx)
+  redis.call('HDEL', bkey .. ':f', idx)
+  redis.call('XADD', streams[s], '*', 'b', batch, 'i', idx, 'a', 1, 'd', d)
+end
+
+-- Takes n re-queued items off a batch's `failed` and `done` counters; a
+-- `completed` batch is running again (no finished_at until it ends anew).
+local function sl_reopen(bkey, n)
+  redis.call('HINCRBY', bkey, 'failed', -n)
+  redis.call('HINCRBY', bkey, 'done', -n)
+  if redis.call('HGET', bkey, 'status') == 'completed' then
+    redis.call('HSET', bkey, 'status', 'running')
+    redis.call('HDEL', bkey, 'finished_at')
+  end
 end

@@ -1,8 +1,10 @@
 -- sluice_v1_complete: records the outcome of finished attempts, exactly once.
 -- KEYS[1..3]  streams P..'s:high', P..'s:normal', P..'s:low'
 -- ARGV[1]     consumer group    ARGV[2] key prefix P    ARGV[3] queue name
--- ARGV[4..]   per attempt, 7 elements: priority (1-3), stream entry id,
---             batch id, item index, outcome, text, retry delay (ms)
+-- ARGV[4..]   per attempt, 8 elements: priority (1-3), stream entry id,
+--             batch id, item index, outcome, text, retry delay (ms), item JSON
+--             (with 'f' only, else ''; kept in the dead letter even when the
+--             stream entry is gone already)
 --             outcome 's' succeeded / 'f' failed for good: text is the results line
 --             outcome 'r' failed, to be retried after the delay: text is the
 --                         JSON array of the errors so far (the last few)
@@ -26,10 +28,10 @@ local acks = {{}, {}, {}}
 local counts, exists = {}, {}
 local out = {}
 
-if (#ARGV - 3) % 7 ~= 0 then
-  return redis.error_reply('SLUICE_ARGS completions come in groups of 7')
+if (#ARGV - 3) % 8 ~= 0 then
+  return redis.error_reply('SLUICE_ARGS completions come in groups of 8')
 end
-for i = 4, #ARGV, 7 do
+for i = 4, #ARGV, 8 do
   local s, outcome = ARGV[i], ARGV[i + 4]
   if (s ~= '1' and s ~= '2' and s ~= '3') or (outcome ~= 's' and outcome ~= 'f' and outcome ~= 'r')
      or not tonumber(ARGV[i + 6]) then
@@ -42,7 +44,7 @@ local function entry(s, eid)
   return r[1] and r[1][2] or nil
 end
 
-for i = 4, #ARGV, 7 do
+for i = 4, #ARGV, 8 do
   local s, eid, batch, idx, outcome, text = tonumber(ARGV[i]), ARGV[i + 1], ARGV[i + 2],
                                            ARGV[i + 3], ARGV[i + 4], ARGV[i + 5]
   local bkey = prefix .. 'b:' .. batch
@@ -77,7 +79,11 @@ for i = 4, #ARGV, 7 do
         local ok, res = pcall(cjson.decode, text)
         local reason = ok and type(res) == 'table' and res.error or text
         local att = ok and type(res) == 'table' and res.attempts or 0
-        sl_dead(prefix, batch, idx, s, entry(s, eid), att, tostring(reason), now)
+        local f = entry(s, eid)
+        if not f and ARGV[i + 7] ~= '' then
+          f = {'b', batch, 'i', idx, 'a', tostring(att), 'd', ARGV[i + 7]}
+        end
+        sl_dead(prefix, batch, idx, s, f, att, tostring(reason), now)
       end
     end
   end

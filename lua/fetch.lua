@@ -3,9 +3,9 @@
 -- ARGV[1]     consumer group    ARGV[2] consumer name    ARGV[3] COUNT
 -- ARGV[4]     key prefix P      ARGV[5] queue name
 -- returns     a flat array: first the due time of the next delayed retry (ms
---             since the epoch, 0 when none), then 7 elements per item:
+--             since the epoch, 0 when none), then 8 elements per item:
 --             priority (1-3), stream entry id, batch id, item index, attempt,
---             item JSON, earlier errors (JSON array, or '')
+--             item JSON, earlier errors (JSON array, or ''), run-alone flag ('0')
 --
 -- Due retries are moved back to their streams first (sl_promote), so they
 -- compete in priority order like new items. XREADGROUP's COUNT applies per

@@ -2,63 +2,78 @@
 -- KEYS[1..3]  streams P..'s:high', P..'s:normal', P..'s:low'
 -- ARGV[1]     consumer group    ARGV[2] consumer name (the caller)
 -- ARGV[3]     visibility timeout, ms: entries idle longer are taken over
--- ARGV[4]     max deliveries: an entry delivered more often goes to the dead letters
+-- ARGV[4]     max deliveries (>= 2): an entry delivered more often is poison
 -- ARGV[5]     key prefix P      ARGV[6] queue name    ARGV[7] COUNT (most entries taken)
--- returns     the same flat form as fetch (leading due time 0), attempt
---             numbers counting every delivery
+-- ARGV[8]     '1' if the caller runs nothing now and can run one item alone
+-- returns     the same flat form as fetch (leading due time 0); attempt
+--             numbers count every delivery
 --
--- XAUTOCLAIM is run per stream until its cursor comes back to 0-0 or COUNT
--- entries were taken: on Redis 7.0 deleted entries use up COUNT, so an empty
--- answer with a non-zero cursor does not mean "done". Claiming without
--- JUSTID increments the delivery count, which XPENDING then reports. An
--- entry delivered more than max-deliveries times (it kills its worker every
--- time, say) is failed for good with the reason and leaves a dead letter
--- (poison). Consumers of workers that no longer beat (no P..'w:NAME' key)
--- and hold no pending entries are removed from the group; never one with
+-- Candidates come from XPENDING with an IDLE filter, which also tells how
+-- often each was delivered, before anything is claimed (XAUTOCLAIM would
+-- claim first, and claiming counts a delivery). Then, per entry, with d the
+-- deliveries so far:
+--   d + 1 > max:   poison. It was delivered max times and never finished
+--                  (it kills or stalls its worker): failed for good with the
+--                  reason, dead-lettered, acknowledged and deleted.
+--   d + 1 == max:  its last chance. It is claimed only by a caller that runs
+--                  nothing else (ARGV[8]), one per call, and runs alone: if
+--                  it kills that worker it alone is counted again. So items
+--                  that merely shared a worker with a poison item are never
+--                  dead-lettered with it.
+--   otherwise:     claimed (XCLAIM, counting the delivery) and run.
+-- Entries whose stream entry was deleted meanwhile are dropped from the
+-- pending list. Consumers of workers that no longer beat (no P..'w:NAME'
+-- key) and have nothing pending are removed from the group; never one with
 -- pending entries, which XGROUP DELCONSUMER would drop.
 local group, me, idle, maxdel = ARGV[1], ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])
-local prefix, queue, want = ARGV[5], ARGV[6], tonumber(ARGV[7])
+local prefix, queue, want, alone_ok = ARGV[5], ARGV[6], tonumber(ARGV[7]), ARGV[8] == '1'
 local ctx = {prefix = prefix, status = {}, touched = {}, started = {}, again = true}
 local out = {0}
-local counts = {}
+local finished = {}
 ctx.now = sl_now_ms()
 
 for s = 1, 3 do
-  local cursor, rounds = '0-0', 0
-  repeat
-    rounds = rounds + 1
-    local r = redis.call('XAUTOCLAIM', KEYS[s], group, me, idle, cursor, 'COUNT', want)
-    cursor = r[1]
-    for _, e in ipairs(r[2]) do
-      local eid, f = e[1], e[2]
-      local p = redis.call('XPENDING', KEYS[s], group, eid, eid, 1)
-      local deliveries = p[1] and tonumber(p[1][4]) or 1
-      local attempt = tonumber(f[6]) + deliveries - 1
-      if deliveries > maxdel then
-        local bkey = prefix .. 'b:' .. f[2]
-        local reason = string.format('poison: delivered %d times without finishing (max-deliveries %d);' ..
-                                     ' its worker died or stalled every time', deliveries - 1, maxdel)
-        local ok, item = pcall(cjson.decode, f[8])
-        local res = cjson.encode({id = (ok and type(item) == 'table' and item.id) or f[4],
-                                  status = 'failed', attempts = deliveries - 1,
-                                  started_at = cjson.null, finished_at = ctx.now,
-                                  duration_ms = cjson.null, worker = cjson.null, error = reason})
-        if redis.call('EXISTS', bkey) == 1 and redis.call('HSETNX', bkey .. ':r', f[4], res) == 1 then
-          redis.call('HINCRBY', bkey, 'failed', 1)
-          redis.call('HINCRBY', bkey, 'done', 1)
-          sl_dead(prefix, f[2], f[4], s, f, deliveries - 1, reason, ctx.now)
-          counts[f[2]] = true
-        end
-        redis.call('XACK', KEYS[s], group, eid)
-        redis.call('XDEL', KEYS[s], eid)
-      elseif sl_admit(ctx, KEYS[s], group, eid, f[2], f[4], f[6], f[8]) then
-        sl_emit(out, s, eid, f, attempt)
+  if want <= 0 then break end
+  local pending = redis.call('XPENDING', KEYS[s], group, 'IDLE', idle, '-', '+', want * 4)
+  for _, p in ipairs(pending) do
+    if want <= 0 then break end
+    local eid, owner, d = p[1], p[2], tonumber(p[4])
+    local r = redis.call('XRANGE', KEYS[s], eid, eid)
+    local f = r[1] and r[1][2]
+    if not f then
+      redis.call('XACK', KEYS[s], group, eid) -- deleted meanwhile
+    elseif d + 1 > maxdel then
+      local bkey = prefix .. 'b:' .. f[2]
+      local reason = string.format('poison: delivered %d times without finishing (max-deliveries %d);' ..
+                                   ' it killed or stalled its worker every time (last: %s)', d, maxdel, owner)
+      local ok, item = pcall(cjson.decode, f[8])
+      local res = cjson.encode({id = (ok and type(item) == 'table' and item.id) or f[4],
+                                status = 'failed', attempts = tonumber(f[6]) + d - 1,
+                                started_at = cjson.null, finished_at = ctx.now,
+                                duration_ms = cjson.null, worker = cjson.null, error = reason})
+      if redis.call('EXISTS', bkey) == 1 and redis.call('HSETNX', bkey .. ':r', f[4], res) == 1 then
+        redis.call('HINCRBY', bkey, 'failed', 1)
+        redis.call('HINCRBY', bkey, 'done', 1)
+        sl_dead(prefix, f[2], f[4], s, f, tonumber(f[6]) + d - 1, reason, ctx.now)
+        finished[f[2]] = true
+      end
+      redis.call('XACK', KEYS[s], group, eid)
+      redis.call('XDEL', KEYS[s], eid)
+    elseif d + 1 < maxdel or (alone_ok and #out == 1) then
+      local alone = d + 1 == maxdel
+      if #redis.call('XCLAIM', KEYS[s], group, me, idle, eid) > 0 and
+         sl_admit(ctx, KEYS[s], group, eid, f[2], f[4], f[6], f[8]) then
+        sl_emit(out, s, eid, f, tonumber(f[6]) + d, alone)
         want = want - 1
       end
+      if alone then
+        want = 0 -- it runs alone: nothing else this call
+        alone_ok = false
+      end
     end
-  until cursor == '0-0' or want <= 0 or rounds >= 32
+  end
 end
-for batch in pairs(counts) do
+for batch in pairs(finished) do
   sl_maybe_finish(prefix .. 'b:' .. batch, ctx.now)
   ctx.touched[batch] = true
 end
@@ -67,8 +82,8 @@ sl_admit_done(ctx, queue)
 -- Consumers of dead workers with nothing pending.
 for s = 1, 3 do
   for _, c in ipairs(redis.call('XINFO', 'CONSUMERS', KEYS[s], group)) do
-    local name, pending = c[2], c[4]
-    if name ~= me and pending == 0 and redis.call('EXISTS', prefix .. 'w:' .. name) == 0 then
+    local name, npending = c[2], c[4]
+    if name ~= me and npending == 0 and redis.call('EXISTS', prefix .. 'w:' .. name) == 0 then
       redis.call('XGROUP', 'DELCONSUMER', KEYS[s], group, name)
     end
   end

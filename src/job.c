@@ -262,14 +262,20 @@ static double uniform(void) {
   return (double)(r >> 11) / 9007199254740992.0;
 }
 
-/* The delay before attempt `attempt + 1`: full jitter, uniform in
- * [0, min(cap, base * 2^(attempt - 1))]. */
-static int64_t backoff_delay(const sl_job_t *j) {
-  double ceiling = (double)j->backoff_ms * pow(2.0, (double)(j->attempt - 1));
+int64_t sl__backoff_delay(int64_t base_ms, int64_t cap_ms, int attempt, double u) {
+  double ceiling = (double)base_ms * pow(2.0, (double)(attempt > 1 ? attempt - 1 : 0));
 
-  if (ceiling > (double)j->backoff_max_ms)
-    ceiling = (double)j->backoff_max_ms;
-  return (int64_t)(uniform() * ceiling);
+  if (ceiling > (double)cap_ms)
+    ceiling = (double)cap_ms;
+  if (u < 0)
+    u = 0;
+  if (u >= 1)
+    u = 0.9999999999;
+  return (int64_t)(u * ceiling);
+}
+
+static int64_t backoff_delay(const sl_job_t *j) {
+  return sl__backoff_delay(j->backoff_ms, j->backoff_max_ms, j->attempt, uniform());
 }
 
 /* Records the failure of attempt j: a retry when allowed, else final. */

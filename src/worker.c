@@ -66,6 +66,7 @@ static void pump(sl_worker_t *w);
 static void fatal(sl_worker_t *w, int code, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 static void connect_both(sl_worker_t *w);
 static int recoverable(sl_worker_t *w, const redisReply *r);
+static void arm_delayed(sl_worker_t *w, long long due);
 
 /* ---- Small helpers ---- */
 
@@ -106,6 +107,7 @@ static void done_free(sl_done *d) {
   sl_free(d->batch);
   sl_free(d->idx);
   sl_free(d->line);
+  sl_free(d->item);
   sl_free(d);
 }
 
@@ -114,6 +116,8 @@ void sl__worker_finish(sl_worker_t *w, sl_job_t *j, char outcome, char *line, si
   sl_done *d;
 
   w->running--;
+  if (w->alone_job == j)
+    w->alone_job = NULL;
   sl__worker_kick(w);
   if (outcome == 0)
     return; /* given up without an outcome (fencing, abandon) */
@@ -139,7 +143,8 @@ void sl__worker_finish(sl_worker_t *w, sl_job_t *j, char outcome, char *line, si
   d->line = line;
   d->linelen = len;
   d->delay_ms = delay_ms;
-  if (d->eid == NULL || d->batch == NULL || d->idx == NULL) {
+  d->item = outcome == 'f' ? sl_strdup(j->d) : NULL;
+  if (d->eid == NULL || d->batch == NULL || d->idx == NULL || (outcome == 'f' && d->item == NULL)) {
     sl__log_error("out of memory recording item %s of batch %s; it will be taken over", j->idx, j->batch);
     done_free(d);
     return;
@@ -175,14 +180,14 @@ static sl_job_t *backlog_pop(sl_worker_t *w) {
   return j;
 }
 
-/* Adds the items of a fetch/accept/reclaim reply (flat, 7 per item, after
+/* Adds the items of a fetch/accept/reclaim reply (flat, 8 per item, after
  * `skip` leading elements) to the backlog. Returns how many. */
 static int take_items(sl_worker_t *w, const redisReply *r, size_t skip) {
   int n = 0;
 
   if (r->type != REDIS_REPLY_ARRAY)
     return 0;
-  for (size_t i = skip; i + 6 < r->elements; i += 7) {
+  for (size_t i = skip; i + 7 < r->elements; i += 8) {
     redisReply *const *e = r->element + i;
     int prio = (int)e[0]->integer - 1;
     sl_job_t *j;
@@ -200,6 +205,10 @@ static int take_items(sl_worker_t *w, const redisReply *r, size_t skip) {
       sl__log_error("out of memory taking item %s; it will be taken over", e[1]->str);
       continue;
     }
+    j->alone = e[7]->type == REDIS_REPLY_STRING && e[7]->str[0] == '1';
+    if (j->alone)
+      sl__log_warn("item %s of batch %s is on its last allowed delivery (max-deliveries %d): running it alone",
+                   j->idx, j->batch, w->max_deliveries);
     backlog_push(w, j);
     n++;
   }
@@ -278,7 +287,7 @@ static void on_complete(redisAsyncContext *ac, void *reply, void *priv) {
 
 static void flush(sl_worker_t *w) {
   int n = w->ndone < SL_WORKER_FLUSH_MAX ? w->ndone : SL_WORKER_FLUSH_MAX;
-  int argc = 9 + 7 * n;
+  int argc = 9 + 8 * n;
   const char **av = sl_malloc((size_t)argc * sizeof(*av));
   size_t *al = sl_malloc((size_t)argc * sizeof(*al));
   char (*delays)[24] = sl_malloc((size_t)n * sizeof(*delays));
@@ -316,10 +325,24 @@ static void flush(sl_worker_t *w) {
     al[k++] = d->linelen;
     av[k] = delays[i];
     al[k++] = strlen(delays[i]);
+    av[k] = d->item ? d->item : "";
+    al[k++] = d->item ? strlen(d->item) : 0;
     last = d;
   }
   if (redisAsyncCommandArgv(w->cmd, on_complete, f, argc, av, al) != REDIS_OK)
     goto out;
+  /* Retries sent now come due after their delay: look for them then. */
+  {
+    int64_t soonest = -1;
+
+    d = w->done;
+    for (int i = 0; i < n; i++, d = d->next) {
+      if (d->outcome == 'r' && (soonest < 0 || d->delay_ms < soonest))
+        soonest = d->delay_ms;
+    }
+    if (soonest >= 0)
+      arm_delayed(w, (long long)(sl__now_ms() + soonest + 5));
+  }
   /* Detach the n records sent. */
   f->w = w;
   f->head = w->done;
@@ -438,7 +461,10 @@ static void on_block(redisAsyncContext *ac, void *reply, void *priv) {
     return;
   }
   if (r->type != REDIS_REPLY_ARRAY || r->elements == 0) {
-    sl__worker_kick(w); /* BLOCK timed out (or CLIENT UNBLOCK): read again */
+    /* BLOCK timed out (or CLIENT UNBLOCK): fetch once before blocking again,
+     * which also moves retries that came due to their streams. */
+    w->idle = 0;
+    sl__worker_kick(w);
     return;
   }
   /* [[stream, [[id, fields], ...]], ...] -> one sluice_v1_accept call. */
@@ -626,6 +652,7 @@ static void on_reclaim(redisAsyncContext *ac, void *reply, void *priv) {
 
   (void)priv;
   w->reclaiming = 0;
+  w->isolating = 0;
   if (r == NULL)
     return;
   if (r->type == REDIS_REPLY_ERROR) {
@@ -646,6 +673,7 @@ static void on_reclaim_timer(uv_timer_t *t) {
   char maxdel[16];
   char count[16];
   int64_t every = w->visibility_ms / 4;
+  int alone_ok;
 
   if (every > 5000)
     every = 5000;
@@ -657,10 +685,15 @@ static void on_reclaim_timer(uv_timer_t *t) {
   snprintf(idle, sizeof(idle), "%lld", (long long)w->visibility_ms);
   snprintf(maxdel, sizeof(maxdel), "%d", w->max_deliveries);
   snprintf(count, sizeof(count), "%d", free_slots < RECLAIM_MAX ? free_slots : RECLAIM_MAX);
-  if (redisAsyncCommand(w->cmd, on_reclaim, NULL, "FCALL sluice_v1_reclaim 3 %s %s %s %s %s %s %s %s %s %s",
+  /* Only a worker that runs nothing (and reads nothing) may take an item on
+   * its last allowed delivery: it must run alone. */
+  alone_ok = w->running == 0 && w->nbacklog == 0 && !w->fetching && w->alone_job == NULL;
+  if (redisAsyncCommand(w->cmd, on_reclaim, NULL, "FCALL sluice_v1_reclaim 3 %s %s %s %s %s %s %s %s %s %s %s",
                         w->keys.stream[0], w->keys.stream[1], w->keys.stream[2], SL_GROUP, w->id, idle, maxdel,
-                        w->keys.prefix, w->keys.queue, count) == REDIS_OK)
+                        w->keys.prefix, w->keys.queue, count, alone_ok ? "1" : "0") == REDIS_OK) {
     w->reclaiming = 1;
+    w->isolating = alone_ok;
+  }
 }
 
 static void on_release(redisAsyncContext *ac, void *reply, void *priv) {
@@ -733,8 +766,33 @@ static void on_reinit(redisAsyncContext *ac, void *reply, void *priv) {
 /* A reply that says the function library or the consumer group is gone (a
  * Redis restarted without persistence, a FLUSHALL, a deleted stream): load
  * and create them again; the failed call is simply made again later. */
+static void on_ready(redisAsyncContext *ac, void *reply, void *priv);
+
+static void on_pause_timer(uv_timer_t *t) {
+  sl_worker_t *w = t->data;
+
+  w->paused = 0;
+  /* Connections whose setup was answered LOADING: ask again. */
+  if (w->cmd != NULL && !w->cmd_up)
+    redisAsyncCommand(w->cmd, on_ready, NULL, "CLIENT ID");
+  if (w->blk != NULL && !w->blk_up)
+    redisAsyncCommand(w->blk, on_ready, NULL, "CLIENT ID");
+  sl__worker_kick(w);
+}
+
 static int recoverable(sl_worker_t *w, const redisReply *r) {
   int missing_lib = sl__script_missing(r->str);
+
+  /* Redis is loading its data after a restart, or busy: wait a moment. */
+  if (strncmp(r->str, "LOADING", 7) == 0 || strncmp(r->str, "BUSY", 4) == 0 ||
+      strncmp(r->str, "TRYAGAIN", 8) == 0 || strncmp(r->str, "MASTERDOWN", 10) == 0) {
+    if (!w->paused && !w->closed) {
+      sl__log_warn("Redis answered %.60s; retrying in a moment", r->str);
+      w->paused = 1;
+      uv_timer_start(&w->pause, on_pause_timer, (uint64_t)jitter(250), 0);
+    }
+    return 1;
+  }
 
   if (!missing_lib && strncmp(r->str, "NOGROUP", 7) != 0 && strncmp(r->str, "UNBLOCKED", 9) != 0)
     return 0;
@@ -760,7 +818,7 @@ static void close_all(sl_worker_t *w) {
     return;
   w->closed = 1;
   if (w->timers_up) {
-    uv_timer_t *timers[] = {&w->kick, &w->beat, &w->reclaim, &w->delayed, &w->reconnect, &w->drain};
+    uv_timer_t *timers[] = {&w->kick, &w->beat, &w->reclaim, &w->delayed, &w->reconnect, &w->drain, &w->pause};
 
     for (size_t i = 0; i < sizeof(timers) / sizeof(timers[0]); i++) {
       uv_timer_stop(timers[i]);
@@ -770,6 +828,11 @@ static void close_all(sl_worker_t *w) {
   for (int i = 0; i < w->nsig; i++)
     uv_close((uv_handle_t *)&w->sig[i], close_cb);
   w->nsig = 0;
+  if (w->cmd_up) {
+    /* Leave the fleet registry now rather than when the entry expires. */
+    redisAsyncCommand(w->cmd, NULL, NULL, "DEL %sw:%s", w->keys.prefix, w->id);
+    redisAsyncCommand(w->cmd, NULL, NULL, "ZREM %sworkers %s", w->keys.prefix, w->id);
+  }
   if (w->cmd != NULL)
     redisAsyncDisconnect(w->cmd);
   if (w->blk != NULL)
@@ -847,6 +910,8 @@ static void on_ready(redisAsyncContext *ac, void *reply, void *priv) {
   if (r == NULL)
     return;
   if (r->type == REDIS_REPLY_ERROR) {
+    if (recoverable(w, r))
+      return; /* up, but loading its data: on_pause_timer asks again */
     fatal(w, SL_EREDIS, "Redis refused the connection setup: %s", r->str);
     return;
   }
@@ -989,14 +1054,22 @@ static void pump(sl_worker_t *w) {
     if (w->nbacklog > 0 && w->cmd_up && !w->releasing)
       release_backlog(w);
   } else {
-    while (w->running < w->concurrency && (j = backlog_pop(w)) != NULL) {
+    while (w->running < w->concurrency && w->alone_job == NULL && w->backlog != NULL) {
+      if (w->backlog->alone && w->running > 0)
+        break; /* it waits until nothing else runs */
+      j = backlog_pop(w);
       w->running++;
+      if (j->alone)
+        w->alone_job = j;
       sl__job_start(j); /* may finish at once */
     }
   }
+  if (w->paused)
+    return;
   if (w->ndone > 0 && w->flushing < 2 && w->cmd_up)
     flush(w);
-  if (!w->stopping && w->cmd_up && w->blk_up && !w->fetching && !w->blocking) {
+  if (!w->stopping && w->cmd_up && w->blk_up && !w->fetching && !w->blocking && !w->isolating &&
+      w->alone_job == NULL && (w->backlog == NULL || !w->backlog->alone)) {
     int free_slots = w->concurrency - w->running - w->nbacklog;
 
     if (free_slots > 0) {
@@ -1053,8 +1126,8 @@ SL_EXTERN int sl_worker_new(const sl_worker_opts *opts, sl_worker_t **out, char 
   w->visibility_ms = opts->visibility_ms > 0 ? opts->visibility_ms : 30000;
   w->max_deliveries = opts->max_deliveries > 0 ? opts->max_deliveries : 5;
   w->drain_ms = opts->drain_timeout_ms > 0 ? opts->drain_timeout_ms : 30000;
-  if (w->visibility_ms < 100 || w->visibility_ms > 86400000 || w->max_deliveries > 1000) {
-    snprintf(errbuf, errlen, "visibility %lld ms or max deliveries %d out of range (100 ms-24 h, 1-1000)",
+  if (w->visibility_ms < 100 || w->visibility_ms > 86400000 || w->max_deliveries < 2 || w->max_deliveries > 1000) {
+    snprintf(errbuf, errlen, "visibility %lld ms or max deliveries %d out of range (100 ms-24 h, 2-1000)",
              (long long)w->visibility_ms, w->max_deliveries);
     rc = SL_EINVAL;
     goto fail;
@@ -1176,7 +1249,7 @@ SL_EXTERN int sl_worker_run(sl_worker_t *w) {
     return rc;
   }
   {
-    uv_timer_t *timers[] = {&w->kick, &w->beat, &w->reclaim, &w->delayed, &w->reconnect, &w->drain};
+    uv_timer_t *timers[] = {&w->kick, &w->beat, &w->reclaim, &w->delayed, &w->reconnect, &w->drain, &w->pause};
 
     for (size_t i = 0; i < sizeof(timers) / sizeof(timers[0]); i++) {
       uv_timer_init(w->loop, timers[i]);

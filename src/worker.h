@@ -37,6 +37,7 @@ typedef struct sl_done {
   char *line;           /* 's'/'f': the results line; 'r': the errors so far (JSON array) */
   size_t linelen;       /* its length, bytes */
   int64_t delay_ms;     /* 'r': when to run again, ms from now */
+  char *item;           /* 'f': the item JSON, for its dead letter; else NULL */
 } sl_done;
 
 typedef void (*sl_job_cancel_fn)(sl_job_t *j, void *ud);
@@ -64,6 +65,7 @@ struct sl_job {
   char *errs;               /* errors of earlier attempts: JSON array text, or NULL */
   int64_t started_at;       /* ms since the epoch */
   int started;              /* the handler was called */
+  int alone;                /* on its last allowed delivery: runs with nothing else */
   int ended;                /* the worker recorded or gave up the outcome (timeout, fencing) */
   sl_job_cancel_fn cancel;  /* the handler's cancel hook, or NULL */
   void *cancel_ud;          /* its argument */
@@ -111,10 +113,14 @@ struct sl_worker {
   uv_timer_t delayed;        /* wakes up when the next retry is due */
   uv_timer_t reconnect;      /* connects again after a lost connection */
   uv_timer_t drain;          /* the drain deadline after a stop */
+  uv_timer_t pause;          /* ends a pause after LOADING/BUSY answers */
+  int paused;                /* Redis asked us to wait: no calls until the pause timer */
   int timers_up;             /* the timers above are initialized */
   int beating;               /* a beat call is in flight */
   int reclaiming;            /* a reclaim call is in flight */
   int releasing;             /* a release call is in flight */
+  int isolating;             /* a reclaim that may bring a run-alone item is in flight */
+  sl_job_t *alone_job;       /* the run-alone item running now, or NULL */
   int ever_up;               /* both connections were up once */
   int64_t down_since;        /* ms since the epoch when Redis was lost; 0 when up */
   int64_t reconnect_delay;   /* the next reconnect backoff, ms */
@@ -146,6 +152,9 @@ sl_job_t *sl__job_new(sl_worker_t *w, int prio, const char *eid, const char *bat
 void sl__job_free(sl_job_t *j);
 /* Starts a job with the handler of its type (or fails it). */
 void sl__job_start(sl_job_t *j);
+/* The delay before the attempt after `attempt` (1-based): full jitter,
+ * u (uniform in [0, 1)) times min(cap_ms, base_ms * 2^(attempt - 1)). */
+int64_t sl__backoff_delay(int64_t base_ms, int64_t cap_ms, int attempt, double u);
 /* The built-in handlers. */
 void sl__handler_noop(sl_job_t *j, void *ud);
 void sl__handler_sleep(sl_job_t *j, void *ud);

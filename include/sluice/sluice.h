@@ -168,6 +168,63 @@ SL_EXTERN int sl_batch_watch(sl_client_t *c, const char *queue, const char *batc
  * total. Running items finish. */
 SL_EXTERN int sl_batch_cancel(sl_client_t *c, const char *queue, const char *batch);
 
+/* ---- Failed items, dead letters and the fleet ---- */
+
+/*
+ * Runs the failed items of a batch again. Every item whose result is
+ * `failed` loses that result and its dead letter and goes back to its
+ * priority stream as attempt 1; the batch's `failed` and `done` counters go
+ * down by as many, and a completed batch is running again. Items are moved in
+ * atomic steps of up to 1,000 (one event each); a second call finds nothing
+ * left to move. *requeued (may be NULL) gets the number of items put back, on
+ * success only. SL_ENOTFOUND: no such batch; SL_ECANCELED: the batch was
+ * cancelled, so its items would not run; SL_EINVAL: a bad queue or batch id.
+ */
+SL_EXTERN int sl_batch_retry(sl_client_t *c, const char *queue, const char *batch, size_t *requeued);
+
+/*
+ * The queue's dead letters (items that failed for good), newest first, at
+ * most `limit` (0: all): cb gets one JSON object per letter,
+ * {"id","batch","index","item","type","attempts","at","error","priority"}:
+ * the letter's stream id, the batch id, the item index, the item's id and type
+ * (null when the letter holds no readable item), the attempts made, when it
+ * failed (ms since the epoch, server clock), the error, and "high", "normal"
+ * or "low". A non-zero return of cb stops the listing and is returned.
+ */
+SL_EXTERN int sl_dead_list(sl_client_t *c, const char *queue, size_t limit, sl_line_cb cb, void *ud);
+
+/*
+ * Runs the items of dead letters again, as sl_batch_retry does for one item:
+ * the letters named by ids[0..nids) (stream ids, "MS-SEQ"), or when ids is
+ * NULL the oldest `all_limit` letters (0: every letter there was when the call
+ * began; letters of items that fail again meanwhile are not taken). A letter
+ * whose item no longer has a failed result (its batch expired, or it was
+ * retried already) is deleted and counted in *skipped; so is an id that is not
+ * there. A letter whose item cannot run again (its batch was cancelled, or the
+ * letter holds no item) is counted in *skipped and kept. *requeued and
+ * *skipped (either may be NULL) are set on success. SL_EINVAL names a
+ * malformed id; nothing is done then.
+ */
+SL_EXTERN int sl_dead_requeue(sl_client_t *c, const char *queue, const char *const *ids, size_t nids,
+                              size_t all_limit, size_t *requeued, size_t *skipped);
+
+/*
+ * Deletes every dead letter of the queue at once. Results stay: failed items
+ * are still failed, and sl_batch_retry still runs them again. *purged (may be
+ * NULL) gets the number of letters deleted.
+ */
+SL_EXTERN int sl_dead_purge(sl_client_t *c, const char *queue, size_t *purged);
+
+/*
+ * The queue's live workers, in order of their ids: cb gets the JSON object
+ * each worker publishes with its heartbeat ({"id","host","pid","queue",
+ * "running","concurrency","started_at","succeeded","failed","retried",
+ * "version"}) with "last_beat_ms_ago" added (server clock). A worker whose
+ * registration expired (it stopped beating about three beats ago) is not
+ * listed. A non-zero return of cb stops the listing and is returned.
+ */
+SL_EXTERN int sl_workers_list(sl_client_t *c, const char *queue, sl_line_cb cb, void *ud);
+
 /* ---- Workers and handlers ---- */
 
 typedef struct sl_worker sl_worker_t;
@@ -179,7 +236,7 @@ typedef struct sl_worker_opts {
   int concurrency;       /* items run at once; 0 means 10 */
   int block_ms;          /* idle blocking read, ms; 0 means 2000 */
   int64_t visibility_ms; /* an item not kept alive this long is taken over, ms; 0 means 30000 */
-  int max_deliveries;    /* deliveries before an item is poison; 0 means 5 */
+  int max_deliveries;    /* deliveries before an item is poison (2-1000); 0 means 5 */
   int64_t drain_timeout_ms; /* a stop waits this long for running items, ms; 0 means 30000 */
   void *loop;            /* a uv_loop_t to run on; NULL: the worker owns one */
   int quiet;             /* non-zero: no log lines on stderr */

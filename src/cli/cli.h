@@ -18,6 +18,21 @@ typedef struct cli_common {
   const char *queue; /* --queue, else "default" */
 } cli_common;
 
+/* A command's own flag, for cli_parse. */
+typedef struct cli_flag {
+  const char *name; /* long option, without the dashes */
+  int has_arg;      /* 0 or 1 */
+  int *flag;        /* set to 1 (no argument) */
+  const char **arg; /* set to the value (with argument) */
+} cli_flag;
+
+#define CLI_FLAGS_MAX 12 /* flags of one command, besides --redis and --queue */
+
+/* Parses --redis, --queue and the flags in extra[0..nextra) (at most
+ * CLI_FLAGS_MAX); returns the index of the first positional argument, or -1
+ * after a usage error (getopt has said which). */
+int cli_parse(int argc, char **argv, cli_common *com, const cli_flag *extra, int nextra);
+
 /* Prints "sluice: <message>" on stderr. */
 void cli_err(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 /* Resolves the Redis URL; NULL (after explaining how to set one) if none. */
@@ -41,6 +56,9 @@ int cmd_results(int argc, char **argv);
 int cmd_batches(int argc, char **argv);
 int cmd_cancel(int argc, char **argv);
 int cmd_demo(int argc, char **argv);
+int cmd_retry(int argc, char **argv);
+int cmd_dead(int argc, char **argv);
+int cmd_workers(int argc, char **argv);
 
 /* Follows a batch with a progress bar; returns the exit code (0, 1 or 3). */
 int cli_watch_batch(sl_client_t *cl, const char *queue, const char *batch);

@@ -1,5 +1,6 @@
 /* Helpers shared by the sluice commands. */
 #include <errno.h>
+#include <getopt.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
@@ -18,6 +19,37 @@ void cli_err(const char *fmt, ...) {
   vfprintf(stderr, fmt, ap);
   va_end(ap);
   fputc('\n', stderr);
+}
+
+int cli_parse(int argc, char **argv, cli_common *com, const cli_flag *extra, int nextra) {
+  struct option opts[CLI_FLAGS_MAX + 3];
+  int k = 0;
+  int ch;
+  int idx;
+
+  if (nextra < 0 || nextra > CLI_FLAGS_MAX)
+    return -1;
+  com->redis = getenv("SLUICE_REDIS");
+  com->queue = NULL;
+  opts[k++] = (struct option){"redis", required_argument, NULL, 'R'};
+  opts[k++] = (struct option){"queue", required_argument, NULL, 'Q'};
+  for (int i = 0; i < nextra; i++)
+    opts[k++] = (struct option){extra[i].name, extra[i].has_arg, NULL, 256 + i};
+  opts[k] = (struct option){NULL, 0, NULL, 0};
+  optind = 1;
+  while ((ch = getopt_long(argc, argv, "", opts, &idx)) != -1) {
+    if (ch == 'R')
+      com->redis = optarg;
+    else if (ch == 'Q')
+      com->queue = optarg;
+    else if (ch >= 256 && extra[ch - 256].has_arg)
+      *extra[ch - 256].arg = optarg;
+    else if (ch >= 256)
+      *extra[ch - 256].flag = 1;
+    else
+      return -1;
+  }
+  return optind;
 }
 
 const char *cli_redis_url(const cli_common *c) {

@@ -1,51 +1,12 @@
 /*
  * Reading commands: status, watch, results, batches, and cancel.
  */
-#include <getopt.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include <cjson/cJSON.h>
 
 #include "cli.h"
-
-/* Parses the common options plus the flags in `extra`; returns the first
- * positional argument index, or -1 after a usage error. Flags set *flag[i]. */
-typedef struct flagdef {
-  const char *name; /* long option */
-  int has_arg;      /* 0 or 1 */
-  int *flag;        /* set to 1 (no argument) */
-  const char **arg; /* set to the value (with argument) */
-} flagdef;
-
-static int parse(int argc, char **argv, cli_common *com, const flagdef *extra, int nextra) {
-  struct option opts[16];
-  int k = 0;
-  int ch;
-  int idx;
-
-  com->redis = getenv("SLUICE_REDIS");
-  com->queue = NULL;
-  opts[k++] = (struct option){"redis", required_argument, NULL, 'R'};
-  opts[k++] = (struct option){"queue", required_argument, NULL, 'Q'};
-  for (int i = 0; i < nextra; i++)
-    opts[k++] = (struct option){extra[i].name, extra[i].has_arg, NULL, 256 + i};
-  opts[k] = (struct option){NULL, 0, NULL, 0};
-  optind = 1;
-  while ((ch = getopt_long(argc, argv, "", opts, &idx)) != -1) {
-    if (ch == 'R')
-      com->redis = optarg;
-    else if (ch == 'Q')
-      com->queue = optarg;
-    else if (ch >= 256 && extra[ch - 256].has_arg)
-      *extra[ch - 256].arg = optarg;
-    else if (ch >= 256)
-      *extra[ch - 256].flag = 1;
-    else
-      return -1;
-  }
-  return optind;
-}
 
 static long long jnum(const cJSON *j, const char *k) {
   const cJSON *v = cJSON_GetObjectItemCaseSensitive(j, k);
@@ -108,9 +69,9 @@ static int need_batch(int argc, char **argv, int first, const char *usage) {
 
 int cmd_status(int argc, char **argv) {
   int json = 0;
-  flagdef f[] = {{"json", 0, &json, NULL}};
+  cli_flag f[] = {{"json", 0, &json, NULL}};
   cli_common com;
-  int first = parse(argc, argv, &com, f, 1);
+  int first = cli_parse(argc, argv, &com, f, 1);
   sl_client_t *cl;
   char *out = NULL;
   int rc;
@@ -137,7 +98,7 @@ int cmd_status(int argc, char **argv) {
 
 int cmd_watch(int argc, char **argv) {
   cli_common com;
-  int first = parse(argc, argv, &com, NULL, 0);
+  int first = cli_parse(argc, argv, &com, NULL, 0);
   sl_client_t *cl;
   int ret;
 
@@ -160,9 +121,9 @@ static int print_line(const char *json, size_t len, void *ud) {
 
 int cmd_results(int argc, char **argv) {
   int failed = 0;
-  flagdef f[] = {{"failed", 0, &failed, NULL}};
+  cli_flag f[] = {{"failed", 0, &failed, NULL}};
   cli_common com;
-  int first = parse(argc, argv, &com, f, 1);
+  int first = cli_parse(argc, argv, &com, f, 1);
   sl_client_t *cl;
   int rc;
 
@@ -196,9 +157,9 @@ int cmd_batches(int argc, char **argv) {
   int json = 0;
   const char *status = NULL;
   const char *limit_s = NULL;
-  flagdef f[] = {{"json", 0, &json, NULL}, {"status", 1, NULL, &status}, {"limit", 1, NULL, &limit_s}};
+  cli_flag f[] = {{"json", 0, &json, NULL}, {"status", 1, NULL, &status}, {"limit", 1, NULL, &limit_s}};
   cli_common com;
-  int first = parse(argc, argv, &com, f, 3);
+  int first = cli_parse(argc, argv, &com, f, 3);
   long long limit = 0;
   sl_client_t *cl;
   int rc;
@@ -225,7 +186,7 @@ int cmd_batches(int argc, char **argv) {
 
 int cmd_cancel(int argc, char **argv) {
   cli_common com;
-  int first = parse(argc, argv, &com, NULL, 0);
+  int first = cli_parse(argc, argv, &com, NULL, 0);
   sl_client_t *cl;
   int rc;
 

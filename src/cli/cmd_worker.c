@@ -65,8 +65,8 @@ int cmd_worker(int argc, char **argv) {
       wo.visibility_ms = v;
       break;
     case 'm':
-      if ((v = cli_parse_int(optarg, 1000)) < 1) {
-        cli_err("--max-deliveries: expected an integer from 1 to 1000, got \"%s\"", optarg);
+      if ((v = cli_parse_int(optarg, 1000)) < 2) {
+        cli_err("--max-deliveries: expected an integer from 2 to 1000, got \"%s\"", optarg);
         return EXIT_USAGE;
       }
       wo.max_deliveries = (int)v;

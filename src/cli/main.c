@@ -20,6 +20,11 @@ static const char usage[] =
     "  results BATCH [--failed]    one JSON line per finished item\n"
     "  batches [--status S] [--limit N] [--json]   the queue's batches, newest first\n"
     "  cancel BATCH                no item of the batch starts any more\n"
+    "  retry BATCH                 run the failed items of a batch again (attempts start at 1)\n"
+    "  dead list [--limit N] [--json]   dead letters (items that failed for good), newest first\n"
+    "  dead requeue ID...|--all|--limit N   run the items of dead letters again (--limit: oldest N)\n"
+    "  dead purge                  delete every dead letter; failed results stay\n"
+    "  workers [--json]            live workers: id, host, pid, queue, running, last beat\n"
     "  demo                        submit and run a batch on a private Redis\n"
     "  version\n"
     "\n"
@@ -34,7 +39,8 @@ int main(int argc, char **argv) {
   } cmds[] = {
       {"submit", cmd_submit},   {"worker", cmd_worker},   {"status", cmd_status},
       {"watch", cmd_watch},     {"results", cmd_results}, {"batches", cmd_batches},
-      {"cancel", cmd_cancel},   {"demo", cmd_demo},
+      {"cancel", cmd_cancel},   {"demo", cmd_demo},       {"retry", cmd_retry},
+      {"dead", cmd_dead},       {"workers", cmd_workers},
   };
 
   if (argc < 2 || strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "--help") == 0 ||

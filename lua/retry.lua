@@ -1,0 +1,74 @@
+-- sluice_v1_retry: runs the failed items of a batch again (`sluice retry BATCH`).
+-- KEYS[1]     batch hash P..'b:'..BATCH
+-- KEYS[2]     its results hash P..'b:'..BATCH..':r'
+-- KEYS[3]     its failed-items hash P..'b:'..BATCH..':f'
+-- KEYS[4..6]  streams P..'s:high', P..'s:normal', P..'s:low'
+-- KEYS[7]     the dead letters P..'dead'
+-- ARGV[1]     key prefix P    ARGV[2] queue name    ARGV[3] batch id
+-- ARGV[4]     the most items this call re-queues (1-10000)
+-- ARGV[5]     consumer group
+-- returns     {requeued, more}: the items this call put back, and 1 when it
+--             stopped at ARGV[4] with failed items left (call it again), else 0
+-- errors      'SLUICE_ARGS' (malformed arguments; nothing was written),
+--             'SLUICE_NOTFOUND' (no such batch), 'SLUICE_CANCELLED' (the batch
+--             was cancelled: its items would not run)
+--
+-- Each entry of the failed-items hash whose results line still says `failed`
+-- is re-queued (sl_requeue): its result and entry are removed, its dead
+-- letter deleted, and it goes back to its priority stream as attempt 1; the
+-- batch's `failed` and `done` go down by one each and a `completed` batch is
+-- `running` again. An entry whose result is not `failed` (or gone) is stale and
+-- only removed; an entry without item JSON (sl_dead got no stream entry) stays, and
+-- its item stays failed. A moved item has no result any more, so HSCAN
+-- returning it twice does not move it twice, and a second call (or a call
+-- sent again after a lost reply) finds nothing left: retry is idempotent.
+-- One event is published when anything moved.
+local bkey, rkey, fkey, dkey = KEYS[1], KEYS[2], KEYS[3], KEYS[7]
+local streams = {KEYS[4], KEYS[5], KEYS[6]}
+local prefix, queue, batch, group = ARGV[1], ARGV[2], ARGV[3], ARGV[5]
+local max = tonumber(ARGV[4])
+
+if not string.match(ARGV[4] or '', '^%d+$') or max < 1 or max > 10000 then
+  return redis.error_reply('SLUICE_ARGS the most items per call must be 1-10000')
+end
+local st = redis.call('HGET', bkey, 'status')
+if not st then
+  return redis.error_reply('SLUICE_NOTFOUND no batch ' .. batch .. ' in this queue')
+end
+if st == 'cancelled' then
+  return redis.error_reply('SLUICE_CANCELLED batch ' .. batch ..
+                           ' was cancelled; its failed items would not run again')
+end
+for s = 1, 3 do
+  local e = sl_ensure_group(streams[s], group)
+  if e then return e end
+end
+
+local moved, more = 0, 0
+local cursor = '0'
+repeat
+  local page = redis.call('HSCAN', fkey, cursor, 'COUNT', max)
+  cursor = page[1]
+  local kv = page[2]
+  for j = 1, #kv, 2 do
+    if moved >= max then
+      more = 1
+      break
+    end
+    local idx = kv[j]
+    local s, did, d = sl_failed_parse(kv[j + 1])
+    if not sl_result_failed(redis.call('HGET', rkey, idx)) then
+      redis.call('HDEL', fkey, idx) -- stale: the item has no failed result
+    elseif s and d ~= '' then
+      sl_requeue(bkey, streams, batch, idx, s, d)
+      redis.call('XDEL', dkey, did)
+      moved = moved + 1
+    end
+  end
+until cursor == '0' or more == 1
+
+if moved > 0 then
+  sl_reopen(bkey, moved)
+  sl_publish(prefix, queue, batch, sl_now_ms())
+end
+return {moved, more}
