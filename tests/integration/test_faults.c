@@ -133,6 +133,25 @@ static void test_kill_storm(void) {
     }
     usleep(20000);
   }
+  /* The consumers of killed workers leave the group once nothing is pending
+   * for them and their registration expired (3 beats + 1 s); the live
+   * workers' stay. */
+  {
+    long long t1 = itest_ms();
+
+    for (;;) {
+      redisReply *r = itest_cmd(c, "XINFO CONSUMERS sluice:{%s}:s:normal workers", q);
+      size_t nc = r->elements;
+
+      for (size_t i = 0; i < r->elements; i++)
+        CHECK_INT(r->element[i]->element[3]->integer, ==, 0); /* nothing pending anywhere */
+      freeReplyObject(r);
+      if (nc <= 3)
+        break;
+      CHECK(itest_ms() - t1 < 15000);
+      usleep(200000);
+    }
+  }
   for (int i = 0; i < 3; i++)
     CHECK_INT(WEXITSTATUS(itest_stop(w[i])), ==, 0);
   again = check_exact(c, q, batch, n, 0);
@@ -594,6 +613,68 @@ static void test_stalled_worker_fenced(void) {
   redisFree(c);
 }
 
+/* A per-item timeout ends the attempt with an error that says so; it is
+ * retryable, and the handler's work is cancelled. */
+static void test_timeout(void) {
+  const char *q = itest_queue("timeout");
+  const char *path = itest_path("timeout.jsonl");
+  const char *data = "{\"id\":\"slow\",\"type\":\"sleep\",\"payload\":{\"ms\":5000},\"timeout_ms\":200,"
+                     "\"max_attempts\":2,\"backoff_ms\":10}\n";
+  redisContext *c = itest_conn();
+  char batch[64];
+  pid_t w;
+  redisReply *r;
+  long long t0 = itest_ms();
+
+  itest_write(path, data, strlen(data));
+  snprintf(batch, sizeof(batch), "%s", submit_file(itest_url(), q, path, NULL, NULL));
+  w = worker(itest_url(), q, "2", "5000", NULL, NULL, NULL);
+  itest_wait_batch(c, q, batch, 20);
+  CHECK(itest_ms() - t0 < 4000); /* two 200 ms attempts, not two 5 s sleeps */
+  itest_stop(w);
+  check_exact(c, q, batch, 1, 1);
+  r = itest_cmd(c, "HGET sluice:{%s}:b:%s:r 0", q, batch);
+  CHECK_CONTAINS(r->str, "\"error\":\"timed out after 200 ms\"");
+  CHECK_CONTAINS(r->str, "\"attempts\":2,");
+  CHECK_CONTAINS(r->str, "\"errors\":[\"timed out after 200 ms\"]");
+  freeReplyObject(r);
+  redisFree(c);
+}
+
+/* A second signal ends the worker at once; its items are not lost: another
+ * worker takes them over. */
+static void test_second_signal(void) {
+  const char *q = itest_queue("twosig");
+  const char *path = itest_path("twosig.jsonl");
+  redisContext *c = itest_conn();
+  char buf[1024];
+  size_t len = 0;
+  char batch[64];
+  pid_t a;
+  pid_t b;
+  int status;
+  long long t0;
+
+  for (int i = 0; i < 4; i++)
+    len += (size_t)snprintf(buf + len, sizeof(buf) - len, "{\"type\":\"sleep\",\"payload\":{\"ms\":3000}}\n");
+  itest_write(path, buf, len);
+  snprintf(batch, sizeof(batch), "%s", submit_file(itest_url(), q, path, NULL, NULL));
+  a = worker(itest_url(), q, "4", "1000", NULL, NULL, NULL);
+  usleep(400000);
+  kill(a, SIGTERM);
+  usleep(100000);
+  kill(a, SIGTERM);
+  t0 = itest_ms();
+  waitpid(a, &status, 0);
+  CHECK(itest_ms() - t0 < 1000);
+  CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 1);
+  b = worker(itest_url(), q, "4", "1000", NULL, NULL, NULL);
+  itest_wait_batch(c, q, batch, 20);
+  itest_stop(b);
+  check_exact(c, q, batch, 4, 0);
+  redisFree(c);
+}
+
 static const sl_test tests[] = {
     {"kill_storm", test_kill_storm, 200},
     {"redis_restart", test_redis_restart, 120},
@@ -604,6 +685,8 @@ static const sl_test tests[] = {
     {"takeover_time", test_takeover_time, 60},
     {"long_item_kept_alive", test_long_item_kept_alive, 60},
     {"stalled_worker_fenced", test_stalled_worker_fenced, 60},
+    {"timeout", test_timeout, 60},
+    {"second_signal", test_second_signal, 60},
     {NULL, NULL, 0},
 };
 
