@@ -68,8 +68,9 @@ local function sl_admit(ctx, key, group, eid, batch, idx, att, d)
   end
   -- A later attempt (a retry, or a takeover) of an item that has ended
   -- meanwhile (a slow first attempt finished after all) does not run again.
-  -- A first delivery of a first attempt cannot have ended: no check there.
-  if (ctx.again or att ~= '1') and st ~= '-' and redis.call('HEXISTS', bkey .. ':r', idx) == 1 then
+  -- A first delivery of a first attempt cannot have ended: no check there
+  -- (an entry given back by a stopping worker carries x = 1: ctx.extra).
+  if (ctx.again or ctx.extra or att ~= '1') and st ~= '-' and redis.call('HEXISTS', bkey .. ':r', idx) == 1 then
     st = '-'
   end
   if st == 'queued' or (st == 'submitting' and not ctx.started[batch]) then
@@ -104,11 +105,58 @@ local function sl_admit(ctx, key, group, eid, batch, idx, att, d)
   return false
 end
 
+-- The rate key of a normalized item, or nil. The item JSON starts
+-- {"id":"...","type":"...", and a rate key comes right after the type:
+-- the first '","type":"' is the item's own (quotes inside the id string are
+-- escaped), and types and rate keys are plain names.
+local function sl_rate_key(d)
+  local p = string.find(d, '","type":"', 1, true)
+  if not p then return nil end
+  local q = string.find(d, '"', p + 10, true)
+  if not q or string.sub(d, q, q + 13) ~= '","rate_key":"' then return nil end
+  return string.match(d, '^([%w_.:-]+)"', q + 14)
+end
+
+-- Token bucket as GCRA, on the server's clock, with reservations: an item
+-- of rate key K may start at max(TAT, now) + T - burst * T, where T is the
+-- emission interval; its start is reserved at once (TAT moves on by T), so
+-- the fleet as a whole starts at most burst + t / T items in any window of
+-- length t. Returns the wait before the item may start, ms (0: now). A key
+-- with no limit set (P..'limits') is not limited. Limits are cached in ctx.
+local function sl_rate_wait(ctx, d)
+  local key = sl_rate_key(d)
+  if not key then return 0 end
+  ctx.limits = ctx.limits or {}
+  local lim = ctx.limits[key]
+  if lim == nil then
+    local v = redis.call('HGET', ctx.prefix .. 'limits', key)
+    lim = false
+    if v then
+      local t, burst = string.match(v, '^(%d+) (%d+)')
+      if t then lim = {t = tonumber(t), burst = tonumber(burst)} end
+    end
+    ctx.limits[key] = lim
+  end
+  if not lim or lim.t <= 0 then return 0 end
+  local tm = redis.call('TIME')
+  local now = tonumber(tm[1]) * 1000000 + tonumber(tm[2])
+  local rkey = ctx.prefix .. 'rl:' .. key
+  local tat = tonumber(redis.call('GET', rkey) or '0')
+  if tat < now then tat = now end
+  local new_tat = tat + lim.t
+  local allow_at = new_tat - lim.burst * lim.t
+  redis.call('SET', rkey, string.format('%.0f', new_tat), 'PX',
+             math.floor((new_tat - now) / 1000) + 1000)
+  if allow_at <= now then return 0 end
+  return math.ceil((allow_at - now) / 1000)
+end
+
 -- Appends an entry the worker may run to out: priority, entry id, batch,
--- item index, attempt, item JSON, earlier errors (a JSON array or ''), and
+-- item index, attempt, item JSON, earlier errors (a JSON array or ''),
 -- '1' when the item must run alone on its worker (its last allowed
--- delivery: see reclaim), else '0'.
-local function sl_emit(out, s, eid, f, attempt, alone)
+-- delivery: see reclaim) else '0', and the wait in ms before it may start
+-- (its rate limit; 0: at once).
+local function sl_emit(ctx, out, s, eid, f, attempt, alone)
   out[#out + 1] = s
   out[#out + 1] = eid
   out[#out + 1] = f[2]
@@ -117,6 +165,7 @@ local function sl_emit(out, s, eid, f, attempt, alone)
   out[#out + 1] = f[8]
   out[#out + 1] = f[10] or ''
   out[#out + 1] = alone and '1' or '0'
+  out[#out + 1] = sl_rate_wait(ctx, f[8])
 end
 
 -- Moves due retries from the delayed set back to their streams (each

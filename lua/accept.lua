@@ -16,8 +16,9 @@ for i = 4, #ARGV, 2 do
   local r = redis.call('XRANGE', KEYS[s], eid, eid)
   if r[1] then
     local f = r[1][2]
+    ctx.extra = #f > 8
     if sl_admit(ctx, KEYS[s], group, eid, f[2], f[4], f[6], f[8]) then
-      sl_emit(out, s, eid, f)
+      sl_emit(ctx, out, s, eid, f)
     end
   else
     redis.call('XACK', KEYS[s], group, eid) -- deleted meanwhile

@@ -53,11 +53,14 @@ for i = 4, #ARGV, 8 do
   end
   local first = 0
   if outcome == 'r' then
+    -- deliveries of this entry: a taken-over attempt counts every delivery
+    local p = redis.call('XPENDING', KEYS[s], group, eid, eid, 1)
+    local deliveries = p[1] and tonumber(p[1][4]) or 1
     if redis.call('XACK', KEYS[s], group, eid) == 1 and exists[batch]
        and redis.call('HEXISTS', bkey .. ':r', idx) == 0 then
       local f = entry(s, eid)
       if f then
-        local m = s .. '\n' .. batch .. '\n' .. idx .. '\n' .. (tonumber(f[6]) + 1) .. '\n' ..
+        local m = s .. '\n' .. batch .. '\n' .. idx .. '\n' .. (tonumber(f[6]) + deliveries) .. '\n' ..
                   text .. '\n' .. f[8]
         redis.call('ZADD', prefix .. 'delayed', now + tonumber(ARGV[i + 6]), m)
         first = 1

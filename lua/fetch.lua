@@ -3,9 +3,10 @@
 -- ARGV[1]     consumer group    ARGV[2] consumer name    ARGV[3] COUNT
 -- ARGV[4]     key prefix P      ARGV[5] queue name
 -- returns     a flat array: first the due time of the next delayed retry (ms
---             since the epoch, 0 when none), then 8 elements per item:
+--             since the epoch, 0 when none), then 9 elements per item:
 --             priority (1-3), stream entry id, batch id, item index, attempt,
---             item JSON, earlier errors (JSON array, or ''), run-alone flag ('0')
+--             item JSON, earlier errors (JSON array, or ''), run-alone flag ('0'),
+--             wait before it may start, ms (its rate limit, sl_rate_wait)
 --
 -- Due retries are moved back to their streams first (sl_promote), so they
 -- compete in priority order like new items. XREADGROUP's COUNT applies per
@@ -29,8 +30,9 @@ for s = 1, 3 do
     if #entries == 0 then break end
     for _, e in ipairs(entries) do
       local f = e[2]
+      ctx.extra = #f > 8
       if sl_admit(ctx, KEYS[s], group, e[1], f[2], f[4], f[6], f[8]) then
-        sl_emit(out, s, e[1], f)
+        sl_emit(ctx, out, s, e[1], f)
         want = want - 1
       end
     end

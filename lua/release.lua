@@ -16,7 +16,16 @@ for i = 3, #ARGV, 2 do
   if p[1] and p[1][2] == me then
     local r = redis.call('XRANGE', KEYS[s], eid, eid)
     if r[1] then
-      redis.call('XADD', KEYS[s], '*', unpack(r[1][2]))
+      local f = r[1][2]
+      local marked = false
+      for k = 9, #f, 2 do
+        if f[k] == 'x' then marked = true end
+      end
+      if not marked then
+        f[#f + 1] = 'x' -- given back: admission checks whether it ended meanwhile
+        f[#f + 1] = '1'
+      end
+      redis.call('XADD', KEYS[s], '*', unpack(f))
       n = n + 1
     end
     redis.call('XACK', KEYS[s], group, eid)

@@ -155,6 +155,7 @@ int sl__item_parse(const char *line, size_t len, long lineno, const sl_item_defa
   const sl_json_member *f_id = NULL;
   const sl_json_member *f_type = NULL;
   const sl_json_member *f_payload = NULL;
+  const sl_json_member *f_rate = NULL;
   size_t n = 0;
   size_t errpos = 0;
   char jerr[96];
@@ -241,14 +242,21 @@ int sl__item_parse(const char *line, size_t len, long lineno, const sl_item_defa
                  f->key, vallen, f->val);
         return SL_EINVAL;
       }
-    } else if (key_is(f, "rate_key") || key_is(f, "dedupe") || key_is(f, "run_at") ||
+    } else if (key_is(f, "rate_key")) {
+      if (f->val[0] != '"' || !sl__name_valid(f->val + 1, f->vallen - 2)) {
+        snprintf(err, errlen, "field \"rate_key\": expected a limit name of 1-%d characters [A-Za-z0-9_.:-], got %.*s",
+                 SL_NAME_MAX, vallen, f->val);
+        return SL_EINVAL;
+      }
+      f_rate = f;
+    } else if (key_is(f, "dedupe") || key_is(f, "run_at") ||
                key_is(f, "delay_ms")) {
       snprintf(err, errlen, "field \"%.*s\": not supported by this version of sluice yet", keylen, f->key);
       return SL_EINVAL;
     } else {
       snprintf(err, errlen,
                "field \"%.*s\": unknown field (known: id, type, payload, priority, max_attempts, timeout_ms, "
-               "backoff_ms, backoff_max_ms)",
+               "backoff_ms, backoff_max_ms, rate_key)",
                keylen, f->key);
       return SL_EINVAL;
     }
@@ -320,7 +328,16 @@ int sl__item_parse(const char *line, size_t len, long lineno, const sl_item_defa
   if (rc == 0)
     rc = sl__json_put_str(&d, id.p, id.len);
   if (rc == 0)
-    rc = sl__buf_printf(&d, ",\"type\":\"%s\",\"payload\":", type);
+    rc = sl__buf_printf(&d, ",\"type\":\"%s\"", type);
+  /* The rate key comes right after the type: fetch finds it there. */
+  if (rc == 0 && (f_rate != NULL || def->rate_key != NULL)) {
+    if (f_rate != NULL)
+      rc = sl__buf_printf(&d, ",\"rate_key\":%.*s", (int)f_rate->vallen, f_rate->val);
+    else
+      rc = sl__buf_printf(&d, ",\"rate_key\":\"%s\"", def->rate_key);
+  }
+  if (rc == 0)
+    rc = sl__buf_puts(&d, ",\"payload\":");
   if (rc == 0)
     rc = sl__buf_append(&d, f_payload->val, f_payload->vallen);
   if (rc == 0)

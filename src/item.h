@@ -6,8 +6,11 @@
  * the right types, and the payload of built-in types. What is stored in the
  * stream's `d` field is the normalized item, fields always in this order:
  *
- *   {"id":"row-17","type":"sleep","payload":<raw text>,"max_attempts":1,"timeout_ms":30000,
- *    "backoff_ms":1000,"backoff_max_ms":60000}
+ *   {"id":"row-17","type":"sleep"[,"rate_key":"openai"],"payload":<raw text>,"max_attempts":1,
+ *    "timeout_ms":30000,"backoff_ms":1000,"backoff_max_ms":60000}
+ *
+ * The rate key, when there is one, comes right after the type (the fetch
+ * function finds it there without decoding the JSON).
  *
  * The payload is kept byte for byte as the producer wrote it. When you change
  * this format, bump the protocol version (docs/PROTOCOL.md) and keep workers
@@ -29,6 +32,7 @@ typedef struct sl_item_defaults {
   int64_t timeout_ms;     /* > 0 */
   int64_t backoff_ms;     /* retry delay base, ms; 0 means 1000 */
   int64_t backoff_max_ms; /* retry delay cap, ms; 0 means 60000 */
+  const char *rate_key;   /* default rate limit name, or NULL (borrowed) */
 } sl_item_defaults;
 
 typedef struct sl_item {

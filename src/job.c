@@ -145,20 +145,16 @@ static void on_timeout(uv_timer_t *t) {
   sl__job_abort(j, why, 1);
 }
 
-void sl__job_start(sl_job_t *j) {
+/* Calls the handler: the attempt begins now (started_at), after any
+ * rate-limit wait. */
+static void invoke(sl_job_t *j) {
   sl_worker_t *w = j->w;
   char served[512];
   size_t off = 0;
 
+  j->invoked = 1;
   j->started_at = sl__now_ms();
-  j->started = 1;
-  uv_timer_init(w->loop, &j->timer);
   uv_timer_start(&j->timer, on_timeout, (uint64_t)j->timeout_ms, 0);
-  j->prev = NULL;
-  j->next = w->active;
-  if (w->active != NULL)
-    w->active->prev = j;
-  w->active = j;
   for (int i = 0; i < w->nhandlers; i++) {
     if (strcmp(w->handlers[i].type, j->type) == 0) {
       w->handlers[i].start(j, w->handlers[i].ud);
@@ -178,6 +174,29 @@ void sl__job_start(sl_job_t *j) {
                          "without sluice_v1_submit?", j->eid);
   else
     sl_job_fail(j, "no handler for type \"%s\" on worker %s (it serves: %s)", j->type, w->id, served);
+}
+
+static void on_wait(uv_timer_t *t) {
+  invoke((sl_job_t *)t);
+}
+
+void sl__job_start(sl_job_t *j) {
+  sl_worker_t *w = j->w;
+
+  j->started = 1;
+  uv_timer_init(w->loop, &j->timer);
+  j->prev = NULL;
+  j->next = w->active;
+  if (w->active != NULL)
+    w->active->prev = j;
+  w->active = j;
+  if (j->wait_ms > 0) {
+    /* Its rate limit reserved a later start: sleep until then (the slot
+     * and the claim are held meanwhile; heartbeats cover it). */
+    uv_timer_start(&j->timer, on_wait, (uint64_t)j->wait_ms, 0);
+    return;
+  }
+  invoke(j);
 }
 
 /* The errors of earlier attempts plus `msg`, the last ERRORS_KEPT, as a JSON
@@ -309,6 +328,10 @@ void sl__job_abort(sl_job_t *j, const char *why, int record) {
     record_failure(j, why, 1);
   else
     sl__worker_finish(j->w, j, 0, NULL, 0, 0);
+  if (!j->invoked) {
+    sl__job_free(j); /* still waiting for its rate limit: no handler holds it */
+    return;
+  }
   if (j->cancel != NULL) {
     sl_job_cancel_fn fn = j->cancel;
 

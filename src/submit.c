@@ -26,6 +26,7 @@
 struct sl_batch {
   sl_keys keys;          /* the queue's key names */
   char *name;            /* label, or NULL */
+  char *rate_key;        /* default rate key, or NULL */
   sl_item_defaults def;  /* item defaults from the options */
   size_t chunk;          /* items per submit call */
   sl_item *items;        /* the validated items */
@@ -87,6 +88,17 @@ SL_EXTERN int sl_batch_new(const sl_batch_opts *opts, sl_batch_t **out, char *er
   b->def.backoff_ms = opts->backoff_ms;
   b->def.backoff_max_ms = opts->backoff_max_ms;
   b->chunk = opts->chunk_items > 0 ? opts->chunk_items : DEFAULT_CHUNK;
+  if (opts->rate_key != NULL) {
+    if (!sl__name_valid(opts->rate_key, strlen(opts->rate_key))) {
+      snprintf(errbuf, errlen, "invalid rate key \"%.*s\" (1-%d characters of [A-Za-z0-9_.:-])", 80,
+               opts->rate_key, SL_NAME_MAX);
+      goto invalid;
+    }
+    b->rate_key = sl_strdup(opts->rate_key);
+    if (b->rate_key == NULL)
+      goto oom;
+    b->def.rate_key = b->rate_key;
+  }
   if (opts->name != NULL) {
     b->name = sl_strdup(opts->name);
     if (b->name == NULL)
@@ -112,6 +124,7 @@ SL_EXTERN void sl_batch_free(sl_batch_t *b) {
   sl_free(b->lines);
   sl_free(b->table);
   sl_free(b->name);
+  sl_free(b->rate_key);
   sl_free(b);
 }
 

@@ -180,14 +180,14 @@ static sl_job_t *backlog_pop(sl_worker_t *w) {
   return j;
 }
 
-/* Adds the items of a fetch/accept/reclaim reply (flat, 8 per item, after
+/* Adds the items of a fetch/accept/reclaim reply (flat, 9 per item, after
  * `skip` leading elements) to the backlog. Returns how many. */
 static int take_items(sl_worker_t *w, const redisReply *r, size_t skip) {
   int n = 0;
 
   if (r->type != REDIS_REPLY_ARRAY)
     return 0;
-  for (size_t i = skip; i + 7 < r->elements; i += 8) {
+  for (size_t i = skip; i + 8 < r->elements; i += 9) {
     redisReply *const *e = r->element + i;
     int prio = (int)e[0]->integer - 1;
     sl_job_t *j;
@@ -206,6 +206,7 @@ static int take_items(sl_worker_t *w, const redisReply *r, size_t skip) {
       continue;
     }
     j->alone = e[7]->type == REDIS_REPLY_STRING && e[7]->str[0] == '1';
+    j->wait_ms = e[8]->type == REDIS_REPLY_INTEGER && e[8]->integer > 0 ? e[8]->integer : 0;
     if (j->alone)
       sl__log_warn("item %s of batch %s is on its last allowed delivery (max-deliveries %d): running it alone",
                    j->idx, j->batch, w->max_deliveries);
@@ -785,7 +786,8 @@ static int recoverable(sl_worker_t *w, const redisReply *r) {
 
   /* Redis is loading its data after a restart, or busy: wait a moment. */
   if (strncmp(r->str, "LOADING", 7) == 0 || strncmp(r->str, "BUSY", 4) == 0 ||
-      strncmp(r->str, "TRYAGAIN", 8) == 0 || strncmp(r->str, "MASTERDOWN", 10) == 0) {
+      strncmp(r->str, "TRYAGAIN", 8) == 0 || strncmp(r->str, "MASTERDOWN", 10) == 0 ||
+      strncmp(r->str, "OOM", 3) == 0) {
     if (!w->paused && !w->closed) {
       sl__log_warn("Redis answered %.60s; retrying in a moment", r->str);
       w->paused = 1;
@@ -1024,6 +1026,10 @@ static void on_drain_timer(uv_timer_t *t) {
   if (n > 0)
     sl__log_warn("drain timeout (%lld ms) passed: gave up %d running items; they run again elsewhere",
                  (long long)w->drain_ms, n);
+  if (!w->cmd_up && w->ndone > 0)
+    sl__log_warn("drain timeout passed with Redis unreachable: %d finished items could not be recorded; "
+                 "they run again elsewhere (their effects on sluice are counted once)", w->ndone);
+  w->drained = 1;
   sl__worker_kick(w);
 }
 
@@ -1051,6 +1057,20 @@ static void pump(sl_worker_t *w) {
     return;
   }
   if (w->stopping) {
+    /* Items still waiting for their rate limit have not started: give
+     * them back with the backlog. */
+    for (sl_job_t *a = w->active; a != NULL;) {
+      sl_job_t *next = a->next;
+
+      if (!a->ended && !a->invoked) {
+        sl_job_t *copy = sl__job_new(w, a->prio, a->eid, a->batch, a->idx, "1", "{}", 2, NULL, 0);
+
+        if (copy != NULL)
+          backlog_push(w, copy);
+        sl__job_abort(a, "the worker stopped", 0);
+      }
+      a = next;
+    }
     if (w->nbacklog > 0 && w->cmd_up && !w->releasing)
       release_backlog(w);
   } else {
@@ -1079,8 +1099,8 @@ static void pump(sl_worker_t *w) {
         fetch(w, free_slots);
     }
   }
-  if (w->stopping && w->running == 0 && w->ndone == 0 && w->flushing == 0 && !w->fetching && !w->blocking &&
-      !w->releasing && (w->nbacklog == 0 || !w->cmd_up))
+  if (w->stopping && w->running == 0 && (w->ndone == 0 || (w->drained && !w->cmd_up)) && w->flushing == 0 &&
+      !w->fetching && !w->blocking && !w->releasing && (w->nbacklog == 0 || !w->cmd_up))
     close_all(w);
 }
 

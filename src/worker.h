@@ -66,6 +66,8 @@ struct sl_job {
   int64_t started_at;       /* ms since the epoch */
   int started;              /* the handler was called */
   int alone;                /* on its last allowed delivery: runs with nothing else */
+  int64_t wait_ms;          /* its rate limit: how long to wait before the handler runs, ms */
+  int invoked;              /* the handler was called (after any rate-limit wait) */
   int ended;                /* the worker recorded or gave up the outcome (timeout, fencing) */
   sl_job_cancel_fn cancel;  /* the handler's cancel hook, or NULL */
   void *cancel_ud;          /* its argument */
@@ -115,6 +117,7 @@ struct sl_worker {
   uv_timer_t drain;          /* the drain deadline after a stop */
   uv_timer_t pause;          /* ends a pause after LOADING/BUSY answers */
   int paused;                /* Redis asked us to wait: no calls until the pause timer */
+  int drained;               /* the drain timeout passed: close even with completions held */
   int timers_up;             /* the timers above are initialized */
   int beating;               /* a beat call is in flight */
   int reclaiming;            /* a reclaim call is in flight */

@@ -96,6 +96,7 @@ typedef struct sl_batch_opts {
   int64_t timeout_ms;    /* default per-attempt timeout, ms; 0 means 30000 */
   int64_t backoff_ms;    /* default retry delay base, ms; 0 means 1000 */
   int64_t backoff_max_ms; /* default retry delay cap, ms; 0 means 60000 */
+  const char *rate_key;  /* default rate limit of the items (sl_limit_set), or NULL */
   size_t chunk_items;    /* items per submit call; 0 means 2000 */
 } sl_batch_opts;
 
@@ -224,6 +225,21 @@ SL_EXTERN int sl_dead_purge(sl_client_t *c, const char *queue, size_t *purged);
  * listed. A non-zero return of cb stops the listing and is returned.
  */
 SL_EXTERN int sl_workers_list(sl_client_t *c, const char *queue, sl_line_cb cb, void *ud);
+
+/* ---- Rate limits ---- */
+
+/*
+ * Sets (or replaces) the fleet-wide rate limit NAME of a queue: items whose
+ * rate_key is NAME start at most `burst` at once and `rate` on average,
+ * across all workers. rate is "50/s", "3000/m" or "10000/h". A rate key
+ * with no limit set is not limited.
+ */
+SL_EXTERN int sl_limit_set(sl_client_t *c, const char *queue, const char *name, const char *rate, int burst);
+/* Removes a limit (and its bucket). SL_ENOTFOUND if there is none. */
+SL_EXTERN int sl_limit_rm(sl_client_t *c, const char *queue, const char *name);
+/* The queue's limits, one JSON object each: name, rate, burst, interval_us,
+ * per_s, reserved_ahead_ms (how far ahead starts are already reserved). */
+SL_EXTERN int sl_limit_list(sl_client_t *c, const char *queue, sl_line_cb cb, void *ud);
 
 /* ---- Workers and handlers ---- */
 

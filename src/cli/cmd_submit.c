@@ -21,6 +21,7 @@ int cmd_submit(int argc, char **argv) {
       {"timeout", required_argument, NULL, 't'}, {"name", required_argument, NULL, 'n'},
       {"wait", no_argument, NULL, 'w'},          {"chunk", required_argument, NULL, 'c'},
       {"backoff", required_argument, NULL, 'b'}, {"backoff-max", required_argument, NULL, 'B'},
+      {"rate-key", required_argument, NULL, 'r'},
       {NULL, 0, NULL, 0}};
   cli_common com = {getenv("SLUICE_REDIS"), NULL};
   sl_batch_opts bo = {0};
@@ -67,11 +68,12 @@ int cmd_submit(int argc, char **argv) {
       bo.timeout_ms = v;
       break;
     case 'n': bo.name = optarg; break;
+    case 'r': bo.rate_key = optarg; break;
     case 'b':
     case 'B':
-      if ((v = cli_parse_int(optarg, 86400000)) < 0) {
-        cli_err("--%s: expected milliseconds from 0 to 86400000, got \"%s\"", ch == 'b' ? "backoff" : "backoff-max",
-                optarg);
+      if ((v = cli_parse_int(optarg, 86400000)) < 1) {
+        cli_err("--%s: expected milliseconds from 1 to 86400000, got \"%s\" (an item's own backoff_ms may be 0)",
+                ch == 'b' ? "backoff" : "backoff-max", optarg);
         return EXIT_USAGE;
       }
       if (ch == 'b')

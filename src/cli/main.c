@@ -13,6 +13,7 @@ static const char usage[] =
     "  submit [opts] FILE|-        submit a batch of JSON Lines items; prints the batch id\n"
     "         --priority P --max-attempts N --timeout MS --name NAME --wait\n"
     "         --backoff MS --backoff-max MS   (retry delay: full jitter up to min(max, MS * 2^n))\n"
+    "         --rate-key NAME      (the items' rate limit, see `sluice limit`)\n"
     "  worker [opts]               run items: --concurrency N --visibility MS --max-deliveries N\n"
     "                              --drain-timeout MS\n"
     "  status BATCH [--json]       counters, percent and timings of a batch\n"
@@ -25,6 +26,7 @@ static const char usage[] =
     "  dead requeue ID...|--all|--limit N   run the items of dead letters again (--limit: oldest N)\n"
     "  dead purge                  delete every dead letter; failed results stay\n"
     "  workers [--json]            live workers: id, host, pid, queue, running, last beat\n"
+    "  limit set NAME RATE [--burst N] | ls | rm NAME   fleet-wide rate limits (RATE: 50/s, 3000/m, 10000/h)\n"
     "  demo                        submit and run a batch on a private Redis\n"
     "  version\n"
     "\n"
@@ -40,7 +42,7 @@ int main(int argc, char **argv) {
       {"submit", cmd_submit},   {"worker", cmd_worker},   {"status", cmd_status},
       {"watch", cmd_watch},     {"results", cmd_results}, {"batches", cmd_batches},
       {"cancel", cmd_cancel},   {"demo", cmd_demo},       {"retry", cmd_retry},
-      {"dead", cmd_dead},       {"workers", cmd_workers},
+      {"dead", cmd_dead},       {"workers", cmd_workers}, {"limit", cmd_limit},
   };
 
   if (argc < 2 || strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "--help") == 0 ||

@@ -436,10 +436,10 @@ static void test_complete_race(void) {
   snprintf(batch, sizeof(batch), "%s", submit_file(itest_url(), q, path, NULL, NULL));
   r = itest_cmd(c, "FCALL sluice_v1_fetch 3 sluice:{%s}:s:high sluice:{%s}:s:normal sluice:{%s}:s:low workers zombie 1000 sluice:{%s}: %s",
                 q, q, q, q, q);
-  CHECK_INT(r->elements, ==, 1 + 8 * 1000);
+  CHECK_INT(r->elements, ==, 1 + 9 * 1000);
   for (int i = 0; i < 1000; i++) {
-    snprintf(eids[i], 32, "%s", r->element[1 + 8 * i + 1]->str);
-    snprintf(idx[i], 16, "%s", r->element[1 + 8 * i + 3]->str);
+    snprintf(eids[i], 32, "%s", r->element[1 + 9 * i + 1]->str);
+    snprintf(idx[i], 16, "%s", r->element[1 + 9 * i + 3]->str);
   }
   freeReplyObject(r);
   for (int k = 0; k < 2; k++) {

@@ -87,7 +87,7 @@ static void test_complete_twice(void) {
   r = itest_cmd(c, "FCALL sluice_v1_fetch 3 sluice:{%s}:s:high sluice:{%s}:s:normal sluice:{%s}:s:low workers a 10 sluice:{%s}: %s",
                 q, q, q, q, q);
   CHECK(r->type == REDIS_REPLY_ARRAY);
-  CHECK_INT(r->elements, ==, 1 + 2 * 8); /* next retry due, then 8 per item */
+  CHECK_INT(r->elements, ==, 1 + 2 * 9); /* next retry due, then 9 per item */
   CHECK_INT(r->element[0]->integer, ==, 0);
   CHECK_STR(r->element[3]->str, batch);
   CHECK_STR(r->element[4]->str, "0");

@@ -434,7 +434,7 @@ static void test_err_field_twice(void) {
 }
 
 static void test_err_not_supported_fields(void) {
-  static const char *const fields[] = {"run_at", "rate_key", "dedupe", "delay_ms"};
+  static const char *const fields[] = {"run_at", "dedupe", "delay_ms"};
 
   for (size_t i = 0; i < sizeof(fields) / sizeof(fields[0]); i++) {
     char line[128];
@@ -444,6 +444,28 @@ static void test_err_not_supported_fields(void) {
     snprintf(want, sizeof(want), "field \"%s\": not supported", fields[i]);
     parse_err(line, want, NULL);
   }
+}
+
+/* rate_key: a limit name, placed right after the type in the stored item
+ * (the fetch function reads it there); the batch default applies too. */
+static void test_rate_key(void) {
+  sl_item_defaults def = def_normal;
+  sl_item it;
+
+  parse_ok("{\"id\":\"a\",\"type\":\"http\",\"payload\":{\"url\":\"http://x/\"},\"rate_key\":\"openai\"}", &it);
+  CHECK_STR(it.d, "{\"id\":\"a\",\"type\":\"http\",\"rate_key\":\"openai\",\"payload\":{\"url\":\"http://x/\"},"
+                  "\"max_attempts\":1,\"timeout_ms\":30000,\"backoff_ms\":1000,\"backoff_max_ms\":60000}");
+  sl__item_free(&it);
+  def.rate_key = "batchwide";
+  parse_ok_def("{\"type\":\"noop\",\"payload\":null}", 3, &def, &it);
+  CHECK_CONTAINS(it.d, "\"type\":\"noop\",\"rate_key\":\"batchwide\",\"payload\":null");
+  sl__item_free(&it);
+  parse_ok_def("{\"type\":\"noop\",\"payload\":null,\"rate_key\":\"own\"}", 3, &def, &it);
+  CHECK_CONTAINS(it.d, "\"rate_key\":\"own\"");
+  CHECK(strstr(it.d, "batchwide") == NULL);
+  sl__item_free(&it);
+  parse_err("{\"type\":\"t\",\"payload\":{},\"rate_key\":1}", "field \"rate_key\": expected a limit name", NULL);
+  parse_err("{\"type\":\"t\",\"payload\":{},\"rate_key\":\"a b\"}", "field \"rate_key\"", NULL);
 }
 
 static void test_err_too_many_fields(void) {
@@ -618,6 +640,7 @@ static const sl_test tests[] = {
   {"err_timeout_ms", test_err_timeout_ms, 10},
   {"err_unknown_field", test_err_unknown_field, 10},
   {"err_field_twice", test_err_field_twice, 10},
+  {"rate_key", test_rate_key, 10},
   {"err_not_supported_fields", test_err_not_supported_fields, 10},
   {"err_too_many_fields", test_err_too_many_fields, 10},
   {"sleep_payload", test_sleep_payload, 10},

@@ -1,0 +1,188 @@
+/*
+ * Rate limits: named token buckets shared by the whole fleet of a queue.
+ *
+ * A limit is one field of the queue's hash P..'limits':
+ *
+ *   NAME -> "T_US BURST RATE"     e.g. "50000 5 20/s"
+ *
+ * T_US is the emission interval in microseconds (one token every T_US),
+ * BURST how many may start at once after a quiet spell, RATE the text it was
+ * set with. The bucket's state is one key per limit, P..'rl:NAME', holding
+ * the GCRA "theoretical arrival time" in µs on the Redis server's clock; the
+ * fetch function charges it (sl_rate_wait in lua/_lib.lua). When you change
+ * this format, change sl_rate_wait too and bump the protocol version.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <sluice/sluice.h>
+
+#include "buf.h"
+#include "conn.h"
+#include "item.h"
+#include "json.h"
+#include "limit.h"
+#include "script.h"
+
+int sl__rate_parse(const char *s, int64_t *interval_us, char *err, size_t errlen) {
+  char *end;
+  double n;
+  double unit_us;
+
+  errno = 0;
+  n = strtod(s, &end);
+  if (end == s || errno != 0 || *end != '/' || !(n > 0) || n > 1e9) {
+    snprintf(err, errlen, "rate \"%.40s\" must look like 50/s, 3000/m or 10000/h (a positive number per unit)", s);
+    return SL_EINVAL;
+  }
+  end++;
+  if (strcmp(end, "s") == 0)
+    unit_us = 1e6;
+  else if (strcmp(end, "m") == 0)
+    unit_us = 60e6;
+  else if (strcmp(end, "h") == 0)
+    unit_us = 3600e6;
+  else {
+    snprintf(err, errlen, "rate \"%.40s\": unknown unit \"%.8s\" (expected s, m or h)", s, end);
+    return SL_EINVAL;
+  }
+  if (unit_us / n < 1) {
+    snprintf(err, errlen, "rate \"%.40s\" is over one per microsecond", s);
+    return SL_EINVAL;
+  }
+  *interval_us = (int64_t)(unit_us / n + 0.5);
+  return 0;
+}
+
+SL_EXTERN int sl_limit_set(sl_client_t *c, const char *queue, const char *name, const char *rate, int burst) {
+  char value[128];
+  char key[SL_NAME_MAX + 32];
+  int64_t t;
+  sl_keys k;
+  redisReply *r;
+  int rc;
+
+  if (sl__keys_init(&k, queue) != 0)
+    return sl__client_fail(c, SL_EINVAL, "invalid queue name \"%s\"", queue);
+  if (name == NULL || !sl__name_valid(name, strlen(name)))
+    return sl__client_fail(c, SL_EINVAL, "invalid limit name \"%.80s\" (1-%d characters of [A-Za-z0-9_.:-])",
+                           name ? name : "", SL_NAME_MAX);
+  if (burst < 1 || burst > 1000000)
+    return sl__client_fail(c, SL_EINVAL, "burst %d is out of range (1-1000000)", burst);
+  rc = sl__rate_parse(rate, &t, c->errstr, sizeof(c->errstr));
+  if (rc != 0)
+    return rc;
+  snprintf(key, sizeof(key), "%slimits", k.prefix);
+  snprintf(value, sizeof(value), "%lld %d %s", (long long)t, burst, rate);
+  {
+    const char *av[4] = {"HSET", key, name, value};
+
+    r = sl__client_cmd(c, &rc, 4, av, NULL);
+  }
+  if (r == NULL)
+    return rc;
+  freeReplyObject(r);
+  return 0;
+}
+
+SL_EXTERN int sl_limit_rm(sl_client_t *c, const char *queue, const char *name) {
+  char key[SL_NAME_MAX + 32];
+  char state[2 * SL_NAME_MAX + 32];
+  sl_keys k;
+  redisReply *r;
+  int rc;
+
+  if (sl__keys_init(&k, queue) != 0)
+    return sl__client_fail(c, SL_EINVAL, "invalid queue name \"%s\"", queue);
+  snprintf(key, sizeof(key), "%slimits", k.prefix);
+  {
+    const char *av[3] = {"HDEL", key, name};
+
+    r = sl__client_cmd(c, &rc, 3, av, NULL);
+  }
+  if (r == NULL)
+    return rc;
+  rc = r->integer == 1 ? 0 : sl__client_fail(c, SL_ENOTFOUND, "no limit \"%s\" in queue %s", name, k.queue);
+  freeReplyObject(r);
+  if (rc == 0) {
+    const char *av[2] = {"DEL", state};
+
+    snprintf(state, sizeof(state), "%srl:%s", k.prefix, name);
+    r = sl__client_cmd(c, &rc, 2, av, NULL);
+    if (r != NULL)
+      freeReplyObject(r);
+  }
+  return rc;
+}
+
+SL_EXTERN int sl_limit_list(sl_client_t *c, const char *queue, sl_line_cb cb, void *ud) {
+  char key[SL_NAME_MAX + 32];
+  sl_keys k;
+  redisReply *r;
+  redisReply *t;
+  sl_buf out;
+  int rc;
+
+  if (sl__keys_init(&k, queue) != 0)
+    return sl__client_fail(c, SL_EINVAL, "invalid queue name \"%s\"", queue);
+  snprintf(key, sizeof(key), "%slimits", k.prefix);
+  {
+    const char *av[2] = {"HGETALL", key};
+
+    r = sl__client_cmd(c, &rc, 2, av, NULL);
+  }
+  if (r == NULL)
+    return rc;
+  {
+    const char *av[1] = {"TIME"};
+
+    t = sl__client_cmd(c, &rc, 1, av, NULL);
+  }
+  if (t == NULL) {
+    freeReplyObject(r);
+    return rc;
+  }
+  sl__buf_init(&out, 4096);
+  for (size_t i = 0; i + 1 < r->elements && rc == 0; i += 2) {
+    const char *name = r->element[i]->str;
+    long long interval = 0;
+    int burst = 0;
+    char rate[64] = "";
+    char state[2 * SL_NAME_MAX + 32];
+    long long tat = 0;
+    long long now = strtoll(t->element[0]->str, NULL, 10) * 1000000 + strtoll(t->element[1]->str, NULL, 10);
+    redisReply *s;
+
+    if (sscanf(r->element[i + 1]->str, "%lld %d %63s", &interval, &burst, rate) != 3)
+      continue;
+    snprintf(state, sizeof(state), "%srl:%s", k.prefix, name);
+    {
+      const char *av[2] = {"GET", state};
+
+      s = sl__client_cmd(c, &rc, 2, av, NULL);
+    }
+    if (s == NULL)
+      break;
+    if (s->type == REDIS_REPLY_STRING)
+      tat = strtoll(s->str, NULL, 10);
+    freeReplyObject(s);
+    sl__buf_reset(&out);
+    rc = sl__buf_puts(&out, "{\"name\":");
+    if (rc == 0)
+      rc = sl__json_put_str(&out, name, strlen(name));
+    if (rc == 0)
+      rc = sl__buf_printf(&out,
+                          ",\"rate\":\"%s\",\"burst\":%d,\"interval_us\":%lld,\"per_s\":%.3f,"
+                          "\"reserved_ahead_ms\":%lld}",
+                          rate, burst, interval, interval > 0 ? 1e6 / (double)interval : 0.0,
+                          tat > now ? (tat - now) / 1000 : 0);
+    if (rc == 0)
+      rc = cb(out.p, out.len, ud);
+  }
+  sl__buf_free(&out);
+  freeReplyObject(t);
+  freeReplyObject(r);
+  return rc;
+}

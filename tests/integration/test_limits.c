@@ -1,0 +1,168 @@
+/*
+ * Fleet-wide rate limits (GCRA in the fetch function, on the server clock):
+ * three worker processes with 50 slots each stay under `burst + rate * t`
+ * starts in every window, measured from the results' started_at.
+ */
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cjson/cJSON.h>
+
+#include "itest.h"
+
+static int cmp_ll(const void *a, const void *b) {
+  long long x = *(const long long *)a;
+  long long y = *(const long long *)b;
+
+  return x < y ? -1 : x > y;
+}
+
+static int run(const char *q, const char *const *args, char **out, char **err) {
+  const char *full[24];
+  int k = 0;
+
+  for (; args[k] != NULL && k < 18; k++)
+    full[k] = args[k];
+  full[k++] = "--redis";
+  full[k++] = itest_url();
+  full[k++] = "--queue";
+  full[k++] = q;
+  full[k] = NULL;
+  return itest_run(full, out, err, 60);
+}
+
+/* Limit 20/s, burst 5; 3 workers x 50 slots; 300 noop items. In every
+ * window of length t: starts <= 5 + 20 t (10 ms allowed for clock reads);
+ * the whole run takes at least (300 - 5) / 20 s. */
+static void test_rate_accuracy(void) {
+  const char *q = itest_queue("rate");
+  const char *path = itest_path("rate.jsonl");
+  redisContext *c = itest_conn();
+  char buf[300 * 64];
+  size_t len = 0;
+  char batch[64];
+  pid_t w[3];
+  long long starts[300];
+  size_t n = 0;
+  redisReply *r;
+  char *out = NULL;
+
+  {
+    const char *args[] = {"limit", "set", "api", "20/s", "--burst", "5", NULL};
+
+    CHECK_INT(run(q, args, NULL, NULL), ==, 0);
+  }
+  for (int i = 0; i < 300; i++)
+    len += (size_t)snprintf(buf + len, sizeof(buf) - len, "{\"type\":\"noop\",\"payload\":%d}\n", i);
+  itest_write(path, buf, len);
+  {
+    const char *args[] = {"submit", "--rate-key", "api", path, NULL};
+
+    CHECK_INT(run(q, args, &out, NULL), ==, 0);
+    snprintf(batch, sizeof(batch), "%.26s", out);
+    free(out);
+  }
+  for (int i = 0; i < 3; i++) {
+    const char *args[] = {"worker", "--redis", itest_url(), "--queue", q, "--concurrency", "50", "--quiet", NULL};
+
+    w[i] = itest_spawn(args, NULL, NULL);
+  }
+  itest_wait_batch(c, q, batch, 60);
+  for (int i = 0; i < 3; i++)
+    itest_stop(w[i]);
+  r = itest_cmd(c, "HVALS sluice:{%s}:b:%s:r", q, batch);
+  CHECK_INT(r->elements, ==, 300);
+  for (size_t i = 0; i < r->elements; i++) {
+    cJSON *j = cJSON_Parse(r->element[i]->str);
+
+    CHECK_STR(cJSON_GetObjectItemCaseSensitive(j, "status")->valuestring, "succeeded");
+    starts[n++] = (long long)cJSON_GetObjectItemCaseSensitive(j, "started_at")->valuedouble;
+    cJSON_Delete(j);
+  }
+  freeReplyObject(r);
+  qsort(starts, n, sizeof(starts[0]), cmp_ll);
+  for (size_t i = 0; i < n; i++) {
+    for (size_t j = i; j < n; j++) {
+      double t = (double)(starts[j] - starts[i] + 10) / 1000.0; /* 10 ms of clock skew */
+      double allowed = 5 + 20 * t;
+
+      if ((double)(j - i + 1) > allowed + 1e-9)
+        sl_test_fail(__FILE__, __LINE__, "%zu starts in %.3f s (from #%zu to #%zu): over 5 + 20 t = %.2f",
+                     j - i + 1, t, i, j, allowed);
+    }
+  }
+  {
+    double span = (double)(starts[n - 1] - starts[0]) / 1000.0;
+
+    CHECK(span >= (300.0 - 5.0) / 20.0 - 0.01);
+    printf("    rate: 300 starts over %.2f s across 3 workers: %.2f/s after the burst (limit 20/s, burst 5)\n", span,
+           (double)(n - 5) / span);
+  }
+  redisFree(c);
+}
+
+/* limit set / ls / rm through the CLI, with clear errors. */
+static void test_limit_commands(void) {
+  const char *q = itest_queue("limits");
+  char *out = NULL;
+  char *err = NULL;
+
+  {
+    const char *args[] = {"limit", "set", "openai", "3000/m", "--burst", "10", NULL};
+
+    CHECK_INT(run(q, args, NULL, NULL), ==, 0);
+  }
+  {
+    const char *args[] = {"limit", "ls", "--json", NULL};
+
+    CHECK_INT(run(q, args, &out, NULL), ==, 0);
+    CHECK_CONTAINS(out, "\"name\":\"openai\"");
+    CHECK_CONTAINS(out, "\"rate\":\"3000/m\"");
+    CHECK_CONTAINS(out, "\"burst\":10");
+    CHECK_CONTAINS(out, "\"interval_us\":20000");
+    free(out);
+  }
+  {
+    const char *args[] = {"limit", "set", "bad", "fast", NULL};
+
+    CHECK_INT(run(q, args, NULL, &err), ==, 2);
+    CHECK_CONTAINS(err, "rate \"fast\" must look like 50/s");
+    free(err);
+  }
+  {
+    const char *args[] = {"limit", "set", "bad", "5/d", NULL};
+
+    CHECK_INT(run(q, args, NULL, &err), ==, 2);
+    CHECK_CONTAINS(err, "unknown unit \"d\"");
+    free(err);
+  }
+  {
+    const char *args[] = {"limit", "rm", "openai", NULL};
+
+    CHECK_INT(run(q, args, NULL, NULL), ==, 0);
+    CHECK_INT(run(q, args, NULL, &err), ==, 1);
+    CHECK_CONTAINS(err, "no limit \"openai\"");
+    free(err);
+  }
+  {
+    const char *args[] = {"limit", "ls", "--json", NULL};
+
+    CHECK_INT(run(q, args, &out, NULL), ==, 0);
+    CHECK_STR(out, "");
+    free(out);
+  }
+}
+
+static const sl_test tests[] = {
+    {"rate_accuracy", test_rate_accuracy, 90},
+    {"limit_commands", test_limit_commands, 30},
+    {NULL, NULL, 0},
+};
+
+int main(int argc, char **argv) {
+  itest_use_redis();
+  return sl_test_main(argc, argv, tests);
+}
