@@ -35,14 +35,28 @@ local function sl_publish(prefix, queue, batch, now)
 end
 
 -- Marks the batch ended when every item of a whole batch is done.
+-- An ended batch and its results expire after its retention (default 7
+-- days), so finished work does not grow Redis without bound.
+local SL_RETENTION_MS = 7 * 24 * 3600 * 1000
 local function sl_maybe_finish(bkey, now)
-  local v = redis.call('HMGET', bkey, 'status', 'total', 'done', 'whole')
+  local v = redis.call('HMGET', bkey, 'status', 'total', 'done', 'whole', 'retention_ms')
   if v[4] == '1' and sl_num(v[3]) >= sl_num(v[2]) then
     if v[1] ~= 'cancelled' and v[1] ~= 'completed' then
       redis.call('HSET', bkey, 'status', 'completed', 'finished_at', now)
     elseif v[1] == 'cancelled' then
       redis.call('HSETNX', bkey, 'finished_at', now)
     end
+    local keep = tonumber(v[5]) or SL_RETENTION_MS
+    for _, k in ipairs({bkey, bkey .. ':r', bkey .. ':f'}) do
+      redis.call('PEXPIRE', k, keep)
+    end
+  end
+end
+
+-- A batch running again (retry, dead requeue) keeps its keys until it ends anew.
+local function sl_keep_batch(bkey)
+  for _, k in ipairs({bkey, bkey .. ':r', bkey .. ':f'}) do
+    redis.call('PERSIST', k)
   end
 end
 
@@ -260,6 +274,7 @@ end
 local function sl_reopen(bkey, n)
   redis.call('HINCRBY', bkey, 'failed', -n)
   redis.call('HINCRBY', bkey, 'done', -n)
+  sl_keep_batch(bkey) -- no expiry while it runs again
   if redis.call('HGET', bkey, 'status') == 'completed' then
     redis.call('HSET', bkey, 'status', 'running')
     redis.call('HDEL', bkey, 'finished_at')

@@ -6,9 +6,15 @@
 -- ARGV[2]     queue name      ARGV[3] key prefix P
 -- ARGV[4]     chunk number, from 0
 -- ARGV[5]     '1' if this is the last chunk, else '0'
--- ARGV[6]     batch name (chunk 0 only; may be '')
+-- ARGV[6]     chunk 0 only: the batch name, or a JSON object of batch options
+--             {"name":"...","retention_ms":N} (N: how long the ended batch
+--             and its results are kept, ms; default 7 days)
 -- ARGV[7]     consumer group name
--- ARGV[8..]   per item: priority (1 high, 2 normal, 3 low), item index, item JSON
+-- ARGV[8..]   per item: priority (1 high, 2 normal, 3 low), item index, item JSON.
+--             The priority may be followed by a start time: "2@T" (not
+--             before T, ms since the epoch) or "2+D" (D ms from now, on the
+--             server's clock). Such items wait in the delayed set
+--             (P..'delayed') until then, like retries.
 -- returns     the number of items of the batch written so far
 -- errors      'SLUICE_ARGS' (malformed arguments; nothing was written),
 --             'SLUICE_CANCELLED' (the batch was cancelled meanwhile),
@@ -31,8 +37,8 @@ if not string.match(ARGV[4], '^%d+$') or (#ARGV - 7) % 3 ~= 0 then
 end
 for i = 8, #ARGV, 3 do
   local p = ARGV[i]
-  if p ~= '1' and p ~= '2' and p ~= '3' then
-    return redis.error_reply('SLUICE_ARGS item priority must be 1, 2 or 3, got ' .. p)
+  if not (string.match(p, '^[123]$') or string.match(p, '^[123][@+]%d+$')) then
+    return redis.error_reply('SLUICE_ARGS item priority must be 1, 2 or 3 (optionally @MS or +MS), got ' .. p)
   end
   if not string.match(ARGV[i + 1], '^%d+$') then
     return redis.error_reply('SLUICE_ARGS item index must be a number, got ' .. ARGV[i + 1])
@@ -58,18 +64,39 @@ elseif seq == 0 then
     local e = sl_ensure_group(KEYS[i], ARGV[7])
     if e then return e end
   end
-  redis.call('HSET', bkey, 'id', batch, 'queue', queue, 'name', ARGV[6], 'status', 'submitting',
+  local name, retention = ARGV[6], nil
+  if string.sub(name, 1, 1) == '{' then
+    local ok, o = pcall(cjson.decode, name)
+    if not ok or type(o) ~= 'table' then
+      return redis.error_reply('SLUICE_ARGS batch options must be a JSON object')
+    end
+    name = type(o.name) == 'string' and o.name or ''
+    retention = tonumber(o.retention_ms)
+  end
+  redis.call('HSET', bkey, 'id', batch, 'queue', queue, 'name', name, 'status', 'submitting',
              'whole', 0, 'total', 0, 'submitted', 0, 'chunks', 0, 'done', 0, 'succeeded', 0,
              'failed', 0, 'cancelled', 0, 'created_at', now)
+  if retention then redis.call('HSET', bkey, 'retention_ms', math.floor(retention)) end
   redis.call('ZADD', KEYS[5], now, batch)
+  -- The index forgets batches older than the longest retention anyone uses.
+  redis.call('ZREMRANGEBYSCORE', KEYS[5], '-inf', now - 90 * 24 * 3600 * 1000)
 else
   return redis.error_reply('SLUICE_ORDER batch ' .. batch .. ' has no first chunk')
 end
 
 local n = 0
+local delayed = false
 for i = 8, #ARGV, 3 do
-  redis.call('XADD', KEYS[1 + tonumber(ARGV[i])], '*', 'b', batch, 'i', ARGV[i + 1], 'a', 1,
-             'd', ARGV[i + 2])
+  local s = tonumber(string.sub(ARGV[i], 1, 1))
+  local mark, t = string.match(ARGV[i], '^[123]([@+])(%d+)$')
+  local due = mark == '@' and tonumber(t) or (mark == '+' and now + tonumber(t)) or nil
+  if due and due > now then
+    redis.call('ZADD', prefix .. 'delayed', due,
+               s .. '\n' .. batch .. '\n' .. ARGV[i + 1] .. '\n1\n\n' .. ARGV[i + 2])
+    delayed = true
+  else
+    redis.call('XADD', KEYS[1 + s], '*', 'b', batch, 'i', ARGV[i + 1], 'a', 1, 'd', ARGV[i + 2])
+  end
   n = n + 1
 end
 local submitted = redis.call('HINCRBY', bkey, 'submitted', n)

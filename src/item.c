@@ -5,10 +5,12 @@
  * first (cheap, and protects the scanner), then JSON syntax with the column
  * of the problem, then each field by name.
  */
+#define _GNU_SOURCE /* strptime, timegm */
 #include "item.h"
 
 #include <stdio.h>
 #include <string.h>
+#include <time.h>
 
 #include <sluice/sluice.h>
 
@@ -149,6 +151,60 @@ static int check_payload(const char *type, const sl_json_member *p, char *err, s
   return 0;
 }
 
+int sl__rfc3339_parse(const char *s, size_t n, int64_t *ms) {
+  char buf[64];
+  struct tm tm;
+  const char *p;
+  int64_t frac_ms = 0;
+  int off_min = 0;
+  time_t t;
+
+  if (n < 20 || n >= sizeof(buf))
+    return SL_EINVAL;
+  memcpy(buf, s, n);
+  buf[n] = '\0';
+  memset(&tm, 0, sizeof(tm));
+  p = strptime(buf, "%Y-%m-%dT%H:%M:%S", &tm);
+  if (p == NULL) {
+    p = strptime(buf, "%Y-%m-%dt%H:%M:%S", &tm);
+    if (p == NULL)
+      return SL_EINVAL;
+  }
+  if (*p == '.') {
+    int digits = 0;
+
+    p++;
+    while (*p >= '0' && *p <= '9') {
+      if (digits < 3)
+        frac_ms = frac_ms * 10 + (*p - '0');
+      digits++;
+      p++;
+    }
+    if (digits == 0)
+      return SL_EINVAL;
+    for (; digits < 3; digits++)
+      frac_ms *= 10;
+  }
+  if (*p == 'Z' || *p == 'z') {
+    p++;
+  } else if ((*p == '+' || *p == '-') && p[1] >= '0' && p[1] <= '9' && p[2] >= '0' && p[2] <= '9' && p[3] == ':' &&
+             p[4] >= '0' && p[4] <= '9' && p[5] >= '0' && p[5] <= '9') {
+    off_min = ((p[1] - '0') * 10 + (p[2] - '0')) * 60 + (p[4] - '0') * 10 + (p[5] - '0');
+    if (*p == '-')
+      off_min = -off_min;
+    p += 6;
+  } else {
+    return SL_EINVAL; /* RFC 3339 needs an offset */
+  }
+  if (*p != '\0' || tm.tm_mon > 11 || tm.tm_mday < 1 || tm.tm_hour > 23 || tm.tm_min > 59 || tm.tm_sec > 60)
+    return SL_EINVAL;
+  t = timegm(&tm);
+  if (t == (time_t)-1)
+    return SL_EINVAL;
+  *ms = ((int64_t)t - (int64_t)off_min * 60) * 1000 + frac_ms;
+  return 0;
+}
+
 int sl__item_parse(const char *line, size_t len, long lineno, const sl_item_defaults *def,
                    sl_item *out, char *err, size_t errlen) {
   sl_json_member m[MAX_MEMBERS];
@@ -156,6 +212,9 @@ int sl__item_parse(const char *line, size_t len, long lineno, const sl_item_defa
   const sl_json_member *f_type = NULL;
   const sl_json_member *f_payload = NULL;
   const sl_json_member *f_rate = NULL;
+  int has_start = 0;
+  int64_t start_at = 0;
+  int64_t delay = 0;
   size_t n = 0;
   size_t errpos = 0;
   char jerr[96];
@@ -249,19 +308,40 @@ int sl__item_parse(const char *line, size_t len, long lineno, const sl_item_defa
         return SL_EINVAL;
       }
       f_rate = f;
-    } else if (key_is(f, "dedupe") || key_is(f, "run_at") ||
-               key_is(f, "delay_ms")) {
+    } else if (key_is(f, "run_at")) {
+      if (f->val[0] != '"' || sl__rfc3339_parse(f->val + 1, f->vallen - 2, &start_at) != 0) {
+        snprintf(err, errlen, "field \"run_at\": expected an RFC 3339 time like \"2026-11-23T10:00:00Z\", got %.*s",
+                 vallen, f->val);
+        return SL_EINVAL;
+      }
+      has_start = 1;
+    } else if (key_is(f, "delay_ms")) {
+      if (sl__json_int(f->val, f->vallen, 0, 31536000000LL, &delay) != 0) {
+        snprintf(err, errlen, "field \"delay_ms\": expected an integer from 0 to 31536000000 (ms), got %.*s", vallen,
+                 f->val);
+        return SL_EINVAL;
+      }
+      has_start = 1;
+    } else if (key_is(f, "dedupe")) {
       snprintf(err, errlen, "field \"%.*s\": not supported by this version of sluice yet", keylen, f->key);
       return SL_EINVAL;
     } else {
       snprintf(err, errlen,
                "field \"%.*s\": unknown field (known: id, type, payload, priority, max_attempts, timeout_ms, "
-               "backoff_ms, backoff_max_ms, rate_key)",
+               "backoff_ms, backoff_max_ms, rate_key, run_at, delay_ms)",
                keylen, f->key);
       return SL_EINVAL;
     }
   }
 
+  if (start_at != 0 && delay != 0) {
+    snprintf(err, errlen, "field \"delay_ms\": give run_at or delay_ms, not both");
+    return SL_EINVAL;
+  }
+  if (!has_start) {
+    start_at = def->start_at_ms;
+    delay = def->delay_ms;
+  }
   if (f_type == NULL) {
     snprintf(err, errlen, "field \"type\": missing (which handler runs the item, e.g. \"http\")");
     return SL_EINVAL;
@@ -351,6 +431,8 @@ int sl__item_parse(const char *line, size_t len, long lineno, const sl_item_defa
     return rc;
   }
   out->prio = prio;
+  out->start_at_ms = start_at;
+  out->delay_ms = delay;
   out->dlen = d.len;
   out->id = sl__buf_take(&id);
   out->d = sl__buf_take(&d);

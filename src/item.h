@@ -33,11 +33,15 @@ typedef struct sl_item_defaults {
   int64_t backoff_ms;     /* retry delay base, ms; 0 means 1000 */
   int64_t backoff_max_ms; /* retry delay cap, ms; 0 means 60000 */
   const char *rate_key;   /* default rate limit name, or NULL (borrowed) */
+  int64_t start_at_ms;    /* default start: not before, ms since the epoch; 0: none */
+  int64_t delay_ms;       /* default start: this long after submit, ms; 0: none */
 } sl_item_defaults;
 
 typedef struct sl_item {
   char *id;    /* the item id, unescaped */
   int prio;    /* SL_PRIO_* */
+  int64_t start_at_ms; /* not before, ms since the epoch (run_at); 0: none */
+  int64_t delay_ms;    /* start this long after submit (delay_ms); 0: none */
   char *d;     /* the normalized item JSON */
   size_t dlen; /* its length, bytes */
 } sl_item;
@@ -50,6 +54,10 @@ typedef struct sl_item {
 int sl__item_parse(const char *line, size_t len, long lineno, const sl_item_defaults *def,
                    sl_item *out, char *err, size_t errlen);
 void sl__item_free(sl_item *it);
+
+/* Parses an RFC 3339 time ("2026-11-23T10:00:00Z", "...T10:00:00.250+02:00")
+ * into ms since the epoch. Returns 0 or SL_EINVAL. */
+int sl__rfc3339_parse(const char *s, size_t n, int64_t *ms);
 
 /* "high" -> SL_PRIO_HIGH ...; -1 when unknown. */
 int sl__prio_parse(const char *s, size_t n);

@@ -9,6 +9,7 @@
  * the connection: 100,000 small items take 50 calls.
  */
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include <sluice/sluice.h>
@@ -17,6 +18,7 @@
 #include "conn.h"
 #include "id.h"
 #include "item.h"
+#include "json.h"
 #include "script.h"
 
 #define SUBMIT_PIPELINE 4        /* chunk calls in flight */
@@ -27,6 +29,7 @@ struct sl_batch {
   sl_keys keys;          /* the queue's key names */
   char *name;            /* label, or NULL */
   char *rate_key;        /* default rate key, or NULL */
+  int64_t retention_ms;  /* how long the ended batch is kept, ms; 0: the default */
   sl_item_defaults def;  /* item defaults from the options */
   size_t chunk;          /* items per submit call */
   sl_item *items;        /* the validated items */
@@ -88,6 +91,19 @@ SL_EXTERN int sl_batch_new(const sl_batch_opts *opts, sl_batch_t **out, char *er
   b->def.backoff_ms = opts->backoff_ms;
   b->def.backoff_max_ms = opts->backoff_max_ms;
   b->chunk = opts->chunk_items > 0 ? opts->chunk_items : DEFAULT_CHUNK;
+  if (opts->run_at != NULL &&
+      sl__rfc3339_parse(opts->run_at, strlen(opts->run_at), &b->def.start_at_ms) != 0) {
+    snprintf(errbuf, errlen, "run_at \"%.60s\" is not an RFC 3339 time like 2026-11-23T10:00:00Z", opts->run_at);
+    goto invalid;
+  }
+  if (opts->delay_ms < 0 || opts->delay_ms > 31536000000LL || opts->retention_ms < 0 ||
+      (opts->run_at != NULL && opts->delay_ms > 0)) {
+    snprintf(errbuf, errlen, "delay %lld ms / retention %lld ms out of range, or both run_at and delay given",
+             (long long)opts->delay_ms, (long long)opts->retention_ms);
+    goto invalid;
+  }
+  b->def.delay_ms = opts->delay_ms;
+  b->retention_ms = opts->retention_ms;
   if (opts->rate_key != NULL) {
     if (!sl__name_valid(opts->rate_key, strlen(opts->rate_key))) {
       snprintf(errbuf, errlen, "invalid rate key \"%.*s\" (1-%d characters of [A-Za-z0-9_.:-])", 80,
@@ -212,8 +228,8 @@ oom:
 
 /* Appends the FCALL of chunk `seq` to the connection's output buffer. */
 static int append_chunk(redisContext *rc, const sl_batch_t *b, const char *id, const char *bkey,
-                        size_t seq, const char **av, size_t *al, char (*nums)[24]) {
-  static const char *const prio[3] = {"1", "2", "3"};
+                        size_t seq, const char **av, size_t *al, char (*nums)[24], char (*prios)[32],
+                        const char *opts) {
   size_t first = seq * b->chunk;
   size_t last = first + b->chunk < b->n ? first + b->chunk : b->n;
   int k = 0;
@@ -232,14 +248,22 @@ static int append_chunk(redisContext *rc, const sl_batch_t *b, const char *id, c
   snprintf(nums[0], 24, "%zu", seq);
   av[k++] = nums[0];
   av[k++] = last == b->n ? "1" : "0";
-  av[k++] = b->name ? b->name : "";
+  av[k++] = opts;
   av[k++] = SL_GROUP;
   for (int i = 0; i < k; i++)
     al[i] = strlen(av[i]);
   for (size_t i = first; i < last; i++) {
     snprintf(nums[1 + (i - first)], 24, "%zu", i);
-    av[k] = prio[b->items[i].prio];
-    al[k++] = 1;
+    /* "2", or "2@T" (not before T) / "2+D" (D ms after submit) */
+    if (b->items[i].start_at_ms > 0)
+      snprintf(prios[i - first], 32, "%c@%lld", "123"[b->items[i].prio], (long long)b->items[i].start_at_ms);
+    else if (b->items[i].delay_ms > 0)
+      snprintf(prios[i - first], 32, "%c+%lld", "123"[b->items[i].prio], (long long)b->items[i].delay_ms);
+    else
+      snprintf(prios[i - first], 32, "%c", "123"[b->items[i].prio]);
+    av[k] = prios[i - first];
+    al[k] = strlen(av[k]);
+    k++;
     av[k] = nums[1 + (i - first)];
     al[k] = strlen(av[k]);
     k++;
@@ -247,6 +271,42 @@ static int append_chunk(redisContext *rc, const sl_batch_t *b, const char *id, c
     al[k++] = b->items[i].dlen;
   }
   return redisAppendCommandArgv(rc, k, av, al) == REDIS_OK ? 0 : SL_ENOMEM;
+}
+
+/* Admission control: refuses a batch that would take Redis past its
+ * maxmemory, before anything is written, instead of failing half-way with
+ * OOM inside Redis. The estimate counts each item's stored form plus its
+ * stream, pending-list and results overhead (about 320 bytes). */
+static int admission(sl_client_t *c, const sl_batch_t *b) {
+  const char *av[2] = {"INFO", "memory"};
+  unsigned long long used = 0;
+  unsigned long long max = 0;
+  unsigned long long need = 0;
+  const char *p;
+  redisReply *r;
+  int rc;
+
+  r = sl__client_cmd(c, &rc, 2, av, NULL);
+  if (r == NULL)
+    return rc;
+  if (r->type == REDIS_REPLY_STRING) {
+    p = strstr(r->str, "\r\nused_memory:");
+    if (p != NULL)
+      used = strtoull(p + 14, NULL, 10);
+    p = strstr(r->str, "\r\nmaxmemory:");
+    if (p != NULL)
+      max = strtoull(p + 12, NULL, 10);
+  }
+  freeReplyObject(r);
+  for (size_t i = 0; i < b->n; i++)
+    need += b->items[i].dlen + 320;
+  if (max > 0 && used + need > max / 100 * 95)
+    return sl__client_fail(c, SL_ETOOBIG,
+                           "Redis is near its memory limit: %.1f MiB used of %.1f MiB (maxmemory); this batch of %zu "
+                           "items needs about %.1f MiB more; nothing was submitted (raise maxmemory, free memory "
+                           "or submit less at a time)",
+                           (double)used / 1048576.0, (double)max / 1048576.0, b->n, (double)need / 1048576.0);
+  return 0;
 }
 
 SL_EXTERN int sl_batch_submit(sl_client_t *c, sl_batch_t *b, char **id_out) {
@@ -259,6 +319,8 @@ SL_EXTERN int sl_batch_submit(sl_client_t *c, sl_batch_t *b, char **id_out) {
   const char **av = NULL;
   size_t *al = NULL;
   char (*nums)[24] = NULL;
+  char (*prios)[32] = NULL;
+  sl_buf opts;
   int rc = 0;
 
   if (b->n == 0)
@@ -273,7 +335,22 @@ SL_EXTERN int sl_batch_submit(sl_client_t *c, sl_batch_t *b, char **id_out) {
   av = sl_malloc(argc * sizeof(*av));
   al = sl_malloc(argc * sizeof(*al));
   nums = sl_malloc((b->chunk + 1) * sizeof(*nums));
-  if (av == NULL || al == NULL || nums == NULL) {
+  prios = sl_malloc((b->chunk + 1) * sizeof(*prios));
+  sl__buf_init(&opts, 4096);
+  /* Batch options: the name alone, or a JSON object when there is more (or
+   * when the name itself starts with '{'). */
+  if (b->retention_ms > 0 || (b->name != NULL && b->name[0] == '{')) {
+    rc = sl__buf_puts(&opts, "{\"name\":");
+    if (rc == 0)
+      rc = sl__json_put_str(&opts, b->name ? b->name : "", b->name ? strlen(b->name) : 0);
+    if (rc == 0 && b->retention_ms > 0)
+      rc = sl__buf_printf(&opts, ",\"retention_ms\":%lld", (long long)b->retention_ms);
+    if (rc == 0)
+      rc = sl__buf_putc(&opts, '}');
+  } else if (b->name != NULL) {
+    rc = sl__buf_puts(&opts, b->name);
+  }
+  if (av == NULL || al == NULL || nums == NULL || prios == NULL || rc != 0) {
     rc = sl__client_fail(c, SL_ENOMEM, "out of memory");
     goto out;
   }
@@ -281,12 +358,15 @@ SL_EXTERN int sl_batch_submit(sl_client_t *c, sl_batch_t *b, char **id_out) {
   rc = sl__script_ensure(c->rc, c->errstr, sizeof(c->errstr));
   if (rc != 0)
     goto out;
+  rc = admission(c, b);
+  if (rc != 0)
+    goto out;
   while (recv < nchunks) {
     redisReply *r;
 
     while (sent < nchunks && sent - recv < SUBMIT_PIPELINE) {
       /* hiredis formats the command at append time, so av may be reused. */
-      rc = append_chunk(c->rc, b, id, bkey, sent, av, al, nums);
+      rc = append_chunk(c->rc, b, id, bkey, sent, av, al, nums, prios, opts.p ? opts.p : "");
       if (rc != 0) {
         sl__client_fail(c, rc, "out of memory");
         goto out;
@@ -323,5 +403,7 @@ out:
   sl_free(av);
   sl_free(al);
   sl_free(nums);
+  sl_free(prios);
+  sl__buf_free(&opts);
   return rc;
 }

@@ -1142,7 +1142,7 @@ SL_EXTERN int sl_worker_new(const sl_worker_opts *opts, sl_worker_t **out, char 
     goto fail;
   }
   w->concurrency = opts->concurrency > 0 ? opts->concurrency : 10;
-  w->block_ms = opts->block_ms > 0 ? opts->block_ms : 2000;
+  w->block_ms = opts->block_ms > 0 ? opts->block_ms : 1000;
   w->visibility_ms = opts->visibility_ms > 0 ? opts->visibility_ms : 30000;
   w->max_deliveries = opts->max_deliveries > 0 ? opts->max_deliveries : 5;
   w->drain_ms = opts->drain_timeout_ms > 0 ? opts->drain_timeout_ms : 30000;

@@ -97,6 +97,9 @@ typedef struct sl_batch_opts {
   int64_t backoff_ms;    /* default retry delay base, ms; 0 means 1000 */
   int64_t backoff_max_ms; /* default retry delay cap, ms; 0 means 60000 */
   const char *rate_key;  /* default rate limit of the items (sl_limit_set), or NULL */
+  const char *run_at;    /* default start time of the items, RFC 3339, or NULL */
+  int64_t delay_ms;      /* default start: this long after submit, ms; 0: at once */
+  int64_t retention_ms;  /* keep the ended batch and its results this long, ms; 0: 7 days */
   size_t chunk_items;    /* items per submit call; 0 means 2000 */
 } sl_batch_opts;
 
@@ -250,7 +253,7 @@ typedef struct sl_worker_opts {
   const char *redis_url; /* required */
   const char *queue;     /* NULL means "default" */
   int concurrency;       /* items run at once; 0 means 10 */
-  int block_ms;          /* idle blocking read, ms; 0 means 2000 */
+  int block_ms;          /* idle blocking read, ms; 0 means 1000 */
   int64_t visibility_ms; /* an item not kept alive this long is taken over, ms; 0 means 30000 */
   int max_deliveries;    /* deliveries before an item is poison (2-1000); 0 means 5 */
   int64_t drain_timeout_ms; /* a stop waits this long for running items, ms; 0 means 30000 */

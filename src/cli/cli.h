@@ -41,6 +41,8 @@ const char *cli_redis_url(const cli_common *c);
  * cli_open_exit() is the exit code to use (2 for a missing or bad URL). */
 sl_client_t *cli_open(const cli_common *c);
 int cli_open_exit(void);
+/* Parses a duration: plain ms, or N followed by s, m, h or d; -1 when invalid. */
+long long cli_parse_duration(const char *s);
 /* Parses a non-negative integer option value; -1 when invalid. */
 long long cli_parse_int(const char *s, long long max);
 /* Formats ms since the epoch as "2026-11-22 10:00:01Z" ("-" for 0). */

@@ -85,6 +85,32 @@ sl_client_t *cli_open(const cli_common *c) {
   return cl;
 }
 
+long long cli_parse_duration(const char *s) {
+  char *end;
+  long long v;
+  long long unit = 1;
+
+  if (s == NULL || *s < '0' || *s > '9')
+    return -1;
+  errno = 0;
+  v = strtoll(s, &end, 10);
+  if (errno != 0)
+    return -1;
+  if (strcmp(end, "s") == 0)
+    unit = 1000;
+  else if (strcmp(end, "m") == 0)
+    unit = 60000;
+  else if (strcmp(end, "h") == 0)
+    unit = 3600000;
+  else if (strcmp(end, "d") == 0)
+    unit = 86400000;
+  else if (strcmp(end, "ms") != 0 && *end != '\0')
+    return -1;
+  if (v > 366LL * 86400000 / unit)
+    return -1;
+  return v * unit;
+}
+
 long long cli_parse_int(const char *s, long long max) {
   char *end;
   long long v;

@@ -1,6 +1,7 @@
 /*
  * sluice submit [--priority P] [--max-attempts N] [--timeout MS] [--name NAME]
- *               [--backoff MS] [--backoff-max MS] [--wait] FILE|-
+ *               [--backoff MS] [--backoff-max MS] [--rate-key NAME] [--run-at TIME]
+ *               [--delay DURATION] [--retention DURATION] [--wait] FILE|-
  *
  * Reads JSON Lines, validates every line before anything is written (errors
  * name the file, line and field; exit 2, nothing enqueued), submits, and
@@ -22,6 +23,8 @@ int cmd_submit(int argc, char **argv) {
       {"wait", no_argument, NULL, 'w'},          {"chunk", required_argument, NULL, 'c'},
       {"backoff", required_argument, NULL, 'b'}, {"backoff-max", required_argument, NULL, 'B'},
       {"rate-key", required_argument, NULL, 'r'},
+      {"run-at", required_argument, NULL, 'T'},    {"delay", required_argument, NULL, 'D'},
+      {"retention", required_argument, NULL, 'K'},
       {NULL, 0, NULL, 0}};
   cli_common com = {getenv("SLUICE_REDIS"), NULL};
   sl_batch_opts bo = {0};
@@ -69,6 +72,21 @@ int cmd_submit(int argc, char **argv) {
       break;
     case 'n': bo.name = optarg; break;
     case 'r': bo.rate_key = optarg; break;
+    case 'T': bo.run_at = optarg; break;
+    case 'D':
+      if ((v = cli_parse_duration(optarg)) < 0) {
+        cli_err("--delay: expected a duration like 5000 (ms), 30s, 10m, 2h or 1d, got \"%s\"", optarg);
+        return EXIT_USAGE;
+      }
+      bo.delay_ms = v;
+      break;
+    case 'K':
+      if ((v = cli_parse_duration(optarg)) < 1) {
+        cli_err("--retention: expected a duration like 3600000 (ms), 30s, 10m, 2h or 7d, got \"%s\"", optarg);
+        return EXIT_USAGE;
+      }
+      bo.retention_ms = v;
+      break;
     case 'b':
     case 'B':
       if ((v = cli_parse_int(optarg, 86400000)) < 1) {

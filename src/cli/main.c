@@ -14,6 +14,8 @@ static const char usage[] =
     "         --priority P --max-attempts N --timeout MS --name NAME --wait\n"
     "         --backoff MS --backoff-max MS   (retry delay: full jitter up to min(max, MS * 2^n))\n"
     "         --rate-key NAME      (the items' rate limit, see `sluice limit`)\n"
+    "         --run-at RFC3339 | --delay DURATION   start the items later\n"
+    "         --retention DURATION  keep the ended batch and its results (default 7d)\n"
     "  worker [opts]               run items: --concurrency N --visibility MS --max-deliveries N\n"
     "                              --drain-timeout MS\n"
     "  status BATCH [--json]       counters, percent and timings of a batch\n"

@@ -70,8 +70,9 @@ static void test_missing_and_mistyped_fields(void) {
   refused_str("timeout", "{\"type\":\"noop\",\"payload\":{},\"timeout_ms\":-1}", "field \"timeout_ms\"");
   refused_str("unknownf", "{\"type\":\"noop\",\"payload\":{},\"priorty\":\"high\"}", "field \"priorty\": unknown field");
   refused_str("twice", "{\"type\":\"noop\",\"type\":\"noop\",\"payload\":{}}", "field \"type\": given twice");
-  refused_str("runat", "{\"type\":\"noop\",\"payload\":{},\"run_at\":\"2026-11-23T10:00:00Z\"}",
-              "field \"run_at\": not supported");
+  refused_str("runat", "{\"type\":\"noop\",\"payload\":{},\"run_at\":\"next tuesday\"}",
+              "field \"run_at\": expected an RFC 3339 time");
+  refused_str("dedupe", "{\"type\":\"noop\",\"payload\":{},\"dedupe\":\"k\"}", "field \"dedupe\": not supported");
 }
 
 static void test_unknown_priority(void) {

@@ -434,7 +434,7 @@ static void test_err_field_twice(void) {
 }
 
 static void test_err_not_supported_fields(void) {
-  static const char *const fields[] = {"run_at", "dedupe", "delay_ms"};
+  static const char *const fields[] = {"dedupe"};
 
   for (size_t i = 0; i < sizeof(fields) / sizeof(fields[0]); i++) {
     char line[128];
@@ -466,6 +466,33 @@ static void test_rate_key(void) {
   sl__item_free(&it);
   parse_err("{\"type\":\"t\",\"payload\":{},\"rate_key\":1}", "field \"rate_key\": expected a limit name", NULL);
   parse_err("{\"type\":\"t\",\"payload\":{},\"rate_key\":\"a b\"}", "field \"rate_key\"", NULL);
+}
+
+/* run_at (RFC 3339, with an offset) and delay_ms set the start time. */
+static void test_start_time(void) {
+  sl_item it;
+  int64_t ms = 0;
+
+  CHECK_INT(sl__rfc3339_parse("2026-11-23T10:00:00Z", 20, &ms), ==, 0);
+  CHECK_INT(ms, ==, 1795428000000LL);
+  CHECK_INT(sl__rfc3339_parse("2026-11-23T12:00:00.250+02:00", 29, &ms), ==, 0);
+  CHECK_INT(ms, ==, 1795428000250LL);
+  CHECK_INT(sl__rfc3339_parse("2026-11-23T05:00:00-05:00", 25, &ms), ==, 0);
+  CHECK_INT(ms, ==, 1795428000000LL);
+  CHECK_INT(sl__rfc3339_parse("2026-11-23 10:00:00", 19, &ms), ==, SL_EINVAL);
+  CHECK_INT(sl__rfc3339_parse("2026-11-23T10:00:00", 19, &ms), ==, SL_EINVAL); /* no offset */
+  CHECK_INT(sl__rfc3339_parse("2026-13-23T10:00:00Z", 20, &ms), ==, SL_EINVAL);
+  parse_ok("{\"type\":\"noop\",\"payload\":null,\"run_at\":\"2026-11-23T10:00:00Z\"}", &it);
+  CHECK_INT(it.start_at_ms, ==, 1795428000000LL);
+  CHECK_INT(it.delay_ms, ==, 0);
+  sl__item_free(&it);
+  parse_ok("{\"type\":\"noop\",\"payload\":null,\"delay_ms\":1500}", &it);
+  CHECK_INT(it.delay_ms, ==, 1500);
+  sl__item_free(&it);
+  parse_err("{\"type\":\"t\",\"payload\":{},\"run_at\":\"tomorrow\"}", "field \"run_at\": expected an RFC 3339 time", NULL);
+  parse_err("{\"type\":\"t\",\"payload\":{},\"delay_ms\":-1}", "field \"delay_ms\"", NULL);
+  parse_err("{\"type\":\"t\",\"payload\":{},\"delay_ms\":5,\"run_at\":\"2026-11-23T10:00:00Z\"}",
+            "give run_at or delay_ms, not both", NULL);
 }
 
 static void test_err_too_many_fields(void) {
@@ -641,6 +668,7 @@ static const sl_test tests[] = {
   {"err_unknown_field", test_err_unknown_field, 10},
   {"err_field_twice", test_err_field_twice, 10},
   {"rate_key", test_rate_key, 10},
+  {"start_time", test_start_time, 10},
   {"err_not_supported_fields", test_err_not_supported_fields, 10},
   {"err_too_many_fields", test_err_too_many_fields, 10},
   {"sleep_payload", test_sleep_payload, 10},
