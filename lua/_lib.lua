@@ -68,12 +68,36 @@ local function sl_ensure_group(key, group)
   end
 end
 
--- Decides whether a delivered stream entry may run (used by fetch and
--- accept). ctx = {prefix, status = {}, touched = {}, started = {}, now}. Items of a
--- cancelled batch are finished here as `cancelled`; items of a batch that no
--- longer exists are dropped; the first item of a queued batch turns it
--- `running`. Returns true when the item should run.
-local function sl_admit(ctx, key, group, eid, batch, idx, att, d)
+-- Finishes one item of a cancelled batch as `cancelled` (exactly once:
+-- HSETNX of its results line). Returns true if this call counted it.
+local function sl_cancel_item(bkey, idx, att, d, now)
+  local ok, item = pcall(cjson.decode, d)
+  local id = (ok and type(item) == 'table' and item.id) or idx
+  local res = cjson.encode({id = id, status = 'cancelled', attempts = (tonumber(att) or 1) - 1,
+                            started_at = cjson.null, finished_at = now,
+                            duration_ms = cjson.null, worker = cjson.null,
+                            error = 'cancelled: the batch was cancelled before this item started'})
+  if redis.call('HSETNX', bkey .. ':r', idx, res) == 1 then
+    redis.call('HINCRBY', bkey, 'cancelled', 1)
+    redis.call('HINCRBY', bkey, 'done', 1)
+    return true
+  end
+  return false
+end
+
+-- Decides whether a delivered stream entry may run (used by fetch, accept
+-- and reclaim). ctx = {prefix, status = {}, touched = {}, started = {}, now,
+-- again, extra}; s is the entry's priority, f its fields (b, i, a, d, ...).
+--   batch cancelled:  the item is finished as `cancelled`;
+--   batch paused:     the entry is parked in the batch's P..'b:ID:p' stream
+--                     (resume puts it back);
+--   batch gone, or the item ended already (a later attempt or delivery):
+--                     dropped;
+--   otherwise it runs; the first item of a queued batch turns it `running`.
+-- Entries that do not run are acknowledged and deleted here. Returns true
+-- when the item should run.
+local function sl_admit(ctx, s, key, group, eid, f)
+  local batch, idx, att, d = f[2], f[4], f[6], f[8]
   local bkey = ctx.prefix .. 'b:' .. batch
   local st = ctx.status[batch]
   if st == nil then
@@ -100,23 +124,25 @@ local function sl_admit(ctx, key, group, eid, batch, idx, att, d)
   end
   if st == 'cancelled' then
     ctx.now = ctx.now or sl_now_ms()
-    local ok, item = pcall(cjson.decode, d)
-    local id = (ok and type(item) == 'table' and item.id) or idx
-    local res = cjson.encode({id = id, status = 'cancelled', attempts = (tonumber(att) or 1) - 1,
-                              started_at = cjson.null, finished_at = ctx.now,
-                              duration_ms = cjson.null, worker = cjson.null,
-                              error = 'cancelled: the batch was cancelled before this item started'})
-    if redis.call('HSETNX', bkey .. ':r', idx, res) == 1 then
-      redis.call('HINCRBY', bkey, 'cancelled', 1)
-      redis.call('HINCRBY', bkey, 'done', 1)
-      ctx.touched[batch] = true
-    end
+    if sl_cancel_item(bkey, idx, att, d, ctx.now) then ctx.touched[batch] = true end
+  elseif st == 'paused' then
+    redis.call('XADD', bkey .. ':p', '*', 'p', s, unpack(f))
   elseif st ~= '-' then
     return true
   end
   redis.call('XACK', key, group, eid)
   redis.call('XDEL', key, eid)
   return false
+end
+
+-- Publishes the state of every batch that sl_admit changed.
+local function sl_admit_done(ctx, queue)
+  for batch in pairs(ctx.touched) do
+    if ctx.status[batch] == 'cancelled' then
+      sl_maybe_finish(ctx.prefix .. 'b:' .. batch, ctx.now)
+    end
+    sl_publish(ctx.prefix, queue, batch, ctx.now or sl_now_ms())
+  end
 end
 
 -- The rate key of a normalized item, or nil. The item JSON starts
@@ -177,7 +203,11 @@ local function sl_emit(ctx, out, s, eid, f, attempt, alone)
   out[#out + 1] = f[4]
   out[#out + 1] = tostring(attempt or f[6])
   out[#out + 1] = f[8]
-  out[#out + 1] = f[10] or ''
+  local errs = ''
+  for k = 9, #f - 1, 2 do
+    if f[k] == 'e' then errs = f[k + 1] end -- optional fields: e (errors), x (given back)
+  end
+  out[#out + 1] = errs
   out[#out + 1] = alone and '1' or '0'
   out[#out + 1] = sl_rate_wait(ctx, f[8])
 end
@@ -211,15 +241,6 @@ local function sl_promote(prefix, streams, now, max)
   return nxt[2] and tonumber(nxt[2]) or 0
 end
 
--- Publishes the state of every batch that sl_admit changed.
-local function sl_admit_done(ctx, queue)
-  for batch in pairs(ctx.touched) do
-    if ctx.status[batch] == 'cancelled' then
-      sl_maybe_finish(ctx.prefix .. 'b:' .. batch, ctx.now)
-    end
-    sl_publish(ctx.prefix, queue, batch, ctx.now or sl_now_ms())
-  end
-end
 
 -- Records that an item has failed for good: its item JSON goes to the
 -- batch's failed-items hash (so `sluice retry BATCH` can run it again) and a

@@ -17,7 +17,7 @@ for i = 4, #ARGV, 2 do
   if r[1] then
     local f = r[1][2]
     ctx.extra = #f > 8
-    if sl_admit(ctx, KEYS[s], group, eid, f[2], f[4], f[6], f[8]) then
+    if sl_admit(ctx, s, KEYS[s], group, eid, f) then
       sl_emit(ctx, out, s, eid, f)
     end
   else

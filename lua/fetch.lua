@@ -31,7 +31,7 @@ for s = 1, 3 do
     for _, e in ipairs(entries) do
       local f = e[2]
       ctx.extra = #f > 8
-      if sl_admit(ctx, KEYS[s], group, e[1], f[2], f[4], f[6], f[8]) then
+      if sl_admit(ctx, s, KEYS[s], group, e[1], f) then
         sl_emit(ctx, out, s, e[1], f)
         want = want - 1
       end

@@ -62,7 +62,7 @@ for s = 1, 3 do
     elseif d + 1 < maxdel or (alone_ok and #out == 1) then
       local alone = d + 1 == maxdel
       if #redis.call('XCLAIM', KEYS[s], group, me, idle, eid) > 0 and
-         sl_admit(ctx, KEYS[s], group, eid, f[2], f[4], f[6], f[8]) then
+         sl_admit(ctx, s, KEYS[s], group, eid, f) then
         sl_emit(ctx, out, s, eid, f, tonumber(f[6]) + d, alone)
         want = want - 1
       end

@@ -102,7 +102,11 @@ end
 local submitted = redis.call('HINCRBY', bkey, 'submitted', n)
 redis.call('HINCRBY', bkey, 'chunks', 1)
 if last then
-  redis.call('HSET', bkey, 'total', submitted, 'whole', 1, 'status', 'queued', 'queued_at', now)
+  if redis.call('HGET', bkey, 'status') == 'paused' then
+    redis.call('HSET', bkey, 'total', submitted, 'whole', 1, 'paused_from', 'queued', 'queued_at', now)
+  else
+    redis.call('HSET', bkey, 'total', submitted, 'whole', 1, 'status', 'queued', 'queued_at', now)
+  end
   sl_maybe_finish(bkey, now)
 else
   redis.call('HSET', bkey, 'total', submitted, 'updated_at', now)

@@ -228,18 +228,21 @@ SL_EXTERN int sl_batch_list(sl_client_t *c, const char *queue, const char *statu
 SL_EXTERN int sl_batch_cancel(sl_client_t *c, const char *queue, const char *batch) {
   sl_keys k;
   char bkey[256];
-  const char *av[4];
+  char dkey[128];
+  const char *av[5];
   redisReply *r;
   int rc;
 
   if (sl__keys_init(&k, queue) != 0)
     return sl__client_fail(c, SL_EINVAL, "invalid queue name \"%s\"", queue);
   snprintf(bkey, sizeof(bkey), "%sb:%s", k.prefix, batch);
+  snprintf(dkey, sizeof(dkey), "%sdelayed", k.prefix);
   av[0] = bkey;
-  av[1] = k.prefix;
-  av[2] = k.queue;
-  av[3] = batch;
-  r = sl__client_fcall(c, &rc, "cancel", 1, 4, av, NULL);
+  av[1] = dkey;
+  av[2] = k.prefix;
+  av[3] = k.queue;
+  av[4] = batch;
+  r = sl__client_fcall(c, &rc, "cancel", 2, 5, av, NULL);
   if (r == NULL) {
     if (strstr(c->errstr, "SLUICE_NOTFOUND") != NULL)
       return sl__client_fail(c, SL_ENOTFOUND, "no batch %s in queue %s", batch, k.queue);
@@ -247,4 +250,52 @@ SL_EXTERN int sl_batch_cancel(sl_client_t *c, const char *queue, const char *bat
   }
   freeReplyObject(r);
   return 0;
+}
+
+/* Runs sluice_v1_pause or sluice_v1_resume on a batch. */
+static int pause_resume(sl_client_t *c, const char *queue, const char *batch, int resume) {
+  sl_keys k;
+  char bkey[256];
+  const char *av[7];
+  redisReply *r;
+  int rc;
+
+  if (sl__keys_init(&k, queue) != 0)
+    return sl__client_fail(c, SL_EINVAL, "invalid queue name \"%s\"", queue);
+  snprintf(bkey, sizeof(bkey), "%sb:%s", k.prefix, batch);
+  if (resume) {
+    av[0] = bkey;
+    av[1] = k.stream[0];
+    av[2] = k.stream[1];
+    av[3] = k.stream[2];
+    av[4] = k.prefix;
+    av[5] = k.queue;
+    av[6] = batch;
+    r = sl__client_fcall(c, &rc, "resume", 4, 7, av, NULL);
+  } else {
+    av[0] = bkey;
+    av[1] = k.prefix;
+    av[2] = k.queue;
+    av[3] = batch;
+    r = sl__client_fcall(c, &rc, "pause", 1, 4, av, NULL);
+  }
+  if (r == NULL) {
+    if (strstr(c->errstr, "SLUICE_NOTFOUND") != NULL)
+      return sl__client_fail(c, SL_ENOTFOUND, "no batch %s in queue %s", batch, k.queue);
+    return rc;
+  }
+  rc = 0;
+  if (!resume && r->type == REDIS_REPLY_STRING && strcmp(r->str, "paused") != 0)
+    rc = sl__client_fail(c, SL_EINVAL, "batch %s is %s: only a queued, submitting or running batch can be paused",
+                         batch, r->str);
+  freeReplyObject(r);
+  return rc;
+}
+
+SL_EXTERN int sl_batch_pause(sl_client_t *c, const char *queue, const char *batch) {
+  return pause_resume(c, queue, batch, 0);
+}
+
+SL_EXTERN int sl_batch_resume(sl_client_t *c, const char *queue, const char *batch) {
+  return pause_resume(c, queue, batch, 1);
 }

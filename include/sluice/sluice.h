@@ -167,9 +167,10 @@ SL_EXTERN int sl_batch_list(sl_client_t *c, const char *queue, const char *statu
 SL_EXTERN int sl_batch_watch(sl_client_t *c, const char *queue, const char *batch, sl_line_cb cb,
                              void *ud);
 
-/* Cancels a batch: no item of it starts any more, items not yet started are
- * counted cancelled, an incomplete batch (its producer died) gets its final
- * total. Running items finish. */
+/* Cancels a batch: no item of it starts any more. Items that are parked or
+ * scheduled for later are counted cancelled at once, items still in the
+ * streams when a worker meets them; an incomplete batch (its producer died)
+ * gets its final total. Running items finish. */
 SL_EXTERN int sl_batch_cancel(sl_client_t *c, const char *queue, const char *batch);
 
 /* ---- Failed items, dead letters and the fleet ---- */
@@ -228,6 +229,13 @@ SL_EXTERN int sl_dead_purge(sl_client_t *c, const char *queue, size_t *purged);
  * listed. A non-zero return of cb stops the listing and is returned.
  */
 SL_EXTERN int sl_workers_list(sl_client_t *c, const char *queue, sl_line_cb cb, void *ud);
+
+/* Pauses a batch: running items finish, no other item of it starts until
+ * sl_batch_resume; its items are kept (parked), not lost. Pausing an ended
+ * or cancelled batch is SL_EINVAL. */
+SL_EXTERN int sl_batch_pause(sl_client_t *c, const char *queue, const char *batch);
+/* Resumes a paused batch (a batch that is not paused is left as it is). */
+SL_EXTERN int sl_batch_resume(sl_client_t *c, const char *queue, const char *batch);
 
 /* ---- Rate limits ---- */
 

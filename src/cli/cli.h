@@ -57,6 +57,8 @@ int cmd_watch(int argc, char **argv);
 int cmd_results(int argc, char **argv);
 int cmd_batches(int argc, char **argv);
 int cmd_cancel(int argc, char **argv);
+int cmd_pause(int argc, char **argv);
+int cmd_resume(int argc, char **argv);
 int cmd_demo(int argc, char **argv);
 int cmd_retry(int argc, char **argv);
 int cmd_dead(int argc, char **argv);

@@ -184,22 +184,39 @@ int cmd_batches(int argc, char **argv) {
   return rc == 0 ? EXIT_OK : EXIT_RUNTIME;
 }
 
-int cmd_cancel(int argc, char **argv) {
+/* cancel, pause and resume: one batch, one call. */
+static int batch_op(int argc, char **argv, const char *name, int (*op)(sl_client_t *, const char *, const char *),
+                    const char *done) {
   cli_common com;
   int first = cli_parse(argc, argv, &com, NULL, 0);
+  char usage[64];
   sl_client_t *cl;
   int rc;
 
-  if (need_batch(argc, argv, first, "cancel BATCH") != 0)
+  snprintf(usage, sizeof(usage), "%s BATCH", name);
+  if (need_batch(argc, argv, first, usage) != 0)
     return EXIT_USAGE;
   cl = cli_open(&com);
   if (cl == NULL)
     return cli_open_exit();
-  rc = sl_batch_cancel(cl, com.queue, argv[first]);
+  rc = op(cl, com.queue, argv[first]);
   if (rc != 0)
     cli_err("%s", sl_client_errstr(cl));
   else
-    fprintf(stderr, "sluice: batch %s cancelled; running items finish, no new item starts\n", argv[first]);
+    fprintf(stderr, "sluice: batch %s %s\n", argv[first], done);
   sl_client_close(cl);
   return rc == 0 ? EXIT_OK : EXIT_RUNTIME;
+}
+
+int cmd_cancel(int argc, char **argv) {
+  return batch_op(argc, argv, "cancel", sl_batch_cancel, "cancelled; running items finish, no new item starts");
+}
+
+int cmd_pause(int argc, char **argv) {
+  return batch_op(argc, argv, "pause", sl_batch_pause,
+                  "paused; running items finish, the others wait (sluice resume continues it)");
+}
+
+int cmd_resume(int argc, char **argv) {
+  return batch_op(argc, argv, "resume", sl_batch_resume, "resumed");
 }

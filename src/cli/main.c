@@ -23,6 +23,7 @@ static const char usage[] =
     "  results BATCH [--failed]    one JSON line per finished item\n"
     "  batches [--status S] [--limit N] [--json]   the queue's batches, newest first\n"
     "  cancel BATCH                no item of the batch starts any more\n"
+    "  pause BATCH | resume BATCH  hold the batch's items (running ones finish), then continue\n"
     "  retry BATCH                 run the failed items of a batch again (attempts start at 1)\n"
     "  dead list [--limit N] [--json]   dead letters (items that failed for good), newest first\n"
     "  dead requeue ID...|--all|--limit N   run the items of dead letters again (--limit: oldest N)\n"
@@ -44,6 +45,7 @@ int main(int argc, char **argv) {
       {"submit", cmd_submit},   {"worker", cmd_worker},   {"status", cmd_status},
       {"watch", cmd_watch},     {"results", cmd_results}, {"batches", cmd_batches},
       {"cancel", cmd_cancel},   {"demo", cmd_demo},       {"retry", cmd_retry},
+      {"pause", cmd_pause},     {"resume", cmd_resume},
       {"dead", cmd_dead},       {"workers", cmd_workers}, {"limit", cmd_limit},
   };
 

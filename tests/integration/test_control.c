@@ -1,0 +1,183 @@
+/*
+ * Controlling running batches with two workers busy: cancel, pause and
+ * resume keep every counter exact and lose nothing; a cancel also ends
+ * items parked by a pause or scheduled for later, at once.
+ */
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <cjson/cJSON.h>
+
+#include "itest.h"
+
+#define SLACK_MS 50 /* items handed to a worker just before the call may start one round trip later */
+
+static long long wall_ms(void) {
+  struct timespec ts;
+
+  clock_gettime(CLOCK_REALTIME, &ts);
+  return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static const char *make_batch(const char *q, const char *name, int n, const char *payload, const char *extra) {
+  static char id[64];
+  const char *path = itest_path(name);
+  size_t cap = (size_t)n * 128;
+  char *buf = malloc(cap);
+  size_t len = 0;
+  char *out = NULL;
+
+  for (int i = 0; i < n; i++)
+    len += (size_t)snprintf(buf + len, cap - len, "{\"type\":\"sleep\",\"payload\":%s%s}\n", payload, extra);
+  itest_write(path, buf, len);
+  free(buf);
+  {
+    const char *args[] = {"submit", "--redis", itest_url(), "--queue", q, path, NULL};
+
+    CHECK_INT(itest_run(args, &out, NULL, 60), ==, 0);
+  }
+  snprintf(id, sizeof(id), "%.26s", out);
+  free(out);
+  return id;
+}
+
+static int op(const char *q, const char *what, const char *batch) {
+  const char *args[] = {what, "--redis", itest_url(), "--queue", q, batch, NULL};
+
+  return itest_run(args, NULL, NULL, 30);
+}
+
+/* The latest started_at among the results, and how many there are. */
+static long long last_start(redisContext *c, const char *q, const char *batch, long long *count) {
+  redisReply *r = itest_cmd(c, "HVALS sluice:{%s}:b:%s:r", q, batch);
+  long long last = 0;
+
+  *count = (long long)r->elements;
+  for (size_t i = 0; i < r->elements; i++) {
+    cJSON *j = cJSON_Parse(r->element[i]->str);
+    const cJSON *st = cJSON_GetObjectItemCaseSensitive(j, "started_at");
+
+    if (cJSON_IsNumber(st) && (long long)st->valuedouble > last)
+      last = (long long)st->valuedouble;
+    cJSON_Delete(j);
+  }
+  freeReplyObject(r);
+  return last;
+}
+
+static void test_cancel_mid_batch(void) {
+  const char *q = itest_queue("cancel");
+  redisContext *c = itest_conn();
+  char batch[64];
+  pid_t w1;
+  pid_t w2;
+  long long t_cancel;
+  long long count;
+  long long t0 = itest_ms();
+
+  snprintf(batch, sizeof(batch), "%s", make_batch(q, "c.jsonl", 400, "{\"ms\":20}", ""));
+  w1 = itest_worker(q, 10);
+  w2 = itest_worker(q, 10);
+  while (itest_batch_num(c, q, batch, "done") < 100) {
+    CHECK(itest_ms() - t0 < 30000);
+    usleep(5000);
+  }
+  CHECK_INT(op(q, "cancel", batch), ==, 0);
+  t_cancel = wall_ms();
+  itest_wait_batch(c, q, batch, 30);
+  itest_stop(w1);
+  itest_stop(w2);
+  CHECK_INT(itest_batch_num(c, q, batch, "total"), ==, 400);
+  CHECK_INT(itest_batch_num(c, q, batch, "done"), ==, 400);
+  CHECK_INT(itest_batch_num(c, q, batch, "failed"), ==, 0);
+  CHECK_INT(itest_batch_num(c, q, batch, "succeeded") + itest_batch_num(c, q, batch, "cancelled"), ==, 400);
+  CHECK_INT(itest_batch_num(c, q, batch, "cancelled"), >, 0);
+  CHECK_INT(last_start(c, q, batch, &count), <=, t_cancel + SLACK_MS);
+  CHECK_INT(count, ==, 400); /* one results line per item, cancelled ones included */
+  redisFree(c);
+}
+
+static void test_pause_resume(void) {
+  const char *q = itest_queue("pause");
+  redisContext *c = itest_conn();
+  char batch[64];
+  pid_t w1;
+  pid_t w2;
+  long long t_pause;
+  long long done_a;
+  long long count;
+  long long t0 = itest_ms();
+  redisReply *r;
+
+  snprintf(batch, sizeof(batch), "%s", make_batch(q, "p.jsonl", 300, "{\"ms\":20}", ""));
+  w1 = itest_worker(q, 10);
+  w2 = itest_worker(q, 10);
+  while (itest_batch_num(c, q, batch, "done") < 50) {
+    CHECK(itest_ms() - t0 < 30000);
+    usleep(5000);
+  }
+  CHECK_INT(op(q, "pause", batch), ==, 0);
+  t_pause = wall_ms();
+  usleep(300000);
+  done_a = itest_batch_num(c, q, batch, "done");
+  usleep(1000000);
+  CHECK_INT(itest_batch_num(c, q, batch, "done"), ==, done_a); /* nothing ran while paused */
+  CHECK_INT(done_a, <, 300);
+  CHECK_INT(last_start(c, q, batch, &count), <=, t_pause + SLACK_MS);
+  r = itest_cmd(c, "HGET sluice:{%s}:b:%s status", q, batch);
+  CHECK_STR(r->str, "paused");
+  freeReplyObject(r);
+  CHECK_INT(op(q, "resume", batch), ==, 0);
+  itest_wait_batch(c, q, batch, 60);
+  itest_stop(w1);
+  itest_stop(w2);
+  CHECK_INT(itest_batch_num(c, q, batch, "succeeded"), ==, 300);
+  CHECK_INT(itest_batch_num(c, q, batch, "done"), ==, 300);
+  last_start(c, q, batch, &count);
+  CHECK_INT(count, ==, 300);
+  r = itest_cmd(c, "EXISTS sluice:{%s}:b:%s:p", q, batch);
+  CHECK_INT(r->integer, ==, 0);
+  freeReplyObject(r);
+  redisFree(c);
+}
+
+/* Items scheduled for later and items parked by a pause end at once when
+ * their batch is cancelled, with no worker running. */
+static void test_cancel_scheduled_and_parked(void) {
+  const char *q = itest_queue("cancelsched");
+  redisContext *c = itest_conn();
+  char batch[64];
+  redisReply *r;
+
+  snprintf(batch, sizeof(batch), "%s", make_batch(q, "s.jsonl", 50, "{\"ms\":1}", ",\"delay_ms\":600000"));
+  r = itest_cmd(c, "ZCARD sluice:{%s}:delayed", q);
+  CHECK_INT(r->integer, ==, 50);
+  freeReplyObject(r);
+  CHECK_INT(op(q, "pause", batch), ==, 0);
+  CHECK_INT(op(q, "cancel", batch), ==, 0);
+  CHECK_INT(itest_batch_num(c, q, batch, "cancelled"), ==, 50);
+  CHECK_INT(itest_batch_num(c, q, batch, "done"), ==, 50);
+  CHECK(itest_batch_num(c, q, batch, "finished_at") > 0);
+  r = itest_cmd(c, "ZCARD sluice:{%s}:delayed", q);
+  CHECK_INT(r->integer, ==, 0);
+  freeReplyObject(r);
+  r = itest_cmd(c, "HGET sluice:{%s}:b:%s:r 7", q, batch);
+  CHECK_CONTAINS(r->str, "\"status\":\"cancelled\"");
+  freeReplyObject(r);
+  redisFree(c);
+}
+
+static const sl_test tests[] = {
+    {"cancel_mid_batch", test_cancel_mid_batch, 60},
+    {"pause_resume", test_pause_resume, 90},
+    {"cancel_scheduled_and_parked", test_cancel_scheduled_and_parked, 30},
+    {NULL, NULL, 0},
+};
+
+int main(int argc, char **argv) {
+  itest_use_redis();
+  return sl_test_main(argc, argv, tests);
+}
