@@ -98,6 +98,14 @@ for s = 1, 3 do
     redis.call('XDEL', KEYS[s], unpack(acks[s]))
   end
 end
+-- Throughput: items ended per minute (sluice stats).
+local ended = 0
+for _, c in pairs(counts) do ended = ended + c.s + c.f end
+if ended > 0 then
+  local tkey = prefix .. 'tput:' .. math.floor(now / 60000)
+  redis.call('INCRBY', tkey, ended)
+  redis.call('PEXPIRE', tkey, 180000)
+end
 for batch, c in pairs(counts) do
   local bkey = prefix .. 'b:' .. batch
   redis.call('HINCRBY', bkey, 'done', c.s + c.f)

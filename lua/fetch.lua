@@ -2,6 +2,9 @@
 -- KEYS[1..3]  streams P..'s:high', P..'s:normal', P..'s:low'
 -- ARGV[1]     consumer group    ARGV[2] consumer name    ARGV[3] COUNT
 -- ARGV[4]     key prefix P      ARGV[5] queue name
+-- ARGV[6]     optional: weights "H,N,L" (e.g. "6,3,1") and ARGV[7] the
+--             caller's turn counter: weighted fairness instead of strict
+--             priority, so low priority never starves
 -- returns     a flat array: first the due time of the next delayed retry (ms
 --             since the epoch, 0 when none), then 9 elements per item:
 --             priority (1-3), stream entry id, batch id, item index, attempt,
@@ -19,11 +22,12 @@ local ctx = {prefix = ARGV[4], status = {}, touched = {}, started = {}}
 ctx.now = sl_now_ms()
 local out = {sl_promote(ARGV[4], KEYS, ctx.now, 500)}
 
-for s = 1, 3 do
-  local rounds = 0
-  while want > 0 and rounds < 16 do
+-- Reads up to n runnable entries from stream s; returns how many it took.
+local function take(s, n)
+  local got, rounds = 0, 0
+  while n - got > 0 and rounds < 16 do
     rounds = rounds + 1
-    local r = redis.call('XREADGROUP', 'GROUP', group, consumer, 'COUNT', want,
+    local r = redis.call('XREADGROUP', 'GROUP', group, consumer, 'COUNT', n - got,
                          'STREAMS', KEYS[s], '>')
     if not r then break end
     local entries = r[1][2]
@@ -33,10 +37,42 @@ for s = 1, 3 do
       ctx.extra = #f > 8
       if sl_admit(ctx, s, KEYS[s], group, e[1], f) then
         sl_emit(ctx, out, s, e[1], f)
-        want = want - 1
+        got = got + 1
       end
     end
   end
+  return got
+end
+
+local weights = {}
+if ARGV[6] and ARGV[6] ~= '' then
+  for w in string.gmatch(ARGV[6], '%d+') do weights[#weights + 1] = tonumber(w) end
+end
+if #weights == 3 and weights[1] + weights[2] + weights[3] > 0 then
+  -- Smooth weighted round robin over the slots, continuing from the
+  -- caller's turn: 6,3,1 gives H N H L H N H H N H ... Each priority's
+  -- share is read first; what a stream cannot fill goes to the others in
+  -- priority order.
+  local total = weights[1] + weights[2] + weights[3]
+  local cur = {0, 0, 0}
+  local share = {0, 0, 0}
+  local turn = tonumber(ARGV[7]) or 0
+  for k = 1, (turn % total) + want do
+    local best = 1
+    for s = 1, 3 do
+      cur[s] = cur[s] + weights[s]
+      if cur[s] > cur[best] then best = s end
+    end
+    cur[best] = cur[best] - total
+    if k > turn % total then share[best] = share[best] + 1 end
+  end
+  for s = 1, 3 do
+    if share[s] > 0 then want = want - take(s, share[s]) end
+  end
+end
+for s = 1, 3 do
+  if want <= 0 then break end
+  want = want - take(s, want)
 end
 sl_admit_done(ctx, ARGV[5])
 return out

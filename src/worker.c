@@ -410,10 +410,12 @@ static void fetch(sl_worker_t *w, int want) {
     want = FETCH_MAX;
   snprintf(count, sizeof(count), "%d", want);
   if (redisAsyncCommand(w->cmd, on_fetch, (void *)(intptr_t)want,
-                        "FCALL sluice_v1_fetch 3 %s %s %s %s %s %s %s %s", w->keys.stream[0],
+                        "FCALL sluice_v1_fetch 3 %s %s %s %s %s %s %s %s %s %llu", w->keys.stream[0],
                         w->keys.stream[1], w->keys.stream[2], SL_GROUP, w->id, count, w->keys.prefix,
-                        w->keys.queue) == REDIS_OK)
+                        w->keys.queue, w->weights[0] ? w->weights : "-", (unsigned long long)w->turn) == REDIS_OK) {
     w->fetching = 1;
+    w->turn += (uint64_t)want;
+  }
 }
 
 static void on_delayed(uv_timer_t *t) {
@@ -1143,6 +1145,21 @@ SL_EXTERN int sl_worker_new(const sl_worker_opts *opts, sl_worker_t **out, char 
   }
   w->concurrency = opts->concurrency > 0 ? opts->concurrency : 10;
   w->block_ms = opts->block_ms > 0 ? opts->block_ms : 1000;
+  if (opts->weights != NULL) {
+    unsigned a;
+    unsigned b;
+    unsigned c;
+    char tail;
+
+    if (sscanf(opts->weights, "%u,%u,%u%c", &a, &b, &c, &tail) != 3 || a + b + c == 0 || a > 1000 || b > 1000 ||
+        c > 1000) {
+      snprintf(errbuf, errlen, "weights \"%.40s\" must be three numbers like 6,3,1 (high, normal, low)",
+               opts->weights);
+      rc = SL_EINVAL;
+      goto fail;
+    }
+    snprintf(w->weights, sizeof(w->weights), "%u,%u,%u", a, b, c);
+  }
   w->visibility_ms = opts->visibility_ms > 0 ? opts->visibility_ms : 30000;
   w->max_deliveries = opts->max_deliveries > 0 ? opts->max_deliveries : 5;
   w->drain_ms = opts->drain_timeout_ms > 0 ? opts->drain_timeout_ms : 30000;

@@ -83,6 +83,8 @@ struct sl_worker {
   char id[160];              /* worker id = consumer name: host:pid:rand */
   int concurrency;           /* jobs at once */
   int block_ms;              /* idle blocking read, ms */
+  char weights[48];          /* "H,N,L" for weighted fairness, "" for strict priority */
+  uint64_t turn;             /* items fetched so far: where the weighted round robin continues */
   int64_t visibility_ms;     /* an item not kept alive this long is taken over, ms */
   int max_deliveries;        /* deliveries before an item is poison */
   int64_t drain_ms;          /* how long a stop waits for running items, ms */

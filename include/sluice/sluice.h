@@ -252,6 +252,15 @@ SL_EXTERN int sl_limit_rm(sl_client_t *c, const char *queue, const char *name);
  * per_s, reserved_ahead_ms (how far ahead starts are already reserved). */
 SL_EXTERN int sl_limit_list(sl_client_t *c, const char *queue, sl_line_cb cb, void *ud);
 
+/*
+ * The queue at a glance, as one JSON object: per priority (high, normal,
+ * low) the items queued and running; totals; delayed (retries and items
+ * scheduled for later), dead (dead letters), live workers, items ended in
+ * the last minute and per second, and the rate limits (as sl_limit_list).
+ * Free with sl_free.
+ */
+SL_EXTERN int sl_queue_stats(sl_client_t *c, const char *queue, char **json_out);
+
 /* ---- Workers and handlers ---- */
 
 typedef struct sl_worker sl_worker_t;
@@ -262,6 +271,7 @@ typedef struct sl_worker_opts {
   const char *queue;     /* NULL means "default" */
   int concurrency;       /* items run at once; 0 means 10 */
   int block_ms;          /* idle blocking read, ms; 0 means 1000 */
+  const char *weights;   /* "6,3,1": weighted fairness over high, normal, low; NULL: strict priority */
   int64_t visibility_ms; /* an item not kept alive this long is taken over, ms; 0 means 30000 */
   int max_deliveries;    /* deliveries before an item is poison (2-1000); 0 means 5 */
   int64_t drain_timeout_ms; /* a stop waits this long for running items, ms; 0 means 30000 */

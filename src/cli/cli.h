@@ -64,6 +64,7 @@ int cmd_retry(int argc, char **argv);
 int cmd_dead(int argc, char **argv);
 int cmd_workers(int argc, char **argv);
 int cmd_limit(int argc, char **argv);
+int cmd_stats(int argc, char **argv);
 
 /* Follows a batch with a progress bar; returns the exit code (0, 1 or 3). */
 int cli_watch_batch(sl_client_t *cl, const char *queue, const char *batch);

@@ -27,7 +27,7 @@ int cmd_worker(int argc, char **argv) {
       {"concurrency", required_argument, NULL, 'c'}, {"block-ms", required_argument, NULL, 'b'},
       {"quiet", no_argument, NULL, 'q'},             {"visibility", required_argument, NULL, 'v'},
       {"max-deliveries", required_argument, NULL, 'm'}, {"drain-timeout", required_argument, NULL, 'd'},
-      {"dev-crash", no_argument, NULL, 'x'},          {NULL, 0, NULL, 0}};
+      {"dev-crash", no_argument, NULL, 'x'},          {"weights", required_argument, NULL, 'w'},          {NULL, 0, NULL, 0}};
   int dev_crash = 0;
   cli_common com = {getenv("SLUICE_REDIS"), NULL};
   sl_worker_opts wo = {0};
@@ -79,6 +79,7 @@ int cmd_worker(int argc, char **argv) {
       wo.drain_timeout_ms = v;
       break;
     case 'x': dev_crash = 1; break;
+    case 'w': wo.weights = optarg; break;
     default: return EXIT_USAGE;
     }
   }

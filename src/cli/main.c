@@ -17,7 +17,7 @@ static const char usage[] =
     "         --run-at RFC3339 | --delay DURATION   start the items later\n"
     "         --retention DURATION  keep the ended batch and its results (default 7d)\n"
     "  worker [opts]               run items: --concurrency N --visibility MS --max-deliveries N\n"
-    "                              --drain-timeout MS\n"
+    "                              --drain-timeout MS --weights 6,3,1 (fair share instead of strict)\n"
     "  status BATCH [--json]       counters, percent and timings of a batch\n"
     "  watch BATCH                 live progress until the batch ends (exit 3: items failed)\n"
     "  results BATCH [--failed]    one JSON line per finished item\n"
@@ -29,6 +29,7 @@ static const char usage[] =
     "  dead requeue ID...|--all|--limit N   run the items of dead letters again (--limit: oldest N)\n"
     "  dead purge                  delete every dead letter; failed results stay\n"
     "  workers [--json]            live workers: id, host, pid, queue, running, last beat\n"
+    "  stats [--json]              the queue: queued and running by priority, delayed, dead, throughput\n"
     "  limit set NAME RATE [--burst N] | ls | rm NAME   fleet-wide rate limits (RATE: 50/s, 3000/m, 10000/h)\n"
     "  demo                        submit and run a batch on a private Redis\n"
     "  version\n"
@@ -46,7 +47,7 @@ int main(int argc, char **argv) {
       {"watch", cmd_watch},     {"results", cmd_results}, {"batches", cmd_batches},
       {"cancel", cmd_cancel},   {"demo", cmd_demo},       {"retry", cmd_retry},
       {"pause", cmd_pause},     {"resume", cmd_resume},
-      {"dead", cmd_dead},       {"workers", cmd_workers}, {"limit", cmd_limit},
+      {"dead", cmd_dead},       {"workers", cmd_workers}, {"limit", cmd_limit},     {"stats", cmd_stats},
   };
 
   if (argc < 2 || strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "--help") == 0 ||

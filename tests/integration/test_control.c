@@ -170,7 +170,149 @@ static void test_cancel_scheduled_and_parked(void) {
   redisFree(c);
 }
 
+/* --weights 6,3,1 with all three priorities saturated: low items start
+ * while high ones are still waiting, in about their share. */
+static void test_weighted_priorities(void) {
+  const char *q = itest_queue("weights");
+  const char *path = itest_path("w.jsonl");
+  redisContext *c = itest_conn();
+  static const char *const prio[3] = {"high", "normal", "low"};
+  size_t cap = 300 * 128;
+  char *buf = malloc(cap);
+  size_t len = 0;
+  char batch[64];
+  char *out = NULL;
+  long long max_high = 0;
+  long long min_low = 0;
+  int low_in_first_100 = 0;
+  long long starts[300];
+  int kinds[300];
+  size_t n = 0;
+  pid_t w;
+  redisReply *r;
+
+  for (int i = 0; i < 300; i++)
+    len += (size_t)snprintf(buf + len, cap - len, "{\"id\":\"%s-%d\",\"type\":\"sleep\",\"priority\":\"%s\",\"payload\":{\"ms\":3}}\n",
+                            prio[i % 3], i, prio[i % 3]);
+  itest_write(path, buf, len);
+  free(buf);
+  {
+    const char *args[] = {"submit", "--redis", itest_url(), "--queue", q, path, NULL};
+
+    CHECK_INT(itest_run(args, &out, NULL, 60), ==, 0);
+    snprintf(batch, sizeof(batch), "%.26s", out);
+    free(out);
+  }
+  {
+    const char *args[] = {"worker", "--redis", itest_url(), "--queue", q, "--concurrency", "2", "--weights", "6,3,1",
+                          "--quiet", NULL};
+
+    w = itest_spawn(args, NULL, NULL);
+  }
+  itest_wait_batch(c, q, batch, 60);
+  itest_stop(w);
+  r = itest_cmd(c, "HVALS sluice:{%s}:b:%s:r", q, batch);
+  for (size_t i = 0; i < r->elements; i++) {
+    cJSON *j = cJSON_Parse(r->element[i]->str);
+    const char *id = cJSON_GetObjectItemCaseSensitive(j, "id")->valuestring;
+    long long st = (long long)cJSON_GetObjectItemCaseSensitive(j, "started_at")->valuedouble;
+
+    kinds[n] = id[0] == 'h' ? 0 : id[0] == 'n' ? 1 : 2;
+    starts[n++] = st;
+    if (id[0] == 'h' && st > max_high)
+      max_high = st;
+    if (id[0] == 'l' && (min_low == 0 || st < min_low))
+      min_low = st;
+    cJSON_Delete(j);
+  }
+  freeReplyObject(r);
+  CHECK(min_low > 0);
+  CHECK_INT(min_low, <, max_high); /* low did not wait for every high item */
+  /* Among the first 100 starts, low has roughly its 10% share. */
+  for (int k = 0; k < 100; k++) {
+    size_t best = 0;
+
+    for (size_t i = 1; i < n; i++) {
+      if (starts[i] < starts[best])
+        best = i;
+    }
+    low_in_first_100 += kinds[best] == 2;
+    starts[best] = 1LL << 62;
+  }
+  CHECK_INT(low_in_first_100, >=, 5);
+  CHECK_INT(low_in_first_100, <=, 20);
+  redisFree(c);
+}
+
+/* sluice stats: depth by priority, delayed, workers, throughput, limits. */
+static void test_stats(void) {
+  const char *q = itest_queue("stats");
+  const char *path = itest_path("st.jsonl");
+  static const char *const prio[3] = {"high", "normal", "low"};
+  redisContext *c = itest_conn();
+  char buf[8192];
+  size_t len = 0;
+  char batch[64];
+  char *out = NULL;
+  cJSON *j;
+  pid_t w;
+
+  for (int i = 0; i < 30; i++)
+    len += (size_t)snprintf(buf + len, sizeof(buf) - len, "{\"type\":\"noop\",\"priority\":\"%s\",\"payload\":null}\n",
+                            prio[i % 3]);
+  for (int i = 0; i < 4; i++)
+    len += (size_t)snprintf(buf + len, sizeof(buf) - len, "{\"type\":\"noop\",\"payload\":null,\"delay_ms\":600000}\n");
+  itest_write(path, buf, len);
+  {
+    const char *args[] = {"submit", "--redis", itest_url(), "--queue", q, path, NULL};
+
+    CHECK_INT(itest_run(args, &out, NULL, 60), ==, 0);
+    snprintf(batch, sizeof(batch), "%.26s", out);
+    free(out);
+  }
+  {
+    const char *args[] = {"limit", "set", "api", "5/s", "--redis", itest_url(), "--queue", q, NULL};
+
+    CHECK_INT(itest_run(args, NULL, NULL, 30), ==, 0);
+  }
+  {
+    const char *args[] = {"stats", "--json", "--redis", itest_url(), "--queue", q, NULL};
+
+    CHECK_INT(itest_run(args, &out, NULL, 30), ==, 0);
+  }
+  j = cJSON_Parse(out);
+  free(out);
+  CHECK(j != NULL);
+  for (int i = 0; i < 3; i++)
+    CHECK_INT(cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(j, prio[i]), "queued")->valuedouble, ==, 10);
+  CHECK_INT(cJSON_GetObjectItemCaseSensitive(j, "queued")->valuedouble, ==, 30);
+  CHECK_INT(cJSON_GetObjectItemCaseSensitive(j, "running")->valuedouble, ==, 0);
+  CHECK_INT(cJSON_GetObjectItemCaseSensitive(j, "delayed")->valuedouble, ==, 4);
+  CHECK_INT(cJSON_GetObjectItemCaseSensitive(j, "ended_last_minute")->valuedouble, ==, 0);
+  CHECK_INT(cJSON_GetArraySize(cJSON_GetObjectItemCaseSensitive(j, "limits")), ==, 1);
+  cJSON_Delete(j);
+  w = itest_worker(q, 10);
+  while (itest_batch_num(c, q, batch, "done") < 30)
+    usleep(10000);
+  usleep(700000); /* a heartbeat has registered the worker */
+  {
+    const char *args[] = {"stats", "--json", "--redis", itest_url(), "--queue", q, NULL};
+
+    CHECK_INT(itest_run(args, &out, NULL, 30), ==, 0);
+  }
+  j = cJSON_Parse(out);
+  free(out);
+  CHECK_INT(cJSON_GetObjectItemCaseSensitive(j, "queued")->valuedouble, ==, 0);
+  CHECK_INT(cJSON_GetObjectItemCaseSensitive(j, "ended_last_minute")->valuedouble, >=, 30);
+  CHECK_INT(cJSON_GetObjectItemCaseSensitive(j, "workers")->valuedouble, ==, 1);
+  cJSON_Delete(j);
+  itest_stop(w);
+  redisFree(c);
+}
+
 static const sl_test tests[] = {
+    {"stats", test_stats, 60},
+    {"weighted_priorities", test_weighted_priorities, 60},
     {"cancel_mid_batch", test_cancel_mid_batch, 60},
     {"pause_resume", test_pause_resume, 90},
     {"cancel_scheduled_and_parked", test_cancel_scheduled_and_parked, 30},
