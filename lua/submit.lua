@@ -7,14 +7,18 @@
 -- ARGV[4]     chunk number, from 0
 -- ARGV[5]     '1' if this is the last chunk, else '0'
 -- ARGV[6]     chunk 0 only: the batch name, or a JSON object of batch options
---             {"name":"...","retention_ms":N} (N: how long the ended batch
---             and its results are kept, ms; default 7 days)
+--             {"name":"...","retention_ms":N,"dedupe_ttl_ms":M} (N: how long
+--             the ended batch and its results are kept, ms, default 7 days;
+--             M: how long a dedupe key is remembered, ms, default 24 h)
 -- ARGV[7]     consumer group name
 -- ARGV[8..]   per item: priority (1 high, 2 normal, 3 low), item index, item JSON.
 --             The priority may be followed by a start time: "2@T" (not
 --             before T, ms since the epoch) or "2+D" (D ms from now, on the
 --             server's clock). Such items wait in the delayed set
---             (P..'delayed') until then, like retries.
+--             (P..'delayed') until then, like retries. Last, "#KEY" gives
+--             the item's dedupe key (any bytes to the end): an item whose
+--             key was seen in the queue within the TTL is skipped (not
+--             written, not counted; its index goes to P..'b:ID:skip').
 -- returns     the number of items of the batch written so far
 -- errors      'SLUICE_ARGS' (malformed arguments; nothing was written),
 --             'SLUICE_CANCELLED' (the batch was cancelled meanwhile),
@@ -35,10 +39,22 @@ end
 if not string.match(ARGV[4], '^%d+$') or (#ARGV - 7) % 3 ~= 0 then
   return redis.error_reply('SLUICE_ARGS chunk number or item triples malformed')
 end
+-- The priority argument: "2", then optionally "@T" or "+D" (start time),
+-- then optionally "#KEY" (dedupe key, any bytes to the end).
+local function parse_prio(p)
+  local s = tonumber(string.sub(p, 1, 1))
+  local mark, t, rest = string.match(p, '^[123]([@+]?)(%d*)(.*)$')
+  if not s or s < 1 or s > 3 or not mark or (mark ~= '' and t == '') or (mark == '' and t ~= '') then
+    return nil
+  end
+  if rest ~= '' and string.sub(rest, 1, 1) ~= '#' then return nil end
+  return s, mark, tonumber(t), rest ~= '' and string.sub(rest, 2) or nil
+end
+
 for i = 8, #ARGV, 3 do
   local p = ARGV[i]
-  if not (string.match(p, '^[123]$') or string.match(p, '^[123][@+]%d+$')) then
-    return redis.error_reply('SLUICE_ARGS item priority must be 1, 2 or 3 (optionally @MS or +MS), got ' .. p)
+  if not parse_prio(p) then
+    return redis.error_reply('SLUICE_ARGS item priority must be 1, 2 or 3 (optionally @MS or +MS, then #KEY), got ' .. p)
   end
   if not string.match(ARGV[i + 1], '^%d+$') then
     return redis.error_reply('SLUICE_ARGS item index must be a number, got ' .. ARGV[i + 1])
@@ -64,7 +80,7 @@ elseif seq == 0 then
     local e = sl_ensure_group(KEYS[i], ARGV[7])
     if e then return e end
   end
-  local name, retention = ARGV[6], nil
+  local name, retention, dedupe_ttl = ARGV[6], nil, nil
   if string.sub(name, 1, 1) == '{' then
     local ok, o = pcall(cjson.decode, name)
     if not ok or type(o) ~= 'table' then
@@ -72,11 +88,13 @@ elseif seq == 0 then
     end
     name = type(o.name) == 'string' and o.name or ''
     retention = tonumber(o.retention_ms)
+    dedupe_ttl = tonumber(o.dedupe_ttl_ms)
   end
   redis.call('HSET', bkey, 'id', batch, 'queue', queue, 'name', name, 'status', 'submitting',
              'whole', 0, 'total', 0, 'submitted', 0, 'chunks', 0, 'done', 0, 'succeeded', 0,
              'failed', 0, 'cancelled', 0, 'created_at', now)
   if retention then redis.call('HSET', bkey, 'retention_ms', math.floor(retention)) end
+  if dedupe_ttl then redis.call('HSET', bkey, 'dedupe_ttl_ms', math.floor(dedupe_ttl)) end
   redis.call('ZADD', KEYS[5], now, batch)
   -- The index forgets batches older than the longest retention anyone uses.
   redis.call('ZREMRANGEBYSCORE', KEYS[5], '-inf', now - 90 * 24 * 3600 * 1000)
@@ -84,21 +102,33 @@ else
   return redis.error_reply('SLUICE_ORDER batch ' .. batch .. ' has no first chunk')
 end
 
-local n = 0
-local delayed = false
+local n, skipped = 0, 0
+local ttl = nil
 for i = 8, #ARGV, 3 do
-  local s = tonumber(string.sub(ARGV[i], 1, 1))
-  local mark, t = string.match(ARGV[i], '^[123]([@+])(%d+)$')
-  local due = mark == '@' and tonumber(t) or (mark == '+' and now + tonumber(t)) or nil
-  if due and due > now then
+  local s, mark, t, key = parse_prio(ARGV[i])
+  local due = mark == '@' and t or (mark == '+' and now + t) or nil
+  if key then
+    -- Dedupe: the first item with this key within the TTL wins, across
+    -- batches of the queue; later ones are skipped, recorded in P..b:ID:skip.
+    ttl = ttl or tonumber(redis.call('HGET', bkey, 'dedupe_ttl_ms') or '') or 86400000
+    if not redis.call('SET', prefix .. 'dd:' .. key, batch .. ':' .. ARGV[i + 1], 'NX', 'PX', ttl) then
+      redis.call('SADD', bkey .. ':skip', ARGV[i + 1])
+      skipped = skipped + 1
+      s = nil
+    end
+  end
+  if not s then
+    -- skipped as a duplicate
+  elseif due and due > now then
     redis.call('ZADD', prefix .. 'delayed', due,
                s .. '\n' .. batch .. '\n' .. ARGV[i + 1] .. '\n1\n\n' .. ARGV[i + 2])
-    delayed = true
   else
     redis.call('XADD', KEYS[1 + s], '*', 'b', batch, 'i', ARGV[i + 1], 'a', 1, 'd', ARGV[i + 2])
   end
-  n = n + 1
+  if s then n = n + 1 end
 end
+if skipped > 0 then redis.call('HINCRBY', bkey, 'skipped', skipped) end
+redis.call('HINCRBY', bkey, 'indexed', n + skipped)
 local submitted = redis.call('HINCRBY', bkey, 'submitted', n)
 redis.call('HINCRBY', bkey, 'chunks', 1)
 if last then

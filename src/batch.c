@@ -67,11 +67,11 @@ int sl__batch_json(sl_buf *out, const sl_keys *k, const char *batch, const redis
                         "\"failed\":%lld,\"cancelled\":%lld,\"pct\":%.1f,\"ts\":%lld,"
                         "\"incomplete\":%s,\"submitted\":%lld,\"created_at\":%lld,\"queued_at\":%lld,"
                         "\"started_at\":%lld,\"finished_at\":%lld,\"elapsed_ms\":%lld,"
-                        "\"items_per_s\":%.1f}",
+                        "\"items_per_s\":%.1f,\"skipped\":%lld}",
                         status ? status : "?", total, done, hnum(h, "succeeded"), hnum(h, "failed"),
                         hnum(h, "cancelled"), pct, now, whole ? "false" : "true",
                         hnum(h, "submitted"), created, hnum(h, "queued_at"), started, finished,
-                        elapsed, run_ms > 0 ? (double)done * 1000.0 / (double)run_ms : 0.0);
+                        elapsed, run_ms > 0 ? (double)done * 1000.0 / (double)run_ms : 0.0, hnum(h, "skipped"));
   return rc;
 }
 
@@ -140,7 +140,8 @@ SL_EXTERN int sl_batch_results(sl_client_t *c, const char *queue, const char *ba
   h = batch_hash(c, &k, batch, &rc);
   if (h == NULL)
     return rc;
-  submitted = hnum(h, "submitted");
+  /* Item indexes run to `indexed` (items skipped as duplicates have one too). */
+  submitted = hfield(h, "indexed") ? hnum(h, "indexed") : hnum(h, "submitted");
   freeReplyObject(h);
   snprintf(rkey, sizeof(rkey), "%sb:%s:r", k.prefix, batch);
   nums = sl_malloc(RESULTS_PAGE * sizeof(*nums));

@@ -49,6 +49,7 @@ int sl__name_valid(const char *s, size_t n) {
 void sl__item_free(sl_item *it) {
   sl_free(it->id);
   sl_free(it->d);
+  sl_free(it->dedupe);
   memset(it, 0, sizeof(*it));
 }
 
@@ -212,6 +213,8 @@ int sl__item_parse(const char *line, size_t len, long lineno, const sl_item_defa
   const sl_json_member *f_type = NULL;
   const sl_json_member *f_payload = NULL;
   const sl_json_member *f_rate = NULL;
+  const sl_json_member *f_dedupe = NULL;
+  sl_buf dedupe;
   int has_start = 0;
   int64_t start_at = 0;
   int64_t delay = 0;
@@ -323,12 +326,15 @@ int sl__item_parse(const char *line, size_t len, long lineno, const sl_item_defa
       }
       has_start = 1;
     } else if (key_is(f, "dedupe")) {
-      snprintf(err, errlen, "field \"%.*s\": not supported by this version of sluice yet", keylen, f->key);
-      return SL_EINVAL;
+      if (f->val[0] != '"') {
+        snprintf(err, errlen, "field \"dedupe\": expected a string key, got %s", json_kind(f->val));
+        return SL_EINVAL;
+      }
+      f_dedupe = f;
     } else {
       snprintf(err, errlen,
                "field \"%.*s\": unknown field (known: id, type, payload, priority, max_attempts, timeout_ms, "
-               "backoff_ms, backoff_max_ms, rate_key, run_at, delay_ms)",
+               "backoff_ms, backoff_max_ms, rate_key, run_at, delay_ms, dedupe)",
                keylen, f->key);
       return SL_EINVAL;
     }
@@ -424,9 +430,24 @@ int sl__item_parse(const char *line, size_t len, long lineno, const sl_item_defa
     rc = sl__buf_printf(&d, ",\"max_attempts\":%lld,\"timeout_ms\":%lld,\"backoff_ms\":%lld,\"backoff_max_ms\":%lld}",
                         (long long)max_attempts, (long long)timeout_ms, (long long)backoff_ms,
                         (long long)backoff_max_ms);
+  sl__buf_init(&dedupe, SL_DEDUPE_MAX + 8);
+  if (rc == 0 && f_dedupe != NULL) {
+    int urc = sl__json_unescape(f_dedupe->val, f_dedupe->vallen, &dedupe);
+
+    if (urc == SL_ENOMEM) {
+      rc = urc;
+    } else if (urc != 0 || dedupe.len == 0 || dedupe.len > SL_DEDUPE_MAX || memchr(dedupe.p, '\0', dedupe.len) != NULL) {
+      sl__buf_free(&id);
+      sl__buf_free(&d);
+      sl__buf_free(&dedupe);
+      snprintf(err, errlen, "field \"dedupe\": expected a key of 1-%d bytes (no \\u0000)", SL_DEDUPE_MAX);
+      return urc == SL_ETOOBIG ? SL_ETOOBIG : SL_EINVAL;
+    }
+  }
   if (rc != 0) {
     sl__buf_free(&id);
     sl__buf_free(&d);
+    sl__buf_free(&dedupe);
     snprintf(err, errlen, "%s", sl_strerror(rc));
     return rc;
   }
@@ -436,7 +457,9 @@ int sl__item_parse(const char *line, size_t len, long lineno, const sl_item_defa
   out->dlen = d.len;
   out->id = sl__buf_take(&id);
   out->d = sl__buf_take(&d);
-  if (out->id == NULL || out->d == NULL) {
+  out->dedupe = f_dedupe != NULL ? sl__buf_take(&dedupe) : NULL;
+  sl__buf_free(&dedupe);
+  if (out->id == NULL || out->d == NULL || (f_dedupe != NULL && out->dedupe == NULL)) {
     sl__item_free(out);
     snprintf(err, errlen, "out of memory");
     return SL_ENOMEM;

@@ -42,6 +42,7 @@ typedef struct sl_item {
   int prio;    /* SL_PRIO_* */
   int64_t start_at_ms; /* not before, ms since the epoch (run_at); 0: none */
   int64_t delay_ms;    /* start this long after submit (delay_ms); 0: none */
+  char *dedupe;        /* the dedupe key, unescaped, or NULL */
   char *d;     /* the normalized item JSON */
   size_t dlen; /* its length, bytes */
 } sl_item;

@@ -30,6 +30,9 @@ struct sl_batch {
   char *name;            /* label, or NULL */
   char *rate_key;        /* default rate key, or NULL */
   int64_t retention_ms;  /* how long the ended batch is kept, ms; 0: the default */
+  int64_t dedupe_ttl_ms; /* how long dedupe keys are remembered, ms; 0: the default */
+  size_t *skipped;       /* after submit: indexes of items skipped as duplicates */
+  size_t nskipped;       /* how many */
   sl_item_defaults def;  /* item defaults from the options */
   size_t chunk;          /* items per submit call */
   sl_item *items;        /* the validated items */
@@ -104,6 +107,11 @@ SL_EXTERN int sl_batch_new(const sl_batch_opts *opts, sl_batch_t **out, char *er
   }
   b->def.delay_ms = opts->delay_ms;
   b->retention_ms = opts->retention_ms;
+  if (opts->dedupe_ttl_ms < 0) {
+    snprintf(errbuf, errlen, "dedupe TTL %lld ms out of range", (long long)opts->dedupe_ttl_ms);
+    goto invalid;
+  }
+  b->dedupe_ttl_ms = opts->dedupe_ttl_ms;
   if (opts->rate_key != NULL) {
     if (!sl__name_valid(opts->rate_key, strlen(opts->rate_key))) {
       snprintf(errbuf, errlen, "invalid rate key \"%.*s\" (1-%d characters of [A-Za-z0-9_.:-])", 80,
@@ -141,7 +149,16 @@ SL_EXTERN void sl_batch_free(sl_batch_t *b) {
   sl_free(b->table);
   sl_free(b->name);
   sl_free(b->rate_key);
+  sl_free(b->skipped);
   sl_free(b);
+}
+
+SL_EXTERN size_t sl_batch_skipped_count(const sl_batch_t *b) {
+  return b->nskipped;
+}
+
+SL_EXTERN const char *sl_batch_skipped_id(const sl_batch_t *b, size_t i) {
+  return i < b->nskipped ? b->items[b->skipped[i]].id : NULL;
 }
 
 SL_EXTERN size_t sl_batch_count(const sl_batch_t *b) {
@@ -229,7 +246,8 @@ oom:
 /* Appends the FCALL of chunk `seq` to the connection's output buffer. */
 static int append_chunk(redisContext *rc, const sl_batch_t *b, const char *id, const char *bkey,
                         size_t seq, const char **av, size_t *al, char (*nums)[24], char (*prios)[32],
-                        const char *opts) {
+                        char **owned, const char *opts) {
+  size_t nowned = 0;
   size_t first = seq * b->chunk;
   size_t last = first + b->chunk < b->n ? first + b->chunk : b->n;
   int k = 0;
@@ -263,6 +281,23 @@ static int append_chunk(redisContext *rc, const sl_batch_t *b, const char *id, c
       snprintf(prios[i - first], 32, "%c", "123"[b->items[i].prio]);
     av[k] = prios[i - first];
     al[k] = strlen(av[k]);
+    if (b->items[i].dedupe != NULL) {
+      /* then "#KEY": the item's dedupe key */
+      size_t kl = strlen(b->items[i].dedupe);
+      char *p = sl_malloc(al[k] + 1 + kl + 1);
+
+      if (p == NULL) {
+        for (size_t j = 0; j < nowned; j++)
+          sl_free(owned[j]);
+        return SL_ENOMEM;
+      }
+      memcpy(p, prios[i - first], al[k]);
+      p[al[k]] = '#';
+      memcpy(p + al[k] + 1, b->items[i].dedupe, kl + 1);
+      owned[nowned++] = p;
+      av[k] = p;
+      al[k] = al[k] + 1 + kl;
+    }
     k++;
     av[k] = nums[1 + (i - first)];
     al[k] = strlen(av[k]);
@@ -270,7 +305,13 @@ static int append_chunk(redisContext *rc, const sl_batch_t *b, const char *id, c
     av[k] = b->items[i].d;
     al[k++] = b->items[i].dlen;
   }
-  return redisAppendCommandArgv(rc, k, av, al) == REDIS_OK ? 0 : SL_ENOMEM;
+  {
+    int ok = redisAppendCommandArgv(rc, k, av, al) == REDIS_OK; /* formats now: owned may go */
+
+    for (size_t j = 0; j < nowned; j++)
+      sl_free(owned[j]);
+    return ok ? 0 : SL_ENOMEM;
+  }
 }
 
 /* Admission control: refuses a batch that would take Redis past its
@@ -320,6 +361,7 @@ SL_EXTERN int sl_batch_submit(sl_client_t *c, sl_batch_t *b, char **id_out) {
   size_t *al = NULL;
   char (*nums)[24] = NULL;
   char (*prios)[32] = NULL;
+  char **owned = NULL;
   sl_buf opts;
   int rc = 0;
 
@@ -336,21 +378,24 @@ SL_EXTERN int sl_batch_submit(sl_client_t *c, sl_batch_t *b, char **id_out) {
   al = sl_malloc(argc * sizeof(*al));
   nums = sl_malloc((b->chunk + 1) * sizeof(*nums));
   prios = sl_malloc((b->chunk + 1) * sizeof(*prios));
+  owned = sl_malloc((b->chunk + 1) * sizeof(*owned));
   sl__buf_init(&opts, 4096);
   /* Batch options: the name alone, or a JSON object when there is more (or
    * when the name itself starts with '{'). */
-  if (b->retention_ms > 0 || (b->name != NULL && b->name[0] == '{')) {
+  if (b->retention_ms > 0 || b->dedupe_ttl_ms > 0 || (b->name != NULL && b->name[0] == '{')) {
     rc = sl__buf_puts(&opts, "{\"name\":");
     if (rc == 0)
       rc = sl__json_put_str(&opts, b->name ? b->name : "", b->name ? strlen(b->name) : 0);
     if (rc == 0 && b->retention_ms > 0)
       rc = sl__buf_printf(&opts, ",\"retention_ms\":%lld", (long long)b->retention_ms);
+    if (rc == 0 && b->dedupe_ttl_ms > 0)
+      rc = sl__buf_printf(&opts, ",\"dedupe_ttl_ms\":%lld", (long long)b->dedupe_ttl_ms);
     if (rc == 0)
       rc = sl__buf_putc(&opts, '}');
   } else if (b->name != NULL) {
     rc = sl__buf_puts(&opts, b->name);
   }
-  if (av == NULL || al == NULL || nums == NULL || prios == NULL || rc != 0) {
+  if (av == NULL || al == NULL || nums == NULL || prios == NULL || owned == NULL || rc != 0) {
     rc = sl__client_fail(c, SL_ENOMEM, "out of memory");
     goto out;
   }
@@ -366,7 +411,7 @@ SL_EXTERN int sl_batch_submit(sl_client_t *c, sl_batch_t *b, char **id_out) {
 
     while (sent < nchunks && sent - recv < SUBMIT_PIPELINE) {
       /* hiredis formats the command at append time, so av may be reused. */
-      rc = append_chunk(c->rc, b, id, bkey, sent, av, al, nums, prios, opts.p ? opts.p : "");
+      rc = append_chunk(c->rc, b, id, bkey, sent, av, al, nums, prios, owned, opts.p ? opts.p : "");
       if (rc != 0) {
         sl__client_fail(c, rc, "out of memory");
         goto out;
@@ -396,6 +441,26 @@ SL_EXTERN int sl_batch_submit(sl_client_t *c, sl_batch_t *b, char **id_out) {
     freeReplyObject(r);
     recv++;
   }
+  /* Which items were skipped as duplicates (only when some had a key). */
+  for (size_t i = 0; i < b->n; i++) {
+    if (b->items[i].dedupe != NULL) {
+      char skey[sizeof(bkey) + 8];
+      const char *sav[2] = {"SMEMBERS", skey};
+      redisReply *r;
+
+      snprintf(skey, sizeof(skey), "%s:skip", bkey);
+      r = sl__client_cmd(c, &rc, 2, sav, NULL);
+      if (r == NULL)
+        goto out;
+      sl_free(b->skipped);
+      b->nskipped = 0;
+      b->skipped = sl_calloc(r->elements + 1, sizeof(*b->skipped));
+      for (size_t k = 0; b->skipped != NULL && k < r->elements; k++)
+        b->skipped[b->nskipped++] = (size_t)strtoull(r->element[k]->str, NULL, 10);
+      freeReplyObject(r);
+      break;
+    }
+  }
   *id_out = sl_strdup(id);
   if (*id_out == NULL)
     rc = sl__client_fail(c, SL_ENOMEM, "out of memory");
@@ -404,6 +469,7 @@ out:
   sl_free(al);
   sl_free(nums);
   sl_free(prios);
+  sl_free(owned);
   sl__buf_free(&opts);
   return rc;
 }

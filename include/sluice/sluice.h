@@ -67,6 +67,7 @@ SL_EXTERN void sl_free(void *p);
 #define SL_ITEM_MAX_DEPTH 64             /* nesting of arrays and objects */
 #define SL_ITEM_MAX_ID 128               /* an item id, bytes */
 #define SL_NAME_MAX 64                   /* queue, type and batch names, bytes */
+#define SL_DEDUPE_MAX 256                /* a dedupe key, bytes */
 
 /* ---- Client: a connection for producers and admin commands ---- */
 
@@ -100,6 +101,7 @@ typedef struct sl_batch_opts {
   const char *run_at;    /* default start time of the items, RFC 3339, or NULL */
   int64_t delay_ms;      /* default start: this long after submit, ms; 0: at once */
   int64_t retention_ms;  /* keep the ended batch and its results this long, ms; 0: 7 days */
+  int64_t dedupe_ttl_ms; /* remember dedupe keys this long, ms; 0: 24 hours */
   size_t chunk_items;    /* items per submit call; 0 means 2000 */
 } sl_batch_opts;
 
@@ -130,6 +132,12 @@ SL_EXTERN size_t sl_batch_count(const sl_batch_t *b);
  * holds the batch id (free with sl_free).
  */
 SL_EXTERN int sl_batch_submit(sl_client_t *c, sl_batch_t *b, char **id_out);
+
+/* After sl_batch_submit: how many items were skipped because their dedupe
+ * key was seen in the queue within the dedupe TTL, and the id of the i-th
+ * (borrowed from the batch; NULL past the end). */
+SL_EXTERN size_t sl_batch_skipped_count(const sl_batch_t *b);
+SL_EXTERN const char *sl_batch_skipped_id(const sl_batch_t *b, size_t i);
 
 /* ---- Batches: inspect ---- */
 

@@ -11,6 +11,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <cjson/cJSON.h>
+
 #include "cli.h"
 
 #define MAX_REPORTED 20 /* invalid lines listed before "... and N more" */
@@ -25,6 +27,7 @@ int cmd_submit(int argc, char **argv) {
       {"rate-key", required_argument, NULL, 'r'},
       {"run-at", required_argument, NULL, 'T'},    {"delay", required_argument, NULL, 'D'},
       {"retention", required_argument, NULL, 'K'},
+      {"dedupe-ttl", required_argument, NULL, 'U'}, {"json", no_argument, NULL, 'J'},
       {NULL, 0, NULL, 0}};
   cli_common com = {getenv("SLUICE_REDIS"), NULL};
   sl_batch_opts bo = {0};
@@ -38,6 +41,7 @@ int cmd_submit(int argc, char **argv) {
   long lineno = 0;
   long bad = 0;
   int wait = 0;
+  int json = 0;
   int ch;
   int ret = EXIT_RUNTIME;
   char err[512];
@@ -73,6 +77,14 @@ int cmd_submit(int argc, char **argv) {
     case 'n': bo.name = optarg; break;
     case 'r': bo.rate_key = optarg; break;
     case 'T': bo.run_at = optarg; break;
+    case 'J': json = 1; break;
+    case 'U':
+      if ((v = cli_parse_duration(optarg)) < 1) {
+        cli_err("--dedupe-ttl: expected a duration like 86400000 (ms), 30s, 10m, 2h or 1d, got \"%s\"", optarg);
+        return EXIT_USAGE;
+      }
+      bo.dedupe_ttl_ms = v;
+      break;
     case 'D':
       if ((v = cli_parse_duration(optarg)) < 0) {
         cli_err("--delay: expected a duration like 5000 (ms), 30s, 10m, 2h or 1d, got \"%s\"", optarg);
@@ -174,7 +186,26 @@ int cmd_submit(int argc, char **argv) {
     cli_err("submit failed: %s", sl_client_errstr(cl));
     goto out;
   }
-  printf("%s\n", id);
+  if (json) {
+    /* {"batch":ID,"submitted":N,"skipped":M,"skipped_ids":[...]} */
+    size_t ns = sl_batch_skipped_count(b);
+
+    printf("{\"batch\":\"%s\",\"submitted\":%zu,\"skipped\":%zu,\"skipped_ids\":[", id, sl_batch_count(b) - ns, ns);
+    for (size_t i = 0; i < ns; i++) {
+      cJSON *s = cJSON_CreateString(sl_batch_skipped_id(b, i));
+      char *t = s ? cJSON_PrintUnformatted(s) : NULL;
+
+      printf("%s%s", i ? "," : "", t ? t : "null");
+      cJSON_free(t);
+      cJSON_Delete(s);
+    }
+    printf("]}\n");
+  } else {
+    printf("%s\n", id);
+  }
+  if (sl_batch_skipped_count(b) > 0)
+    fprintf(stderr, "sluice: %zu of %zu items skipped: their dedupe key was seen in this queue within the dedupe TTL\n",
+            sl_batch_skipped_count(b), sl_batch_count(b));
   fflush(stdout);
   ret = wait ? cli_watch_batch(cl, com.queue, id) : EXIT_OK;
 out:

@@ -16,6 +16,7 @@ static const char usage[] =
     "         --rate-key NAME      (the items' rate limit, see `sluice limit`)\n"
     "         --run-at RFC3339 | --delay DURATION   start the items later\n"
     "         --retention DURATION  keep the ended batch and its results (default 7d)\n"
+    "         --dedupe-ttl DURATION  remember items' dedupe keys (default 1d); --json: id and skipped items\n"
     "  worker [opts]               run items: --concurrency N --visibility MS --max-deliveries N\n"
     "                              --drain-timeout MS --weights 6,3,1 (fair share instead of strict)\n"
     "  status BATCH [--json]       counters, percent and timings of a batch\n"

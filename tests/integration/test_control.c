@@ -310,7 +310,83 @@ static void test_stats(void) {
   redisFree(c);
 }
 
+/* Dedupe: an item whose key was seen in the queue within the TTL is
+ * skipped at submit (reported, not counted); after the TTL it goes in. */
+static void test_dedupe(void) {
+  const char *q = itest_queue("dedupe");
+  char p1[600];
+  char p2[600];
+  redisContext *c = itest_conn();
+  char buf[4096];
+  size_t len = 0;
+  char *out = NULL;
+  char *err = NULL;
+  char b2[64];
+  cJSON *j;
+  pid_t w;
+
+  snprintf(p1, sizeof(p1), "%s", itest_path("d1.jsonl"));
+  snprintf(p2, sizeof(p2), "%s", itest_path("d2.jsonl"));
+  for (int i = 1; i <= 5; i++)
+    len += (size_t)snprintf(buf + len, sizeof(buf) - len, "{\"id\":\"a%d\",\"type\":\"noop\",\"payload\":null,\"dedupe\":\"k%d\"}\n", i, i);
+  itest_write(p1, buf, len);
+  len = 0;
+  for (int i = 3; i <= 8; i++)
+    len += (size_t)snprintf(buf + len, sizeof(buf) - len, "{\"id\":\"b%d\",\"type\":\"noop\",\"payload\":null,\"dedupe\":\"k%d\"}\n", i, i);
+  /* the same key twice in one batch: the second is skipped too */
+  len += (size_t)snprintf(buf + len, sizeof(buf) - len, "{\"id\":\"b8again\",\"type\":\"noop\",\"payload\":null,\"dedupe\":\"k8\"}\n");
+  itest_write(p2, buf, len);
+  {
+    const char *args[] = {"submit", "--dedupe-ttl", "2s", "--redis", itest_url(), "--queue", q, p1, NULL};
+
+    CHECK_INT(itest_run(args, NULL, NULL, 30), ==, 0);
+  }
+  {
+    const char *args[] = {"submit", "--json", "--dedupe-ttl", "2s", "--redis", itest_url(), "--queue", q, p2, NULL};
+
+    CHECK_INT(itest_run(args, &out, &err, 30), ==, 0);
+  }
+  CHECK_CONTAINS(err, "4 of 7 items skipped");
+  j = cJSON_Parse(out);
+  CHECK(j != NULL);
+  CHECK_INT(cJSON_GetObjectItemCaseSensitive(j, "submitted")->valuedouble, ==, 3);
+  CHECK_INT(cJSON_GetObjectItemCaseSensitive(j, "skipped")->valuedouble, ==, 4);
+  CHECK_CONTAINS(out, "\"b3\"");
+  CHECK_CONTAINS(out, "\"b5\"");
+  CHECK_CONTAINS(out, "\"b8again\"");
+  CHECK(strstr(out, "\"b6\"") == NULL);
+  snprintf(b2, sizeof(b2), "%s", cJSON_GetObjectItemCaseSensitive(j, "batch")->valuestring);
+  cJSON_Delete(j);
+  free(out);
+  free(err);
+  w = itest_worker(q, 10);
+  itest_wait_batch(c, q, b2, 20);
+  CHECK_INT(itest_batch_num(c, q, b2, "total"), ==, 3);
+  CHECK_INT(itest_batch_num(c, q, b2, "succeeded"), ==, 3);
+  {
+    const char *args[] = {"results", "--redis", itest_url(), "--queue", q, b2, NULL};
+
+    CHECK_INT(itest_run(args, &out, NULL, 30), ==, 0);
+    CHECK_CONTAINS(out, "\"b6\"");
+    CHECK_CONTAINS(out, "\"b8\"");
+    CHECK(strstr(out, "\"b3\"") == NULL);
+    free(out);
+  }
+  /* After the TTL the keys are forgotten. */
+  usleep(2200000);
+  {
+    const char *args[] = {"submit", "--json", "--redis", itest_url(), "--queue", q, p1, NULL};
+
+    CHECK_INT(itest_run(args, &out, NULL, 30), ==, 0);
+    CHECK_CONTAINS(out, "\"skipped\":0");
+    free(out);
+  }
+  itest_stop(w);
+  redisFree(c);
+}
+
 static const sl_test tests[] = {
+    {"dedupe", test_dedupe, 60},
     {"stats", test_stats, 60},
     {"weighted_priorities", test_weighted_priorities, 60},
     {"cancel_mid_batch", test_cancel_mid_batch, 60},

@@ -72,7 +72,7 @@ static void test_missing_and_mistyped_fields(void) {
   refused_str("twice", "{\"type\":\"noop\",\"type\":\"noop\",\"payload\":{}}", "field \"type\": given twice");
   refused_str("runat", "{\"type\":\"noop\",\"payload\":{},\"run_at\":\"next tuesday\"}",
               "field \"run_at\": expected an RFC 3339 time");
-  refused_str("dedupe", "{\"type\":\"noop\",\"payload\":{},\"dedupe\":\"k\"}", "field \"dedupe\": not supported");
+  refused_str("dedupe", "{\"type\":\"noop\",\"payload\":{},\"dedupe\":7}", "field \"dedupe\": expected a string key");
 }
 
 static void test_unknown_priority(void) {

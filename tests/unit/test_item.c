@@ -433,17 +433,18 @@ static void test_err_field_twice(void) {
   parse_err("{\"type\":\"t\",\"payload\":{},\"payload\":{}}", "field \"payload\": given twice", NULL);
 }
 
-static void test_err_not_supported_fields(void) {
-  static const char *const fields[] = {"dedupe"};
+static void test_dedupe_key(void) {
+  sl_item it;
 
-  for (size_t i = 0; i < sizeof(fields) / sizeof(fields[0]); i++) {
-    char line[128];
-    char want[64];
-
-    snprintf(line, sizeof(line), "{\"type\":\"t\",\"payload\":{},\"%s\":1}", fields[i]);
-    snprintf(want, sizeof(want), "field \"%s\": not supported", fields[i]);
-    parse_err(line, want, NULL);
-  }
+  parse_ok("{\"type\":\"t\",\"payload\":{},\"dedupe\":\"img-\\u00e917\"}", &it);
+  CHECK_STR(it.dedupe, "img-\xc3\xa9" "17");
+  CHECK(strstr(it.d, "dedupe") == NULL); /* the key travels beside the item, not in it */
+  sl__item_free(&it);
+  parse_ok("{\"type\":\"t\",\"payload\":{}}", &it);
+  CHECK(it.dedupe == NULL);
+  sl__item_free(&it);
+  parse_err("{\"type\":\"t\",\"payload\":{},\"dedupe\":1}", "field \"dedupe\": expected a string key", NULL);
+  parse_err("{\"type\":\"t\",\"payload\":{},\"dedupe\":\"\"}", "field \"dedupe\": expected a key of 1-256 bytes", NULL);
 }
 
 /* rate_key: a limit name, placed right after the type in the stored item
@@ -669,7 +670,7 @@ static const sl_test tests[] = {
   {"err_field_twice", test_err_field_twice, 10},
   {"rate_key", test_rate_key, 10},
   {"start_time", test_start_time, 10},
-  {"err_not_supported_fields", test_err_not_supported_fields, 10},
+  {"dedupe_key", test_dedupe_key, 10},
   {"err_too_many_fields", test_err_too_many_fields, 10},
   {"sleep_payload", test_sleep_payload, 10},
   {"err_sleep_payload", test_err_sleep_payload, 10},
