@@ -96,7 +96,7 @@ end
 --   otherwise it runs; the first item of a queued batch turns it `running`.
 -- Entries that do not run are acknowledged and deleted here. Returns true
 -- when the item should run.
-local function sl_admit(ctx, s, key, group, eid, f)
+local function sl_admit_batch(ctx, s, key, group, eid, f)
   local batch, idx, att, d = f[2], f[4], f[6], f[8]
   local bkey = ctx.prefix .. 'b:' .. batch
   local st = ctx.status[batch]
@@ -163,20 +163,27 @@ end
 -- the fleet as a whole starts at most burst + t / T items in any window of
 -- length t. Returns the wait before the item may start, ms (0: now). A key
 -- with no limit set (P..'limits') is not limited. Limits are cached in ctx.
-local function sl_rate_wait(ctx, d)
-  local key = sl_rate_key(d)
-  if not key then return 0 end
+-- The limit named `key` ({t = interval µs or 0, burst, conc = 0 or N}),
+-- or false; cached in ctx. Format of P..'limits': "T_US BURST RATE [CONC]".
+local function sl_limit(ctx, key)
   ctx.limits = ctx.limits or {}
   local lim = ctx.limits[key]
   if lim == nil then
     local v = redis.call('HGET', ctx.prefix .. 'limits', key)
     lim = false
     if v then
-      local t, burst = string.match(v, '^(%d+) (%d+)')
-      if t then lim = {t = tonumber(t), burst = tonumber(burst)} end
+      local t, burst, conc = string.match(v, '^(%d+) (%d+) %S+ ?(%d*)')
+      if t then lim = {t = tonumber(t), burst = tonumber(burst), conc = tonumber(conc) or 0} end
     end
     ctx.limits[key] = lim
   end
+  return lim
+end
+
+local function sl_rate_wait(ctx, d)
+  local key = sl_rate_key(d)
+  if not key then return 0 end
+  local lim = sl_limit(ctx, key)
   if not lim or lim.t <= 0 then return 0 end
   local tm = redis.call('TIME')
   local now = tonumber(tm[1]) * 1000000 + tonumber(tm[2])
@@ -191,11 +198,71 @@ local function sl_rate_wait(ctx, d)
   return math.ceil((allow_at - now) / 1000)
 end
 
+-- Moves up to n items waiting for a concurrency lease of limit NAME
+-- (P..'cw:NAME') back to the ends of their streams. Returns how many.
+local function sl_wake(prefix, streams, name, n)
+  if n <= 0 then return 0 end
+  local moved = 0
+  for _, e in ipairs(redis.call('XRANGE', prefix .. 'cw:' .. name, '-', '+', 'COUNT', n)) do
+    local f = e[2] -- p, s, then the entry's own fields
+    local fields = {}
+    local marked = false
+    for k = 3, #f do
+      fields[#fields + 1] = f[k]
+      if k % 2 == 1 and f[k] == 'x' then marked = true end
+    end
+    if not marked then
+      fields[#fields + 1] = 'x'
+      fields[#fields + 1] = '1'
+    end
+    redis.call('XADD', streams[tonumber(f[2])], '*', unpack(fields))
+    redis.call('XDEL', prefix .. 'cw:' .. name, e[1])
+    moved = moved + 1
+  end
+  return moved
+end
+
+-- Fleet-wide concurrency per rate key: an item whose limit has a
+-- concurrency N takes a lease (P..'cl:NAME', member "S:ENTRY", score =
+-- expiry: its timeout plus the visibility timeout, so a dead worker's lease
+-- lapses). With N leases out, the entry is parked in P..'cw:NAME' and
+-- acknowledged; a completion that returns a lease wakes one (complete), and
+-- reclaim wakes what lapsed leases freed. Sets ctx.lease to the limit name
+-- when a lease was taken. Returns true when the item may run now.
+local function sl_lease(ctx, s, key, group, eid, f)
+  ctx.lease = ''
+  local name = sl_rate_key(f[8])
+  if not name then return true end
+  local lim = sl_limit(ctx, name)
+  if not lim or lim.conc <= 0 then return true end
+  ctx.now = ctx.now or sl_now_ms()
+  local ckey = ctx.prefix .. 'cl:' .. name
+  local member = s .. ':' .. eid
+  redis.call('ZREMRANGEBYSCORE', ckey, '-inf', ctx.now)
+  if redis.call('ZSCORE', ckey, member) or redis.call('ZCARD', ckey) < lim.conc then
+    local timeout = tonumber(string.match(f[8], '"timeout_ms":(%d+),"backoff_ms":%d+,"backoff_max_ms":%d+}$')) or 30000
+    redis.call('ZADD', ckey, ctx.now + timeout + (ctx.vis or 30000), member)
+    ctx.lease = name
+    return true
+  end
+  redis.call('XADD', ctx.prefix .. 'cw:' .. name, '*', 'p', s, unpack(f))
+  redis.call('XACK', key, group, eid)
+  redis.call('XDEL', key, eid)
+  return false
+end
+
+-- sl_admit_batch, then the item's concurrency lease (sl_lease).
+local function sl_admit(ctx, s, key, group, eid, f)
+  if not sl_admit_batch(ctx, s, key, group, eid, f) then return false end
+  return sl_lease(ctx, s, key, group, eid, f)
+end
+
 -- Appends an entry the worker may run to out: priority, entry id, batch,
 -- item index, attempt, item JSON, earlier errors (a JSON array or ''),
 -- '1' when the item must run alone on its worker (its last allowed
--- delivery: see reclaim) else '0', and the wait in ms before it may start
--- (its rate limit; 0: at once).
+-- delivery: see reclaim) else '0', the wait in ms before it may start
+-- (its rate limit; 0: at once), and the limit whose concurrency lease it
+-- holds ('' for none; the worker hands it back with the completion).
 local function sl_emit(ctx, out, s, eid, f, attempt, alone)
   out[#out + 1] = s
   out[#out + 1] = eid
@@ -210,6 +277,7 @@ local function sl_emit(ctx, out, s, eid, f, attempt, alone)
   out[#out + 1] = errs
   out[#out + 1] = alone and '1' or '0'
   out[#out + 1] = sl_rate_wait(ctx, f[8])
+  out[#out + 1] = ctx.lease or ''
 end
 
 -- Moves due retries from the delayed set back to their streams (each

@@ -2,16 +2,17 @@
 -- XREADGROUP (which cannot run inside a script).
 -- KEYS[1..3]  streams P..'s:high', P..'s:normal', P..'s:low'
 -- ARGV[1]     consumer group    ARGV[2] key prefix P    ARGV[3] queue name
--- ARGV[4..]   per entry: priority (1-3), stream entry id
+-- ARGV[4]     the caller's visibility timeout, ms (for concurrency leases)
+-- ARGV[5..]   per entry: priority (1-3), stream entry id
 -- returns     the entries that may run, in the same flat form as fetch
 --             (without the leading due time)
 --
 -- The entries are read again here (XRANGE) rather than passed in, so what
 -- runs is what the stream holds.
 local group = ARGV[1]
-local ctx = {prefix = ARGV[2], status = {}, touched = {}, started = {}}
+local ctx = {prefix = ARGV[2], status = {}, touched = {}, started = {}, vis = tonumber(ARGV[4])}
 local out = {}
-for i = 4, #ARGV, 2 do
+for i = 5, #ARGV, 2 do
   local s, eid = tonumber(ARGV[i]), ARGV[i + 1]
   local r = redis.call('XRANGE', KEYS[s], eid, eid)
   if r[1] then

@@ -1,10 +1,12 @@
 -- sluice_v1_complete: records the outcome of finished attempts, exactly once.
 -- KEYS[1..3]  streams P..'s:high', P..'s:normal', P..'s:low'
 -- ARGV[1]     consumer group    ARGV[2] key prefix P    ARGV[3] queue name
--- ARGV[4..]   per attempt, 8 elements: priority (1-3), stream entry id,
+-- ARGV[4..]   per attempt, 9 elements: priority (1-3), stream entry id,
 --             batch id, item index, outcome, text, retry delay (ms), item JSON
 --             (with 'f' only, else ''; kept in the dead letter even when the
---             stream entry is gone already)
+--             stream entry is gone already), and the limit whose concurrency
+--             lease the attempt held ('' for none): it is returned, and an
+--             item waiting for one is woken (sl_wake)
 --             outcome 's' succeeded / 'f' failed for good: text is the results line
 --             outcome 'r' failed, to be retried after the delay: text is the
 --                         JSON array of the errors so far (the last few)
@@ -28,10 +30,10 @@ local acks = {{}, {}, {}}
 local counts, exists = {}, {}
 local out = {}
 
-if (#ARGV - 3) % 8 ~= 0 then
-  return redis.error_reply('SLUICE_ARGS completions come in groups of 8')
+if (#ARGV - 3) % 9 ~= 0 then
+  return redis.error_reply('SLUICE_ARGS completions come in groups of 9')
 end
-for i = 4, #ARGV, 8 do
+for i = 4, #ARGV, 9 do
   local s, outcome = ARGV[i], ARGV[i + 4]
   if (s ~= '1' and s ~= '2' and s ~= '3') or (outcome ~= 's' and outcome ~= 'f' and outcome ~= 'r')
      or not tonumber(ARGV[i + 6]) then
@@ -44,7 +46,8 @@ local function entry(s, eid)
   return r[1] and r[1][2] or nil
 end
 
-for i = 4, #ARGV, 8 do
+local returned = {}
+for i = 4, #ARGV, 9 do
   local s, eid, batch, idx, outcome, text = tonumber(ARGV[i]), ARGV[i + 1], ARGV[i + 2],
                                            ARGV[i + 3], ARGV[i + 4], ARGV[i + 5]
   local bkey = prefix .. 'b:' .. batch
@@ -91,6 +94,13 @@ for i = 4, #ARGV, 8 do
     end
   end
   out[#out + 1] = first
+  if ARGV[i + 8] ~= '' and
+     redis.call('ZREM', prefix .. 'cl:' .. ARGV[i + 8], ARGV[i] .. ':' .. eid) == 1 then
+    returned[ARGV[i + 8]] = (returned[ARGV[i + 8]] or 0) + 1
+  end
+end
+for name, n in pairs(returned) do
+  sl_wake(prefix, KEYS, name, n)
 end
 for s = 1, 3 do
   if #acks[s] > 0 then

@@ -5,11 +5,14 @@
 -- ARGV[6]     optional: weights "H,N,L" (e.g. "6,3,1") and ARGV[7] the
 --             caller's turn counter: weighted fairness instead of strict
 --             priority, so low priority never starves
+-- ARGV[8]     the caller's visibility timeout, ms (a concurrency lease lasts
+--             the item's timeout plus this)
 -- returns     a flat array: first the due time of the next delayed retry (ms
---             since the epoch, 0 when none), then 9 elements per item:
+--             since the epoch, 0 when none), then 10 elements per item:
 --             priority (1-3), stream entry id, batch id, item index, attempt,
 --             item JSON, earlier errors (JSON array, or ''), run-alone flag ('0'),
---             wait before it may start, ms (its rate limit, sl_rate_wait)
+--             wait before it may start, ms (its rate limit, sl_rate_wait),
+--             concurrency lease held ('' or the limit name, sl_lease)
 --
 -- Due retries are moved back to their streams first (sl_promote), so they
 -- compete in priority order like new items. XREADGROUP's COUNT applies per
@@ -18,7 +21,7 @@
 -- (cancelled or vanished batch, item already ended; see sl_admit) are
 -- finished here and do not count against COUNT.
 local group, consumer, want = ARGV[1], ARGV[2], tonumber(ARGV[3])
-local ctx = {prefix = ARGV[4], status = {}, touched = {}, started = {}}
+local ctx = {prefix = ARGV[4], status = {}, touched = {}, started = {}, vis = tonumber(ARGV[8])}
 ctx.now = sl_now_ms()
 local out = {sl_promote(ARGV[4], KEYS, ctx.now, 500)}
 

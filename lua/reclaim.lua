@@ -27,7 +27,7 @@
 -- pending entries, which XGROUP DELCONSUMER would drop.
 local group, me, idle, maxdel = ARGV[1], ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])
 local prefix, queue, want, alone_ok = ARGV[5], ARGV[6], tonumber(ARGV[7]), ARGV[8] == '1'
-local ctx = {prefix = prefix, status = {}, touched = {}, started = {}, again = true}
+local ctx = {prefix = prefix, status = {}, touched = {}, started = {}, again = true, vis = idle}
 local out = {0}
 local finished = {}
 ctx.now = sl_now_ms()
@@ -78,6 +78,18 @@ for batch in pairs(finished) do
   ctx.touched[batch] = true
 end
 sl_admit_done(ctx, queue)
+
+-- Concurrency leases that lapsed (their worker died) free places: wake as
+-- many waiting items.
+local lims = redis.call('HGETALL', prefix .. 'limits')
+for k = 1, #lims, 2 do
+  local conc = tonumber(string.match(lims[k + 1], '^%d+ %d+ %S+ (%d+)$') or '0')
+  if conc > 0 then
+    local ckey = prefix .. 'cl:' .. lims[k]
+    redis.call('ZREMRANGEBYSCORE', ckey, '-inf', ctx.now)
+    sl_wake(prefix, KEYS, lims[k], conc - redis.call('ZCARD', ckey))
+  end
+end
 
 -- Consumers of dead workers with nothing pending.
 for s = 1, 3 do

@@ -3,11 +3,13 @@
  *
  * A limit is one field of the queue's hash P..'limits':
  *
- *   NAME -> "T_US BURST RATE"     e.g. "50000 5 20/s"
+ *   NAME -> "T_US BURST RATE CONC"     e.g. "50000 5 20/s 0", "0 1 - 4"
  *
- * T_US is the emission interval in microseconds (one token every T_US),
- * BURST how many may start at once after a quiet spell, RATE the text it was
- * set with. The bucket's state is one key per limit, P..'rl:NAME', holding
+ * T_US is the emission interval in microseconds (one token every T_US; 0:
+ * no rate), BURST how many may start at once after a quiet spell, RATE the
+ * text it was set with ("-": none), CONC how many items of the key may run
+ * at once across the fleet (0: no limit; leases in P..'cl:NAME', waiting
+ * items in P..'cw:NAME', see sl_lease in lua/_lib.lua). The bucket's state is one key per limit, P..'rl:NAME', holding
  * the GCRA "theoretical arrival time" in µs on the Redis server's clock; the
  * fetch function charges it (sl_rate_wait in lua/_lib.lua). When you change
  * this format, change sl_rate_wait too and bump the protocol version.
@@ -56,7 +58,8 @@ int sl__rate_parse(const char *s, int64_t *interval_us, char *err, size_t errlen
   return 0;
 }
 
-SL_EXTERN int sl_limit_set(sl_client_t *c, const char *queue, const char *name, const char *rate, int burst) {
+SL_EXTERN int sl_limit_set(sl_client_t *c, const char *queue, const char *name, const char *rate, int burst,
+                           int concurrency) {
   char value[128];
   char key[SL_NAME_MAX + 32];
   int64_t t;
@@ -71,11 +74,18 @@ SL_EXTERN int sl_limit_set(sl_client_t *c, const char *queue, const char *name, 
                            name ? name : "", SL_NAME_MAX);
   if (burst < 1 || burst > 1000000)
     return sl__client_fail(c, SL_EINVAL, "burst %d is out of range (1-1000000)", burst);
-  rc = sl__rate_parse(rate, &t, c->errstr, sizeof(c->errstr));
-  if (rc != 0)
-    return rc;
+  if (concurrency < 0 || concurrency > 1000000)
+    return sl__client_fail(c, SL_EINVAL, "concurrency %d is out of range (1-1000000)", concurrency);
+  if (rate == NULL && concurrency == 0)
+    return sl__client_fail(c, SL_EINVAL, "a limit needs a rate (like 50/s), a concurrency, or both");
+  t = 0;
+  if (rate != NULL) {
+    rc = sl__rate_parse(rate, &t, c->errstr, sizeof(c->errstr));
+    if (rc != 0)
+      return rc;
+  }
   snprintf(key, sizeof(key), "%slimits", k.prefix);
-  snprintf(value, sizeof(value), "%lld %d %s", (long long)t, burst, rate);
+  snprintf(value, sizeof(value), "%lld %d %s %d", (long long)t, burst, rate ? rate : "-", concurrency);
   {
     const char *av[4] = {"HSET", key, name, value};
 
@@ -89,7 +99,7 @@ SL_EXTERN int sl_limit_set(sl_client_t *c, const char *queue, const char *name, 
 
 SL_EXTERN int sl_limit_rm(sl_client_t *c, const char *queue, const char *name) {
   char key[SL_NAME_MAX + 32];
-  char state[2 * SL_NAME_MAX + 32];
+  const char *av[6];
   sl_keys k;
   redisReply *r;
   int rc;
@@ -97,23 +107,17 @@ SL_EXTERN int sl_limit_rm(sl_client_t *c, const char *queue, const char *name) {
   if (sl__keys_init(&k, queue) != 0)
     return sl__client_fail(c, SL_EINVAL, "invalid queue name \"%s\"", queue);
   snprintf(key, sizeof(key), "%slimits", k.prefix);
-  {
-    const char *av[3] = {"HDEL", key, name};
-
-    r = sl__client_cmd(c, &rc, 3, av, NULL);
-  }
+  av[0] = key;
+  av[1] = k.stream[0];
+  av[2] = k.stream[1];
+  av[3] = k.stream[2];
+  av[4] = k.prefix;
+  av[5] = name;
+  r = sl__client_fcall(c, &rc, "limit_rm", 4, 6, av, NULL);
   if (r == NULL)
     return rc;
   rc = r->integer == 1 ? 0 : sl__client_fail(c, SL_ENOTFOUND, "no limit \"%s\" in queue %s", name, k.queue);
   freeReplyObject(r);
-  if (rc == 0) {
-    const char *av[2] = {"DEL", state};
-
-    snprintf(state, sizeof(state), "%srl:%s", k.prefix, name);
-    r = sl__client_cmd(c, &rc, 2, av, NULL);
-    if (r != NULL)
-      freeReplyObject(r);
-  }
   return rc;
 }
 
@@ -149,14 +153,27 @@ SL_EXTERN int sl_limit_list(sl_client_t *c, const char *queue, sl_line_cb cb, vo
     const char *name = r->element[i]->str;
     long long interval = 0;
     int burst = 0;
+    int conc = 0;
+    long long held = 0;
     char rate[64] = "";
     char state[2 * SL_NAME_MAX + 32];
     long long tat = 0;
     long long now = strtoll(t->element[0]->str, NULL, 10) * 1000000 + strtoll(t->element[1]->str, NULL, 10);
     redisReply *s;
 
-    if (sscanf(r->element[i + 1]->str, "%lld %d %63s", &interval, &burst, rate) != 3)
+    if (sscanf(r->element[i + 1]->str, "%lld %d %63s %d", &interval, &burst, rate, &conc) < 3)
       continue;
+    if (conc > 0) {
+      char ckey[2 * SL_NAME_MAX + 32];
+      const char *av[4] = {"ZCOUNT", ckey, "(0", "+inf"};
+
+      snprintf(ckey, sizeof(ckey), "%scl:%s", k.prefix, name);
+      s = sl__client_cmd(c, &rc, 4, av, NULL);
+      if (s == NULL)
+        break;
+      held = s->integer;
+      freeReplyObject(s);
+    }
     snprintf(state, sizeof(state), "%srl:%s", k.prefix, name);
     {
       const char *av[2] = {"GET", state};
@@ -175,9 +192,9 @@ SL_EXTERN int sl_limit_list(sl_client_t *c, const char *queue, sl_line_cb cb, vo
     if (rc == 0)
       rc = sl__buf_printf(&out,
                           ",\"rate\":\"%s\",\"burst\":%d,\"interval_us\":%lld,\"per_s\":%.3f,"
-                          "\"reserved_ahead_ms\":%lld}",
+                          "\"reserved_ahead_ms\":%lld,\"concurrency\":%d,\"running\":%lld}",
                           rate, burst, interval, interval > 0 ? 1e6 / (double)interval : 0.0,
-                          tat > now ? (tat - now) / 1000 : 0);
+                          tat > now ? (tat - now) / 1000 : 0, conc, held);
     if (rc == 0)
       rc = cb(out.p, out.len, ud);
   }

@@ -144,6 +144,7 @@ void sl__worker_finish(sl_worker_t *w, sl_job_t *j, char outcome, char *line, si
   d->linelen = len;
   d->delay_ms = delay_ms;
   d->item = outcome == 'f' ? sl_strdup(j->d) : NULL;
+  memcpy(d->lease, j->lease, sizeof(d->lease));
   if (d->eid == NULL || d->batch == NULL || d->idx == NULL || (outcome == 'f' && d->item == NULL)) {
     sl__log_error("out of memory recording item %s of batch %s; it will be taken over", j->idx, j->batch);
     done_free(d);
@@ -180,14 +181,14 @@ static sl_job_t *backlog_pop(sl_worker_t *w) {
   return j;
 }
 
-/* Adds the items of a fetch/accept/reclaim reply (flat, 9 per item, after
+/* Adds the items of a fetch/accept/reclaim reply (flat, 10 per item, after
  * `skip` leading elements) to the backlog. Returns how many. */
 static int take_items(sl_worker_t *w, const redisReply *r, size_t skip) {
   int n = 0;
 
   if (r->type != REDIS_REPLY_ARRAY)
     return 0;
-  for (size_t i = skip; i + 8 < r->elements; i += 9) {
+  for (size_t i = skip; i + 9 < r->elements; i += 10) {
     redisReply *const *e = r->element + i;
     int prio = (int)e[0]->integer - 1;
     sl_job_t *j;
@@ -207,6 +208,8 @@ static int take_items(sl_worker_t *w, const redisReply *r, size_t skip) {
     }
     j->alone = e[7]->type == REDIS_REPLY_STRING && e[7]->str[0] == '1';
     j->wait_ms = e[8]->type == REDIS_REPLY_INTEGER && e[8]->integer > 0 ? e[8]->integer : 0;
+    if (e[9]->type == REDIS_REPLY_STRING && e[9]->len <= SL_NAME_MAX)
+      memcpy(j->lease, e[9]->str, e[9]->len + 1);
     if (j->alone)
       sl__log_warn("item %s of batch %s is on its last allowed delivery (max-deliveries %d): running it alone",
                    j->idx, j->batch, w->max_deliveries);
@@ -288,7 +291,7 @@ static void on_complete(redisAsyncContext *ac, void *reply, void *priv) {
 
 static void flush(sl_worker_t *w) {
   int n = w->ndone < SL_WORKER_FLUSH_MAX ? w->ndone : SL_WORKER_FLUSH_MAX;
-  int argc = 9 + 8 * n;
+  int argc = 9 + 9 * n;
   const char **av = sl_malloc((size_t)argc * sizeof(*av));
   size_t *al = sl_malloc((size_t)argc * sizeof(*al));
   char (*delays)[24] = sl_malloc((size_t)n * sizeof(*delays));
@@ -328,6 +331,8 @@ static void flush(sl_worker_t *w) {
     al[k++] = strlen(delays[i]);
     av[k] = d->item ? d->item : "";
     al[k++] = d->item ? strlen(d->item) : 0;
+    av[k] = d->lease;
+    al[k++] = strlen(d->lease);
     last = d;
   }
   if (redisAsyncCommandArgv(w->cmd, on_complete, f, argc, av, al) != REDIS_OK)
@@ -410,9 +415,10 @@ static void fetch(sl_worker_t *w, int want) {
     want = FETCH_MAX;
   snprintf(count, sizeof(count), "%d", want);
   if (redisAsyncCommand(w->cmd, on_fetch, (void *)(intptr_t)want,
-                        "FCALL sluice_v1_fetch 3 %s %s %s %s %s %s %s %s %s %llu", w->keys.stream[0],
+                        "FCALL sluice_v1_fetch 3 %s %s %s %s %s %s %s %s %s %llu %lld", w->keys.stream[0],
                         w->keys.stream[1], w->keys.stream[2], SL_GROUP, w->id, count, w->keys.prefix,
-                        w->keys.queue, w->weights[0] ? w->weights : "-", (unsigned long long)w->turn) == REDIS_OK) {
+                        w->keys.queue, w->weights[0] ? w->weights : "-", (unsigned long long)w->turn,
+                        (long long)w->visibility_ms) == REDIS_OK) {
     w->fetching = 1;
     w->turn += (uint64_t)want;
   }
@@ -451,7 +457,8 @@ static void on_block(redisAsyncContext *ac, void *reply, void *priv) {
   redisReply *r = reply;
   const char **av = NULL;
   size_t *al = NULL;
-  size_t max = 9;
+  size_t max = 10;
+  char vis[24];
   int k;
 
   (void)priv;
@@ -487,6 +494,10 @@ static void on_block(redisAsyncContext *ac, void *reply, void *priv) {
   av[k] = w->keys.queue;
   al[k] = strlen(av[k]);
   k++;
+  snprintf(vis, sizeof(vis), "%lld", (long long)w->visibility_ms);
+  av[k] = vis;
+  al[k] = strlen(av[k]);
+  k++;
   for (size_t s = 0; s < r->elements; s++) {
     const redisReply *st = r->element[s];
     int p = -1;
@@ -504,7 +515,7 @@ static void on_block(redisAsyncContext *ac, void *reply, void *priv) {
       al[k++] = ent->element[0]->len;
     }
   }
-  if (k > 9 && redisAsyncCommandArgv(w->cmd, on_accept, NULL, k, av, al) == REDIS_OK)
+  if (k > 10 && redisAsyncCommandArgv(w->cmd, on_accept, NULL, k, av, al) == REDIS_OK)
     w->fetching = 1;
   w->idle = 0;
 out:

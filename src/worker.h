@@ -38,6 +38,7 @@ typedef struct sl_done {
   size_t linelen;       /* its length, bytes */
   int64_t delay_ms;     /* 'r': when to run again, ms from now */
   char *item;           /* 'f': the item JSON, for its dead letter; else NULL */
+  char lease[SL_NAME_MAX + 1]; /* the concurrency lease to return, or "" */
 } sl_done;
 
 typedef void (*sl_job_cancel_fn)(sl_job_t *j, void *ud);
@@ -67,6 +68,7 @@ struct sl_job {
   int started;              /* the handler was called */
   int alone;                /* on its last allowed delivery: runs with nothing else */
   int64_t wait_ms;          /* its rate limit: how long to wait before the handler runs, ms */
+  char lease[SL_NAME_MAX + 1]; /* the limit whose concurrency lease it holds, or "" */
   int invoked;              /* the handler was called (after any rate-limit wait) */
   int ended;                /* the worker recorded or gave up the outcome (timeout, fencing) */
   sl_job_cancel_fn cancel;  /* the handler's cancel hook, or NULL */

@@ -248,12 +248,14 @@ SL_EXTERN int sl_batch_resume(sl_client_t *c, const char *queue, const char *bat
 /* ---- Rate limits ---- */
 
 /*
- * Sets (or replaces) the fleet-wide rate limit NAME of a queue: items whose
- * rate_key is NAME start at most `burst` at once and `rate` on average,
- * across all workers. rate is "50/s", "3000/m" or "10000/h". A rate key
- * with no limit set is not limited.
+ * Sets (or replaces) the fleet-wide limit NAME of a queue: items whose
+ * rate_key is NAME start at most `burst` at once and `rate` on average
+ * (rate "50/s", "3000/m" or "10000/h"; NULL: no rate), and at most
+ * `concurrency` of them run at once across all workers (0: no limit). A
+ * rate key with no limit set is not limited.
  */
-SL_EXTERN int sl_limit_set(sl_client_t *c, const char *queue, const char *name, const char *rate, int burst);
+SL_EXTERN int sl_limit_set(sl_client_t *c, const char *queue, const char *name, const char *rate, int burst,
+                           int concurrency);
 /* Removes a limit (and its bucket). SL_ENOTFOUND if there is none. */
 SL_EXTERN int sl_limit_rm(sl_client_t *c, const char *queue, const char *name);
 /* The queue's limits, one JSON object each: name, rate, burst, interval_us,

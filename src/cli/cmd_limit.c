@@ -1,5 +1,5 @@
 /*
- * sluice limit set NAME RATE [--burst N] | ls [--json] | rm NAME
+ * sluice limit set NAME [RATE] [--burst N] [--concurrency N] | ls [--json] | rm NAME
  *
  * Fleet-wide rate limits of a queue (sl_limit_set): items name theirs with
  * rate_key (or submit --rate-key).
@@ -24,34 +24,42 @@ static int print_row(const char *json, size_t len, void *ud) {
   (void)ud;
   if (j == NULL)
     return 0;
-  printf("%-24s  %-12s  %6d  %10.3f  %12lld\n", cJSON_GetObjectItemCaseSensitive(j, "name")->valuestring,
+  printf("%-24s  %-12s  %6d  %10.3f  %12lld  %5lld/%-5lld\n", cJSON_GetObjectItemCaseSensitive(j, "name")->valuestring,
          cJSON_GetObjectItemCaseSensitive(j, "rate")->valuestring,
          (int)cJSON_GetObjectItemCaseSensitive(j, "burst")->valuedouble,
          cJSON_GetObjectItemCaseSensitive(j, "per_s")->valuedouble,
-         (long long)cJSON_GetObjectItemCaseSensitive(j, "reserved_ahead_ms")->valuedouble);
+         (long long)cJSON_GetObjectItemCaseSensitive(j, "reserved_ahead_ms")->valuedouble,
+         (long long)cJSON_GetObjectItemCaseSensitive(j, "running")->valuedouble,
+         (long long)cJSON_GetObjectItemCaseSensitive(j, "concurrency")->valuedouble);
   cJSON_Delete(j);
   return 0;
 }
 
 int cmd_limit(int argc, char **argv) {
   const char *burst_s = NULL;
+  const char *conc_s = NULL;
   int json = 0;
-  cli_flag f[] = {{"burst", 1, NULL, &burst_s}, {"json", 0, &json, NULL}};
+  cli_flag f[] = {{"burst", 1, NULL, &burst_s}, {"json", 0, &json, NULL}, {"concurrency", 1, NULL, &conc_s}};
   cli_common com;
-  int first = cli_parse(argc, argv, &com, f, 2);
+  int first = cli_parse(argc, argv, &com, f, 3);
+  long long conc = 0;
   const char *sub;
   long long burst = 1;
   sl_client_t *cl;
   int rc;
 
   if (first < 0 || first >= argc) {
-    cli_err("usage: sluice limit set NAME RATE [--burst N] | ls [--json] | rm NAME   (RATE: 50/s, 3000/m, 10000/h)");
+    cli_err("usage: sluice limit set NAME [RATE] [--burst N] [--concurrency N] | ls [--json] | rm NAME   (RATE: 50/s, 3000/m, 10000/h)");
     return EXIT_USAGE;
   }
   sub = argv[first];
-  if (!((strcmp(sub, "set") == 0 && argc - first == 3) || (strcmp(sub, "ls") == 0 && argc - first == 1) ||
+  if (!((strcmp(sub, "set") == 0 && (argc - first == 3 || (argc - first == 2 && conc_s != NULL))) || (strcmp(sub, "ls") == 0 && argc - first == 1) ||
         (strcmp(sub, "rm") == 0 && argc - first == 2))) {
-    cli_err("usage: sluice limit set NAME RATE [--burst N] | ls [--json] | rm NAME   (RATE: 50/s, 3000/m, 10000/h)");
+    cli_err("usage: sluice limit set NAME [RATE] [--burst N] [--concurrency N] | ls [--json] | rm NAME   (RATE: 50/s, 3000/m, 10000/h)");
+    return EXIT_USAGE;
+  }
+  if (conc_s != NULL && (conc = cli_parse_int(conc_s, 1000000)) < 1) {
+    cli_err("--concurrency: expected an integer from 1 to 1000000, got \"%s\"", conc_s);
     return EXIT_USAGE;
   }
   if (burst_s != NULL && (burst = cli_parse_int(burst_s, 1000000)) < 1) {
@@ -62,15 +70,18 @@ int cmd_limit(int argc, char **argv) {
   if (cl == NULL)
     return cli_open_exit();
   if (strcmp(sub, "set") == 0) {
-    rc = sl_limit_set(cl, com.queue, argv[first + 1], argv[first + 2], (int)burst);
+    const char *rate = argc - first == 3 ? argv[first + 2] : NULL;
+
+    rc = sl_limit_set(cl, com.queue, argv[first + 1], rate, (int)burst, (int)conc);
     if (rc == 0)
-      fprintf(stderr, "sluice: limit %s: %s, burst %lld, for the whole fleet of queue %s\n", argv[first + 1],
-              argv[first + 2], burst, com.queue ? com.queue : "default");
+      fprintf(stderr, "sluice: limit %s: %s, burst %lld, concurrency %s, for the whole fleet of queue %s\n",
+              argv[first + 1], rate ? rate : "no rate", burst, conc_s ? conc_s : "unlimited",
+              com.queue ? com.queue : "default");
   } else if (strcmp(sub, "rm") == 0) {
     rc = sl_limit_rm(cl, com.queue, argv[first + 1]);
   } else {
     if (!json)
-      printf("%-24s  %-12s  %6s  %10s  %12s\n", "NAME", "RATE", "BURST", "PER_S", "AHEAD_MS");
+      printf("%-24s  %-12s  %6s  %10s  %12s  %s\n", "NAME", "RATE", "BURST", "PER_S", "AHEAD_MS", "RUNNING/CONC");
     rc = sl_limit_list(cl, com.queue, json ? print_json : print_row, NULL);
   }
   if (rc != 0)

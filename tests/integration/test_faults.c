@@ -436,10 +436,10 @@ static void test_complete_race(void) {
   snprintf(batch, sizeof(batch), "%s", submit_file(itest_url(), q, path, NULL, NULL));
   r = itest_cmd(c, "FCALL sluice_v1_fetch 3 sluice:{%s}:s:high sluice:{%s}:s:normal sluice:{%s}:s:low workers zombie 1000 sluice:{%s}: %s",
                 q, q, q, q, q);
-  CHECK_INT(r->elements, ==, 1 + 9 * 1000);
+  CHECK_INT(r->elements, ==, 1 + 10 * 1000);
   for (int i = 0; i < 1000; i++) {
-    snprintf(eids[i], 32, "%s", r->element[1 + 9 * i + 1]->str);
-    snprintf(idx[i], 16, "%s", r->element[1 + 9 * i + 3]->str);
+    snprintf(eids[i], 32, "%s", r->element[1 + 10 * i + 1]->str);
+    snprintf(idx[i], 16, "%s", r->element[1 + 10 * i + 3]->str);
   }
   freeReplyObject(r);
   for (int k = 0; k < 2; k++) {
@@ -450,10 +450,10 @@ static void test_complete_race(void) {
 
       /* Pipelined, one call per item, as fast as possible. */
       for (int i = 0; i < 1000; i++)
-        redisAppendCommand(kc, "FCALL sluice_v1_complete 3 sluice:{%s}:s:high sluice:{%s}:s:normal sluice:{%s}:s:low workers sluice:{%s}: %s 2 %s %s %s %s %s 0 %s",
+        redisAppendCommand(kc, "FCALL sluice_v1_complete 3 sluice:{%s}:s:high sluice:{%s}:s:normal sluice:{%s}:s:low workers sluice:{%s}: %s 2 %s %s %s %s %s 0 %s %s",
                            q, q, q, q, q, eids[i], batch, idx[i], k == 0 ? "s" : "f",
                            k == 0 ? "{\"status\":\"succeeded\"}" : "{\"status\":\"failed\",\"error\":\"x\"}",
-                           k == 0 ? "" : "{\"id\":\"x\",\"type\":\"noop\",\"payload\":null}");
+                           k == 0 ? "" : "{\"id\":\"x\",\"type\":\"noop\",\"payload\":null}", "");
       for (int i = 0; i < 1000; i++) {
         redisReply *kr;
 

@@ -156,7 +156,79 @@ static void test_limit_commands(void) {
   }
 }
 
+/* Concurrency limit 4; 200 items of 50 ms over three workers with 20
+ * slots each: never more than 4 run at once (from the results' intervals),
+ * and all of them run. */
+static void test_concurrency_limit(void) {
+  const char *q = itest_queue("conc");
+  const char *path = itest_path("conc.jsonl");
+  redisContext *c = itest_conn();
+  char buf[200 * 96];
+  size_t len = 0;
+  char batch[64];
+  pid_t w[3];
+  long long st[200];
+  long long fin[200];
+  size_t n = 0;
+  int peak = 0;
+  redisReply *r;
+  char *out = NULL;
+
+  {
+    const char *args[] = {"limit", "set", "gpu", "--concurrency", "4", NULL};
+
+    CHECK_INT(run(q, args, NULL, NULL), ==, 0);
+  }
+  for (int i = 0; i < 200; i++)
+    len += (size_t)snprintf(buf + len, sizeof(buf) - len,
+                            "{\"type\":\"sleep\",\"payload\":{\"ms\":50},\"rate_key\":\"gpu\"}\n");
+  itest_write(path, buf, len);
+  {
+    const char *args[] = {"submit", path, NULL};
+
+    CHECK_INT(run(q, args, &out, NULL), ==, 0);
+    snprintf(batch, sizeof(batch), "%.26s", out);
+    free(out);
+  }
+  for (int i = 0; i < 3; i++) {
+    const char *args[] = {"worker", "--redis", itest_url(), "--queue", q, "--concurrency", "20", "--quiet", NULL};
+
+    w[i] = itest_spawn(args, NULL, NULL);
+  }
+  itest_wait_batch(c, q, batch, 60);
+  for (int i = 0; i < 3; i++)
+    itest_stop(w[i]);
+  CHECK_INT(itest_batch_num(c, q, batch, "succeeded"), ==, 200);
+  r = itest_cmd(c, "HVALS sluice:{%s}:b:%s:r", q, batch);
+  for (size_t i = 0; i < r->elements && n < 200; i++) {
+    cJSON *j = cJSON_Parse(r->element[i]->str);
+
+    st[n] = (long long)cJSON_GetObjectItemCaseSensitive(j, "started_at")->valuedouble;
+    fin[n] = (long long)cJSON_GetObjectItemCaseSensitive(j, "finished_at")->valuedouble;
+    n++;
+    cJSON_Delete(j);
+  }
+  freeReplyObject(r);
+  /* At each start, how many intervals are open (start <= t < finish). */
+  for (size_t i = 0; i < n; i++) {
+    int open = 0;
+
+    for (size_t k = 0; k < n; k++)
+      open += st[k] <= st[i] && st[i] < fin[k];
+    if (open > peak)
+      peak = open;
+  }
+  printf("    concurrency: at most %d of 200 items ran at once (limit 4)\n", peak);
+  CHECK_INT(peak, <=, 4);
+  CHECK_INT(peak, >=, 2);
+  r = itest_cmd(c, "XLEN sluice:{%s}:cw:gpu", q);
+  CHECK_INT(r->integer, ==, 0); /* nobody left waiting */
+  freeReplyObject(r);
+  redisFree(c);
+}
+
 static const sl_test tests[] = {
+    {"concurrency_limit", test_concurrency_limit, 90},
     {"rate_accuracy", test_rate_accuracy, 90},
     {"limit_commands", test_limit_commands, 30},
     {NULL, NULL, 0},
