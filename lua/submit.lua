@@ -76,10 +76,6 @@ if v[1] then
     return redis.error_reply('SLUICE_ORDER batch ' .. batch .. ' chunk ' .. seq .. ' before ' .. chunks)
   end
 elseif seq == 0 then
-  for i = 2, 4 do
-    local e = sl_ensure_group(KEYS[i], ARGV[7])
-    if e then return e end
-  end
   local name, retention, dedupe_ttl = ARGV[6], nil, nil
   if string.sub(name, 1, 1) == '{' then
     local ok, o = pcall(cjson.decode, name)
@@ -89,6 +85,10 @@ elseif seq == 0 then
     name = type(o.name) == 'string' and o.name or ''
     retention = tonumber(o.retention_ms)
     dedupe_ttl = tonumber(o.dedupe_ttl_ms)
+  end
+  for i = 2, 4 do
+    local e = sl_ensure_group(KEYS[i], ARGV[7])
+    if e then return e end
   end
   redis.call('HSET', bkey, 'id', batch, 'queue', queue, 'name', name, 'status', 'submitting',
              'whole', 0, 'total', 0, 'submitted', 0, 'chunks', 0, 'done', 0, 'succeeded', 0,

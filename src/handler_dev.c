@@ -18,6 +18,7 @@ typedef struct sleep_job {
   sl_job_t *job;    /* the job, until finished */
   int64_t ms;       /* how long, ms */
   double fail_rate; /* 0..1 */
+  int64_t retry_after_ms; /* a simulated failure carries this Retry-After, ms; 0: none */
 } sleep_job;
 
 void sl__handler_noop(sl_job_t *j, void *ud) {
@@ -51,7 +52,12 @@ static void on_timer(uv_timer_t *t) {
   sl_job_t *j = s->job;
 
   if (s->fail_rate > 0 && uniform() < s->fail_rate) {
-    sl_job_fail(j, "sleep: simulated failure after %lld ms (fail_rate %g)", (long long)s->ms, s->fail_rate);
+    if (s->retry_after_ms > 0) {
+      sl_job_retry_after(j, s->retry_after_ms);
+      sl_job_fail(j, "sleep: simulated 429 Too Many Requests, Retry-After %lld ms", (long long)s->retry_after_ms);
+    } else {
+      sl_job_fail(j, "sleep: simulated failure after %lld ms (fail_rate %g)", (long long)s->ms, s->fail_rate);
+    }
   } else {
     char res[64];
     int n = snprintf(res, sizeof(res), "{\"slept_ms\":%lld}", (long long)s->ms);
@@ -84,6 +90,11 @@ void sl__handler_sleep(sl_job_t *j, void *ud) {
   s->job = j;
   s->ms = cJSON_IsNumber(ms) && ms->valuedouble >= 0 ? (int64_t)ms->valuedouble : 0;
   s->fail_rate = cJSON_IsNumber(fr) ? fr->valuedouble : 0;
+  {
+    const cJSON *ra = cJSON_GetObjectItemCaseSensitive(pl, "retry_after_ms");
+
+    s->retry_after_ms = cJSON_IsNumber(ra) && ra->valuedouble > 0 ? (int64_t)ra->valuedouble : 0;
+  }
   cJSON_Delete(pl);
   uv_timer_init(sl_job_loop(j), &s->timer);
   uv_timer_start(&s->timer, on_timer, (uint64_t)s->ms, 0);

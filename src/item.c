@@ -104,8 +104,14 @@ static int check_payload(const char *type, const sl_json_member *p, char *err, s
                    (int)(m[i].vallen > 40 ? 40 : m[i].vallen), m[i].val);
           return SL_EINVAL;
         }
+      } else if (key_is(&m[i], "retry_after_ms")) {
+        if (sl__json_int(m[i].val, m[i].vallen, 0, 300000, &v) != 0) {
+          snprintf(err, errlen, "field \"payload.retry_after_ms\": expected an integer from 0 to 300000, got %.*s",
+                   (int)(m[i].vallen > 40 ? 40 : m[i].vallen), m[i].val);
+          return SL_EINVAL;
+        }
       } else {
-        snprintf(err, errlen, "field \"payload.%.*s\": unknown field for a sleep item (known: ms, fail_rate)",
+        snprintf(err, errlen, "field \"payload.%.*s\": unknown field for a sleep item (known: ms, fail_rate, retry_after_ms)",
                  (int)(m[i].keylen > 40 ? 40 : m[i].keylen), m[i].key);
         return SL_EINVAL;
       }

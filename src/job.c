@@ -122,6 +122,10 @@ sl_job_t *sl__job_new(sl_worker_t *w, int prio, const char *eid, const char *bat
     } else if (f->keylen == 12 && memcmp(f->key, "max_attempts", 12) == 0 &&
                sl__json_int(f->val, f->vallen, 1, 1000, &v) == 0) {
       j->max_attempts = (int)v;
+    } else if (f->keylen == 8 && memcmp(f->key, "rate_key", 8) == 0 && f->val[0] == '"' &&
+               f->vallen - 2 <= SL_NAME_MAX) {
+      memcpy(j->rate_key, f->val + 1, f->vallen - 2);
+      j->rate_key[f->vallen - 2] = '\0';
     } else if (f->keylen == 10 && memcmp(f->key, "backoff_ms", 10) == 0 &&
                sl__json_int(f->val, f->vallen, 0, 86400000, &v) == 0) {
       j->backoff_ms = v;
@@ -303,9 +307,16 @@ static void record_failure(sl_job_t *j, const char *msg, int retryable) {
   char *text;
   size_t len = 0;
 
+  if (j->retry_after_ms > 0 && j->rate_key[0] != '\0')
+    sl__worker_penalize(w, j->rate_key, j->retry_after_ms);
   if (retryable && j->attempt < j->max_attempts) {
+    int64_t delay = backoff_delay(j);
+
+    /* An API's Retry-After is a floor for this item's own retry too. */
+    if (delay < j->retry_after_ms)
+      delay = j->retry_after_ms;
     text = errors_json(j, msg);
-    sl__worker_finish(w, j, 'r', text, text ? strlen(text) : 0, backoff_delay(j));
+    sl__worker_finish(w, j, 'r', text, text ? strlen(text) : 0, delay);
     return;
   }
   {
@@ -338,6 +349,12 @@ void sl__job_abort(sl_job_t *j, const char *why, int record) {
     j->cancel = NULL;
     fn(j, j->cancel_ud); /* the handler completes the job; that frees it */
   }
+}
+
+SL_EXTERN void sl_job_retry_after(sl_job_t *j, int64_t ms) {
+  if (ms > 300000)
+    ms = 300000; /* a Retry-After far in the future is capped at 5 minutes */
+  j->retry_after_ms = ms > 0 ? ms : 0;
 }
 
 SL_EXTERN void sl_job_on_cancel(sl_job_t *j, void (*fn)(sl_job_t *j, void *ud), void *ud) {

@@ -534,6 +534,23 @@ static void block_read(sl_worker_t *w) {
     w->blocking = 1;
 }
 
+/* ---- Fleet-wide back-off ---- */
+
+void sl__worker_penalize(sl_worker_t *w, const char *rate_key, int64_t ms) {
+  char limits[sizeof(w->keys.prefix) + 16];
+  char bucket[sizeof(w->keys.prefix) + SL_NAME_MAX + 8];
+  char wait[24];
+
+  if (!w->cmd_up)
+    return; /* best effort: the item's own retry still waits */
+  snprintf(limits, sizeof(limits), "%slimits", w->keys.prefix);
+  snprintf(bucket, sizeof(bucket), "%srl:%s", w->keys.prefix, rate_key);
+  snprintf(wait, sizeof(wait), "%lld", (long long)ms);
+  redisAsyncCommand(w->cmd, NULL, NULL, "FCALL sluice_v1_penalize 2 %s %s %s %s", limits, bucket, rate_key, wait);
+  sl__log_info("rate limit %s pushed back %lld ms for the whole fleet (the API asked to retry later)", rate_key,
+               (long long)ms);
+}
+
 /* ---- Heartbeat, takeover, release ---- */
 
 static void on_beat_timer(uv_timer_t *t);

@@ -69,6 +69,8 @@ struct sl_job {
   int alone;                /* on its last allowed delivery: runs with nothing else */
   int64_t wait_ms;          /* its rate limit: how long to wait before the handler runs, ms */
   char lease[SL_NAME_MAX + 1]; /* the limit whose concurrency lease it holds, or "" */
+  char rate_key[SL_NAME_MAX + 1]; /* its rate key, or "" */
+  int64_t retry_after_ms;   /* the API asked to wait this long (sl_job_retry_after), ms; 0: no */
   int invoked;              /* the handler was called (after any rate-limit wait) */
   int ended;                /* the worker recorded or gave up the outcome (timeout, fencing) */
   sl_job_cancel_fn cancel;  /* the handler's cancel hook, or NULL */
@@ -159,6 +161,9 @@ sl_job_t *sl__job_new(sl_worker_t *w, int prio, const char *eid, const char *bat
 void sl__job_free(sl_job_t *j);
 /* Starts a job with the handler of its type (or fails it). */
 void sl__job_start(sl_job_t *j);
+/* Pushes the rate limit `rate_key` back by ms for the whole fleet
+ * (sluice_v1_penalize; best effort, no reply awaited). */
+void sl__worker_penalize(sl_worker_t *w, const char *rate_key, int64_t ms);
 /* The delay before the attempt after `attempt` (1-based): full jitter,
  * u (uniform in [0, 1)) times min(cap_ms, base_ms * 2^(attempt - 1)). */
 int64_t sl__backoff_delay(int64_t base_ms, int64_t cap_ms, int attempt, double u);

@@ -332,6 +332,11 @@ SL_EXTERN void sl_job_succeed(sl_job_t *j, const char *result, size_t len);
  * failure is retryable: with attempts left the item runs again after a
  * backoff with full jitter. */
 SL_EXTERN void sl_job_fail(sl_job_t *j, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* Before failing: the remote API asked to retry after `ms` (a 429 or 503
+ * with Retry-After; capped at 5 minutes). The item's own retry waits at
+ * least that long, and the item's rate limit is pushed back by as much for
+ * the whole fleet. */
+SL_EXTERN void sl_job_retry_after(sl_job_t *j, int64_t ms);
 /* The same, but no further attempt can help (bad input, a 4xx answer). */
 SL_EXTERN void sl_job_fail_final(sl_job_t *j, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 /*

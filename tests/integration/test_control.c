@@ -385,7 +385,45 @@ static void test_dedupe(void) {
   redisFree(c);
 }
 
+/* Pause while two workers run (items they meet are parked), then cancel:
+ * the parked items are counted cancelled at once, without a resume. */
+static void test_cancel_parked(void) {
+  const char *q = itest_queue("cancelparked");
+  redisContext *c = itest_conn();
+  char batch[64];
+  pid_t w1;
+  pid_t w2;
+  long long t0 = itest_ms();
+  redisReply *r;
+  long long parked;
+
+  snprintf(batch, sizeof(batch), "%s", make_batch(q, "cp.jsonl", 200, "{\"ms\":20}", ""));
+  w1 = itest_worker(q, 10);
+  w2 = itest_worker(q, 10);
+  while (itest_batch_num(c, q, batch, "done") < 30) {
+    CHECK(itest_ms() - t0 < 30000);
+    usleep(5000);
+  }
+  CHECK_INT(op(q, "pause", batch), ==, 0);
+  usleep(1500000); /* idle workers fetch after each 1 s block: they meet and park the rest */
+  r = itest_cmd(c, "XLEN sluice:{%s}:b:%s:p", q, batch);
+  parked = r->integer;
+  freeReplyObject(r);
+  CHECK_INT(parked, >, 0);
+  CHECK_INT(op(q, "cancel", batch), ==, 0);
+  itest_wait_batch(c, q, batch, 10);
+  itest_stop(w1);
+  itest_stop(w2);
+  CHECK_INT(itest_batch_num(c, q, batch, "cancelled"), >=, parked);
+  CHECK_INT(itest_batch_num(c, q, batch, "succeeded") + itest_batch_num(c, q, batch, "cancelled"), ==, 200);
+  r = itest_cmd(c, "EXISTS sluice:{%s}:b:%s:p", q, batch);
+  CHECK_INT(r->integer, ==, 0);
+  freeReplyObject(r);
+  redisFree(c);
+}
+
 static const sl_test tests[] = {
+    {"cancel_parked", test_cancel_parked, 60},
     {"dedupe", test_dedupe, 60},
     {"stats", test_stats, 60},
     {"weighted_priorities", test_weighted_priorities, 60},

@@ -227,7 +227,94 @@ static void test_concurrency_limit(void) {
   redisFree(c);
 }
 
+/* A Retry-After seen by one worker pushes the shared limiter back: items
+ * of the same rate key submitted afterwards start no earlier than the
+ * Retry-After, on any worker. */
+static void test_retry_after_pushes_fleet_back(void) {
+  const char *q = itest_queue("retryafter");
+  redisContext *c = itest_conn();
+  char p1[600];
+  char p2[600];
+  char b1[64];
+  char b2[64];
+  char *out = NULL;
+  pid_t w[2];
+  long long failed_at = 0;
+  long long first_start = 0;
+  redisReply *r;
+
+  snprintf(p1, sizeof(p1), "%s", itest_path("ra1.jsonl"));
+  snprintf(p2, sizeof(p2), "%s", itest_path("ra2.jsonl"));
+  {
+    const char *args[] = {"limit", "set", "api", "100/s", "--burst", "1", NULL};
+
+    CHECK_INT(run(q, args, NULL, NULL), ==, 0);
+  }
+  {
+    const char *line = "{\"id\":\"429\",\"type\":\"sleep\",\"rate_key\":\"api\",\"max_attempts\":1,"
+                       "\"payload\":{\"ms\":1,\"fail_rate\":1,\"retry_after_ms\":1500}}\n";
+
+    itest_write(p1, line, strlen(line));
+  }
+  {
+    char buf[2048];
+    size_t len = 0;
+
+    for (int i = 0; i < 10; i++)
+      len += (size_t)snprintf(buf + len, sizeof(buf) - len, "{\"type\":\"noop\",\"rate_key\":\"api\",\"payload\":%d}\n", i);
+    itest_write(p2, buf, len);
+  }
+  for (int i = 0; i < 2; i++) {
+    const char *args[] = {"worker", "--redis", itest_url(), "--queue", q, "--concurrency", "10", "--quiet", NULL};
+
+    w[i] = itest_spawn(args, NULL, NULL);
+  }
+  {
+    const char *args[] = {"submit", p1, NULL};
+
+    CHECK_INT(run(q, args, &out, NULL), ==, 0);
+    snprintf(b1, sizeof(b1), "%.26s", out);
+    free(out);
+  }
+  itest_wait_batch(c, q, b1, 20);
+  r = itest_cmd(c, "HGET sluice:{%s}:b:%s:r 0", q, b1);
+  {
+    cJSON *j = cJSON_Parse(r->str);
+
+    CHECK_CONTAINS(r->str, "Retry-After 1500 ms");
+    failed_at = (long long)cJSON_GetObjectItemCaseSensitive(j, "finished_at")->valuedouble;
+    cJSON_Delete(j);
+  }
+  freeReplyObject(r);
+  {
+    const char *args[] = {"submit", p2, NULL};
+
+    CHECK_INT(run(q, args, &out, NULL), ==, 0);
+    snprintf(b2, sizeof(b2), "%.26s", out);
+    free(out);
+  }
+  itest_wait_batch(c, q, b2, 20);
+  for (int i = 0; i < 2; i++)
+    itest_stop(w[i]);
+  r = itest_cmd(c, "HVALS sluice:{%s}:b:%s:r", q, b2);
+  CHECK_INT(r->elements, ==, 10);
+  for (size_t i = 0; i < r->elements; i++) {
+    cJSON *j = cJSON_Parse(r->element[i]->str);
+    long long st = (long long)cJSON_GetObjectItemCaseSensitive(j, "started_at")->valuedouble;
+
+    if (first_start == 0 || st < first_start)
+      first_start = st;
+    cJSON_Delete(j);
+  }
+  freeReplyObject(r);
+  printf("    retry-after: the first item after the 429 started %lld ms after it (Retry-After 1500 ms)\n",
+         first_start - failed_at);
+  CHECK_INT(first_start - failed_at, >=, 1500 - 10);
+  redisFree(c);
+}
+
 static const sl_test tests[] = {
+    {"retry_after_pushes_fleet_back", test_retry_after_pushes_fleet_back, 60},
     {"concurrency_limit", test_concurrency_limit, 90},
     {"rate_accuracy", test_rate_accuracy, 90},
     {"limit_commands", test_limit_commands, 30},
