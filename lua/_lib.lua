@@ -70,13 +70,13 @@ end
 
 -- Finishes one item of a cancelled batch as `cancelled` (exactly once:
 -- HSETNX of its results line). Returns true if this call counted it.
-local function sl_cancel_item(bkey, idx, att, d, now)
+local function sl_cancel_item(bkey, idx, att, d, now, why)
   local ok, item = pcall(cjson.decode, d)
   local id = (ok and type(item) == 'table' and item.id) or idx
   local res = cjson.encode({id = id, status = 'cancelled', attempts = (tonumber(att) or 1) - 1,
                             started_at = cjson.null, finished_at = now,
                             duration_ms = cjson.null, worker = cjson.null,
-                            error = 'cancelled: the batch was cancelled before this item started'})
+                            error = why or 'cancelled: the batch was cancelled before this item started'})
   if redis.call('HSETNX', bkey .. ':r', idx, res) == 1 then
     redis.call('HINCRBY', bkey, 'cancelled', 1)
     redis.call('HINCRBY', bkey, 'done', 1)
@@ -163,6 +163,17 @@ end
 -- the fleet as a whole starts at most burst + t / T items in any window of
 -- length t. Returns the wait before the item may start, ms (0: now). A key
 -- with no limit set (P..'limits') is not limited. Limits are cached in ctx.
+-- The rate key an item runs under: its own, else the queue's default
+-- (field rate_key of P..'config', set by `sluice limit set ... --default`).
+local function sl_item_key(ctx, d)
+  local key = sl_rate_key(d)
+  if key then return key end
+  if ctx.default_key == nil then
+    ctx.default_key = redis.call('HGET', ctx.prefix .. 'config', 'rate_key') or false
+  end
+  return ctx.default_key or nil
+end
+
 -- The limit named `key` ({t = interval µs or 0, burst, conc = 0 or N}),
 -- or false; cached in ctx. Format of P..'limits': "T_US BURST RATE [CONC]".
 local function sl_limit(ctx, key)
@@ -181,7 +192,7 @@ local function sl_limit(ctx, key)
 end
 
 local function sl_rate_wait(ctx, d)
-  local key = sl_rate_key(d)
+  local key = sl_item_key(ctx, d)
   if not key then return 0 end
   local lim = sl_limit(ctx, key)
   if not lim or lim.t <= 0 then return 0 end
@@ -231,7 +242,7 @@ end
 -- when a lease was taken. Returns true when the item may run now.
 local function sl_lease(ctx, s, key, group, eid, f)
   ctx.lease = ''
-  local name = sl_rate_key(f[8])
+  local name = sl_item_key(ctx, f[8])
   if not name then return true end
   local lim = sl_limit(ctx, name)
   if not lim or lim.conc <= 0 then return true end
@@ -319,8 +330,14 @@ local DEAD_MAX = 100000
 local function sl_dead(prefix, batch, idx, s, f, attempts, reason, now)
   local d = f and f[8] or ''
   local id = prefix .. 'dead'
+  local before = redis.call('XLEN', id)
   local did = redis.call('XADD', id, 'MAXLEN', '~', DEAD_MAX, '*', 'b', batch, 'i', idx,
                          'p', s, 'a', attempts, 'at', now, 'error', reason, 'd', d)
+  local dropped = before + 1 - redis.call('XLEN', id)
+  if dropped > 0 then
+    -- the cap trimmed the oldest dead letters: counted, so list and stats can say so
+    redis.call('INCRBY', prefix .. 'dead:dropped', dropped)
+  end
   redis.call('HSET', prefix .. 'b:' .. batch .. ':f', idx, s .. '\n' .. did .. '\n' .. d)
 end
 

@@ -2,6 +2,9 @@
 -- KEYS[1]     batch hash P..'b:'..BATCH
 -- KEYS[2]     the queue's delayed set P..'delayed'
 -- ARGV[1]     key prefix P    ARGV[2] queue name    ARGV[3] batch id
+-- ARGV[4]     '1' to abort running items too (optional): their workers learn
+--             it with their next heartbeat (sluice_v1_beat), stop them, and
+--             the items are counted cancelled
 -- returns     the batch's status after the call ('cancelled', or 'completed'
 --             when it had already ended and there was nothing to cancel)
 -- errors      'SLUICE_NOTFOUND' when there is no such batch
@@ -20,6 +23,7 @@ end
 if v[1] == 'completed' or v[1] == 'cancelled' then return v[1] end
 local now = sl_now_ms()
 redis.call('HSET', bkey, 'status', 'cancelled', 'cancelled_at', now)
+if ARGV[4] == '1' then redis.call('HSET', bkey, 'abort', 1) end
 if v[2] ~= '1' then
   redis.call('HSET', bkey, 'whole', 1, 'total', v[3])
 end

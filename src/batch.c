@@ -226,11 +226,12 @@ SL_EXTERN int sl_batch_list(sl_client_t *c, const char *queue, const char *statu
   return rc;
 }
 
-SL_EXTERN int sl_batch_cancel(sl_client_t *c, const char *queue, const char *batch) {
+/* cancel, with or without aborting running items. */
+static int cancel(sl_client_t *c, const char *queue, const char *batch, int abort_running) {
   sl_keys k;
   char bkey[256];
   char dkey[128];
-  const char *av[5];
+  const char *av[6];
   redisReply *r;
   int rc;
 
@@ -243,7 +244,8 @@ SL_EXTERN int sl_batch_cancel(sl_client_t *c, const char *queue, const char *bat
   av[2] = k.prefix;
   av[3] = k.queue;
   av[4] = batch;
-  r = sl__client_fcall(c, &rc, "cancel", 2, 5, av, NULL);
+  av[5] = abort_running ? "1" : "0";
+  r = sl__client_fcall(c, &rc, "cancel", 2, 6, av, NULL);
   if (r == NULL) {
     if (strstr(c->errstr, "SLUICE_NOTFOUND") != NULL)
       return sl__client_fail(c, SL_ENOTFOUND, "no batch %s in queue %s", batch, k.queue);
@@ -251,6 +253,14 @@ SL_EXTERN int sl_batch_cancel(sl_client_t *c, const char *queue, const char *bat
   }
   freeReplyObject(r);
   return 0;
+}
+
+SL_EXTERN int sl_batch_cancel(sl_client_t *c, const char *queue, const char *batch) {
+  return cancel(c, queue, batch, 0);
+}
+
+SL_EXTERN int sl_batch_abort(sl_client_t *c, const char *queue, const char *batch) {
+  return cancel(c, queue, batch, 1);
 }
 
 /* Runs sluice_v1_pause or sluice_v1_resume on a batch. */

@@ -97,6 +97,32 @@ SL_EXTERN int sl_limit_set(sl_client_t *c, const char *queue, const char *name, 
   return 0;
 }
 
+SL_EXTERN int sl_limit_default(sl_client_t *c, const char *queue, const char *name) {
+  char key[SL_NAME_MAX + 32];
+  sl_keys k;
+  redisReply *r;
+  int rc;
+
+  if (sl__keys_init(&k, queue) != 0)
+    return sl__client_fail(c, SL_EINVAL, "invalid queue name \"%s\"", queue);
+  if (name != NULL && !sl__name_valid(name, strlen(name)))
+    return sl__client_fail(c, SL_EINVAL, "invalid limit name \"%.80s\"", name);
+  snprintf(key, sizeof(key), "%sconfig", k.prefix);
+  if (name != NULL) {
+    const char *av[4] = {"HSET", key, "rate_key", name};
+
+    r = sl__client_cmd(c, &rc, 4, av, NULL);
+  } else {
+    const char *av[3] = {"HDEL", key, "rate_key"};
+
+    r = sl__client_cmd(c, &rc, 3, av, NULL);
+  }
+  if (r == NULL)
+    return rc;
+  freeReplyObject(r);
+  return 0;
+}
+
 SL_EXTERN int sl_limit_rm(sl_client_t *c, const char *queue, const char *name) {
   char key[SL_NAME_MAX + 32];
   const char *av[6];
@@ -238,6 +264,7 @@ SL_EXTERN int sl_queue_stats(sl_client_t *c, const char *queue, char **json_out)
   long long delayed;
   long long dead;
   long long workers;
+  long long dropped;
   long long cur;
   long long prev;
   long long now_ms;
@@ -281,6 +308,12 @@ SL_EXTERN int sl_queue_stats(sl_client_t *c, const char *queue, char **json_out)
 
     dead = reply_int(sl__client_cmd(c, &rc, 2, av, NULL));
   }
+  snprintf(key, sizeof(key), "%sdead:dropped", k.prefix);
+  {
+    const char *av[2] = {"GET", key};
+
+    dropped = reply_int(sl__client_cmd(c, &rc, 2, av, NULL));
+  }
   snprintf(key, sizeof(key), "%sworkers", k.prefix);
   {
     char since[32];
@@ -313,10 +346,25 @@ SL_EXTERN int sl_queue_stats(sl_client_t *c, const char *queue, char **json_out)
       rc = sl__buf_printf(&out, ",\"%s\":{\"queued\":%lld,\"running\":%lld}", names[i], queued[i], running[i]);
     if (rc == 0)
       rc = sl__buf_printf(&out,
-                          ",\"queued\":%lld,\"running\":%lld,\"delayed\":%lld,\"dead\":%lld,\"workers\":%lld,"
-                          "\"ended_last_minute\":%.0f,\"per_s\":%.1f,\"limits\":[",
+                          ",\"queued\":%lld,\"running\":%lld,\"delayed\":%lld,\"dead\":%lld,\"dead_dropped\":%lld,"
+                          "\"workers\":%lld,\"ended_last_minute\":%.0f,\"per_s\":%.1f,\"default_rate_key\":",
                           queued[0] + queued[1] + queued[2], running[0] + running[1] + running[2], delayed, dead,
-                          workers, last_minute, last_minute / 60.0);
+                          dropped, workers, last_minute, last_minute / 60.0);
+    if (rc == 0) {
+      char cfg[SL_NAME_MAX + 64];
+      const char *av[3] = {"HGET", cfg, "rate_key"};
+
+      snprintf(cfg, sizeof(cfg), "%sconfig", k.prefix);
+      r = sl__client_cmd(c, &rc, 3, av, NULL);
+      if (r != NULL && r->type == REDIS_REPLY_STRING)
+        rc = sl__json_put_str(&out, r->str, r->len);
+      else if (r != NULL)
+        rc = sl__buf_puts(&out, "null");
+      if (r != NULL)
+        freeReplyObject(r);
+    }
+    if (rc == 0)
+      rc = sl__buf_puts(&out, ",\"limits\":[");
   }
   if (rc == 0)
     rc = sl_limit_list(c, queue, append_limit, &out);

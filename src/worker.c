@@ -571,14 +571,21 @@ static void on_beat(redisAsyncContext *ac, void *reply, void *priv) {
   }
   for (size_t i = 0; r->type == REDIS_REPLY_ARRAY && i < r->elements; i++) {
     const char *eid = r->element[i]->str;
+    int aborted = eid[0] == '!'; /* its batch was cancelled with --abort */
     sl_job_t *prev = NULL;
 
+    if (aborted)
+      eid++;
     for (sl_job_t *j = w->active; j != NULL; j = j->next) {
       if (!j->ended && strcmp(j->eid, eid) == 0) {
         w->n_fenced++;
-        sl__log_warn("item %s of batch %s was taken over by another worker; stopping this attempt", j->idx,
-                     j->batch);
-        sl__job_abort(j, "taken over", 0);
+        if (aborted)
+          sl__log_info("item %s of batch %s: the batch was cancelled with --abort; stopping this attempt", j->idx,
+                       j->batch);
+        else
+          sl__log_warn("item %s of batch %s was taken over by another worker; stopping this attempt", j->idx,
+                       j->batch);
+        sl__job_abort(j, aborted ? "aborted" : "taken over", 0);
         break;
       }
     }

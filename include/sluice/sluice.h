@@ -180,6 +180,11 @@ SL_EXTERN int sl_batch_watch(sl_client_t *c, const char *queue, const char *batc
  * streams when a worker meets them; an incomplete batch (its producer died)
  * gets its final total. Running items finish. */
 SL_EXTERN int sl_batch_cancel(sl_client_t *c, const char *queue, const char *batch);
+/* Cancels a batch and aborts its running items too: each worker learns it
+ * with its next heartbeat (within a third of its visibility timeout), stops
+ * the attempt (the handler's cancel hook) and the item is counted
+ * cancelled. */
+SL_EXTERN int sl_batch_abort(sl_client_t *c, const char *queue, const char *batch);
 
 /* ---- Failed items, dead letters and the fleet ---- */
 
@@ -256,6 +261,9 @@ SL_EXTERN int sl_batch_resume(sl_client_t *c, const char *queue, const char *bat
  */
 SL_EXTERN int sl_limit_set(sl_client_t *c, const char *queue, const char *name, const char *rate, int burst,
                            int concurrency);
+/* Sets the queue's default rate key: items without their own rate_key run
+ * under it (applied when workers take them). NULL clears it. */
+SL_EXTERN int sl_limit_default(sl_client_t *c, const char *queue, const char *name);
 /* Removes a limit (and its bucket). SL_ENOTFOUND if there is none. */
 SL_EXTERN int sl_limit_rm(sl_client_t *c, const char *queue, const char *name);
 /* The queue's limits, one JSON object each: name, rate, burst, interval_us,

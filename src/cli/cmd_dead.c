@@ -129,6 +129,21 @@ static int dead_list(int argc, char **argv) {
   rc = sl_dead_list(cl, com.queue, (size_t)limit, json ? print_line : print_letter_row, NULL);
   if (rc != 0)
     cli_err("%s", rc == SL_EIO ? "cannot write the list" : sl_client_errstr(cl));
+  if (rc == 0) {
+    char *st = NULL;
+
+    /* The dead-letter stream is capped: say when old letters were dropped. */
+    if (sl_queue_stats(cl, com.queue, &st) == 0) {
+      cJSON *j = cJSON_Parse(st);
+      const cJSON *d = cJSON_GetObjectItemCaseSensitive(j, "dead_dropped");
+
+      if (cJSON_IsNumber(d) && d->valuedouble > 0)
+        fprintf(stderr, "sluice: note: %.0f older dead letters were dropped: the dead-letter stream keeps about "
+                        "the newest 100000\n", d->valuedouble);
+      cJSON_Delete(j);
+      sl_free(st);
+    }
+  }
   sl_client_close(cl);
   return rc == 0 ? EXIT_OK : EXIT_RUNTIME;
 }

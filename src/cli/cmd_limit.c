@@ -39,9 +39,11 @@ int cmd_limit(int argc, char **argv) {
   const char *burst_s = NULL;
   const char *conc_s = NULL;
   int json = 0;
-  cli_flag f[] = {{"burst", 1, NULL, &burst_s}, {"json", 0, &json, NULL}, {"concurrency", 1, NULL, &conc_s}};
+  int as_default = 0;
+  cli_flag f[] = {{"burst", 1, NULL, &burst_s}, {"json", 0, &json, NULL}, {"concurrency", 1, NULL, &conc_s},
+                  {"default", 0, &as_default, NULL}};
   cli_common com;
-  int first = cli_parse(argc, argv, &com, f, 3);
+  int first = cli_parse(argc, argv, &com, f, 4);
   long long conc = 0;
   const char *sub;
   long long burst = 1;
@@ -49,13 +51,13 @@ int cmd_limit(int argc, char **argv) {
   int rc;
 
   if (first < 0 || first >= argc) {
-    cli_err("usage: sluice limit set NAME [RATE] [--burst N] [--concurrency N] | ls [--json] | rm NAME   (RATE: 50/s, 3000/m, 10000/h)");
+    cli_err("usage: sluice limit set NAME [RATE] [--burst N] [--concurrency N] [--default] | ls [--json] | rm NAME   (RATE: 50/s, 3000/m, 10000/h)");
     return EXIT_USAGE;
   }
   sub = argv[first];
   if (!((strcmp(sub, "set") == 0 && (argc - first == 3 || (argc - first == 2 && conc_s != NULL))) || (strcmp(sub, "ls") == 0 && argc - first == 1) ||
         (strcmp(sub, "rm") == 0 && argc - first == 2))) {
-    cli_err("usage: sluice limit set NAME [RATE] [--burst N] [--concurrency N] | ls [--json] | rm NAME   (RATE: 50/s, 3000/m, 10000/h)");
+    cli_err("usage: sluice limit set NAME [RATE] [--burst N] [--concurrency N] [--default] | ls [--json] | rm NAME   (RATE: 50/s, 3000/m, 10000/h)");
     return EXIT_USAGE;
   }
   if (conc_s != NULL && (conc = cli_parse_int(conc_s, 1000000)) < 1) {
@@ -73,12 +75,28 @@ int cmd_limit(int argc, char **argv) {
     const char *rate = argc - first == 3 ? argv[first + 2] : NULL;
 
     rc = sl_limit_set(cl, com.queue, argv[first + 1], rate, (int)burst, (int)conc);
+    if (rc == 0 && as_default)
+      rc = sl_limit_default(cl, com.queue, argv[first + 1]);
     if (rc == 0)
       fprintf(stderr, "sluice: limit %s: %s, burst %lld, concurrency %s, for the whole fleet of queue %s\n",
               argv[first + 1], rate ? rate : "no rate", burst, conc_s ? conc_s : "unlimited",
               com.queue ? com.queue : "default");
+    if (rc == 0 && as_default)
+      fprintf(stderr, "sluice: items of the queue without a rate_key of their own run under %s\n", argv[first + 1]);
   } else if (strcmp(sub, "rm") == 0) {
+    char *st = NULL;
+
     rc = sl_limit_rm(cl, com.queue, argv[first + 1]);
+    /* Removing the default limit clears the default too. */
+    if (rc == 0 && sl_queue_stats(cl, com.queue, &st) == 0) {
+      cJSON *j = cJSON_Parse(st);
+      const cJSON *d = cJSON_GetObjectItemCaseSensitive(j, "default_rate_key");
+
+      if (cJSON_IsString(d) && strcmp(d->valuestring, argv[first + 1]) == 0)
+        rc = sl_limit_default(cl, com.queue, NULL);
+      cJSON_Delete(j);
+      sl_free(st);
+    }
   } else {
     if (!json)
       printf("%-24s  %-12s  %6s  %10s  %12s  %s\n", "NAME", "RATE", "BURST", "PER_S", "AHEAD_MS", "RUNNING/CONC");

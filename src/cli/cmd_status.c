@@ -209,6 +209,15 @@ static int batch_op(int argc, char **argv, const char *name, int (*op)(sl_client
 }
 
 int cmd_cancel(int argc, char **argv) {
+  for (int i = 1; i < argc; i++) {
+    if (strcmp(argv[i], "--abort") == 0) {
+      /* drop the flag: the rest parses as usual */
+      for (int k = i; k < argc - 1; k++)
+        argv[k] = argv[k + 1];
+      return batch_op(argc - 1, argv, "cancel --abort", sl_batch_abort,
+                      "cancelled; running items are aborted at their workers' next heartbeat");
+    }
+  }
   return batch_op(argc, argv, "cancel", sl_batch_cancel, "cancelled; running items finish, no new item starts");
 }
 

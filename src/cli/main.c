@@ -23,7 +23,7 @@ static const char usage[] =
     "  watch BATCH                 live progress until the batch ends (exit 3: items failed)\n"
     "  results BATCH [--failed]    one JSON line per finished item\n"
     "  batches [--status S] [--limit N] [--json]   the queue's batches, newest first\n"
-    "  cancel BATCH                no item of the batch starts any more\n"
+    "  cancel [--abort] BATCH      no item of the batch starts any more (--abort: stop running ones too)\n"
     "  pause BATCH | resume BATCH  hold the batch's items (running ones finish), then continue\n"
     "  retry BATCH                 run the failed items of a batch again (attempts start at 1)\n"
     "  dead list [--limit N] [--json]   dead letters (items that failed for good), newest first\n"

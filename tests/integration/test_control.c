@@ -422,7 +422,57 @@ static void test_cancel_parked(void) {
   redisFree(c);
 }
 
+/* cancel --abort stops running items at their workers' next heartbeat and
+ * counts them cancelled; the worker goes on serving. */
+static void test_cancel_abort(void) {
+  const char *q = itest_queue("abort");
+  redisContext *c = itest_conn();
+  char batch[64];
+  char b2[64];
+  pid_t w;
+  long long t0 = itest_ms();
+  long long t_cancel;
+  redisReply *r;
+
+  snprintf(batch, sizeof(batch), "%s", make_batch(q, "ab.jsonl", 4, "{\"ms\":20000}", ",\"timeout_ms\":60000"));
+  {
+    const char *args[] = {"worker", "--redis", itest_url(), "--queue", q, "--concurrency", "4", "--visibility", "1500",
+                          "--quiet", NULL};
+
+    w = itest_spawn(args, NULL, NULL);
+  }
+  for (;;) {
+    r = itest_cmd(c, "XPENDING sluice:{%s}:s:normal workers", q);
+    if (r->element[0]->integer == 4) {
+      freeReplyObject(r);
+      break;
+    }
+    freeReplyObject(r);
+    CHECK(itest_ms() - t0 < 10000);
+    usleep(20000);
+  }
+  {
+    const char *args[] = {"cancel", "--abort", "--redis", itest_url(), "--queue", q, batch, NULL};
+
+    CHECK_INT(itest_run(args, NULL, NULL, 30), ==, 0);
+  }
+  t_cancel = itest_ms();
+  itest_wait_batch(c, q, batch, 10);
+  CHECK(itest_ms() - t_cancel < 2000); /* a heartbeat is every 500 ms */
+  CHECK_INT(itest_batch_num(c, q, batch, "cancelled"), ==, 4);
+  CHECK_INT(itest_batch_num(c, q, batch, "done"), ==, 4);
+  r = itest_cmd(c, "HGET sluice:{%s}:b:%s:r 0", q, batch);
+  CHECK_CONTAINS(r->str, "aborted while running");
+  freeReplyObject(r);
+  /* The worker's slots are free again: a new batch runs at once. */
+  snprintf(b2, sizeof(b2), "%s", make_batch(q, "ab2.jsonl", 4, "{\"ms\":1}", ""));
+  itest_wait_batch(c, q, b2, 10);
+  CHECK_INT(WEXITSTATUS(itest_stop(w)), ==, 0);
+  redisFree(c);
+}
+
 static const sl_test tests[] = {
+    {"cancel_abort", test_cancel_abort, 60},
     {"cancel_parked", test_cancel_parked, 60},
     {"dedupe", test_dedupe, 60},
     {"stats", test_stats, 60},

@@ -313,7 +313,63 @@ static void test_retry_after_pushes_fleet_back(void) {
   redisFree(c);
 }
 
+/* A queue's default rate key applies to items without their own. */
+static void test_queue_default_limit(void) {
+  const char *q = itest_queue("qdefault");
+  const char *path = itest_path("qd.jsonl");
+  redisContext *c = itest_conn();
+  char buf[1024];
+  size_t len = 0;
+  char batch[64];
+  char *out = NULL;
+  long long first = 0;
+  long long last = 0;
+  pid_t w;
+  redisReply *r;
+
+  {
+    const char *args[] = {"limit", "set", "slow", "5/s", "--burst", "1", "--default", NULL};
+
+    CHECK_INT(run(q, args, NULL, NULL), ==, 0);
+  }
+  for (int i = 0; i < 6; i++)
+    len += (size_t)snprintf(buf + len, sizeof(buf) - len, "{\"type\":\"noop\",\"payload\":%d}\n", i);
+  itest_write(path, buf, len);
+  {
+    const char *args[] = {"submit", path, NULL};
+
+    CHECK_INT(run(q, args, &out, NULL), ==, 0);
+    snprintf(batch, sizeof(batch), "%.26s", out);
+    free(out);
+  }
+  w = itest_worker(q, 10);
+  itest_wait_batch(c, q, batch, 30);
+  itest_stop(w);
+  r = itest_cmd(c, "HVALS sluice:{%s}:b:%s:r", q, batch);
+  for (size_t i = 0; i < r->elements; i++) {
+    cJSON *j = cJSON_Parse(r->element[i]->str);
+    long long st = (long long)cJSON_GetObjectItemCaseSensitive(j, "started_at")->valuedouble;
+
+    if (first == 0 || st < first)
+      first = st;
+    if (st > last)
+      last = st;
+    cJSON_Delete(j);
+  }
+  freeReplyObject(r);
+  CHECK_INT(last - first, >=, 5 * 200 - 10); /* 6 starts at 5/s, burst 1 */
+  {
+    const char *args[] = {"stats", "--json", NULL};
+
+    CHECK_INT(run(q, args, &out, NULL), ==, 0);
+    CHECK_CONTAINS(out, "\"default_rate_key\":\"slow\"");
+    free(out);
+  }
+  redisFree(c);
+}
+
 static const sl_test tests[] = {
+    {"queue_default_limit", test_queue_default_limit, 60},
     {"retry_after_pushes_fleet_back", test_retry_after_pushes_fleet_back, 60},
     {"concurrency_limit", test_concurrency_limit, 90},
     {"rate_accuracy", test_rate_accuracy, 90},
