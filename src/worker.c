@@ -53,6 +53,7 @@
 #include "conn.h"
 #include "id.h"
 #include "item.h"
+#include "http.h"
 #include "log.h"
 #include "uvredis.h"
 
@@ -867,6 +868,8 @@ static void close_all(sl_worker_t *w) {
   for (int i = 0; i < w->nsig; i++)
     uv_close((uv_handle_t *)&w->sig[i], close_cb);
   w->nsig = 0;
+  sl__http_close(w->http);
+  w->http = NULL;
   if (w->cmd_up) {
     /* Leave the fleet registry now rather than when the entry expires. */
     redisAsyncCommand(w->cmd, NULL, NULL, "DEL %sw:%s", w->keys.prefix, w->id);
@@ -1227,6 +1230,11 @@ SL_EXTERN int sl_worker_new(const sl_worker_opts *opts, sl_worker_t **out, char 
     w->owns_loop = 1;
   }
   sl__log_quiet(opts->quiet);
+  rc = sl__http_new(w, opts->http_allow, opts->http_max_body, opts->http_version, &w->http);
+  if (rc != 0) {
+    snprintf(errbuf, errlen, "cannot set up the http handler: %s", sl_strerror(rc));
+    goto fail;
+  }
   sl_worker_register(w, "noop", sl__handler_noop, NULL);
   sl_worker_register(w, "sleep", sl__handler_sleep, NULL);
   *out = w;
@@ -1330,6 +1338,11 @@ SL_EXTERN int sl_worker_run(sl_worker_t *w) {
     w->timers_up = 1;
   }
   w->started_at = sl__now_ms();
+  if (w->http != NULL && sl__http_start(w->http) != 0) {
+    snprintf(w->errstr, sizeof(w->errstr), "cannot start the http handler");
+    sl__log_error("%s", w->errstr);
+    return SL_ENOMEM;
+  }
   uv_timer_start(&w->beat, on_beat_timer, (uint64_t)w->beat_ms, (uint64_t)w->beat_ms);
   uv_timer_start(&w->reclaim, on_reclaim_timer, (uint64_t)jitter(w->visibility_ms / 4 < 5000 ? w->visibility_ms / 4 : 5000), 0);
   connect_both(w);
@@ -1381,6 +1394,7 @@ SL_EXTERN void sl_worker_free(sl_worker_t *w) {
     uv_run(w->loop, UV_RUN_DEFAULT);
     uv_loop_close(w->loop);
   }
+  sl__http_close(w->http); /* run() was never called */
   sl__url_free(&w->url);
   sl_free(w->url_str);
   sl_free(w);

@@ -94,6 +94,7 @@ struct sl_worker {
   int64_t drain_ms;          /* how long a stop waits for running items, ms */
   int64_t beat_ms;           /* heartbeat interval, ms */
   sl_job_t *active;          /* jobs started and not yet freed (running list) */
+  struct sl_http *http;      /* the http handler (curl multi), or NULL */
   sl_handler handlers[SL_WORKER_MAX_HANDLERS]; /* served types */
   int nhandlers;             /* used */
   redisAsyncContext *cmd;    /* scripts and acks */

@@ -290,6 +290,9 @@ typedef struct sl_worker_opts {
   int concurrency;       /* items run at once; 0 means 10 */
   int block_ms;          /* idle blocking read, ms; 0 means 1000 */
   const char *weights;   /* "6,3,1": weighted fairness over high, normal, low; NULL: strict priority */
+  const char *http_allow; /* http items may call only these hosts: "api.example.com,*.example.org"; NULL: any */
+  size_t http_max_body;  /* cap of a kept http response body, bytes; 0 means 1 MiB */
+  int http_version;      /* 1: HTTP/1.1 only; 0: HTTP/2 where the server offers it */
   int64_t visibility_ms; /* an item not kept alive this long is taken over, ms; 0 means 30000 */
   int max_deliveries;    /* deliveries before an item is poison (2-1000); 0 means 5 */
   int64_t drain_timeout_ms; /* a stop waits this long for running items, ms; 0 means 30000 */

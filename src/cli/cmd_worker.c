@@ -9,6 +9,7 @@
  */
 #include <getopt.h>
 #include <signal.h>
+#include <string.h>
 #include <stdlib.h>
 
 #include "cli.h"
@@ -27,7 +28,9 @@ int cmd_worker(int argc, char **argv) {
       {"concurrency", required_argument, NULL, 'c'}, {"block-ms", required_argument, NULL, 'b'},
       {"quiet", no_argument, NULL, 'q'},             {"visibility", required_argument, NULL, 'v'},
       {"max-deliveries", required_argument, NULL, 'm'}, {"drain-timeout", required_argument, NULL, 'd'},
-      {"dev-crash", no_argument, NULL, 'x'},          {"weights", required_argument, NULL, 'w'},          {NULL, 0, NULL, 0}};
+      {"dev-crash", no_argument, NULL, 'x'},          {"weights", required_argument, NULL, 'w'},
+      {"http-allow", required_argument, NULL, 'A'},  {"http-max-body", required_argument, NULL, 'M'},
+      {"http-version", required_argument, NULL, 'H'},          {NULL, 0, NULL, 0}};
   int dev_crash = 0;
   cli_common com = {getenv("SLUICE_REDIS"), NULL};
   sl_worker_opts wo = {0};
@@ -80,6 +83,21 @@ int cmd_worker(int argc, char **argv) {
       break;
     case 'x': dev_crash = 1; break;
     case 'w': wo.weights = optarg; break;
+    case 'A': wo.http_allow = optarg; break;
+    case 'M':
+      if ((v = cli_parse_int(optarg, 1LL << 30)) < 1) {
+        cli_err("--http-max-body: expected bytes from 1 to 1073741824, got \"%s\"", optarg);
+        return EXIT_USAGE;
+      }
+      wo.http_max_body = (size_t)v;
+      break;
+    case 'H':
+      if (strcmp(optarg, "1.1") != 0 && strcmp(optarg, "2") != 0) {
+        cli_err("--http-version: expected 1.1 or 2, got \"%s\"", optarg);
+        return EXIT_USAGE;
+      }
+      wo.http_version = strcmp(optarg, "1.1") == 0 ? 1 : 0;
+      break;
     default: return EXIT_USAGE;
     }
   }

@@ -19,6 +19,7 @@ static const char usage[] =
     "         --dedupe-ttl DURATION  remember items' dedupe keys (default 1d); --json: id and skipped items\n"
     "  worker [opts]               run items: --concurrency N --visibility MS --max-deliveries N\n"
     "                              --drain-timeout MS --weights 6,3,1 (fair share instead of strict)\n"
+    "                              --http-allow HOSTS --http-max-body BYTES --http-version 1.1|2\n"
     "  status BATCH [--json]       counters, percent and timings of a batch\n"
     "  watch BATCH                 live progress until the batch ends (exit 3: items failed)\n"
     "  results BATCH [--failed]    one JSON line per finished item\n"

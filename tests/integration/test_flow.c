@@ -306,7 +306,7 @@ static void test_status_and_failed_results(void) {
   CHECK_CONTAINS(out, "simulated failure");
   /* A type no worker serves fails with which type, which worker, what it serves. */
   CHECK_CONTAINS(out, "no handler for type \\\"resize\\\" on worker ");
-  CHECK_CONTAINS(out, "(it serves: noop, sleep)");
+  CHECK_CONTAINS(out, "(it serves: noop, sleep, http)");
   CHECK(strstr(out, "unknown error") == NULL);
   free(out);
   {
