@@ -251,16 +251,30 @@ static void finish(req *r, CURLcode code) {
     int body_json = r->resp.len > 0 && !r->truncated &&
                     sl__json_validate(r->resp.p, r->resp.len, 256, NULL, err, sizeof(err)) == 0;
     char *hdrs = cJSON_PrintUnformatted(r->keep);
+    size_t cut = r->resp.len;
+    int truncated = r->truncated;
     int rc;
 
-    sl__buf_init(&out, r->h->max_body * 6 + 65536);
-    rc = sl__buf_printf(&out, "{\"status\":%ld,\"headers\":%s,\"body\":", status, hdrs ? hdrs : "{}");
-    if (rc == 0 && body_json)
-      rc = sl__buf_append(&out, r->resp.p, r->resp.len);
-    else if (rc == 0)
-      rc = sl__json_put_str(&out, r->resp.p ? r->resp.p : "", r->resp.len);
-    if (rc == 0)
-      rc = sl__buf_printf(&out, ",\"truncated\":%s,\"bytes\":%zu}", r->truncated ? "true" : "false", r->bytes);
+    /* The whole results line must fit SL_RESULT_MAX: escaping can grow a
+     * body, so cut it further (and keep it as a string) until it does. */
+    sl__buf_init(&out, SL_RESULT_MAX);
+    for (;;) {
+      sl__buf_reset(&out);
+      rc = sl__buf_printf(&out, "{\"status\":%ld,\"headers\":%s,\"body\":", status, hdrs ? hdrs : "{}");
+      if (rc == 0 && body_json)
+        rc = sl__buf_append(&out, r->resp.p, cut);
+      else if (rc == 0)
+        rc = sl__json_put_str(&out, r->resp.p ? r->resp.p : "", cut);
+      if (rc == 0)
+        rc = sl__buf_printf(&out, ",\"truncated\":%s,\"bytes\":%zu}", truncated ? "true" : "false", r->bytes);
+      if (rc == 0 && out.len <= SL_RESULT_MAX - 4096)
+        break;
+      if (rc == SL_ENOMEM || cut == 0)
+        break;
+      cut = cut / 4 * 3;
+      truncated = 1;
+      body_json = 0;
+    }
     cJSON_free(hdrs);
     if (rc == 0)
       sl_job_succeed(j, out.p, out.len);
@@ -410,6 +424,7 @@ static void http_start(sl_job_t *j, void *ud) {
   char err[512];
   char line[8192];
   int has_ikey = 0;
+  int has_ctype = 0;
   CURLU *u = NULL;
   char *host = NULL;
   req *r = NULL;
@@ -476,6 +491,8 @@ static void http_start(sl_job_t *j, void *ud) {
     }
     if (strcasecmp(e->string, "Idempotency-Key") == 0)
       has_ikey = 1;
+    if (strcasecmp(e->string, "Content-Type") == 0)
+      has_ctype = 1;
     snprintf(line, sizeof(line), "%s: %s", e->string, v);
     sl_free(v);
     nl = curl_slist_append(r->hdrs, line);
@@ -504,13 +521,16 @@ static void http_start(sl_job_t *j, void *ud) {
       r->body = t ? sl_strdup(t) : NULL;
       cJSON_free(t);
     }
-    r->hdrs = curl_slist_append(r->hdrs, "Content-Type: application/json");
+    if (!has_ctype)
+      r->hdrs = curl_slist_append(r->hdrs, "Content-Type: application/json");
   } else if (cJSON_IsString(body)) {
     r->body = expand_env(body->valuestring, "field \"payload.body\"", err, sizeof(err));
     if (r->body == NULL) {
       sl_job_fail_final(j, "%s", err);
       goto fail;
     }
+    if (!has_ctype)
+      r->hdrs = curl_slist_append(r->hdrs, "Content-Type: text/plain; charset=utf-8");
   }
   r->easy = curl_easy_init();
   if (r->easy == NULL) {

@@ -1,0 +1,1074 @@
+/*
+ * The worker's `http` handler against a real HTTP/1.1 server
+ * (tests/integration/http_server.py, started once for the whole program on
+ * 127.0.0.1, port 0): success results, kept headers, JSON and text bodies,
+ * which failures are retried and which fail at once, Retry-After, timeouts,
+ * connection errors, the Idempotency-Key of every attempt, --http-allow,
+ * --http-max-body, ${env:NAME} secrets that never reach Redis or the log,
+ * and throughput of one worker with 500 slots.
+ *
+ * Tests run one after another (the harness forks each in turn), so a test
+ * can take a snapshot of the server's /stats before it submits and compare
+ * after: what was added in between is its own.
+ */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+#ifdef __linux__
+#include <sys/prctl.h>
+#endif
+
+#include <cjson/cJSON.h>
+
+#include "itest.h"
+
+#define SECRET "s3cr3t-token" /* the value of SLUICE_TEST_TOKEN; must never reach Redis or the log */
+
+static pid_t server_pid;     /* the python server; 0 when not running */
+static pid_t main_pid;       /* the test program (tests run in forked children) */
+static int server_port;      /* its port on 127.0.0.1 */
+static char server_dir[256]; /* temp dir holding its port file */
+static void (*redis_teardown)(void); /* itest's teardown, chained */
+
+/* ---- The test server ---- */
+
+/* The server script: $SLUICE_HTTP_SERVER, else http_server.py next to this
+ * source file (CMake compiles it by absolute path). */
+static void server_script(char *buf, size_t len) {
+  const char *env = getenv("SLUICE_HTTP_SERVER");
+  const char *slash = strrchr(__FILE__, '/');
+
+  if (env != NULL && env[0] != '\0')
+    snprintf(buf, len, "%s", env);
+  else if (slash != NULL)
+    snprintf(buf, len, "%.*s/http_server.py", (int)(slash - __FILE__), __FILE__);
+  else
+    snprintf(buf, len, "http_server.py");
+}
+
+static void server_stop(void) {
+  int status;
+
+  if (server_pid <= 0 || getpid() != main_pid)
+    return;
+  kill(server_pid, SIGTERM);
+  waitpid(server_pid, &status, 0);
+  server_pid = 0;
+  if (server_dir[0] != '\0') {
+    char p[320];
+
+    snprintf(p, sizeof(p), "%s/port", server_dir);
+    unlink(p);
+    rmdir(server_dir);
+  }
+}
+
+static void teardown(void) {
+  server_stop();
+  if (redis_teardown != NULL)
+    redis_teardown();
+}
+
+/* Starts the server with SLUICE_TEST_TOKEN in its environment (for
+ * /secret-check) and waits up to 10 s for its port file. Exits on failure. */
+static void server_start(void) {
+  char script[600];
+  char portfile[320];
+  long long t0;
+
+  server_script(script, sizeof(script));
+  snprintf(server_dir, sizeof(server_dir), "/tmp/sluice-http-XXXXXX");
+  if (mkdtemp(server_dir) == NULL) {
+    fprintf(stderr, "mkdtemp: %s\n", strerror(errno));
+    exit(1);
+  }
+  snprintf(portfile, sizeof(portfile), "%s/port", server_dir);
+  fflush(stdout);
+  fflush(stderr);
+  server_pid = fork();
+  if (server_pid < 0) {
+    fprintf(stderr, "fork: %s\n", strerror(errno));
+    exit(1);
+  }
+  if (server_pid == 0) {
+    int fi = open("/dev/null", O_RDONLY);
+
+#ifdef __linux__
+    prctl(PR_SET_PDEATHSIG, SIGKILL); /* dies with the test program, even on SIGKILL */
+#endif
+    setpgid(0, 0);
+    dup2(fi, 0);
+    setenv("SLUICE_TEST_TOKEN", SECRET, 1);
+    execl("/usr/bin/python3", "python3", script, portfile, (char *)NULL);
+    fprintf(stderr, "exec /usr/bin/python3 %s: %s\n", script, strerror(errno));
+    _exit(127);
+  }
+  atexit(server_stop);
+  t0 = itest_ms();
+  for (;;) {
+    char *s = itest_read(portfile, NULL);
+    int status;
+
+    if (s != NULL) {
+      server_port = (int)strtol(s, NULL, 10);
+      free(s);
+      if (server_port > 0)
+        break;
+    }
+    if (waitpid(server_pid, &status, WNOHANG) == server_pid) {
+      fprintf(stderr, "the test http server (%s) exited with status %d\n", script, status);
+      server_pid = 0;
+      exit(1);
+    }
+    if (itest_ms() - t0 > 10000) {
+      fprintf(stderr, "the test http server (%s) wrote no port within 10 s\n", script);
+      exit(1);
+    }
+    usleep(20000);
+  }
+}
+
+/* GET of a path on the server with a plain socket (HTTP/1.0, so the server
+ * closes). Returns the body (free it); fails the test on error. */
+static char *server_get(const char *path) {
+  struct sockaddr_in sa;
+  char req[512];
+  char *buf = NULL;
+  size_t n = 0;
+  size_t cap = 0;
+  char *body;
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  int len;
+
+  memset(&sa, 0, sizeof(sa));
+  sa.sin_family = AF_INET;
+  sa.sin_port = htons((unsigned short)server_port);
+  sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  if (fd < 0 || connect(fd, (struct sockaddr *)&sa, sizeof(sa)) != 0)
+    sl_test_fail(__FILE__, __LINE__, "cannot connect to the test http server: %s", strerror(errno));
+  len = snprintf(req, sizeof(req), "GET %s HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n", path);
+  if (write(fd, req, (size_t)len) != len)
+    sl_test_fail(__FILE__, __LINE__, "write to the test http server: %s", strerror(errno));
+  for (;;) {
+    ssize_t r;
+
+    if (n + 65536 + 1 > cap) {
+      cap = cap ? cap * 2 : 131072;
+      buf = realloc(buf, cap);
+      CHECK(buf != NULL);
+    }
+    r = read(fd, buf + n, cap - n - 1);
+    if (r < 0 && errno == EINTR)
+      continue;
+    if (r <= 0)
+      break;
+    n += (size_t)r;
+  }
+  close(fd);
+  CHECK(buf != NULL);
+  buf[n] = '\0';
+  body = strstr(buf, "\r\n\r\n");
+  if (body == NULL)
+    sl_test_fail(__FILE__, __LINE__, "bad response from the test http server: %.200s", buf);
+  body = strdup(body + 4);
+  free(buf);
+  return body;
+}
+
+/* The server's /stats, parsed (cJSON_Delete it). */
+static cJSON *server_stats(void) {
+  char *s = server_get("/stats");
+  cJSON *j = cJSON_Parse(s);
+
+  if (j == NULL)
+    sl_test_fail(__FILE__, __LINE__, "/stats is not JSON: %.200s", s);
+  free(s);
+  return j;
+}
+
+static long long stats_num(const cJSON *st, const char *field) {
+  const cJSON *v = cJSON_GetObjectItemCaseSensitive(st, field);
+
+  return cJSON_IsNumber(v) ? (long long)v->valuedouble : -1;
+}
+
+/* The Idempotency-Keys the server has seen for a path (borrowed from st;
+ * NULL if none). */
+static const cJSON *stats_keys(const cJSON *st, const char *path) {
+  return cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(st, "idempotency_keys"), path);
+}
+
+static int stats_key_count(const cJSON *st, const char *path) {
+  return cJSON_GetArraySize(stats_keys(st, path));
+}
+
+static const char *stats_key(const cJSON *st, const char *path, int i) {
+  const cJSON *k = cJSON_GetArrayItem(stats_keys(st, path), i);
+
+  return cJSON_IsString(k) ? k->valuestring : NULL;
+}
+
+static long long stats_missing(const cJSON *st, const char *path) {
+  const cJSON *v =
+      cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(st, "missing_idempotency_key"), path);
+
+  return cJSON_IsNumber(v) ? (long long)v->valuedouble : 0;
+}
+
+/* ---- Running items ---- */
+
+/* An item line to a path on the test server; `rest` is added to the item
+ * (",\"max_attempts\":3"), `extra` to the payload (",\"method\":\"POST\""). */
+static void item(char *buf, size_t len, const char *path, const char *extra, const char *rest) {
+  snprintf(buf, len, "{\"type\":\"http\",\"payload\":{\"url\":\"http://127.0.0.1:%d%s\"%s}%s}\n", server_port, path,
+           extra ? extra : "", rest ? rest : "");
+}
+
+/* Writes the lines to a file and submits them to q; the batch id goes to
+ * batch (64 bytes). */
+static void submit(const char *q, const char *lines, char *batch) {
+  char path[600];
+  char *out = NULL;
+  char *err = NULL;
+  int rc;
+
+  snprintf(path, sizeof(path), "%s", itest_path("items.jsonl"));
+  itest_write(path, lines, strlen(lines));
+  {
+    const char *args[] = {"submit", "--redis", itest_url(), "--queue", q, path, NULL};
+
+    rc = itest_run(args, &out, &err, 60);
+  }
+  if (rc != 0)
+    sl_test_fail(__FILE__, __LINE__, "sluice submit exited %d: %s", rc, err ? err : "");
+  snprintf(batch, 64, "%.26s", out);
+  free(out);
+  free(err);
+}
+
+/* Starts `sluice worker` on q with the given slots; extra options
+ * (NULL-terminated, may be NULL) are added; stderr goes to errlog. */
+static pid_t worker(const char *q, int concurrency, int quiet, const char *const *extra, const char *errlog) {
+  const char *args[40];
+  char conc[16];
+  int k = 0;
+
+  snprintf(conc, sizeof(conc), "%d", concurrency);
+  args[k++] = "worker";
+  args[k++] = "--redis";
+  args[k++] = itest_url();
+  args[k++] = "--queue";
+  args[k++] = q;
+  args[k++] = "--concurrency";
+  args[k++] = conc;
+  args[k++] = "--block-ms";
+  args[k++] = "200"; /* picks up retries quickly */
+  if (quiet)
+    args[k++] = "--quiet";
+  for (int i = 0; extra != NULL && extra[i] != NULL && k < 38; i++)
+    args[k++] = extra[i];
+  args[k] = NULL;
+  return itest_spawn(args, NULL, errlog);
+}
+
+/* Waits until the batch has ended, failing at once (with the worker's
+ * stderr) if the worker exits first, and after timeout_s. */
+static void wait_batch(redisContext *c, const char *q, const char *batch, int timeout_s, pid_t w,
+                       const char *errlog) {
+  long long t0 = itest_ms();
+
+  for (;;) {
+    redisReply *r = itest_cmd(c, "HMGET sluice:{%s}:b:%s whole done total", q, batch);
+    int ended = r->element[0]->type == REDIS_REPLY_STRING && strcmp(r->element[0]->str, "1") == 0 &&
+                atoll(r->element[1]->str) >= atoll(r->element[2]->str);
+    int status;
+
+    freeReplyObject(r);
+    if (ended)
+      return;
+    if (waitpid(w, &status, WNOHANG) == w) {
+      char *log = errlog ? itest_read(errlog, NULL) : NULL;
+
+      sl_test_fail(__FILE__, __LINE__, "the worker exited (status 0x%x) before batch %s ended: %s", status, batch,
+                   log ? log : "(no log)");
+    }
+    if (itest_ms() - t0 > timeout_s * 1000LL)
+      sl_test_fail(__FILE__, __LINE__, "batch %s did not end within %d s (done %lld of %lld)", batch, timeout_s,
+                   itest_batch_num(c, q, batch, "done"), itest_batch_num(c, q, batch, "total"));
+    usleep(20000);
+  }
+}
+
+/* Starts a worker, submits the lines, waits for the batch and stops the
+ * worker. */
+static void run_batch(redisContext *c, const char *q, const char *lines, int concurrency, const char *const *extra,
+                      char *batch, int timeout_s) {
+  char errlog[600];
+  pid_t w;
+
+  snprintf(errlog, sizeof(errlog), "%s", itest_path("worker.err"));
+  w = worker(q, concurrency, 1, extra, errlog);
+  submit(q, lines, batch);
+  wait_batch(c, q, batch, timeout_s, w, errlog);
+  itest_stop(w);
+}
+
+/* The results line of item idx, parsed (cJSON_Delete it). */
+static cJSON *result_line(redisContext *c, const char *q, const char *batch, int idx) {
+  redisReply *r = itest_cmd(c, "HGET sluice:{%s}:b:%s:r %d", q, batch, idx);
+  cJSON *j;
+
+  if (r->type != REDIS_REPLY_STRING)
+    sl_test_fail(__FILE__, __LINE__, "no results line for item %d of batch %s", idx, batch);
+  j = cJSON_Parse(r->str);
+  if (j == NULL)
+    sl_test_fail(__FILE__, __LINE__, "results line of item %d is not JSON: %.300s", idx, r->str);
+  freeReplyObject(r);
+  return j;
+}
+
+static const char *jstr(const cJSON *j, const char *field) {
+  const cJSON *v = cJSON_GetObjectItemCaseSensitive(j, field);
+
+  return cJSON_IsString(v) ? v->valuestring : NULL;
+}
+
+static long long jnum(const cJSON *j, const char *field) {
+  const cJSON *v = cJSON_GetObjectItemCaseSensitive(j, field);
+
+  return cJSON_IsNumber(v) ? (long long)v->valuedouble : -1;
+}
+
+static const cJSON *jget(const cJSON *j, const char *field) {
+  return cJSON_GetObjectItemCaseSensitive(j, field);
+}
+
+/* Fails with the whole line unless the item has this status. */
+static void check_status(const cJSON *line, const char *status, int lineno) {
+  const char *s = jstr(line, "status");
+
+  if (s == NULL || strcmp(s, status) != 0) {
+    char *text = cJSON_PrintUnformatted(line);
+
+    sl_test_fail(__FILE__, lineno, "expected status %s, got: %.600s", status, text);
+  }
+}
+#define CHECK_ITEM_STATUS(line, status) check_status((line), (status), __LINE__)
+
+/* ---- Tests ---- */
+
+/* GET /ok: 200, the body stored as JSON, only the kept headers (names in
+ * lower case), not truncated, bytes = the body's size. */
+static void test_get_ok(void) {
+  const char *q = itest_queue("ok");
+  redisContext *c = itest_conn();
+  char lines[2048];
+  char batch[64];
+  cJSON *line;
+  const cJSON *res;
+  const cJSON *body;
+  const cJSON *hdrs;
+
+  item(lines, sizeof(lines), "/ok?x=1", ",\"method\":\"GET\",\"keep_headers\":[\"content-type\",\"Content-Length\"]",
+       NULL);
+  run_batch(c, q, lines, 4, NULL, batch, 20);
+  line = result_line(c, q, batch, 0);
+  CHECK_ITEM_STATUS(line, "succeeded");
+  CHECK_INT(jnum(line, "attempts"), ==, 1);
+  res = jget(line, "result");
+  CHECK(cJSON_IsObject(res));
+  CHECK_INT(jnum(res, "status"), ==, 200);
+  body = jget(res, "body");
+  CHECK(cJSON_IsObject(body));
+  CHECK(cJSON_IsTrue(jget(body, "ok")));
+  CHECK_STR(jstr(body, "method"), "GET");
+  CHECK_STR(jstr(body, "path"), "/ok?x=1");
+  CHECK(cJSON_IsFalse(jget(res, "truncated")));
+  CHECK_INT(jnum(res, "bytes"), ==, strlen("{\"ok\":true,\"method\":\"GET\",\"path\":\"/ok?x=1\"}"));
+  hdrs = jget(res, "headers");
+  CHECK(cJSON_IsObject(hdrs));
+  CHECK_STR(jstr(hdrs, "content-type"), "application/json");
+  CHECK_STR(jstr(hdrs, "content-length"), "43");
+  CHECK(jget(hdrs, "server") == NULL); /* not asked for */
+  CHECK(jget(hdrs, "date") == NULL);
+  CHECK_INT(cJSON_GetArraySize(hdrs), ==, 2);
+  cJSON_Delete(line);
+  redisFree(c);
+}
+
+/* POST/PUT/DELETE to /echo: the method, the item's headers, a text body, a
+ * JSON body and ${env:NAME} in a header, the body and a JSON string all
+ * arrive; a 2xx body that is not JSON is stored as a string. */
+static void test_methods_and_bodies(void) {
+  const char *q = itest_queue("echo");
+  redisContext *c = itest_conn();
+  char lines[8192];
+  char one[2048];
+  char batch[64];
+  cJSON *line;
+  const cJSON *body;
+  const cJSON *h;
+  cJSON *sent;
+
+  setenv("SLUICE_TEST_PLAIN", "plain-value", 1); /* inherited by the worker */
+  lines[0] = '\0';
+  item(one, sizeof(one), "/echo",
+       ",\"method\":\"POST\",\"headers\":{\"X-Test\":\"yes\",\"X-Env\":\"v=${env:SLUICE_TEST_PLAIN}\"},"
+       "\"body\":\"hello ${env:SLUICE_TEST_PLAIN} body\"",
+       NULL);
+  strcat(lines, one);
+  item(one, sizeof(one), "/echo",
+       ",\"method\":\"PUT\",\"json\":{\"a\":1,\"s\":\"${env:SLUICE_TEST_PLAIN}\",\"l\":[true,null,\"x\"]}", NULL);
+  strcat(lines, one);
+  item(one, sizeof(one), "/echo?k=v", ",\"method\":\"DELETE\"", NULL);
+  strcat(lines, one);
+  item(one, sizeof(one), "/status/200", NULL, NULL); /* text/plain 200 */
+  strcat(lines, one);
+  item(one, sizeof(one), "/status/204", NULL, NULL); /* no body */
+  strcat(lines, one);
+  run_batch(c, q, lines, 4, NULL, batch, 20);
+
+  line = result_line(c, q, batch, 0);
+  CHECK_ITEM_STATUS(line, "succeeded");
+  body = jget(jget(line, "result"), "body");
+  CHECK_STR(jstr(body, "method"), "POST");
+  CHECK_STR(jstr(body, "body"), "hello plain-value body");
+  h = jget(body, "headers");
+  CHECK_STR(jstr(h, "x-test"), "yes");
+  CHECK_STR(jstr(h, "x-env"), "v=plain-value");
+  CHECK(jstr(h, "idempotency-key") != NULL && jstr(h, "idempotency-key")[0] != '\0');
+  printf("    POST /echo sent content-type \"%s\" for a text body\n",
+         jstr(h, "content-type") ? jstr(h, "content-type") : "(none)");
+  cJSON_Delete(line);
+
+  line = result_line(c, q, batch, 1);
+  CHECK_ITEM_STATUS(line, "succeeded");
+  body = jget(jget(line, "result"), "body");
+  CHECK_STR(jstr(body, "method"), "PUT");
+  h = jget(body, "headers");
+  printf("    PUT /echo sent content-type \"%s\" for a json body\n",
+         jstr(h, "content-type") ? jstr(h, "content-type") : "(none)");
+  sent = cJSON_Parse(jstr(body, "body"));
+  if (sent == NULL)
+    sl_test_fail(__FILE__, __LINE__, "the json body did not arrive as JSON: %s", jstr(body, "body"));
+  CHECK_INT(jnum(sent, "a"), ==, 1);
+  CHECK_STR(jstr(sent, "s"), "plain-value");
+  CHECK_INT(cJSON_GetArraySize(jget(sent, "l")), ==, 3);
+  CHECK(cJSON_IsTrue(cJSON_GetArrayItem(jget(sent, "l"), 0)));
+  cJSON_Delete(sent);
+  cJSON_Delete(line);
+
+  line = result_line(c, q, batch, 2);
+  CHECK_ITEM_STATUS(line, "succeeded");
+  body = jget(jget(line, "result"), "body");
+  CHECK_STR(jstr(body, "method"), "DELETE");
+  CHECK_STR(jstr(body, "path"), "/echo?k=v");
+  CHECK_STR(jstr(body, "body"), "");
+  cJSON_Delete(line);
+
+  line = result_line(c, q, batch, 3);
+  CHECK_ITEM_STATUS(line, "succeeded");
+  CHECK_INT(jnum(jget(line, "result"), "status"), ==, 200);
+  CHECK_STR(jstr(jget(line, "result"), "body"), "status 200: something went wrong on purpose");
+  cJSON_Delete(line);
+
+  line = result_line(c, q, batch, 4);
+  CHECK_ITEM_STATUS(line, "succeeded");
+  CHECK_INT(jnum(jget(line, "result"), "status"), ==, 204);
+  CHECK_INT(jnum(jget(line, "result"), "bytes"), ==, 0);
+  cJSON_Delete(line);
+  redisFree(c);
+}
+
+/* 404 and other 4xx fail at once (attempts 1 of 5) with the status and a
+ * body excerpt; 500 is retried up to max_attempts with the same error. */
+static void test_status_errors(void) {
+  const char *q = itest_queue("status");
+  redisContext *c = itest_conn();
+  char lines[4096];
+  char one[1024];
+  char batch[64];
+  cJSON *line;
+  const cJSON *errs;
+
+  lines[0] = '\0';
+  item(one, sizeof(one), "/no/such/thing", NULL, ",\"max_attempts\":5,\"backoff_ms\":10");
+  strcat(lines, one);
+  item(one, sizeof(one), "/status/400", ",\"method\":\"POST\",\"body\":\"x\"", ",\"max_attempts\":5,\"backoff_ms\":10");
+  strcat(lines, one);
+  item(one, sizeof(one), "/status/500", NULL, ",\"max_attempts\":3,\"backoff_ms\":10");
+  strcat(lines, one);
+  item(one, sizeof(one), "/status/502", NULL, ",\"max_attempts\":2,\"backoff_ms\":10");
+  strcat(lines, one);
+  run_batch(c, q, lines, 4, NULL, batch, 25);
+
+  line = result_line(c, q, batch, 0);
+  CHECK_ITEM_STATUS(line, "failed");
+  CHECK_INT(jnum(line, "attempts"), ==, 1);
+  CHECK_CONTAINS(jstr(line, "error"), "HTTP 404");
+  CHECK_CONTAINS(jstr(line, "error"), "no such path");
+  printf("    404 error: %s\n", jstr(line, "error"));
+  cJSON_Delete(line);
+
+  line = result_line(c, q, batch, 1);
+  CHECK_ITEM_STATUS(line, "failed");
+  CHECK_INT(jnum(line, "attempts"), ==, 1);
+  CHECK_CONTAINS(jstr(line, "error"), "HTTP 400");
+  CHECK_CONTAINS(jstr(line, "error"), "status 400: something went wrong");
+  cJSON_Delete(line);
+
+  line = result_line(c, q, batch, 2);
+  CHECK_ITEM_STATUS(line, "failed");
+  CHECK_INT(jnum(line, "attempts"), ==, 3);
+  CHECK_CONTAINS(jstr(line, "error"), "HTTP 500");
+  CHECK_CONTAINS(jstr(line, "error"), "status 500: something went wrong");
+  errs = jget(line, "errors");
+  CHECK_INT(cJSON_GetArraySize(errs), ==, 2);
+  CHECK_CONTAINS(cJSON_GetArrayItem(errs, 0)->valuestring, "HTTP 500");
+  cJSON_Delete(line);
+
+  line = result_line(c, q, batch, 3);
+  CHECK_ITEM_STATUS(line, "failed");
+  CHECK_INT(jnum(line, "attempts"), ==, 2);
+  CHECK_CONTAINS(jstr(line, "error"), "HTTP 502");
+  cJSON_Delete(line);
+  redisFree(c);
+}
+
+/* 429 with Retry-After: 1 is retried, and not before a second has passed
+ * (backoff_ms 10 would otherwise retry at once). */
+static void test_retry_after(void) {
+  const char *q = itest_queue("429");
+  redisContext *c = itest_conn();
+  char lines[1024];
+  char batch[64];
+  char errlog[600];
+  cJSON *st0 = server_stats();
+  cJSON *st1;
+  cJSON *line;
+  long long submitted_ms;
+  long long gap;
+  int n0 = stats_key_count(st0, "/429");
+  pid_t w;
+
+  item(lines, sizeof(lines), "/429", NULL, ",\"max_attempts\":2,\"backoff_ms\":10");
+  snprintf(errlog, sizeof(errlog), "%s", itest_path("worker.err"));
+  w = worker(q, 2, 1, NULL, errlog);
+  {
+    struct timespec ts;
+
+    clock_gettime(CLOCK_REALTIME, &ts);
+    submitted_ms = (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+  }
+  submit(q, lines, batch);
+  wait_batch(c, q, batch, 20, w, errlog);
+  itest_stop(w);
+  line = result_line(c, q, batch, 0);
+  CHECK_ITEM_STATUS(line, "failed");
+  CHECK_INT(jnum(line, "attempts"), ==, 2);
+  CHECK_CONTAINS(jstr(line, "error"), "HTTP 429");
+  CHECK_CONTAINS(jstr(line, "error"), "slow down");
+  /* The second attempt started at least 1 s after the submit (the first
+   * attempt came after the submit and took a few ms). */
+  gap = jnum(line, "started_at") - submitted_ms;
+  printf("    429: second attempt started %lld ms after the submit (Retry-After: 1)\n", gap);
+  CHECK_INT(gap, >=, 1000);
+  st1 = server_stats();
+  CHECK_INT(stats_key_count(st1, "/429") - n0, ==, 2);
+  CHECK_STR(stats_key(st1, "/429", n0), stats_key(st1, "/429", n0 + 1));
+  cJSON_Delete(line);
+  cJSON_Delete(st0);
+  cJSON_Delete(st1);
+  redisFree(c);
+}
+
+/* /flaky answers 503 to the first request with a given Idempotency-Key:
+ * two items each succeed at attempt 2; each sent the same key twice, and
+ * the two items' keys differ. The payload's idempotency_key is sent as is;
+ * items of a batch get different default keys. */
+static void test_idempotency_key(void) {
+  const char *q = itest_queue("idem");
+  redisContext *c = itest_conn();
+  char lines[4096];
+  char one[1024];
+  char batch[64];
+  char override[64];
+  cJSON *st0 = server_stats();
+  cJSON *st1;
+  cJSON *line;
+  const char *k[6];
+  int n0 = stats_key_count(st0, "/flaky");
+
+  snprintf(override, sizeof(override), "my-key-%d", (int)getpid());
+  lines[0] = '\0';
+  for (int i = 0; i < 2; i++) {
+    item(one, sizeof(one), "/flaky", NULL, ",\"max_attempts\":3,\"backoff_ms\":10");
+    strcat(lines, one);
+  }
+  item(one, sizeof(one), "/echo", NULL, NULL);
+  strcat(lines, one);
+  item(one, sizeof(one), "/echo", NULL, NULL);
+  strcat(lines, one);
+  {
+    char extra[128];
+
+    snprintf(extra, sizeof(extra), ",\"idempotency_key\":\"%s\"", override);
+    item(one, sizeof(one), "/echo", extra, NULL);
+    strcat(lines, one);
+  }
+  run_batch(c, q, lines, 1, NULL, batch, 20); /* one slot: the /flaky requests come in order */
+  for (int i = 0; i < 2; i++) {
+    line = result_line(c, q, batch, i);
+    CHECK_ITEM_STATUS(line, "succeeded");
+    CHECK_INT(jnum(line, "attempts"), ==, 2);
+    CHECK(cJSON_IsTrue(jget(jget(jget(line, "result"), "body"), "ok")));
+    CHECK_CONTAINS(cJSON_GetArrayItem(jget(line, "errors"), 0)->valuestring, "HTTP 503");
+    cJSON_Delete(line);
+  }
+  st1 = server_stats();
+  CHECK_INT(stats_key_count(st1, "/flaky") - n0, ==, 4);
+  for (int i = 0; i < 4; i++) {
+    k[i] = stats_key(st1, "/flaky", n0 + i);
+    CHECK(k[i] != NULL && k[i][0] != '\0');
+  }
+  printf("    /flaky keys: %s %s %s %s\n", k[0], k[1], k[2], k[3]);
+  /* Each key twice (503, then 200), two different keys in all. */
+  {
+    int same01 = strcmp(k[0], k[1]) == 0;
+    int pairs = same01 ? strcmp(k[2], k[3]) == 0 && strcmp(k[0], k[2]) != 0
+                       : (strcmp(k[0], k[2]) == 0 && strcmp(k[1], k[3]) == 0 && strcmp(k[0], k[1]) != 0) ||
+                             (strcmp(k[0], k[3]) == 0 && strcmp(k[1], k[2]) == 0 && strcmp(k[0], k[1]) != 0);
+
+    CHECK(pairs);
+  }
+  CHECK_INT(stats_missing(st1, "/flaky"), ==, 0);
+  for (int i = 2; i < 5; i++) {
+    line = result_line(c, q, batch, i);
+    CHECK_ITEM_STATUS(line, "succeeded");
+    k[i] = strdup(jstr(jget(jget(jget(line, "result"), "body"), "headers"), "idempotency-key"));
+    cJSON_Delete(line);
+  }
+  CHECK(k[2][0] != '\0');
+  CHECK(strcmp(k[2], k[3]) != 0);
+  CHECK(strcmp(k[2], k[0]) != 0 && strcmp(k[2], k[1]) != 0);
+  CHECK_STR(k[4], override);
+  cJSON_Delete(st0);
+  cJSON_Delete(st1);
+  redisFree(c);
+}
+
+/* timeout_ms 300 against a 3 s response: the attempt ends with "timed out
+ * after 300 ms", long before the server answers. */
+static void test_timeout(void) {
+  const char *q = itest_queue("timeout");
+  redisContext *c = itest_conn();
+  char lines[1024];
+  char batch[64];
+  cJSON *line;
+
+  item(lines, sizeof(lines), "/slow?ms=3000", NULL, ",\"max_attempts\":1,\"timeout_ms\":300");
+  run_batch(c, q, lines, 2, NULL, batch, 20);
+  line = result_line(c, q, batch, 0);
+  CHECK_ITEM_STATUS(line, "failed");
+  CHECK_INT(jnum(line, "attempts"), ==, 1);
+  CHECK_CONTAINS(jstr(line, "error"), "timed out after 300 ms");
+  CHECK_INT(jnum(line, "duration_ms"), <, 2000);
+  CHECK_INT(jnum(line, "duration_ms"), >=, 290);
+  cJSON_Delete(line);
+  redisFree(c);
+}
+
+/* Nothing listens on 127.0.0.1:1: curl's own error (naming the connect),
+ * retryable (attempts 2 of 2), never "unknown error". */
+static void test_connection_refused(void) {
+  const char *q = itest_queue("refused");
+  redisContext *c = itest_conn();
+  char lines[1024];
+  char batch[64];
+  cJSON *line;
+
+  snprintf(lines, sizeof(lines),
+           "{\"type\":\"http\",\"payload\":{\"url\":\"http://127.0.0.1:1/\"},\"max_attempts\":1}\n"
+           "{\"type\":\"http\",\"payload\":{\"url\":\"http://127.0.0.1:1/\"},\"max_attempts\":2,\"backoff_ms\":10}\n");
+  run_batch(c, q, lines, 2, NULL, batch, 20);
+  line = result_line(c, q, batch, 0);
+  CHECK_ITEM_STATUS(line, "failed");
+  CHECK_INT(jnum(line, "attempts"), ==, 1);
+  CHECK_CONTAINS(jstr(line, "error"), "onnect"); /* "connect", "Connection refused", "Couldn't connect" */
+  CHECK(strstr(jstr(line, "error"), "unknown error") == NULL);
+  printf("    refused: %s\n", jstr(line, "error"));
+  cJSON_Delete(line);
+  line = result_line(c, q, batch, 1);
+  CHECK_ITEM_STATUS(line, "failed");
+  CHECK_INT(jnum(line, "attempts"), ==, 2); /* retryable */
+  cJSON_Delete(line);
+  redisFree(c);
+}
+
+/* --http-allow 127.0.0.1,*.example.com: 127.0.0.1 runs; localhost fails at
+ * once (attempts 1 of 5) naming the option, and no request is made. */
+static void test_allow_list(void) {
+  const char *q = itest_queue("allow");
+  redisContext *c = itest_conn();
+  const char *extra[] = {"--http-allow", "127.0.0.1,*.example.com", NULL};
+  char lines[2048];
+  char batch[64];
+  cJSON *st0 = server_stats();
+  cJSON *st1;
+  cJSON *line;
+
+  snprintf(lines, sizeof(lines),
+           "{\"type\":\"http\",\"payload\":{\"url\":\"http://127.0.0.1:%d/ok\"}}\n"
+           "{\"type\":\"http\",\"payload\":{\"url\":\"http://localhost:%d/ok\"},"
+           "\"max_attempts\":5,\"backoff_ms\":10}\n",
+           server_port, server_port);
+  run_batch(c, q, lines, 2, extra, batch, 20);
+  line = result_line(c, q, batch, 0);
+  CHECK_ITEM_STATUS(line, "succeeded");
+  cJSON_Delete(line);
+  line = result_line(c, q, batch, 1);
+  CHECK_ITEM_STATUS(line, "failed");
+  CHECK_INT(jnum(line, "attempts"), ==, 1);
+  CHECK_CONTAINS(jstr(line, "error"), "not allowed");
+  CHECK_CONTAINS(jstr(line, "error"), "--http-allow");
+  printf("    allow: %s\n", jstr(line, "error"));
+  cJSON_Delete(line);
+  st1 = server_stats();
+  CHECK_INT(stats_num(st1, "requests") - stats_num(st0, "requests"), ==, 1);
+  cJSON_Delete(st0);
+  cJSON_Delete(st1);
+  redisFree(c);
+}
+
+/* A 10 MiB body under the default --http-max-body (1 MiB): the item
+ * succeeds with "truncated":true. */
+static void test_big_body_default(void) {
+  const char *q = itest_queue("big");
+  redisContext *c = itest_conn();
+  char lines[1024];
+  char batch[64];
+  cJSON *line;
+  const cJSON *res;
+
+  item(lines, sizeof(lines), "/big", NULL, ",\"max_attempts\":1");
+  run_batch(c, q, lines, 2, NULL, batch, 25);
+  line = result_line(c, q, batch, 0);
+  CHECK_ITEM_STATUS(line, "succeeded");
+  res = jget(line, "result");
+  CHECK_INT(jnum(res, "status"), ==, 200);
+  CHECK(cJSON_IsTrue(jget(res, "truncated")));
+  CHECK(cJSON_IsString(jget(res, "body")));
+  CHECK_INT(strlen(jstr(res, "body")), <=, 1048576);
+  CHECK_INT(jnum(res, "bytes"), >=, 1048576);
+  printf("    big: stored %zu bytes of body, \"bytes\":%lld\n", strlen(jstr(res, "body")), jnum(res, "bytes"));
+  cJSON_Delete(line);
+  redisFree(c);
+}
+
+/* --http-max-body 1000: /big keeps at most 1000 bytes (truncated), /ok
+ * (43 bytes) is whole. */
+static void test_max_body_option(void) {
+  const char *q = itest_queue("maxbody");
+  redisContext *c = itest_conn();
+  const char *extra[] = {"--http-max-body", "1000", NULL};
+  char lines[2048];
+  char one[1024];
+  char batch[64];
+  cJSON *line;
+  const cJSON *res;
+
+  lines[0] = '\0';
+  item(one, sizeof(one), "/big", NULL, ",\"max_attempts\":1");
+  strcat(lines, one);
+  item(one, sizeof(one), "/ok", NULL, ",\"max_attempts\":1");
+  strcat(lines, one);
+  run_batch(c, q, lines, 2, extra, batch, 25);
+  line = result_line(c, q, batch, 0);
+  CHECK_ITEM_STATUS(line, "succeeded");
+  res = jget(line, "result");
+  CHECK(cJSON_IsTrue(jget(res, "truncated")));
+  CHECK(cJSON_IsString(jget(res, "body")));
+  CHECK_INT(strlen(jstr(res, "body")), <=, 1000);
+  CHECK_INT(strlen(jstr(res, "body")), >, 0);
+  CHECK_INT(strspn(jstr(res, "body"), "x"), ==, strlen(jstr(res, "body")));
+  CHECK_INT(jnum(res, "bytes"), >=, 1000);
+  printf("    max-body 1000: stored %zu bytes of body, \"bytes\":%lld\n", strlen(jstr(res, "body")),
+         jnum(res, "bytes"));
+  cJSON_Delete(line);
+  line = result_line(c, q, batch, 1);
+  CHECK_ITEM_STATUS(line, "succeeded");
+  res = jget(line, "result");
+  CHECK(cJSON_IsFalse(jget(res, "truncated")));
+  CHECK(cJSON_IsTrue(jget(jget(res, "body"), "ok")));
+  cJSON_Delete(line);
+  redisFree(c);
+}
+
+/* Appends s (len bytes) to a growing dump. */
+static void dump_add(char **dump, size_t *n, size_t *cap, const char *s, size_t len) {
+  if (*n + len + 2 > *cap) {
+    while (*n + len + 2 > *cap)
+      *cap = *cap ? *cap * 2 : 1 << 20;
+    *dump = realloc(*dump, *cap);
+    CHECK(*dump != NULL);
+  }
+  memcpy(*dump + *n, s, len);
+  *n += len;
+  (*dump)[(*n)++] = '\n';
+  (*dump)[*n] = '\0';
+}
+
+/* Adds every string inside a reply (nested arrays included; RESP2). */
+static void dump_reply(char **dump, size_t *n, size_t *cap, const redisReply *r) {
+  if (r->type == REDIS_REPLY_STRING || r->type == REDIS_REPLY_STATUS || r->type == REDIS_REPLY_ERROR)
+    dump_add(dump, n, cap, r->str, r->len);
+  for (size_t i = 0; r->type == REDIS_REPLY_ARRAY && i < r->elements; i++)
+    dump_reply(dump, n, cap, r->element[i]);
+}
+
+/* Every key of the test Redis with its value, as text (free it). */
+__attribute__((noinline)) static char *dump_redis(redisContext *c, size_t *keys) {
+  char *dump = NULL;
+  size_t n = 0;
+  size_t cap = 0;
+  char cursor[64] = "0";
+
+  *keys = 0;
+  do {
+    redisReply *r = itest_cmd(c, "SCAN %s COUNT 1000", cursor);
+
+    CHECK(r->type == REDIS_REPLY_ARRAY && r->elements == 2);
+    snprintf(cursor, sizeof(cursor), "%s", r->element[0]->str);
+    for (size_t i = 0; i < r->element[1]->elements; i++) {
+      const char *key = r->element[1]->element[i]->str;
+      redisReply *t = itest_cmd(c, "TYPE %s", key);
+      redisReply *v = NULL;
+
+      (*keys)++;
+      dump_add(&dump, &n, &cap, key, strlen(key));
+      if (strcmp(t->str, "string") == 0)
+        v = itest_cmd(c, "GET %s", key);
+      else if (strcmp(t->str, "hash") == 0)
+        v = itest_cmd(c, "HGETALL %s", key);
+      else if (strcmp(t->str, "stream") == 0)
+        v = itest_cmd(c, "XRANGE %s - +", key);
+      else if (strcmp(t->str, "zset") == 0)
+        v = itest_cmd(c, "ZRANGE %s 0 -1 WITHSCORES", key);
+      else if (strcmp(t->str, "list") == 0)
+        v = itest_cmd(c, "LRANGE %s 0 -1", key);
+      else if (strcmp(t->str, "set") == 0)
+        v = itest_cmd(c, "SMEMBERS %s", key);
+      else
+        sl_test_fail(__FILE__, __LINE__, "key %s has type %s, which this dump does not read", key, t->str);
+      dump_reply(&dump, &n, &cap, v);
+      freeReplyObject(v);
+      freeReplyObject(t);
+    }
+    freeReplyObject(r);
+  } while (strcmp(cursor, "0") != 0);
+  {
+    /* The function library too, in case anything were stored in it. */
+    redisReply *f = itest_cmd(c, "FUNCTION LIST WITHCODE");
+
+    dump_reply(&dump, &n, &cap, f);
+    freeReplyObject(f);
+  }
+  if (dump == NULL)
+    dump = strdup("");
+  return dump;
+}
+
+/* ${env:SLUICE_TEST_TOKEN} in a header reaches the server (it says
+ * "authorized" without echoing it), for a success, a retried failure and a
+ * dead letter; an unset variable fails the item at once naming the
+ * variable. Then the secret is nowhere in Redis nor in the worker's log
+ * (run without --quiet, so it logs what it does). */
+static void test_secrets(void) {
+  const char *q = itest_queue("secret");
+  redisContext *c = itest_conn();
+  const char *auth = ",\"headers\":{\"Authorization\":\"Bearer ${env:SLUICE_TEST_TOKEN}\"}";
+  char lines[4096];
+  char one[1024];
+  char batch[64];
+  char errlog[600];
+  cJSON *line;
+  char *log;
+  char *dump;
+  size_t keys;
+  pid_t w;
+
+  lines[0] = '\0';
+  item(one, sizeof(one), "/secret-check", auth, NULL);
+  strcat(lines, one);
+  item(one, sizeof(one), "/status/500", auth, ",\"max_attempts\":2,\"backoff_ms\":10");
+  strcat(lines, one);
+  item(one, sizeof(one), "/status/403", auth, ",\"max_attempts\":3");
+  strcat(lines, one);
+  item(one, sizeof(one), "/secret-check", ",\"headers\":{\"Authorization\":\"Bearer ${env:NOT_SET_ANYWHERE}\"}",
+       ",\"max_attempts\":5,\"backoff_ms\":10");
+  strcat(lines, one);
+  item(one, sizeof(one), "/echo", ",\"method\":\"POST\",\"body\":\"${env:NOT_SET_ANYWHERE}\"",
+       ",\"max_attempts\":5,\"backoff_ms\":10");
+  strcat(lines, one);
+  item(one, sizeof(one), "/slow?ms=3000", auth, ",\"max_attempts\":1,\"timeout_ms\":200");
+  strcat(lines, one);
+  setenv("SLUICE_TEST_TOKEN", SECRET, 1); /* inherited by the worker */
+  unsetenv("NOT_SET_ANYWHERE");
+  snprintf(errlog, sizeof(errlog), "%s", itest_path("worker-secret.err"));
+  w = worker(q, 4, 0, NULL, errlog);
+  submit(q, lines, batch);
+  wait_batch(c, q, batch, 25, w, errlog);
+  itest_stop(w);
+
+  line = result_line(c, q, batch, 0);
+  CHECK_ITEM_STATUS(line, "succeeded");
+  CHECK(cJSON_IsTrue(jget(jget(jget(line, "result"), "body"), "authorized")));
+  cJSON_Delete(line);
+  line = result_line(c, q, batch, 1);
+  CHECK_ITEM_STATUS(line, "failed");
+  CHECK_INT(jnum(line, "attempts"), ==, 2);
+  cJSON_Delete(line);
+  line = result_line(c, q, batch, 2);
+  CHECK_ITEM_STATUS(line, "failed");
+  CHECK_INT(jnum(line, "attempts"), ==, 1);
+  CHECK_CONTAINS(jstr(line, "error"), "HTTP 403");
+  cJSON_Delete(line);
+  for (int i = 3; i < 5; i++) {
+    line = result_line(c, q, batch, i);
+    CHECK_ITEM_STATUS(line, "failed");
+    CHECK_INT(jnum(line, "attempts"), ==, 1);
+    CHECK_CONTAINS(jstr(line, "error"), "NOT_SET_ANYWHERE");
+    printf("    unset variable: %s\n", jstr(line, "error"));
+    cJSON_Delete(line);
+  }
+  line = result_line(c, q, batch, 5);
+  CHECK_ITEM_STATUS(line, "failed");
+  CHECK_CONTAINS(jstr(line, "error"), "timed out");
+  cJSON_Delete(line);
+
+  dump = dump_redis(c, &keys);
+  printf("    scanned %zu keys (%zu bytes of values) and the worker log for the secret\n", keys, strlen(dump));
+  CHECK(strstr(dump, "authorized") != NULL);      /* the dump does hold the results */
+  CHECK(strstr(dump, "${env:SLUICE_TEST_TOKEN}") != NULL); /* and the items as written */
+  {
+    const char *at = strstr(dump, SECRET);
+    size_t off = at != NULL ? (size_t)(at - dump) : 0;
+
+    if (at != NULL)
+      sl_test_fail(__FILE__, __LINE__, "the secret is in Redis: ...%.400s", dump + (off > 200 ? off - 200 : 0));
+  }
+  free(dump);
+  log = itest_read(errlog, NULL);
+  CHECK(log != NULL);
+  printf("    worker log: %zu bytes, e.g. %.160s\n", strlen(log), log);
+  if (strstr(log, SECRET) != NULL)
+    sl_test_fail(__FILE__, __LINE__, "the secret is in the worker's log: %s", log);
+  free(log);
+  redisFree(c);
+}
+
+/* 2,000 items that each hold a connection for 300 ms, through one worker
+ * with 500 slots: all succeed, at least 400 are in flight at once, and
+ * every item sends its own Idempotency-Key. */
+static void test_throughput(void) {
+  const char *q = itest_queue("many");
+  redisContext *c = itest_conn();
+  const int n = 2000;
+  size_t cap = (size_t)n * 160;
+  char *lines = malloc(cap);
+  size_t len = 0;
+  char batch[64];
+  char errlog[600];
+  cJSON *st0 = server_stats();
+  cJSON *st1;
+  long long t0;
+  long long t1;
+  int k0 = stats_key_count(st0, "/hold");
+  pid_t w;
+
+  CHECK(lines != NULL);
+  for (int i = 0; i < n; i++)
+    len += (size_t)snprintf(lines + len, cap - len,
+                            "{\"type\":\"http\",\"payload\":{\"url\":\"http://127.0.0.1:%d/hold?ms=300\"},"
+                            "\"max_attempts\":3,\"backoff_ms\":100}\n",
+                            server_port);
+  snprintf(errlog, sizeof(errlog), "%s", itest_path("worker-many.err"));
+  w = worker(q, 500, 1, NULL, errlog);
+  usleep(300000); /* the worker is up and blocked on the stream */
+  t0 = itest_ms();
+  submit(q, lines, batch);
+  wait_batch(c, q, batch, 60, w, errlog);
+  t1 = itest_ms();
+  itest_stop(w);
+  free(lines);
+  st1 = server_stats();
+  printf("    throughput: %d items in %.2f s = %.0f items/s through one worker (500 slots, 300 ms each); "
+         "server peak in flight %lld, %lld requests\n",
+         n, (double)(t1 - t0) / 1000.0, n * 1000.0 / (double)(t1 - t0), stats_num(st1, "peak_in_flight"),
+         stats_num(st1, "requests") - stats_num(st0, "requests"));
+  CHECK_INT(itest_batch_num(c, q, batch, "succeeded"), ==, n);
+  CHECK_INT(stats_num(st1, "peak_in_flight"), >=, 400);
+  {
+    /* One key per item (a retry would repeat its item's key). */
+    int total = stats_key_count(st1, "/hold") - k0;
+    int distinct = 0;
+    const char **ks = malloc(sizeof(*ks) * (size_t)(total > 0 ? total : 1));
+
+    CHECK(ks != NULL);
+    CHECK_INT(total, >=, n);
+    for (int i = 0; i < total; i++) {
+      const char *key = stats_key(st1, "/hold", k0 + i);
+      int seen = 0;
+
+      CHECK(key != NULL);
+      for (int j = 0; j < distinct && !seen; j++)
+        seen = strcmp(ks[j], key) == 0;
+      if (!seen)
+        ks[distinct++] = key;
+    }
+    CHECK_INT(distinct, ==, n);
+    CHECK_INT(stats_missing(st1, "/hold"), ==, 0);
+    free(ks);
+  }
+  cJSON_Delete(st0);
+  cJSON_Delete(st1);
+  redisFree(c);
+}
+
+static const sl_test tests[] = {
+    {"get_ok", test_get_ok, 30},
+    {"methods_and_bodies", test_methods_and_bodies, 30},
+    {"status_errors", test_status_errors, 30},
+    {"retry_after", test_retry_after, 30},
+    {"idempotency_key", test_idempotency_key, 30},
+    {"timeout", test_timeout, 30},
+    {"connection_refused", test_connection_refused, 30},
+    {"allow_list", test_allow_list, 30},
+    {"big_body_default", test_big_body_default, 30},
+    {"max_body_option", test_max_body_option, 30},
+    {"secrets", test_secrets, 30},
+    {"throughput", test_throughput, 60},
+    {NULL, NULL, 0},
+};
+
+int main(int argc, char **argv) {
+  int rc;
+
+  main_pid = getpid();
+  itest_use_redis();
+  redis_teardown = sl_test_teardown;
+  sl_test_teardown = teardown;
+  server_start();
+  rc = sl_test_main(argc, argv, tests);
+  server_stop();
+  return rc;
+}
