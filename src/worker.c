@@ -53,6 +53,7 @@
 #include "conn.h"
 #include "id.h"
 #include "item.h"
+#include "exec.h"
 #include "http.h"
 #include "log.h"
 #include "uvredis.h"
@@ -1246,6 +1247,10 @@ fail:
   return rc;
 }
 
+SL_EXTERN int sl_worker_exec(sl_worker_t *w, const char *mapping, char *errbuf, size_t errlen) {
+  return sl__exec_register(w, mapping, errbuf, errlen);
+}
+
 SL_EXTERN int sl_worker_register(sl_worker_t *w, const char *type, sl_handler_start_fn start, void *ud) {
   int i;
 
@@ -1395,6 +1400,7 @@ SL_EXTERN void sl_worker_free(sl_worker_t *w) {
     uv_loop_close(w->loop);
   }
   sl__http_close(w->http); /* run() was never called */
+  sl__exec_free_all(w);
   sl__url_free(&w->url);
   sl_free(w->url_str);
   sl_free(w);

@@ -309,7 +309,12 @@ typedef void (*sl_handler_start_fn)(sl_job_t *job, void *ud);
 
 SL_EXTERN int sl_worker_new(const sl_worker_opts *opts, sl_worker_t **out, char *errbuf,
                             size_t errlen);
-/* Serves items of `type` with `start`. Built-in: noop, sleep. */
+/* Maps an item type to a local command, "TYPE=COMMAND" (run with /bin/sh
+ * -c): the payload goes to its stdin, its stdout is the result; exit 0
+ * succeeds, 75 is retryable, anything else fails with the exit code and the
+ * tail of stderr. SL_EINVAL with a message for a bad mapping. */
+SL_EXTERN int sl_worker_exec(sl_worker_t *w, const char *mapping, char *errbuf, size_t errlen);
+/* Serves items of `type` with `start`. Built-in: noop, sleep, http. */
 SL_EXTERN int sl_worker_register(sl_worker_t *w, const char *type, sl_handler_start_fn start,
                                  void *ud);
 /*

@@ -30,8 +30,10 @@ int cmd_worker(int argc, char **argv) {
       {"max-deliveries", required_argument, NULL, 'm'}, {"drain-timeout", required_argument, NULL, 'd'},
       {"dev-crash", no_argument, NULL, 'x'},          {"weights", required_argument, NULL, 'w'},
       {"http-allow", required_argument, NULL, 'A'},  {"http-max-body", required_argument, NULL, 'M'},
-      {"http-version", required_argument, NULL, 'H'},          {NULL, 0, NULL, 0}};
+      {"http-version", required_argument, NULL, 'H'}, {"exec", required_argument, NULL, 'E'},          {NULL, 0, NULL, 0}};
   int dev_crash = 0;
+  const char *execs[32];
+  int nexec = 0;
   cli_common com = {getenv("SLUICE_REDIS"), NULL};
   sl_worker_opts wo = {0};
   sl_worker_t *w;
@@ -83,6 +85,10 @@ int cmd_worker(int argc, char **argv) {
       break;
     case 'x': dev_crash = 1; break;
     case 'w': wo.weights = optarg; break;
+    case 'E':
+      if (nexec < (int)(sizeof(execs) / sizeof(execs[0])))
+        execs[nexec++] = optarg;
+      break;
     case 'A': wo.http_allow = optarg; break;
     case 'M':
       if ((v = cli_parse_int(optarg, 1LL << 30)) < 1) {
@@ -116,6 +122,13 @@ int cmd_worker(int argc, char **argv) {
   }
   if (dev_crash)
     sl_worker_register(w, "crash", crash_handler, NULL);
+  for (int i = 0; i < nexec; i++) {
+    if (sl_worker_exec(w, execs[i], err, sizeof(err)) != 0) {
+      cli_err("%s", err);
+      sl_worker_free(w);
+      return EXIT_USAGE;
+    }
+  }
   sl_worker_handle_signals(w);
   rc = sl_worker_run(w);
   sl_worker_free(w);

@@ -20,6 +20,7 @@ static const char usage[] =
     "  worker [opts]               run items: --concurrency N --visibility MS --max-deliveries N\n"
     "                              --drain-timeout MS --weights 6,3,1 (fair share instead of strict)\n"
     "                              --http-allow HOSTS --http-max-body BYTES --http-version 1.1|2\n"
+    "                              --exec TYPE=COMMAND (repeatable: items of TYPE run COMMAND)\n"
     "  status BATCH [--json]       counters, percent and timings of a batch\n"
     "  watch BATCH                 live progress until the batch ends (exit 3: items failed)\n"
     "  results BATCH [--failed]    one JSON line per finished item\n"
