@@ -105,7 +105,12 @@ static void test_exec_outcomes(void) {
   j = result_of(c, q, batch, 3); /* exit 75: retried, then succeeded */
   CHECK_STR(cJSON_GetObjectItemCaseSensitive(j, "status")->valuestring, "succeeded");
   CHECK_INT(cJSON_GetObjectItemCaseSensitive(j, "attempts")->valuedouble, ==, 2);
-  CHECK_CONTAINS(cJSON_PrintUnformatted(cJSON_GetObjectItemCaseSensitive(j, "errors")), "exit 75");
+  {
+    char *errs = cJSON_PrintUnformatted(cJSON_GetObjectItemCaseSensitive(j, "errors"));
+
+    CHECK_CONTAINS(errs, "exit 75");
+    cJSON_free(errs);
+  }
   cJSON_Delete(j);
   j = result_of(c, q, batch, 4); /* timeout: the whole process group is killed */
   CHECK_CONTAINS(cJSON_GetObjectItemCaseSensitive(j, "error")->valuestring, "timed out after 400 ms");

@@ -661,6 +661,8 @@ static void test_idempotency_key(void) {
   CHECK(strcmp(k[2], k[3]) != 0);
   CHECK(strcmp(k[2], k[0]) != 0 && strcmp(k[2], k[1]) != 0);
   CHECK_STR(k[4], override);
+  for (int i = 2; i < 5; i++)
+    free((char *)k[i]);
   cJSON_Delete(st0);
   cJSON_Delete(st1);
   redisFree(c);
