@@ -251,7 +251,9 @@ local function sl_lease(ctx, s, key, group, eid, f)
   local member = s .. ':' .. eid
   redis.call('ZREMRANGEBYSCORE', ckey, '-inf', ctx.now)
   if redis.call('ZSCORE', ckey, member) or redis.call('ZCARD', ckey) < lim.conc then
-    local timeout = tonumber(string.match(f[8], '"timeout_ms":(%d+),"backoff_ms":%d+,"backoff_max_ms":%d+}$')) or 30000
+    local timeout = 30000
+    for t in string.gmatch(f[8], '"timeout_ms":(%d+)') do timeout = tonumber(t) end -- the item's own: the last one
+
     redis.call('ZADD', ckey, ctx.now + timeout + (ctx.vis or 30000), member)
     ctx.lease = name
     return true
@@ -260,6 +262,16 @@ local function sl_lease(ctx, s, key, group, eid, f)
   redis.call('XACK', key, group, eid)
   redis.call('XDEL', key, eid)
   return false
+end
+
+-- Returns the concurrency lease an entry may hold (given back, aborted)
+-- and wakes an item waiting for it.
+local function sl_lease_return(ctx, streams, s, eid, d)
+  local name = sl_item_key(ctx, d)
+  if not name then return end
+  if redis.call('ZREM', ctx.prefix .. 'cl:' .. name, s .. ':' .. eid) == 1 then
+    sl_wake(ctx.prefix, streams, name, 1)
+  end
 end
 
 -- sl_admit_batch, then the item's concurrency lease (sl_lease).

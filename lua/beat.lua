@@ -43,6 +43,7 @@ for i = 5, #ARGV, 2 do
     end
     if abort then
       local bkey = prefix .. 'b:' .. f[2]
+      sl_lease_return({prefix = prefix}, KEYS, s, eid, f[8])
       sl_cancel_item(bkey, f[4], tonumber(f[6]) + 1, f[8], now,
                      'cancelled: aborted while running (sluice cancel --abort)')
       redis.call('XACK', KEYS[s], group, eid)

@@ -20,6 +20,10 @@ local v = redis.call('HMGET', bkey, 'status', 'whole', 'submitted')
 if not v[1] then
   return redis.error_reply('SLUICE_NOTFOUND no batch ' .. batch .. ' in this queue')
 end
+if v[1] == 'cancelled' and ARGV[4] == '1' then
+  redis.call('HSET', bkey, 'abort', 1) -- cancelled before, aborted now
+  return 'cancelled'
+end
 if v[1] == 'completed' or v[1] == 'cancelled' then return v[1] end
 local now = sl_now_ms()
 redis.call('HSET', bkey, 'status', 'cancelled', 'cancelled_at', now)

@@ -10,6 +10,7 @@
 -- new id, at the end) and the old one acknowledged and deleted, in one step.
 local group, me = ARGV[1], ARGV[2]
 local n = 0
+local ctx = {prefix = string.sub(KEYS[1], 1, -7)} -- P..'s:high' -> P
 for i = 3, #ARGV, 2 do
   local s, eid = tonumber(ARGV[i]), ARGV[i + 1]
   local p = redis.call('XPENDING', KEYS[s], group, eid, eid, 1)
@@ -17,6 +18,7 @@ for i = 3, #ARGV, 2 do
     local r = redis.call('XRANGE', KEYS[s], eid, eid)
     if r[1] then
       local f = r[1][2]
+      sl_lease_return(ctx, KEYS, s, eid, f[8])
       local marked = false
       for k = 9, #f, 2 do
         if f[k] == 'x' then marked = true end

@@ -307,8 +307,8 @@ static void record_failure(sl_job_t *j, const char *msg, int retryable) {
   char *text;
   size_t len = 0;
 
-  if (j->retry_after_ms > 0 && j->rate_key[0] != '\0')
-    sl__worker_penalize(w, j->rate_key, j->retry_after_ms);
+  if (j->retry_after_ms > 0)
+    sl__worker_penalize(w, j->rate_key, j->retry_after_ms); /* "": the queue's default, if any */
   if (retryable && j->attempt < j->max_attempts) {
     int64_t delay = backoff_delay(j);
 

@@ -548,9 +548,10 @@ void sl__worker_penalize(sl_worker_t *w, const char *rate_key, int64_t ms) {
   snprintf(limits, sizeof(limits), "%slimits", w->keys.prefix);
   snprintf(bucket, sizeof(bucket), "%srl:%s", w->keys.prefix, rate_key);
   snprintf(wait, sizeof(wait), "%lld", (long long)ms);
-  redisAsyncCommand(w->cmd, NULL, NULL, "FCALL sluice_v1_penalize 2 %s %s %s %s", limits, bucket, rate_key, wait);
-  sl__log_info("rate limit %s pushed back %lld ms for the whole fleet (the API asked to retry later)", rate_key,
-               (long long)ms);
+  redisAsyncCommand(w->cmd, NULL, NULL, "FCALL sluice_v1_penalize 2 %s %s %b %s %s", limits, bucket, rate_key,
+                    strlen(rate_key), wait, w->keys.prefix);
+  sl__log_info("rate limit %s pushed back %lld ms for the whole fleet (the API asked to retry later)",
+               rate_key[0] ? rate_key : "(queue default)", (long long)ms);
 }
 
 /* ---- Heartbeat, takeover, release ---- */

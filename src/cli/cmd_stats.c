@@ -50,7 +50,13 @@ int cmd_stats(int argc, char **argv) {
     printf("%-10s %lld queued, %lld running\n", prio[i], num(p, "queued"), num(p, "running"));
   }
   printf("delayed    %lld (retries and items scheduled for later)\n", num(j, "delayed"));
-  printf("dead       %lld dead letters\n", num(j, "dead"));
+  printf("dead       %lld dead letters%s\n", num(j, "dead"), num(j, "dead_dropped") ? " (older ones were dropped: the stream is capped)" : "");
+  {
+    const cJSON *d = cJSON_GetObjectItemCaseSensitive(j, "default_rate_key");
+
+    if (cJSON_IsString(d))
+      printf("default    items without a rate_key run under limit %s\n", d->valuestring);
+  }
   printf("workers    %lld live\n", num(j, "workers"));
   printf("throughput %lld items ended in the last minute (%.1f/s)\n", num(j, "ended_last_minute"),
          cJSON_GetObjectItemCaseSensitive(j, "per_s")->valuedouble);
