@@ -47,7 +47,7 @@ local function sl_maybe_finish(bkey, now)
       redis.call('HSETNX', bkey, 'finished_at', now)
     end
     local keep = tonumber(v[5]) or SL_RETENTION_MS
-    for _, k in ipairs({bkey, bkey .. ':r', bkey .. ':f', bkey .. ':skip'}) do
+    for _, k in ipairs({bkey, bkey .. ':r', bkey .. ':f', bkey .. ':skip', bkey .. ':progress'}) do
       redis.call('PEXPIRE', k, keep)
     end
   end

@@ -8,6 +8,8 @@
 --             lease the attempt held ('' for none): it is returned, and an
 --             item waiting for one is woken (sl_wake)
 --             outcome 's' succeeded / 'f' failed for good: text is the results line
+--             (upper case S, F, R: the same, and the attempt reported
+--             progress, whose field is removed)
 --             outcome 'r' failed, to be retried after the delay: text is the
 --                         JSON array of the errors so far (the last few)
 -- returns     an array with one integer per attempt: 1 if this call recorded
@@ -35,6 +37,7 @@ if (#ARGV - 3) % 9 ~= 0 then
 end
 for i = 4, #ARGV, 9 do
   local s, outcome = ARGV[i], ARGV[i + 4]
+  outcome = string.lower(outcome)
   if (s ~= '1' and s ~= '2' and s ~= '3') or (outcome ~= 's' and outcome ~= 'f' and outcome ~= 'r')
      or not tonumber(ARGV[i + 6]) then
     return redis.error_reply('SLUICE_ARGS priority must be 1-3, outcome s, f or r, delay a number')
@@ -50,6 +53,11 @@ local returned = {}
 for i = 4, #ARGV, 9 do
   local s, eid, batch, idx, outcome, text = tonumber(ARGV[i]), ARGV[i + 1], ARGV[i + 2],
                                            ARGV[i + 3], ARGV[i + 4], ARGV[i + 5]
+  if outcome ~= string.lower(outcome) then
+    -- an upper-case outcome: the attempt reported progress; it ends here
+    outcome = string.lower(outcome)
+    redis.call('HDEL', prefix .. 'b:' .. batch .. ':progress', idx)
+  end
   local bkey = prefix .. 'b:' .. batch
   if exists[batch] == nil then
     exists[batch] = redis.call('EXISTS', bkey) == 1

@@ -105,9 +105,27 @@ SL_EXTERN int sl_batch_status(sl_client_t *c, const char *queue, const char *bat
   h = batch_hash(c, &k, batch, &rc);
   if (h == NULL)
     return rc;
-  sl__buf_init(&out, 4096);
+  sl__buf_init(&out, 64 * 1024);
   rc = sl__batch_json(&out, &k, batch, h);
   freeReplyObject(h);
+  /* Progress of running items: "progress":{"IDX":pct,...}, at most 100. */
+  if (rc == 0) {
+    char pkey[256];
+    const char *av[2] = {"HGETALL", pkey};
+    redisReply *p;
+
+    snprintf(pkey, sizeof(pkey), "%sb:%s:progress", k.prefix, batch);
+    p = sl__client_cmd(c, &rc, 2, av, NULL);
+    if (p != NULL) {
+      out.len--; /* reopen the object */
+      rc = sl__buf_puts(&out, ",\"progress\":{");
+      for (size_t i = 0; rc == 0 && i + 1 < p->elements && i < 200; i += 2)
+        rc = sl__buf_printf(&out, "%s\"%s\":%s", i ? "," : "", p->element[i]->str, p->element[i + 1]->str);
+      if (rc == 0)
+        rc = sl__buf_puts(&out, "}}");
+      freeReplyObject(p);
+    }
+  }
   if (rc != 0) {
     sl__buf_free(&out);
     return sl__client_fail(c, rc, "%s", sl_strerror(rc));

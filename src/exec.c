@@ -11,7 +11,8 @@
  * succeeds, exit 75 (EX_TEMPFAIL) is a retryable failure, any other exit
  * code or a signal fails the item for good, with the code and the stderr
  * tail. The child also gets SLUICE_BATCH, SLUICE_ITEM_ID (the item index)
- * and SLUICE_ATTEMPT in its environment.
+ * and SLUICE_ATTEMPT in its environment. Lines "progress N" on its stderr
+ * report the item's progress (sl_job_progress).
  *
  * An attempt ends when the child has exited AND both output pipes are at
  * end of file; the handles are closed and the memory freed after their
@@ -52,6 +53,8 @@ typedef struct run {
   sl_buf stdout_buf;     /* stdout, capped */
   int truncated;         /* stdout went past the cap */
   char tail[EXEC_STDERR_TAIL]; /* the last bytes of stderr (a ring) */
+  char line[128];        /* the stderr line being read, for "progress N" */
+  size_t line_len;       /* bytes in line */
   size_t tail_len;       /* bytes in tail */
   size_t tail_pos;       /* next write position in the ring */
   int exited;            /* the exit callback ran */
@@ -176,6 +179,19 @@ static void on_stderr(uv_stream_t *s, ssize_t n, const uv_buf_t *buf) {
   run *r = s->data;
 
   for (ssize_t i = 0; i < n; i++) {
+    char ch = buf->base[i];
+
+    /* "progress N" lines report the item's progress */
+    if (ch == '\n') {
+      int pct;
+
+      r->line[r->line_len] = '\0';
+      if (r->job != NULL && sscanf(r->line, "progress %d", &pct) == 1)
+        sl_job_progress(r->job, pct);
+      r->line_len = 0;
+    } else if (r->line_len < sizeof(r->line) - 1) {
+      r->line[r->line_len++] = ch;
+    }
     r->tail[r->tail_pos] = buf->base[i];
     r->tail_pos = (r->tail_pos + 1) % EXEC_STDERR_TAIL;
     if (r->tail_len < EXEC_STDERR_TAIL)

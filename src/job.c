@@ -84,6 +84,7 @@ sl_job_t *sl__job_new(sl_worker_t *w, int prio, const char *eid, const char *bat
   if (j->attempt < 1)
     j->attempt = 1;
   j->timeout_ms = 30000;
+  j->progress = -1;
   j->max_attempts = 1;
   j->backoff_ms = 1000;
   j->backoff_max_ms = 60000;
@@ -349,6 +350,20 @@ void sl__job_abort(sl_job_t *j, const char *why, int record) {
     j->cancel = NULL;
     fn(j, j->cancel_ud); /* the handler completes the job; that frees it */
   }
+}
+
+SL_EXTERN void sl_job_progress(sl_job_t *j, int pct) {
+  if (j->ended)
+    return;
+  if (pct < 0)
+    pct = 0;
+  if (pct > 100)
+    pct = 100;
+  if (pct == j->progress)
+    return;
+  j->progress = pct;
+  j->progress_dirty = 1;
+  sl__worker_progress_soon(j->w);
 }
 
 SL_EXTERN void sl_job_retry_after(sl_job_t *j, int64_t ms) {

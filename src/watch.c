@@ -123,8 +123,10 @@ SL_EXTERN int sl_batch_watch(sl_client_t *c, const char *queue, const char *batc
         strcmp(r->element[0]->str, "message") == 0) {
       const redisReply *m = r->element[2];
 
-      rc = cb(m->str, m->len, ud);
-      ended = event_ended(m->str, m->len);
+      if (strstr(m->str, "\"type\":\"progress\"") == NULL) { /* item progress: not a batch event */
+        rc = cb(m->str, m->len, ud);
+        ended = event_ended(m->str, m->len);
+      }
     }
     freeReplyObject(r);
     r = NULL;

@@ -147,6 +147,7 @@ void sl__worker_finish(sl_worker_t *w, sl_job_t *j, char outcome, char *line, si
   d->delay_ms = delay_ms;
   d->item = outcome == 'f' ? sl_strdup(j->d) : NULL;
   memcpy(d->lease, j->lease, sizeof(d->lease));
+  d->had_progress = j->progress >= 0;
   if (d->eid == NULL || d->batch == NULL || d->idx == NULL || (outcome == 'f' && d->item == NULL)) {
     sl__log_error("out of memory recording item %s of batch %s; it will be taken over", j->idx, j->batch);
     done_free(d);
@@ -325,7 +326,11 @@ static void flush(sl_worker_t *w) {
     al[k++] = strlen(d->batch);
     av[k] = d->idx;
     al[k++] = strlen(d->idx);
-    av[k] = d->outcome == 's' ? "s" : d->outcome == 'f' ? "f" : "r";
+    /* upper case: the attempt reported progress (its field is removed) */
+    if (d->had_progress)
+      av[k] = d->outcome == 's' ? "S" : d->outcome == 'f' ? "F" : "R";
+    else
+      av[k] = d->outcome == 's' ? "s" : d->outcome == 'f' ? "f" : "r";
     al[k++] = 1;
     av[k] = d->line;
     al[k++] = d->linelen;
@@ -534,6 +539,67 @@ static void block_read(sl_worker_t *w) {
                         "XREADGROUP GROUP %s %s COUNT 1 BLOCK %s STREAMS %s %s %s > > >", SL_GROUP, w->id,
                         ms, w->keys.stream[0], w->keys.stream[1], w->keys.stream[2]) == REDIS_OK)
     w->blocking = 1;
+}
+
+/* ---- Item progress ---- */
+
+#define PROGRESS_EVERY_MS 500 /* progress goes to Redis at most this often */
+
+static void on_progress_timer(uv_timer_t *t) {
+  sl_worker_t *w = t->data;
+  size_t max = 8;
+  size_t k = 0;
+  const char **av;
+  size_t *al;
+  char (*pcts)[8];
+  size_t n = 0;
+
+  if (!w->cmd_up || w->closed)
+    return;
+  for (sl_job_t *j = w->active; j != NULL; j = j->next)
+    n += j->progress_dirty && !j->ended;
+  if (n == 0)
+    return;
+  max += 3 * n;
+  av = sl_malloc(max * sizeof(*av));
+  al = sl_malloc(max * sizeof(*al));
+  pcts = sl_malloc(n * sizeof(*pcts));
+  if (av != NULL && al != NULL && pcts != NULL) {
+    size_t i = 0;
+
+    av[k++] = "FCALL";
+    av[k++] = "sluice_v1_progress";
+    av[k++] = "0";
+    av[k++] = w->keys.prefix;
+    av[k++] = w->keys.queue;
+    for (size_t m = 0; m < k; m++)
+      al[m] = strlen(av[m]);
+    for (sl_job_t *j = w->active; j != NULL && i < n; j = j->next) {
+      if (!j->progress_dirty || j->ended)
+        continue;
+      j->progress_dirty = 0;
+      snprintf(pcts[i], sizeof(pcts[i]), "%d", j->progress);
+      av[k] = j->batch;
+      al[k] = strlen(j->batch);
+      k++;
+      av[k] = j->idx;
+      al[k] = strlen(j->idx);
+      k++;
+      av[k] = pcts[i];
+      al[k] = strlen(pcts[i]);
+      k++;
+      i++;
+    }
+    redisAsyncCommandArgv(w->cmd, NULL, NULL, (int)k, av, al);
+  }
+  sl_free(av);
+  sl_free(al);
+  sl_free(pcts);
+}
+
+void sl__worker_progress_soon(sl_worker_t *w) {
+  if (w->timers_up && !w->closed && !uv_is_active((uv_handle_t *)&w->progress))
+    uv_timer_start(&w->progress, on_progress_timer, PROGRESS_EVERY_MS, 0);
 }
 
 /* ---- Fleet-wide back-off ---- */
@@ -860,7 +926,8 @@ static void close_all(sl_worker_t *w) {
     return;
   w->closed = 1;
   if (w->timers_up) {
-    uv_timer_t *timers[] = {&w->kick, &w->beat, &w->reclaim, &w->delayed, &w->reconnect, &w->drain, &w->pause};
+    uv_timer_t *timers[] = {&w->kick,  &w->beat,  &w->reclaim, &w->delayed,
+                            &w->reconnect, &w->drain, &w->pause, &w->progress};
 
     for (size_t i = 0; i < sizeof(timers) / sizeof(timers[0]); i++) {
       uv_timer_stop(timers[i]);
@@ -1335,7 +1402,8 @@ SL_EXTERN int sl_worker_run(sl_worker_t *w) {
     return rc;
   }
   {
-    uv_timer_t *timers[] = {&w->kick, &w->beat, &w->reclaim, &w->delayed, &w->reconnect, &w->drain, &w->pause};
+    uv_timer_t *timers[] = {&w->kick,  &w->beat,  &w->reclaim, &w->delayed,
+                            &w->reconnect, &w->drain, &w->pause, &w->progress};
 
     for (size_t i = 0; i < sizeof(timers) / sizeof(timers[0]); i++) {
       uv_timer_init(w->loop, timers[i]);

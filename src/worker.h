@@ -39,6 +39,7 @@ typedef struct sl_done {
   int64_t delay_ms;     /* 'r': when to run again, ms from now */
   char *item;           /* 'f': the item JSON, for its dead letter; else NULL */
   char lease[SL_NAME_MAX + 1]; /* the concurrency lease to return, or "" */
+  int had_progress;     /* the attempt reported progress: its field is removed */
 } sl_done;
 
 typedef void (*sl_job_cancel_fn)(sl_job_t *j, void *ud);
@@ -71,6 +72,8 @@ struct sl_job {
   char lease[SL_NAME_MAX + 1]; /* the limit whose concurrency lease it holds, or "" */
   char rate_key[SL_NAME_MAX + 1]; /* its rate key, or "" */
   int64_t retry_after_ms;   /* the API asked to wait this long (sl_job_retry_after), ms; 0: no */
+  int progress;             /* last reported progress, percent; -1: none yet */
+  int progress_dirty;       /* reported and not yet sent */
   int invoked;              /* the handler was called (after any rate-limit wait) */
   int ended;                /* the worker recorded or gave up the outcome (timeout, fencing) */
   sl_job_cancel_fn cancel;  /* the handler's cancel hook, or NULL */
@@ -124,6 +127,7 @@ struct sl_worker {
   uv_timer_t reconnect;      /* connects again after a lost connection */
   uv_timer_t drain;          /* the drain deadline after a stop */
   uv_timer_t pause;          /* ends a pause after LOADING/BUSY answers */
+  uv_timer_t progress;       /* sends reported progress, at most every 500 ms */
   int paused;                /* Redis asked us to wait: no calls until the pause timer */
   int drained;               /* the drain timeout passed: close even with completions held */
   int timers_up;             /* the timers above are initialized */
@@ -163,6 +167,8 @@ sl_job_t *sl__job_new(sl_worker_t *w, int prio, const char *eid, const char *bat
 void sl__job_free(sl_job_t *j);
 /* Starts a job with the handler of its type (or fails it). */
 void sl__job_start(sl_job_t *j);
+/* A job reported progress: send it within PROGRESS_EVERY_MS. */
+void sl__worker_progress_soon(sl_worker_t *w);
 /* Pushes the rate limit `rate_key` back by ms for the whole fleet
  * (sluice_v1_penalize; best effort, no reply awaited). */
 void sl__worker_penalize(sl_worker_t *w, const char *rate_key, int64_t ms);

@@ -341,6 +341,9 @@ SL_EXTERN int sl_job_attempt(const sl_job_t *j);                      /* 1 for t
 SL_EXTERN int64_t sl_job_timeout_ms(const sl_job_t *j);
 SL_EXTERN void *sl_job_loop(const sl_job_t *j); /* the worker's uv_loop_t */
 
+/* Reports the job's progress, 0-100 (clamped). Visible in `status --json`
+ * and published on the batch's channel, at most every 500 ms per worker. */
+SL_EXTERN void sl_job_progress(sl_job_t *j, int pct);
 /* Finishes the job successfully. `result` is JSON text (NULL: no result).
  * Text that is not valid JSON is stored as a JSON string. */
 SL_EXTERN void sl_job_succeed(sl_job_t *j, const char *result, size_t len);

@@ -138,6 +138,66 @@ static void test_exec_outcomes(void) {
   redisFree(c);
 }
 
+/* "progress N" lines on a child's stderr reach the batch: status --json
+ * shows them while the item runs, and a subscriber gets progress events. */
+static void test_progress(void) {
+  const char *q = itest_queue("progress");
+  redisContext *c = itest_conn();
+  redisContext *sub = itest_conn();
+  char m[800];
+  char batch[64];
+  char *out = NULL;
+  const char *path = itest_path("p.jsonl");
+  const char *item = "{\"type\":\"slowjob\",\"payload\":null}\n";
+  pid_t w;
+  redisReply *r;
+  int seen_event = 0;
+  long long t0;
+
+  snprintf(dir, sizeof(dir), "%s", itest_path(""));
+  snprintf(m, sizeof(m), "slowjob=%s", script("slow.sh", "echo 'progress 40' >&2; sleep 1; echo 'progress 90' >&2; sleep 1; echo done"));
+  itest_write(path, item, strlen(item));
+  {
+    const char *args[] = {"submit", "--redis", itest_url(), "--queue", q, path, NULL};
+
+    CHECK_INT(itest_run(args, &out, NULL, 30), ==, 0);
+    snprintf(batch, sizeof(batch), "%.26s", out);
+    free(out);
+  }
+  r = itest_cmd(sub, "SUBSCRIBE sluice:{%s}:events:%s", q, batch);
+  freeReplyObject(r);
+  {
+    const char *args[] = {"worker", "--redis", itest_url(), "--queue", q, "--quiet", "--exec", m, NULL};
+
+    w = itest_spawn(args, NULL, NULL);
+  }
+  /* A progress event arrives. */
+  t0 = itest_ms();
+  while (!seen_event) {
+    CHECK(itest_ms() - t0 < 5000);
+    CHECK(redisGetReply(sub, (void **)&r) == REDIS_OK);
+    if (strstr(r->element[2]->str, "\"type\":\"progress\"") != NULL) {
+      CHECK_CONTAINS(r->element[2]->str, "\"0\":");
+      seen_event = 1;
+    }
+    freeReplyObject(r);
+  }
+  {
+    const char *args[] = {"status", "--json", "--redis", itest_url(), "--queue", q, batch, NULL};
+
+    CHECK_INT(itest_run(args, &out, NULL, 30), ==, 0);
+    CHECK_CONTAINS(out, "\"progress\":{\"0\":");
+    free(out);
+  }
+  itest_wait_batch(c, q, batch, 20);
+  itest_stop(w);
+  r = itest_cmd(c, "HLEN sluice:{%s}:b:%s:progress", q, batch);
+  CHECK_INT(r->integer, ==, 0); /* gone once the item ended */
+  freeReplyObject(r);
+  redisFree(sub);
+  redisFree(c);
+}
+
 static void test_bad_mapping(void) {
   char *err = NULL;
   const char *args[] = {"worker", "--redis", itest_url(), "--exec", "no-equals-sign", NULL};
@@ -150,6 +210,7 @@ static void test_bad_mapping(void) {
 static const sl_test tests[] = {
     {"exec_outcomes", test_exec_outcomes, 60},
     {"bad_mapping", test_bad_mapping, 30},
+    {"progress", test_progress, 30},
     {NULL, NULL, 0},
 };
 
