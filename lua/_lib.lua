@@ -39,12 +39,19 @@ end
 -- days), so finished work does not grow Redis without bound.
 local SL_RETENTION_MS = 7 * 24 * 3600 * 1000
 local function sl_maybe_finish(bkey, now)
-  local v = redis.call('HMGET', bkey, 'status', 'total', 'done', 'whole', 'retention_ms')
+  local v = redis.call('HMGET', bkey, 'status', 'total', 'done', 'whole', 'retention_ms', 'webhook')
   if v[4] == '1' and sl_num(v[3]) >= sl_num(v[2]) then
+    local ended = false
     if v[1] ~= 'cancelled' and v[1] ~= 'completed' then
       redis.call('HSET', bkey, 'status', 'completed', 'finished_at', now)
+      ended = true
     elseif v[1] == 'cancelled' then
-      redis.call('HSETNX', bkey, 'finished_at', now)
+      ended = redis.call('HSETNX', bkey, 'finished_at', now) == 1
+    end
+    if ended and v[6] then
+      -- its completion webhook is due now (sluice_v1_webhook_take)
+      local prefix = string.match(bkey, '^(.*)b:[^:]*$')
+      redis.call('ZADD', prefix .. 'webhooks', now, string.match(bkey, 'b:([^:]*)$'))
     end
     local keep = tonumber(v[5]) or SL_RETENTION_MS
     for _, k in ipairs({bkey, bkey .. ':r', bkey .. ':f', bkey .. ':skip', bkey .. ':progress'}) do

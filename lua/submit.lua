@@ -7,7 +7,7 @@
 -- ARGV[4]     chunk number, from 0
 -- ARGV[5]     '1' if this is the last chunk, else '0'
 -- ARGV[6]     chunk 0 only: the batch name, or a JSON object of batch options
---             {"name":"...","retention_ms":N,"dedupe_ttl_ms":M} (N: how long
+--             {"name":"...","retention_ms":N,"dedupe_ttl_ms":M,"webhook":URL} (N: how long
 --             the ended batch and its results are kept, ms, default 7 days;
 --             M: how long a dedupe key is remembered, ms, default 24 h)
 -- ARGV[7]     consumer group name
@@ -76,7 +76,7 @@ if v[1] then
     return redis.error_reply('SLUICE_ORDER batch ' .. batch .. ' chunk ' .. seq .. ' before ' .. chunks)
   end
 elseif seq == 0 then
-  local name, retention, dedupe_ttl = ARGV[6], nil, nil
+  local name, retention, dedupe_ttl, webhook = ARGV[6], nil, nil, nil
   if string.sub(name, 1, 1) == '{' then
     local ok, o = pcall(cjson.decode, name)
     if not ok or type(o) ~= 'table' then
@@ -85,6 +85,7 @@ elseif seq == 0 then
     name = type(o.name) == 'string' and o.name or ''
     retention = tonumber(o.retention_ms)
     dedupe_ttl = tonumber(o.dedupe_ttl_ms)
+    webhook = type(o.webhook) == 'string' and o.webhook or nil
   end
   for i = 2, 4 do
     local e = sl_ensure_group(KEYS[i], ARGV[7])
@@ -95,6 +96,7 @@ elseif seq == 0 then
              'failed', 0, 'cancelled', 0, 'created_at', now)
   if retention then redis.call('HSET', bkey, 'retention_ms', math.floor(retention)) end
   if dedupe_ttl then redis.call('HSET', bkey, 'dedupe_ttl_ms', math.floor(dedupe_ttl)) end
+  if webhook then redis.call('HSET', bkey, 'webhook', webhook) end
   redis.call('ZADD', KEYS[5], now, batch)
   -- The index forgets batches older than the longest retention anyone uses.
   redis.call('ZREMRANGEBYSCORE', KEYS[5], '-inf', now - 90 * 24 * 3600 * 1000)

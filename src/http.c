@@ -65,6 +65,8 @@ typedef struct req {
   cJSON *keep;               /* kept response headers: lower-case name -> value */
   char **keep_names;         /* names to keep, lower case, NULL-terminated */
   char errbuf[CURL_ERROR_SIZE]; /* curl's message */
+  sl_http_done_fn done;      /* a request of the worker's own (webhook): called instead of finishing a job */
+  void *done_ud;             /* its argument */
 } req;
 
 typedef struct sock {
@@ -243,6 +245,19 @@ static void finish(req *r, CURLcode code) {
 
   r->job = NULL;
   curl_easy_getinfo(r->easy, CURLINFO_RESPONSE_CODE, &status);
+  if (r->done != NULL) {
+    char msg[CURL_ERROR_SIZE + EXCERPT_MAX + 64];
+
+    if (code != CURLE_OK) {
+      snprintf(msg, sizeof(msg), "curl: %s%s%s", curl_easy_strerror(code), r->errbuf[0] ? ": " : "", r->errbuf);
+    } else {
+      excerpt(r, ex, sizeof(ex));
+      snprintf(msg, sizeof(msg), "HTTP %ld: %s", status, ex);
+    }
+    r->done(r->done_ud, code == CURLE_OK ? status : 0, msg);
+    req_free(r);
+    return;
+  }
   if (code != CURLE_OK) {
     sl_job_fail(j, "curl: %s%s%s", curl_easy_strerror(code), r->errbuf[0] ? ": " : "", r->errbuf);
   } else if (status >= 200 && status < 300) {
@@ -659,4 +674,47 @@ void sl__http_close(sl_http *h) {
     h->timer.data = h;
     timer_close_cb((uv_handle_t *)&h->timer);
   }
+}
+
+int sl__http_post(sl_http *h, const char *url, const char *body, const char *const *headers, sl_http_done_fn done,
+                  void *ud) {
+  req *r;
+
+  if (h == NULL || h->multi == NULL || h->closing)
+    return SL_ECANCELED;
+  r = sl_calloc(1, sizeof(*r));
+  if (r == NULL)
+    return SL_ENOMEM;
+  r->h = h;
+  r->done = done;
+  r->done_ud = ud;
+  sl__buf_init(&r->resp, 64 * 1024);
+  r->body = sl_strdup(body);
+  for (size_t i = 0; headers != NULL && headers[i] != NULL; i++)
+    r->hdrs = curl_slist_append(r->hdrs, headers[i]);
+  r->easy = curl_easy_init();
+  if (r->body == NULL || r->easy == NULL) {
+    req_free(r);
+    return SL_ENOMEM;
+  }
+  curl_easy_setopt(r->easy, CURLOPT_URL, url);
+  curl_easy_setopt(r->easy, CURLOPT_PRIVATE, r);
+  curl_easy_setopt(r->easy, CURLOPT_ERRORBUFFER, r->errbuf);
+  curl_easy_setopt(r->easy, CURLOPT_NOSIGNAL, 1L);
+  curl_easy_setopt(r->easy, CURLOPT_HTTPHEADER, r->hdrs);
+  curl_easy_setopt(r->easy, CURLOPT_WRITEFUNCTION, on_body);
+  curl_easy_setopt(r->easy, CURLOPT_WRITEDATA, r);
+  curl_easy_setopt(r->easy, CURLOPT_TIMEOUT_MS, 30000L);
+  curl_easy_setopt(r->easy, CURLOPT_CONNECTTIMEOUT_MS, 10000L);
+  curl_easy_setopt(r->easy, CURLOPT_PROTOCOLS_STR, "http,https");
+  curl_easy_setopt(r->easy, CURLOPT_POSTFIELDS, r->body);
+  curl_easy_setopt(r->easy, CURLOPT_POSTFIELDSIZE, (long)strlen(r->body));
+  if (curl_multi_add_handle(h->multi, r->easy) != CURLM_OK) {
+    curl_easy_cleanup(r->easy);
+    r->easy = NULL;
+    req_free(r);
+    return SL_EIO;
+  }
+  h->running++;
+  return 0;
 }

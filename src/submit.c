@@ -31,6 +31,7 @@ struct sl_batch {
   char *rate_key;        /* default rate key, or NULL */
   int64_t retention_ms;  /* how long the ended batch is kept, ms; 0: the default */
   int64_t dedupe_ttl_ms; /* how long dedupe keys are remembered, ms; 0: the default */
+  char *webhook;         /* POSTed the batch summary when it ends, or NULL */
   size_t *skipped;       /* after submit: indexes of items skipped as duplicates */
   size_t nskipped;       /* how many */
   sl_item_defaults def;  /* item defaults from the options */
@@ -112,6 +113,15 @@ SL_EXTERN int sl_batch_new(const sl_batch_opts *opts, sl_batch_t **out, char *er
     goto invalid;
   }
   b->dedupe_ttl_ms = opts->dedupe_ttl_ms;
+  if (opts->webhook != NULL) {
+    if (strncmp(opts->webhook, "http://", 7) != 0 && strncmp(opts->webhook, "https://", 8) != 0) {
+      snprintf(errbuf, errlen, "webhook \"%.80s\" must be an http:// or https:// URL", opts->webhook);
+      goto invalid;
+    }
+    b->webhook = sl_strdup(opts->webhook);
+    if (b->webhook == NULL)
+      goto oom;
+  }
   if (opts->rate_key != NULL) {
     if (!sl__name_valid(opts->rate_key, strlen(opts->rate_key))) {
       snprintf(errbuf, errlen, "invalid rate key \"%.*s\" (1-%d characters of [A-Za-z0-9_.:-])", 80,
@@ -150,6 +160,7 @@ SL_EXTERN void sl_batch_free(sl_batch_t *b) {
   sl_free(b->name);
   sl_free(b->rate_key);
   sl_free(b->skipped);
+  sl_free(b->webhook);
   sl_free(b);
 }
 
@@ -382,7 +393,7 @@ SL_EXTERN int sl_batch_submit(sl_client_t *c, sl_batch_t *b, char **id_out) {
   sl__buf_init(&opts, 4096);
   /* Batch options: the name alone, or a JSON object when there is more (or
    * when the name itself starts with '{'). */
-  if (b->retention_ms > 0 || b->dedupe_ttl_ms > 0 || (b->name != NULL && b->name[0] == '{')) {
+  if (b->retention_ms > 0 || b->dedupe_ttl_ms > 0 || b->webhook != NULL || (b->name != NULL && b->name[0] == '{')) {
     rc = sl__buf_puts(&opts, "{\"name\":");
     if (rc == 0)
       rc = sl__json_put_str(&opts, b->name ? b->name : "", b->name ? strlen(b->name) : 0);
@@ -390,6 +401,10 @@ SL_EXTERN int sl_batch_submit(sl_client_t *c, sl_batch_t *b, char **id_out) {
       rc = sl__buf_printf(&opts, ",\"retention_ms\":%lld", (long long)b->retention_ms);
     if (rc == 0 && b->dedupe_ttl_ms > 0)
       rc = sl__buf_printf(&opts, ",\"dedupe_ttl_ms\":%lld", (long long)b->dedupe_ttl_ms);
+    if (rc == 0 && b->webhook != NULL)
+      rc = sl__buf_puts(&opts, ",\"webhook\":");
+    if (rc == 0 && b->webhook != NULL)
+      rc = sl__json_put_str(&opts, b->webhook, strlen(b->webhook));
     if (rc == 0)
       rc = sl__buf_putc(&opts, '}');
   } else if (b->name != NULL) {

@@ -54,6 +54,7 @@
 #include "id.h"
 #include "item.h"
 #include "exec.h"
+#include "webhook.h"
 #include "http.h"
 #include "log.h"
 #include "uvredis.h"
@@ -927,7 +928,7 @@ static void close_all(sl_worker_t *w) {
   w->closed = 1;
   if (w->timers_up) {
     uv_timer_t *timers[] = {&w->kick,  &w->beat,  &w->reclaim, &w->delayed,
-                            &w->reconnect, &w->drain, &w->pause, &w->progress};
+                            &w->reconnect, &w->drain, &w->pause, &w->progress, &w->webhook};
 
     for (size_t i = 0; i < sizeof(timers) / sizeof(timers[0]); i++) {
       uv_timer_stop(timers[i]);
@@ -1403,7 +1404,7 @@ SL_EXTERN int sl_worker_run(sl_worker_t *w) {
   }
   {
     uv_timer_t *timers[] = {&w->kick,  &w->beat,  &w->reclaim, &w->delayed,
-                            &w->reconnect, &w->drain, &w->pause, &w->progress};
+                            &w->reconnect, &w->drain, &w->pause, &w->progress, &w->webhook};
 
     for (size_t i = 0; i < sizeof(timers) / sizeof(timers[0]); i++) {
       uv_timer_init(w->loop, timers[i]);
@@ -1418,6 +1419,7 @@ SL_EXTERN int sl_worker_run(sl_worker_t *w) {
     return SL_ENOMEM;
   }
   uv_timer_start(&w->beat, on_beat_timer, (uint64_t)w->beat_ms, (uint64_t)w->beat_ms);
+  sl__webhook_start(w);
   uv_timer_start(&w->reclaim, on_reclaim_timer, (uint64_t)jitter(w->visibility_ms / 4 < 5000 ? w->visibility_ms / 4 : 5000), 0);
   connect_both(w);
   for (int i = 0; i < w->nhandlers; i++)

@@ -128,6 +128,8 @@ struct sl_worker {
   uv_timer_t drain;          /* the drain deadline after a stop */
   uv_timer_t pause;          /* ends a pause after LOADING/BUSY answers */
   uv_timer_t progress;       /* sends reported progress, at most every 500 ms */
+  uv_timer_t webhook;        /* looks for due completion webhooks */
+  int webhook_busy;          /* a webhook_take call is in flight */
   int paused;                /* Redis asked us to wait: no calls until the pause timer */
   int drained;               /* the drain timeout passed: close even with completions held */
   int timers_up;             /* the timers above are initialized */

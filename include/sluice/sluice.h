@@ -102,6 +102,7 @@ typedef struct sl_batch_opts {
   int64_t delay_ms;      /* default start: this long after submit, ms; 0: at once */
   int64_t retention_ms;  /* keep the ended batch and its results this long, ms; 0: 7 days */
   int64_t dedupe_ttl_ms; /* remember dedupe keys this long, ms; 0: 24 hours */
+  const char *webhook;   /* POST the batch summary here when it ends (signed, see README), or NULL */
   size_t chunk_items;    /* items per submit call; 0 means 2000 */
 } sl_batch_opts;
 

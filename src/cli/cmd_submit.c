@@ -28,6 +28,7 @@ int cmd_submit(int argc, char **argv) {
       {"run-at", required_argument, NULL, 'T'},    {"delay", required_argument, NULL, 'D'},
       {"retention", required_argument, NULL, 'K'},
       {"dedupe-ttl", required_argument, NULL, 'U'}, {"json", no_argument, NULL, 'J'},
+      {"webhook", required_argument, NULL, 'W'},
       {NULL, 0, NULL, 0}};
   cli_common com = {getenv("SLUICE_REDIS"), NULL};
   sl_batch_opts bo = {0};
@@ -78,6 +79,7 @@ int cmd_submit(int argc, char **argv) {
     case 'r': bo.rate_key = optarg; break;
     case 'T': bo.run_at = optarg; break;
     case 'J': json = 1; break;
+    case 'W': bo.webhook = optarg; break;
     case 'U':
       if ((v = cli_parse_duration(optarg)) < 1) {
         cli_err("--dedupe-ttl: expected a duration like 86400000 (ms), 30s, 10m, 2h or 1d, got \"%s\"", optarg);

@@ -172,6 +172,32 @@ class Handler(http.server.BaseHTTPRequestHandler):
                     chunk = BIG_CHUNK[:left]
                     self.wfile.write(chunk)
                     left -= len(chunk)
+        elif path == "/hook":
+            # A webhook receiver: ?fail=N fails the first N deliveries of each
+            # batch with a 500; /hooks lists what was delivered.
+            fail = int(urllib.parse.parse_qs(parts.query).get("fail", ["0"])[0])
+            try:
+                batch = json.loads(body.decode("utf-8")).get("batch", "?")
+            except ValueError:
+                batch = "?"
+            with lock:
+                n = state.setdefault("hook_tries", {}).get(batch, 0) + 1
+                state["hook_tries"][batch] = n
+                ok = n > fail
+                if ok:
+                    state.setdefault("hooks", []).append({
+                        "body": body.decode("utf-8", "replace"),
+                        "signature": self.headers.get("X-Sluice-Signature", ""),
+                        "delivery": self.headers.get("X-Sluice-Delivery", ""),
+                        "attempt": n})
+            if ok:
+                self.reply(200, {"ok": True})
+            else:
+                self.reply(500, "receiver down on purpose", "text/plain")
+        elif path == "/hooks":
+            with lock:
+                self.reply(200, {"hooks": list(state.get("hooks", [])),
+                                 "tries": dict(state.get("hook_tries", {}))})
         elif path == "/secret-check":
             token = os.environ.get("SLUICE_TEST_TOKEN", "")
             auth = self.headers.get("Authorization", "")

@@ -29,6 +29,9 @@
 
 #include <cjson/cJSON.h>
 
+#include <openssl/evp.h>
+#include <openssl/hmac.h>
+
 #include "itest.h"
 
 #define SECRET "s3cr3t-token" /* the value of SLUICE_TEST_TOKEN; must never reach Redis or the log */
@@ -1046,7 +1049,146 @@ static void test_throughput(void) {
   redisFree(c);
 }
 
+
+/* ---- Completion webhooks ---- */
+
+/* Submits `n` noop items with --webhook URL; returns the batch id. */
+static void submit_with_webhook(const char *q, int n, const char *url, char *batch) {
+  char path[600];
+  char lines[4096];
+  size_t len = 0;
+  char *out = NULL;
+  char *err = NULL;
+
+  for (int i = 0; i < n; i++)
+    len += (size_t)snprintf(lines + len, sizeof(lines) - len, "{\"type\":\"noop\",\"payload\":%d}\n", i);
+  snprintf(path, sizeof(path), "%s", itest_path("hook.jsonl"));
+  itest_write(path, lines, len);
+  {
+    const char *args[] = {"submit", "--webhook", url, "--redis", itest_url(), "--queue", q, path, NULL};
+
+    if (itest_run(args, &out, &err, 60) != 0)
+      sl_test_fail(__FILE__, __LINE__, "submit failed: %s", err ? err : "");
+  }
+  snprintf(batch, 64, "%.26s", out);
+  free(out);
+  free(err);
+}
+
+/* The deliveries the receiver recorded for a batch; *tries its tries. */
+static cJSON *hooks_of(const char *batch, int *tries) {
+  char *body = server_get("/hooks");
+  cJSON *all = cJSON_Parse(body);
+  cJSON *mine = cJSON_CreateArray();
+  const cJSON *h;
+  const cJSON *t;
+
+  free(body);
+  CHECK(all != NULL);
+  cJSON_ArrayForEach(h, cJSON_GetObjectItemCaseSensitive(all, "hooks")) {
+    const char *b = cJSON_GetObjectItemCaseSensitive(h, "body")->valuestring;
+
+    if (strstr(b, batch) != NULL)
+      cJSON_AddItemToArray(mine, cJSON_Duplicate(h, 1));
+  }
+  t = cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(all, "tries"), batch);
+  *tries = cJSON_IsNumber(t) ? (int)t->valuedouble : 0;
+  cJSON_Delete(all);
+  return mine;
+}
+
+/* Exactly one signed POST per batch with three racing workers; the
+ * signature verifies with the secret. */
+static void test_webhook_once_signed(void) {
+  const char *q = itest_queue("hook");
+  redisContext *c = itest_conn();
+  char url[128];
+  char batch[64];
+  pid_t w[3];
+  cJSON *hooks;
+  int tries = 0;
+  long long t0;
+
+  setenv("SLUICE_WEBHOOK_SECRET", "hook-secret", 1);
+  snprintf(url, sizeof(url), "http://127.0.0.1:%d/hook", server_port);
+  for (int i = 0; i < 3; i++)
+    w[i] = worker(q, 10, 1, NULL, NULL);
+  submit_with_webhook(q, 30, url, batch);
+  itest_wait_batch(c, q, batch, 30);
+  t0 = itest_ms();
+  for (;;) {
+    hooks = hooks_of(batch, &tries);
+    if (cJSON_GetArraySize(hooks) > 0)
+      break;
+    cJSON_Delete(hooks);
+    CHECK(itest_ms() - t0 < 10000);
+    usleep(100000);
+  }
+  usleep(2500000); /* every worker looked at least twice more */
+  cJSON_Delete(hooks);
+  hooks = hooks_of(batch, &tries);
+  CHECK_INT(cJSON_GetArraySize(hooks), ==, 1);
+  CHECK_INT(tries, ==, 1);
+  {
+    const cJSON *h = cJSON_GetArrayItem(hooks, 0);
+    const char *body = cJSON_GetObjectItemCaseSensitive(h, "body")->valuestring;
+    const char *sig = cJSON_GetObjectItemCaseSensitive(h, "signature")->valuestring;
+    unsigned char mac[EVP_MAX_MD_SIZE];
+    unsigned int n = 0;
+    char want[160];
+    size_t k;
+
+    CHECK_CONTAINS(body, "\"status\":\"completed\"");
+    CHECK_CONTAINS(body, "\"succeeded\":30");
+    CHECK_STR(cJSON_GetObjectItemCaseSensitive(h, "delivery")->valuestring, batch);
+    HMAC(EVP_sha256(), "hook-secret", 11, (const unsigned char *)body, strlen(body), mac, &n);
+    k = (size_t)snprintf(want, sizeof(want), "sha256=");
+    for (unsigned int i = 0; i < n; i++)
+      k += (size_t)snprintf(want + k, sizeof(want) - k, "%02x", mac[i]);
+    CHECK_STR(sig, want);
+  }
+  cJSON_Delete(hooks);
+  CHECK(itest_batch_num(c, q, batch, "webhook_at") > 0);
+  for (int i = 0; i < 3; i++)
+    itest_stop(w[i]);
+  redisFree(c);
+}
+
+/* A receiver that fails twice gets the webhook on the third try, once. */
+static void test_webhook_retried(void) {
+  const char *q = itest_queue("hookretry");
+  redisContext *c = itest_conn();
+  char url[128];
+  char batch[64];
+  pid_t w;
+  cJSON *hooks;
+  int tries = 0;
+  long long t0;
+
+  snprintf(url, sizeof(url), "http://127.0.0.1:%d/hook?fail=2", server_port);
+  w = worker(q, 10, 1, NULL, NULL);
+  submit_with_webhook(q, 5, url, batch);
+  itest_wait_batch(c, q, batch, 30);
+  t0 = itest_ms();
+  for (;;) {
+    hooks = hooks_of(batch, &tries);
+    if (cJSON_GetArraySize(hooks) > 0)
+      break;
+    cJSON_Delete(hooks);
+    CHECK(itest_ms() - t0 < 20000);
+    usleep(200000);
+  }
+  CHECK_INT(cJSON_GetArraySize(hooks), ==, 1);
+  CHECK_INT(tries, ==, 3);
+  CHECK_INT(cJSON_GetObjectItemCaseSensitive(cJSON_GetArrayItem(hooks, 0), "attempt")->valuedouble, ==, 3);
+  cJSON_Delete(hooks);
+  itest_stop(w);
+  redisFree(c);
+}
+
 static const sl_test tests[] = {
+    {"webhook_once_signed", test_webhook_once_signed, 60},
+    {"webhook_retried", test_webhook_retried, 60},
     {"get_ok", test_get_ok, 30},
     {"methods_and_bodies", test_methods_and_bodies, 30},
     {"status_errors", test_status_errors, 30},
