@@ -328,10 +328,17 @@ SL_EXTERN int sl_worker_run(sl_worker_t *w);
 /* Stops taking items; running items finish, their completions are written,
  * then the worker's handles close. Safe from any callback on the loop. */
 SL_EXTERN void sl_worker_stop(sl_worker_t *w);
-/* Installs SIGINT/SIGTERM handlers on the worker's loop that call sl_worker_stop. */
+/* Installs SIGINT/SIGTERM handlers on the worker's loop that call
+ * sl_worker_stop; a second signal ends the process at once (_exit(1)): an
+ * embedding program that wants other behaviour handles signals itself. */
 SL_EXTERN int sl_worker_handle_signals(sl_worker_t *w);
 SL_EXTERN const char *sl_worker_id(const sl_worker_t *w);
 SL_EXTERN const char *sl_worker_errstr(const sl_worker_t *w);
+/* Frees the worker. With a loop of its own, it first closes whatever is
+ * still open. With the caller's loop, call it only after the worker has
+ * stopped (sl_worker_stop, then run the loop until sl_worker_run's handles
+ * are closed), and call sl_worker_handle_signals only after sl_worker_run
+ * succeeded: handles on the caller's loop are not closed here. */
 SL_EXTERN void sl_worker_free(sl_worker_t *w);
 
 /* Accessors, valid while the job is running. */
