@@ -10,8 +10,8 @@
  * the last EXEC_STDERR_TAIL bytes of stderr are kept for errors. Exit 0
  * succeeds, exit 75 (EX_TEMPFAIL) is a retryable failure, any other exit
  * code or a signal fails the item for good, with the code and the stderr
- * tail. The child also gets SLUICE_BATCH, SLUICE_ITEM_ID (the item index)
- * and SLUICE_ATTEMPT in its environment. Lines "progress N" on its stderr
+ * tail. The child also gets SLUICE_BATCH, SLUICE_ITEM_ID (the item's id),
+ * SLUICE_ITEM_INDEX and SLUICE_ATTEMPT in its environment. Lines "progress N" on its stderr
  * report the item's progress (sl_job_progress).
  *
  * An attempt ends when the child has exited AND both output pipes are at
@@ -232,12 +232,12 @@ static char **child_env(sl_job_t *j) {
 
   while (environ[n] != NULL)
     n++;
-  env = sl_calloc(n + 4, sizeof(char *));
+  env = sl_calloc(n + 5, sizeof(char *));
   if (env == NULL)
     return NULL;
   for (size_t i = 0; i < n; i++) {
     if (strncmp(environ[i], "SLUICE_BATCH=", 13) == 0 || strncmp(environ[i], "SLUICE_ITEM_ID=", 15) == 0 ||
-        strncmp(environ[i], "SLUICE_ATTEMPT=", 15) == 0)
+        strncmp(environ[i], "SLUICE_ITEM_INDEX=", 18) == 0 || strncmp(environ[i], "SLUICE_ATTEMPT=", 15) == 0)
       continue;
     env[k++] = sl_strdup(environ[i]);
   }
@@ -246,8 +246,19 @@ static char **child_env(sl_job_t *j) {
 
     snprintf(v, sizeof(v), "SLUICE_BATCH=%s", sl_job_batch(j));
     env[k++] = sl_strdup(v);
-    snprintf(v, sizeof(v), "SLUICE_ITEM_ID=%s", j->idx);
+    snprintf(v, sizeof(v), "SLUICE_ITEM_INDEX=%s", j->idx);
     env[k++] = sl_strdup(v);
+    {
+      sl_buf id;
+
+      sl__buf_init(&id, 4 * SL_ITEM_MAX_ID + 32);
+      sl__buf_puts(&id, "SLUICE_ITEM_ID=");
+      if (j->id_tok != NULL)
+        sl__json_unescape(j->id_tok, j->id_toklen, &id);
+      else
+        sl__buf_puts(&id, j->idx);
+      env[k++] = sl__buf_take(&id);
+    }
     snprintf(v, sizeof(v), "SLUICE_ATTEMPT=%d", sl_job_attempt(j));
     env[k++] = sl_strdup(v);
   }

@@ -682,6 +682,19 @@ int sl__http_post(sl_http *h, const char *url, const char *body, const char *con
 
   if (h == NULL || h->multi == NULL || h->closing)
     return SL_ECANCELED;
+  /* The same --http-allow as items: a URL given by a producer never
+   * reaches a host the worker's operator did not allow. */
+  {
+    CURLU *u = curl_url();
+    char *host = NULL;
+    int ok = u != NULL && curl_url_set(u, CURLUPART_URL, url, 0) == CURLUE_OK &&
+             curl_url_get(u, CURLUPART_HOST, &host, 0) == CURLUE_OK && host_allowed(h, host);
+
+    curl_free(host);
+    curl_url_cleanup(u);
+    if (!ok)
+      return SL_EINVAL;
+  }
   r = sl_calloc(1, sizeof(*r));
   if (r == NULL)
     return SL_ENOMEM;

@@ -116,9 +116,25 @@ static void on_taken(redisAsyncContext *ac, void *reply, void *priv) {
       headers[k++] = sig;
     }
     headers[k] = NULL;
-    if (d->batch == NULL || sl__http_post(w->http, url, body, headers, on_posted, d) != 0) {
-      sl_free(d->batch);
+    if (d->batch == NULL) {
       sl_free(d);
+      continue;
+    }
+    {
+      int rc = sl__http_post(w->http, url, body, headers, on_posted, d);
+
+      if (rc == SL_EINVAL) {
+        char msg[300];
+
+        /* Not an allowed host (--http-allow), or not a URL: no retry helps. */
+        snprintf(msg, sizeof(msg), "webhook URL %.200s is not allowed on worker %s (--http-allow) or not a URL", url,
+                 sl_worker_id(w));
+        d->attempt = WEBHOOK_ATTEMPTS;
+        on_posted(d, 0, msg);
+      } else if (rc != 0) {
+        sl_free(d->batch);
+        sl_free(d); /* the claim lapses and it is sent later */
+      }
     }
   }
 }

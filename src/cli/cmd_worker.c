@@ -86,10 +86,19 @@ int cmd_worker(int argc, char **argv) {
     case 'x': dev_crash = 1; break;
     case 'w': wo.weights = optarg; break;
     case 'E':
-      if (nexec < (int)(sizeof(execs) / sizeof(execs[0])))
-        execs[nexec++] = optarg;
+      if (nexec == (int)(sizeof(execs) / sizeof(execs[0]))) {
+        cli_err("--exec: at most %d mappings", nexec);
+        return EXIT_USAGE;
+      }
+      execs[nexec++] = optarg;
       break;
-    case 'A': wo.http_allow = optarg; break;
+    case 'A':
+      if (*optarg == '\0') {
+        cli_err("--http-allow: give at least one host (host,*.example.com)");
+        return EXIT_USAGE;
+      }
+      wo.http_allow = optarg;
+      break;
     case 'M':
       if ((v = cli_parse_int(optarg, 1LL << 30)) < 1) {
         cli_err("--http-max-body: expected bytes from 1 to 1073741824, got \"%s\"", optarg);

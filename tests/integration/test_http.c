@@ -1186,7 +1186,45 @@ static void test_webhook_retried(void) {
   redisFree(c);
 }
 
+/* A webhook URL is held to the worker's --http-allow like any item: a
+ * producer cannot make the worker call a host it did not allow. */
+static void test_webhook_allow_list(void) {
+  const char *q = itest_queue("hookallow");
+  redisContext *c = itest_conn();
+  const char *allow[] = {"--http-allow", "api.example.com", NULL};
+  char url[128];
+  char batch[64];
+  pid_t w;
+  long long t0;
+  int tries = 0;
+  cJSON *hooks;
+
+  snprintf(url, sizeof(url), "http://127.0.0.1:%d/hook", server_port);
+  w = worker(q, 10, 1, allow, NULL);
+  submit_with_webhook(q, 3, url, batch);
+  itest_wait_batch(c, q, batch, 30);
+  t0 = itest_ms();
+  for (;;) {
+    redisReply *r = itest_cmd(c, "HGET sluice:{%s}:b:%s webhook_error", q, batch);
+    int got = r->type == REDIS_REPLY_STRING;
+
+    if (got)
+      CHECK_CONTAINS(r->str, "not allowed");
+    freeReplyObject(r);
+    if (got)
+      break;
+    CHECK(itest_ms() - t0 < 10000);
+    usleep(100000);
+  }
+  hooks = hooks_of(batch, &tries);
+  CHECK_INT(tries, ==, 0); /* the receiver never heard of it */
+  cJSON_Delete(hooks);
+  itest_stop(w);
+  redisFree(c);
+}
+
 static const sl_test tests[] = {
+    {"webhook_allow_list", test_webhook_allow_list, 60},
     {"webhook_once_signed", test_webhook_once_signed, 60},
     {"webhook_retried", test_webhook_retried, 60},
     {"get_ok", test_get_ok, 30},
