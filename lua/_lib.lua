@@ -218,22 +218,29 @@ end
 
 -- Moves up to n items waiting for a concurrency lease of limit NAME
 -- (P..'cw:NAME') back to the ends of their streams. Returns how many.
+-- Puts a held entry back at the end of its priority stream. f holds
+-- "p", S, then the entry's own fields (as parked by a pause or a lease
+-- wait); the copy is marked x = 1, so admission checks that its item has
+-- not ended meanwhile.
+local function sl_putback(streams, f)
+  local fields = {}
+  local marked = false
+  for k = 3, #f do
+    fields[#fields + 1] = f[k]
+    if k % 2 == 1 and f[k] == 'x' then marked = true end
+  end
+  if not marked then
+    fields[#fields + 1] = 'x'
+    fields[#fields + 1] = '1'
+  end
+  redis.call('XADD', streams[tonumber(f[2])], '*', unpack(fields))
+end
+
 local function sl_wake(prefix, streams, name, n)
   if n <= 0 then return 0 end
   local moved = 0
   for _, e in ipairs(redis.call('XRANGE', prefix .. 'cw:' .. name, '-', '+', 'COUNT', n)) do
-    local f = e[2] -- p, s, then the entry's own fields
-    local fields = {}
-    local marked = false
-    for k = 3, #f do
-      fields[#fields + 1] = f[k]
-      if k % 2 == 1 and f[k] == 'x' then marked = true end
-    end
-    if not marked then
-      fields[#fields + 1] = 'x'
-      fields[#fields + 1] = '1'
-    end
-    redis.call('XADD', streams[tonumber(f[2])], '*', unpack(fields))
+    sl_putback(streams, e[2])
     redis.call('XDEL', prefix .. 'cw:' .. name, e[1])
     moved = moved + 1
   end

@@ -17,20 +17,9 @@ if v[1] ~= 'paused' then return v[1] end
 local now = sl_now_ms()
 redis.call('HSET', bkey, 'status', v[2] or 'running', 'resumed_at', now)
 redis.call('HDEL', bkey, 'paused_from')
+local streams = {KEYS[2], KEYS[3], KEYS[4]}
 for _, e in ipairs(redis.call('XRANGE', bkey .. ':p', '-', '+')) do
-  local f = e[2]
-  local s = tonumber(f[2])
-  local fields = {}
-  local marked = false
-  for k = 3, #f do
-    fields[#fields + 1] = f[k]
-    if k % 2 == 1 and f[k] == 'x' then marked = true end
-  end
-  if not marked then
-    fields[#fields + 1] = 'x'
-    fields[#fields + 1] = '1'
-  end
-  redis.call('XADD', KEYS[1 + s], '*', unpack(fields))
+  sl_putback(streams, e[2])
 end
 redis.call('DEL', bkey .. ':p')
 sl_maybe_finish(bkey, now)
