@@ -240,6 +240,13 @@ static int fcall_head(const sl_worker_t *w, const char *name, const char *nkeys,
 
 static const char *const prio_arg[3] = {"1", "2", "3"};
 
+/* Appends one C-string argument to an argv being built. */
+static void push_arg(const char **av, size_t *al, int *k, const char *s) {
+  av[*k] = s;
+  al[*k] = strlen(s);
+  (*k)++;
+}
+
 /* ---- Completions ---- */
 
 typedef struct flush_ctx {
@@ -307,15 +314,9 @@ static void flush(sl_worker_t *w) {
   if (av == NULL || al == NULL || f == NULL || delays == NULL)
     goto out; /* retried on the next pump */
   k = fcall_head(w, "sluice_v1_complete", "3", av, al);
-  av[k] = SL_GROUP;
-  al[k] = strlen(av[k]);
-  k++;
-  av[k] = w->keys.prefix;
-  al[k] = strlen(av[k]);
-  k++;
-  av[k] = w->keys.queue;
-  al[k] = strlen(av[k]);
-  k++;
+  push_arg(av, al, &k, SL_GROUP);
+  push_arg(av, al, &k, w->keys.prefix);
+  push_arg(av, al, &k, w->keys.queue);
   d = w->done;
   for (int i = 0; i < n; i++, d = d->next) {
     snprintf(delays[i], sizeof(delays[i]), "%lld", (long long)d->delay_ms);
@@ -493,19 +494,11 @@ static void on_block(redisAsyncContext *ac, void *reply, void *priv) {
   if (av == NULL || al == NULL || !w->cmd_up)
     goto out; /* the entries stay pending and are taken over */
   k = fcall_head(w, "sluice_v1_accept", "3", av, al);
-  av[k] = SL_GROUP;
-  al[k] = strlen(av[k]);
-  k++;
-  av[k] = w->keys.prefix;
-  al[k] = strlen(av[k]);
-  k++;
-  av[k] = w->keys.queue;
-  al[k] = strlen(av[k]);
-  k++;
+  push_arg(av, al, &k, SL_GROUP);
+  push_arg(av, al, &k, w->keys.prefix);
+  push_arg(av, al, &k, w->keys.queue);
   snprintf(vis, sizeof(vis), "%lld", (long long)w->visibility_ms);
-  av[k] = vis;
-  al[k] = strlen(av[k]);
-  k++;
+  push_arg(av, al, &k, vis);
   for (size_t s = 0; s < r->elements; s++) {
     const redisReply *st = r->element[s];
     int p = -1;
@@ -830,12 +823,8 @@ static void release_backlog(sl_worker_t *w) {
     return;
   }
   k = fcall_head(w, "sluice_v1_release", "3", av, al);
-  av[k] = SL_GROUP;
-  al[k] = strlen(av[k]);
-  k++;
-  av[k] = w->id;
-  al[k] = strlen(av[k]);
-  k++;
+  push_arg(av, al, &k, SL_GROUP);
+  push_arg(av, al, &k, w->id);
   for (int i = 0; i < n; i++) {
     sl_job_t *j = backlog_pop(w);
 
