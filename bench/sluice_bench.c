@@ -762,7 +762,8 @@ int main(int argc, char **argv) {
     fprintf(stderr, "sluice_bench: %s\n", err);
     goto out;
   }
-  if (sl_client_open(url, &cl, err, sizeof(err)) != 0) {
+  /* the benchmark is the operator of the Redis it measures */
+  if (sl_library_load(url, err, sizeof(err)) != 0 || sl_client_open(url, &cl, err, sizeof(err)) != 0) {
     fprintf(stderr, "sluice_bench: %s\n", err);
     goto out;
   }

@@ -1,8 +1,9 @@
 # Builds the sluice Redis function library from the files in lua/.
 # Each file is the body of one function, written like an EVAL script (KEYS, ARGV);
 # it is registered as sluice_v1_<file name>. The library also gets
-# sluice_v1_version, which returns the SHA1 of the library text so that
-# clients reload it when it changed.
+# sluice_v1_version (read-only, so FCALL_RO may call it), which returns
+# "VERSION+SHA12": the sluice version and the first 12 hex digits of the SHA1
+# of the library text, so clients can tell exactly which library is loaded.
 file(GLOB FILES ${LUA_DIR}/*.lua)
 list(SORT FILES)
 # Files whose name starts with '_' hold shared helpers and go first, unwrapped.
@@ -19,10 +20,12 @@ foreach(f ${FILES})
 endforeach()
 set(body "${head}${body}")
 string(SHA1 sha "${body}")
-set(lib "#!lua name=sluice\n-- sluice function library, protocol v1 (docs/PROTOCOL.md)\n${body}redis.register_function('sluice_v1_version', function() return '${sha}' end)\n")
+string(SUBSTRING "${sha}" 0 12 sha12)
+set(version "${VERSION}+${sha12}")
+set(lib "#!lua name=sluice\n-- sluice function library, protocol v1 (docs/PROTOCOL.md)\n${body}redis.register_function{function_name='sluice_v1_version', callback=function() return '${version}' end, flags={'no-writes'}}\n")
 string(LENGTH "${lib}" len)
 # Emit as a C array of bytes: no escaping questions, any length.
 string(HEX "${lib}" hex)
 string(REGEX REPLACE "([0-9a-f][0-9a-f])" "0x\\1," hex "${hex}")
 string(REGEX REPLACE "(0x..,0x..,0x..,0x..,0x..,0x..,0x..,0x..,0x..,0x..,0x..,0x..,0x..,0x..,0x..,0x..,)" "\\1\n" hex "${hex}")
-file(WRITE ${OUT} "/* Generated from the files in lua/ by cmake/embed_lua.cmake. Do not edit. */\n#include <stddef.h>\nconst char sl__lua_library[] = {\n${hex}0x00};\nconst size_t sl__lua_library_len = ${len};\nconst char sl__lua_library_sha[] = \"${sha}\";\n")
+file(WRITE ${OUT} "/* Generated from the files in lua/ by cmake/embed_lua.cmake. Do not edit. */\n#include <stddef.h>\nconst char sl__lua_library[] = {\n${hex}0x00};\nconst size_t sl__lua_library_len = ${len};\nconst char sl__lua_library_version[] = \"${version}\";\n")

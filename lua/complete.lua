@@ -8,7 +8,10 @@
 --             lease the attempt held ('' for none): it is returned, and an
 --             item waiting for one is woken (sl_wake)
 --             outcome 's' succeeded / 'f' failed for good: text is the results line
---             (upper case S, F, R: the same, and the attempt reported
+--             'x' refused (the worker was not granted what the item asks
+--                         for): counted failed and refused, with no dead
+--                         letter; `retry` runs it again
+--             (upper case S, F, X, R: the same, and the attempt reported
 --             progress, whose field is removed)
 --             outcome 'r' failed, to be retried after the delay: text is the
 --                         JSON array of the errors so far (the last few)
@@ -38,9 +41,9 @@ end
 for i = 4, #ARGV, 9 do
   local s, outcome = ARGV[i], ARGV[i + 4]
   outcome = string.lower(outcome)
-  if (s ~= '1' and s ~= '2' and s ~= '3') or (outcome ~= 's' and outcome ~= 'f' and outcome ~= 'r')
+  if (s ~= '1' and s ~= '2' and s ~= '3') or (outcome ~= 's' and outcome ~= 'f' and outcome ~= 'x' and outcome ~= 'r')
      or not tonumber(ARGV[i + 6]) then
-    return redis.error_reply('SLUICE_ARGS priority must be 1-3, outcome s, f or r, delay a number')
+    return redis.error_reply('SLUICE_ARGS priority must be 1-3, outcome s, f, x or r, delay a number')
   end
 end
 
@@ -85,11 +88,16 @@ for i = 4, #ARGV, 9 do
       first = 1
       local c = counts[batch]
       if not c then
-        c = {s = 0, f = 0}
+        c = {s = 0, f = 0, x = 0}
         counts[batch] = c
       end
       c[outcome] = c[outcome] + 1
-      if outcome == 'f' then
+      if outcome == 'x' then
+        -- refused: kept for `retry` (no dead letter id), not a dead letter
+        local f = entry(s, eid)
+        local d = f and f[8] or ARGV[i + 7]
+        redis.call('HSET', bkey .. ':f', idx, s .. '\n\n' .. d)
+      elseif outcome == 'f' then
         local ok, res = pcall(cjson.decode, text)
         local reason = ok and type(res) == 'table' and res.error or text
         local att = ok and type(res) == 'table' and res.attempts or 0
@@ -118,7 +126,7 @@ for s = 1, 3 do
 end
 -- Throughput: items ended per minute (sluice stats).
 local ended = 0
-for _, c in pairs(counts) do ended = ended + c.s + c.f end
+for _, c in pairs(counts) do ended = ended + c.s + c.f + c.x end
 if ended > 0 then
   local tkey = prefix .. 'tput:' .. math.floor(now / 60000)
   redis.call('INCRBY', tkey, ended)
@@ -126,9 +134,10 @@ if ended > 0 then
 end
 for batch, c in pairs(counts) do
   local bkey = prefix .. 'b:' .. batch
-  redis.call('HINCRBY', bkey, 'done', c.s + c.f)
+  redis.call('HINCRBY', bkey, 'done', c.s + c.f + c.x)
   if c.s > 0 then redis.call('HINCRBY', bkey, 'succeeded', c.s) end
-  if c.f > 0 then redis.call('HINCRBY', bkey, 'failed', c.f) end
+  if c.f + c.x > 0 then redis.call('HINCRBY', bkey, 'failed', c.f + c.x) end
+  if c.x > 0 then redis.call('HINCRBY', bkey, 'refused', c.x) end
   sl_maybe_finish(bkey, now)
   sl_publish(prefix, queue, batch, now)
 end

@@ -44,7 +44,7 @@ for s = 1, 3 do
   if e then return e end
 end
 
-local moved, more = 0, 0
+local moved, more, refused = 0, 0, 0
 local cursor = '0'
 repeat
   local page = redis.call('HSCAN', fkey, cursor, 'COUNT', max)
@@ -57,11 +57,13 @@ repeat
     end
     local idx = kv[j]
     local s, did, d = sl_failed_parse(kv[j + 1])
-    if not sl_result_failed(redis.call('HGET', rkey, idx)) then
+    local line = redis.call('HGET', rkey, idx)
+    if not sl_result_failed(line) then
       redis.call('HDEL', fkey, idx) -- stale: the item has no failed result
     elseif s and d ~= '' then
+      if string.find(line, '"refused":true', 1, true) then refused = refused + 1 end
       sl_requeue(bkey, streams, batch, idx, s, d)
-      redis.call('XDEL', dkey, did)
+      if did ~= '' then redis.call('XDEL', dkey, did) end -- a refused item has no dead letter
       moved = moved + 1
     end
   end
@@ -69,6 +71,7 @@ until cursor == '0' or more == 1
 
 if moved > 0 then
   sl_reopen(bkey, moved)
+  if refused > 0 then redis.call('HINCRBY', bkey, 'refused', -refused) end
   sl_publish(prefix, queue, batch, sl_now_ms())
 end
 return {moved, more}

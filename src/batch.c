@@ -67,11 +67,12 @@ int sl__batch_json(sl_buf *out, const sl_keys *k, const char *batch, const redis
                         "\"failed\":%lld,\"cancelled\":%lld,\"pct\":%.1f,\"ts\":%lld,"
                         "\"incomplete\":%s,\"submitted\":%lld,\"created_at\":%lld,\"queued_at\":%lld,"
                         "\"started_at\":%lld,\"finished_at\":%lld,\"elapsed_ms\":%lld,"
-                        "\"items_per_s\":%.1f,\"skipped\":%lld}",
+                        "\"items_per_s\":%.1f,\"skipped\":%lld,\"refused\":%lld}",
                         status ? status : "?", total, done, hnum(h, "succeeded"), hnum(h, "failed"),
                         hnum(h, "cancelled"), pct, now, whole ? "false" : "true",
                         hnum(h, "submitted"), created, hnum(h, "queued_at"), started, finished,
-                        elapsed, run_ms > 0 ? (double)done * 1000.0 / (double)run_ms : 0.0, hnum(h, "skipped"));
+                        elapsed, run_ms > 0 ? (double)done * 1000.0 / (double)run_ms : 0.0, hnum(h, "skipped"),
+                        hnum(h, "refused"));
   return rc;
 }
 

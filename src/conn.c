@@ -107,6 +107,29 @@ fail:
   return rc;
 }
 
+SL_EXTERN int sl_library_load(const char *url, char *errbuf, size_t errlen) {
+  sl_url u;
+  redisContext *rc = NULL;
+  int code;
+
+  code = sl__url_parse(url, &u, errbuf, errlen);
+  if (code != 0)
+    return code;
+  code = sl__redis_connect(&u, SL_CONNECT_TIMEOUT_MS, &rc, errbuf, errlen);
+  if (code == 0)
+    code = sl__script_load(rc, errbuf, errlen);
+  if (code == 0)
+    code = sl__script_ensure(rc, errbuf, errlen);
+  if (rc != NULL)
+    redisFree(rc);
+  sl__url_free(&u);
+  return code;
+}
+
+SL_EXTERN const char *sl_library_version(void) {
+  return sl__library_version();
+}
+
 SL_EXTERN void sl_client_close(sl_client_t *c) {
   if (c == NULL)
     return;

@@ -10,12 +10,25 @@
  * call. A poll error is passed on as CURL_CSELECT_ERR. Connections are kept
  * and reused (MAXCONNECTS = the worker's concurrency).
  *
- * A request is built from the item's payload (see docs/PROTOCOL.md): method,
- * url, headers, body or json, keep_headers. Header values and strings in the
- * body may hold ${env:NAME}, resolved here from the worker's environment, so
- * secrets never reach Redis; they are never logged either (errors name the
- * variable, not its value). --http-allow restricts the hosts. Every request
- * carries an Idempotency-Key that is the same for every attempt of an item.
+ * A request is built from the item's payload, checked again here by the same
+ * rules as at submit (httpreq.h): method, url, headers, body or json,
+ * keep_headers. Nothing a producer wrote is pasted into the request: header
+ * lines are built from checked names and values, so no item can end a line,
+ * start a second request on a reused connection, or change the framing.
+ * ${env:NAME} references resolve only to secrets the operator granted
+ * (secret.h), and only for the hosts they were granted for; values are never
+ * logged (errors name the secret, not its value). --http-allow restricts the
+ * origins (allow.h); redirects are never followed. Every request carries an
+ * Idempotency-Key that is the same for every attempt of an item.
+ *
+ * HTTP/2: over TLS, libcurl offers h2 by ALPN. A transfer waits for a
+ * connection that might multiplex (CURLOPT_PIPEWAIT) only for an origin
+ * already seen answering with HTTP/2; everything else opens connections of
+ * its own at once (up to the concurrency), so requests to HTTP/1.1 hosts and
+ * plain http never start in waves behind one connection. Plain http speaks
+ * HTTP/2 only when the operator asks for prior knowledge.
+ *
+ * Every socket is opened close-on-exec, so exec children never inherit one.
  *
  * Outcomes: 2xx succeeds with {"status","headers","body","truncated","bytes"}
  * (the body capped at --http-max-body, stored as JSON when it parses);
@@ -27,6 +40,7 @@
 
 #include <ctype.h>
 #include <stdio.h>
+#include <sys/socket.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -34,21 +48,31 @@
 #include <curl/curl.h>
 
 #include "alloc.h"
+#include "allow.h"
 #include "buf.h"
+#include "httpreq.h"
 #include "json.h"
 #include "log.h"
+#include "secret.h"
 #include "worker.h"
 
 #define EXCERPT_MAX 300        /* body excerpt in an error, bytes */
 #define RETRY_AFTER_MAX_S 300  /* a Retry-After is capped at this, seconds */
+#define H2_ORIGINS 64          /* origins remembered as speaking HTTP/2 */
+#define ORIGIN_KEY_MAX (SL_HOST_MAX + 16) /* "https host:port", bytes */
 
 struct sl_http {
   sl_worker_t *w;          /* owner */
   CURLM *multi;            /* one multi handle for the worker */
   uv_timer_t timer;        /* curl's timeout */
-  char **allow;            /* --http-allow patterns, NULL-terminated; NULL: any host */
+  sl_allow *allow;         /* --http-allow origins; NULL with allow_any */
+  int allow_any;           /* no --http-allow: any origin */
+  sl_secrets *secrets;     /* granted secrets (--secret), or NULL */
+  char *methods;           /* ",PROPFIND,REPORT,": --http-methods, or NULL */
   size_t max_body;         /* --http-max-body, bytes */
   long version;            /* CURL_HTTP_VERSION_* */
+  char h2[H2_ORIGINS][ORIGIN_KEY_MAX]; /* origins seen answering with HTTP/2 (a ring) */
+  int h2_next;             /* the ring's next slot */
   int running;             /* transfers added, not finished */
   int closing;             /* shutting down: no new transfers */
 };
@@ -67,6 +91,7 @@ typedef struct req {
   char errbuf[CURL_ERROR_SIZE]; /* curl's message */
   sl_http_done_fn done;      /* a request of the worker's own (webhook): called instead of finishing a job */
   void *done_ud;             /* its argument */
+  char origin[ORIGIN_KEY_MAX]; /* "https host:port" of the request, for the HTTP/2 memory */
 } req;
 
 typedef struct sock {
@@ -132,6 +157,31 @@ static int on_socket(CURL *easy, curl_socket_t fd, int what, void *userp, void *
   return 0;
 }
 
+/* Every socket libcurl opens for us is close-on-exec (atomically: an exec
+ * child forked at any moment never inherits one). */
+static curl_socket_t open_socket(void *ud, curlsocktype purpose, struct curl_sockaddr *a) {
+  (void)ud;
+  (void)purpose;
+  return socket(a->family, a->socktype | SOCK_CLOEXEC, a->protocol);
+}
+
+/* ---- HTTP/2 memory ---- */
+
+static int h2_known(const sl_http *h, const char *origin) {
+  for (int i = 0; i < H2_ORIGINS; i++) {
+    if (h->h2[i][0] != '\0' && strcmp(h->h2[i], origin) == 0)
+      return 1;
+  }
+  return 0;
+}
+
+static void h2_learn(sl_http *h, const char *origin) {
+  if (origin[0] == '\0' || h2_known(h, origin))
+    return;
+  snprintf(h->h2[h->h2_next], sizeof(h->h2[h->h2_next]), "%s", origin);
+  h->h2_next = (h->h2_next + 1) % H2_ORIGINS;
+}
+
 static void on_timeout(uv_timer_t *t) {
   sl_http *h = t->data;
   int running;
@@ -188,7 +238,7 @@ static size_t on_header(char *p, size_t size, size_t n, void *ud) {
   req *r = ud;
   size_t len = size * n;
   const char *colon = memchr(p, ':', len);
-  char name[128];
+  char name[SL_HTTP_NAME_MAX + 1];
   size_t nl;
 
   if (colon == NULL || r->keep_names == NULL)
@@ -245,6 +295,12 @@ static void finish(req *r, CURLcode code) {
 
   r->job = NULL;
   curl_easy_getinfo(r->easy, CURLINFO_RESPONSE_CODE, &status);
+  {
+    long v = 0;
+
+    if (curl_easy_getinfo(r->easy, CURLINFO_HTTP_VERSION, &v) == CURLE_OK && v == CURL_HTTP_VERSION_2_0)
+      h2_learn(r->h, r->origin);
+  }
   if (r->done != NULL) {
     char msg[CURL_ERROR_SIZE + EXCERPT_MAX + 64];
 
@@ -344,295 +400,304 @@ static void on_cancel(sl_job_t *j, void *ud) {
 
 /* ---- Building a request ---- */
 
-/* Replaces ${env:NAME} in s; NULL with err set when a variable is not set. */
-static char *expand_env(const char *s, const char *where, char *err, size_t errlen) {
-  sl_buf out;
-  const char *p = s;
-
-  sl__buf_init(&out, 1024 * 1024);
-  for (;;) {
-    const char *m = strstr(p, "${env:");
-    const char *end;
-    char name[128];
-    const char *val;
-
-    if (m == NULL) {
-      if (sl__buf_puts(&out, p) != 0)
-        goto oom;
-      break;
-    }
-    end = strchr(m + 6, '}');
-    if (end == NULL || (size_t)(end - m - 6) >= sizeof(name) || end == m + 6) {
-      snprintf(err, errlen, "%s: bad ${env:NAME} reference", where);
-      sl__buf_free(&out);
-      return NULL;
-    }
-    memcpy(name, m + 6, (size_t)(end - m - 6));
-    name[end - m - 6] = '\0';
-    val = getenv(name);
-    if (val == NULL) {
-      snprintf(err, errlen, "%s: ${env:%s} is not set in this worker's environment", where, name);
-      sl__buf_free(&out);
-      return NULL;
-    }
-    if (sl__buf_append(&out, p, (size_t)(m - p)) != 0 || sl__buf_puts(&out, val) != 0)
-      goto oom;
-    p = end + 1;
-  }
-  return sl__buf_take(&out);
-oom:
-  sl__buf_free(&out);
-  snprintf(err, errlen, "%s: out of memory", where);
-  return NULL;
+/* 1 when the worker may call origin o (--http-allow). */
+static int origin_allowed(const sl_http *h, const sl_origin *o) {
+  return h->allow_any || sl__allow_match(h->allow, o);
 }
 
-/* Expands ${env:...} in every string of a JSON tree, in place. */
-static int expand_tree(cJSON *n, char *err, size_t errlen) {
-  if (cJSON_IsString(n) && strstr(n->valuestring, "${env:") != NULL) {
-    char *v = expand_env(n->valuestring, "field \"payload.json\"", err, errlen);
+/* Appends the header line "name: value" ("name;" for an empty value, which
+ * libcurl sends as "name:"; "name:" would remove the header). */
+static int add_header(req *r, const char *name, const char *value) {
+  sl_buf line;
+  struct curl_slist *nl;
 
-    if (v == NULL)
-      return -1;
-    cJSON_SetValuestring(n, v);
-    sl_free(v);
-    return 0;
+  sl__buf_init(&line, SL_HTTP_NAME_MAX + SL_HTTP_VALUE_MAX + 8);
+  if ((value[0] == '\0' ? sl__buf_printf(&line, "%s;", name) : sl__buf_printf(&line, "%s: %s", name, value)) != 0) {
+    sl__buf_free(&line);
+    return SL_ENOMEM;
   }
-  for (cJSON *c = n ? n->child : NULL; c != NULL; c = c->next) {
-    if (expand_tree(c, err, errlen) != 0)
-      return -1;
-  }
+  nl = curl_slist_append(r->hdrs, line.p);
+  sl__buf_free(&line);
+  if (nl == NULL)
+    return SL_ENOMEM;
+  r->hdrs = nl;
   return 0;
 }
 
-/* 1 when host matches an --http-allow pattern (exact, or *.suffix). */
-static int host_allowed(const sl_http *h, const char *host) {
-  if (h->allow == NULL)
-    return 1;
-  for (size_t i = 0; h->allow[i] != NULL; i++) {
-    const char *a = h->allow[i];
-
-    if (strcasecmp(a, host) == 0)
-      return 1;
-    if (a[0] == '*' && a[1] == '.') {
-      size_t hl = strlen(host);
-      size_t sl = strlen(a + 1);
-
-      if (hl > sl && strcasecmp(host + hl - sl, a + 1) == 0)
-        return 1;
-    }
-  }
-  return 0;
+/* Ends a job whose request could not be built: refused (a secret not
+ * granted), failed for good (the item is wrong for this worker), or
+ * retryable (out of memory). */
+static void give_up(sl_job_t *j, int refused, int rc, const char *msg) {
+  if (msg == NULL)
+    msg = "http: out of memory";
+  if (refused)
+    sl__job_refuse(j, "%s", msg);
+  else if (rc == SL_ENOMEM)
+    sl_job_fail(j, "http: out of memory");
+  else
+    sl_job_fail_final(j, "%s", msg);
 }
 
 static void http_start(sl_job_t *j, void *ud) {
   sl_http *h = ud;
   size_t plen;
   const char *ptext = sl_job_payload(j, &plen);
-  cJSON *pl = cJSON_ParseWithLength(ptext, plen);
-  const cJSON *url = cJSON_GetObjectItemCaseSensitive(pl, "url");
-  const cJSON *method = cJSON_GetObjectItemCaseSensitive(pl, "method");
-  const cJSON *headers = cJSON_GetObjectItemCaseSensitive(pl, "headers");
-  const cJSON *body = cJSON_GetObjectItemCaseSensitive(pl, "body");
-  cJSON *json = cJSON_GetObjectItemCaseSensitive(pl, "json");
-  const cJSON *keep = cJSON_GetObjectItemCaseSensitive(pl, "keep_headers");
-  const cJSON *ikey = cJSON_GetObjectItemCaseSensitive(pl, "idempotency_key");
-  char err[512];
-  char line[8192];
+  sl_httpreq q;
+  char err[1024];
+  char jerr[96];
+  size_t errpos = 0;
   int has_ikey = 0;
   int has_ctype = 0;
-  CURLU *u = NULL;
-  char *host = NULL;
+  int refused = 0;
+  int rc;
+  size_t body_len = 0;
+  long timeout_ms;
   req *r = NULL;
 
   if (h->closing) {
     sl_job_fail(j, "http: the worker is stopping");
+    return;
+  }
+  /* Items come from any language: the submit checks run again here. */
+  rc = sl__json_validate_strict(ptext, plen, SL_ITEM_MAX_DEPTH, &errpos, jerr, sizeof(jerr));
+  if (rc != 0) {
+    snprintf(err, sizeof(err), "field \"payload\": invalid JSON at byte %zu: %s", errpos, jerr);
+    give_up(j, 0, rc, err);
+    return;
+  }
+  rc = sl__httpreq_parse(ptext, plen, &q, err, sizeof(err));
+  if (rc != 0) {
+    give_up(j, 0, rc, err);
+    return;
+  }
+  if (q.method[0] != '\0' && !sl__http_method_standard(q.method)) {
+    char key[SL_HTTP_METHOD_MAX + 3];
+
+    snprintf(key, sizeof(key), ",%s,", q.method);
+    if (h->methods == NULL || strstr(h->methods, key) == NULL) {
+      snprintf(err, sizeof(err),
+               "field \"payload.method\": %s is not allowed on worker %s (GET, HEAD, POST, PUT, PATCH, DELETE, "
+               "OPTIONS; the operator may add others with --http-methods)", q.method, sl_worker_id(h->w));
+      give_up(j, 0, SL_EINVAL, err);
+      goto out;
+    }
+  }
+  if (strcmp(q.method, "HEAD") == 0 && (q.body != NULL || q.json != NULL)) {
+    give_up(j, 0, SL_EINVAL, "field \"payload.method\": a HEAD request has no body");
     goto out;
   }
-  if (!cJSON_IsObject(pl) || !cJSON_IsString(url)) {
-    sl_job_fail_final(j, "field \"payload.url\": an http item needs a URL string");
-    goto out;
-  }
-  u = curl_url();
-  if (u == NULL || curl_url_set(u, CURLUPART_URL, url->valuestring, 0) != CURLUE_OK ||
-      curl_url_get(u, CURLUPART_HOST, &host, 0) != CURLUE_OK) {
-    sl_job_fail_final(j, "field \"payload.url\": cannot parse \"%.200s\"", url->valuestring);
-    goto out;
-  }
-  if (!host_allowed(h, host)) {
-    sl_job_fail_final(j, "field \"payload.url\": host %s is not allowed on worker %s (--http-allow)", host,
-                      sl_worker_id(h->w));
+  if (!origin_allowed(h, &q.origin)) {
+    char o[SL_HOST_MAX + 32];
+
+    sl__origin_describe(&q.origin, o, sizeof(o));
+    snprintf(err, sizeof(err), "field \"payload.url\": %s is not allowed on worker %s (--http-allow)", o,
+             sl_worker_id(h->w));
+    give_up(j, 0, SL_EINVAL, err);
     goto out;
   }
   r = sl_calloc(1, sizeof(*r));
   if (r == NULL || (r->keep = cJSON_CreateObject()) == NULL) {
-    sl_job_fail(j, "http: out of memory");
+    give_up(j, 0, SL_ENOMEM, NULL);
     goto out;
   }
   r->h = h;
+  snprintf(r->origin, sizeof(r->origin), "%s %s:%d", q.origin.scheme, q.origin.host, q.origin.port);
   sl__buf_init(&r->resp, h->max_body + 1);
-  if (cJSON_IsArray(keep)) {
-    int n = cJSON_GetArraySize(keep);
-    int k = 0;
-
-    r->keep_names = sl_calloc((size_t)n + 1, sizeof(char *));
-    for (int i = 0; r->keep_names != NULL && i < n; i++) {
-      const cJSON *e = cJSON_GetArrayItem(keep, i);
-
-      if (cJSON_IsString(e)) {
-        char *nm = sl_strdup(e->valuestring);
-
-        for (char *c = nm; c != NULL && *c; c++)
-          *c = (char)tolower((unsigned char)*c);
-        if (nm != NULL)
-          r->keep_names[k++] = nm;
-      }
+  if (q.nkeep > 0) {
+    r->keep_names = sl_calloc(q.nkeep + 1, sizeof(char *));
+    if (r->keep_names == NULL) {
+      give_up(j, 0, SL_ENOMEM, NULL);
+      goto out;
+    }
+    for (size_t i = 0; i < q.nkeep; i++) {
+      r->keep_names[i] = q.keep[i];
+      q.keep[i] = NULL;
     }
   }
-  /* Headers: ${env:...} resolved here, at the worker. */
-  for (const cJSON *e = cJSON_IsObject(headers) ? headers->child : NULL; e != NULL; e = e->next) {
-    char where[160];
+  /* Headers: secrets resolved here, at the worker, and checked again. */
+  for (size_t i = 0; i < q.nheaders; i++) {
+    char where[SL_HTTP_NAME_MAX + 40];
     char *v;
-    struct curl_slist *nl;
 
-    if (!cJSON_IsString(e)) {
-      sl_job_fail_final(j, "field \"payload.headers.%.60s\": expected a string", e->string);
-      goto fail;
-    }
-    snprintf(where, sizeof(where), "field \"payload.headers.%.60s\"", e->string);
-    v = expand_env(e->valuestring, where, err, sizeof(err));
+    snprintf(where, sizeof(where), "field \"payload.headers.%s\"", q.name[i]);
+    v = sl__secrets_expand(h->secrets, q.value[i], &q.origin, where, &refused, err, sizeof(err));
     if (v == NULL) {
-      sl_job_fail_final(j, "%s", err);
-      goto fail;
+      give_up(j, refused, SL_EINVAL, err);
+      goto out;
     }
-    if (strcasecmp(e->string, "Idempotency-Key") == 0)
+    if (strcmp(v, q.value[i]) != 0 && sl__http_value_check(v, strlen(v), where, err, sizeof(err)) != 0) {
+      /* a granted value that cannot be a header value: say so, not what it is */
+      snprintf(err, sizeof(err), "%s: the value is not a valid header value once its secrets are resolved (over "
+                                 "%d bytes, or a line break or control byte in a secret)", where, SL_HTTP_VALUE_MAX);
+      sl_free(v);
+      give_up(j, 0, SL_EINVAL, err);
+      goto out;
+    }
+    if (strcasecmp(q.name[i], "Idempotency-Key") == 0)
       has_ikey = 1;
-    if (strcasecmp(e->string, "Content-Type") == 0)
+    if (strcasecmp(q.name[i], "Content-Type") == 0)
       has_ctype = 1;
-    snprintf(line, sizeof(line), "%s: %s", e->string, v);
+    rc = add_header(r, q.name[i], v);
     sl_free(v);
-    nl = curl_slist_append(r->hdrs, line);
-    if (nl == NULL) {
-      sl_job_fail(j, "http: out of memory");
-      goto fail;
+    if (rc != 0) {
+      give_up(j, 0, rc, NULL);
+      goto out;
     }
-    r->hdrs = nl;
   }
   if (!has_ikey) {
     /* The same for every attempt of the item, different between items. */
-    if (cJSON_IsString(ikey))
-      snprintf(line, sizeof(line), "Idempotency-Key: %.4000s", ikey->valuestring);
-    else
-      snprintf(line, sizeof(line), "Idempotency-Key: sluice-%s-%s", sl_job_batch(j), j->idx);
-    r->hdrs = curl_slist_append(r->hdrs, line);
-  }
-  if (json != NULL) {
-    if (expand_tree(json, err, sizeof(err)) != 0) {
-      sl_job_fail_final(j, "%s", err);
-      goto fail;
-    }
-    {
-      char *t = cJSON_PrintUnformatted(json);
+    char dflt[160];
 
-      r->body = t ? sl_strdup(t) : NULL;
-      cJSON_free(t);
+    snprintf(dflt, sizeof(dflt), "sluice-%s-%s", sl_job_batch(j), j->idx);
+    if (add_header(r, "Idempotency-Key", q.ikey != NULL ? q.ikey : dflt) != 0) {
+      give_up(j, 0, SL_ENOMEM, NULL);
+      goto out;
     }
-    if (!has_ctype)
-      r->hdrs = curl_slist_append(r->hdrs, "Content-Type: application/json");
-  } else if (cJSON_IsString(body)) {
-    r->body = expand_env(body->valuestring, "field \"payload.body\"", err, sizeof(err));
+  }
+  if (q.json != NULL) {
+    r->body = sl__httpreq_json_body(&q, h->secrets, &refused, &body_len, err, sizeof(err));
     if (r->body == NULL) {
-      sl_job_fail_final(j, "%s", err);
-      goto fail;
+      give_up(j, refused, SL_EINVAL, err);
+      goto out;
     }
-    if (!has_ctype)
-      r->hdrs = curl_slist_append(r->hdrs, "Content-Type: text/plain; charset=utf-8");
+    if (!has_ctype && add_header(r, "Content-Type", "application/json") != 0) {
+      give_up(j, 0, SL_ENOMEM, NULL);
+      goto out;
+    }
+  } else if (q.body != NULL) {
+    if (memchr(q.body, '\0', q.body_len) != NULL) {
+      r->body = sl_malloc(q.body_len + 1); /* a binary body is sent as it is; no secrets in it */
+      if (r->body != NULL)
+        memcpy(r->body, q.body, q.body_len + 1);
+      body_len = q.body_len;
+    } else {
+      r->body = sl__secrets_expand(h->secrets, q.body, &q.origin, "field \"payload.body\"", &refused, err,
+                                   sizeof(err));
+      body_len = r->body ? strlen(r->body) : 0;
+    }
+    if (r->body == NULL) {
+      give_up(j, refused, refused ? SL_EINVAL : SL_ENOMEM, err);
+      goto out;
+    }
+    if (!has_ctype && add_header(r, "Content-Type", "text/plain; charset=utf-8") != 0) {
+      give_up(j, 0, SL_ENOMEM, NULL);
+      goto out;
+    }
   }
   r->easy = curl_easy_init();
   if (r->easy == NULL) {
     sl_job_fail(j, "http: cannot create a transfer");
-    goto fail;
+    goto out;
   }
-  curl_easy_setopt(r->easy, CURLOPT_URL, url->valuestring);
+  timeout_ms = (long)sl_job_timeout_ms(j) + 1000; /* a backstop: the worker's own timer ends the attempt */
+  if (q.timeout_ms > 0 && q.timeout_ms < timeout_ms)
+    timeout_ms = (long)q.timeout_ms;
+  curl_easy_setopt(r->easy, CURLOPT_URL, q.url);
   curl_easy_setopt(r->easy, CURLOPT_PRIVATE, r);
   curl_easy_setopt(r->easy, CURLOPT_ERRORBUFFER, r->errbuf);
   curl_easy_setopt(r->easy, CURLOPT_NOSIGNAL, 1L);
+  curl_easy_setopt(r->easy, CURLOPT_OPENSOCKETFUNCTION, open_socket);
   curl_easy_setopt(r->easy, CURLOPT_HTTPHEADER, r->hdrs);
   curl_easy_setopt(r->easy, CURLOPT_WRITEFUNCTION, on_body);
   curl_easy_setopt(r->easy, CURLOPT_WRITEDATA, r);
   curl_easy_setopt(r->easy, CURLOPT_HEADERFUNCTION, on_header);
   curl_easy_setopt(r->easy, CURLOPT_HEADERDATA, r);
-  curl_easy_setopt(r->easy, CURLOPT_TIMEOUT_MS, (long)sl_job_timeout_ms(j) + 1000); /* backstop */
+  curl_easy_setopt(r->easy, CURLOPT_TIMEOUT_MS, timeout_ms);
   curl_easy_setopt(r->easy, CURLOPT_CONNECTTIMEOUT_MS, 10000L);
+  curl_easy_setopt(r->easy, CURLOPT_FOLLOWLOCATION, 0L);
   curl_easy_setopt(r->easy, CURLOPT_HTTP_VERSION, h->version);
-  curl_easy_setopt(r->easy, CURLOPT_PIPEWAIT, 1L);
+  /* Wait for a connection that might multiplex only where one does. */
+  curl_easy_setopt(r->easy, CURLOPT_PIPEWAIT, strcmp(q.origin.scheme, "https") == 0 && h2_known(h, r->origin) ? 1L : 0L);
   curl_easy_setopt(r->easy, CURLOPT_PROTOCOLS_STR, "http,https");
   curl_easy_setopt(r->easy, CURLOPT_ACCEPT_ENCODING, "");
   if (r->body != NULL) {
     curl_easy_setopt(r->easy, CURLOPT_POSTFIELDS, r->body);
-    curl_easy_setopt(r->easy, CURLOPT_POSTFIELDSIZE, (long)strlen(r->body));
+    curl_easy_setopt(r->easy, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)body_len);
   }
-  if (cJSON_IsString(method))
-    curl_easy_setopt(r->easy, CURLOPT_CUSTOMREQUEST, method->valuestring);
-  else if (r->body != NULL)
-    curl_easy_setopt(r->easy, CURLOPT_POST, 1L);
+  if (strcmp(q.method, "HEAD") == 0)
+    curl_easy_setopt(r->easy, CURLOPT_NOBODY, 1L);
+  else if (q.method[0] != '\0' && strcmp(q.method, r->body != NULL ? "POST" : "GET") != 0)
+    curl_easy_setopt(r->easy, CURLOPT_CUSTOMREQUEST, q.method); /* a checked token */
+  else if (strcmp(q.method, "POST") == 0 && r->body == NULL)
+    curl_easy_setopt(r->easy, CURLOPT_POSTFIELDS, ""); /* an empty body, never stdin */
   if (curl_multi_add_handle(h->multi, r->easy) != CURLM_OK) {
     curl_easy_cleanup(r->easy);
     r->easy = NULL;
     sl_job_fail(j, "http: cannot start the transfer");
-    goto fail;
+    goto out;
   }
   h->running++;
   r->job = j;
   sl_job_on_cancel(j, on_cancel, r);
   r = NULL;
-  goto out;
-fail:
-  req_free(r);
 out:
-  curl_free(host);
-  curl_url_cleanup(u);
-  cJSON_Delete(pl);
+  if (r != NULL)
+    req_free(r);
+  sl__httpreq_free(&q);
 }
 
 /* ---- Setup ---- */
 
-int sl__http_new(sl_worker_t *w, const char *allow, size_t max_body, int http_version, sl_http **out) {
+int sl__http_new(sl_worker_t *w, const char *allow, const char *methods, size_t max_body, int http_version,
+                 sl_http **out, char *err, size_t errlen) {
   static int global;
   sl_http *h;
+  int rc;
 
   if (!global) {
-    if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK)
+    if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
+      snprintf(err, errlen, "cannot initialize libcurl");
       return SL_EIO;
+    }
     global = 1;
   }
   h = sl_calloc(1, sizeof(*h));
-  if (h == NULL)
+  if (h == NULL) {
+    snprintf(err, errlen, "out of memory");
     return SL_ENOMEM;
+  }
   h->w = w;
   h->max_body = max_body > 0 ? max_body : 1024 * 1024;
-  h->version = http_version == 1 ? CURL_HTTP_VERSION_1_1 : CURL_HTTP_VERSION_2TLS;
-  if (allow != NULL && *allow != '\0') {
-    size_t n = 1;
-    size_t k = 0;
-    const char *p = allow;
+  h->version = http_version == SL_HTTP_1_1                 ? CURL_HTTP_VERSION_1_1
+               : http_version == SL_HTTP_2_PRIOR_KNOWLEDGE ? CURL_HTTP_VERSION_2_PRIOR_KNOWLEDGE
+                                                           : CURL_HTTP_VERSION_2TLS;
+  h->allow_any = allow == NULL || *allow == '\0';
+  if (!h->allow_any && (rc = sl__allow_add(&h->allow, allow, "--http-allow", err, errlen)) != 0)
+    goto fail;
+  if (methods != NULL && *methods != '\0') {
+    size_t n = strlen(methods);
+    const char *p = methods;
 
-    for (const char *c = allow; *c; c++)
-      n += *c == ',';
-    h->allow = sl_calloc(n + 1, sizeof(char *));
-    if (h->allow == NULL) {
-      sl_free(h);
-      return SL_ENOMEM;
+    h->methods = sl_malloc(n + 3);
+    if (h->methods == NULL) {
+      rc = SL_ENOMEM;
+      snprintf(err, errlen, "out of memory");
+      goto fail;
     }
-    while (*p) {
+    snprintf(h->methods, n + 3, ",%s,", methods);
+    while (*p != '\0') {
       size_t len = strcspn(p, ",");
 
-      if (len > 0)
-        h->allow[k++] = sl_strndup(p, len);
+      if (!sl__http_token(p, len) || len > SL_HTTP_METHOD_MAX) {
+        snprintf(err, errlen, "--http-methods: \"%.*s\" is not a method (a token of at most %d bytes)",
+                 (int)(len > 40 ? 40 : len), p, SL_HTTP_METHOD_MAX);
+        rc = SL_EINVAL;
+        goto fail;
+      }
       p += len + (p[len] == ',');
     }
   }
   *out = h;
   return 0;
+fail:
+  sl__allow_free(h->allow);
+  sl_free(h->methods);
+  sl_free(h);
+  return rc;
+}
+
+int sl__http_grant(sl_http *h, const char *spec, char *err, size_t errlen) {
+  return sl__secrets_grant(&h->secrets, spec, err, errlen);
 }
 
 int sl__http_start(sl_http *h) {
@@ -653,11 +718,9 @@ int sl__http_start(sl_http *h) {
 static void timer_close_cb(uv_handle_t *t) {
   sl_http *h = t->data;
 
-  if (h->allow != NULL) {
-    for (size_t i = 0; h->allow[i] != NULL; i++)
-      sl_free(h->allow[i]);
-    sl_free(h->allow);
-  }
+  sl__allow_free(h->allow);
+  sl__secrets_free(h->secrets);
+  sl_free(h->methods);
   sl_free(h);
 }
 
@@ -683,16 +746,12 @@ int sl__http_post(sl_http *h, const char *url, const char *body, const char *con
   if (h == NULL || h->multi == NULL || h->closing)
     return SL_ECANCELED;
   /* The same --http-allow as items: a URL given by a producer never
-   * reaches a host the worker's operator did not allow. */
+   * reaches an origin the worker's operator did not allow. */
   {
-    CURLU *u = curl_url();
-    char *host = NULL;
-    int ok = u != NULL && curl_url_set(u, CURLUPART_URL, url, 0) == CURLUE_OK &&
-             curl_url_get(u, CURLUPART_HOST, &host, 0) == CURLUE_OK && host_allowed(h, host);
+    sl_origin o;
+    char why[160];
 
-    curl_free(host);
-    curl_url_cleanup(u);
-    if (!ok)
+    if (sl__origin_parse(url, &o, why, sizeof(why)) != 0 || !origin_allowed(h, &o))
       return SL_EINVAL;
   }
   r = sl_calloc(1, sizeof(*r));
@@ -714,6 +773,8 @@ int sl__http_post(sl_http *h, const char *url, const char *body, const char *con
   curl_easy_setopt(r->easy, CURLOPT_PRIVATE, r);
   curl_easy_setopt(r->easy, CURLOPT_ERRORBUFFER, r->errbuf);
   curl_easy_setopt(r->easy, CURLOPT_NOSIGNAL, 1L);
+  curl_easy_setopt(r->easy, CURLOPT_OPENSOCKETFUNCTION, open_socket);
+  curl_easy_setopt(r->easy, CURLOPT_FOLLOWLOCATION, 0L);
   curl_easy_setopt(r->easy, CURLOPT_HTTPHEADER, r->hdrs);
   curl_easy_setopt(r->easy, CURLOPT_WRITEFUNCTION, on_body);
   curl_easy_setopt(r->easy, CURLOPT_WRITEDATA, r);

@@ -5,16 +5,15 @@
  * first (cheap, and protects the scanner), then JSON syntax with the column
  * of the problem, then each field by name.
  */
-#define _GNU_SOURCE /* strptime, timegm */
 #include "item.h"
 
 #include <stdio.h>
 #include <string.h>
-#include <time.h>
 
 #include <sluice/sluice.h>
 
 #include "alloc.h"
+#include "httpreq.h"
 #include "json.h"
 
 #define MAX_MEMBERS 32 /* fields in one item object */
@@ -57,18 +56,6 @@ static int key_is(const sl_json_member *m, const char *k) {
   return m->keylen == strlen(k) && memcmp(m->key, k, m->keylen) == 0;
 }
 
-static const char *json_kind(const char *v) {
-  switch (v[0]) {
-  case '{': return "an object";
-  case '[': return "an array";
-  case '"': return "a string";
-  case 't':
-  case 'f': return "a boolean";
-  case 'n': return "null";
-  default: return "a number";
-  }
-}
-
 /* Validates the payload of the built-in types that have a schema. */
 static int check_payload(const char *type, const sl_json_member *p, char *err, size_t errlen) {
   sl_json_member m[MAX_MEMBERS];
@@ -80,7 +67,7 @@ static int check_payload(const char *type, const sl_json_member *p, char *err, s
       return 0;
     if (p->val[0] != '{') {
       snprintf(err, errlen, "field \"payload\": a sleep payload must be an object like {\"ms\":100}, not %s",
-               json_kind(p->val));
+               sl__json_kind(p->val));
       return SL_EINVAL;
     }
     rc = sl__json_members(p->val, p->vallen, m, MAX_MEMBERS, &n);
@@ -119,97 +106,109 @@ static int check_payload(const char *type, const sl_json_member *p, char *err, s
     return 0;
   }
   if (strcmp(type, "http") == 0) {
-    const sl_json_member *url = NULL;
+    sl_httpreq r;
 
-    if (p->val[0] != '{') {
-      snprintf(err, errlen, "field \"payload\": an http payload must be an object with a \"url\", not %s",
-               json_kind(p->val));
-      return SL_EINVAL;
-    }
-    rc = sl__json_members(p->val, p->vallen, m, MAX_MEMBERS, &n);
-    if (rc != 0) {
-      snprintf(err, errlen, "field \"payload\": too many fields for an http payload");
-      return SL_EINVAL;
-    }
-    for (size_t i = 0; i < n; i++) {
-      if (key_is(&m[i], "url"))
-        url = &m[i];
-      else if (key_is(&m[i], "method") && m[i].val[0] != '"') {
-        snprintf(err, errlen, "field \"payload.method\": expected a string like \"POST\", got %s",
-                 json_kind(m[i].val));
-        return SL_EINVAL;
-      } else if (key_is(&m[i], "headers") && m[i].val[0] != '{') {
-        snprintf(err, errlen, "field \"payload.headers\": expected an object, got %s", json_kind(m[i].val));
-        return SL_EINVAL;
-      }
-    }
-    if (url == NULL) {
-      snprintf(err, errlen, "field \"payload.url\": missing (an http item needs a URL)");
-      return SL_EINVAL;
-    }
-    if (url->val[0] != '"' ||
-        !((strncmp(url->val, "\"http://", 8) == 0 && url->vallen > 9 && url->val[8] != '/') ||
-          (strncmp(url->val, "\"https://", 9) == 0 && url->vallen > 10 && url->val[9] != '/'))) {
-      snprintf(err, errlen, "field \"payload.url\": expected an http:// or https:// URL with a host, got %.*s",
-               (int)(url->vallen > 60 ? 60 : url->vallen), url->val);
-      return SL_EINVAL;
-    }
+    rc = sl__httpreq_parse(p->val, p->vallen, &r, err, errlen);
+    if (rc == 0)
+      sl__httpreq_free(&r);
+    return rc;
   }
   return 0;
 }
 
-int sl__rfc3339_parse(const char *s, size_t n, int64_t *ms) {
-  char buf[64];
-  struct tm tm;
-  const char *p;
-  int64_t frac_ms = 0;
-  int off_min = 0;
-  time_t t;
+/* Days from 1970-01-01 to y-m-d of the proleptic Gregorian calendar. */
+static int64_t days_from_civil(int64_t y, int64_t m, int64_t d) {
+  int64_t era;
+  int64_t yoe;
+  int64_t doy;
 
-  if (n < 20 || n >= sizeof(buf))
-    return SL_EINVAL;
-  memcpy(buf, s, n);
-  buf[n] = '\0';
-  memset(&tm, 0, sizeof(tm));
-  p = strptime(buf, "%Y-%m-%dT%H:%M:%S", &tm);
-  if (p == NULL) {
-    p = strptime(buf, "%Y-%m-%dt%H:%M:%S", &tm);
-    if (p == NULL)
-      return SL_EINVAL;
+  y -= m <= 2;
+  era = (y >= 0 ? y : y - 399) / 400;
+  yoe = y - era * 400;
+  doy = (153 * (m + (m > 2 ? -3 : 9)) + 2) / 5 + d - 1;
+  return era * 146097 + yoe * 365 + yoe / 4 - yoe / 100 + doy - 719468;
+}
+
+static int digits(const char *s, int n, int *out) {
+  int v = 0;
+
+  for (int i = 0; i < n; i++) {
+    if (s[i] < '0' || s[i] > '9')
+      return -1;
+    v = v * 10 + (s[i] - '0');
   }
-  if (*p == '.') {
-    int digits = 0;
+  *out = v;
+  return 0;
+}
 
-    p++;
-    while (*p >= '0' && *p <= '9') {
-      if (digits < 3)
-        frac_ms = frac_ms * 10 + (*p - '0');
-      digits++;
-      p++;
+#define WHY(...)                                                                                   \
+  do {                                                                                             \
+    if (why != NULL)                                                                               \
+      snprintf(why, whylen, __VA_ARGS__);                                                          \
+    return SL_EINVAL;                                                                              \
+  } while (0)
+
+int sl__rfc3339_check(const char *s, size_t n, int64_t *ms, char *why, size_t whylen) {
+  static const int mdays[12] = {31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
+  static const char *const mname[12] = {"January", "February", "March", "April", "May", "June",
+                                        "July", "August", "September", "October", "November", "December"};
+  int y, mo, d, h, mi, sec;
+  int off_h = 0;
+  int off_m = 0;
+  int sign = 0;
+  int64_t frac_ms = 0;
+  size_t p = 19;
+  int dim;
+
+  /* YYYY-MM-DDTHH:MM:SS[.frac](Z|+HH:MM|-HH:MM) */
+  if (n < 20 || digits(s, 4, &y) || s[4] != '-' || digits(s + 5, 2, &mo) || s[7] != '-' || digits(s + 8, 2, &d) ||
+      (s[10] != 'T' && s[10] != 't') || digits(s + 11, 2, &h) || s[13] != ':' || digits(s + 14, 2, &mi) ||
+      s[16] != ':' || digits(s + 17, 2, &sec))
+    WHY("not of the form 2026-11-23T10:00:00Z");
+  if (y < 1970 || y > 9999)
+    WHY("year %04d is outside 1970-9999", y);
+  if (mo < 1 || mo > 12)
+    WHY("month %02d does not exist", mo);
+  dim = mdays[mo - 1] + (mo == 2 && ((y % 4 == 0 && y % 100 != 0) || y % 400 == 0));
+  if (d < 1 || d > dim)
+    WHY("%s %d has %d days, not %d", mname[mo - 1], y, dim, d);
+  if (h > 23 || mi > 59 || sec > 59)
+    WHY("%02d:%02d:%02d is not a time of day", h, mi, sec);
+  if (p < n && s[p] == '.') {
+    int nd = 0;
+
+    for (p++; p < n && s[p] >= '0' && s[p] <= '9'; p++, nd++) {
+      if (nd < 3)
+        frac_ms = frac_ms * 10 + (s[p] - '0');
     }
-    if (digits == 0)
-      return SL_EINVAL;
-    for (; digits < 3; digits++)
+    if (nd == 0)
+      WHY("a '.' needs digits after it");
+    for (; nd < 3; nd++)
       frac_ms *= 10;
   }
-  if (*p == 'Z' || *p == 'z') {
+  if (p < n && (s[p] == 'Z' || s[p] == 'z')) {
     p++;
-  } else if ((*p == '+' || *p == '-') && p[1] >= '0' && p[1] <= '9' && p[2] >= '0' && p[2] <= '9' && p[3] == ':' &&
-             p[4] >= '0' && p[4] <= '9' && p[5] >= '0' && p[5] <= '9') {
-    off_min = ((p[1] - '0') * 10 + (p[2] - '0')) * 60 + (p[4] - '0') * 10 + (p[5] - '0');
-    if (*p == '-')
-      off_min = -off_min;
+  } else if (p + 6 <= n && (s[p] == '+' || s[p] == '-') && digits(s + p + 1, 2, &off_h) == 0 && s[p + 3] == ':' &&
+             digits(s + p + 4, 2, &off_m) == 0) {
+    sign = s[p] == '-' ? -1 : 1;
+    if (off_h > 23 || off_m > 59)
+      WHY("offset %.6s is outside -23:59..+23:59", s + p);
     p += 6;
   } else {
-    return SL_EINVAL; /* RFC 3339 needs an offset */
+    WHY("it needs an offset: Z or +HH:MM");
   }
-  if (*p != '\0' || tm.tm_mon > 11 || tm.tm_mday < 1 || tm.tm_hour > 23 || tm.tm_min > 59 || tm.tm_sec > 60)
-    return SL_EINVAL;
-  t = timegm(&tm);
-  if (t == (time_t)-1)
-    return SL_EINVAL;
-  *ms = ((int64_t)t - (int64_t)off_min * 60) * 1000 + frac_ms;
+  if (p != n)
+    WHY("unexpected text after the offset");
+  *ms = ((days_from_civil(y, mo, d) * 86400 + h * 3600 + mi * 60 + sec) - (int64_t)sign * (off_h * 3600 + off_m * 60)) *
+            1000 +
+        frac_ms;
   return 0;
+}
+
+#undef WHY
+
+int sl__rfc3339_parse(const char *s, size_t n, int64_t *ms) {
+  return sl__rfc3339_check(s, n, ms, NULL, 0);
 }
 
 int sl__item_parse(const char *line, size_t len, long lineno, const sl_item_defaults *def,
@@ -244,7 +243,15 @@ int sl__item_parse(const char *line, size_t len, long lineno, const sl_item_defa
     snprintf(err, errlen, "line is %zu bytes, over the limit of %d", len, SL_ITEM_MAX_LINE);
     return SL_ETOOBIG;
   }
-  rc = sl__json_validate(line, len, SL_ITEM_MAX_DEPTH, &errpos, jerr, sizeof(jerr));
+  if (len >= 3 && memcmp(line, "\xef\xbb\xbf", 3) == 0) {
+    snprintf(err, errlen, "invalid JSON at column 1: a UTF-8 byte order mark; save the file without it");
+    return SL_EINVAL;
+  }
+  rc = sl__json_validate_strict(line, len, SL_ITEM_MAX_DEPTH, &errpos, jerr, sizeof(jerr));
+  if (rc == SL_ENOMEM) {
+    snprintf(err, errlen, "out of memory");
+    return rc;
+  }
   if (rc != 0) {
     if (strstr(jerr, "nesting") != NULL)
       snprintf(err, errlen, "invalid JSON at column %zu: nesting deeper than %d levels", errpos + 1,
@@ -277,7 +284,7 @@ int sl__item_parse(const char *line, size_t len, long lineno, const sl_item_defa
     if (key_is(f, "id")) {
       f_id = f;
       if (f->val[0] != '"' && !(f->val[0] == '-' || (f->val[0] >= '0' && f->val[0] <= '9'))) {
-        snprintf(err, errlen, "field \"id\": expected a string or an integer, got %s", json_kind(f->val));
+        snprintf(err, errlen, "field \"id\": expected a string or an integer, got %s", sl__json_kind(f->val));
         return SL_EINVAL;
       }
     } else if (key_is(f, "type")) {
@@ -318,9 +325,12 @@ int sl__item_parse(const char *line, size_t len, long lineno, const sl_item_defa
       }
       f_rate = f;
     } else if (key_is(f, "run_at")) {
-      if (f->val[0] != '"' || sl__rfc3339_parse(f->val + 1, f->vallen - 2, &start_at) != 0) {
-        snprintf(err, errlen, "field \"run_at\": expected an RFC 3339 time like \"2026-11-23T10:00:00Z\", got %.*s",
-                 vallen, f->val);
+      char why[96] = "not a string";
+
+      if (f->val[0] != '"' || sl__rfc3339_check(f->val + 1, f->vallen - 2, &start_at, why, sizeof(why)) != 0) {
+        snprintf(err, errlen,
+                 "field \"run_at\": expected an RFC 3339 time like \"2026-11-23T10:00:00Z\", got %.*s: %s",
+                 vallen, f->val, why);
         return SL_EINVAL;
       }
       has_start = 1;
@@ -333,7 +343,7 @@ int sl__item_parse(const char *line, size_t len, long lineno, const sl_item_defa
       has_start = 1;
     } else if (key_is(f, "dedupe")) {
       if (f->val[0] != '"') {
-        snprintf(err, errlen, "field \"dedupe\": expected a string key, got %s", json_kind(f->val));
+        snprintf(err, errlen, "field \"dedupe\": expected a string key, got %s", sl__json_kind(f->val));
         return SL_EINVAL;
       }
       f_dedupe = f;

@@ -59,6 +59,10 @@ void sl__item_free(sl_item *it);
 /* Parses an RFC 3339 time ("2026-11-23T10:00:00Z", "...T10:00:00.250+02:00")
  * into ms since the epoch. Returns 0 or SL_EINVAL. */
 int sl__rfc3339_parse(const char *s, size_t n, int64_t *ms);
+/* The same, strict: a real calendar date of a year 1970-9999, a time of
+ * day, an offset within -23:59..+23:59; on SL_EINVAL `why` (may be NULL)
+ * says what is wrong ("February 2026 has 28 days, not 30"). */
+int sl__rfc3339_check(const char *s, size_t n, int64_t *ms, char *why, size_t whylen);
 
 /* "high" -> SL_PRIO_HIGH ...; -1 when unknown. */
 int sl__prio_parse(const char *s, size_t n);

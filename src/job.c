@@ -33,6 +33,7 @@
 #define ERROR_MAX 4096      /* one error message, bytes */
 #define ERRORS_KEPT 5       /* earlier errors carried along, the last ones */
 #define ERROR_KEPT_MAX 512  /* each of them, bytes */
+#define RESULT_OVERHEAD_MAX (64 * 1024) /* a results line beyond its result: fields, errors, bytes */
 
 static void job_free_cb(uv_handle_t *h) {
   sl_job_t *j = (sl_job_t *)h;
@@ -236,7 +237,9 @@ static char *errors_json(const sl_job_t *j, const char *msg) {
   }
 }
 
-/* The results line of an ended item; NULL on OOM. */
+/* The results line of an ended item; NULL on OOM. The buffer holds a result
+ * of SL_RESULT_MAX bytes plus everything else a line carries (an error and
+ * the earlier ones, escaped), so only memory can make it fail. */
 static char *results_line(const sl_job_t *j, char outcome, const char *key, const char *val, size_t vlen,
                           size_t *len) {
   sl_worker_t *w = j->w;
@@ -244,7 +247,7 @@ static char *results_line(const sl_job_t *j, char outcome, const char *key, cons
   sl_buf b;
   int rc;
 
-  sl__buf_init(&b, SL_RESULT_MAX + 8192);
+  sl__buf_init(&b, SL_RESULT_MAX + RESULT_OVERHEAD_MAX);
   rc = sl__buf_puts(&b, "{\"id\":");
   if (rc == 0 && j->id_tok != NULL)
     rc = sl__buf_append(&b, j->id_tok, j->id_toklen);
@@ -262,6 +265,10 @@ static char *results_line(const sl_job_t *j, char outcome, const char *key, cons
     rc = sl__buf_printf(&b, ",\"%s\":", key);
   if (rc == 0)
     rc = sl__buf_append(&b, val, vlen);
+  if (rc == 0 && outcome == 'x')
+    rc = sl__buf_puts(&b, ",\"refused\":true");
+  if (rc == 0 && j->encoding != NULL)
+    rc = sl__buf_printf(&b, ",\"encoding\":\"%s\"", j->encoding);
   if (rc == 0 && j->errs != NULL && j->attempt > 1) {
     char *earlier = errors_json(j, NULL);
 
@@ -302,15 +309,16 @@ static int64_t backoff_delay(const sl_job_t *j) {
   return sl__backoff_delay(j->backoff_ms, j->backoff_max_ms, j->attempt, uniform());
 }
 
-/* Records the failure of attempt j: a retry when allowed, else final. */
-static void record_failure(sl_job_t *j, const char *msg, int retryable) {
+/* Records the failure of attempt j: a retry when allowed, else final
+ * ('f'), or refused ('x': final, no dead letter; see sl__job_refuse). */
+static void record_failure(sl_job_t *j, const char *msg, int retryable, char final) {
   sl_worker_t *w = j->w;
   char *text;
   size_t len = 0;
 
   if (j->retry_after_ms > 0)
     sl__worker_penalize(w, j->rate_key, j->retry_after_ms); /* "": the queue's default, if any */
-  if (retryable && j->attempt < j->max_attempts) {
+  if (retryable == 1 && j->attempt < j->max_attempts) {
     int64_t delay = backoff_delay(j);
 
     /* An API's Retry-After is a floor for this item's own retry too. */
@@ -325,10 +333,10 @@ static void record_failure(sl_job_t *j, const char *msg, int retryable) {
 
     sl__buf_init(&s, ERROR_MAX * 6 + 2);
     sl__json_put_str(&s, msg, strlen(msg));
-    text = results_line(j, 'f', "error", s.p ? s.p : "\"?\"", s.p ? s.len : 3, &len);
+    text = results_line(j, final, "error", s.p ? s.p : "\"?\"", s.p ? s.len : 3, &len);
     sl__buf_free(&s);
   }
-  sl__worker_finish(w, j, 'f', text, len, 0);
+  sl__worker_finish(w, j, final, text, len, 0);
 }
 
 void sl__job_abort(sl_job_t *j, const char *why, int record) {
@@ -337,7 +345,7 @@ void sl__job_abort(sl_job_t *j, const char *why, int record) {
   j->ended = 1;
   uv_timer_stop(&j->timer);
   if (record)
-    record_failure(j, why, 1);
+    record_failure(j, why, 1, 'f');
   else
     sl__worker_finish(j->w, j, 0, NULL, 0, 0);
   if (!j->invoked) {
@@ -377,8 +385,24 @@ SL_EXTERN void sl_job_on_cancel(sl_job_t *j, void (*fn)(sl_job_t *j, void *ud), 
   j->cancel_ud = ud;
 }
 
+/* "431,203": n with thousands separators, into out. */
+static const char *grouped(size_t n, char *out, size_t len) {
+  char digits[32];
+  int nd = snprintf(digits, sizeof(digits), "%zu", n);
+  size_t k = 0;
+
+  for (int i = 0; i < nd && k + 2 < len; i++) {
+    if (i > 0 && (nd - i) % 3 == 0)
+      out[k++] = ',';
+    out[k++] = digits[i];
+  }
+  out[k] = '\0';
+  return out;
+}
+
 SL_EXTERN void sl_job_succeed(sl_job_t *j, const char *result, size_t len) {
   char err[96];
+  char n1[32];
   char *line = NULL;
   size_t linelen = 0;
 
@@ -386,18 +410,35 @@ SL_EXTERN void sl_job_succeed(sl_job_t *j, const char *result, size_t len) {
     sl__job_free(j); /* the worker gave up on this attempt already */
     return;
   }
+  /* A result that cannot be stored is a final failure that says why: it
+   * never leaves the item to be run again as if the worker had died. */
   if (result == NULL || len == 0) {
     line = results_line(j, 's', "result", "null", 4, &linelen);
-  } else if (len > SL_RESULT_MAX) {
-    sl_job_fail_final(j, "result of %zu bytes is over the limit of %d bytes", len, SL_RESULT_MAX);
-    return;
   } else if (sl__json_validate(result, len, 256, NULL, err, sizeof(err)) == 0) {
+    if (len > SL_RESULT_MAX) {
+      sl_job_fail_final(j, "result of %s bytes is over the 1 MiB limit", grouped(len, n1, sizeof(n1)));
+      return;
+    }
     line = results_line(j, 's', "result", result, len, &linelen);
   } else {
-    /* Not JSON: keep it, as a string. */
+    /* Not JSON: kept as a string, if it is text and fits once escaped. */
+    size_t bad = sl__utf8_invalid_at(result, len);
+    size_t esc;
     sl_buf s;
 
-    sl__buf_init(&s, SL_RESULT_MAX * 6 + 2);
+    if (bad < len) {
+      sl_job_fail_final(j, "result of %s bytes is not valid UTF-8 (byte %zu is 0x%02x) and not JSON; a handler "
+                           "stores binary data as base64", grouped(len, n1, sizeof(n1)), bad,
+                        (unsigned char)result[bad]);
+      return;
+    }
+    esc = sl__json_str_len(result, len);
+    if (esc > SL_RESULT_MAX) {
+      sl_job_fail_final(j, "result of %s bytes is over the 1 MiB limit after escaping (%s bytes as a JSON string)",
+                        grouped(len, n1, sizeof(n1)), grouped(esc, err, sizeof(err)));
+      return;
+    }
+    sl__buf_init(&s, esc + 1);
     if (sl__json_put_str(&s, result, len) == 0)
       line = results_line(j, 's', "result", s.p, s.len, &linelen);
     sl__buf_free(&s);
@@ -408,6 +449,7 @@ SL_EXTERN void sl_job_succeed(sl_job_t *j, const char *result, size_t len) {
   sl__job_free(j);
 }
 
+/* retryable: 1 a retryable failure, 0 final, 2 refused. */
 static void job_vfail(sl_job_t *j, int retryable, const char *fmt, va_list ap) {
   char msg[ERROR_MAX];
 
@@ -420,7 +462,7 @@ static void job_vfail(sl_job_t *j, int retryable, const char *fmt, va_list ap) {
     snprintf(msg, sizeof(msg), "handler for type \"%s\" failed without giving a reason", j->type);
   j->ended = 1;
   uv_timer_stop(&j->timer);
-  record_failure(j, msg, retryable);
+  record_failure(j, msg, retryable, retryable == 2 ? 'x' : 'f');
   sl__job_free(j);
 }
 
@@ -437,6 +479,14 @@ SL_EXTERN void sl_job_fail_final(sl_job_t *j, const char *fmt, ...) {
 
   va_start(ap, fmt);
   job_vfail(j, 0, fmt, ap);
+  va_end(ap);
+}
+
+void sl__job_refuse(sl_job_t *j, const char *fmt, ...) {
+  va_list ap;
+
+  va_start(ap, fmt);
+  job_vfail(j, 2, fmt, ap);
   va_end(ap);
 }
 

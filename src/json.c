@@ -4,7 +4,8 @@
  * The scanner is a recursive descent over the grammar of RFC 8259 with an
  * explicit depth limit (so recursion is bounded by SL_ITEM_MAX_DEPTH), and a
  * UTF-8 decoder that rejects overlong forms, surrogates and code points past
- * U+10FFFF. It allocates nothing.
+ * U+10FFFF. It allocates only to track the keys of very large objects
+ * (sl__json_validate_strict refuses a key given twice in one object).
  */
 #include "json.h"
 
@@ -16,6 +17,18 @@
 
 #include <sluice/sluice.h>
 
+#include "alloc.h"
+
+/* A key of an object being scanned, for the duplicate check. */
+typedef struct key {
+  uint64_t hash; /* of the key's decoded text */
+  size_t off;    /* offset of its opening quote */
+  size_t len;    /* length of the token with its quotes, bytes */
+} key;
+
+#define KEYS_ON_STACK 64   /* keys tracked without allocating */
+#define KEYS_MAX (1 << 20) /* keys of all open objects at once */
+
 typedef struct scan {
   const unsigned char *s; /* the text */
   size_t len;             /* its length, bytes */
@@ -24,6 +37,11 @@ typedef struct scan {
   int maxdepth;           /* the most nesting allowed */
   char *err;              /* message out */
   size_t errlen;          /* its size */
+  int nodup;              /* refuse a key given twice in one object */
+  key *keys;              /* keys of the open objects, innermost last */
+  size_t nkeys;           /* used */
+  size_t capkeys;         /* allocated (KEYS_ON_STACK: the caller's array) */
+  key *heap;              /* keys when grown past the stack array, or NULL */
 } scan;
 
 static int fail(scan *sc, const char *msg) {
@@ -74,6 +92,32 @@ static size_t utf8_seq(const unsigned char *p, size_t left) {
   return n;
 }
 
+static uint32_t hex4(const char *p) {
+  uint32_t v = 0;
+
+  for (int i = 0; i < 4; i++) {
+    char c = p[i];
+
+    v <<= 4;
+    if (c >= '0' && c <= '9')
+      v |= (uint32_t)(c - '0');
+    else if (c >= 'a' && c <= 'f')
+      v |= (uint32_t)(c - 'a' + 10);
+    else
+      v |= (uint32_t)(c - 'A' + 10);
+  }
+  return v;
+}
+
+/* 1 when four hex digits start at text offset k. */
+static int hex4_at(const scan *sc, size_t k) {
+  for (size_t i = 0; i < 4; i++) {
+    if (k + i >= sc->len || strchr("0123456789abcdefABCDEF", sc->s[k + i]) == NULL || sc->s[k + i] == '\0')
+      return 0;
+  }
+  return 1;
+}
+
 static int scan_string(scan *sc) {
   sc->pos++; /* opening quote */
   while (sc->pos < sc->len) {
@@ -92,12 +136,20 @@ static int scan_string(scan *sc) {
         return fail(sc, "unterminated string");
       e = sc->s[sc->pos + 1];
       if (e == 'u') {
-        for (int i = 0; i < 4; i++) {
-          size_t k = sc->pos + 2 + (size_t)i;
+        uint32_t cp;
 
-          if (k >= sc->len || strchr("0123456789abcdefABCDEF", sc->s[k]) == NULL ||
-              sc->s[k] == '\0')
-            return fail(sc, "bad \\u escape in string (expected 4 hex digits)");
+        if (!hex4_at(sc, sc->pos + 2))
+          return fail(sc, "bad \\u escape in string (expected 4 hex digits)");
+        cp = hex4((const char *)sc->s + sc->pos + 2);
+        if (cp >= 0xdc00 && cp <= 0xdfff)
+          return fail(sc, "a lone UTF-16 surrogate (\\uDC00-\\uDFFF without a high one before it) is not a character");
+        if (cp >= 0xd800 && cp <= 0xdbff) {
+          uint32_t lo;
+
+          if (sc->pos + 7 >= sc->len || sc->s[sc->pos + 6] != '\\' || sc->s[sc->pos + 7] != 'u' ||
+              !hex4_at(sc, sc->pos + 8) || (lo = hex4((const char *)sc->s + sc->pos + 8)) < 0xdc00 || lo > 0xdfff)
+            return fail(sc, "a lone UTF-16 surrogate (\\uD800-\\uDBFF without a low one after it) is not a character");
+          sc->pos += 6;
         }
         sc->pos += 6;
       } else if (strchr("\"\\/bfnrt", e) != NULL && e != '\0') {
@@ -174,8 +226,148 @@ static int scan_word(scan *sc, const char *w) {
 
 static int scan_value(scan *sc);
 
+/* Appends the UTF-8 form of code point cp to b[*n] (at least 4 bytes free). */
+static void utf8_put(uint32_t cp, unsigned char *b, size_t *n) {
+  if (cp < 0x80) {
+    b[(*n)++] = (unsigned char)cp;
+  } else if (cp < 0x800) {
+    b[(*n)++] = (unsigned char)(0xc0 | (cp >> 6));
+    b[(*n)++] = (unsigned char)(0x80 | (cp & 0x3f));
+  } else if (cp < 0x10000) {
+    b[(*n)++] = (unsigned char)(0xe0 | (cp >> 12));
+    b[(*n)++] = (unsigned char)(0x80 | ((cp >> 6) & 0x3f));
+    b[(*n)++] = (unsigned char)(0x80 | (cp & 0x3f));
+  } else {
+    b[(*n)++] = (unsigned char)(0xf0 | (cp >> 18));
+    b[(*n)++] = (unsigned char)(0x80 | ((cp >> 12) & 0x3f));
+    b[(*n)++] = (unsigned char)(0x80 | ((cp >> 6) & 0x3f));
+    b[(*n)++] = (unsigned char)(0x80 | (cp & 0x3f));
+  }
+}
+
+/* Decodes the next character of a scanned string token at tok[*i] (after
+ * the opening quote) into b[0..*n); advances *i. */
+static void next_char(const unsigned char *tok, size_t *i, unsigned char *b, size_t *n) {
+  static const char from[] = "bfnrt\\\"/";
+  static const char to[] = "\b\f\n\r\t\\\"/";
+  unsigned char c = tok[*i];
+
+  *n = 0;
+  if (c != '\\') {
+    b[(*n)++] = c;
+    (*i)++;
+    return;
+  }
+  c = tok[*i + 1];
+  if (c == 'u') {
+    uint32_t cp = hex4((const char *)tok + *i + 2);
+
+    *i += 6;
+    if (cp >= 0xd800 && cp <= 0xdbff) { /* scan_string checked the pair */
+      cp = 0x10000 + ((cp - 0xd800) << 10) + (hex4((const char *)tok + *i + 2) - 0xdc00);
+      *i += 6;
+    }
+    utf8_put(cp, b, n);
+    return;
+  }
+  b[(*n)++] = (unsigned char)to[strchr(from, c) - from];
+  *i += 2;
+}
+
+/* FNV-1a of a scanned key token's decoded text. */
+static uint64_t key_hash(const unsigned char *tok, size_t len) {
+  uint64_t h = 1469598103934665603ULL;
+  size_t i = 1;
+
+  while (i + 1 < len) {
+    unsigned char b[4];
+    size_t n;
+
+    next_char(tok, &i, b, &n);
+    for (size_t k = 0; k < n; k++) {
+      h ^= b[k];
+      h *= 1099511628211ULL;
+    }
+  }
+  return h;
+}
+
+/* 1 when two scanned key tokens decode to the same text. */
+static int key_equal(const unsigned char *a, size_t alen, const unsigned char *b, size_t blen) {
+  size_t i = 1;
+  size_t j = 1;
+
+  if (alen == blen && memcmp(a, b, alen) == 0)
+    return 1;
+  while (i + 1 < alen && j + 1 < blen) {
+    unsigned char ca[4];
+    unsigned char cb[4];
+    size_t na;
+    size_t nb;
+
+    next_char(a, &i, ca, &na);
+    next_char(b, &j, cb, &nb);
+    if (na != nb || memcmp(ca, cb, na) != 0)
+      return 0;
+  }
+  return i + 1 >= alen && j + 1 >= blen;
+}
+
+static int cmp_key(const void *a, const void *b) {
+  const key *x = a;
+  const key *y = b;
+
+  return x->hash < y->hash ? -1 : x->hash > y->hash;
+}
+
+/* Records a key of the innermost object (sc->nodup). */
+static int push_key(scan *sc, size_t off) {
+  if (sc->nkeys == sc->capkeys) {
+    size_t ncap = sc->capkeys * 2;
+    key *nk;
+
+    if (ncap > KEYS_MAX)
+      return fail(sc, "more keys in open objects than the limit of 1048576");
+    nk = sl_malloc(ncap * sizeof(*nk));
+    if (nk == NULL)
+      return fail(sc, "out of memory");
+    memcpy(nk, sc->keys, sc->nkeys * sizeof(*nk));
+    sl_free(sc->heap);
+    sc->keys = sc->heap = nk;
+    sc->capkeys = ncap;
+  }
+  sc->keys[sc->nkeys].off = off;
+  sc->keys[sc->nkeys].len = sc->pos - off;
+  sc->keys[sc->nkeys].hash = key_hash(sc->s + off, sc->pos - off);
+  sc->nkeys++;
+  return 0;
+}
+
+/* Refuses a key given twice among keys[base..nkeys), the keys of the object
+ * that just closed, and pops them. */
+static int check_keys(scan *sc, size_t base) {
+  key *k = sc->keys + base;
+  size_t m = sc->nkeys - base;
+
+  if (m > 1)
+    qsort(k, m, sizeof(*k), cmp_key);
+  for (size_t i = 1; i < m; i++) {
+    for (size_t j = i; j > 0 && k[j - 1].hash == k[i].hash; j--) {
+      if (key_equal(sc->s + k[i].off, k[i].len, sc->s + k[j - 1].off, k[j - 1].len)) {
+        snprintf(sc->err, sc->errlen, "key %.*s appears twice in one object", (int)(k[i].len > 60 ? 60 : k[i].len),
+                 (const char *)sc->s + k[i].off);
+        sc->pos = k[i].off > k[j - 1].off ? k[i].off : k[j - 1].off;
+        return -1;
+      }
+    }
+  }
+  sc->nkeys = base;
+  return 0;
+}
+
 static int scan_container(scan *sc, unsigned char close) {
   int first = 1;
+  size_t base = sc->nkeys;
 
   if (++sc->depth > sc->maxdepth)
     return fail(sc, "nesting deeper than the limit");
@@ -194,7 +386,7 @@ static int scan_container(scan *sc, unsigned char close) {
       if (sc->s[sc->pos] == close) {
         sc->pos++;
         sc->depth--;
-        return 0;
+        return sc->nodup && close == '}' ? check_keys(sc, base) : 0;
       }
       if (sc->s[sc->pos] != ',')
         return fail(sc, close == '}' ? "expected ',' or '}' in object" : "expected ',' or ']' in array");
@@ -203,9 +395,13 @@ static int scan_container(scan *sc, unsigned char close) {
     first = 0;
     skip_ws(sc);
     if (close == '}') {
+      size_t k0 = sc->pos;
+
       if (sc->pos >= sc->len || sc->s[sc->pos] != '"')
         return fail(sc, "expected a string key in object");
       if (scan_string(sc) != 0)
+        return -1;
+      if (sc->nodup && push_key(sc, k0) != 0)
         return -1;
       skip_ws(sc);
       if (sc->pos >= sc->len || sc->s[sc->pos] != ':')
@@ -242,9 +438,11 @@ static int scan_value(scan *sc) {
   }
 }
 
-int sl__json_validate(const char *buf, size_t len, int maxdepth, size_t *errpos, char *err,
-                      size_t errlen) {
-  scan sc = {(const unsigned char *)buf, len, 0, 0, maxdepth, err, errlen};
+static int validate(const char *buf, size_t len, int maxdepth, int nodup, size_t *errpos, char *err,
+                    size_t errlen) {
+  key stack[KEYS_ON_STACK];
+  scan sc = {(const unsigned char *)buf, len, 0, 0, maxdepth, err, errlen, nodup, stack, 0, KEYS_ON_STACK, NULL};
+  int rc = 0;
 
   skip_ws(&sc);
   if (scan_value(&sc) != 0)
@@ -255,16 +453,120 @@ int sl__json_validate(const char *buf, size_t len, int maxdepth, size_t *errpos,
                                   : "trailing characters after the JSON value");
     goto bad;
   }
-  return 0;
+  goto out;
 bad:
   if (errpos != NULL)
     *errpos = sc.pos;
-  return SL_EINVAL;
+  rc = strcmp(err, "out of memory") == 0 ? SL_ENOMEM : SL_EINVAL;
+out:
+  sl_free(sc.heap);
+  return rc;
+}
+
+int sl__json_validate(const char *buf, size_t len, int maxdepth, size_t *errpos, char *err,
+                      size_t errlen) {
+  return validate(buf, len, maxdepth, 0, errpos, err, errlen);
+}
+
+int sl__json_validate_strict(const char *buf, size_t len, int maxdepth, size_t *errpos, char *err,
+                             size_t errlen) {
+  return validate(buf, len, maxdepth, 1, errpos, err, errlen);
+}
+
+const char *sl__json_kind(const char *v) {
+  switch (v[0]) {
+  case '{': return "an object";
+  case '[': return "an array";
+  case '"': return "a string";
+  case 't':
+  case 'f': return "a boolean";
+  case 'n': return "null";
+  default: return "a number";
+  }
+}
+
+size_t sl__utf8_invalid_at(const char *s, size_t n) {
+  const unsigned char *p = (const unsigned char *)s;
+  size_t i = 0;
+
+  while (i < n) {
+    size_t k = p[i] < 0x80 ? 1 : utf8_seq(p + i, n - i);
+
+    if (k == 0)
+      return i;
+    i += k;
+  }
+  return n;
+}
+
+size_t sl__utf8_cut(const char *s, size_t n) {
+  const unsigned char *p = (const unsigned char *)s;
+  size_t back = 0;
+
+  /* back up over at most 3 continuation bytes to a sequence that is whole */
+  while (back < 4 && back < n && (p[n - 1 - back] & 0xc0) == 0x80)
+    back++;
+  if (back < n && p[n - 1 - back] >= 0xc0 && utf8_seq(p + n - 1 - back, back + 1) == 0)
+    return n - 1 - back;
+  return n;
+}
+
+size_t sl__json_str_len(const char *s, size_t n) {
+  const unsigned char *p = (const unsigned char *)s;
+  size_t out = 2;
+
+  for (size_t i = 0; i < n; i++) {
+    unsigned char c = p[i];
+
+    if (c == '"' || c == '\\' || c == '\n' || c == '\r' || c == '\t')
+      out += 2;
+    else if (c < 0x20)
+      out += 6;
+    else
+      out += 1;
+  }
+  return out;
+}
+
+int sl__json_elements(const char *buf, size_t len, sl_json_member *out, size_t max, size_t *n) {
+  char err[64];
+  scan sc = {(const unsigned char *)buf, len, 0, 0, 1 << 30, err, sizeof(err), 0, NULL, 0, 0, NULL};
+  size_t count = 0;
+
+  skip_ws(&sc);
+  if (sc.pos >= sc.len || sc.s[sc.pos] != '[')
+    return SL_EINVAL;
+  sc.pos++;
+  for (;;) {
+    size_t v0;
+
+    skip_ws(&sc);
+    if (sc.pos >= sc.len)
+      return SL_EINVAL;
+    if (sc.s[sc.pos] == ']')
+      break;
+    if (sc.s[sc.pos] == ',') {
+      sc.pos++;
+      skip_ws(&sc);
+    }
+    if (count == max)
+      return SL_ETOOBIG;
+    v0 = sc.pos;
+    if (scan_value(&sc) != 0)
+      return SL_EINVAL;
+    out[count].key = NULL;
+    out[count].keylen = 0;
+    out[count].val = buf + v0;
+    out[count].vallen = sc.pos - v0;
+    count++;
+  }
+  *n = count;
+  return 0;
 }
 
 int sl__json_members(const char *buf, size_t len, sl_json_member *out, size_t max, size_t *n) {
   char err[64];
-  scan sc = {(const unsigned char *)buf, len, 0, 0, 1 << 30, err, sizeof(err)};
+  scan sc = {(const unsigned char *)buf, len, 0, 0, 1 << 30, err, sizeof(err), 0, NULL, 0, 0, NULL};
   size_t count = 0;
 
   skip_ws(&sc);
@@ -333,23 +635,6 @@ static int put_utf8(sl_buf *out, uint32_t cp) {
   return sl__buf_append(out, b, n);
 }
 
-static uint32_t hex4(const char *p) {
-  uint32_t v = 0;
-
-  for (int i = 0; i < 4; i++) {
-    char c = p[i];
-
-    v <<= 4;
-    if (c >= '0' && c <= '9')
-      v |= (uint32_t)(c - '0');
-    else if (c >= 'a' && c <= 'f')
-      v |= (uint32_t)(c - 'a' + 10);
-    else
-      v |= (uint32_t)(c - 'A' + 10);
-  }
-  return v;
-}
-
 int sl__json_unescape(const char *tok, size_t len, sl_buf *out) {
   size_t i;
   int rc = 0;
@@ -386,7 +671,7 @@ int sl__json_unescape(const char *tok, size_t len, sl_buf *out) {
         }
       }
       if (cp >= 0xd800 && cp <= 0xdfff)
-        cp = 0xfffd; /* a lone surrogate cannot be UTF-8 */
+        return SL_EINVAL; /* a lone surrogate is not a character (validation refuses it first) */
       rc = put_utf8(out, cp);
       break;
     }

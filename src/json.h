@@ -25,6 +25,26 @@
 int sl__json_validate(const char *buf, size_t len, int maxdepth, size_t *errpos, char *err,
                       size_t errlen);
 
+/*
+ * The same, and also refuses an object that has a key twice ("url" twice
+ * means one value to one reader and another to the next: JSON leaves it
+ * open). Keys compare by their decoded text. SL_ENOMEM is possible for
+ * objects with more than 64 keys open at once.
+ */
+int sl__json_validate_strict(const char *buf, size_t len, int maxdepth, size_t *errpos, char *err,
+                             size_t errlen);
+
+/* "an object", "a string", ... for the raw text of a JSON value (messages). */
+const char *sl__json_kind(const char *v);
+/* The offset of the first byte of s[0..n) that is not part of valid UTF-8
+ * (overlong forms and surrogates included), or n when all of it is valid. */
+size_t sl__utf8_invalid_at(const char *s, size_t n);
+/* n, or less so that s[0..result) does not end inside a UTF-8 sequence. */
+size_t sl__utf8_cut(const char *s, size_t n);
+/* The length of s[0..n) written by sl__json_put_str, quotes included, for
+ * valid UTF-8 input. */
+size_t sl__json_str_len(const char *s, size_t n);
+
 typedef struct sl_json_member {
   const char *key; /* raw key text between the quotes, still escaped */
   size_t keylen;   /* bytes */
@@ -39,7 +59,11 @@ typedef struct sl_json_member {
  */
 int sl__json_members(const char *buf, size_t len, sl_json_member *out, size_t max, size_t *n);
 
-/* Decodes a raw JSON string token (with its quotes) into out as UTF-8. */
+/* The same for the elements of a validated JSON array (key NULL). */
+int sl__json_elements(const char *buf, size_t len, sl_json_member *out, size_t max, size_t *n);
+
+/* Decodes a raw JSON string token (with its quotes) into out as UTF-8.
+ * SL_EINVAL for a lone UTF-16 surrogate escape. */
 int sl__json_unescape(const char *tok, size_t len, sl_buf *out);
 
 /* Parses a JSON number token that must be an exact integer written in

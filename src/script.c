@@ -1,4 +1,4 @@
-/* Function library loading and key names; see script.h. */
+/* Function library loading and checking, and key names; see script.h. */
 #include "script.h"
 
 #include <stdio.h>
@@ -25,33 +25,55 @@ int sl__script_missing(const char *errstr) {
   return strstr(errstr, "Function not found") != NULL || strstr(errstr, "NOSCRIPT") != NULL;
 }
 
+const char *sl__library_version(void) {
+  return sl__lua_library_version;
+}
+
+/* "Redis is out of memory" answers are not about versions. */
+static int redis_refused(const char *what, const redisReply *r, char *err, size_t errlen) {
+  if (strncmp(r->str, "NOPERM", 6) == 0)
+    snprintf(err, errlen, "Redis refused %s: %s (the Redis user lacks a permission; see the README's ACL users)", what,
+             r->str);
+  else if (strncmp(r->str, "ERR unknown command", 19) == 0)
+    snprintf(err, errlen, "Redis refused %s: %s (sluice needs Redis 7.0 or newer)", what, r->str);
+  else
+    snprintf(err, errlen, "Redis refused %s: %s", what, r->str);
+  return SL_EREDIS;
+}
+
 int sl__script_ensure(redisContext *rc, char *err, size_t errlen) {
-  redisReply *r = redisCommand(rc, "FCALL sluice_v1_version 0");
-  int ok;
+  redisReply *r = redisCommand(rc, "FCALL_RO sluice_v1_version 0");
+  int code = 0;
 
   if (r == NULL) {
     snprintf(err, errlen, "Redis connection failed: %s", rc->errstr);
     return SL_ECONN;
   }
-  ok = r->type == REDIS_REPLY_STRING && strcmp(r->str, sl__lua_library_sha) == 0;
-  if (r->type == REDIS_REPLY_ERROR && !sl__script_missing(r->str)) {
-    snprintf(err, errlen, "Redis refused FCALL: %s (sluice needs Redis 7.0 or newer)", r->str);
-    freeReplyObject(r);
-    return SL_EREDIS;
+  if (r->type == REDIS_REPLY_ERROR && sl__script_missing(r->str)) {
+    snprintf(err, errlen, "the sluice function library is not loaded in this Redis (this sluice needs v%s): run "
+                          "`sluice library load`", sl__lua_library_version);
+    code = SL_EPROTO;
+  } else if (r->type == REDIS_REPLY_ERROR) {
+    code = redis_refused("FCALL_RO sluice_v1_version", r, err, errlen);
+  } else if (r->type != REDIS_REPLY_STRING || strcmp(r->str, sl__lua_library_version) != 0) {
+    snprintf(err, errlen, "library v%.60s is loaded, this sluice needs v%s: run `sluice library load`",
+             r->type == REDIS_REPLY_STRING ? r->str : "?", sl__lua_library_version);
+    code = SL_EPROTO;
   }
   freeReplyObject(r);
-  if (ok)
-    return 0;
-  r = redisCommand(rc, "FUNCTION LOAD REPLACE %b", sl__lua_library, sl__lua_library_len);
+  return code;
+}
+
+int sl__script_load(redisContext *rc, char *err, size_t errlen) {
+  redisReply *r = redisCommand(rc, "FUNCTION LOAD REPLACE %b", sl__lua_library, sl__lua_library_len);
+  int code = 0;
+
   if (r == NULL) {
     snprintf(err, errlen, "Redis connection failed: %s", rc->errstr);
     return SL_ECONN;
   }
-  if (r->type == REDIS_REPLY_ERROR) {
-    snprintf(err, errlen, "cannot load the sluice function library: %s", r->str);
-    freeReplyObject(r);
-    return SL_EREDIS;
-  }
+  if (r->type == REDIS_REPLY_ERROR)
+    code = redis_refused("FUNCTION LOAD (loading the sluice function library)", r, err, errlen);
   freeReplyObject(r);
-  return 0;
+  return code;
 }

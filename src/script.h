@@ -3,9 +3,13 @@
  * names of a queue.
  *
  * Every key of queue Q starts with "sluice:{Q}:" (docs/PROTOCOL.md). The
- * library is loaded with FUNCTION LOAD REPLACE when sluice_v1_version does not
- * return this build's SHA1 of the library text, so a fleet upgrades its
- * functions with its first new process.
+ * library is code that every worker runs, so only an operator loads it
+ * (`sluice library load`, or `sluice worker --load-library`, with FUNCTION
+ * LOAD REPLACE); every other client only checks that sluice_v1_version
+ * returns this build's version ("0.1.0+SHA12") and otherwise says which
+ * library is loaded and which one it needs. Two sluice builds in one fleet
+ * then refuse to run against each other's library instead of replacing it
+ * back and forth.
  */
 #ifndef SL_SCRIPT_H
 #define SL_SCRIPT_H
@@ -20,7 +24,7 @@
 
 extern const char sl__lua_library[];
 extern const size_t sl__lua_library_len;
-extern const char sl__lua_library_sha[];
+extern const char sl__lua_library_version[];
 
 typedef struct sl_keys {
   char queue[SL_NAME_MAX + 1];      /* the queue name */
@@ -32,8 +36,14 @@ typedef struct sl_keys {
 /* Fills k for `queue` (NULL: "default"). SL_EINVAL for an invalid name. */
 int sl__keys_init(sl_keys *k, const char *queue);
 
-/* Loads the library on a synchronous connection if it is missing or stale. */
+/* Checks that this build's library is the one loaded: 0, SL_EPROTO with
+ * "library vN is loaded, this sluice needs vM: run `sluice library load`"
+ * (or "not loaded"), SL_EREDIS or SL_ECONN. Never loads anything. */
 int sl__script_ensure(redisContext *rc, char *err, size_t errlen);
+/* Loads (or replaces) the library: FUNCTION LOAD REPLACE. */
+int sl__script_load(redisContext *rc, char *err, size_t errlen);
+/* This build's library version, "0.1.0+SHA12". */
+const char *sl__library_version(void);
 
 /* 1 when a Redis error reply says the library is not loaded. */
 int sl__script_missing(const char *errstr);

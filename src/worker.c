@@ -126,14 +126,18 @@ void sl__worker_finish(sl_worker_t *w, sl_job_t *j, char outcome, char *line, si
     return; /* given up without an outcome (fencing, abandon) */
   if (outcome == 's')
     w->n_ok++;
-  else if (outcome == 'f')
+  else if (outcome == 'f' || outcome == 'x')
     w->n_failed++;
   else
     w->n_retry++;
   d = sl_calloc(1, sizeof(*d));
   if (d == NULL || line == NULL) {
-    /* Out of memory: the item stays pending in Redis and is taken over. */
-    sl__log_error("out of memory recording item %s of batch %s; it will be taken over", j->idx, j->batch);
+    /* Out of memory, the only way a finished attempt goes unrecorded (a
+     * result that cannot be stored fails the item instead, job.c): the item
+     * stays pending in Redis, is taken over and runs again, and an item that
+     * cannot be recorded --max-deliveries times ends as poison. */
+    sl__log_error("out of memory recording item %s of batch %s: it stays pending and runs again after the "
+                  "visibility timeout (recording it failing every time would make it poison)", j->idx, j->batch);
     sl_free(d);
     sl_free(line);
     return;
@@ -146,11 +150,12 @@ void sl__worker_finish(sl_worker_t *w, sl_job_t *j, char outcome, char *line, si
   d->line = line;
   d->linelen = len;
   d->delay_ms = delay_ms;
-  d->item = outcome == 'f' ? sl_strdup(j->d) : NULL;
+  d->item = outcome == 'f' || outcome == 'x' ? sl_strdup(j->d) : NULL;
   memcpy(d->lease, j->lease, sizeof(d->lease));
   d->had_progress = j->progress >= 0;
-  if (d->eid == NULL || d->batch == NULL || d->idx == NULL || (outcome == 'f' && d->item == NULL)) {
-    sl__log_error("out of memory recording item %s of batch %s; it will be taken over", j->idx, j->batch);
+  if (d->eid == NULL || d->batch == NULL || d->idx == NULL || ((outcome == 'f' || outcome == 'x') && d->item == NULL)) {
+    sl__log_error("out of memory recording item %s of batch %s: it stays pending and runs again after the "
+                  "visibility timeout (recording it failing every time would make it poison)", j->idx, j->batch);
     done_free(d);
     return;
   }
@@ -330,9 +335,9 @@ static void flush(sl_worker_t *w) {
     al[k++] = strlen(d->idx);
     /* upper case: the attempt reported progress (its field is removed) */
     if (d->had_progress)
-      av[k] = d->outcome == 's' ? "S" : d->outcome == 'f' ? "F" : "R";
+      av[k] = d->outcome == 's' ? "S" : d->outcome == 'f' ? "F" : d->outcome == 'x' ? "X" : "R";
     else
-      av[k] = d->outcome == 's' ? "s" : d->outcome == 'f' ? "f" : "r";
+      av[k] = d->outcome == 's' ? "s" : d->outcome == 'f' ? "f" : d->outcome == 'x' ? "x" : "r";
     al[k++] = 1;
     av[k] = d->line;
     al[k++] = d->linelen;
@@ -896,6 +901,21 @@ static int recoverable(sl_worker_t *w, const redisReply *r) {
     return 0;
   if (w->cmd == NULL)
     return 1;
+  if (missing_lib && !w->load_library) {
+    /* Only an operator loads code: wait for `sluice library load`. */
+    int64_t now = sl__now_ms();
+
+    if (now - w->lib_warned_at >= 30000) {
+      sl__log_warn("the sluice function library is gone from Redis (restarted without persistence?): waiting "
+                   "for an operator to run `sluice library load`");
+      w->lib_warned_at = now;
+    }
+    if (!w->paused && !w->closed) {
+      w->paused = 1;
+      uv_timer_start(&w->pause, on_pause_timer, (uint64_t)jitter(1000), 0);
+    }
+    return 1;
+  }
   sl__log_warn("Redis lost the sluice %s; setting it up again", missing_lib ? "functions" : "consumer group");
   if (missing_lib)
     redisAsyncCommand(w->cmd, on_reinit, NULL, "FUNCTION LOAD REPLACE %b", sl__lua_library,
@@ -1241,6 +1261,7 @@ SL_EXTERN int sl_worker_new(const sl_worker_opts *opts, sl_worker_t **out, char 
     goto fail;
   }
   w->concurrency = opts->concurrency > 0 ? opts->concurrency : 10;
+  w->load_library = opts->load_library != 0;
   w->block_ms = opts->block_ms > 0 ? opts->block_ms : 1000;
   if (opts->weights != NULL) {
     unsigned a;
@@ -1289,16 +1310,17 @@ SL_EXTERN int sl_worker_new(const sl_worker_opts *opts, sl_worker_t **out, char 
     w->owns_loop = 1;
   }
   sl__log_quiet(opts->quiet);
-  rc = sl__http_new(w, opts->http_allow, opts->http_max_body, opts->http_version, &w->http);
-  if (rc != 0) {
-    snprintf(errbuf, errlen, "cannot set up the http handler: %s", sl_strerror(rc));
+  rc = sl__http_new(w, opts->http_allow, opts->http_methods, opts->http_max_body, opts->http_version, &w->http,
+                    errbuf, errlen);
+  if (rc != 0)
     goto fail;
-  }
   sl_worker_register(w, "noop", sl__handler_noop, NULL);
   sl_worker_register(w, "sleep", sl__handler_sleep, NULL);
   *out = w;
   return 0;
 fail:
+  if (w->owns_loop)
+    uv_loop_close(&w->own_loop);
   sl__url_free(&w->url);
   sl_free(w->url_str);
   sl_free(w);
@@ -1307,6 +1329,10 @@ fail:
 
 SL_EXTERN int sl_worker_exec(sl_worker_t *w, const char *mapping, char *errbuf, size_t errlen) {
   return sl__exec_register(w, mapping, errbuf, errlen);
+}
+
+SL_EXTERN int sl_worker_grant(sl_worker_t *w, const char *spec, char *errbuf, size_t errlen) {
+  return sl__http_grant(w->http, spec, errbuf, errlen);
 }
 
 SL_EXTERN int sl_worker_register(sl_worker_t *w, const char *type, sl_handler_start_fn start, void *ud) {
@@ -1364,7 +1390,13 @@ static int bootstrap(sl_worker_t *w) {
   code = sl__redis_connect(&w->url, SL_CONNECT_TIMEOUT_MS, &rc, w->errstr, sizeof(w->errstr));
   if (code != 0)
     return code;
-  code = sl__script_ensure(rc, w->errstr, sizeof(w->errstr));
+  /* Only an operator loads code: --load-library, else the loaded library
+   * must be this build's. */
+  code = w->load_library ? sl__script_load(rc, w->errstr, sizeof(w->errstr)) : 0;
+  if (code == 0)
+    code = sl__script_ensure(rc, w->errstr, sizeof(w->errstr));
+  if (code == 0 && w->load_library)
+    sl__log_info("loaded the function library v%s", sl__library_version());
   if (code == 0) {
     r = redisCommand(rc, "FCALL sluice_v1_init 3 %s %s %s %s", w->keys.stream[0], w->keys.stream[1],
                      w->keys.stream[2], SL_GROUP);

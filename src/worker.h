@@ -33,7 +33,7 @@ typedef struct sl_done {
   char *eid;            /* stream entry id */
   char *batch;          /* batch id */
   char *idx;            /* item index, decimal */
-  char outcome;         /* 's' succeeded, 'f' failed for good, 'r' retry */
+  char outcome;         /* 's' succeeded, 'f' failed for good, 'x' refused, 'r' retry */
   char *line;           /* 's'/'f': the results line; 'r': the errors so far (JSON array) */
   size_t linelen;       /* its length, bytes */
   int64_t delay_ms;     /* 'r': when to run again, ms from now */
@@ -76,6 +76,7 @@ struct sl_job {
   int progress_dirty;       /* reported and not yet sent */
   int invoked;              /* the handler was called (after any rate-limit wait) */
   int ended;                /* the worker recorded or gave up the outcome (timeout, fencing) */
+  const char *encoding;     /* "base64" when the result is stored encoded, else NULL */
   sl_job_cancel_fn cancel;  /* the handler's cancel hook, or NULL */
   void *cancel_ud;          /* its argument */
 };
@@ -89,6 +90,8 @@ struct sl_worker {
   sl_keys keys;              /* the queue's key names */
   char id[160];              /* worker id = consumer name: host:pid:rand */
   int concurrency;           /* jobs at once */
+  int load_library;          /* load the function library at start (--load-library), and again if Redis lost it */
+  int64_t lib_warned_at;     /* ms since the epoch of the last "library gone" warning */
   int block_ms;              /* idle blocking read, ms */
   char weights[48];          /* "H,N,L" for weighted fairness, "" for strict priority */
   uint64_t turn;             /* items fetched so far: where the weighted round robin continues */
@@ -177,6 +180,10 @@ void sl__worker_penalize(sl_worker_t *w, const char *rate_key, int64_t ms);
 /* The delay before the attempt after `attempt` (1-based): full jitter,
  * u (uniform in [0, 1)) times min(cap_ms, base_ms * 2^(attempt - 1)). */
 int64_t sl__backoff_delay(int64_t base_ms, int64_t cap_ms, int attempt, double u);
+/* Ends the job as refused: the item asks for something this worker's
+ * operator did not grant (a secret). Final, counted failed (and refused),
+ * no dead letter; `sluice retry` runs it again once it is granted. */
+void sl__job_refuse(sl_job_t *j, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 /* The built-in handlers. */
 void sl__handler_noop(sl_job_t *j, void *ud);
 void sl__handler_sleep(sl_job_t *j, void *ud);

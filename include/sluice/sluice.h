@@ -75,13 +75,27 @@ typedef struct sl_client sl_client_t;
 
 /*
  * Connects to the Redis at `url` (redis://[user:password@]host[:port][/db] or
- * unix:///path/to.sock), authenticates, selects the database and makes sure
- * the sluice function library is loaded. On failure returns SL_EINVAL (bad
- * URL) or SL_ECONN/SL_EREDIS, writes the cause into errbuf and leaves *out
- * untouched.
+ * unix:///path/to.sock), authenticates, selects the database and checks that
+ * the loaded sluice function library is this build's. On failure returns
+ * SL_EINVAL (bad URL), SL_ECONN/SL_EREDIS, or SL_EPROTO when the library is
+ * missing or another version ("library vN is loaded, this sluice needs vM:
+ * run `sluice library load`"), writes the cause into errbuf and leaves *out
+ * untouched. It never loads the library.
  */
 SL_EXTERN int sl_client_open(const char *url, sl_client_t **out, char *errbuf, size_t errlen);
 SL_EXTERN void sl_client_close(sl_client_t *c);
+
+/*
+ * Loads (or replaces) this build's function library into the Redis at
+ * `url`: the code every worker of every queue on that Redis runs, so an
+ * operator's act (`sluice library load`); the README's producer, worker and
+ * dashboard ACL users cannot. Returns 0, or an SL_E* code with the cause in
+ * errbuf.
+ */
+SL_EXTERN int sl_library_load(const char *url, char *errbuf, size_t errlen);
+/* This build's library version, "0.1.0+1a2b3c4d5e6f" (the sluice version and
+ * the start of the SHA1 of the library's text). */
+SL_EXTERN const char *sl_library_version(void);
 /* The cause of the last failure on this client; "" if none. */
 SL_EXTERN const char *sl_client_errstr(const sl_client_t *c);
 
@@ -285,20 +299,30 @@ SL_EXTERN int sl_queue_stats(sl_client_t *c, const char *queue, char **json_out)
 typedef struct sl_worker sl_worker_t;
 typedef struct sl_job sl_job_t;
 
+/* sl_worker_opts.http_version */
+#define SL_HTTP_DEFAULT 0            /* HTTP/2 where an https server offers it (ALPN), else HTTP/1.1 */
+#define SL_HTTP_1_1 1                /* HTTP/1.1 only */
+#define SL_HTTP_2_PRIOR_KNOWLEDGE 2  /* HTTP/2 without asking, plain http too (h2c servers) */
+
 typedef struct sl_worker_opts {
   const char *redis_url; /* required */
   const char *queue;     /* NULL means "default" */
   int concurrency;       /* items run at once; 0 means 10 */
   int block_ms;          /* idle blocking read, ms; 0 means 1000 */
   const char *weights;   /* "6,3,1": weighted fairness over high, normal, low; NULL: strict priority */
-  const char *http_allow; /* http items may call only these hosts: "api.example.com,*.example.org"; NULL: any */
+  const char *http_allow; /* http items and webhooks may call only these origins, [SCHEME://]HOST[:PORT]:
+                            "api.example.com,*.example.org,127.0.0.1:8080" (README); NULL or "": any */
   size_t http_max_body;  /* cap of a kept http response body, bytes; 0 means 1 MiB */
-  int http_version;      /* 1: HTTP/1.1 only; 0: HTTP/2 where the server offers it */
+  int http_version;      /* SL_HTTP_DEFAULT, SL_HTTP_1_1 or SL_HTTP_2_PRIOR_KNOWLEDGE */
   int64_t visibility_ms; /* an item not kept alive this long is taken over, ms; 0 means 30000 */
   int max_deliveries;    /* deliveries before an item is poison (2-1000); 0 means 5 */
   int64_t drain_timeout_ms; /* a stop waits this long for running items, ms; 0 means 30000 */
   void *loop;            /* a uv_loop_t to run on; NULL: the worker owns one */
   int quiet;             /* non-zero: no log lines on stderr */
+  const char *http_methods; /* methods http items may use beyond GET, HEAD, POST, PUT, PATCH, DELETE and
+                               OPTIONS: "PROPFIND,REPORT"; NULL: none */
+  int load_library;      /* non-zero: load (or replace) the function library at start, an operator's act;
+                            else the loaded library must be this build's (sl_library_load) */
 } sl_worker_opts;
 
 /*
@@ -315,6 +339,15 @@ SL_EXTERN int sl_worker_new(const sl_worker_opts *opts, sl_worker_t **out, char 
  * succeeds, 75 is retryable, anything else fails with the exit code and the
  * tail of stderr. SL_EINVAL with a message for a bad mapping. */
 SL_EXTERN int sl_worker_exec(sl_worker_t *w, const char *mapping, char *errbuf, size_t errlen);
+/*
+ * Grants a secret to the worker's http items: "NAME" lets an item's
+ * ${env:NAME} resolve to the worker's environment variable NAME (read now),
+ * "NAME@HOST" only in requests to that origin (an --http-allow pattern);
+ * repeat for more hosts. Names starting SLUICE_ are never granted. An item
+ * naming a secret that is not granted fails for good as refused. SL_EINVAL
+ * with a message (bad name, SLUICE_ name, bad host, variable not set).
+ */
+SL_EXTERN int sl_worker_grant(sl_worker_t *w, const char *spec, char *errbuf, size_t errlen);
 /* Serves items of `type` with `start`. Built-in: noop, sleep, http. */
 SL_EXTERN int sl_worker_register(sl_worker_t *w, const char *type, sl_handler_start_fn start,
                                  void *ud);

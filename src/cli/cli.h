@@ -35,7 +35,12 @@ int cli_parse(int argc, char **argv, cli_common *com, const cli_flag *extra, int
 
 /* Prints "sluice: <message>" on stderr. */
 void cli_err(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-/* Resolves the Redis URL; NULL (after explaining how to set one) if none. */
+/* --redis-password-file, or NULL (set by cli_parse and the commands with
+ * their own option tables). */
+extern const char *cli_password_file;
+/* Resolves the Redis URL; NULL (after explaining how to set one) if none.
+ * A password from --redis-password-file or $SLUICE_REDIS_PASSWORD is put
+ * into a URL that has none. */
 const char *cli_redis_url(const cli_common *c);
 /* Opens a client or explains why not; NULL on failure, and then
  * cli_open_exit() is the exit code to use (2 for a missing or bad URL). */
@@ -65,6 +70,7 @@ int cmd_dead(int argc, char **argv);
 int cmd_workers(int argc, char **argv);
 int cmd_limit(int argc, char **argv);
 int cmd_stats(int argc, char **argv);
+int cmd_library(int argc, char **argv);
 
 /* Follows a batch with a progress bar; returns the exit code (0, 1 or 3). */
 int cli_watch_batch(sl_client_t *cl, const char *queue, const char *batch);

@@ -1,4 +1,5 @@
 /* Helpers shared by the sluice commands. */
+#include <ctype.h>
 #include <errno.h>
 #include <getopt.h>
 #include <stdarg.h>
@@ -33,6 +34,7 @@ int cli_parse(int argc, char **argv, cli_common *com, const cli_flag *extra, int
   com->queue = NULL;
   opts[k++] = (struct option){"redis", required_argument, NULL, 'R'};
   opts[k++] = (struct option){"queue", required_argument, NULL, 'Q'};
+  opts[k++] = (struct option){"redis-password-file", required_argument, NULL, 'P'};
   for (int i = 0; i < nextra; i++)
     opts[k++] = (struct option){extra[i].name, extra[i].has_arg, NULL, 256 + i};
   opts[k] = (struct option){NULL, 0, NULL, 0};
@@ -40,6 +42,8 @@ int cli_parse(int argc, char **argv, cli_common *com, const cli_flag *extra, int
   while ((ch = getopt_long(argc, argv, "", opts, &idx)) != -1) {
     if (ch == 'R')
       com->redis = optarg;
+    else if (ch == 'P')
+      cli_password_file = optarg;
     else if (ch == 'Q')
       com->queue = optarg;
     else if (ch >= 256 && extra[ch - 256].has_arg)
@@ -52,9 +56,74 @@ int cli_parse(int argc, char **argv, cli_common *com, const cli_flag *extra, int
   return optind;
 }
 
+const char *cli_password_file;
+
+/* Reads the first line of the password file into out; -1 after saying why. */
+static int read_password(const char *path, char *out, size_t len) {
+  FILE *f = fopen(path, "re");
+  size_t n;
+
+  if (f == NULL) {
+    cli_err("--redis-password-file %s: %s", path, strerror(errno));
+    return -1;
+  }
+  n = fread(out, 1, len - 1, f);
+  fclose(f);
+  out[n] = '\0';
+  out[strcspn(out, "\r\n")] = '\0';
+  if (out[0] == '\0') {
+    cli_err("--redis-password-file %s: the file is empty", path);
+    return -1;
+  }
+  return 0;
+}
+
+/* "scheme://" + "user:" + percent-encoded password + "@" + the rest. */
+static const char *with_password(const char *url, const char *pw) {
+  static char out[4096];
+  const char *rest = strstr(url, "://");
+  const char *at;
+  size_t k;
+
+  if (rest == NULL)
+    return url; /* not a URL: sl_client_open says so */
+  rest += 3;
+  at = strchr(rest, '@');
+  if (at != NULL && memchr(rest, ':', (size_t)(at - rest)) != NULL) {
+    cli_err("the Redis URL has a password already; give it there or in the file/environment, not both");
+    return NULL;
+  }
+  k = (size_t)snprintf(out, sizeof(out), "%.*s", (int)(rest - url), url);
+  if (at != NULL)
+    k += (size_t)snprintf(out + k, sizeof(out) - k, "%.*s", (int)(at - rest), rest); /* the user */
+  if (k < sizeof(out))
+    out[k++] = ':';
+  for (const unsigned char *p = (const unsigned char *)pw; *p && k + 4 < sizeof(out); p++) {
+    if (isalnum(*p) || strchr("-._~", *p) != NULL)
+      out[k++] = (char)*p;
+    else
+      k += (size_t)snprintf(out + k, sizeof(out) - k, "%%%02X", *p);
+  }
+  snprintf(out + k, sizeof(out) - k, "@%s", at != NULL ? at + 1 : rest);
+  return out;
+}
+
 const char *cli_redis_url(const cli_common *c) {
-  if (c->redis != NULL && *c->redis != '\0')
+  if (c->redis != NULL && *c->redis != '\0') {
+    /* The password may come from a file or the environment instead of the
+     * URL, so that `ps` never shows it. */
+    const char *env = getenv("SLUICE_REDIS_PASSWORD");
+    static char pw[1024];
+
+    if (cli_password_file != NULL) {
+      if (read_password(cli_password_file, pw, sizeof(pw)) != 0)
+        return NULL;
+      return with_password(c->redis, pw);
+    }
+    if (env != NULL && *env != '\0')
+      return with_password(c->redis, env);
     return c->redis;
+  }
   cli_err("no Redis configured: pass --redis URL or set SLUICE_REDIS, e.g.\n"
           "  export SLUICE_REDIS=redis://127.0.0.1:6379   (or unix:///path/to/redis.sock)\n"
           "`sluice demo` runs everything on a private Redis without one.");

@@ -99,6 +99,11 @@ int cmd_demo(int argc, char **argv) {
       return EXIT_RUNTIME;
     }
     url = dr.url;
+    /* the demo is the operator of its private Redis: it loads the library */
+    if (sl_library_load(url, err, sizeof(err)) != 0) {
+      cli_err("%s", err);
+      goto out;
+    }
   }
   fprintf(stderr, "sluice demo: Redis at %s, queue \"%s\"\n", url, queue);
   if (sl_client_open(url, &cl, err, sizeof(err)) != 0) {

@@ -1,6 +1,11 @@
 /*
  * sluice worker [--concurrency N] [--queue Q] [--visibility MS]
  *               [--max-deliveries N] [--drain-timeout MS] [--block-ms MS] [--quiet]
+ *               [--http-allow ORIGINS] [--http-methods M,...] [--http-version V]
+ *               [--secret NAME[@HOST]]... [--exec TYPE=COMMAND]... [--load-library]
+ *
+ * Secrets are granted with --secret (repeatable) and $SLUICE_SECRETS
+ * ("A,B@api.example.com"); nothing else of the environment reaches an item.
  *
  * Runs items until SIGINT or SIGTERM (then running items finish within the
  * drain timeout; a second signal exits at once). --dev-crash adds a `crash`
@@ -30,10 +35,15 @@ int cmd_worker(int argc, char **argv) {
       {"max-deliveries", required_argument, NULL, 'm'}, {"drain-timeout", required_argument, NULL, 'd'},
       {"dev-crash", no_argument, NULL, 'x'},          {"weights", required_argument, NULL, 'w'},
       {"http-allow", required_argument, NULL, 'A'},  {"http-max-body", required_argument, NULL, 'M'},
-      {"http-version", required_argument, NULL, 'H'}, {"exec", required_argument, NULL, 'E'},          {NULL, 0, NULL, 0}};
+      {"http-version", required_argument, NULL, 'H'}, {"exec", required_argument, NULL, 'E'},
+      {"secret", required_argument, NULL, 'S'},       {"http-methods", required_argument, NULL, 'T'},
+      {"load-library", no_argument, NULL, 'L'},      {"redis-password-file", required_argument, NULL, 'P'},
+      {NULL, 0, NULL, 0}};
   int dev_crash = 0;
   const char *execs[32];
   int nexec = 0;
+  const char *grants[256];
+  int ngrant = 0;
   cli_common com = {getenv("SLUICE_REDIS"), NULL};
   sl_worker_opts wo = {0};
   sl_worker_t *w;
@@ -107,12 +117,27 @@ int cmd_worker(int argc, char **argv) {
       wo.http_max_body = (size_t)v;
       break;
     case 'H':
-      if (strcmp(optarg, "1.1") != 0 && strcmp(optarg, "2") != 0) {
-        cli_err("--http-version: expected 1.1 or 2, got \"%s\"", optarg);
+      if (strcmp(optarg, "1.1") == 0) {
+        wo.http_version = SL_HTTP_1_1;
+      } else if (strcmp(optarg, "2") == 0) {
+        wo.http_version = SL_HTTP_DEFAULT;
+      } else if (strcmp(optarg, "2-prior-knowledge") == 0) {
+        wo.http_version = SL_HTTP_2_PRIOR_KNOWLEDGE;
+      } else {
+        cli_err("--http-version: expected 1.1, 2 or 2-prior-knowledge, got \"%s\"", optarg);
         return EXIT_USAGE;
       }
-      wo.http_version = strcmp(optarg, "1.1") == 0 ? 1 : 0;
       break;
+    case 'S':
+      if (ngrant == (int)(sizeof(grants) / sizeof(grants[0]))) {
+        cli_err("--secret: at most %d", ngrant);
+        return EXIT_USAGE;
+      }
+      grants[ngrant++] = optarg;
+      break;
+    case 'T': wo.http_methods = optarg; break;
+    case 'L': wo.load_library = 1; break;
+    case 'P': cli_password_file = optarg; break;
     default: return EXIT_USAGE;
     }
   }
@@ -131,6 +156,38 @@ int cmd_worker(int argc, char **argv) {
   }
   if (dev_crash)
     sl_worker_register(w, "crash", crash_handler, NULL);
+  {
+    /* Secrets: SLUICE_SECRETS, then each --secret. */
+    const char *env = getenv("SLUICE_SECRETS");
+    char spec[512];
+    const char *p = env != NULL ? env : "";
+
+    while (*p != '\0') {
+      size_t len = strcspn(p, ",");
+
+      if (len > 0 && len < sizeof(spec)) {
+        memcpy(spec, p, len);
+        spec[len] = '\0';
+        if (sl_worker_grant(w, spec, err, sizeof(err)) != 0) {
+          cli_err("SLUICE_SECRETS: %s", err);
+          sl_worker_free(w);
+          return EXIT_USAGE;
+        }
+      } else if (len > 0) {
+        cli_err("SLUICE_SECRETS: an entry is longer than %zu bytes", sizeof(spec) - 1);
+        sl_worker_free(w);
+        return EXIT_USAGE;
+      }
+      p += len + (p[len] == ',');
+    }
+    for (int i = 0; i < ngrant; i++) {
+      if (sl_worker_grant(w, grants[i], err, sizeof(err)) != 0) {
+        cli_err("%s", err);
+        sl_worker_free(w);
+        return EXIT_USAGE;
+      }
+    }
+  }
   for (int i = 0; i < nexec; i++) {
     if (sl_worker_exec(w, execs[i], err, sizeof(err)) != 0) {
       cli_err("%s", err);

@@ -19,8 +19,11 @@ static const char usage[] =
     "         --dedupe-ttl DURATION  remember items' dedupe keys (default 1d); --json: id and skipped items\n"
     "  worker [opts]               run items: --concurrency N --visibility MS --max-deliveries N\n"
     "                              --drain-timeout MS --weights 6,3,1 (fair share instead of strict)\n"
-    "                              --http-allow HOSTS --http-max-body BYTES --http-version 1.1|2\n"
+    "                              --http-allow ORIGINS --http-max-body BYTES\n"
+    "                              --http-version 1.1|2|2-prior-knowledge --http-methods M,M\n"
+    "                              --secret NAME[@HOST] (repeatable; or SLUICE_SECRETS=A,B@HOST)\n"
     "                              --exec TYPE=COMMAND (repeatable: items of TYPE run COMMAND)\n"
+    "                              --load-library (load the function library first: an operator's act)\n"
     "  status BATCH [--json]       counters, percent and timings of a batch\n"
     "  watch BATCH                 live progress until the batch ends (exit 3: items failed)\n"
     "  results BATCH [--failed]    one JSON line per finished item\n"
@@ -35,10 +38,12 @@ static const char usage[] =
     "  stats [--json]              the queue: queued and running by priority, delayed, dead, throughput\n"
     "  limit set NAME [RATE] [--burst N] [--concurrency N] | ls | rm NAME\n"
     "                              fleet-wide rate and concurrency limits (RATE: 50/s, 3000/m, 10000/h)\n"
+    "  library load | check        load this build's function library (operators only), or check it\n"
     "  demo                        submit and run a batch on a private Redis\n"
     "  version\n"
     "\n"
-    "Every command takes --redis URL (or $SLUICE_REDIS) and --queue NAME (default: default).\n"
+    "Every command takes --redis URL (or $SLUICE_REDIS) and --queue NAME (default: default);\n"
+    "the password may come from --redis-password-file FILE or $SLUICE_REDIS_PASSWORD instead.\n"
     "URLs: redis://[user:password@]host[:port][/db], unix:///path/to/redis.sock\n"
     "Exit codes: 0 ok, 1 runtime failure, 2 usage error, 3 batch ended with failed items.\n";
 
@@ -52,6 +57,7 @@ int main(int argc, char **argv) {
       {"cancel", cmd_cancel},   {"demo", cmd_demo},       {"retry", cmd_retry},
       {"pause", cmd_pause},     {"resume", cmd_resume},
       {"dead", cmd_dead},       {"workers", cmd_workers}, {"limit", cmd_limit},     {"stats", cmd_stats},
+      {"library", cmd_library},
   };
 
   if (argc < 2 || strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "--help") == 0 ||

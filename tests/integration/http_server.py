@@ -20,7 +20,7 @@ Paths (any method, query strings allowed):
   /big            200, 10 MiB of 'x' (text/plain)
   /hold?ms=N      counted as in flight while it sleeps N ms, then 200 {"ok":true}
   /secret-check   200 {"authorized":true|false}: whether the Authorization
-                  header is "Bearer " + $SLUICE_TEST_TOKEN of this process
+                  header is "Bearer " + $TEST_API_TOKEN of this process
                   (the token itself is never sent back)
   /stats          200 {"peak_in_flight":N,"in_flight":N,"requests":N,
                   "idempotency_keys":{path:[keys in order]},
@@ -199,7 +199,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
                 self.reply(200, {"hooks": list(state.get("hooks", [])),
                                  "tries": dict(state.get("hook_tries", {}))})
         elif path == "/secret-check":
-            token = os.environ.get("SLUICE_TEST_TOKEN", "")
+            token = os.environ.get("TEST_API_TOKEN", "")
             auth = self.headers.get("Authorization", "")
             self.reply(200, {"authorized": bool(token) and auth == "Bearer " + token})
         elif path == "/stats":

@@ -56,6 +56,7 @@ static void test_unix_and_tcp(void) {
       sl_test_fail(__FILE__, __LINE__, "%s", err);
   }
   snprintf(url, sizeof(url), "redis://127.0.0.1:%s/3", port);
+  itest_load_library(url);
   submit_and_run(url, "tcpq");
   /* db 3 was used, not db 0 */
   c = redisConnectUnix(tcp.sock);
@@ -88,6 +89,7 @@ static void test_auth_password_and_acl_user(void) {
   redisFree(c);
 
   snprintf(url, sizeof(url), "unix://:s3cret@%s", d.sock);
+  itest_load_library(url);
   submit_and_run(url, "pw");
   /* An ACL user; '/' in the password is escaped. */
   snprintf(url, sizeof(url), "unix://alice:wonder%%2Fland@%s", d.sock);
@@ -202,6 +204,7 @@ static void test_redis_killed_under_worker(void) {
 
   if (sl_devredis_start(&d, NULL, err, sizeof(err)) != 0)
     sl_test_fail(__FILE__, __LINE__, "%s", err);
+  itest_load_library(d.url);
   {
     const char *args[] = {"worker", "--redis", d.url, "--queue", "gone", "--block-ms", "200", NULL};
 
@@ -220,6 +223,7 @@ static void test_redis_killed_under_worker(void) {
   free(log);
   if (sl_devredis_restart(&d, NULL, err, sizeof(err)) != 0)
     sl_test_fail(__FILE__, __LINE__, "%s", err);
+  itest_load_library(d.url); /* no persistence: the operator loads it again */
   t0 = itest_ms();
   for (;;) {
     log = itest_read(errpath, NULL);

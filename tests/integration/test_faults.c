@@ -188,6 +188,7 @@ static void test_redis_restart(void) {
   free(buf);
   if (sl_devredis_start(&d, extra, err, sizeof(err)) != 0)
     sl_test_fail(__FILE__, __LINE__, "%s", err);
+  itest_load_library(d.url); /* persisted in the AOF across the restarts */
   snprintf(b1, sizeof(b1), "%s", submit_file(d.url, q, path, NULL, NULL));
   w1 = worker(d.url, q, "20", "3000", NULL, NULL, NULL);
   w2 = worker(d.url, q, "20", "3000", NULL, NULL, NULL);

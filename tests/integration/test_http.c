@@ -34,7 +34,7 @@
 
 #include "itest.h"
 
-#define SECRET "s3cr3t-token" /* the value of SLUICE_TEST_TOKEN; must never reach Redis or the log */
+#define SECRET "s3cr3t-token" /* the value of TEST_API_TOKEN; must never reach Redis or the log */
 
 static pid_t server_pid;     /* the python server; 0 when not running */
 static pid_t main_pid;       /* the test program (tests run in forked children) */
@@ -81,7 +81,7 @@ static void teardown(void) {
     redis_teardown();
 }
 
-/* Starts the server with SLUICE_TEST_TOKEN in its environment (for
+/* Starts the server with TEST_API_TOKEN in its environment (for
  * /secret-check) and waits up to 10 s for its port file. Exits on failure. */
 static void server_start(void) {
   char script[600];
@@ -110,7 +110,7 @@ static void server_start(void) {
 #endif
     setpgid(0, 0);
     dup2(fi, 0);
-    setenv("SLUICE_TEST_TOKEN", SECRET, 1);
+    setenv("TEST_API_TOKEN", SECRET, 1);
     execl("/usr/bin/python3", "python3", script, portfile, (char *)NULL);
     fprintf(stderr, "exec /usr/bin/python3 %s: %s\n", script, strerror(errno));
     _exit(127);
@@ -422,15 +422,15 @@ static void test_methods_and_bodies(void) {
   const cJSON *h;
   cJSON *sent;
 
-  setenv("SLUICE_TEST_PLAIN", "plain-value", 1); /* inherited by the worker */
+  setenv("TEST_PLAIN", "plain-value", 1); /* inherited by the worker */
   lines[0] = '\0';
   item(one, sizeof(one), "/echo",
-       ",\"method\":\"POST\",\"headers\":{\"X-Test\":\"yes\",\"X-Env\":\"v=${env:SLUICE_TEST_PLAIN}\"},"
-       "\"body\":\"hello ${env:SLUICE_TEST_PLAIN} body\"",
+       ",\"method\":\"POST\",\"headers\":{\"X-Test\":\"yes\",\"X-Env\":\"v=${env:TEST_PLAIN}\"},"
+       "\"body\":\"hello ${env:TEST_PLAIN} body\"",
        NULL);
   strcat(lines, one);
   item(one, sizeof(one), "/echo",
-       ",\"method\":\"PUT\",\"json\":{\"a\":1,\"s\":\"${env:SLUICE_TEST_PLAIN}\",\"l\":[true,null,\"x\"]}", NULL);
+       ",\"method\":\"PUT\",\"json\":{\"a\":1,\"s\":\"${env:TEST_PLAIN}\",\"l\":[true,null,\"x\"]}", NULL);
   strcat(lines, one);
   item(one, sizeof(one), "/echo?k=v", ",\"method\":\"DELETE\"", NULL);
   strcat(lines, one);
@@ -438,7 +438,11 @@ static void test_methods_and_bodies(void) {
   strcat(lines, one);
   item(one, sizeof(one), "/status/204", NULL, NULL); /* no body */
   strcat(lines, one);
-  run_batch(c, q, lines, 4, NULL, batch, 20);
+  {
+    const char *grant[] = {"--secret", "TEST_PLAIN", NULL};
+
+    run_batch(c, q, lines, 4, grant, batch, 20);
+  }
 
   line = result_line(c, q, batch, 0);
   CHECK_ITEM_STATUS(line, "succeeded");
@@ -719,18 +723,21 @@ static void test_connection_refused(void) {
   redisFree(c);
 }
 
-/* --http-allow 127.0.0.1,*.example.com: 127.0.0.1 runs; localhost fails at
- * once (attempts 1 of 5) naming the option, and no request is made. */
+/* --http-allow 127.0.0.1:PORT,*.example.com: 127.0.0.1 on that port runs;
+ * localhost fails at once (attempts 1 of 5) naming the option, and no
+ * request is made. */
 static void test_allow_list(void) {
   const char *q = itest_queue("allow");
   redisContext *c = itest_conn();
-  const char *extra[] = {"--http-allow", "127.0.0.1,*.example.com", NULL};
+  char allow[64];
+  const char *extra[] = {"--http-allow", allow, NULL};
   char lines[2048];
   char batch[64];
   cJSON *st0 = server_stats();
   cJSON *st1;
   cJSON *line;
 
+  snprintf(allow, sizeof(allow), "127.0.0.1:%d,*.example.com", server_port);
   snprintf(lines, sizeof(lines),
            "{\"type\":\"http\",\"payload\":{\"url\":\"http://127.0.0.1:%d/ok\"}}\n"
            "{\"type\":\"http\",\"payload\":{\"url\":\"http://localhost:%d/ok\"},"
@@ -892,15 +899,16 @@ __attribute__((noinline)) static char *dump_redis(redisContext *c, size_t *keys)
   return dump;
 }
 
-/* ${env:SLUICE_TEST_TOKEN} in a header reaches the server (it says
- * "authorized" without echoing it), for a success, a retried failure and a
- * dead letter; an unset variable fails the item at once naming the
- * variable. Then the secret is nowhere in Redis nor in the worker's log
- * (run without --quiet, so it logs what it does). */
+/* ${env:TEST_API_TOKEN}, granted with --secret, in a header reaches the
+ * server (it says "authorized" without echoing it), for a success, a retried
+ * failure and a dead letter; a name the worker was not granted fails the
+ * item at once as refused, naming the secret, with no dead letter. Then the
+ * secret is nowhere in Redis nor in the worker's log (run without --quiet,
+ * so it logs what it does). */
 static void test_secrets(void) {
   const char *q = itest_queue("secret");
   redisContext *c = itest_conn();
-  const char *auth = ",\"headers\":{\"Authorization\":\"Bearer ${env:SLUICE_TEST_TOKEN}\"}";
+  const char *auth = ",\"headers\":{\"Authorization\":\"Bearer ${env:TEST_API_TOKEN}\"}";
   char lines[4096];
   char one[1024];
   char batch[64];
@@ -926,10 +934,14 @@ static void test_secrets(void) {
   strcat(lines, one);
   item(one, sizeof(one), "/slow?ms=3000", auth, ",\"max_attempts\":1,\"timeout_ms\":200");
   strcat(lines, one);
-  setenv("SLUICE_TEST_TOKEN", SECRET, 1); /* inherited by the worker */
-  unsetenv("NOT_SET_ANYWHERE");
+  setenv("TEST_API_TOKEN", SECRET, 1); /* inherited by the worker */
+  setenv("NOT_SET_ANYWHERE", "set, but never granted", 1);
   snprintf(errlog, sizeof(errlog), "%s", itest_path("worker-secret.err"));
-  w = worker(q, 4, 0, NULL, errlog);
+  {
+    const char *grant[] = {"--secret", "TEST_API_TOKEN", NULL};
+
+    w = worker(q, 4, 0, grant, errlog);
+  }
   submit(q, lines, batch);
   wait_batch(c, q, batch, 25, w, errlog);
   itest_stop(w);
@@ -951,9 +963,18 @@ static void test_secrets(void) {
     line = result_line(c, q, batch, i);
     CHECK_ITEM_STATUS(line, "failed");
     CHECK_INT(jnum(line, "attempts"), ==, 1);
-    CHECK_CONTAINS(jstr(line, "error"), "NOT_SET_ANYWHERE");
-    printf("    unset variable: %s\n", jstr(line, "error"));
+    CHECK_CONTAINS(jstr(line, "error"), "secret NOT_SET_ANYWHERE is not granted to this worker");
+    CHECK(cJSON_IsTrue(jget(line, "refused")));
+    printf("    not granted: %s\n", jstr(line, "error"));
     cJSON_Delete(line);
+  }
+  /* refused: counted, and no dead letter (three letters: the 500, 403 and timed-out items) */
+  CHECK_INT(itest_batch_num(c, q, batch, "refused"), ==, 2);
+  {
+    redisReply *r = itest_cmd(c, "XLEN sluice:{%s}:dead", q);
+
+    CHECK_INT(r->integer, ==, 3);
+    freeReplyObject(r);
   }
   line = result_line(c, q, batch, 5);
   CHECK_ITEM_STATUS(line, "failed");
@@ -963,7 +984,7 @@ static void test_secrets(void) {
   dump = dump_redis(c, &keys);
   printf("    scanned %zu keys (%zu bytes of values) and the worker log for the secret\n", keys, strlen(dump));
   CHECK(strstr(dump, "authorized") != NULL);      /* the dump does hold the results */
-  CHECK(strstr(dump, "${env:SLUICE_TEST_TOKEN}") != NULL); /* and the items as written */
+  CHECK(strstr(dump, "${env:TEST_API_TOKEN}") != NULL); /* and the items as written */
   {
     const char *at = strstr(dump, SECRET);
     size_t off = at != NULL ? (size_t)(at - dump) : 0;

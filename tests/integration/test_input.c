@@ -69,7 +69,7 @@ static void test_missing_and_mistyped_fields(void) {
   refused_str("attempts", "{\"type\":\"noop\",\"payload\":{},\"max_attempts\":\"3\"}", "field \"max_attempts\"");
   refused_str("timeout", "{\"type\":\"noop\",\"payload\":{},\"timeout_ms\":-1}", "field \"timeout_ms\"");
   refused_str("unknownf", "{\"type\":\"noop\",\"payload\":{},\"priorty\":\"high\"}", "field \"priorty\": unknown field");
-  refused_str("twice", "{\"type\":\"noop\",\"type\":\"noop\",\"payload\":{}}", "field \"type\": given twice");
+  refused_str("twice", "{\"type\":\"noop\",\"type\":\"noop\",\"payload\":{}}", "key \"type\" appears twice");
   refused_str("runat", "{\"type\":\"noop\",\"payload\":{},\"run_at\":\"next tuesday\"}",
               "field \"run_at\": expected an RFC 3339 time");
   refused_str("dedupe", "{\"type\":\"noop\",\"payload\":{},\"dedupe\":7}", "field \"dedupe\": expected a string key");

@@ -186,6 +186,7 @@ static void test_admission_control(void) {
   free(buf);
   if (sl_devredis_start(&d, extra, err, sizeof(err)) != 0)
     sl_test_fail(__FILE__, __LINE__, "%s", err);
+  itest_load_library(d.url);
   c = redisConnectUnix(d.sock);
   /* Fill most of it: 8 MB of 12. */
   {

@@ -10,6 +10,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <sluice/sluice.h>
+
 #include "devredis.h"
 
 static sl_devredis redis;
@@ -27,6 +29,17 @@ static void setup(void) {
   }
   setenv("SLUICE_TEST_REDIS", redis.url, 1);
   unsetenv("SLUICE_REDIS");
+  itest_load_library(redis.url);
+}
+
+void itest_load_library(const char *url) {
+  char err[512];
+
+  /* the harness is the operator of its Redis: it loads the library */
+  if (sl_library_load(url, err, sizeof(err)) != 0) {
+    fprintf(stderr, "cannot load the sluice function library: %s\n", err);
+    exit(1);
+  }
 }
 
 static void teardown(void) {

@@ -15,6 +15,9 @@
 
 /* Installs setup/teardown hooks that start and stop the test Redis. */
 void itest_use_redis(void);
+/* Loads the sluice function library into the Redis at url (exits on
+ * failure); setup does it for the test Redis. */
+void itest_load_library(const char *url);
 /* The test Redis: its URL and socket path. */
 const char *itest_url(void);
 const char *itest_sock(void);

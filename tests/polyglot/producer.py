@@ -6,7 +6,7 @@ without the C library:
 
   1. starts a private redis-server on a unix socket in a temp dir (unless
      --socket names a running one);
-  2. runs `$SLUICE_BIN batches` once, which loads the sluice function library
+  2. runs `$SLUICE_BIN library load` once, which loads the sluice function library
      (the way PROTOCOL.md tells a foreign producer to make sure of it), and
      checks it with FCALL sluice_v1_version;
   3. validates and normalizes 1,000 noop items itself and submits them as one
@@ -27,6 +27,7 @@ usage: producer.py [--socket PATH] [--queue NAME] [--timeout SECONDS]
 
 import argparse
 import json
+import re
 import os
 import secrets
 import shutil
@@ -157,14 +158,14 @@ def run(sock, queue, sluice_bin, timeout):
     r = redis.Redis(unix_socket_path=sock, decode_responses=True)
     k = keys_of(queue)
 
-    # The library: a sluice process loads it; `batches` is the cheapest one.
-    out = subprocess.run([sluice_bin, "batches", "--redis", url, "--queue", queue],
+    # The library: an operator loads it (`sluice library load`).
+    out = subprocess.run([sluice_bin, "library", "load", "--redis", url],
                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, timeout=30)
-    check(out.returncode == 0, "`sluice batches` (which loads the library) failed with exit %d: %s"
+    check(out.returncode == 0, "`sluice library load` failed with exit %d: %s"
           % (out.returncode, out.stderr.strip()))
-    version = r.execute_command("FCALL", "sluice_v1_version", 0)
-    check(isinstance(version, str) and len(version) == 40,
-          "FCALL sluice_v1_version 0 returned %r, expected a 40-digit SHA1" % (version,))
+    version = r.execute_command("FCALL_RO", "sluice_v1_version", 0)
+    check(isinstance(version, str) and re.fullmatch(r"[0-9.]+\+[0-9a-f]{12}", version) is not None,
+          "FCALL_RO sluice_v1_version 0 returned %r, expected VERSION+SHA12" % (version,))
 
     # Validate and normalize every item before anything is written.
     items = []

@@ -428,9 +428,12 @@ static void test_err_unknown_field(void) {
 }
 
 static void test_err_field_twice(void) {
-  parse_err("{\"type\":\"t\",\"payload\":{},\"type\":\"t\"}", "field \"type\": given twice", NULL);
-  parse_err("{\"id\":1,\"type\":\"t\",\"id\":2,\"payload\":{}}", "field \"id\": given twice", NULL);
-  parse_err("{\"type\":\"t\",\"payload\":{},\"payload\":{}}", "field \"payload\": given twice", NULL);
+  parse_err("{\"type\":\"t\",\"payload\":{},\"type\":\"t\"}", "key \"type\" appears twice in one object", NULL);
+  parse_err("{\"id\":1,\"type\":\"t\",\"id\":2,\"payload\":{}}", "key \"id\" appears twice", NULL);
+  parse_err("{\"type\":\"t\",\"payload\":{},\"payload\":{}}", "key \"payload\" appears twice", NULL);
+  /* at any depth, and by the decoded text of the key */
+  parse_err("{\"type\":\"t\",\"payload\":{\"a\":{\"url\":1,\"u\\u0072l\":2}}}", "key \"u\\u0072l\" appears twice",
+            "column 37");
 }
 
 static void test_dedupe_key(void) {
@@ -546,7 +549,7 @@ static void test_http_payload(void) {
   parse_ok("{\"type\":\"http\",\"payload\":{\"url\":\"http://example.com/hook\"}}", &it);
   sl__item_free(&it);
   parse_ok("{\"type\":\"http\",\"payload\":{\"method\":\"PUT\",\"url\":\"https://x.test/a?b=c\","
-           "\"headers\":{\"X-A\":\"1\"},\"body\":{\"k\":[1]}}}",
+           "\"headers\":{\"X-A\":\"1\"},\"json\":{\"k\":[1]}}}",
            &it);
   sl__item_free(&it);
 }

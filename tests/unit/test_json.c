@@ -448,13 +448,24 @@ static void test_unescape_surrogates(void) {
   unescape_is("\"\\ud800\\udc00\"", "\xf0\x90\x80\x80", 4);    /* U+10000 */
   unescape_is("\"\\udbff\\udfff\"", "\xf4\x8f\xbf\xbf", 4);    /* U+10FFFF */
   unescape_is("\"a\\ud83d\\ude00b\"", "a\xf0\x9f\x98\x80" "b", 6);
-  /* lone surrogates become U+FFFD */
-  unescape_is("\"\\ud83d\"", "\xef\xbf\xbd", 3);
-  unescape_is("\"\\ude00\"", "\xef\xbf\xbd", 3);
-  unescape_is("\"\\ud83dx\"", "\xef\xbf\xbdx", 4);
-  unescape_is("\"\\ud83d\\u0041\"", "\xef\xbf\xbd" "A", 4);
-  unescape_is("\"\\ude00\\ud83d\"", "\xef\xbf\xbd\xef\xbf\xbd", 6);
-  unescape_is("\"\\ud83d\\ud83d\\ude00\"", "\xef\xbf\xbd\xf0\x9f\x98\x80", 7);
+  /* lone surrogates are refused, never replaced: two different ids must
+   * not become the same text */
+  {
+    static const char *const lone[] = {"\"\\ud83d\"", "\"\\ude00\"", "\"\\ud83dx\"", "\"\\ud83d\\u0041\"",
+                                       "\"\\ude00\\ud83d\"", "\"\\ud83d\\ud83d\\ude00\"", NULL};
+
+    for (int i = 0; lone[i] != NULL; i++) {
+      sl_buf b;
+      char err[128];
+      size_t pos = 0;
+
+      sl__buf_init(&b, 64);
+      CHECK_INT(sl__json_unescape(lone[i], strlen(lone[i]), &b), ==, SL_EINVAL);
+      sl__buf_free(&b);
+      CHECK_INT(sl__json_validate(lone[i], strlen(lone[i]), 8, &pos, err, sizeof(err)), ==, SL_EINVAL);
+      CHECK_CONTAINS(err, "lone UTF-16 surrogate");
+    }
+  }
 }
 
 static void test_unescape_errors(void) {
