@@ -3,6 +3,19 @@
 -- P = 'sluice:{Q}:' so a queue lives in one cluster slot.
 
 -- Server time in ms since the epoch: one clock for the whole fleet.
+-- Worker functions (fetch, accept, complete, beat, reclaim, release,
+-- progress, penalize, the webhook pair, init) refuse a Redis user that may
+-- not acknowledge stream entries: ACLs cannot tell one function from
+-- another, but the README's producer and dashboard users lack XACK, so they
+-- cannot take items or record outcomes through FCALL. Checked before any
+-- write. Returns an error reply, or nil for a worker.
+local function sl_worker_only(key)
+  if not redis.acl_check_cmd('XACK', key, 'workers', '0-0') then
+    return redis.error_reply('NOPERM sluice worker functions need a Redis user that may XACK (a worker user; see ' ..
+                             'the README on ACL users)')
+  end
+end
+
 local function sl_now_ms()
   local t = redis.call('TIME')
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)

@@ -9,6 +9,7 @@
 --
 -- The entries are read again here (XRANGE) rather than passed in, so what
 -- runs is what the stream holds.
+do local denied = sl_worker_only(KEYS[1]) if denied then return denied end end
 local group = ARGV[1]
 local ctx = {prefix = ARGV[2], status = {}, touched = {}, started = {}, vis = tonumber(ARGV[4])}
 local out = {}

@@ -16,6 +16,7 @@
 -- that lost an item would take it back: ownership is checked with XPENDING
 -- in the same script. XCLAIM ... JUSTID resets the idle time without
 -- counting a delivery.
+do local denied = sl_worker_only(KEYS[1]) if denied then return denied end end
 local group, me = ARGV[1], ARGV[2]
 local now = sl_now_ms()
 local lost = {}

@@ -29,6 +29,7 @@
 -- is moved back to its stream when due (sl_promote, in fetch). The entry is
 -- acknowledged and deleted in every case, so finished items leave the
 -- streams. One event per touched batch carries the absolute counters.
+do local denied = sl_worker_only(KEYS[1]) if denied then return denied end end
 local group, prefix, queue = ARGV[1], ARGV[2], ARGV[3]
 local now = sl_now_ms()
 local acks = {{}, {}, {}}

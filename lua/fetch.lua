@@ -20,6 +20,7 @@
 -- has no new entries or COUNT is reached. Entries that may not run
 -- (cancelled or vanished batch, item already ended; see sl_admit) are
 -- finished here and do not count against COUNT.
+do local denied = sl_worker_only(KEYS[1]) if denied then return denied end end
 local group, consumer, want = ARGV[1], ARGV[2], tonumber(ARGV[3])
 local ctx = {prefix = ARGV[4], status = {}, touched = {}, started = {}, vis = tonumber(ARGV[8])}
 ctx.now = sl_now_ms()

@@ -9,6 +9,7 @@
 -- The bucket's TAT moves to at least now + ms + (burst - 1) * T, so the
 -- next reservation of any worker starts no earlier than now + ms (GCRA:
 -- allow_at = TAT + T - burst * T). A TAT already later is kept.
+do local denied = sl_worker_only(KEYS[1]) if denied then return denied end end
 local name, bucket = ARGV[1], KEYS[2]
 if name == '' and ARGV[3] then
   name = redis.call('HGET', ARGV[3] .. 'config', 'rate_key')

@@ -9,6 +9,7 @@
 -- goes to the batch's channel and the queue's; batch events carry no
 -- "type", so subscribers tell them apart. Workers send this at most every
 -- 500 ms, so a chatty handler cannot flood Redis.
+do local denied = sl_worker_only(ARGV[1] .. 's:high') if denied then return denied end end
 local prefix, queue = ARGV[1], ARGV[2]
 local now = sl_now_ms()
 local by_batch = {}

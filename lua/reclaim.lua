@@ -25,6 +25,7 @@
 -- pending list. Consumers of workers that no longer beat (no P..'w:NAME'
 -- key) and have nothing pending are removed from the group; never one with
 -- pending entries, which XGROUP DELCONSUMER would drop.
+do local denied = sl_worker_only(KEYS[1]) if denied then return denied end end
 local group, me, idle, maxdel = ARGV[1], ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])
 local prefix, queue, want, alone_ok = ARGV[5], ARGV[6], tonumber(ARGV[7]), ARGV[8] == '1'
 local ctx = {prefix = prefix, status = {}, touched = {}, started = {}, again = true, vis = idle}

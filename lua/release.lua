@@ -8,6 +8,7 @@
 --
 -- Each entry still owned by the caller is appended again to its stream (a
 -- new id, at the end) and the old one acknowledged and deleted, in one step.
+do local denied = sl_worker_only(KEYS[1]) if denied then return denied end end
 local group, me = ARGV[1], ARGV[2]
 local n = 0
 local ctx = {prefix = string.sub(KEYS[1], 1, -7)} -- P..'s:high' -> P

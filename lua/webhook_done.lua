@@ -8,6 +8,7 @@
 -- Delivered: the batch leaves the set and its hash gets webhook_at. Failed
 -- with a retry: the score moves to the next attempt. Given up: the batch
 -- leaves the set and keeps the last error in webhook_error.
+do local denied = sl_worker_only(KEYS[1]) if denied then return denied end end
 local key, bkey, batch = KEYS[1], ARGV[1] .. 'b:' .. ARGV[2], ARGV[2]
 local now = sl_now_ms()
 if ARGV[3] == 'ok' then

@@ -8,6 +8,7 @@
 -- A claim moves the batch's score a lease into the future, so however many
 -- workers race, one of them sends it; if that worker dies the lease lapses
 -- and another sends it again (receivers dedupe with X-Sluice-Delivery).
+do local denied = sl_worker_only(KEYS[1]) if denied then return denied end end
 local key, prefix, queue = KEYS[1], ARGV[1], ARGV[2]
 local now = sl_now_ms()
 local out = {}

@@ -5,6 +5,7 @@
  */
 #include "conn.h"
 
+#include <fcntl.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
@@ -34,6 +35,7 @@ int sl__redis_connect(const sl_url *u, int timeout_ms, redisContext **out, char 
     redisFree(rc);
     return SL_ECONN;
   }
+  fcntl(rc->fd, F_SETFD, FD_CLOEXEC); /* hiredis 0.14.1 does not: no child inherits the connection */
   redisSetTimeout(rc, ctv);
   if (u->password != NULL) {
     if (u->user != NULL)

@@ -41,6 +41,7 @@
  */
 #include "worker.h"
 
+#include <fcntl.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdint.h>
@@ -1082,6 +1083,10 @@ static redisAsyncContext *aconnect(sl_worker_t *w, char *why, size_t whylen) {
     return NULL;
   }
   ac->data = w;
+  /* hiredis 0.14.1 opens its sockets without close-on-exec: no exec child
+   * may inherit an authenticated Redis connection (the spawn happens on
+   * this thread, so setting it now is soon enough). */
+  fcntl(ac->c.fd, F_SETFD, FD_CLOEXEC);
   if (sl__uvredis_attach(w->loop, ac) != 0) {
     snprintf(why, whylen, "cannot watch the socket");
     redisAsyncFree(ac);

@@ -46,6 +46,10 @@ const char *cli_redis_url(const cli_common *c);
  * cli_open_exit() is the exit code to use (2 for a missing or bad URL). */
 sl_client_t *cli_open(const cli_common *c);
 int cli_open_exit(void);
+/* s with control bytes (C0, DEL and C1) written as \xNN / \uNNNN, so a name
+ * or an error from Redis can never drive the terminal; cut at about 1000
+ * bytes. The result lives until the fourth call after this one. */
+const char *cli_safe(const char *s);
 /* Parses a duration: plain ms, or N followed by s, m, h or d; -1 when invalid. */
 long long cli_parse_duration(const char *s);
 /* Parses a non-negative integer option value; -1 when invalid. */

@@ -154,6 +154,32 @@ sl_client_t *cli_open(const cli_common *c) {
   return cl;
 }
 
+const char *cli_safe(const char *s) {
+  static char bufs[4][1024];
+  static int next;
+  char *out = bufs[next];
+  const unsigned char *p = (const unsigned char *)(s != NULL ? s : "");
+  size_t k = 0;
+
+  next = (next + 1) % 4;
+  for (; *p != '\0' && k + 8 < sizeof(bufs[0]); p++) {
+    if (*p < 0x20 || *p == 0x7f) {
+      k += (size_t)snprintf(out + k, sizeof(bufs[0]) - k, "\\x%02X", *p);
+    } else if (*p == 0xc2 && p[1] >= 0x80 && p[1] <= 0x9f) {
+      k += (size_t)snprintf(out + k, sizeof(bufs[0]) - k, "\\u%04X", p[1]); /* C1 controls (CSI...) */
+      p++;
+    } else {
+      out[k++] = (char)*p;
+    }
+  }
+  if (*p != '\0' && k + 4 < sizeof(bufs[0])) {
+    memcpy(out + k, "...", 3);
+    k += 3;
+  }
+  out[k] = '\0';
+  return out;
+}
+
 long long cli_parse_duration(const char *s) {
   char *end;
   long long v;

@@ -97,8 +97,8 @@ static int print_letter_row(const char *json, size_t len, void *ud) {
   if (j == NULL)
     return 0;
   excerpt(jstr(j, "error"), err, sizeof(err));
-  printf("%-20s  %-26s  %-16s  %8lld  %s\n", jstr(j, "id"), jstr(j, "batch"), jstr(j, "item"), jnum(j, "attempts"),
-         err);
+  printf("%-20s  %-26s  %-16s  %8lld  %s\n", cli_safe(jstr(j, "id")), cli_safe(jstr(j, "batch")),
+         cli_safe(jstr(j, "item")), jnum(j, "attempts"), cli_safe(err));
   cJSON_Delete(j);
   return ferror(stdout) ? SL_EIO : 0;
 }
@@ -238,8 +238,8 @@ static int print_worker_row(const char *json, size_t len, void *ud) {
   if (j == NULL)
     return 0;
   snprintf(load, sizeof(load), "%lld/%lld", jnum(j, "running"), jnum(j, "concurrency"));
-  printf("%-32s  %-20s  %8lld  %-20s  %11s  %.1f s ago\n", jstr(j, "id"), jstr(j, "host"), jnum(j, "pid"),
-         jstr(j, "queue"), load, (double)jnum(j, "last_beat_ms_ago") / 1000.0);
+  printf("%-32s  %-20s  %8lld  %-20s  %11s  %.1f s ago\n", cli_safe(jstr(j, "id")), cli_safe(jstr(j, "host")),
+         jnum(j, "pid"), cli_safe(jstr(j, "queue")), load, (double)jnum(j, "last_beat_ms_ago") / 1000.0);
   cJSON_Delete(j);
   return ferror(stdout) ? SL_EIO : 0;
 }

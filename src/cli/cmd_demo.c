@@ -49,7 +49,7 @@ static int print_failed(const char *json, size_t len, void *ud) {
   const cJSON *e = cJSON_GetObjectItemCaseSensitive(j, "error");
 
   if (cJSON_IsString(id) && cJSON_IsString(e) && (*n)++ < 3)
-    fprintf(stderr, "  item %-8s %s\n", id->valuestring, e->valuestring);
+    fprintf(stderr, "  item %-8s %s\n", cli_safe(id->valuestring), cli_safe(e->valuestring));
   cJSON_Delete(j);
   return 0;
 }

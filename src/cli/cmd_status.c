@@ -37,7 +37,7 @@ static void print_status(const char *json) {
   cli_fmt_time(jnum(j, "created_at"), created, sizeof(created));
   cli_fmt_time(jnum(j, "started_at"), started, sizeof(started));
   cli_fmt_time(jnum(j, "finished_at"), finished, sizeof(finished));
-  printf("batch      %s%s%s%s\n", jstr(j, "batch"), *jstr(j, "name") ? "  (" : "", jstr(j, "name"),
+  printf("batch      %s%s%s%s\n", cli_safe(jstr(j, "batch")), *jstr(j, "name") ? "  (" : "", cli_safe(jstr(j, "name")),
          *jstr(j, "name") ? ")" : "");
   printf("queue      %s\n", jstr(j, "queue"));
   if (cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(j, "incomplete")))
@@ -50,6 +50,10 @@ static void print_status(const char *json) {
          total > 0 ? (double)done * 100.0 / (double)total : 0.0);
   printf("items      %lld succeeded, %lld failed, %lld cancelled, %lld not finished\n", jnum(j, "succeeded"),
          jnum(j, "failed"), jnum(j, "cancelled"), total - done);
+  if (jnum(j, "refused") > 0)
+    printf("refused    %lld of the failed items asked for a secret their worker was not granted (no dead letter;\n"
+           "           grant it with `sluice worker --secret NAME`, then `sluice retry %s`)\n",
+           jnum(j, "refused"), cli_safe(jstr(j, "batch")));
   printf("created    %s\nstarted    %s\nfinished   %s\n", created, started, finished);
   printf("elapsed    %.1f s", (double)jnum(j, "elapsed_ms") / 1000.0);
   if (jnum(j, "started_at") > 0)
@@ -147,8 +151,8 @@ static int print_batch_row(const char *json, size_t len, void *ud) {
   if (j == NULL)
     return 0;
   cli_fmt_time(jnum(j, "created_at"), created, sizeof(created));
-  printf("%-26s  %-10s  %9lld/%-9lld  %8lld  %-20s  %s\n", jstr(j, "batch"), jstr(j, "status"), jnum(j, "done"),
-         jnum(j, "total"), jnum(j, "failed"), created, jstr(j, "name"));
+  printf("%-26s  %-10s  %9lld/%-9lld  %8lld  %-20s  %s\n", cli_safe(jstr(j, "batch")), cli_safe(jstr(j, "status")),
+         jnum(j, "done"), jnum(j, "total"), jnum(j, "failed"), created, cli_safe(jstr(j, "name")));
   cJSON_Delete(j);
   return 0;
 }
