@@ -605,7 +605,11 @@ static void http_start(sl_job_t *j, void *ud) {
   curl_easy_setopt(r->easy, CURLOPT_TIMEOUT_MS, timeout_ms);
   curl_easy_setopt(r->easy, CURLOPT_CONNECTTIMEOUT_MS, 10000L);
   curl_easy_setopt(r->easy, CURLOPT_FOLLOWLOCATION, 0L);
-  curl_easy_setopt(r->easy, CURLOPT_HTTP_VERSION, h->version);
+  /* Plain http speaks HTTP/2 only with prior knowledge: otherwise it is
+   * HTTP/1.1 from the start, and libcurl never considers multiplexing it. */
+  curl_easy_setopt(r->easy, CURLOPT_HTTP_VERSION,
+                   h->version == CURL_HTTP_VERSION_2TLS && strcmp(q.origin.scheme, "http") == 0 ? CURL_HTTP_VERSION_1_1
+                                                                                             : h->version);
   /* Wait for a connection that might multiplex only where one does. */
   curl_easy_setopt(r->easy, CURLOPT_PIPEWAIT, strcmp(q.origin.scheme, "https") == 0 && h2_known(h, r->origin) ? 1L : 0L);
   curl_easy_setopt(r->easy, CURLOPT_PROTOCOLS_STR, "http,https");

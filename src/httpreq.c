@@ -231,15 +231,15 @@ static int parse_headers(const sl_json_member *f, sl_httpreq *r, char *err, size
       return SL_EINVAL;
     }
     rc = take_str(&h[i], SL_HTTP_VALUE_MAX * 6 + 8, 1, &value, &vl);
+    if (rc == SL_ENOMEM)
+      snprintf(err, errlen, "out of memory");
+    else if (rc != 0)
+      snprintf(err, errlen, "%s: the value is over the limit of %d bytes", where, SL_HTTP_VALUE_MAX);
     if (rc == 0)
       rc = sl__http_value_check(value, vl, where, err, errlen);
     if (rc == 0)
       rc = sl__secret_refs_check(value, vl, where, err, errlen);
     if (rc != 0) {
-      if (rc == SL_ENOMEM)
-        snprintf(err, errlen, "out of memory");
-      else if (rc == SL_ETOOBIG)
-        snprintf(err, errlen, "%s: the value is over %d bytes", where, SL_HTTP_VALUE_MAX);
       sl_free(name);
       sl_free(value);
       return rc;

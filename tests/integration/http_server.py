@@ -27,7 +27,10 @@ Paths (any method, query strings allowed):
                   "missing_idempotency_key":{path:count}}
   anything else   404 "no such path"
 
-Requests to /stats are not counted and their keys are not recorded.
+Requests to /stats are not counted and their keys are not recorded;
+/stats?reset_peak=1 first sets peak_in_flight back to in_flight and forgets
+the arrival times of /hold requests, which /stats lists as
+"hold_arrivals_ms" (ms after the first one).
 """
 
 import http.server
@@ -46,6 +49,7 @@ state = {
     "requests": 0,  # requests served, /stats excluded
     "in_flight": 0,  # /hold requests sleeping now
     "peak_in_flight": 0,  # the most /hold requests sleeping at once
+    "hold_arrivals": [],  # monotonic arrival times of /hold requests since the last reset_peak
     "keys": {},  # path -> [Idempotency-Key values, in arrival order]
     "missing": {},  # path -> requests without an Idempotency-Key
     "flaky_seen": set(),  # Idempotency-Key values /flaky has answered 503 to
@@ -152,6 +156,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
             self.reply(200, {"ok": True})
         elif path == "/hold":
             with lock:
+                state["hold_arrivals"].append(time.monotonic())
                 state["in_flight"] += 1
                 if state["in_flight"] > state["peak_in_flight"]:
                     state["peak_in_flight"] = state["in_flight"]
@@ -204,7 +209,12 @@ class Handler(http.server.BaseHTTPRequestHandler):
             self.reply(200, {"authorized": bool(token) and auth == "Bearer " + token})
         elif path == "/stats":
             with lock:
+                if "reset_peak" in parts.query:
+                    state["peak_in_flight"] = state["in_flight"]
+                    state["hold_arrivals"] = []
+                t0 = state["hold_arrivals"][0] if state["hold_arrivals"] else 0
                 out = {
+                    "hold_arrivals_ms": [round((t - t0) * 1000) for t in state["hold_arrivals"]],
                     "peak_in_flight": state["peak_in_flight"],
                     "in_flight": state["in_flight"],
                     "requests": state["requests"],

@@ -1002,6 +1002,62 @@ static void test_secrets(void) {
   redisFree(c);
 }
 
+/* http items to a plain-http HTTP/1.1 host start at once, not in waves
+ * behind a connection that cannot multiplex: 200 items held 2 s by the
+ * server (named "localhost", so connections are set up asynchronously),
+ * one worker with 200 slots; the server sees at least 180 in flight at
+ * once, and the 180th arrives well before the first could have finished,
+ * with the default --http-version and with 1.1. Decided at the server, not
+ * on wall time. */
+static void test_no_waves(void) {
+  static const char *const versions[2] = {NULL, "1.1"};
+
+  for (int v = 0; v < 2; v++) {
+    const char *q = itest_queue(v == 0 ? "waves2" : "waves11");
+    redisContext *c = itest_conn();
+    const int n = 200;
+    char *lines = malloc((size_t)n * 160);
+    size_t len = 0;
+    char batch[64];
+    char errlog[600];
+    const char *extra[] = {"--http-version", versions[v], NULL};
+    cJSON *st;
+    pid_t w;
+
+    CHECK(lines != NULL);
+    for (int i = 0; i < n; i++)
+      len += (size_t)snprintf(lines + len, (size_t)n * 160 - len,
+                              "{\"type\":\"http\",\"payload\":{\"url\":\"http://localhost:%d/hold?ms=2000\"}}\n",
+                              server_port);
+    free(server_get("/stats?reset_peak=1"));
+    snprintf(errlog, sizeof(errlog), "%s", itest_path("worker-waves.err"));
+    submit(q, lines, batch); /* queued first: the worker takes all 200 at once */
+    w = worker(q, 200, 1, versions[v] != NULL ? extra : NULL, errlog);
+    wait_batch(c, q, batch, 60, w, errlog);
+    itest_stop(w);
+    free(lines);
+    st = server_stats();
+    {
+      /* when the 180th request arrived, after the first: no wave waits for
+       * an earlier one to finish (each holds 2,000 ms; a request that
+       * waited for a connection to be reused would arrive after that) */
+      const cJSON *arr = cJSON_GetObjectItemCaseSensitive(st, "hold_arrivals_ms");
+      const cJSON *a180 = cJSON_GetArrayItem(arr, 179);
+
+      CHECK(cJSON_IsNumber(a180));
+      printf("    --http-version %s: %d items of 2 s, peak %lld in flight at the server; the 180th arrived "
+             "%.0f ms after the first\n",
+             versions[v] != NULL ? versions[v] : "2 (default)", n, stats_num(st, "peak_in_flight"),
+             a180->valuedouble);
+      CHECK_INT(itest_batch_num(c, q, batch, "succeeded"), ==, n);
+      CHECK_INT(stats_num(st, "peak_in_flight"), >=, 180);
+      CHECK_INT(a180->valuedouble, <, 1500);
+    }
+    cJSON_Delete(st);
+    redisFree(c);
+  }
+}
+
 /* 2,000 items that each hold a connection for 300 ms, through one worker
  * with 500 slots: all succeed, at least 400 are in flight at once, and
  * every item sends its own Idempotency-Key. */
@@ -1260,6 +1316,7 @@ static const sl_test tests[] = {
     {"max_body_option", test_max_body_option, 30},
     {"secrets", test_secrets, 30},
     {"throughput", test_throughput, 60},
+    {"no_waves", test_no_waves, 120},
     {NULL, NULL, 0},
 };
 
