@@ -62,8 +62,11 @@ local function sl_maybe_finish(bkey, now)
       ended = redis.call('HSETNX', bkey, 'finished_at', now) == 1
     end
     if ended and v[6] then
-      -- its completion webhook is due now (sluice_v1_webhook_take)
+      -- its completion webhook is due now (sluice_v1_webhook_take): a new
+      -- message (sl_webhook_id) with tries of its own, nothing delivered yet
       local prefix = string.match(bkey, '^(.*)b:[^:]*$')
+      redis.call('HINCRBY', bkey, 'webhook_end', 1)
+      redis.call('HDEL', bkey, 'webhook_attempts', 'webhook_at', 'webhook_error')
       redis.call('ZADD', prefix .. 'webhooks', now, string.match(bkey, 'b:([^:]*)$'))
     end
     local keep = tonumber(v[5]) or SL_RETENTION_MS
@@ -71,6 +74,21 @@ local function sl_maybe_finish(bkey, now)
       redis.call('PEXPIRE', k, keep)
     end
   end
+end
+
+-- The Standard Webhooks message id (header webhook-id) of a batch's
+-- completion webhook: 'msg_' BATCH '_' N '_' Q8, where N is the batch's end
+-- count (field webhook_end: 1 for its first end, 2 after it ran again and
+-- ended anew) and Q8 the first 8 hex digits of the SHA-1 of the queue name
+-- (taken from the prefix 'sluice:{Q}:'), so batches of two queues that share
+-- an id get different messages. Every try of one end carries the same id;
+-- receivers dedupe with it. It never contains a '.', which the signed
+-- content "ID.TIMESTAMP.BODY" must not have in its id: batch ids are
+-- [0-9A-Za-z_-] and the queue name, which may have '.', is only hashed.
+-- When you change this: docs/PROTOCOL.md (Completion webhooks) and README.
+local function sl_webhook_id(prefix, batch, n)
+  local queue = string.match(prefix, '{(.*)}') or prefix
+  return 'msg_' .. batch .. '_' .. n .. '_' .. string.sub(redis.sha1hex(queue), 1, 8)
 end
 
 -- A batch running again (retry, dead requeue) keeps its keys until it ends anew.

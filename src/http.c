@@ -766,8 +766,15 @@ int sl__http_post(sl_http *h, const char *url, const char *body, const char *con
   r->done_ud = ud;
   sl__buf_init(&r->resp, 64 * 1024);
   r->body = sl_strdup(body);
-  for (size_t i = 0; headers != NULL && headers[i] != NULL; i++)
-    r->hdrs = curl_slist_append(r->hdrs, headers[i]);
+  for (size_t i = 0; headers != NULL && headers[i] != NULL; i++) {
+    struct curl_slist *l = curl_slist_append(r->hdrs, headers[i]);
+
+    if (l == NULL) { /* never send it without a header asked for (a signature) */
+      req_free(r);
+      return SL_ENOMEM;
+    }
+    r->hdrs = l;
+  }
   r->easy = curl_easy_init();
   if (r->body == NULL || r->easy == NULL) {
     req_free(r);

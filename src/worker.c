@@ -1292,6 +1292,9 @@ SL_EXTERN int sl_worker_new(const sl_worker_opts *opts, sl_worker_t **out, char 
     rc = SL_EINVAL;
     goto fail;
   }
+  rc = sl__webhook_init(w, errbuf, errlen);
+  if (rc != 0)
+    goto fail;
   /* Three beats per visibility timeout: two may be lost before an item of
    * a live worker looks abandoned. */
   w->beat_ms = w->visibility_ms / 3;
@@ -1324,6 +1327,7 @@ SL_EXTERN int sl_worker_new(const sl_worker_opts *opts, sl_worker_t **out, char 
   *out = w;
   return 0;
 fail:
+  sl__webhook_free(w);
   if (w->owns_loop)
     uv_loop_close(&w->own_loop);
   sl__url_free(&w->url);
@@ -1498,6 +1502,7 @@ SL_EXTERN void sl_worker_free(sl_worker_t *w) {
   }
   sl__http_close(w->http); /* run() was never called */
   sl__exec_free_all(w);
+  sl__webhook_free(w);
   sl__url_free(&w->url);
   sl_free(w->url_str);
   sl_free(w);

@@ -15,6 +15,7 @@
 #include "buf.h"
 #include "script.h"
 #include "url.h"
+#include "webhook.h"
 
 #define SL_WORKER_MAX_HANDLERS 32  /* types one worker serves */
 #define SL_WORKER_FLUSH_MAX 1000   /* completions per complete call */
@@ -133,6 +134,10 @@ struct sl_worker {
   uv_timer_t progress;       /* sends reported progress, at most every 500 ms */
   uv_timer_t webhook;        /* looks for due completion webhooks */
   int webhook_busy;          /* a webhook_take call is in flight */
+  unsigned char webhook_key[SL_WEBHOOK_KEY_MAX]; /* HMAC key of webhook signatures: SLUICE_WEBHOOK_SECRET decoded */
+  size_t webhook_keylen;     /* its length, bytes (24-64); 0: no secret, webhooks go out unsigned */
+  int webhook_looked;        /* without a key: the first look at the queue's webhooks was sent */
+  int webhook_warned;        /* without a key: the once-per-process warning was logged */
   int paused;                /* Redis asked us to wait: no calls until the pause timer */
   int drained;               /* the drain timeout passed: close even with completions held */
   int timers_up;             /* the timers above are initialized */

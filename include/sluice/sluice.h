@@ -116,7 +116,7 @@ typedef struct sl_batch_opts {
   int64_t delay_ms;      /* default start: this long after submit, ms; 0: at once */
   int64_t retention_ms;  /* keep the ended batch and its results this long, ms; 0: 7 days */
   int64_t dedupe_ttl_ms; /* remember dedupe keys this long, ms; 0: 24 hours */
-  const char *webhook;   /* POST the batch summary here when it ends (signed, see README), or NULL */
+  const char *webhook;   /* POST the batch summary here when it ends (Standard Webhooks, see README), or NULL */
   size_t chunk_items;    /* items per submit call; 0 means 2000 */
 } sl_batch_opts;
 
@@ -332,6 +332,14 @@ typedef struct sl_worker_opts {
  */
 typedef void (*sl_handler_start_fn)(sl_job_t *job, void *ud);
 
+/*
+ * A new worker (not yet connected). It also sends the completion webhooks of
+ * its queue, signed with SLUICE_WEBHOOK_SECRET from the environment, read
+ * here: "whsec_" and the base64 of 24 to 64 random bytes (Standard Webhooks;
+ * see README). Unset, webhooks go out unsigned and the worker logs warnings.
+ * Returns SL_EINVAL with the reason in errbuf for a bad option or a secret
+ * that is set but malformed, SL_ENOMEM; *out is set only on success.
+ */
 SL_EXTERN int sl_worker_new(const sl_worker_opts *opts, sl_worker_t **out, char *errbuf,
                             size_t errlen);
 /* Maps an item type to a local command, "TYPE=COMMAND" (run with /bin/sh

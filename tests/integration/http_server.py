@@ -22,6 +22,12 @@ Paths (any method, query strings allowed):
   /secret-check   200 {"authorized":true|false}: whether the Authorization
                   header is "Bearer " + $TEST_API_TOKEN of this process
                   (the token itself is never sent back)
+  /hook?fail=N    a webhook receiver: 500 for the first N tries of each batch
+                  (the "batch" of the JSON body), then 200 {"ok":true}
+  /hooks          200 {"hooks":[every try to /hook, in arrival order: {"body":
+                  TEXT,"body_b64":the raw body in base64,"headers":{lower-case:
+                  value},"status":200|500,"attempt":N (the batch's Nth try)}],
+                  "tries":{batch: N}}
   /stats          200 {"peak_in_flight":N,"in_flight":N,"requests":N,
                   "idempotency_keys":{path:[keys in order]},
                   "missing_idempotency_key":{path:count}}
@@ -33,6 +39,7 @@ the arrival times of /hold requests, which /stats lists as
 "hold_arrivals_ms" (ms after the first one).
 """
 
+import base64
 import http.server
 import json
 import os
@@ -178,8 +185,8 @@ class Handler(http.server.BaseHTTPRequestHandler):
                     self.wfile.write(chunk)
                     left -= len(chunk)
         elif path == "/hook":
-            # A webhook receiver: ?fail=N fails the first N deliveries of each
-            # batch with a 500; /hooks lists what was delivered.
+            # A webhook receiver: ?fail=N fails the first N tries of each
+            # batch with a 500; /hooks lists every try, failed ones too.
             fail = int(urllib.parse.parse_qs(parts.query).get("fail", ["0"])[0])
             try:
                 batch = json.loads(body.decode("utf-8")).get("batch", "?")
@@ -189,12 +196,12 @@ class Handler(http.server.BaseHTTPRequestHandler):
                 n = state.setdefault("hook_tries", {}).get(batch, 0) + 1
                 state["hook_tries"][batch] = n
                 ok = n > fail
-                if ok:
-                    state.setdefault("hooks", []).append({
-                        "body": body.decode("utf-8", "replace"),
-                        "signature": self.headers.get("X-Sluice-Signature", ""),
-                        "delivery": self.headers.get("X-Sluice-Delivery", ""),
-                        "attempt": n})
+                state.setdefault("hooks", []).append({
+                    "body": body.decode("utf-8", "replace"),
+                    "body_b64": base64.b64encode(body).decode("ascii"),
+                    "headers": {k.lower(): v for k, v in self.headers.items()},
+                    "status": 200 if ok else 500,
+                    "attempt": n})
             if ok:
                 self.reply(200, {"ok": True})
             else:

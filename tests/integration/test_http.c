@@ -7,6 +7,12 @@
  * --http-max-body, ${env:NAME} secrets that never reach Redis or the log,
  * and throughput of one worker with 500 slots.
  *
+ * Completion webhooks are sent to the same server (/hook records every try)
+ * and verified as a receiver would, with the standardwebhooks npm package
+ * (tests/integration/webhook_verify.js, run with node; scripts/dev installs
+ * both). A test that needs them fails, saying what to install, when node or
+ * the package is missing.
+ *
  * Tests run one after another (the harness forks each in turn), so a test
  * can take a snapshot of the server's /stats before it submits and compare
  * after: what was added in between is its own.
@@ -30,7 +36,6 @@
 #include <cjson/cJSON.h>
 
 #include <openssl/evp.h>
-#include <openssl/hmac.h>
 
 #include "itest.h"
 
@@ -1129,18 +1134,32 @@ static void test_throughput(void) {
 
 /* ---- Completion webhooks ---- */
 
-/* Submits `n` noop items with --webhook URL; returns the batch id. */
-static void submit_with_webhook(const char *q, int n, const char *url, char *batch) {
-  char path[600];
-  char lines[4096];
+/* The signing secrets the webhook tests give: 32 bytes each, in the whsec_
+ * form README's one-liner makes. */
+#define HOOK_SECRET "whsec_c2x1aWNlLXRlc3Qtd2ViaG9vay1rZXktMzItYnl0ZXM="
+#define OTHER_SECRET "whsec_YW5vdGhlci1rZXktb2YtdGhlLXNhbWUtc2l6ZS0zMmI="
+
+/* Lines of n noop items (free them). */
+static char *noop_lines(int n) {
+  size_t cap = (size_t)n * 48 + 1;
+  char *lines = malloc(cap);
   size_t len = 0;
+
+  CHECK(lines != NULL);
+  lines[0] = '\0';
+  for (int i = 0; i < n; i++)
+    len += (size_t)snprintf(lines + len, cap - len, "{\"type\":\"noop\",\"payload\":%d}\n", i);
+  return lines;
+}
+
+/* Submits the lines with --webhook URL; the batch id goes to batch (64 bytes). */
+static void submit_with_webhook(const char *q, const char *lines, const char *url, char *batch) {
+  char path[600];
   char *out = NULL;
   char *err = NULL;
 
-  for (int i = 0; i < n; i++)
-    len += (size_t)snprintf(lines + len, sizeof(lines) - len, "{\"type\":\"noop\",\"payload\":%d}\n", i);
   snprintf(path, sizeof(path), "%s", itest_path("hook.jsonl"));
-  itest_write(path, lines, len);
+  itest_write(path, lines, strlen(lines));
   {
     const char *args[] = {"submit", "--webhook", url, "--redis", itest_url(), "--queue", q, path, NULL};
 
@@ -1152,7 +1171,8 @@ static void submit_with_webhook(const char *q, int n, const char *url, char *bat
   free(err);
 }
 
-/* The deliveries the receiver recorded for a batch; *tries its tries. */
+/* Every try the receiver got for a batch, failed ones too, in arrival
+ * order (cJSON_Delete it); *tries how many. */
 static cJSON *hooks_of(const char *batch, int *tries) {
   char *body = server_get("/hooks");
   cJSON *all = cJSON_Parse(body);
@@ -1163,9 +1183,9 @@ static cJSON *hooks_of(const char *batch, int *tries) {
   free(body);
   CHECK(all != NULL);
   cJSON_ArrayForEach(h, cJSON_GetObjectItemCaseSensitive(all, "hooks")) {
-    const char *b = cJSON_GetObjectItemCaseSensitive(h, "body")->valuestring;
+    const char *b = jstr(h, "body");
 
-    if (strstr(b, batch) != NULL)
+    if (b != NULL && strstr(b, batch) != NULL)
       cJSON_AddItemToArray(mine, cJSON_Duplicate(h, 1));
   }
   t = cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(all, "tries"), batch);
@@ -1174,91 +1194,547 @@ static cJSON *hooks_of(const char *batch, int *tries) {
   return mine;
 }
 
+/* A header of a recorded try (names in lower case), or NULL. */
+static const char *hdr(const cJSON *hook, const char *name) {
+  return jstr(jget(hook, "headers"), name);
+}
+
+/* Waits until the batch's webhook was delivered (webhook_at) and has left
+ * the queue's webhook set: from then on no worker can claim it again, so
+ * what the receiver has is all it gets. Fails at once when it was given up,
+ * and after timeout_s. */
+static void wait_webhook(redisContext *c, const char *q, const char *batch, int timeout_s) {
+  long long t0 = itest_ms();
+
+  for (;;) {
+    redisReply *r = itest_cmd(c, "HMGET sluice:{%s}:b:%s webhook_at webhook_error", q, batch);
+    redisReply *z = itest_cmd(c, "ZSCORE sluice:{%s}:webhooks %s", q, batch);
+    int delivered = r->element[0]->type == REDIS_REPLY_STRING && z->type == REDIS_REPLY_NIL;
+
+    if (r->element[1]->type == REDIS_REPLY_STRING && strncmp(r->element[1]->str, "gave up", 7) == 0)
+      sl_test_fail(__FILE__, __LINE__, "the webhook of batch %s was given up: %s", batch, r->element[1]->str);
+    freeReplyObject(r);
+    freeReplyObject(z);
+    if (delivered)
+      return;
+    if (itest_ms() - t0 > timeout_s * 1000LL)
+      sl_test_fail(__FILE__, __LINE__, "the webhook of batch %s was not delivered within %d s", batch, timeout_s);
+    usleep(50000);
+  }
+}
+
+/* The webhook-id of end n of a batch of queue q, as README gives the rule:
+ * "msg_" BATCH "_" N "_" and the first 8 hex digits of SHA-1(queue name). */
+static void expected_id(const char *q, const char *batch, int n, char *buf, size_t len) {
+  unsigned char md[EVP_MAX_MD_SIZE];
+  unsigned int mdlen = 0;
+
+  CHECK(EVP_Digest(q, strlen(q), md, &mdlen, EVP_sha1(), NULL) == 1);
+  snprintf(buf, len, "msg_%s_%d_%02x%02x%02x%02x", batch, n, md[0], md[1], md[2], md[3]);
+}
+
+/* The Standard Webhooks headers of a signed try: Content-Type, webhook-id
+ * (the id of end n), a webhook-timestamp within a minute of this clock, a
+ * v1 signature of 44 base64 characters, and none of the old X-Sluice ones. */
+static void check_signed_headers(const cJSON *h, const char *q, const char *batch, int n) {
+  char want[160];
+  const char *ts = hdr(h, "webhook-timestamp");
+  const char *sig = hdr(h, "webhook-signature");
+  long long now = (long long)time(NULL);
+  long long t;
+
+  expected_id(q, batch, n, want, sizeof(want));
+  CHECK_STR(hdr(h, "content-type"), "application/json");
+  CHECK_STR(hdr(h, "webhook-id"), want);
+  CHECK(ts != NULL);
+  t = strtoll(ts, NULL, 10);
+  if (t < now - 60 || t > now + 60)
+    sl_test_fail(__FILE__, __LINE__, "webhook-timestamp %s is not within a minute of now (%lld)", ts, now);
+  CHECK(sig != NULL);
+  CHECK(strncmp(sig, "v1,", 3) == 0);
+  CHECK_INT(strlen(sig), ==, 3 + 44);
+  CHECK(hdr(h, "x-sluice-delivery") == NULL);
+  CHECK(hdr(h, "x-sluice-signature") == NULL);
+}
+
+/* ---- Verifying with the standardwebhooks npm package ---- */
+
+/* The node_modules that holds standardwebhooks: $SLUICE_NODE_MODULES, else
+ * the build's (SL_NODE_MODULES, set by CMake; scripts/dev installs it). */
+static const char *node_modules(void) {
+  const char *env = getenv("SLUICE_NODE_MODULES");
+
+  if (env != NULL && env[0] != '\0')
+    return env;
+#ifdef SL_NODE_MODULES
+  return SL_NODE_MODULES;
+#else
+  return "node_modules";
+#endif
+}
+
+/* Fails the test, saying what to install, unless `node` is on PATH and the
+ * package is in node_modules(): a test that cannot verify must not pass. */
+static void need_verifier(void) {
+  const char *path = getenv("PATH");
+  const char *p = path;
+  char pkg[700];
+  int found = 0;
+
+  while (p != NULL && *p != '\0' && !found) {
+    const char *end = strchr(p, ':');
+    size_t n = end != NULL ? (size_t)(end - p) : strlen(p);
+    char cand[600];
+
+    snprintf(cand, sizeof(cand), "%.*s/node", (int)n, n > 0 ? p : ".");
+    found = access(cand, X_OK) == 0;
+    p = end != NULL ? end + 1 : NULL;
+  }
+  if (!found)
+    sl_test_fail(__FILE__, __LINE__,
+                 "node is not on PATH (%s): these tests verify webhooks with the standardwebhooks npm package; "
+                 "run scripts/dev build, which installs nodejs, npm and the package",
+                 path ? path : "unset");
+  snprintf(pkg, sizeof(pkg), "%s/standardwebhooks/package.json", node_modules());
+  if (access(pkg, R_OK) != 0)
+    sl_test_fail(__FILE__, __LINE__,
+                 "the standardwebhooks npm package is not installed (%s is missing): run scripts/dev build, or "
+                 "npm install --prefix BUILD/node standardwebhooks@1.1.1, or point SLUICE_NODE_MODULES at a "
+                 "node_modules that has it",
+                 pkg);
+}
+
+/* Runs tests/integration/webhook_verify.js on a recorded try, as a receiver
+ * holding `secret` whose clock is offset_s seconds ahead. body, when not
+ * NULL, replaces the recorded body and id the webhook-id header (a
+ * tampered copy). Returns the line it printed (free it); *code is its exit
+ * code: 0 accepted, 1 rejected by the library, 2 could not run. */
+static char *verify(const cJSON *hook, const char *secret, int offset_s, const char *body, const char *id,
+                    int *code) {
+  const char *slash = strrchr(__FILE__, '/');
+  char script[600];
+  char dpath[600];
+  char opath[600];
+  char offset[24];
+  cJSON *d = cJSON_CreateObject();
+  cJSON *hs = cJSON_Duplicate(jget(hook, "headers"), 1);
+  char *text;
+  char *out;
+  long long t0 = itest_ms();
+  int status = 0;
+  pid_t pid;
+
+  snprintf(script, sizeof(script), "%.*s/webhook_verify.js", slash ? (int)(slash - __FILE__) : 1,
+           slash ? __FILE__ : ".");
+  snprintf(dpath, sizeof(dpath), "%s", itest_path("delivery.json"));
+  snprintf(opath, sizeof(opath), "%s", itest_path("verify.out"));
+  snprintf(offset, sizeof(offset), "%d", offset_s);
+  CHECK(d != NULL && hs != NULL);
+  if (body != NULL) {
+    size_t n = strlen(body);
+    unsigned char *b64 = malloc((n + 2) / 3 * 4 + 1);
+
+    CHECK(b64 != NULL);
+    EVP_EncodeBlock(b64, (const unsigned char *)body, (int)n);
+    cJSON_AddStringToObject(d, "body_b64", (const char *)b64);
+    free(b64);
+  } else {
+    cJSON_AddStringToObject(d, "body_b64", jstr(hook, "body_b64"));
+  }
+  if (id != NULL)
+    cJSON_ReplaceItemInObjectCaseSensitive(hs, "webhook-id", cJSON_CreateString(id));
+  cJSON_AddItemToObject(d, "headers", hs);
+  text = cJSON_PrintUnformatted(d);
+  CHECK(text != NULL);
+  itest_write(dpath, text, strlen(text));
+  free(text);
+  cJSON_Delete(d);
+  fflush(stdout);
+  fflush(stderr);
+  pid = fork();
+  CHECK(pid >= 0);
+  if (pid == 0) {
+    int fd = open(opath, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+
+    if (fd >= 0) {
+      dup2(fd, 1);
+      dup2(fd, 2);
+    }
+    setenv("SLUICE_WEBHOOK_SECRET", secret, 1);
+    execlp("node", "node", script, node_modules(), dpath, offset, (char *)NULL);
+    fprintf(stderr, "error: exec node: %s\n", strerror(errno));
+    _exit(127);
+  }
+  for (;;) {
+    if (waitpid(pid, &status, WNOHANG) == pid)
+      break;
+    if (itest_ms() - t0 > 30000) {
+      kill(pid, SIGKILL);
+      waitpid(pid, &status, 0);
+      sl_test_fail(__FILE__, __LINE__, "node %s did not finish within 30 s", script);
+    }
+    usleep(10000);
+  }
+  out = itest_read(opath, NULL);
+  CHECK(out != NULL);
+  out[strcspn(out, "\n")] = '\0';
+  *code = WIFEXITED(status) ? WEXITSTATUS(status) : 128;
+  if (*code == 2 || *code == 127)
+    sl_test_fail(__FILE__, __LINE__, "the verifier could not run (exit %d): %s", *code, out);
+  return out;
+}
+
+/* The library accepts the try as it was recorded. */
+static void check_verifies(const cJSON *hook, int lineno) {
+  int code = -1;
+  char *out = verify(hook, HOOK_SECRET, 0, NULL, NULL, &code);
+
+  if (code != 0 || strcmp(out, "ok") != 0)
+    sl_test_fail(__FILE__, lineno, "standardwebhooks rejected a delivery (exit %d): %s", code, out);
+  free(out);
+}
+#define CHECK_VERIFIES(hook) check_verifies((hook), __LINE__)
+
+/* The library rejects it (exit 1) with a message containing `why`. */
+static void check_rejected(const cJSON *hook, const char *secret, int offset_s, const char *body, const char *id,
+                           const char *why, int lineno) {
+  int code = -1;
+  char *out = verify(hook, secret, offset_s, body, id, &code);
+
+  if (code != 1 || strstr(out, why) == NULL)
+    sl_test_fail(__FILE__, lineno, "expected standardwebhooks to reject it with \"%s\", got (exit %d): %s", why,
+                 code, out);
+  printf("    %s (clock %+d s%s%s)\n", out, offset_s, body ? ", body changed" : "", id ? ", id changed" : "");
+  free(out);
+}
+
+/* Runs one worker (signed with HOOK_SECRET) until a batch of n noop items
+ * with a webhook to /hook has it delivered; returns that try (cJSON_Delete
+ * it) and the batch id in batch (64 bytes). */
+static cJSON *capture_delivery(redisContext *c, const char *q, int n, char *batch) {
+  char url[128];
+  char *lines = noop_lines(n);
+  cJSON *hooks;
+  cJSON *h;
+  int tries = 0;
+  pid_t w;
+
+  setenv("SLUICE_WEBHOOK_SECRET", HOOK_SECRET, 1);
+  snprintf(url, sizeof(url), "http://127.0.0.1:%d/hook", server_port);
+  w = worker(q, 10, 1, NULL, NULL);
+  submit_with_webhook(q, lines, url, batch);
+  free(lines);
+  itest_wait_batch(c, q, batch, 30);
+  wait_webhook(c, q, batch, 15);
+  itest_stop(w);
+  hooks = hooks_of(batch, &tries);
+  CHECK_INT(tries, ==, 1);
+  h = cJSON_DetachItemFromArray(hooks, 0);
+  cJSON_Delete(hooks);
+  CHECK(h != NULL);
+  return h;
+}
+
 /* Exactly one signed POST per batch with three racing workers; the
- * signature verifies with the secret. */
+ * standardwebhooks library verifies it. */
 static void test_webhook_once_signed(void) {
   const char *q = itest_queue("hook");
   redisContext *c = itest_conn();
   char url[128];
   char batch[64];
+  char *lines = noop_lines(30);
   pid_t w[3];
   cJSON *hooks;
+  const cJSON *h;
   int tries = 0;
-  long long t0;
 
-  setenv("SLUICE_WEBHOOK_SECRET", "hook-secret", 1);
+  need_verifier();
+  setenv("SLUICE_WEBHOOK_SECRET", HOOK_SECRET, 1);
   snprintf(url, sizeof(url), "http://127.0.0.1:%d/hook", server_port);
   for (int i = 0; i < 3; i++)
     w[i] = worker(q, 10, 1, NULL, NULL);
-  submit_with_webhook(q, 30, url, batch);
+  submit_with_webhook(q, lines, url, batch);
+  free(lines);
   itest_wait_batch(c, q, batch, 30);
-  t0 = itest_ms();
-  for (;;) {
-    hooks = hooks_of(batch, &tries);
-    if (cJSON_GetArraySize(hooks) > 0)
-      break;
-    cJSON_Delete(hooks);
-    CHECK(itest_ms() - t0 < 10000);
-    usleep(100000);
-  }
-  usleep(2500000); /* every worker looked at least twice more */
-  cJSON_Delete(hooks);
+  wait_webhook(c, q, batch, 15);
   hooks = hooks_of(batch, &tries);
-  CHECK_INT(cJSON_GetArraySize(hooks), ==, 1);
   CHECK_INT(tries, ==, 1);
-  {
-    const cJSON *h = cJSON_GetArrayItem(hooks, 0);
-    const char *body = cJSON_GetObjectItemCaseSensitive(h, "body")->valuestring;
-    const char *sig = cJSON_GetObjectItemCaseSensitive(h, "signature")->valuestring;
-    unsigned char mac[EVP_MAX_MD_SIZE];
-    unsigned int n = 0;
-    char want[160];
-    size_t k;
-
-    CHECK_CONTAINS(body, "\"status\":\"completed\"");
-    CHECK_CONTAINS(body, "\"succeeded\":30");
-    CHECK_STR(cJSON_GetObjectItemCaseSensitive(h, "delivery")->valuestring, batch);
-    HMAC(EVP_sha256(), "hook-secret", 11, (const unsigned char *)body, strlen(body), mac, &n);
-    k = (size_t)snprintf(want, sizeof(want), "sha256=");
-    for (unsigned int i = 0; i < n; i++)
-      k += (size_t)snprintf(want + k, sizeof(want) - k, "%02x", mac[i]);
-    CHECK_STR(sig, want);
-  }
+  CHECK_INT(cJSON_GetArraySize(hooks), ==, 1);
+  h = cJSON_GetArrayItem(hooks, 0);
+  CHECK_INT(jnum(h, "status"), ==, 200);
+  CHECK_CONTAINS(jstr(h, "body"), "\"status\":\"completed\"");
+  CHECK_CONTAINS(jstr(h, "body"), "\"succeeded\":30");
+  check_signed_headers(h, q, batch, 1);
+  printf("    webhook-id: %s, webhook-signature: %s\n", hdr(h, "webhook-id"), hdr(h, "webhook-signature"));
+  CHECK_VERIFIES(h);
   cJSON_Delete(hooks);
-  CHECK(itest_batch_num(c, q, batch, "webhook_at") > 0);
+  CHECK_INT(itest_batch_num(c, q, batch, "webhook_attempts"), ==, 1);
   for (int i = 0; i < 3; i++)
     itest_stop(w[i]);
   redisFree(c);
 }
 
-/* A receiver that fails twice gets the webhook on the third try, once. */
+/* A receiver that fails twice gets the webhook on the third try: the same
+ * webhook-id every time, a fresh timestamp and signature each time, and
+ * every try verifies. */
 static void test_webhook_retried(void) {
   const char *q = itest_queue("hookretry");
   redisContext *c = itest_conn();
   char url[128];
   char batch[64];
+  char want[160];
+  char *lines = noop_lines(5);
   pid_t w;
   cJSON *hooks;
   int tries = 0;
-  long long t0;
 
+  need_verifier();
+  setenv("SLUICE_WEBHOOK_SECRET", HOOK_SECRET, 1);
   snprintf(url, sizeof(url), "http://127.0.0.1:%d/hook?fail=2", server_port);
   w = worker(q, 10, 1, NULL, NULL);
-  submit_with_webhook(q, 5, url, batch);
+  submit_with_webhook(q, lines, url, batch);
+  free(lines);
   itest_wait_batch(c, q, batch, 30);
-  t0 = itest_ms();
-  for (;;) {
-    hooks = hooks_of(batch, &tries);
-    if (cJSON_GetArraySize(hooks) > 0)
-      break;
-    cJSON_Delete(hooks);
-    CHECK(itest_ms() - t0 < 20000);
-    usleep(200000);
-  }
-  CHECK_INT(cJSON_GetArraySize(hooks), ==, 1);
+  wait_webhook(c, q, batch, 30);
+  hooks = hooks_of(batch, &tries);
   CHECK_INT(tries, ==, 3);
-  CHECK_INT(cJSON_GetObjectItemCaseSensitive(cJSON_GetArrayItem(hooks, 0), "attempt")->valuedouble, ==, 3);
+  CHECK_INT(cJSON_GetArraySize(hooks), ==, 3);
+  expected_id(q, batch, 1, want, sizeof(want));
+  for (int i = 0; i < 3; i++) {
+    const cJSON *h = cJSON_GetArrayItem(hooks, i);
+
+    CHECK_INT(jnum(h, "attempt"), ==, i + 1);
+    CHECK_INT(jnum(h, "status"), ==, i < 2 ? 500 : 200);
+    check_signed_headers(h, q, batch, 1);
+    CHECK_STR(hdr(h, "webhook-id"), want);
+    if (i > 0) {
+      const cJSON *prev = cJSON_GetArrayItem(hooks, i - 1);
+
+      /* tries are at least a second apart (backoff 1 s, then 2 s) */
+      CHECK_INT(strtoll(hdr(h, "webhook-timestamp"), NULL, 10), >, strtoll(hdr(prev, "webhook-timestamp"), NULL, 10));
+      CHECK(strcmp(hdr(h, "webhook-signature"), hdr(prev, "webhook-signature")) != 0);
+    }
+    printf("    try %d: %lld, webhook-timestamp %s, webhook-signature %s\n", i + 1, jnum(h, "status"),
+           hdr(h, "webhook-timestamp"), hdr(h, "webhook-signature"));
+    CHECK_VERIFIES(h);
+  }
   cJSON_Delete(hooks);
+  CHECK_INT(itest_batch_num(c, q, batch, "webhook_attempts"), ==, 3);
+  itest_stop(w);
+  redisFree(c);
+}
+
+/* A delivery replayed later than the 5-minute window is rejected: the same
+ * captured POST verifies now, and not with the receiver's clock 6 minutes
+ * ahead (nor 6 minutes behind). */
+static void test_webhook_replay_rejected(void) {
+  const char *q = itest_queue("hookreplay");
+  redisContext *c = itest_conn();
+  char batch[64];
+  cJSON *h;
+
+  need_verifier();
+  h = capture_delivery(c, q, 3, batch);
+  CHECK_VERIFIES(h);
+  check_rejected(h, HOOK_SECRET, 360, NULL, NULL, "Message timestamp too old", __LINE__);
+  check_rejected(h, HOOK_SECRET, -360, NULL, NULL, "Message timestamp too new", __LINE__);
+  cJSON_Delete(h);
+  redisFree(c);
+}
+
+/* A changed body, a changed webhook-id or another secret does not verify. */
+static void test_webhook_tampered(void) {
+  const char *q = itest_queue("hooktamper");
+  redisContext *c = itest_conn();
+  char batch[64];
+  char *body;
+  char *at;
+  char id[200];
+  cJSON *h;
+
+  need_verifier();
+  h = capture_delivery(c, q, 3, batch);
+  CHECK_VERIFIES(h); /* the untouched copy does */
+  body = strdup(jstr(h, "body"));
+  CHECK(body != NULL);
+  at = strstr(body, "\"succeeded\":3");
+  CHECK(at != NULL);
+  at[strlen("\"succeeded\":")] = '4';
+  check_rejected(h, HOOK_SECRET, 0, body, NULL, "No matching signature found", __LINE__);
+  free(body);
+  snprintf(id, sizeof(id), "%s", hdr(h, "webhook-id"));
+  at = strstr(id, "_1_");
+  CHECK(at != NULL);
+  at[1] = '2'; /* "the next end of the batch" */
+  check_rejected(h, HOOK_SECRET, 0, NULL, id, "No matching signature found", __LINE__);
+  check_rejected(h, OTHER_SECRET, 0, NULL, NULL, "No matching signature found", __LINE__);
+  cJSON_Delete(h);
+  redisFree(c);
+}
+
+/* A batch that ends again after `sluice retry` sends a new message: the
+ * end count in its webhook-id goes up, and it gets tries of its own. */
+static void test_webhook_new_end_new_id(void) {
+  const char *q = itest_queue("hookagain");
+  redisContext *c = itest_conn();
+  char url[128];
+  char lines[1024];
+  char batch[64];
+  char want[160];
+  cJSON *hooks;
+  long long t0;
+  int tries = 0;
+  pid_t w;
+
+  need_verifier();
+  setenv("SLUICE_WEBHOOK_SECRET", HOOK_SECRET, 1);
+  snprintf(url, sizeof(url), "http://127.0.0.1:%d/hook", server_port);
+  snprintf(lines, sizeof(lines),
+           "{\"type\":\"noop\",\"payload\":0}\n"
+           "{\"type\":\"http\",\"payload\":{\"url\":\"http://127.0.0.1:%d/status/400\"},\"max_attempts\":1}\n",
+           server_port);
+  w = worker(q, 4, 1, NULL, NULL);
+  submit_with_webhook(q, lines, url, batch);
+  itest_wait_batch(c, q, batch, 30);
+  wait_webhook(c, q, batch, 15);
+  CHECK_INT(itest_batch_num(c, q, batch, "failed"), ==, 1);
+  {
+    const char *args[] = {"retry", "--redis", itest_url(), "--queue", q, batch, NULL};
+    char *err = NULL;
+    int rc = itest_run(args, NULL, &err, 30);
+
+    if (rc != 0)
+      sl_test_fail(__FILE__, __LINE__, "sluice retry exited %d: %s", rc, err ? err : "");
+    free(err);
+  }
+  t0 = itest_ms();
+  while (itest_batch_num(c, q, batch, "webhook_end") < 2) { /* it ran again and ended anew */
+    CHECK(itest_ms() - t0 < 20000);
+    usleep(50000);
+  }
+  wait_webhook(c, q, batch, 15);
+  hooks = hooks_of(batch, &tries);
+  CHECK_INT(tries, ==, 2);
+  check_signed_headers(cJSON_GetArrayItem(hooks, 0), q, batch, 1);
+  check_signed_headers(cJSON_GetArrayItem(hooks, 1), q, batch, 2);
+  expected_id(q, batch, 2, want, sizeof(want));
+  printf("    first end: %s, second end: %s\n", hdr(cJSON_GetArrayItem(hooks, 0), "webhook-id"), want);
+  CHECK_VERIFIES(cJSON_GetArrayItem(hooks, 1));
+  CHECK_INT(itest_batch_num(c, q, batch, "webhook_attempts"), ==, 1); /* the new message's own first try */
+  cJSON_Delete(hooks);
+  itest_stop(w);
+  redisFree(c);
+}
+
+/* A worker given a SLUICE_WEBHOOK_SECRET that is not whsec_ + base64 of at
+ * least 24 bytes does not start: exit 2, a message naming the variable and
+ * never the secret. */
+static void test_webhook_bad_secret(void) {
+  const char *q = itest_queue("hookbad");
+  const char *bad[] = {
+      "hook-secret",                                          /* the old free-form kind */
+      "whsec_aG9vay1zZWNyZXQ=",                               /* 11 bytes */
+      "whsec_c2x1aWNlLXRlc3Qtd2ViaG9vay1rZXktMzItYnl0ZXM*",   /* not base64 */
+      "",                                                     /* set but empty */
+      NULL,
+  };
+
+  for (int i = 0; bad[i] != NULL; i++) {
+    const char *args[] = {"worker", "--redis", itest_url(), "--queue", q, NULL};
+    char *err = NULL;
+    int rc;
+
+    setenv("SLUICE_WEBHOOK_SECRET", bad[i], 1);
+    rc = itest_run(args, NULL, &err, 20);
+    CHECK(err != NULL);
+    printf("    \"%s\": exit %d: %s", bad[i], rc, err);
+    CHECK_INT(rc, ==, 2);
+    CHECK_CONTAINS(err, "SLUICE_WEBHOOK_SECRET");
+    CHECK_CONTAINS(err, "whsec_");
+    if (strlen(bad[i]) > 6 && strstr(err, bad[i] + 6) != NULL)
+      sl_test_fail(__FILE__, __LINE__, "the error quotes the secret: %s", err);
+    free(err);
+  }
+}
+
+/* Counts the occurrences of needle in hay. */
+static int count_of(const char *hay, const char *needle) {
+  int n = 0;
+
+  for (const char *p = hay; p != NULL && (p = strstr(p, needle)) != NULL; p += strlen(needle))
+    n++;
+  return n;
+}
+
+/* Waits until a worker's log holds `what`; fails after timeout_s. Returns
+ * the log (free it). */
+static char *wait_log(const char *errlog, const char *what, int timeout_s) {
+  long long t0 = itest_ms();
+
+  for (;;) {
+    char *log = itest_read(errlog, NULL);
+
+    if (log != NULL && strstr(log, what) != NULL)
+      return log;
+    if (itest_ms() - t0 > timeout_s * 1000LL)
+      sl_test_fail(__FILE__, __LINE__, "no \"%s\" in the worker's log within %d s: %s", what, timeout_s,
+                   log ? log : "(no log)");
+    free(log);
+    usleep(50000);
+  }
+}
+
+/* Without a secret a worker sends webhooks unsigned, and says so: once, when
+ * it first takes one (or at its first look, when the queue already has
+ * webhooks waiting), and on every send. The receiver gets no signature. */
+#define UNSIGNED_ONCE "ask for completion webhooks, and SLUICE_WEBHOOK_SECRET is not set"
+static void test_webhook_unsigned_warns(void) {
+  const char *q = itest_queue("hookplain");
+  redisContext *c = itest_conn();
+  char url[128];
+  char batch[64];
+  char errlog[600];
+  char errlog2[600];
+  char line[200];
+  char *lines = noop_lines(3);
+  char *log;
+  cJSON *hooks;
+  const cJSON *h;
+  int tries = 0;
+  pid_t w;
+
+  unsetenv("SLUICE_WEBHOOK_SECRET");
+  snprintf(url, sizeof(url), "http://127.0.0.1:%d/hook", server_port);
+  snprintf(errlog, sizeof(errlog), "%s", itest_path("worker-plain.err"));
+  w = worker(q, 4, 0, NULL, errlog);
+  submit_with_webhook(q, lines, url, batch);
+  free(lines);
+  itest_wait_batch(c, q, batch, 30);
+  wait_webhook(c, q, batch, 15);
+  snprintf(line, sizeof(line), "webhook of batch %s sent unsigned: SLUICE_WEBHOOK_SECRET is not set", batch);
+  log = wait_log(errlog, line, 10);
+  CHECK_INT(count_of(log, UNSIGNED_ONCE), ==, 1);
+  printf("    %.*s\n", (int)strcspn(strstr(log, "warn"), "\n"), strstr(log, "warn"));
+  free(log);
+  hooks = hooks_of(batch, &tries);
+  CHECK_INT(tries, ==, 1);
+  h = cJSON_GetArrayItem(hooks, 0);
+  CHECK(hdr(h, "webhook-signature") == NULL);
+  CHECK(hdr(h, "webhook-id") != NULL);
+  CHECK(hdr(h, "webhook-timestamp") != NULL);
+  CHECK_STR(hdr(h, "content-type"), "application/json");
+  cJSON_Delete(hooks);
+  itest_stop(w);
+
+  /* A worker that starts while the queue has a webhook waiting (not due:
+   * it takes none) warns at its first look. */
+  freeReplyObject(itest_cmd(c, "ZADD sluice:{%s}:webhooks %lld 01WAITING00000000000000000", q,
+                            (long long)time(NULL) * 1000 + 3600000));
+  snprintf(errlog2, sizeof(errlog2), "%s", itest_path("worker-plain2.err"));
+  w = worker(q, 4, 0, NULL, errlog2);
+  log = wait_log(errlog2, UNSIGNED_ONCE, 10);
+  CHECK_INT(count_of(log, "sent unsigned"), ==, 0);
+  free(log);
   itest_stop(w);
   redisFree(c);
 }
@@ -1271,14 +1747,17 @@ static void test_webhook_allow_list(void) {
   const char *allow[] = {"--http-allow", "api.example.com", NULL};
   char url[128];
   char batch[64];
+  char *lines = noop_lines(3);
   pid_t w;
   long long t0;
   int tries = 0;
   cJSON *hooks;
 
+  setenv("SLUICE_WEBHOOK_SECRET", HOOK_SECRET, 1);
   snprintf(url, sizeof(url), "http://127.0.0.1:%d/hook", server_port);
   w = worker(q, 10, 1, allow, NULL);
-  submit_with_webhook(q, 3, url, batch);
+  submit_with_webhook(q, lines, url, batch);
+  free(lines);
   itest_wait_batch(c, q, batch, 30);
   t0 = itest_ms();
   for (;;) {
@@ -1304,6 +1783,11 @@ static const sl_test tests[] = {
     {"webhook_allow_list", test_webhook_allow_list, 60},
     {"webhook_once_signed", test_webhook_once_signed, 60},
     {"webhook_retried", test_webhook_retried, 60},
+    {"webhook_replay_rejected", test_webhook_replay_rejected, 60},
+    {"webhook_tampered", test_webhook_tampered, 60},
+    {"webhook_new_end_new_id", test_webhook_new_end_new_id, 60},
+    {"webhook_bad_secret", test_webhook_bad_secret, 60},
+    {"webhook_unsigned_warns", test_webhook_unsigned_warns, 60},
     {"get_ok", test_get_ok, 30},
     {"methods_and_bodies", test_methods_and_bodies, 30},
     {"status_errors", test_status_errors, 30},
