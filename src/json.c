@@ -513,3 +513,20 @@ int sl__json_put_str(sl_buf *b, const char *s, size_t n) {
     rc = sl__buf_putc(b, '"');
   return rc;
 }
+
+int sl__json_utf8_check(const char *s, size_t n, size_t *bad) {
+  const unsigned char *p = (const unsigned char *)s;
+  size_t i = 0;
+
+  while (i < n) {
+    size_t step = p[i] < 0x80 ? 1 : utf8_seq(p + i, n - i);
+
+    if (step == 0) {
+      if (bad != NULL)
+        *bad = i;
+      return SL_EINVAL;
+    }
+    i += step;
+  }
+  return 0;
+}

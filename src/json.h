@@ -53,4 +53,9 @@ int sl__json_double(const char *tok, size_t len, double *out);
  * are not valid UTF-8 are replaced by U+FFFD so the output is always valid. */
 int sl__json_put_str(sl_buf *b, const char *s, size_t n);
 
+/* Checks that s[0..n) is valid UTF-8 (no overlong forms, surrogates or code
+ * points past U+10FFFF; NUL and control bytes are valid). Returns 0, or
+ * SL_EINVAL with the offset of the first bad byte in *bad. */
+int sl__json_utf8_check(const char *s, size_t n, size_t *bad);
+
 #endif
