@@ -180,5 +180,10 @@ int64_t sl__backoff_delay(int64_t base_ms, int64_t cap_ms, int attempt, double u
 /* The built-in handlers. */
 void sl__handler_noop(sl_job_t *j, void *ud);
 void sl__handler_sleep(sl_job_t *j, void *ud);
+/* Finishes the job successfully with `bytes` (any bytes) as its result,
+ * stored base64-encoded: the results line gets "result":"<base64>" and
+ * "encoding":"base64". Fails the item for good when the encoded result
+ * would not fit SL_RESULT_MAX. Like sl_job_succeed otherwise. */
+void sl__job_succeed_base64(sl_job_t *j, const void *bytes, size_t len);
 
 #endif
