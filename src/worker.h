@@ -98,7 +98,7 @@ struct sl_worker {
   int64_t beat_ms;           /* heartbeat interval, ms */
   sl_job_t *active;          /* jobs started and not yet freed (running list) */
   struct sl_http *http;      /* the http handler (curl multi), or NULL */
-  struct sl_exec_cmd *exec_cmds; /* exec mappings (--exec TYPE=COMMAND), owned */
+  struct sl_exec *exec;      /* exec items: mappings, --exec-env names, live children (exec.c), or NULL */
   sl_handler handlers[SL_WORKER_MAX_HANDLERS]; /* served types */
   int nhandlers;             /* used */
   redisAsyncContext *cmd;    /* scripts and acks */
