@@ -1,6 +1,7 @@
 /*
  * sluice worker [--concurrency N] [--queue Q] [--visibility MS]
  *               [--max-deliveries N] [--drain-timeout MS] [--block-ms MS] [--quiet]
+ *               [--exec TYPE[+base64]=COMMAND]... [--exec-env NAME]...
  *
  * Runs items until SIGINT or SIGTERM (then running items finish within the
  * drain timeout; a second signal exits at once). --dev-crash adds a `crash`
@@ -30,10 +31,13 @@ int cmd_worker(int argc, char **argv) {
       {"max-deliveries", required_argument, NULL, 'm'}, {"drain-timeout", required_argument, NULL, 'd'},
       {"dev-crash", no_argument, NULL, 'x'},          {"weights", required_argument, NULL, 'w'},
       {"http-allow", required_argument, NULL, 'A'},  {"http-max-body", required_argument, NULL, 'M'},
-      {"http-version", required_argument, NULL, 'H'}, {"exec", required_argument, NULL, 'E'},          {NULL, 0, NULL, 0}};
+      {"http-version", required_argument, NULL, 'H'}, {"exec", required_argument, NULL, 'E'},
+      {"exec-env", required_argument, NULL, 'V'},    {NULL, 0, NULL, 0}};
   int dev_crash = 0;
   const char *execs[32];
   int nexec = 0;
+  const char *exec_env[64];
+  int nexec_env = 0;
   cli_common com = {getenv("SLUICE_REDIS"), NULL};
   sl_worker_opts wo = {0};
   sl_worker_t *w;
@@ -92,6 +96,13 @@ int cmd_worker(int argc, char **argv) {
       }
       execs[nexec++] = optarg;
       break;
+    case 'V':
+      if (nexec_env == (int)(sizeof(exec_env) / sizeof(exec_env[0]))) {
+        cli_err("--exec-env: at most %d names", nexec_env);
+        return EXIT_USAGE;
+      }
+      exec_env[nexec_env++] = optarg;
+      break;
     case 'A':
       if (*optarg == '\0') {
         cli_err("--http-allow: give at least one host (host,*.example.com)");
@@ -133,6 +144,13 @@ int cmd_worker(int argc, char **argv) {
     sl_worker_register(w, "crash", crash_handler, NULL);
   for (int i = 0; i < nexec; i++) {
     if (sl_worker_exec(w, execs[i], err, sizeof(err)) != 0) {
+      cli_err("%s", err);
+      sl_worker_free(w);
+      return EXIT_USAGE;
+    }
+  }
+  for (int i = 0; i < nexec_env; i++) {
+    if (sl_worker_exec_env(w, exec_env[i], err, sizeof(err)) != 0) {
       cli_err("%s", err);
       sl_worker_free(w);
       return EXIT_USAGE;
