@@ -343,7 +343,7 @@ static int group_only_zombies(pid_t pgid) {
 
   if (d == NULL)
     return 0;
-  while (zombies_only && (e = readdir(d)) != NULL) {
+  for (e = readdir(d); zombies_only && e != NULL; e = readdir(d)) {
     char path[64];
     char buf[512];
     const char *p;
@@ -392,7 +392,7 @@ static void reap(run *r) {
   if (!r->ending)
     return;
   /* Grandchildren reparented to us (we are PID 1 or a subreaper). */
-  while ((p = waitpid(-r->pid, &st, WNOHANG)) > 0) {
+  for (p = waitpid(-r->pid, &st, WNOHANG); p > 0; p = waitpid(-r->pid, &st, WNOHANG)) {
     if (p == r->pid) {
       r->reaped = 1;
       r->status = st;
@@ -638,6 +638,7 @@ __attribute__((noreturn)) static void child(const child_setup *cs) {
   child_fail(st, STEP_EXEC);
 }
 
+/* Appends a copy of "NAME=VALUE" at env[*k] (room is the caller's). */
 static int env_put(char **env, size_t *k, const char *name, const char *val) {
   size_t nl = strlen(name);
   size_t vl = strlen(val);
@@ -742,6 +743,15 @@ static void close_fd(int *fd) {
   *fd = -1;
 }
 
+/*
+ * The handler of every exec mapping (ud: its exec_cmd): starts the command
+ * for job j. Everything the child needs is allocated before fork; the
+ * parent then waits (blocking, briefly) on the status pipe until execve
+ * succeeded or the child reported the step that failed. On success the run
+ * joins the registry and owns the job until run_finish completes it. A
+ * failure before fork (memory, descriptors, fork itself) fails the job as
+ * retryable; a child that could not execve fails it for good.
+ */
 static void exec_start(sl_job_t *j, void *ud) {
   static char sh[] = "/bin/sh";
   static char dash_c[] = "-c";
@@ -904,6 +914,7 @@ fail:
 
 /* ---- Registration ---- */
 
+/* The worker's exec state, created on first use; NULL on OOM. */
 static struct sl_exec *state(sl_worker_t *w) {
   if (w->exec == NULL) {
     w->exec = sl_calloc(1, sizeof(*w->exec));
