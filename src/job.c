@@ -515,3 +515,63 @@ SL_EXTERN int64_t sl_job_timeout_ms(const sl_job_t *j) {
 SL_EXTERN void *sl_job_loop(const sl_job_t *j) {
   return j->w->loop;
 }
+
+/* ---- Binary results ---- */
+
+/* Standard base64 (RFC 4648, with padding) of src[0..n) into out, which
+ * has room for 4 * ((n + 2) / 3) bytes; returns the length written. */
+static size_t base64_encode(const unsigned char *src, size_t n, char *out) {
+  static const char digits[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+  size_t o = 0;
+  size_t i = 0;
+
+  for (; i + 3 <= n; i += 3) {
+    uint32_t v = (uint32_t)src[i] << 16 | (uint32_t)src[i + 1] << 8 | src[i + 2];
+
+    out[o++] = digits[v >> 18];
+    out[o++] = digits[(v >> 12) & 63];
+    out[o++] = digits[(v >> 6) & 63];
+    out[o++] = digits[v & 63];
+  }
+  if (i < n) {
+    uint32_t v = (uint32_t)src[i] << 16 | (i + 1 < n ? (uint32_t)src[i + 1] << 8 : 0);
+
+    out[o++] = digits[v >> 18];
+    out[o++] = digits[(v >> 12) & 63];
+    out[o++] = i + 1 < n ? digits[(v >> 6) & 63] : '=';
+    out[o++] = '=';
+  }
+  return o;
+}
+
+void sl__job_succeed_base64(sl_job_t *j, const void *bytes, size_t len) {
+  size_t enc = 4 * ((len + 2) / 3);
+  char *val;
+  char *line = NULL;
+  size_t linelen = 0;
+
+  if (j->ended) {
+    sl__job_free(j); /* the worker gave up on this attempt already */
+    return;
+  }
+  if (enc + 2 > SL_RESULT_MAX) {
+    sl_job_fail_final(j, "result of %zu bytes is over the limit of %d bytes once base64-encoded", len,
+                      SL_RESULT_MAX);
+    return;
+  }
+  val = sl_malloc(enc + 2);
+  if (val != NULL) {
+    size_t vlen = 1;
+
+    val[0] = '"';
+    vlen += base64_encode(bytes, len, val + 1);
+    val[vlen++] = '"';
+    j->encoding = "base64"; /* the line gets "encoding":"base64" */
+    line = results_line(j, 's', "result", val, vlen, &linelen);
+    sl_free(val);
+  }
+  j->ended = 1;
+  uv_timer_stop(&j->timer);
+  sl__worker_finish(j->w, j, 's', line, linelen, 0);
+  sl__job_free(j);
+}

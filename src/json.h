@@ -77,4 +77,5 @@ int sl__json_double(const char *tok, size_t len, double *out);
  * are not valid UTF-8 are replaced by U+FFFD so the output is always valid. */
 int sl__json_put_str(sl_buf *b, const char *s, size_t n);
 
+
 #endif

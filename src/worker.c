@@ -950,6 +950,7 @@ static void close_all(sl_worker_t *w) {
   w->nsig = 0;
   sl__http_close(w->http);
   w->http = NULL;
+  sl__exec_close(w);
   if (w->cmd_up) {
     /* Leave the fleet registry now rather than when the entry expires. */
     redisAsyncCommand(w->cmd, NULL, NULL, "DEL %sw:%s", w->keys.prefix, w->id);
@@ -1344,6 +1345,10 @@ SL_EXTERN int sl_worker_grant(sl_worker_t *w, const char *spec, char *errbuf, si
   return sl__http_grant(w->http, spec, errbuf, errlen);
 }
 
+SL_EXTERN int sl_worker_exec_env(sl_worker_t *w, const char *name, char *errbuf, size_t errlen) {
+  return sl__exec_env(w, name, errbuf, errlen);
+}
+
 SL_EXTERN int sl_worker_register(sl_worker_t *w, const char *type, sl_handler_start_fn start, void *ud) {
   int i;
 
@@ -1369,6 +1374,7 @@ static void on_signal(uv_signal_t *s, int signum) {
 
   if (w->stopping) {
     sl__log_warn("second signal: exiting now; unfinished items are taken over by other workers");
+    sl__exec_kill_all(w); /* no exec child may run on while its item is taken over */
     _exit(1);
   }
   sl__log_info("signal %d: finishing %d running items, then stopping", signum, w->running + w->nbacklog);
@@ -1492,6 +1498,7 @@ static void close_any(uv_handle_t *h, void *arg) {
 SL_EXTERN void sl_worker_free(sl_worker_t *w) {
   if (w == NULL)
     return;
+  sl__exec_reap_all(w); /* exec children still running, if the loop was left early */
   if (w->owns_loop) {
     if (!w->closed && w->timers_up)
       close_all(w); /* run() was called but the loop was left early */

@@ -102,7 +102,7 @@ struct sl_worker {
   int64_t beat_ms;           /* heartbeat interval, ms */
   sl_job_t *active;          /* jobs started and not yet freed (running list) */
   struct sl_http *http;      /* the http handler (curl multi), or NULL */
-  struct sl_exec_cmd *exec_cmds; /* exec mappings (--exec TYPE=COMMAND), owned */
+  struct sl_exec *exec;      /* exec items: mappings, --exec-env names, live children (exec.c), or NULL */
   sl_handler handlers[SL_WORKER_MAX_HANDLERS]; /* served types */
   int nhandlers;             /* used */
   redisAsyncContext *cmd;    /* scripts and acks */
@@ -192,5 +192,10 @@ void sl__job_refuse(sl_job_t *j, const char *fmt, ...) __attribute__((format(pri
 /* The built-in handlers. */
 void sl__handler_noop(sl_job_t *j, void *ud);
 void sl__handler_sleep(sl_job_t *j, void *ud);
+/* Finishes the job successfully with `bytes` (any bytes) as its result,
+ * stored base64-encoded: the results line gets "result":"<base64>" and
+ * "encoding":"base64". Fails the item for good when the encoded result
+ * would not fit SL_RESULT_MAX. Like sl_job_succeed otherwise. */
+void sl__job_succeed_base64(sl_job_t *j, const void *bytes, size_t len);
 
 #endif

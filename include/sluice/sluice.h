@@ -345,7 +345,15 @@ SL_EXTERN int sl_worker_new(const sl_worker_opts *opts, sl_worker_t **out, char 
 /* Maps an item type to a local command, "TYPE=COMMAND" (run with /bin/sh
  * -c): the payload goes to its stdin, its stdout is the result; exit 0
  * succeeds, 75 is retryable, anything else fails with the exit code and the
- * tail of stderr. SL_EINVAL with a message for a bad mapping. */
+ * tail of stderr. "TYPE+base64=COMMAND" stores stdout base64-encoded (any
+ * bytes); otherwise stdout that is not valid UTF-8 fails the item for good.
+ * The child runs in its own session and process group with descriptors 0-2
+ * only and a clean environment (PATH, HOME, LANG, TZ, the SLUICE_BATCH,
+ * SLUICE_ITEM_ID, SLUICE_ITEM_INDEX and SLUICE_ATTEMPT of the item, and the
+ * names given to sl_worker_exec_env); the whole group is killed when the
+ * attempt ends. The worker reaps its children on a SIGCHLD handle of its
+ * loop with waitpid on their own pids, never waitpid(-1). The mapping is
+ * copied. SL_EINVAL with a message for a bad mapping, SL_ENOMEM. */
 SL_EXTERN int sl_worker_exec(sl_worker_t *w, const char *mapping, char *errbuf, size_t errlen);
 /*
  * Grants a secret to the worker's http items: "NAME" lets an item's
@@ -356,6 +364,14 @@ SL_EXTERN int sl_worker_exec(sl_worker_t *w, const char *mapping, char *errbuf, 
  * with a message (bad name, SLUICE_ name, bad host, variable not set).
  */
 SL_EXTERN int sl_worker_grant(sl_worker_t *w, const char *spec, char *errbuf, size_t errlen);
+/* Passes the worker's environment variable `name` on to every exec child
+ * (its value when the child starts; absent when the worker does not have it
+ * set). Nothing else of the worker's environment reaches a child. `name`
+ * must match [A-Za-z_][A-Za-z0-9_]* (at most 128 bytes, at most 64 names)
+ * and must not start with SLUICE_ (the worker's own settings and secrets):
+ * SL_EINVAL with a message otherwise. PATH, HOME, LANG and TZ are passed
+ * anyway. Call it before sl_worker_run; the name is copied. */
+SL_EXTERN int sl_worker_exec_env(sl_worker_t *w, const char *name, char *errbuf, size_t errlen);
 /* Serves items of `type` with `start`. Built-in: noop, sleep, http. */
 SL_EXTERN int sl_worker_register(sl_worker_t *w, const char *type, sl_handler_start_fn start,
                                  void *ud);

@@ -2,7 +2,7 @@
  * sluice worker [--concurrency N] [--queue Q] [--visibility MS]
  *               [--max-deliveries N] [--drain-timeout MS] [--block-ms MS] [--quiet]
  *               [--http-allow ORIGINS] [--http-methods M,...] [--http-version V]
- *               [--secret NAME[@HOST]]... [--exec TYPE=COMMAND]... [--load-library]
+ *               [--secret NAME[@HOST]]... [--exec TYPE[+base64]=COMMAND]... [--exec-env NAME]... [--load-library]
  *
  * Secrets are granted with --secret (repeatable) and $SLUICE_SECRETS
  * ("A,B@api.example.com"); nothing else of the environment reaches an item.
@@ -38,12 +38,14 @@ int cmd_worker(int argc, char **argv) {
       {"http-version", required_argument, NULL, 'H'}, {"exec", required_argument, NULL, 'E'},
       {"secret", required_argument, NULL, 'S'},       {"http-methods", required_argument, NULL, 'T'},
       {"load-library", no_argument, NULL, 'L'},      {"redis-password-file", required_argument, NULL, 'P'},
-      {NULL, 0, NULL, 0}};
+      {"exec-env", required_argument, NULL, 'V'},    {NULL, 0, NULL, 0}};
   int dev_crash = 0;
   const char *execs[32];
   int nexec = 0;
   const char *grants[256];
   int ngrant = 0;
+  const char *exec_env[64];
+  int nexec_env = 0;
   cli_common com = {getenv("SLUICE_REDIS"), NULL};
   sl_worker_opts wo = {0};
   sl_worker_t *w;
@@ -101,6 +103,13 @@ int cmd_worker(int argc, char **argv) {
         return EXIT_USAGE;
       }
       execs[nexec++] = optarg;
+      break;
+    case 'V':
+      if (nexec_env == (int)(sizeof(exec_env) / sizeof(exec_env[0]))) {
+        cli_err("--exec-env: at most %d names", nexec_env);
+        return EXIT_USAGE;
+      }
+      exec_env[nexec_env++] = optarg;
       break;
     case 'A':
       if (*optarg == '\0') {
@@ -190,6 +199,13 @@ int cmd_worker(int argc, char **argv) {
   }
   for (int i = 0; i < nexec; i++) {
     if (sl_worker_exec(w, execs[i], err, sizeof(err)) != 0) {
+      cli_err("%s", err);
+      sl_worker_free(w);
+      return EXIT_USAGE;
+    }
+  }
+  for (int i = 0; i < nexec_env; i++) {
+    if (sl_worker_exec_env(w, exec_env[i], err, sizeof(err)) != 0) {
       cli_err("%s", err);
       sl_worker_free(w);
       return EXIT_USAGE;

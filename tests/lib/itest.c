@@ -134,6 +134,10 @@ char *itest_read(const char *path, size_t *len) {
 }
 
 pid_t itest_spawn(const char *const *args, const char *out, const char *err) {
+  return itest_spawn_env(args, NULL, out, err);
+}
+
+pid_t itest_spawn_env(const char *const *args, const char *const *env, const char *out, const char *err) {
   const char *argv[64];
   pid_t pid;
   int k = 0;
@@ -155,6 +159,16 @@ pid_t itest_spawn(const char *const *args, const char *out, const char *err) {
     dup2(fi, 0);
     dup2(fo, 1);
     dup2(fe, 2);
+    for (int i = 0; env != NULL && env[i] != NULL; i++) {
+      const char *eq = strchr(env[i], '=');
+      char name[256];
+
+      snprintf(name, sizeof(name), "%.*s", eq ? (int)(eq - env[i]) : (int)strlen(env[i]), env[i]);
+      if (eq != NULL)
+        setenv(name, eq + 1, 1);
+      else
+        unsetenv(name);
+    }
     execv(SLUICE_BIN, (char *const *)argv);
     _exit(127);
   }

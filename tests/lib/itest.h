@@ -35,6 +35,9 @@ void itest_write(const char *path, const char *data, size_t len);
 /* Starts `sluice ARGS...` (NULL-terminated); stdout and stderr go to the
  * given files (NULL: /dev/null). */
 pid_t itest_spawn(const char *const *args, const char *out, const char *err);
+/* The same with changes to its environment: each entry of env
+ * (NULL-terminated) is "NAME=VALUE" to set or "NAME" to remove. */
+pid_t itest_spawn_env(const char *const *args, const char *const *env, const char *out, const char *err);
 /* Runs `sluice ARGS...` to the end: returns its exit code; *out and *err
  * (if not NULL) get its stdout and stderr (free them). Killed after
  * timeout_s. */
