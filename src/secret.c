@@ -79,9 +79,11 @@ int sl__secret_refs_check(const char *s, size_t n, const char *where, char *err,
     if (k == 0)
       return 0;
     if (k < 0) {
+      int shown = n - start > 40 ? 40 : (int)(n - start); /* s[0..n) may not end in NUL */
+
       snprintf(err, errlen,
-               "%s: malformed secret reference \"%.40s\" (expected ${env:NAME}, NAME of [A-Za-z0-9_], at most %d "
-               "bytes)", where, s + start, SL_SECRET_NAME_MAX);
+               "%s: malformed secret reference \"%.*s\" (expected ${env:NAME}, NAME of [A-Za-z0-9_], at most %d "
+               "bytes)", where, shown, s + start, SL_SECRET_NAME_MAX);
       return SL_EINVAL;
     }
     if (reserved(s + name, nl)) {
