@@ -365,7 +365,9 @@ int sl__httpreq_parse(const char *p, size_t len, sl_httpreq *r, char *err, size_
         rc = SL_EINVAL;
       } else {
         rc = take_str(f, SL_HTTP_IKEY_MAX * 6, 1, &r->ikey, &kl);
-        if (rc == 0 && kl > SL_HTTP_IKEY_MAX) {
+        if (rc == SL_ETOOBIG) {
+          snprintf(err, errlen, "field \"payload.idempotency_key\": over the limit of %d bytes", SL_HTTP_IKEY_MAX);
+        } else if (rc == 0 && kl > SL_HTTP_IKEY_MAX) {
           snprintf(err, errlen, "field \"payload.idempotency_key\": %zu bytes, over the limit of %d", kl,
                    SL_HTTP_IKEY_MAX);
           rc = SL_ETOOBIG;
