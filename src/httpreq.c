@@ -20,6 +20,7 @@
 #include "json.h"
 
 #define PAYLOAD_MEMBERS 16 /* fields of an http payload (8 are known) */
+#define JSON_BODY_MAX (8 * 1024 * 1024) /* a json body with its secrets resolved, bytes */
 
 /* Headers that describe the connection or the message framing: the worker
  * and libcurl set them, a producer never does. */
@@ -365,7 +366,9 @@ int sl__httpreq_parse(const char *p, size_t len, sl_httpreq *r, char *err, size_
         rc = SL_EINVAL;
       } else {
         rc = take_str(f, SL_HTTP_IKEY_MAX * 6, 1, &r->ikey, &kl);
-        if (rc == 0 && kl > SL_HTTP_IKEY_MAX) {
+        if (rc == SL_ETOOBIG) {
+          snprintf(err, errlen, "field \"payload.idempotency_key\": over the limit of %d bytes", SL_HTTP_IKEY_MAX);
+        } else if (rc == 0 && kl > SL_HTTP_IKEY_MAX) {
           snprintf(err, errlen, "field \"payload.idempotency_key\": %zu bytes, over the limit of %d", kl,
                    SL_HTTP_IKEY_MAX);
           rc = SL_ETOOBIG;
@@ -502,8 +505,6 @@ static int expand_json_string(const char *tok, size_t len, void *vud) {
     rc = sl__json_put_str(u->out, v, strlen(v));
   sl_free(v);
   u->copied = tok + len;
-  if (rc != 0)
-    snprintf(u->err, u->errlen, "field \"payload.json\": too big with its secrets resolved, or out of memory");
   return rc;
 }
 
@@ -514,11 +515,16 @@ char *sl__httpreq_json_body(const sl_httpreq *r, const sl_secrets *s, int *refus
   int rc;
 
   *refused = 0;
-  sl__buf_init(&out, 8 * 1024 * 1024);
+  sl__buf_init(&out, JSON_BODY_MAX);
   rc = each_value_string(r->json, r->json_len, expand_json_string, &u);
   if (rc == 0)
     rc = sl__buf_append(&out, u.copied, (size_t)(r->json + r->json_len - u.copied));
   if (rc != 0) {
+    /* SL_EINVAL: sl__secrets_expand wrote why */
+    if (rc == SL_ENOMEM)
+      snprintf(err, errlen, "out of memory");
+    else if (rc == SL_ETOOBIG)
+      snprintf(err, errlen, "field \"payload.json\": over %d bytes with its secrets resolved", JSON_BODY_MAX);
     sl__buf_free(&out);
     return NULL;
   }

@@ -292,25 +292,35 @@ static uint64_t key_hash(const unsigned char *tok, size_t len) {
   return h;
 }
 
-/* 1 when two scanned key tokens decode to the same text. */
+/* 1 when two scanned key tokens decode to the same text. The decoded bytes
+ * are compared one by one: a raw "\xc3\xa9" decodes a byte at a time, its
+ * escape "\u00e9" both bytes at once. */
 static int key_equal(const unsigned char *a, size_t alen, const unsigned char *b, size_t blen) {
+  unsigned char ca[4];
+  unsigned char cb[4];
   size_t i = 1;
   size_t j = 1;
+  size_t na = 0; /* bytes in ca, pa of them compared */
+  size_t nb = 0;
+  size_t pa = 0;
+  size_t pb = 0;
 
   if (alen == blen && memcmp(a, b, alen) == 0)
     return 1;
-  while (i + 1 < alen && j + 1 < blen) {
-    unsigned char ca[4];
-    unsigned char cb[4];
-    size_t na;
-    size_t nb;
-
-    next_char(a, &i, ca, &na);
-    next_char(b, &j, cb, &nb);
-    if (na != nb || memcmp(ca, cb, na) != 0)
+  for (;;) {
+    if (pa == na && i + 1 < alen) {
+      next_char(a, &i, ca, &na);
+      pa = 0;
+    }
+    if (pb == nb && j + 1 < blen) {
+      next_char(b, &j, cb, &nb);
+      pb = 0;
+    }
+    if (pa == na || pb == nb)
+      return pa == na && pb == nb; /* equal only if both ended */
+    if (ca[pa++] != cb[pb++])
       return 0;
   }
-  return i + 1 >= alen && j + 1 >= blen;
 }
 
 static int cmp_key(const void *a, const void *b) {

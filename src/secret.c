@@ -79,9 +79,11 @@ int sl__secret_refs_check(const char *s, size_t n, const char *where, char *err,
     if (k == 0)
       return 0;
     if (k < 0) {
+      int shown = n - start > 40 ? 40 : (int)(n - start); /* s[0..n) may not end in NUL */
+
       snprintf(err, errlen,
-               "%s: malformed secret reference \"%.40s\" (expected ${env:NAME}, NAME of [A-Za-z0-9_], at most %d "
-               "bytes)", where, s + start, SL_SECRET_NAME_MAX);
+               "%s: malformed secret reference \"%.*s\" (expected ${env:NAME}, NAME of [A-Za-z0-9_], at most %d "
+               "bytes)", where, shown, s + start, SL_SECRET_NAME_MAX);
       return SL_EINVAL;
     }
     if (reserved(s + name, nl)) {
@@ -173,6 +175,7 @@ char *sl__secrets_expand(const sl_secrets *s, const char *text, const sl_origin 
   size_t n = strlen(text);
   size_t from = 0;
   sl_buf out;
+  int rc;
 
   *refused = 0;
   sl__buf_init(&out, EXPANDED_MAX);
@@ -185,7 +188,8 @@ char *sl__secrets_expand(const sl_secrets *s, const char *text, const sl_origin 
     const grant *g;
 
     if (k == 0) {
-      if (sl__buf_append(&out, text + from, n - from) != 0)
+      rc = sl__buf_append(&out, text + from, n - from);
+      if (rc != 0)
         goto toobig;
       break;
     }
@@ -210,15 +214,22 @@ char *sl__secrets_expand(const sl_secrets *s, const char *text, const sl_origin 
                hosts);
       goto fail;
     }
-    if (sl__buf_append(&out, text + from, start - from) != 0 || sl__buf_append(&out, g->value, g->len) != 0)
+    rc = sl__buf_append(&out, text + from, start - from);
+    if (rc == 0)
+      rc = sl__buf_append(&out, g->value, g->len);
+    if (rc != 0)
       goto toobig;
     from = after;
   }
-  if (out.p == NULL && sl__buf_puts(&out, "") != 0)
+  rc = out.p == NULL ? sl__buf_puts(&out, "") : 0;
+  if (rc != 0)
     goto toobig;
   return sl__buf_take(&out);
 toobig:
-  snprintf(err, errlen, "%s: over %d bytes with its secrets, or out of memory", where, EXPANDED_MAX);
+  if (rc == SL_ENOMEM)
+    snprintf(err, errlen, "out of memory");
+  else
+    snprintf(err, errlen, "%s: over %d bytes with its secrets", where, EXPANDED_MAX);
 fail:
   sl__buf_free(&out);
   return NULL;

@@ -2,7 +2,10 @@
  * Unit tests for item validation and normalization (src/item.c): the exact
  * normalized `d` text, payload bytes kept as sent, id rules, defaults and
  * their overrides, and every error class with the field its message names;
- * plus sl__prio_parse / sl__prio_name and sl__name_valid.
+ * plus sl__prio_parse / sl__prio_name and sl__name_valid; sl__rfc3339_check
+ * (real calendar dates, leap years, the year range, offsets, fractions, and
+ * ms checked against `date -u -d ... +%s`); the byte order mark message; and
+ * http items refused at submit by the payload checker (httpreq.c).
  */
 #include <stdlib.h>
 #include <string.h>
@@ -627,6 +630,236 @@ static void test_name_valid(void) {
   CHECK_INT(sl__name_valid(name, SL_NAME_MAX + 1), ==, 0);
 }
 
+/* ---- sl__rfc3339_check ---- */
+
+/* s must be accepted as ms since the epoch (values from date -u -d ... +%s). */
+static void rfc_ok_at(const char *file, int line, const char *s, int64_t want) {
+  char why[128] = "";
+  int64_t ms = -12345;
+
+  if (sl__rfc3339_check(s, strlen(s), &ms, why, sizeof(why)) != 0)
+    sl_test_fail(file, line, "%s refused: %s", s, why);
+  if (ms != want)
+    sl_test_fail(file, line, "%s: %lld ms, expected %lld", s, (long long)ms, (long long)want);
+}
+#define RFC_OK(s, want) rfc_ok_at(__FILE__, __LINE__, (s), (want))
+
+/* s must be refused, *ms untouched, with `why` saying want. */
+static void rfc_bad_at(const char *file, int line, const char *s, const char *want) {
+  char why[128] = "";
+  int64_t ms = -12345;
+
+  if (sl__rfc3339_check(s, strlen(s), &ms, why, sizeof(why)) != SL_EINVAL)
+    sl_test_fail(file, line, "%s accepted as %lld", s, (long long)ms);
+  if (ms != -12345)
+    sl_test_fail(file, line, "%s: ms written on failure", s);
+  if (strcmp(why, want) != 0)
+    sl_test_fail(file, line, "%s: why \"%s\", expected \"%s\"", s, why, want);
+  /* why may be NULL */
+  if (sl__rfc3339_check(s, strlen(s), &ms, NULL, 0) != SL_EINVAL)
+    sl_test_fail(file, line, "%s accepted without a why buffer", s);
+}
+#define RFC_BAD(s, want) rfc_bad_at(__FILE__, __LINE__, (s), (want))
+
+static void test_rfc3339_known_values(void) {
+  RFC_OK("2026-11-23T10:00:00Z", 1795428000000LL);
+  RFC_OK("1970-01-01T00:00:00Z", 0);
+  RFC_OK("1972-06-30T23:59:59Z", 78796799000LL);
+  RFC_OK("2000-02-29T12:34:56Z", 951827696000LL);
+  RFC_OK("2024-02-29T00:00:00Z", 1709164800000LL);
+  RFC_OK("2024-12-31T23:59:59Z", 1735689599000LL);
+  RFC_OK("2100-03-01T00:00:00Z", 4107542400000LL);
+  RFC_OK("9999-12-31T23:59:59Z", 253402300799000LL);
+  /* lower-case t and z */
+  RFC_OK("2026-11-23t10:00:00z", 1795428000000LL);
+  /* only n bytes are read */
+  CHECK_INT(sl__rfc3339_parse("2026-11-23T10:00:00Zjunk", 20, &(int64_t){0}), ==, 0);
+}
+
+static void test_rfc3339_leap_years(void) {
+  RFC_OK("2024-02-29T00:00:00Z", 1709164800000LL);
+  RFC_OK("2000-02-29T00:00:00Z", 951782400000LL); /* divisible by 400 */
+  RFC_BAD("2026-02-29T00:00:00Z", "February 2026 has 28 days, not 29");
+  RFC_BAD("2026-02-30T00:00:00Z", "February 2026 has 28 days, not 30");
+  RFC_BAD("2024-02-30T00:00:00Z", "February 2024 has 29 days, not 30");
+  RFC_BAD("2100-02-29T00:00:00Z", "February 2100 has 28 days, not 29"); /* divisible by 100 */
+  RFC_BAD("2023-02-29T10:00:00+02:00", "February 2023 has 28 days, not 29");
+}
+
+/* The last day of each month is accepted, the day after it is not. */
+static void test_rfc3339_month_lengths(void) {
+  static const char *const names[12] = {"January", "February", "March", "April", "May", "June",
+                                        "July", "August", "September", "October", "November", "December"};
+  static const int days2026[12] = {31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
+  char s[32];
+  char want[64];
+  int64_t ms;
+  char why[128];
+
+  for (int m = 1; m <= 12; m++) {
+    snprintf(s, sizeof(s), "2026-%02d-%02dT00:00:00Z", m, days2026[m - 1]);
+    CHECK_INT(sl__rfc3339_check(s, strlen(s), &ms, why, sizeof(why)), ==, 0);
+    snprintf(s, sizeof(s), "2026-%02d-%02dT00:00:00Z", m, days2026[m - 1] + 1);
+    snprintf(want, sizeof(want), "%s 2026 has %d days, not %d", names[m - 1], days2026[m - 1], days2026[m - 1] + 1);
+    rfc_bad_at(__FILE__, __LINE__, s, want);
+    snprintf(s, sizeof(s), "2026-%02d-00T00:00:00Z", m);
+    snprintf(want, sizeof(want), "%s 2026 has %d days, not 0", names[m - 1], days2026[m - 1]);
+    rfc_bad_at(__FILE__, __LINE__, s, want);
+  }
+  RFC_BAD("2026-00-10T00:00:00Z", "month 00 does not exist");
+  RFC_BAD("2026-13-01T00:00:00Z", "month 13 does not exist");
+}
+
+static void test_rfc3339_years_and_times(void) {
+  RFC_BAD("1969-12-31T23:59:59Z", "year 1969 is outside 1970-9999");
+  RFC_BAD("0000-01-01T00:00:00Z", "year 0000 is outside 1970-9999");
+  RFC_OK("2026-11-23T23:59:59Z", 1795478399000LL);
+  RFC_BAD("2026-11-23T24:00:00Z", "24:00:00 is not a time of day");
+  RFC_BAD("2026-11-23T23:60:00Z", "23:60:00 is not a time of day");
+  RFC_BAD("2026-11-23T23:59:60Z", "23:59:60 is not a time of day");
+}
+
+static void test_rfc3339_offsets(void) {
+  RFC_OK("2026-11-23T12:00:00+02:00", 1795428000000LL);
+  RFC_OK("2026-11-23T05:00:00-05:00", 1795428000000LL);
+  RFC_OK("2026-11-23T10:00:00+00:00", 1795428000000LL);
+  RFC_OK("2026-11-23T10:00:00-00:00", 1795428000000LL);
+  RFC_OK("2026-03-01T00:00:00+23:59", 1772236860000LL);
+  RFC_OK("2026-03-01T00:00:00-23:59", 1772409540000LL);
+  RFC_BAD("2026-03-01T00:00:00+24:00", "offset +24:00 is outside -23:59..+23:59");
+  RFC_BAD("2026-03-01T00:00:00-24:00", "offset -24:00 is outside -23:59..+23:59");
+  RFC_BAD("2026-03-01T00:00:00+00:60", "offset +00:60 is outside -23:59..+23:59");
+  RFC_BAD("2026-03-01T00:00:00", "not of the form 2026-11-23T10:00:00Z");
+  RFC_BAD("2026-03-01T00:00:00+0100", "it needs an offset: Z or +HH:MM");
+  RFC_BAD("2026-03-01T00:00:00+01", "it needs an offset: Z or +HH:MM");
+  RFC_BAD("2026-03-01T00:00:00 Z", "it needs an offset: Z or +HH:MM");
+  RFC_BAD("2026-03-01T00:00:00ZZ", "unexpected text after the offset");
+  RFC_BAD("2026-03-01T00:00:00Z ", "unexpected text after the offset");
+  RFC_BAD("2026-03-01T00:00:00+01:00:00", "unexpected text after the offset");
+}
+
+static void test_rfc3339_fractions(void) {
+  RFC_OK("2026-11-23T10:00:00.5Z", 1795428000500LL);
+  RFC_OK("2026-11-23T10:00:00.25Z", 1795428000250LL);
+  RFC_OK("2026-11-23T10:00:00.001Z", 1795428000001LL);
+  RFC_OK("2026-11-23T10:00:00.999999999Z", 1795428000999LL); /* cut to ms */
+  RFC_OK("2026-11-23T12:00:00.250+02:00", 1795428000250LL);
+  RFC_OK("1970-01-01T00:00:00.000Z", 0);
+  RFC_BAD("2026-11-23T10:00:00.Z", "a '.' needs digits after it");
+  RFC_BAD("2026-11-23T10:00:00.", "a '.' needs digits after it");
+  RFC_BAD("2026-11-23T10:00:00,5Z", "it needs an offset: Z or +HH:MM");
+}
+
+static void test_rfc3339_form(void) {
+  RFC_BAD("2026-11-23", "not of the form 2026-11-23T10:00:00Z");
+  RFC_BAD("2026-11-23T10:00Z", "not of the form 2026-11-23T10:00:00Z");
+  RFC_BAD("2026-11-23 10:00:00Z", "not of the form 2026-11-23T10:00:00Z");
+  RFC_BAD("2026/11/23T10:00:00Z", "not of the form 2026-11-23T10:00:00Z");
+  RFC_BAD(" 2026-11-23T10:00:00Z", "not of the form 2026-11-23T10:00:00Z");
+  RFC_BAD("26-11-23T10:00:00Z", "not of the form 2026-11-23T10:00:00Z");
+  RFC_BAD("2026-1-23T10:00:00Z", "not of the form 2026-11-23T10:00:00Z");
+  RFC_BAD("+2026-11-23T10:00:00Z", "not of the form 2026-11-23T10:00:00Z");
+  RFC_BAD("", "not of the form 2026-11-23T10:00:00Z");
+}
+
+/* The why reaches the producer in the run_at message. */
+static void test_run_at_why_in_message(void) {
+  parse_err("{\"type\":\"t\",\"payload\":{},\"run_at\":\"2026-02-30T10:00:00Z\"}",
+            "field \"run_at\": expected an RFC 3339 time like \"2026-11-23T10:00:00Z\", got \"2026-02-30T10:00:00Z\": "
+            "February 2026 has 28 days, not 30", NULL);
+  parse_err("{\"type\":\"t\",\"payload\":{},\"run_at\":\"2026-02-29T10:00:00Z\"}", "February 2026 has 28 days, not 29",
+            NULL);
+  parse_err("{\"type\":\"t\",\"payload\":{},\"run_at\":\"2026-03-01T00:00:00+24:00\"}",
+            "offset +24:00 is outside -23:59..+23:59", NULL);
+  parse_err("{\"type\":\"t\",\"payload\":{},\"run_at\":1795428000}", "field \"run_at\"", "not a string");
+  {
+    sl_item it;
+
+    parse_ok("{\"type\":\"noop\",\"payload\":null,\"run_at\":\"2024-02-29T00:00:00.5+01:00\"}", &it);
+    CHECK_INT(it.start_at_ms, ==, 1709164800500LL - 3600000);
+    sl__item_free(&it);
+  }
+}
+
+/* ---- The UTF-8 byte order mark ---- */
+
+static void test_bom(void) {
+  static const char *const bom_lines[] = {
+    "\xef\xbb\xbf{\"type\":\"t\",\"payload\":{}}",
+    "\xef\xbb\xbf",
+    "\xef\xbb\xbf   ",
+    NULL,
+  };
+  char err[256];
+  sl_item it;
+
+  for (int i = 0; bom_lines[i] != NULL; i++) {
+    memset(&it, 0x5a, sizeof(it));
+    CHECK_INT(sl__item_parse(bom_lines[i], strlen(bom_lines[i]), 1, &def_normal, &it, err, sizeof(err)), ==,
+              SL_EINVAL);
+    CHECK_STR(err, "invalid JSON at column 1: a UTF-8 byte order mark; save the file without it");
+    CHECK(it.id == NULL && it.d == NULL);
+  }
+  /* not at the start: an ordinary character or an ordinary error */
+  parse_ok("{\"type\":\"t\",\"payload\":\"\xef\xbb\xbf\"}", &it);
+  CHECK_CONTAINS(it.d, ",\"payload\":\"\xef\xbb\xbf\",");
+  sl__item_free(&it);
+  parse_err(" \xef\xbb\xbf{\"type\":\"t\",\"payload\":{}}", "invalid JSON at column 2", NULL);
+  /* two bytes of it are not a byte order mark */
+  parse_err("\xef\xbb{\"type\":\"t\",\"payload\":{}}", "invalid JSON at column 1: invalid UTF-8", NULL);
+}
+
+/* ---- http items at submit ---- */
+
+/* The http payload checks run at submit, with the field named. */
+static void test_http_items_at_submit(void) {
+  sl_item it;
+  size_t len;
+  char *line;
+
+  parse_err("{\"type\":\"http\",\"payload\":{\"url\":\"https://api.example.com/\","
+            "\"headers\":{\"X-Note\":\"a\\r\\nb\"}}}",
+            "field \"payload.headers.X-Note\": the value holds a line break (CR or LF) at byte 1", NULL);
+  parse_err("{\"type\":\"http\",\"payload\":{\"url\":\"https://api.example.com/\","
+            "\"headers\":{\"X-Note\":\"a\\u0000\"}}}",
+            "field \"payload.headers.X-Note\": the value holds a NUL byte", NULL);
+  parse_err("{\"type\":\"http\",\"payload\":{\"url\":\"https://api.example.com/\","
+            "\"headers\":{\"hOsT\":\"evil\"}}}",
+            "field \"payload.headers.hOsT\": hOsT is set by the worker", NULL);
+  parse_err("{\"type\":\"http\",\"payload\":{\"url\":\"https://api.example.com/\","
+            "\"headers\":{\"x-a\":\"1\",\"X-A\":\"2\"}}}",
+            "field \"payload.headers.X-A\": given twice (header names compare without case)", NULL);
+  parse_err("{\"type\":\"http\",\"payload\":{\"url\":\"https://api.example.com/\","
+            "\"headers\":{\"Authorization\":\"${env:SLUICE_REDIS}\"}}}",
+            "field \"payload.headers.Authorization\": secret SLUICE_REDIS", NULL);
+  parse_err("{\"type\":\"http\",\"payload\":{\"url\":\"https://api.example.com/\","
+            "\"method\":\"GET / HTTP/1.1\\r\\n\"}}",
+            "field \"payload.method\"", NULL);
+  parse_err("{\"type\":\"http\",\"payload\":{\"url\":\"https://api.example.com/\",\"body\":\"a\",\"json\":1}}",
+            "give body or json, not both", NULL);
+  parse_err("{\"type\":\"http\",\"payload\":{\"url\":\"https://api.example.com/\",\"retries\":3}}",
+            "field \"payload.retries\": unknown field for an http item", NULL);
+  /* inside json, a key twice (by its decoded text) is refused by the strict check */
+  parse_err("{\"type\":\"http\",\"payload\":{\"url\":\"https://api.example.com/\",\"json\":{\"amount\":1,"
+            "\"\\u0061mount\":1000}}}", "appears twice in one object", NULL);
+  parse_err("{\"type\":\"http\",\"payload\":{\"url\":\"https://api.example.com/\",\"json\":{\"caf\xc3\xa9\":1,"
+            "\"caf\\u00e9\":1000}}}", "appears twice in one object", NULL);
+
+  line = make_line("{\"type\":\"http\",\"payload\":{\"url\":\"https://api.example.com/\","
+                   "\"headers\":{\"X-Big\":\"", 'v', 9000, "\"}}}", &len);
+  parse_err_n(line, len, SL_ETOOBIG, "field \"payload.headers.X-Big\": the value is over 8192 bytes", NULL);
+  free(line);
+
+  /* accepted: the payload is stored as written, references unresolved */
+  parse_ok("{\"type\":\"http\",\"payload\":{\"url\":\"https://api.example.com/\",\"headers\":{\"Authorization\":"
+           "\"Bearer ${env:API_TOKEN}\",\"X-Tab\":\"a\\tb\"},\"json\":{\"k\":\"\\u0024{env:API_TOKEN}\"}}}",
+           &it);
+  CHECK_CONTAINS(it.d, ",\"payload\":{\"url\":\"https://api.example.com/\",\"headers\":{\"Authorization\":"
+                       "\"Bearer ${env:API_TOKEN}\",\"X-Tab\":\"a\\tb\"},"
+                       "\"json\":{\"k\":\"\\u0024{env:API_TOKEN}\"}},");
+  sl__item_free(&it);
+}
+
 /* ---- Regressions: bugs found by these tests, now fixed ---- */
 
 /* An id whose unescaped form passes 4 x SL_ITEM_MAX_ID bytes hits the id
@@ -682,6 +915,16 @@ static const sl_test tests[] = {
   {"err_small_buffer", test_err_small_buffer, 10},
   {"prio_parse_and_name", test_prio_parse_and_name, 10},
   {"name_valid", test_name_valid, 10},
+  {"rfc3339_known_values", test_rfc3339_known_values, 10},
+  {"rfc3339_leap_years", test_rfc3339_leap_years, 10},
+  {"rfc3339_month_lengths", test_rfc3339_month_lengths, 10},
+  {"rfc3339_years_and_times", test_rfc3339_years_and_times, 10},
+  {"rfc3339_offsets", test_rfc3339_offsets, 10},
+  {"rfc3339_fractions", test_rfc3339_fractions, 10},
+  {"rfc3339_form", test_rfc3339_form, 10},
+  {"run_at_why_in_message", test_run_at_why_in_message, 10},
+  {"bom", test_bom, 10},
+  {"http_items_at_submit", test_http_items_at_submit, 10},
   {"regress_huge_id_message", test_regress_huge_id_message, 10},
   {"regress_fractional_id_rewritten", test_regress_fractional_id_rewritten, 10},
   {NULL, NULL, 0},

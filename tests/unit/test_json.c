@@ -5,13 +5,21 @@
  * sl__json_unescape, sl__json_int / sl__json_double, and sl__json_put_str,
  * including a randomized round trip (put_str -> validate -> unescape) over
  * random code points and random bytes, checked against a reference
- * implementation of the replacement rule written here.
+ * implementation of the replacement rule written here. Also the strict
+ * check (a key twice in one object, compared by decoded text, at any depth,
+ * past the 64 keys tracked without allocating and under allocation
+ * failures), lone surrogates, sl__utf8_invalid_at, sl__utf8_cut and
+ * sl__json_str_len against put_str on random valid UTF-8, and
+ * sl__json_elements.
  */
 #include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include <sluice/sluice.h>
 
+#include "alloc.h"
 #include "buf.h"
 #include "harness.h"
 #include "json.h"
@@ -822,6 +830,401 @@ static void test_put_roundtrip_random_bytes(void) {
   }
 }
 
+/* ---- sl__json_validate_strict ---- */
+
+static void strict_ok_at(const char *file, int line, const char *s) {
+  char err[128] = "";
+  size_t pos = 999;
+
+  if (sl__json_validate_strict(s, strlen(s), SL_ITEM_MAX_DEPTH, &pos, err, sizeof(err)) != 0)
+    sl_test_fail(file, line, "%s refused by the strict check at %zu: %s", s, pos, err);
+}
+#define STRICT_OK(s) strict_ok_at(__FILE__, __LINE__, (s))
+
+/* s must be refused by the strict check only: a key twice, the later one at
+ * byte pos. */
+static void strict_dup_at(const char *file, int line, const char *s, size_t len, size_t pos) {
+  char err[128] = "";
+  size_t got = 999;
+  int rc = sl__json_validate_strict(s, len, SL_ITEM_MAX_DEPTH, &got, err, sizeof(err));
+
+  if (rc != SL_EINVAL)
+    sl_test_fail(file, line, "%.80s: rc %d, expected SL_EINVAL", s, rc);
+  if (got != pos || strstr(err, "appears twice in one object") == NULL)
+    sl_test_fail(file, line, "%.80s: refused at %zu (%s), expected a key twice at %zu", s, got, err, pos);
+  if (sl__json_validate(s, len, SL_ITEM_MAX_DEPTH, &got, err, sizeof(err)) != 0)
+    sl_test_fail(file, line, "%.80s: refused by the plain check too: %s", s, err);
+}
+#define STRICT_DUP(s, pos) strict_dup_at(__FILE__, __LINE__, (s), strlen(s), (pos))
+
+static void test_strict_duplicate_keys(void) {
+  char err[128] = "";
+  size_t pos = 0;
+
+  STRICT_OK("{\"a\":1,\"b\":2}");
+  STRICT_OK("{}");
+  STRICT_OK("[1,\"a\",\"a\"]");
+  STRICT_OK("{\"a\":1,\"A\":2}");
+  STRICT_OK("{\"a\":1,\"a \":2,\" a\":3}");
+  STRICT_OK("{\"\":1,\" \":2}");
+  STRICT_OK("{\"ab\":1,\"a\":{\"b\":1,\"ab\":2}}");
+  STRICT_OK("{\"a\":{\"a\":{\"a\":1}},\"b\":{\"a\":2}}"); /* the same key in different objects */
+  STRICT_OK("[{\"a\":1},{\"a\":2},[{\"a\":3}]]");
+  STRICT_OK("{\"a\":{\"b\":1},\"b\":2}");
+  STRICT_OK("{\"\\u0000\":1,\"\\u0000a\":2}");
+  STRICT_OK("{\"url\":1,\"URL\":2,\"ur\\u006c\\u0020\":3}");
+
+  STRICT_DUP("{\"a\":1,\"a\":2}", 7);
+  STRICT_DUP("{\"a\":1,\"b\":2,\"a\":3}", 13);
+  STRICT_DUP("{\"\":1,\"\":2}", 6);
+  /* compared by their decoded text */
+  STRICT_DUP("{\"url\":1,\"u\\u0072l\":2}", 9);
+  STRICT_DUP("{\"u\\u0072l\":1,\"url\":2}", 14);
+  STRICT_DUP("{\"u\\u0072l\":1,\"\\u0075rl\":2}", 14);
+  STRICT_DUP("{\"\\/\":1,\"/\":2}", 8);
+  STRICT_DUP("{\"\xc3\xa9\":1,\"\\u00e9\":2}", 8);
+  STRICT_DUP("{\"\\u00E9\":1,\"\\u00e9\":2}", 12);
+  STRICT_DUP("{\"\\ud83d\\ude00\":1,\"\xf0\x9f\x98\x80\":2}", 18);
+  STRICT_DUP("{\"\\n\":1,\"\\u000a\":2}", 8);
+  STRICT_DUP("{\"\\u0000\":1,\"\\u0000\":2}", 12);
+  /* at any depth, in arrays too, and after an inner object closed */
+  STRICT_DUP("{\"a\":{\"x\":1,\"y\":{\"z\":1,\"z\":2}}}", 23);
+  STRICT_DUP("[1,{\"k\":1,\"k\":1}]", 10);
+  STRICT_DUP("{\"a\":{\"b\":1},\"a\":2}", 13);
+  STRICT_DUP("[[[{\"q\":[{\"r\":0,\"r\":0}]}]]]", 16);
+  /* the message quotes the key as written */
+  CHECK_INT(sl__json_validate_strict("{\"url\":1,\"u\\u0072l\":2}", 22, 8, &pos, err, sizeof(err)), ==, SL_EINVAL);
+  CHECK(strcmp(err, "key \"u\\u0072l\" appears twice in one object") == 0 ||
+        strcmp(err, "key \"url\" appears twice in one object") == 0);
+  /* the other checks still apply */
+  CHECK_INT(sl__json_validate_strict("{\"a\":1,}", 8, 8, &pos, err, sizeof(err)), ==, SL_EINVAL);
+  CHECK_CONTAINS(err, "expected a string key");
+  CHECK_INT(sl__json_validate_strict("[[1]]", 5, 1, &pos, err, sizeof(err)), ==, SL_EINVAL);
+  CHECK_CONTAINS(err, "nesting");
+}
+
+/* An object of n keys "k0".."k<n-1>", then `extra` (a raw member or ""). */
+static char *many_keys(int n, const char *extra, size_t *len, size_t *last) {
+  size_t cap = (size_t)n * 16 + strlen(extra) + 16;
+  char *s = malloc(cap);
+  size_t k = 0;
+
+  CHECK(s != NULL);
+  s[k++] = '{';
+  for (int i = 0; i < n; i++) {
+    if (i > 0)
+      s[k++] = ',';
+    *last = k;
+    k += (size_t)snprintf(s + k, cap - k, "\"k%d\":%d", i, i);
+  }
+  if (extra[0] != '\0') {
+    s[k++] = ',';
+    *last = k;
+    k += (size_t)snprintf(s + k, cap - k, "%s", extra);
+  }
+  s[k++] = '}';
+  s[k] = '\0';
+  *len = k;
+  return s;
+}
+
+/* Past 64 keys the keys are tracked on the heap. */
+static void test_strict_many_keys(void) {
+  size_t len;
+  size_t last = 0;
+  char *s;
+  char err[128];
+  size_t pos;
+
+  s = many_keys(5000, "", &len, &last);
+  CHECK_INT(sl__json_validate_strict(s, len, 8, &pos, err, sizeof(err)), ==, 0);
+  free(s);
+  s = many_keys(5000, "\"k4999\":0", &len, &last);
+  strict_dup_at(__FILE__, __LINE__, s, len, last);
+  free(s);
+  s = many_keys(5000, "\"k0\":0", &len, &last);
+  strict_dup_at(__FILE__, __LINE__, s, len, last);
+  free(s);
+  s = many_keys(5000, "\"k\\u0031\\u0037\":0", &len, &last); /* "k17", escaped */
+  strict_dup_at(__FILE__, __LINE__, s, len, last);
+  free(s);
+  /* exactly 64 and 65 keys, each side of the stack array */
+  s = many_keys(64, "", &len, &last);
+  CHECK_INT(sl__json_validate_strict(s, len, 8, &pos, err, sizeof(err)), ==, 0);
+  free(s);
+  s = many_keys(64, "\"k63\":0", &len, &last);
+  strict_dup_at(__FILE__, __LINE__, s, len, last);
+  free(s);
+  s = many_keys(65, "\"k0\":0", &len, &last);
+  strict_dup_at(__FILE__, __LINE__, s, len, last);
+  free(s);
+}
+
+/* Inner objects' keys are popped when they close, on the heap too. */
+static void test_strict_nested_many_keys(void) {
+  size_t cap = 64 * 1024;
+  char *s = malloc(cap);
+  size_t k = 0;
+  size_t dup = 0;
+  char err[128];
+  size_t pos;
+
+  CHECK(s != NULL);
+  /* {"o0":0,...,"o99":{"k0":0,...,"k199":0},"o100":0,...,"o149":0} */
+  k += (size_t)snprintf(s + k, cap - k, "{");
+  for (int i = 0; i < 150; i++) {
+    k += (size_t)snprintf(s + k, cap - k, "%s\"o%d\":", i ? "," : "", i);
+    if (i == 99) {
+      k += (size_t)snprintf(s + k, cap - k, "{");
+      for (int j = 0; j < 200; j++)
+        k += (size_t)snprintf(s + k, cap - k, "%s\"k%d\":0", j ? "," : "", j);
+      k += (size_t)snprintf(s + k, cap - k, "}");
+    } else {
+      k += (size_t)snprintf(s + k, cap - k, "0");
+    }
+  }
+  k += (size_t)snprintf(s + k, cap - k, "}");
+  CHECK_INT(sl__json_validate_strict(s, k, 8, &pos, err, sizeof(err)), ==, 0);
+  /* "k5" as an outer key is no duplicate; "o3" is */
+  k--;
+  k += (size_t)snprintf(s + k, cap - k, ",\"k5\":1}");
+  CHECK_INT(sl__json_validate_strict(s, k, 8, &pos, err, sizeof(err)), ==, 0);
+  k--;
+  dup = k + 1;
+  k += (size_t)snprintf(s + k, cap - k, ",\"o3\":1}");
+  strict_dup_at(__FILE__, __LINE__, s, k, dup);
+  free(s);
+}
+
+/* Tracking many keys may run out of memory: SL_ENOMEM, "out of memory". */
+static void test_strict_many_keys_alloc_failures(void) {
+  size_t len;
+  size_t last = 0;
+  char *docs[2];
+  char err[128];
+  size_t pos;
+
+  docs[0] = many_keys(5000, "", &len, &last);
+  docs[1] = many_keys(5000, "\"k4999\":0", &len, &last);
+  for (int d = 0; d < 2; d++) {
+    long fault;
+
+    for (fault = 0; fault < 64; fault++) {
+      int rc;
+
+      err[0] = '\0';
+      sl__alloc_fail_after(fault);
+      rc = sl__json_validate_strict(docs[d], strlen(docs[d]), 8, &pos, err, sizeof(err));
+      sl__alloc_fail_after(-1);
+      if (rc != SL_ENOMEM) {
+        CHECK_INT(rc, ==, d == 0 ? 0 : SL_EINVAL);
+        break;
+      }
+      CHECK_STR(err, "out of memory");
+    }
+    /* 64 keys on the stack, then 128, 256, ... 8192 on the heap */
+    CHECK_INT(fault, ==, 7);
+    free(docs[d]);
+  }
+  /* the plain check never allocates */
+  docs[0] = many_keys(5000, "\"k1\":0", &len, &last);
+  sl__alloc_fail_after(0);
+  CHECK_INT(sl__json_validate(docs[0], len, 8, &pos, err, sizeof(err)), ==, 0);
+  sl__alloc_fail_after(-1);
+  free(docs[0]);
+}
+
+static void test_strict_lone_surrogates(void) {
+  static const char *const lone[] = {
+    "\"\\ud83d\"", "\"\\ude00\"", "\"\\ud83dx\"", "\"\\ud83d\\u0041\"", "\"\\ude00\\ud83d\"",
+    "\"\\ud83d\\ud83d\\ude00\"",
+    "\"\\uDBFF\"", "\"\\uDC00\"", "\"\\ud83d\\\"", "\"\\ud83d\\n\"", "{\"\\ud800\":1}", "[\"ok\",\"\\udfff\"]", NULL,
+  };
+
+  for (int i = 0; lone[i] != NULL; i++) {
+    char err[128] = "";
+    size_t pos = 0;
+
+    if (sl__json_validate_strict(lone[i], strlen(lone[i]), 8, &pos, err, sizeof(err)) != SL_EINVAL ||
+        strstr(err, "lone UTF-16 surrogate") == NULL)
+      sl_test_fail(__FILE__, __LINE__, "%s: strict check says \"%s\"", lone[i], err);
+    if (sl__json_validate(lone[i], strlen(lone[i]), 8, &pos, err, sizeof(err)) != SL_EINVAL ||
+        strstr(err, "lone UTF-16 surrogate") == NULL)
+      sl_test_fail(__FILE__, __LINE__, "%s: plain check says \"%s\"", lone[i], err);
+  }
+  STRICT_OK("{\"\\ud83d\\ude00\":\"\\udbff\\udfff\"}");
+}
+
+/* ---- sl__utf8_invalid_at and sl__utf8_cut ---- */
+
+static void test_utf8_invalid_at(void) {
+  CHECK_INT(sl__utf8_invalid_at("", 0), ==, 0);
+  CHECK_INT(sl__utf8_invalid_at("abc", 3), ==, 3);
+  CHECK_INT(sl__utf8_invalid_at("a\0b", 3), ==, 3);
+  CHECK_INT(sl__utf8_invalid_at("caf\xc3\xa9", 5), ==, 5);
+  CHECK_INT(sl__utf8_invalid_at("\xe2\x82\xac\xf0\x9f\x98\x80\xf4\x8f\xbf\xbf", 11), ==, 11);
+  CHECK_INT(sl__utf8_invalid_at("a\xff", 2), ==, 1);
+  CHECK_INT(sl__utf8_invalid_at("ab\xc3", 3), ==, 2);           /* truncated */
+  CHECK_INT(sl__utf8_invalid_at("\xc3\xa9", 1), ==, 0);         /* cut by n */
+  CHECK_INT(sl__utf8_invalid_at("x\xed\xa0\x80", 4), ==, 1);    /* a surrogate */
+  CHECK_INT(sl__utf8_invalid_at("ab\xc0\x80", 4), ==, 2);       /* overlong */
+  CHECK_INT(sl__utf8_invalid_at("\xe0\x9f\xbf", 3), ==, 0);     /* overlong */
+  CHECK_INT(sl__utf8_invalid_at("\xf4\x90\x80\x80", 4), ==, 0); /* past U+10FFFF */
+  CHECK_INT(sl__utf8_invalid_at("\xe2\x82\xac\x80", 4), ==, 3); /* a stray continuation byte */
+  CHECK_INT(sl__utf8_invalid_at("x\xf0\x9f\x98\x80y\xfe", 7), ==, 6);
+  CHECK_INT(sl__utf8_invalid_at("\xc3\xc3\xa9", 3), ==, 0);
+}
+
+static void test_utf8_cut_cases(void) {
+  CHECK_INT(sl__utf8_cut("", 0), ==, 0);
+  CHECK_INT(sl__utf8_cut("abc", 3), ==, 3);
+  CHECK_INT(sl__utf8_cut("abc", 2), ==, 2);
+  CHECK_INT(sl__utf8_cut("caf\xc3\xa9", 5), ==, 5);
+  CHECK_INT(sl__utf8_cut("caf\xc3\xa9", 4), ==, 3);
+  CHECK_INT(sl__utf8_cut("\xe2\x82\xac", 1), ==, 0);
+  CHECK_INT(sl__utf8_cut("\xe2\x82\xac", 2), ==, 0);
+  CHECK_INT(sl__utf8_cut("\xe2\x82\xac", 3), ==, 3);
+  CHECK_INT(sl__utf8_cut("a\xf0\x9f\x98\x80", 2), ==, 1);
+  CHECK_INT(sl__utf8_cut("a\xf0\x9f\x98\x80", 3), ==, 1);
+  CHECK_INT(sl__utf8_cut("a\xf0\x9f\x98\x80", 4), ==, 1);
+  CHECK_INT(sl__utf8_cut("a\xf0\x9f\x98\x80", 5), ==, 5);
+  CHECK_INT(sl__utf8_cut("\xc3\xa9\xc3\xa9", 3), ==, 2);
+  CHECK_INT(sl__utf8_cut("\xc3\xa9\xe2\x82\xac", 4), ==, 2);
+}
+
+/* A random valid UTF-8 string of up to 40 code points into out; its
+ * character boundaries are marked in at[0..len]. Returns its length. */
+static size_t random_utf8(unsigned char *out, unsigned char *at) {
+  size_t n = 0;
+  int cps = (int)(rnd() % 40);
+
+  at[0] = 1;
+  for (int k = 0; k < cps; k++) {
+    uint32_t cp;
+    size_t w;
+
+    switch (rnd() % 7) {
+    case 0: cp = rnd() % 0x20; break; /* control bytes, NUL included */
+    case 1: cp = "\"\\/\x7f"[rnd() % 4]; break;
+    case 2: cp = 0x20 + rnd() % 0x60; break;
+    case 3: cp = 0x80 + rnd() % (0x800 - 0x80); break;
+    case 4: cp = 0x800 + rnd() % (0xd800 - 0x800); break;
+    case 5: cp = 0xe000 + rnd() % (0x10000 - 0xe000); break;
+    default: cp = 0x10000 + rnd() % (0x110000 - 0x10000); break;
+    }
+    w = enc_utf8(cp, out + n);
+    for (size_t i = 1; i < w; i++)
+      at[n + i] = 0;
+    n += w;
+    at[n] = 1;
+  }
+  return n;
+}
+
+/* For valid UTF-8, cut(s, n) is the last character boundary at or before n. */
+static void test_utf8_cut_random(void) {
+  unsigned char s[256];
+  unsigned char at[257];
+
+  for (int iter = 0; iter < 5000; iter++) {
+    size_t len = random_utf8(s, at);
+
+    CHECK_INT(sl__utf8_invalid_at((const char *)s, len), ==, len);
+    for (size_t n = 0; n <= len; n++) {
+      size_t want = n;
+      size_t got = sl__utf8_cut((const char *)s, n);
+
+      while (!at[want])
+        want--;
+      if (got != want)
+        sl_test_fail(__FILE__, __LINE__, "iteration %d: cut at %zu of %zu gives %zu, expected %zu", iter, n, len, got,
+                     want);
+    }
+  }
+}
+
+/* ---- sl__json_str_len ---- */
+
+static size_t put_len(const char *s, size_t n) {
+  sl_buf b;
+  size_t len;
+
+  sl__buf_init(&b, 1 << 20);
+  CHECK_INT(sl__json_put_str(&b, s, n), ==, 0);
+  len = b.len;
+  sl__buf_free(&b);
+  return len;
+}
+
+static void test_str_len_cases(void) {
+  static const struct {
+    const char *s;
+    size_t n;
+    size_t want;
+  } cases[] = {
+    {"", 0, 2}, {"a", 1, 3}, {"\"", 1, 4}, {"\\", 1, 4}, {"\n\r\t", 3, 8}, {"\b\f", 2, 14}, {"\x01", 1, 8},
+    {"\0", 1, 8}, {"\x1f\x7f", 2, 9}, {"/", 1, 3}, {"\xc3\xa9", 2, 4}, {"\xf0\x9f\x98\x80", 4, 6},
+  };
+
+  for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+    CHECK_INT(sl__json_str_len(cases[i].s, cases[i].n), ==, cases[i].want);
+    CHECK_INT(put_len(cases[i].s, cases[i].n), ==, cases[i].want);
+  }
+}
+
+/* For valid UTF-8, the length is the one sl__json_put_str writes. */
+static void test_str_len_matches_put_str(void) {
+  unsigned char s[256];
+  unsigned char at[257];
+
+  for (int iter = 0; iter < 5000; iter++) {
+    size_t len = random_utf8(s, at);
+    size_t want = put_len((const char *)s, len);
+
+    if (sl__json_str_len((const char *)s, len) != want)
+      sl_test_fail(__FILE__, __LINE__, "iteration %d: str_len %zu, put_str wrote %zu", iter,
+                   sl__json_str_len((const char *)s, len), want);
+  }
+}
+
+/* ---- sl__json_elements ---- */
+
+static void test_elements(void) {
+  const char *doc = " [ 1 , \"a,]\" , {\"x\":[1,2]} ,null,[ ] ] ";
+  sl_json_member e[8];
+  size_t n = 99;
+
+  CHECK_INT(sl__json_elements(doc, strlen(doc), e, 8, &n), ==, 0);
+  CHECK_INT(n, ==, 5);
+  CHECK(e[0].key == NULL && e[0].keylen == 0);
+  CHECK(e[0].val == doc + 3 && e[0].vallen == 1);
+  CHECK_INT(e[1].vallen, ==, 5);
+  CHECK(memcmp(e[1].val, "\"a,]\"", 5) == 0);
+  CHECK_INT(e[2].vallen, ==, 11);
+  CHECK(memcmp(e[2].val, "{\"x\":[1,2]}", 11) == 0);
+  CHECK(memcmp(e[3].val, "null", 4) == 0 && e[3].vallen == 4);
+  CHECK(memcmp(e[4].val, "[ ]", 3) == 0 && e[4].vallen == 3);
+
+  n = 99;
+  CHECK_INT(sl__json_elements("[]", 2, e, 8, &n), ==, 0);
+  CHECK_INT(n, ==, 0);
+  CHECK_INT(sl__json_elements(" [ ] ", 5, e, 0, &n), ==, 0);
+  CHECK_INT(n, ==, 0);
+  CHECK_INT(sl__json_elements("[[],[]]", 7, e, 8, &n), ==, 0);
+  CHECK_INT(n, ==, 2);
+  /* the limit on both sides */
+  CHECK_INT(sl__json_elements("[1,2,3]", 7, e, 3, &n), ==, 0);
+  CHECK_INT(n, ==, 3);
+  CHECK_INT(sl__json_elements("[1,2,3]", 7, e, 2, &n), ==, SL_ETOOBIG);
+  CHECK_INT(sl__json_elements("[1]", 3, e, 0, &n), ==, SL_ETOOBIG);
+  /* not an array */
+  CHECK_INT(sl__json_elements("{}", 2, e, 8, &n), ==, SL_EINVAL);
+  CHECK_INT(sl__json_elements("1", 1, e, 8, &n), ==, SL_EINVAL);
+  CHECK_INT(sl__json_elements("\"[1]\"", 5, e, 8, &n), ==, SL_EINVAL);
+  CHECK_INT(sl__json_elements("", 0, e, 8, &n), ==, SL_EINVAL);
+  CHECK_INT(sl__json_elements("[1", 2, e, 8, &n), ==, SL_EINVAL);
+}
+
 /* ---- Regressions: bugs found by these tests, now fixed ---- */
 
 /* sl__json_int accepts non-integers whose double rounds to an integer. */
@@ -883,6 +1286,17 @@ static const sl_test tests[] = {
   {"put_appends_and_limit", test_put_appends_and_limit, 10},
   {"put_roundtrip_codepoints", test_put_roundtrip_codepoints, 30},
   {"put_roundtrip_random_bytes", test_put_roundtrip_random_bytes, 30},
+  {"strict_duplicate_keys", test_strict_duplicate_keys, 10},
+  {"strict_many_keys", test_strict_many_keys, 10},
+  {"strict_nested_many_keys", test_strict_nested_many_keys, 10},
+  {"strict_many_keys_alloc_failures", test_strict_many_keys_alloc_failures, 30},
+  {"strict_lone_surrogates", test_strict_lone_surrogates, 10},
+  {"utf8_invalid_at", test_utf8_invalid_at, 10},
+  {"utf8_cut_cases", test_utf8_cut_cases, 10},
+  {"utf8_cut_random", test_utf8_cut_random, 30},
+  {"str_len_cases", test_str_len_cases, 10},
+  {"str_len_matches_put_str", test_str_len_matches_put_str, 30},
+  {"elements", test_elements, 10},
   {"regress_int_inexact_fraction", test_regress_int_inexact_fraction, 10},
   {"regress_int_huge_is_einval", test_regress_int_huge_is_einval, 10},
   {"regress_number_errpos", test_regress_number_errpos, 10},
