@@ -17,10 +17,12 @@
  *
  * A pattern without a port matches only the default port of the scheme, so
  * listing a host never opens its other ports. Hosts are compared without
- * case and with one trailing dot removed, as the URL writes them: names are
- * matched, not the addresses they resolve to, and 127.0.0.1 does not match
- * a URL written with "localhost" or "2130706433". A list holds at most
- * SL_ALLOW_MAX patterns.
+ * case and with one trailing dot removed, as libcurl's URL parser gives them
+ * (it writes numeric IPv4 forms such as 2130706433 or 127.1 as 127.0.0.1,
+ * and IPv6 addresses in its own short form; patterns are kept as written,
+ * so write IPv6 patterns in that form): names are matched, not the addresses
+ * they resolve to, so 127.0.0.1 does not match a URL written with
+ * "localhost". A list holds at most SL_ALLOW_MAX patterns.
  */
 #ifndef SL_ALLOW_H
 #define SL_ALLOW_H
