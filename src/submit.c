@@ -48,9 +48,7 @@
 
 #define SUBMIT_PIPELINE 4                  /* chunk calls in flight */
 #define DEFAULT_CHUNK 2000                 /* items per call */
-#define CHUNK_MAX_BYTES (8 * 1024 * 1024)  /* call arguments of one chunk, with their framing, bytes */
 #define CHUNK_SLACK (2 * 1024 * 1024)      /* one item past the cap, when it is alone in its chunk, bytes */
-#define ARG_FRAMING 16                     /* RESP framing of one call argument ("$N\r\n", "\r\n"), bytes */
 #define ITEM_OVERHEAD 320                  /* Redis memory of an item besides its JSON (admission), bytes */
 #define DEFAULT_TIMEOUT_MS 30000           /* per attempt */
 #define SKIP_SCAN_COUNT "1000"             /* SSCAN COUNT when reading the skipped items */

@@ -14,6 +14,11 @@
 #include "idtab.h"
 #include "spool.h"
 
+/* A chunk closes before its items' bytes would pass CHUNK_MAX_BYTES: per
+ * item its three call arguments with ARG_FRAMING each, plus its id. */
+#define CHUNK_MAX_BYTES (8 * 1024 * 1024) /* bytes */
+#define ARG_FRAMING 16                    /* RESP framing of one call argument ("$N\r\n", "\r\n"), bytes */
+
 /* How many calls the batch would be written in now. */
 size_t sl__batch_nchunks(const sl_batch_t *b);
 /* How many of its chunks are in the spool (0: it never touched the disk). */
