@@ -20,19 +20,22 @@
  * sl_batch_submit checks Redis's memory against the running estimate kept
  * by sl_batch_add (admission control), then streams the chunks back from the
  * spool into one sluice_v1_submit call each, up to SUBMIT_PIPELINE calls in
- * flight; each call is handed to the socket as soon as it is formatted, so
- * the process holds one chunk read back plus hiredis's formatted copy of it.
+ * flight; each call goes from the chunk straight to the socket (send_call,
+ * no formatted copy), so the process holds one chunk while writing.
  * Afterwards it reads which items were skipped as duplicates (SSCAN of
  * b:ID:skip) and looks their ids up in the spool, in index order.
  *
  * Memory, per batch: about 20-30 bytes per item for the id table, 16 bytes
- * per spooled chunk, and two or three chunks' worth (at most about 8 MiB
- * each) for the chunk being filled, the chunk being written and hiredis's
- * copy. 100,000 small items take 50 calls.
+ * per spooled chunk, and one chunk (at most about 8 MiB of arguments, in
+ * buffers of up to 10 MiB): the one being filled while validating, the one
+ * being written while submitting. 100,000 small items take 50 calls.
  */
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
 
 #include <sluice/sluice.h>
 
@@ -53,6 +56,7 @@
 #define DEFAULT_TIMEOUT_MS 30000           /* per attempt */
 #define SKIP_SCAN_COUNT "1000"             /* SSCAN COUNT when reading the skipped items */
 #define FIXED_ARGS 16                      /* call arguments before the items */
+#define SEND_GROUP 480                     /* call arguments per sendmsg: two iovecs each, under IOV_MAX */
 
 /* Where a spooled chunk is. */
 typedef struct chunk_ref {
@@ -455,16 +459,81 @@ static int admission(sl_client_t *c, const sl_batch_t *b) {
   return 0;
 }
 
+/* Sends all of iov[0..n) (advancing through it), without SIGPIPE.
+ * Returns 0, or -1 with errno set. */
+static int send_all(int fd, struct iovec *iov, int n) {
+  while (n > 0) {
+    struct msghdr m;
+    ssize_t w;
+
+    memset(&m, 0, sizeof(m));
+    m.msg_iov = iov;
+    m.msg_iovlen = (size_t)n;
+    w = sendmsg(fd, &m, MSG_NOSIGNAL);
+    if (w < 0) {
+      if (errno == EINTR)
+        continue;
+      return -1;
+    }
+    while (n > 0 && (size_t)w >= iov->iov_len) {
+      w -= (ssize_t)iov->iov_len;
+      iov++;
+      n--;
+    }
+    if (n > 0) {
+      iov->iov_base = (char *)iov->iov_base + w;
+      iov->iov_len -= (size_t)w;
+    }
+  }
+  return 0;
+}
+
 /*
- * Formats the call of chunk `seq` and hands it to the socket at once, so
- * that hiredis holds one formatted call at a time. av/al have room for
- * FIXED_ARGS + 3 * ch->n arguments. Returns 0, or SL_ECONN / SL_ENOMEM with
- * the connection unusable (hiredis's cause in rc->errstr).
+ * Sends one call, in RESP, from its arguments straight to the socket.
+ * hiredis's redisAppendCommandArgv would make two copies of it (the
+ * formatted call and its output buffer), 16 MiB for a full chunk; this
+ * makes none. The reply is read with redisGetReply as usual (hiredis's
+ * output buffer stays empty). A closed connection is an error, not a
+ * SIGPIPE. Returns 0, or SL_ECONN with the cause in why.
+ */
+static int send_call(redisContext *rc, int argc, const char **av, const size_t *al, char *why, size_t whylen) {
+  char hdr[SEND_GROUP][40];
+  struct iovec iov[2 * SEND_GROUP + 1];
+  int i = 0;
+
+  while (i < argc) {
+    int n = 0;
+
+    for (int g = 0; g < SEND_GROUP && i < argc; g++, i++) {
+      int hl = i == 0 ? snprintf(hdr[g], sizeof(hdr[g]), "*%d\r\n$%zu\r\n", argc, al[i])
+                      : snprintf(hdr[g], sizeof(hdr[g]), "\r\n$%zu\r\n", al[i]);
+
+      iov[n].iov_base = hdr[g];
+      iov[n++].iov_len = (size_t)hl;
+      iov[n].iov_base = (void *)av[i];
+      iov[n++].iov_len = al[i];
+    }
+    if (i == argc) {
+      iov[n].iov_base = (void *)"\r\n";
+      iov[n++].iov_len = 2;
+    }
+    if (send_all(rc->fd, iov, n) != 0) {
+      snprintf(why, whylen, "%s", errno == EAGAIN || errno == EWOULDBLOCK ? "the write timed out" : strerror(errno));
+      return SL_ECONN;
+    }
+  }
+  return 0;
+}
+
+/*
+ * Sends the call of chunk `seq`. av/al have room for FIXED_ARGS + 3 * ch->n
+ * arguments. Returns 0, or SL_ECONN with the cause in why (the connection
+ * is then unusable).
  */
 static int send_chunk(redisContext *rc, const sl_batch_t *b, const sl_chunk *ch, size_t seq, int last,
-                      const char *id, const char *bkey, const char *opts, const char **av, size_t *al) {
+                      const char *id, const char *bkey, const char *opts, const char **av, size_t *al, char *why,
+                      size_t whylen) {
   char seqs[24];
-  int done = 0;
   int k = 0;
 
   snprintf(seqs, sizeof(seqs), "%zu", seq);
@@ -496,13 +565,7 @@ static int send_chunk(redisContext *rc, const sl_batch_t *b, const sl_chunk *ch,
     av[k] = a + r->prio_len + r->idx_len;
     al[k++] = r->d_len;
   }
-  if (redisAppendCommandArgv(rc, k, av, al) != REDIS_OK)
-    return rc->err == REDIS_ERR_OOM ? SL_ENOMEM : SL_ECONN;
-  while (!done) {
-    if (redisBufferWrite(rc, &done) != REDIS_OK)
-      return rc->err == REDIS_ERR_OOM ? SL_ENOMEM : SL_ECONN;
-  }
-  return 0;
+  return send_call(rc, k, av, al, why, whylen);
 }
 
 /* Reads the replies of the calls still in flight and drops them, so that
@@ -698,13 +761,13 @@ SL_EXTERN int sl_batch_submit(sl_client_t *c, sl_batch_t *b, char **id_out) {
         drain(c, recv, sent);
         goto out;
       }
-      rc = send_chunk(c->rc, b, ch, sent, sent + 1 == nchunks, id, bkey, opts.p ? opts.p : "", av, al);
+      rc = send_chunk(c->rc, b, ch, sent, sent + 1 == nchunks, id, bkey, opts.p ? opts.p : "", av, al, why,
+                      sizeof(why));
       if (rc != 0) {
         rc = sl__client_fail(c, rc,
-                             "%s while writing chunk %zu of %zu of batch %s (it stays incomplete; `sluice cancel "
-                             "%s` ends it): %s",
-                             rc == SL_ENOMEM ? "out of memory" : "lost the Redis connection", sent, nchunks, id, id,
-                             c->rc->errstr);
+                             "lost the Redis connection while writing chunk %zu of %zu of batch %s (it stays "
+                             "incomplete; `sluice cancel %s` ends it): %s",
+                             sent, nchunks, id, id, why);
         redisFree(c->rc);
         c->rc = NULL;
         goto out;
