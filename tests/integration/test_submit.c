@@ -244,7 +244,7 @@ static void test_connection_lost_midway(void) {
   long long self;
   long long t0;
   char batch[64] = "";
-  char want[128];
+  char want[256];
   char *err;
   int status = 0;
   int killed = 0;
