@@ -3,8 +3,9 @@
  * through the spool arrives whole, every item exactly once and in index
  * order, with the skipped duplicates named from the spool; big items are cut
  * into calls by bytes, not only by count; a spool that cannot be written
- * leaves nothing in Redis; and a connection lost mid-submit names the
- * incomplete batch and how to end it.
+ * leaves nothing in Redis; a connection lost mid-submit names the
+ * incomplete batch and how to end it; and the producer's peak RSS stays
+ * far below the size of its input.
  */
 #include <signal.h>
 #include <stdio.h>
@@ -12,6 +13,7 @@
 #include <string.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
+#include <sys/time.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -320,11 +322,101 @@ static void test_connection_lost_midway(void) {
   redisFree(c);
 }
 
+#if defined(__SANITIZE_ADDRESS__)
+#define SL_TEST_ASAN 1 /* its allocator keeps freed memory: RSS says nothing here */
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define SL_TEST_ASAN 1
+#endif
+#endif
+
+/* Runs `sluice ARGS...` to the end; returns its exit code and gives its
+ * peak RSS in KiB (wait4's ru_maxrss). */
+static int run_rss(const char *const *args, long *maxrss_kib, int timeout_s) {
+  const char *errpath = itest_path("rss.err");
+  struct rusage ru;
+  long long t0 = itest_ms();
+  int status = 0;
+  pid_t pid = itest_spawn(args, NULL, errpath);
+
+  for (;;) {
+    pid_t w = wait4(pid, &status, WNOHANG, &ru);
+
+    if (w == pid)
+      break;
+    if (itest_ms() - t0 > timeout_s * 1000LL) {
+      kill(pid, SIGKILL);
+      waitpid(pid, &status, 0);
+      sl_test_fail(__FILE__, __LINE__, "sluice %s did not finish within %d s", args[0], timeout_s);
+    }
+    usleep(5000);
+  }
+  if (!WIFEXITED(status))
+    sl_test_fail(__FILE__, __LINE__, "sluice %s was killed by signal %d", args[0], WTERMSIG(status));
+  *maxrss_kib = ru.ru_maxrss;
+  return WEXITSTATUS(status);
+}
+
+/* The producer's memory does not follow the input: 200 items of 500 KB
+ * (100 MB) after one line of 40 MB are validated (the long line refused
+ * without being read whole) and, without that line, submitted, each time
+ * with a peak RSS under 48 MiB (keeping the items would take over 200). */
+static void test_memory_bounded(void) {
+  const char *q = itest_queue("rss");
+  const char *bad = itest_path("rss-bad.jsonl");
+  const char *good = itest_path("rss-good.jsonl");
+  size_t pad = 500 * 1000;
+  char *payload = malloc(pad + 1);
+  long rss_bad = 0;
+  long rss_good = 0;
+  FILE *fb;
+  FILE *fg;
+
+  memset(payload, 'y', pad);
+  payload[pad] = '\0';
+  fb = fopen(bad, "wb");
+  fg = fopen(good, "wb");
+  CHECK(fb != NULL && fg != NULL);
+  fputs("{\"type\":\"noop\",\"payload\":\"", fb);
+  for (int i = 0; i < 80; i++)
+    fputs(payload, fb);
+  fputs("\"}\n", fb);
+  for (int i = 0; i < 200; i++) {
+    fprintf(fb, "{\"id\":\"m-%d\",\"type\":\"noop\",\"payload\":\"%s\"}\n", i, payload);
+    fprintf(fg, "{\"id\":\"m-%d\",\"type\":\"noop\",\"payload\":\"%s\"}\n", i, payload);
+  }
+  fclose(fb);
+  fclose(fg);
+  free(payload);
+  {
+    const char *args[] = {"submit", "--redis", itest_url(), "--queue", q, bad, NULL};
+    char *err;
+
+    CHECK_INT(run_rss(args, &rss_bad, 120), ==, 2);
+    err = itest_read(itest_path("rss.err"), NULL);
+    CHECK_CONTAINS(err, ":1: line is 40000028 bytes, over the limit of 1048576");
+    CHECK_CONTAINS(err, "1 of 201 lines are invalid; nothing was submitted");
+    free(err);
+  }
+  {
+    const char *args[] = {"submit", "--redis", itest_url(), "--queue", q, good, NULL};
+
+    CHECK_INT(run_rss(args, &rss_good, 120), ==, 0);
+  }
+  printf("    memory: peak RSS %.1f MiB validating 140 MB with a 40 MB line, %.1f MiB submitting 100 MB\n",
+         (double)rss_bad / 1024.0, (double)rss_good / 1024.0);
+#ifndef SL_TEST_ASAN
+  CHECK_INT(rss_bad, <, 48 * 1024);
+  CHECK_INT(rss_good, <, 48 * 1024);
+#endif
+}
+
 static const sl_test tests[] = {
     {"spooled_batch_exactly_once", test_spooled_batch_exactly_once, 120},
     {"big_items_cut_by_bytes", test_big_items_cut_by_bytes, 120},
     {"spool_disk_full", test_spool_disk_full, 60},
     {"connection_lost_midway", test_connection_lost_midway, 60},
+    {"memory_bounded", test_memory_bounded, 240},
     {NULL, NULL, 0},
 };
 
