@@ -108,8 +108,9 @@ typedef struct sl_batch_opts {
 
 /*
  * A new, empty batch to be filled with sl_batch_add (opts may be NULL).
- * Returns SL_EINVAL for an invalid option (the message in errbuf names it) or
- * SL_ENOMEM; *out is set only on success.
+ * Returns SL_EINVAL for an invalid option (the message in errbuf names it),
+ * SL_ENOMEM, or SL_EIO when the kernel gives no random bytes (for the key of
+ * the batch's id hash); *out is set only on success.
  */
 SL_EXTERN int sl_batch_new(const sl_batch_opts *opts, sl_batch_t **out, char *errbuf, size_t errlen);
 SL_EXTERN void sl_batch_free(sl_batch_t *b);
