@@ -6,7 +6,8 @@
  *
  * One run measures one batch of N `noop` items on a fresh queue:
  *
- *   1. submit   the batch is built in memory (sl_batch_new, sl_batch_add),
+ *   1. submit   the batch is built (sl_batch_new, sl_batch_add: validated,
+ *               its chunks past the first spooled to a temporary file),
  *               then sl_batch_submit writes it; only the submit is timed.
  *   2. process  W `sluice worker` processes (C slots each) are started and the
  *               batch hash sluice:{Q}:b:<id> is polled every POLL_MS until
@@ -847,7 +848,7 @@ int main(int argc, char **argv) {
     double cpi_sub = (double)dsub.total / n;
     double cpi_proc = (double)dproc.total / n;
 
-    printf("build     %ld items in memory in %.3f s (not a figure)\n", o.items, t_build);
+    printf("build     %ld items validated in %.3f s (not a figure)\n", o.items, t_build);
     printf("submit    %ld items in %.3f s: %.0f items/s (%lld FCALLs)\n", o.items, sub_s, sub_rate,
            cmdstats_get(&dsub, "fcall"));
     printf("process   %ld items in %.3f s: %.0f items/s (from starting %d worker%s to done == total)\n",

@@ -117,13 +117,14 @@ typedef struct sl_batch_opts {
   int64_t retention_ms;  /* keep the ended batch and its results this long, ms; 0: 7 days */
   int64_t dedupe_ttl_ms; /* remember dedupe keys this long, ms; 0: 24 hours */
   const char *webhook;   /* POST the batch summary here when it ends (Standard Webhooks, see README), or NULL */
-  size_t chunk_items;    /* items per submit call; 0 means 2000 */
+  size_t chunk_items;    /* items per submit call, at most (a call also ends at 8 MiB); 0 means 2000 */
 } sl_batch_opts;
 
 /*
  * A new, empty batch to be filled with sl_batch_add (opts may be NULL).
- * Returns SL_EINVAL for an invalid option (the message in errbuf names it) or
- * SL_ENOMEM; *out is set only on success.
+ * Returns SL_EINVAL for an invalid option (the message in errbuf names it),
+ * SL_ENOMEM, or SL_EIO when the kernel gives no random bytes (for the key of
+ * the batch's id hash); *out is set only on success.
  */
 SL_EXTERN int sl_batch_new(const sl_batch_opts *opts, sl_batch_t **out, char *errbuf, size_t errlen);
 SL_EXTERN void sl_batch_free(sl_batch_t *b);
@@ -134,6 +135,14 @@ SL_EXTERN void sl_batch_free(sl_batch_t *b);
  * default item id. Nothing is sent to Redis. On invalid input returns
  * SL_EINVAL (SL_ETOOBIG for size limits) and writes a message naming the field
  * into errbuf, e.g. `field "priority": unknown priority "urgent"`.
+ *
+ * The batch does not keep its items in memory: it keeps one chunk of them,
+ * and full chunks go to a temporary file in $TMPDIR (default /tmp), unlinked
+ * at once, created when a second chunk begins. Memory is about 20-30 bytes
+ * per item (to find duplicate ids) plus one chunk (at most about 8 MiB);
+ * disk is about the batch's size. SL_EIO: that file could not be created or
+ * written (a full disk), errbuf names the directory; SL_ENOMEM: out of
+ * memory. After either the batch is as before the call and may be used.
  */
 SL_EXTERN int sl_batch_add(sl_batch_t *b, const char *line, size_t len, long lineno, char *errbuf,
                            size_t errlen);
@@ -141,16 +150,18 @@ SL_EXTERN int sl_batch_add(sl_batch_t *b, const char *line, size_t len, long lin
 SL_EXTERN size_t sl_batch_count(const sl_batch_t *b);
 
 /*
- * Writes the batch: one function call per chunk. The batch is `submitting`
- * until its last chunk is written and becomes `queued` with that chunk; a
- * producer that dies midway leaves it visibly incomplete. On success *id_out
- * holds the batch id (free with sl_free).
+ * Writes the batch: one function call per chunk, the chunks read back from
+ * the temporary file one at a time. The batch is `submitting` until its last
+ * chunk is written and becomes `queued` with that chunk; a producer that
+ * dies midway leaves it visibly incomplete. Before anything is written, a
+ * batch that would take Redis past 95% of its maxmemory is refused
+ * (SL_ETOOBIG). On success *id_out holds the batch id (free with sl_free).
  */
 SL_EXTERN int sl_batch_submit(sl_client_t *c, sl_batch_t *b, char **id_out);
 
 /* After sl_batch_submit: how many items were skipped because their dedupe
- * key was seen in the queue within the dedupe TTL, and the id of the i-th
- * (borrowed from the batch; NULL past the end). */
+ * key was seen in the queue within the dedupe TTL, and the id of the i-th,
+ * in submit order (borrowed from the batch; NULL past the end). */
 SL_EXTERN size_t sl_batch_skipped_count(const sl_batch_t *b);
 SL_EXTERN const char *sl_batch_skipped_id(const sl_batch_t *b, size_t i);
 

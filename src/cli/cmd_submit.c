@@ -6,6 +6,11 @@
  * Reads JSON Lines, validates every line before anything is written (errors
  * name the file, line and field; exit 2, nothing enqueued), submits, and
  * prints the batch id alone on stdout.
+ *
+ * Lines are read into one buffer of READ_BUF bytes: a line longer than an
+ * item may be (SL_ITEM_MAX_LINE) is reported as too long and skipped to its
+ * newline, never read whole, so the input can be any size and the memory of
+ * the command stays that of the library's batch (see src/submit.c).
  */
 #include <getopt.h>
 #include <stdlib.h>
@@ -15,7 +20,88 @@
 
 #include "cli.h"
 
-#define MAX_REPORTED 20 /* invalid lines listed before "... and N more" */
+#define MAX_REPORTED 20                        /* invalid lines listed before "... and N more" */
+#define LINE_KEEP (SL_ITEM_MAX_LINE + 1)       /* longest line kept whole: an item and a '\r', bytes */
+#define READ_BUF (LINE_KEEP + 64 * 1024)       /* the line buffer: a longest line and read-ahead, bytes */
+
+/* Reads lines of a file through one fixed buffer. */
+typedef struct line_reader {
+  FILE *in;       /* the input */
+  char *buf;      /* READ_BUF bytes */
+  size_t start;   /* the first byte of the next line in buf */
+  size_t scanned; /* bytes from start already known to hold no newline */
+  size_t end;     /* the end of the bytes read into buf */
+  int eof;        /* the input has no more bytes */
+} line_reader;
+
+/*
+ * The next line, without its newline. Returns 1 with *line and *len set, 0
+ * at the end of the input, -1 on a read error (errno set). A line longer
+ * than LINE_KEEP is read past, not kept: then *line is NULL and *len is its
+ * length. *line stays valid until the next call.
+ */
+static int next_line(line_reader *r, const char **line, size_t *len) {
+  for (;;) {
+    char *nl = memchr(r->buf + r->start + r->scanned, '\n', r->end - r->start - r->scanned);
+    size_t n;
+
+    if (nl != NULL) {
+      *line = r->buf + r->start;
+      *len = (size_t)(nl - *line);
+      r->start += *len + 1;
+      r->scanned = 0;
+      return 1;
+    }
+    r->scanned = r->end - r->start;
+    if (r->end - r->start > LINE_KEEP) {
+      /* Too long: count it to its newline through the same buffer. */
+      size_t total = r->end - r->start;
+
+      r->start = r->end = r->scanned = 0;
+      for (;;) {
+        n = fread(r->buf, 1, READ_BUF, r->in);
+        if (n == 0) {
+          if (ferror(r->in))
+            return -1;
+          r->eof = 1;
+          break;
+        }
+        nl = memchr(r->buf, '\n', n);
+        if (nl != NULL) {
+          total += (size_t)(nl - r->buf);
+          r->start = (size_t)(nl - r->buf) + 1;
+          r->end = n;
+          break;
+        }
+        total += n;
+      }
+      *line = NULL;
+      *len = total;
+      return 1;
+    }
+    if (r->eof) {
+      if (r->end == r->start)
+        return 0;
+      *line = r->buf + r->start; /* the last line has no newline */
+      *len = r->end - r->start;
+      r->start = r->end;
+      r->scanned = 0;
+      return 1;
+    }
+    if (r->start > 0) {
+      memmove(r->buf, r->buf + r->start, r->end - r->start);
+      r->end -= r->start;
+      r->start = 0;
+    }
+    n = fread(r->buf + r->end, 1, READ_BUF - r->end, r->in);
+    if (n == 0) {
+      if (ferror(r->in))
+        return -1;
+      r->eof = 1;
+    }
+    r->end += n;
+  }
+}
 
 int cmd_submit(int argc, char **argv) {
   static const struct option opts[] = {
@@ -28,7 +114,7 @@ int cmd_submit(int argc, char **argv) {
       {"run-at", required_argument, NULL, 'T'},    {"delay", required_argument, NULL, 'D'},
       {"retention", required_argument, NULL, 'K'},
       {"dedupe-ttl", required_argument, NULL, 'U'}, {"json", no_argument, NULL, 'J'},
-      {"webhook", required_argument, NULL, 'W'},
+      {"webhook", required_argument, NULL, 'W'},       {"redis-password-file", required_argument, NULL, 'P'},
       {NULL, 0, NULL, 0}};
   cli_common com = {getenv("SLUICE_REDIS"), NULL};
   sl_batch_opts bo = {0};
@@ -36,9 +122,10 @@ int cmd_submit(int argc, char **argv) {
   FILE *in;
   sl_batch_t *b = NULL;
   sl_client_t *cl = NULL;
-  char *line = NULL;
-  size_t cap = 0;
-  ssize_t n;
+  line_reader rd = {0};
+  const char *line;
+  size_t n;
+  int got;
   long lineno = 0;
   long bad = 0;
   int wait = 0;
@@ -80,6 +167,7 @@ int cmd_submit(int argc, char **argv) {
     case 'T': bo.run_at = optarg; break;
     case 'J': json = 1; break;
     case 'W': bo.webhook = optarg; break;
+    case 'P': cli_password_file = optarg; break;
     case 'U':
       if ((v = cli_parse_duration(optarg)) < 1) {
         cli_err("--dedupe-ttl: expected a duration like 86400000 (ms), 30s, 10m, 2h or 1d, got \"%s\"", optarg);
@@ -140,12 +228,25 @@ int cmd_submit(int argc, char **argv) {
     sl_batch_free(b);
     return EXIT_USAGE;
   }
-  while ((n = getline(&line, &cap, in)) >= 0) {
-    size_t len = (size_t)n;
+  rd.in = in;
+  rd.buf = malloc(READ_BUF);
+  if (rd.buf == NULL) {
+    cli_err("out of memory reading %s", path);
+    goto out;
+  }
+  while ((got = next_line(&rd, &line, &n)) > 0) {
+    size_t len = n;
     size_t k = 0;
     int rc;
 
     lineno++;
+    if (line == NULL) {
+      if (bad < MAX_REPORTED)
+        fprintf(stderr, "sluice: %s:%ld: line is %zu bytes, over the limit of %d\n",
+                strcmp(path, "-") == 0 ? "stdin" : path, lineno, n, SL_ITEM_MAX_LINE);
+      bad++;
+      continue;
+    }
     while (len > 0 && (line[len - 1] == '\n' || line[len - 1] == '\r'))
       len--;
     while (k < len && (line[k] == ' ' || line[k] == '\t'))
@@ -157,13 +258,18 @@ int cmd_submit(int argc, char **argv) {
       cli_err("out of memory reading %s", path);
       goto out;
     }
+    if (rc == SL_EIO) {
+      /* the spool could not be written or read: not the line's fault */
+      cli_err("%s (at line %ld of %s); nothing was submitted", err, lineno, path);
+      goto out;
+    }
     if (rc != 0) {
       if (bad < MAX_REPORTED)
         fprintf(stderr, "sluice: %s:%ld: %s\n", strcmp(path, "-") == 0 ? "stdin" : path, lineno, err);
       bad++;
     }
   }
-  if (ferror(in)) {
+  if (got < 0) {
     cli_err("error reading %s: %m", path);
     goto out;
   }
@@ -211,7 +317,7 @@ int cmd_submit(int argc, char **argv) {
   fflush(stdout);
   ret = wait ? cli_watch_batch(cl, com.queue, id) : EXIT_OK;
 out:
-  free(line);
+  free(rd.buf);
   if (in != stdin)
     fclose(in);
   sl_free(id);
