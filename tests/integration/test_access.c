@@ -399,6 +399,14 @@ static void test_password_elsewhere(void) {
     CHECK_CONTAINS(err, "NOAUTH");
     free(err);
     CHECK_INT(run(url, file, NULL, NULL), ==, 0);
+    {
+      char items[600];
+      const char *sub[] = {"submit", "--redis-password-file", pwfile, "--queue", "pw", items, NULL};
+
+      snprintf(items, sizeof(items), "%s", itest_path("pw.jsonl"));
+      itest_write(items, "{\"type\":\"noop\",\"payload\":{}}\n", 30);
+      CHECK_INT(run(url, sub, NULL, NULL), ==, 0);
+    }
     setenv("SLUICE_REDIS_PASSWORD", "pw-4-redis", 1);
     CHECK_INT(run(url, plain, NULL, NULL), ==, 0);
     unsetenv("SLUICE_REDIS_PASSWORD");
