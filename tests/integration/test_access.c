@@ -402,9 +402,10 @@ static void test_password_elsewhere(void) {
     {
       char items[600];
       const char *sub[] = {"submit", "--redis-password-file", pwfile, "--queue", "pw", items, NULL};
+      const char *one = "{\"type\":\"noop\",\"payload\":{}}\n";
 
       snprintf(items, sizeof(items), "%s", itest_path("pw.jsonl"));
-      itest_write(items, "{\"type\":\"noop\",\"payload\":{}}\n", 30);
+      itest_write(items, one, strlen(one));
       CHECK_INT(run(url, sub, NULL, NULL), ==, 0);
     }
     setenv("SLUICE_REDIS_PASSWORD", "pw-4-redis", 1);
