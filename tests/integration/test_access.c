@@ -42,6 +42,23 @@ static int run(const char *url, const char *const *args, char **out, char **err)
   return itest_run(av, out, err, 60);
 }
 
+/* Waits until the worker logging to errlog serves its queue. */
+static void wait_serving(const char *errlog, const char *what) {
+  long long t0 = itest_ms();
+
+  for (;;) {
+    char *log = itest_read(errlog, NULL);
+    int ok = log != NULL && strstr(log, "serving queue") != NULL;
+
+    free(log);
+    if (ok)
+      return;
+    if (itest_ms() - t0 > 10000)
+      sl_test_fail(__FILE__, __LINE__, "%s did not start", what);
+    usleep(20000);
+  }
+}
+
 static char *submit_one(const char *url, const char *q) {
   char path[600];
   const char *items = "{\"type\":\"sleep\",\"payload\":{\"ms\":10}}\n{\"type\":\"noop\",\"payload\":{}}\n";
@@ -119,21 +136,10 @@ static void test_library_version(void) {
     const char *args[] = {"worker", "--queue", "lib", "--load-library", "--redis", d.url, NULL};
     char errlog[600];
     pid_t w;
-    long long t0 = itest_ms();
 
     snprintf(errlog, sizeof(errlog), "%s", itest_path("loadlib.err"));
     w = itest_spawn(args, NULL, errlog);
-    for (;;) {
-      char *log = itest_read(errlog, NULL);
-      int ok = log != NULL && strstr(log, "serving queue") != NULL;
-
-      free(log);
-      if (ok)
-        break;
-      if (itest_ms() - t0 > 10000)
-        sl_test_fail(__FILE__, __LINE__, "worker --load-library did not start");
-      usleep(20000);
-    }
+    wait_serving(errlog, "worker --load-library");
     CHECK_INT(WEXITSTATUS(itest_stop(w)), ==, 0);
     r = redisCommand(c, "FCALL_RO sluice_v1_version 0");
     CHECK(strcmp(r->str, "0.0.1+000000000000") != 0);
@@ -427,21 +433,10 @@ static void test_password_elsewhere(void) {
     char cmdline[700];
     char *cl;
     size_t n = 0;
-    long long t0 = itest_ms();
 
     snprintf(errlog, sizeof(errlog), "%s", itest_path("pw.err"));
     w = itest_spawn(args, NULL, errlog);
-    for (;;) {
-      char *log = itest_read(errlog, NULL);
-      int ok = log != NULL && strstr(log, "serving queue") != NULL;
-
-      free(log);
-      if (ok)
-        break;
-      if (itest_ms() - t0 > 10000)
-        sl_test_fail(__FILE__, __LINE__, "the worker did not start with --redis-password-file");
-      usleep(20000);
-    }
+    wait_serving(errlog, "the worker with --redis-password-file");
     snprintf(cmdline, sizeof(cmdline), "/proc/%d/cmdline", (int)w);
     cl = itest_read(cmdline, &n);
     CHECK(cl != NULL && n > 0);
