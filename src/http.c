@@ -428,9 +428,9 @@ static int add_header(req *r, const char *name, const char *value) {
  * granted), failed for good (the item is wrong for this worker), or
  * retryable (out of memory). */
 static void give_up(sl_job_t *j, int refused, int rc, const char *msg) {
-  if (msg == NULL)
-    msg = "http: out of memory";
-  if (refused)
+  if (msg == NULL || refused < 0)
+    rc = SL_ENOMEM; /* sl__secrets_expand ran out of memory */
+  if (refused > 0)
     sl__job_refuse(j, "%s", msg);
   else if (rc == SL_ENOMEM)
     sl_job_fail(j, "http: out of memory");
@@ -569,6 +569,8 @@ static void http_start(sl_job_t *j, void *ud) {
       r->body = sl_malloc(q.body_len + 1); /* a binary body is sent as it is; no secrets in it */
       if (r->body != NULL)
         memcpy(r->body, q.body, q.body_len + 1);
+      else
+        refused = -1;
       body_len = q.body_len;
     } else {
       r->body = sl__secrets_expand(h->secrets, q.body, &q.origin, "field \"payload.body\"", &refused, err,
@@ -576,7 +578,7 @@ static void http_start(sl_job_t *j, void *ud) {
       body_len = r->body ? strlen(r->body) : 0;
     }
     if (r->body == NULL) {
-      give_up(j, refused, refused ? SL_EINVAL : SL_ENOMEM, err);
+      give_up(j, refused, SL_EINVAL, err);
       goto out;
     }
     if (!has_ctype && add_header(r, "Content-Type", "text/plain; charset=utf-8") != 0) {

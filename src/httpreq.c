@@ -521,8 +521,10 @@ char *sl__httpreq_json_body(const sl_httpreq *r, const sl_secrets *s, int *refus
     rc = sl__buf_append(&out, u.copied, (size_t)(r->json + r->json_len - u.copied));
   if (rc != 0) {
     /* SL_EINVAL: sl__secrets_expand wrote why */
-    if (rc == SL_ENOMEM)
+    if (rc == SL_ENOMEM) {
+      *refused = -1;
       snprintf(err, errlen, "out of memory");
+    }
     else if (rc == SL_ETOOBIG)
       snprintf(err, errlen, "field \"payload.json\": over %d bytes with its secrets resolved", JSON_BODY_MAX);
     sl__buf_free(&out);

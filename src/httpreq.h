@@ -84,7 +84,7 @@ int sl__http_value_check(const char *v, size_t n, const char *where, char *err, 
  * The request body for `json`: its raw text with ${env:NAME} references in
  * string values resolved for origin o and the strings written again as JSON
  * (keys and everything else byte for byte). NULL on failure, with *refused
- * set when a secret is not granted (see sl__secrets_expand).
+ * as sl__secrets_expand sets it (1 not granted, -1 out of memory).
  */
 char *sl__httpreq_json_body(const sl_httpreq *r, const sl_secrets *s, int *refused, size_t *len, char *err,
                             size_t errlen);

@@ -226,8 +226,10 @@ char *sl__secrets_expand(const sl_secrets *s, const char *text, const sl_origin 
     goto toobig;
   return sl__buf_take(&out);
 toobig:
-  if (rc == SL_ENOMEM)
+  if (rc == SL_ENOMEM) {
+    *refused = -1;
     snprintf(err, errlen, "out of memory");
+  }
   else
     snprintf(err, errlen, "%s: over %d bytes with its secrets", where, EXPANDED_MAX);
 fail:

@@ -59,9 +59,10 @@ int sl__secrets_grant(sl_secrets **s, const char *spec, char *err, size_t errlen
 /*
  * Returns a copy of `text` with every ${env:NAME} replaced by the granted
  * value, for a request to origin `o` (free with sl_free). On failure
- * returns NULL, sets *refused when the cause is a grant (not granted, or
- * not for this host) and writes a message naming the field and the secret,
- * never its value.
+ * returns NULL with a message naming the field and the secret, never its
+ * value, and *refused says why: 1 a grant (not granted, or not for this
+ * origin), -1 out of memory, 0 the text itself (a malformed reference, or
+ * too long once resolved).
  */
 char *sl__secrets_expand(const sl_secrets *s, const char *text, const sl_origin *o, const char *where,
                          int *refused, char *err, size_t errlen);
