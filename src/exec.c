@@ -301,7 +301,7 @@ static void run_finish(run *r) {
       sl_job_fail_final(j, "exec: stdout is over %d bytes; base64 output is kept whole or not at all",
                         EXEC_STDOUT_MAX);
     else
-      sl__job_succeed_base64(j, r->stdout_buf.p ? r->stdout_buf.p : "", r->stdout_buf.len);
+      sl_job_succeed_base64(j, r->stdout_buf.p ? r->stdout_buf.p : "", r->stdout_buf.len);
   } else {
     /* the usual trailing newline */
     while (r->stdout_buf.len > 0 && strchr(" \t\r\n", r->stdout_buf.p[r->stdout_buf.len - 1]) != NULL)

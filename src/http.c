@@ -431,7 +431,7 @@ static void give_up(sl_job_t *j, int refused, int rc, const char *msg) {
   if (msg == NULL || refused < 0)
     rc = SL_ENOMEM; /* sl__secrets_expand ran out of memory */
   if (refused > 0)
-    sl__job_refuse(j, "%s", msg);
+    sl_job_refuse(j, "%s", msg);
   else if (rc == SL_ENOMEM)
     sl_job_fail(j, "http: out of memory");
   else

@@ -43,6 +43,7 @@ static void job_free_cb(uv_handle_t *h) {
   sl_free(j->idx);
   sl_free(j->d);
   sl_free(j->errs);
+  sl_free(j->item_id);
   sl_free(j);
 }
 
@@ -139,6 +140,14 @@ sl_job_t *sl__job_new(sl_worker_t *w, int prio, const char *eid, const char *bat
   if (j->payload == NULL) {
     j->payload = "null";
     j->payload_len = 4;
+  }
+  if (j->id_tok != NULL) {
+    sl_buf id;
+
+    sl__buf_init(&id, SL_ITEM_MAX_ID * 4 + 1);
+    if (sl__json_unescape(j->id_tok, j->id_toklen, &id) == 0 && id.p != NULL && memchr(id.p, '\0', id.len) == NULL)
+      j->item_id = sl__buf_take(&id);
+    sl__buf_free(&id); /* unreadable: the index stands in */
   }
   return j;
 }
@@ -310,7 +319,7 @@ static int64_t backoff_delay(const sl_job_t *j) {
 }
 
 /* Records the failure of attempt j: a retry when allowed, else final
- * ('f'), or refused ('x': final, no dead letter; see sl__job_refuse). */
+ * ('f'), or refused ('x': final, no dead letter; see sl_job_refuse). */
 static void record_failure(sl_job_t *j, const char *msg, int retryable, char final) {
   sl_worker_t *w = j->w;
   char *text;
@@ -482,7 +491,7 @@ SL_EXTERN void sl_job_fail_final(sl_job_t *j, const char *fmt, ...) {
   va_end(ap);
 }
 
-void sl__job_refuse(sl_job_t *j, const char *fmt, ...) {
+SL_EXTERN void sl_job_refuse(sl_job_t *j, const char *fmt, ...) {
   va_list ap;
 
   va_start(ap, fmt);
@@ -516,6 +525,18 @@ SL_EXTERN void *sl_job_loop(const sl_job_t *j) {
   return j->w->loop;
 }
 
+SL_EXTERN const char *sl_job_item_id(const sl_job_t *j) {
+  return j->item_id != NULL ? j->item_id : j->idx;
+}
+
+SL_EXTERN int64_t sl_job_index(const sl_job_t *j) {
+  return strtoll(j->idx, NULL, 10);
+}
+
+SL_EXTERN const char *sl_job_worker_id(const sl_job_t *j) {
+  return j->w->id;
+}
+
 /* ---- Binary results ---- */
 
 /* Standard base64 (RFC 4648, with padding) of src[0..n) into out, which
@@ -544,7 +565,7 @@ static size_t base64_encode(const unsigned char *src, size_t n, char *out) {
   return o;
 }
 
-void sl__job_succeed_base64(sl_job_t *j, const void *bytes, size_t len) {
+SL_EXTERN void sl_job_succeed_base64(sl_job_t *j, const void *bytes, size_t len) {
   size_t enc = 4 * ((len + 2) / 3);
   char *val;
   char *line = NULL;

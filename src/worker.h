@@ -57,6 +57,7 @@ struct sl_job {
   int attempt;              /* 1 for the first */
   char *d;                  /* the item JSON (owned) */
   const char *id_tok;       /* the item id as a JSON string token, inside d */
+  char *item_id;            /* the item id, unescaped, or NULL (then the index stands in) */
   size_t id_toklen;         /* bytes */
   char type[SL_NAME_MAX + 1]; /* item type */
   const char *payload;      /* raw payload JSON, inside d */
@@ -185,17 +186,8 @@ void sl__worker_penalize(sl_worker_t *w, const char *rate_key, int64_t ms);
 /* The delay before the attempt after `attempt` (1-based): full jitter,
  * u (uniform in [0, 1)) times min(cap_ms, base_ms * 2^(attempt - 1)). */
 int64_t sl__backoff_delay(int64_t base_ms, int64_t cap_ms, int attempt, double u);
-/* Ends the job as refused: the item asks for something this worker's
- * operator did not grant (a secret). Final, counted failed (and refused),
- * no dead letter; `sluice retry` runs it again once it is granted. */
-void sl__job_refuse(sl_job_t *j, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 /* The built-in handlers. */
 void sl__handler_noop(sl_job_t *j, void *ud);
 void sl__handler_sleep(sl_job_t *j, void *ud);
-/* Finishes the job successfully with `bytes` (any bytes) as its result,
- * stored base64-encoded: the results line gets "result":"<base64>" and
- * "encoding":"base64". Fails the item for good when the encoded result
- * would not fit SL_RESULT_MAX. Like sl_job_succeed otherwise. */
-void sl__job_succeed_base64(sl_job_t *j, const void *bytes, size_t len);
 
 #endif

@@ -1,0 +1,254 @@
+/*
+ * sluice: producers and administrators.
+ *
+ * A client is one connection to the Redis of one or more queues. It submits
+ * batches (validated completely before anything is written, then written in
+ * chunks), follows and controls them, and administers dead letters, rate
+ * limits and the function library. Every call is synchronous: a client is
+ * never used on a worker's event loop.
+ */
+#ifndef SLUICE_CLIENT_H
+#define SLUICE_CLIENT_H
+
+#include <sluice/sluice.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* ---- Client: a connection for producers and admin commands ---- */
+
+/*
+ * Connects to the Redis at `url` (redis://[user:password@]host[:port][/db] or
+ * unix:///path/to.sock), authenticates, selects the database and checks that
+ * the loaded sluice function library is this build's. On failure returns
+ * SL_EINVAL (bad URL), SL_ECONN/SL_EREDIS, or SL_EPROTO when the library is
+ * missing or another version ("library vN is loaded, this sluice needs vM:
+ * run `sluice library load`"), writes the cause into errbuf and leaves *out
+ * untouched. It never loads the library.
+ */
+SL_EXTERN int sl_client_open(const char *url, sl_client_t **out, char *errbuf, size_t errlen);
+SL_EXTERN void sl_client_close(sl_client_t *c);
+
+/*
+ * Loads (or replaces) this build's function library into the Redis at
+ * `url`: the code every worker of every queue on that Redis runs, so an
+ * operator's act (`sluice library load`); the README's producer, worker and
+ * dashboard ACL users cannot. Returns 0, or an SL_E* code with the cause in
+ * errbuf.
+ */
+SL_EXTERN int sl_library_load(const char *url, char *errbuf, size_t errlen);
+/* This build's library version, "0.1.0+1a2b3c4d5e6f" (the sluice version and
+ * the start of the SHA1 of the library's text). */
+SL_EXTERN const char *sl_library_version(void);
+/* The cause of the last failure on this client; "" if none. */
+SL_EXTERN const char *sl_client_errstr(const sl_client_t *c);
+
+/* ---- Batches: submit ---- */
+
+typedef struct sl_batch_opts {
+  const char *queue;     /* queue name; NULL means "default" */
+  const char *name;      /* a label shown by `status` and `batches`; may be NULL */
+  const char *priority;  /* default item priority: "high", "normal" (NULL) or "low" */
+  int max_attempts;      /* default attempts per item; 0 means 1 */
+  int64_t timeout_ms;    /* default per-attempt timeout, ms; 0 means 30000 */
+  int64_t backoff_ms;    /* default retry delay base, ms; 0 means 1000 */
+  int64_t backoff_max_ms; /* default retry delay cap, ms; 0 means 60000 */
+  const char *rate_key;  /* default rate limit of the items (sl_limit_set), or NULL */
+  const char *run_at;    /* default start time of the items, RFC 3339, or NULL */
+  int64_t delay_ms;      /* default start: this long after submit, ms; 0: at once */
+  int64_t retention_ms;  /* keep the ended batch and its results this long, ms; 0: 7 days */
+  int64_t dedupe_ttl_ms; /* remember dedupe keys this long, ms; 0: 24 hours */
+  const char *webhook;   /* POST the batch summary here when it ends (Standard Webhooks, see README), or NULL */
+  size_t chunk_items;    /* items per submit call, at most (a call also ends at 8 MiB); 0 means 2000 */
+} sl_batch_opts;
+
+/*
+ * A new, empty batch to be filled with sl_batch_add (opts may be NULL).
+ * Returns SL_EINVAL for an invalid option (the message in errbuf names it),
+ * SL_ENOMEM, or SL_EIO when the kernel gives no random bytes (for the key of
+ * the batch's id hash); *out is set only on success.
+ */
+SL_EXTERN int sl_batch_new(const sl_batch_opts *opts, sl_batch_t **out, char *errbuf, size_t errlen);
+SL_EXTERN void sl_batch_free(sl_batch_t *b);
+
+/*
+ * Validates one JSON Lines item (without its newline) and adds it to the
+ * batch. `lineno` is the 1-based line number used in messages and as the
+ * default item id. Nothing is sent to Redis. On invalid input returns
+ * SL_EINVAL (SL_ETOOBIG for size limits) and writes a message naming the field
+ * into errbuf, e.g. `field "priority": unknown priority "urgent"`.
+ *
+ * The batch does not keep its items in memory: it keeps one chunk of them,
+ * and full chunks go to a temporary file in $TMPDIR (default /tmp), unlinked
+ * at once, created when a second chunk begins. Memory is about 20-30 bytes
+ * per item (to find duplicate ids) plus one chunk (at most about 8 MiB);
+ * disk is about the batch's size. SL_EIO: that file could not be created or
+ * written (a full disk), errbuf names the directory; SL_ENOMEM: out of
+ * memory. After either the batch is as before the call and may be used.
+ */
+SL_EXTERN int sl_batch_add(sl_batch_t *b, const char *line, size_t len, long lineno, char *errbuf,
+                           size_t errlen);
+/* Number of items added so far. */
+SL_EXTERN size_t sl_batch_count(const sl_batch_t *b);
+
+/*
+ * Writes the batch: one function call per chunk, the chunks read back from
+ * the temporary file one at a time. The batch is `submitting` until its last
+ * chunk is written and becomes `queued` with that chunk; a producer that
+ * dies midway leaves it visibly incomplete. Before anything is written, a
+ * batch that would take Redis past 95% of its maxmemory is refused
+ * (SL_ETOOBIG). On success *id_out holds the batch id (free with sl_free).
+ */
+SL_EXTERN int sl_batch_submit(sl_client_t *c, sl_batch_t *b, char **id_out);
+
+/* After sl_batch_submit: how many items were skipped because their dedupe
+ * key was seen in the queue within the dedupe TTL, and the id of the i-th,
+ * in submit order (borrowed from the batch; NULL past the end). */
+SL_EXTERN size_t sl_batch_skipped_count(const sl_batch_t *b);
+SL_EXTERN const char *sl_batch_skipped_id(const sl_batch_t *b, size_t i);
+
+/* ---- Batches: inspect ---- */
+
+/*
+ * The batch's state as one JSON object: the event fields (queue, batch,
+ * status, total, done, succeeded, failed, cancelled, pct, ts) plus name,
+ * created_at, queued_at, started_at, finished_at (ms since the epoch, 0 when
+ * not yet), submitted (items written so far) and elapsed_ms. Free with
+ * sl_free. SL_ENOTFOUND when there is no such batch.
+ */
+SL_EXTERN int sl_batch_status(sl_client_t *c, const char *queue, const char *batch, char **json_out);
+
+/* Called once per result line (a JSON object, not NUL-terminated). A non-zero
+ * return stops the iteration, and sl_batch_results returns it. */
+typedef int (*sl_line_cb)(const char *json, size_t len, void *ud);
+
+#define SL_RESULTS_FAILED 1 /* only items whose final status is failed */
+
+/* Every finished item's result, in submit order. */
+SL_EXTERN int sl_batch_results(sl_client_t *c, const char *queue, const char *batch, int flags,
+                               sl_line_cb cb, void *ud);
+
+/* The queue's batches, newest first, as status objects; `status` filters
+ * when not NULL; at most `limit` (0: all). */
+SL_EXTERN int sl_batch_list(sl_client_t *c, const char *queue, const char *status, size_t limit,
+                            sl_line_cb cb, void *ud);
+
+/*
+ * Follows a batch live through pub/sub: calls cb with the current state at
+ * once, then with every published event, until the batch has ended (status
+ * completed or cancelled with done = total) or cb returns non-zero. Events
+ * missed while subscribing are covered by re-reading the hash. Returns 0 when
+ * the batch ended, SL_ECANCELED when a caught signal interrupted it.
+ */
+SL_EXTERN int sl_batch_watch(sl_client_t *c, const char *queue, const char *batch, sl_line_cb cb,
+                             void *ud);
+
+/* Cancels a batch: no item of it starts any more. Items that are parked or
+ * scheduled for later are counted cancelled at once, items still in the
+ * streams when a worker meets them; an incomplete batch (its producer died)
+ * gets its final total. Running items finish. */
+SL_EXTERN int sl_batch_cancel(sl_client_t *c, const char *queue, const char *batch);
+/* Cancels a batch and aborts its running items too: each worker learns it
+ * with its next heartbeat (within a third of its visibility timeout), stops
+ * the attempt (the handler's cancel hook) and the item is counted
+ * cancelled. */
+SL_EXTERN int sl_batch_abort(sl_client_t *c, const char *queue, const char *batch);
+
+/* ---- Failed items, dead letters and the fleet ---- */
+
+/*
+ * Runs the failed items of a batch again. Every item whose result is
+ * `failed` loses that result and its dead letter and goes back to its
+ * priority stream as attempt 1; the batch's `failed` and `done` counters go
+ * down by as many, and a completed batch is running again. Items are moved in
+ * atomic steps of up to 1,000 (one event each); a second call finds nothing
+ * left to move. *requeued (may be NULL) gets the number of items put back, on
+ * success only. SL_ENOTFOUND: no such batch; SL_ECANCELED: the batch was
+ * cancelled, so its items would not run; SL_EINVAL: a bad queue or batch id.
+ */
+SL_EXTERN int sl_batch_retry(sl_client_t *c, const char *queue, const char *batch, size_t *requeued);
+
+/*
+ * The queue's dead letters (items that failed for good), newest first, at
+ * most `limit` (0: all): cb gets one JSON object per letter,
+ * {"id","batch","index","item","type","attempts","at","error","priority"}:
+ * the letter's stream id, the batch id, the item index, the item's id and type
+ * (null when the letter holds no readable item), the attempts made, when it
+ * failed (ms since the epoch, server clock), the error, and "high", "normal"
+ * or "low". A non-zero return of cb stops the listing and is returned.
+ */
+SL_EXTERN int sl_dead_list(sl_client_t *c, const char *queue, size_t limit, sl_line_cb cb, void *ud);
+
+/*
+ * Runs the items of dead letters again, as sl_batch_retry does for one item:
+ * the letters named by ids[0..nids) (stream ids, "MS-SEQ"), or when ids is
+ * NULL the oldest `all_limit` letters (0: every letter there was when the call
+ * began; letters of items that fail again meanwhile are not taken). A letter
+ * whose item no longer has a failed result (its batch expired, or it was
+ * retried already) is deleted and counted in *skipped; so is an id that is not
+ * there. A letter whose item cannot run again (its batch was cancelled, or the
+ * letter holds no item) is counted in *skipped and kept. *requeued and
+ * *skipped (either may be NULL) are set on success. SL_EINVAL names a
+ * malformed id; nothing is done then.
+ */
+SL_EXTERN int sl_dead_requeue(sl_client_t *c, const char *queue, const char *const *ids, size_t nids,
+                              size_t all_limit, size_t *requeued, size_t *skipped);
+
+/*
+ * Deletes every dead letter of the queue at once. Results stay: failed items
+ * are still failed, and sl_batch_retry still runs them again. *purged (may be
+ * NULL) gets the number of letters deleted.
+ */
+SL_EXTERN int sl_dead_purge(sl_client_t *c, const char *queue, size_t *purged);
+
+/*
+ * The queue's live workers, in order of their ids: cb gets the JSON object
+ * each worker publishes with its heartbeat ({"id","host","pid","queue",
+ * "running","concurrency","started_at","succeeded","failed","retried",
+ * "version"}) with "last_beat_ms_ago" added (server clock). A worker whose
+ * registration expired (it stopped beating about three beats ago) is not
+ * listed. A non-zero return of cb stops the listing and is returned.
+ */
+SL_EXTERN int sl_workers_list(sl_client_t *c, const char *queue, sl_line_cb cb, void *ud);
+
+/* Pauses a batch: running items finish, no other item of it starts until
+ * sl_batch_resume; its items are kept (parked), not lost. Pausing an ended
+ * or cancelled batch is SL_EINVAL. */
+SL_EXTERN int sl_batch_pause(sl_client_t *c, const char *queue, const char *batch);
+/* Resumes a paused batch (a batch that is not paused is left as it is). */
+SL_EXTERN int sl_batch_resume(sl_client_t *c, const char *queue, const char *batch);
+
+/* ---- Rate limits ---- */
+
+/*
+ * Sets (or replaces) the fleet-wide limit NAME of a queue: items whose
+ * rate_key is NAME start at most `burst` at once and `rate` on average
+ * (rate "50/s", "3000/m" or "10000/h"; NULL: no rate), and at most
+ * `concurrency` of them run at once across all workers (0: no limit). A
+ * rate key with no limit set is not limited.
+ */
+SL_EXTERN int sl_limit_set(sl_client_t *c, const char *queue, const char *name, const char *rate, int burst,
+                           int concurrency);
+/* Sets the queue's default rate key: items without their own rate_key run
+ * under it (applied when workers take them). NULL clears it. */
+SL_EXTERN int sl_limit_default(sl_client_t *c, const char *queue, const char *name);
+/* Removes a limit (and its bucket). SL_ENOTFOUND if there is none. */
+SL_EXTERN int sl_limit_rm(sl_client_t *c, const char *queue, const char *name);
+/* The queue's limits, one JSON object each: name, rate, burst, interval_us,
+ * per_s, reserved_ahead_ms (how far ahead starts are already reserved). */
+SL_EXTERN int sl_limit_list(sl_client_t *c, const char *queue, sl_line_cb cb, void *ud);
+
+/*
+ * The queue at a glance, as one JSON object: per priority (high, normal,
+ * low) the items queued and running; totals; delayed (retries and items
+ * scheduled for later), dead (dead letters), live workers, items ended in
+ * the last minute and per second, and the rate limits (as sl_limit_list).
+ * Free with sl_free.
+ */
+SL_EXTERN int sl_queue_stats(sl_client_t *c, const char *queue, char **json_out);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* SLUICE_CLIENT_H */
