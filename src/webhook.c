@@ -41,7 +41,7 @@
 #include <openssl/hmac.h>
 
 #include "alloc.h"
-#include "http.h"
+#include "httpc.h"
 #include "id.h"
 #include "log.h"
 #include "worker.h"
@@ -272,7 +272,7 @@ static void send_one(sl_worker_t *w, const char *batch, const char *url, long lo
     headers[k++] = sig_hdr;
   }
   headers[k] = NULL;
-  rc = sl__http_post(w->http, url, body, headers, on_posted, d);
+  rc = sl__httpc_post(w->httpc, url, body, headers, on_posted, d);
   if (rc == SL_EINVAL) {
     char msg[300];
 
@@ -327,7 +327,7 @@ static void on_webhook_timer(uv_timer_t *t) {
   char key[sizeof(w->keys.prefix) + 16];
   char lease[24];
 
-  if (!w->cmd_up || w->webhook_busy || w->stopping || w->http == NULL)
+  if (!w->cmd_up || w->webhook_busy || w->stopping || w->httpc == NULL)
     return;
   snprintf(key, sizeof(key), "%swebhooks", w->keys.prefix);
   if (w->webhook_keylen == 0 && !w->webhook_looked) {

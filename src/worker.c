@@ -54,9 +54,9 @@
 #include "conn.h"
 #include "id.h"
 #include "item.h"
-#include "exec.h"
+#include "builtins.h"
+#include "httpc.h"
 #include "webhook.h"
-#include "http.h"
 #include "log.h"
 #include "uvredis.h"
 
@@ -948,9 +948,9 @@ static void close_all(sl_worker_t *w) {
   for (int i = 0; i < w->nsig; i++)
     uv_close((uv_handle_t *)&w->sig[i], close_cb);
   w->nsig = 0;
-  sl__http_close(w->http);
-  w->http = NULL;
-  sl__exec_close(w);
+  sl__builtins_close(w->builtins);
+  sl__httpc_close(w->httpc);
+  w->httpc = NULL;
   if (w->cmd_up) {
     /* Leave the fleet registry now rather than when the entry expires. */
     redisAsyncCommand(w->cmd, NULL, NULL, "DEL %sw:%s", w->keys.prefix, w->id);
@@ -1319,15 +1319,21 @@ SL_EXTERN int sl_worker_new(const sl_worker_opts *opts, sl_worker_t **out, char 
     w->owns_loop = 1;
   }
   sl__log_quiet(opts->quiet);
-  rc = sl__http_new(w, opts->http_allow, opts->http_methods, opts->http_max_body, opts->http_version, &w->http,
-                    errbuf, errlen);
+  rc = sl__httpc_new(opts->http_allow, opts->http_version, w->concurrency, &w->httpc, errbuf, errlen);
   if (rc != 0)
     goto fail;
-  sl_worker_register(w, "noop", sl__handler_noop, NULL);
-  sl_worker_register(w, "sleep", sl__handler_sleep, NULL);
+  {
+    sl_handler_env env = {w, opts, w->concurrency, w->httpc};
+
+    rc = sl__builtins_open(&env, &w->builtins, errbuf, errlen);
+    if (rc != 0)
+      goto fail;
+  }
   *out = w;
   return 0;
 fail:
+  sl__builtins_free(w->builtins);
+  sl__httpc_close(w->httpc);
   sl__webhook_free(w);
   if (w->owns_loop)
     uv_loop_close(&w->own_loop);
@@ -1338,15 +1344,15 @@ fail:
 }
 
 SL_EXTERN int sl_worker_exec(sl_worker_t *w, const char *mapping, char *errbuf, size_t errlen) {
-  return sl__exec_register(w, mapping, errbuf, errlen);
+  return sl__builtins_exec_map(w->builtins, mapping, errbuf, errlen);
 }
 
 SL_EXTERN int sl_worker_grant(sl_worker_t *w, const char *spec, char *errbuf, size_t errlen) {
-  return sl__http_grant(w->http, spec, errbuf, errlen);
+  return sl__builtins_grant(w->builtins, spec, errbuf, errlen);
 }
 
 SL_EXTERN int sl_worker_exec_env(sl_worker_t *w, const char *name, char *errbuf, size_t errlen) {
-  return sl__exec_env(w, name, errbuf, errlen);
+  return sl__builtins_exec_env(w->builtins, name, errbuf, errlen);
 }
 
 SL_EXTERN int sl_worker_register(sl_worker_t *w, const char *type, sl_handler_start_fn start, void *ud) {
@@ -1374,7 +1380,7 @@ static void on_signal(uv_signal_t *s, int signum) {
 
   if (w->stopping) {
     sl__log_warn("second signal: exiting now; unfinished items are taken over by other workers");
-    sl__exec_kill_all(w); /* no exec child may run on while its item is taken over */
+    sl__builtins_kill_now(w->builtins); /* no exec child may run on while its item is taken over */
     _exit(1);
   }
   sl__log_info("signal %d: finishing %d running items, then stopping", signum, w->running + w->nbacklog);
@@ -1449,10 +1455,15 @@ SL_EXTERN int sl_worker_run(sl_worker_t *w) {
     w->timers_up = 1;
   }
   w->started_at = sl__now_ms();
-  if (w->http != NULL && sl__http_start(w->http) != 0) {
-    snprintf(w->errstr, sizeof(w->errstr), "cannot start the http handler");
+  if (sl__httpc_start(w->httpc, w->loop) != 0) {
+    snprintf(w->errstr, sizeof(w->errstr), "cannot start the HTTP client: out of memory");
     sl__log_error("%s", w->errstr);
     return SL_ENOMEM;
+  }
+  rc = sl__builtins_start(w->builtins, w->loop, w->errstr, sizeof(w->errstr));
+  if (rc != 0) {
+    sl__log_error("%s", w->errstr);
+    return rc;
   }
   uv_timer_start(&w->beat, on_beat_timer, (uint64_t)w->beat_ms, (uint64_t)w->beat_ms);
   sl__webhook_start(w);
@@ -1496,19 +1507,39 @@ static void close_any(uv_handle_t *h, void *arg) {
 }
 
 SL_EXTERN void sl_worker_free(sl_worker_t *w) {
+  sl_job_t *j;
+
   if (w == NULL)
     return;
-  sl__exec_reap_all(w); /* exec children still running, if the loop was left early */
+  /* Attempts still running (the loop was left early): give them up, so
+   * their handlers stop what they started. */
+  for (j = w->active; j != NULL;) {
+    sl_job_t *next = j->next;
+
+    if (!j->ended)
+      sl__job_abort(j, "the worker stopped", 0);
+    j = next;
+  }
+  if (w->owns_loop && !w->closed && w->timers_up)
+    close_all(w); /* run() was called but the loop was left early */
+  /* exec children still running are killed and waited for here */
+  sl__builtins_free(w->builtins);
+  w->builtins = NULL;
   if (w->owns_loop) {
-    if (!w->closed && w->timers_up)
-      close_all(w); /* run() was called but the loop was left early */
     /* Handles of a run that never started (signals), then their callbacks. */
     uv_walk(w->loop, close_any, NULL);
     uv_run(w->loop, UV_RUN_DEFAULT);
     uv_loop_close(w->loop);
   }
-  sl__http_close(w->http); /* run() was never called */
-  sl__exec_free_all(w);
+  sl__httpc_close(w->httpc); /* run() was never called */
+  while ((j = backlog_pop(w)) != NULL)
+    sl__job_free(j);
+  while (w->done != NULL) {
+    sl_done *d = w->done;
+
+    w->done = d->next;
+    done_free(d);
+  }
   sl__webhook_free(w);
   sl__url_free(&w->url);
   sl_free(w->url_str);

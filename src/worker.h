@@ -19,7 +19,6 @@
 
 #define SL_WORKER_MAX_HANDLERS 32  /* types one worker serves */
 #define SL_WORKER_FLUSH_MAX 1000   /* completions per complete call */
-#define SL_RESULT_MAX (1024 * 1024) /* one results line, bytes */
 
 typedef struct sl_handler {
   char type[SL_NAME_MAX + 1]; /* item type served */
@@ -102,8 +101,8 @@ struct sl_worker {
   int64_t drain_ms;          /* how long a stop waits for running items, ms */
   int64_t beat_ms;           /* heartbeat interval, ms */
   sl_job_t *active;          /* jobs started and not yet freed (running list) */
-  struct sl_http *http;      /* the http handler (curl multi), or NULL */
-  struct sl_exec *exec;      /* exec items: mappings, --exec-env names, live children (exec.c), or NULL */
+  struct sl_httpc *httpc;    /* the HTTP client of http items and webhooks */
+  struct sl_builtins *builtins; /* the built-in handlers (builtins.c) */
   sl_handler handlers[SL_WORKER_MAX_HANDLERS]; /* served types */
   int nhandlers;             /* used */
   redisAsyncContext *cmd;    /* scripts and acks */
@@ -186,8 +185,5 @@ void sl__worker_penalize(sl_worker_t *w, const char *rate_key, int64_t ms);
 /* The delay before the attempt after `attempt` (1-based): full jitter,
  * u (uniform in [0, 1)) times min(cap_ms, base_ms * 2^(attempt - 1)). */
 int64_t sl__backoff_delay(int64_t base_ms, int64_t cap_ms, int attempt, double u);
-/* The built-in handlers. */
-void sl__handler_noop(sl_job_t *j, void *ud);
-void sl__handler_sleep(sl_job_t *j, void *ud);
 
 #endif

@@ -1,17 +1,22 @@
 /*
  * Development handlers, which need no network: `noop` succeeds at once;
  * `sleep` waits payload.ms milliseconds on a uv timer and then fails with
- * probability payload.fail_rate (both optional, validated at submit). A
- * sleep failure is retryable; a cancelled sleep stops its timer.
+ * probability payload.fail_rate (both optional, validated at submit), with a
+ * simulated Retry-After when payload.retry_after_ms is given. A sleep
+ * failure is retryable; a cancelled sleep stops its timer. Demos, tests and
+ * benchmarks use them. Only the public job contract is used.
  */
 #include <stdio.h>
 #include <string.h>
 
 #include <cjson/cJSON.h>
+#include <uv.h>
+
+#include <sluice/sluice.h>
 
 #include "alloc.h"
 #include "id.h"
-#include "worker.h"
+#include "handlers/dev.h"
 
 typedef struct sleep_job {
   uv_timer_t timer; /* first: freed through the handle in close_cb */
@@ -21,7 +26,7 @@ typedef struct sleep_job {
   int64_t retry_after_ms; /* a simulated failure carries this Retry-After, ms; 0: none */
 } sleep_job;
 
-void sl__handler_noop(sl_job_t *j, void *ud) {
+static void noop_start(sl_job_t *j, void *ud) {
   (void)ud;
   sl_job_succeed(j, NULL, 0);
 }
@@ -67,7 +72,7 @@ static void on_timer(uv_timer_t *t) {
   uv_close((uv_handle_t *)t, close_cb);
 }
 
-void sl__handler_sleep(sl_job_t *j, void *ud) {
+static void sleep_start(sl_job_t *j, void *ud) {
   size_t len;
   const char *p = sl_job_payload(j, &len);
   cJSON *pl = cJSON_ParseWithLength(p, len);
@@ -100,3 +105,22 @@ void sl__handler_sleep(sl_job_t *j, void *ud) {
   uv_timer_start(&s->timer, on_timer, (uint64_t)s->ms, 0);
   sl_job_on_cancel(j, on_cancel, s);
 }
+
+/* ---- The handler ---- */
+
+static int dev_open(const sl_handler_env *env, void **state, char *err, size_t errlen) {
+  int rc = sl_worker_register(env->worker, "noop", noop_start, NULL);
+
+  if (rc == 0)
+    rc = sl_worker_register(env->worker, "sleep", sleep_start, NULL);
+  if (rc != 0)
+    snprintf(err, errlen, "cannot register the development types: %s", sl_strerror(rc));
+  *state = NULL;
+  return rc;
+}
+
+static void dev_free(void *state) {
+  (void)state;
+}
+
+const sl_handler_vt sl__handler_dev = {"dev", dev_open, NULL, NULL, dev_free, NULL};

@@ -1,81 +1,59 @@
 /*
- * The `http` item handler: libcurl's multi interface driven by the worker's
- * libuv loop, with no thread per request and no blocking call on the loop.
+ * The `http` item handler: one HTTP request per attempt, on the worker's
+ * HTTP client (httpc.h), which carries the policy every request follows
+ * (origins, versions, sockets, redirects).
  *
- * One CURLM per worker. curl tells us which sockets to watch
- * (CURLMOPT_SOCKETFUNCTION: one uv_poll per socket, remembered with
- * curl_multi_assign) and when to call it back (CURLMOPT_TIMERFUNCTION: one
- * uv_timer); readiness goes back to curl with curl_multi_socket_action, and
- * finished transfers are drained with curl_multi_info_read after every
- * call. A poll error is passed on as CURL_CSELECT_ERR. Connections are kept
- * and reused (MAXCONNECTS = the worker's concurrency).
- *
- * A request is built from the item's payload, checked again here by the same
- * rules as at submit (httpreq.h): method, url, headers, body or json,
+ * The request is built from the item's payload, checked again here by the
+ * same rules as at submit (httpreq.h): method, url, headers, body or json,
  * keep_headers. Nothing a producer wrote is pasted into the request: header
  * lines are built from checked names and values, so no item can end a line,
  * start a second request on a reused connection, or change the framing.
  * ${env:NAME} references resolve only to secrets the operator granted
- * (secret.h), and only for the hosts they were granted for; values are never
- * logged (errors name the secret, not its value). --http-allow restricts the
- * origins (allow.h); redirects are never followed. Every request carries an
- * Idempotency-Key that is the same for every attempt of an item.
- *
- * HTTP/2: over TLS, libcurl offers h2 by ALPN. A transfer waits for a
- * connection that might multiplex (CURLOPT_PIPEWAIT) only for an origin
- * already seen answering with HTTP/2; everything else opens connections of
- * its own at once (up to the concurrency), so requests to HTTP/1.1 hosts and
- * plain http never start in waves behind one connection. Plain http speaks
- * HTTP/2 only when the operator asks for prior knowledge.
- *
- * Every socket is opened close-on-exec, so exec children never inherit one.
+ * (secret.h), and only for the origins they were granted for; values are
+ * never logged (errors name the secret, not its value). Every request
+ * carries an Idempotency-Key that is the same for every attempt of an item.
  *
  * Outcomes: 2xx succeeds with {"status","headers","body","truncated","bytes"}
- * (the body capped at --http-max-body, stored as JSON when it parses);
- * 429, 5xx and transport errors are retryable and 429/503 honour Retry-After;
- * other statuses fail at once. Errors keep the status and a body excerpt, or
- * curl's own message.
+ * (the body capped at --http-max-body, stored as JSON when it parses, cut
+ * further when the results line would not fit); 429, 5xx and transport
+ * errors are retryable and 429/503 honour Retry-After; other statuses fail
+ * at once; a secret that is not granted refuses the item. Errors keep the
+ * status and a body excerpt, or curl's own message.
+ *
+ * Only the public job contract (sluice/job.h) and the handler interface are
+ * used: this file knows nothing of the worker's internals.
  */
-#include "http.h"
+#include "handlers/http.h"
 
 #include <ctype.h>
 #include <stdio.h>
-#include <sys/socket.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include <cjson/cJSON.h>
 #include <curl/curl.h>
 
+#include <sluice/sluice.h>
+
 #include "alloc.h"
 #include "allow.h"
 #include "buf.h"
+#include "httpc.h"
 #include "httpreq.h"
 #include "json.h"
-#include "log.h"
 #include "secret.h"
-#include "worker.h"
 
 #define EXCERPT_MAX 300        /* body excerpt in an error, bytes */
 #define RETRY_AFTER_MAX_S 300  /* a Retry-After is capped at this, seconds */
-#define H2_ORIGINS 64          /* origins remembered as speaking HTTP/2 */
-#define ORIGIN_KEY_MAX (SL_HOST_MAX + 16) /* "https host:port", bytes */
 
-struct sl_http {
-  sl_worker_t *w;          /* owner */
-  CURLM *multi;            /* one multi handle for the worker */
-  uv_timer_t timer;        /* curl's timeout */
-  sl_allow *allow;         /* --http-allow origins; NULL with allow_any */
-  int allow_any;           /* no --http-allow: any origin */
+typedef struct sl_http {
+  sl_httpc *httpc;         /* the worker's HTTP client (borrowed) */
   sl_secrets *secrets;     /* granted secrets (--secret), or NULL */
   char *methods;           /* ",PROPFIND,REPORT,": --http-methods, or NULL */
   size_t max_body;         /* --http-max-body, bytes */
-  long version;            /* CURL_HTTP_VERSION_* */
-  char h2[H2_ORIGINS][ORIGIN_KEY_MAX]; /* origins seen answering with HTTP/2 (a ring) */
-  int h2_next;             /* the ring's next slot */
-  int running;             /* transfers added, not finished */
-  int closing;             /* shutting down: no new transfers */
-};
+  int closing;             /* the worker closes: no new requests */
+} sl_http;
 
 typedef struct req {
   sl_http *h;                /* owner */
@@ -89,125 +67,14 @@ typedef struct req {
   cJSON *keep;               /* kept response headers: lower-case name -> value */
   char **keep_names;         /* names to keep, lower case, NULL-terminated */
   char errbuf[CURL_ERROR_SIZE]; /* curl's message */
-  sl_http_done_fn done;      /* a request of the worker's own (webhook): called instead of finishing a job */
-  void *done_ud;             /* its argument */
-  char origin[ORIGIN_KEY_MAX]; /* "https host:port" of the request, for the HTTP/2 memory */
 } req;
-
-typedef struct sock {
-  uv_poll_t poll; /* first: freed through the handle */
-  sl_http *h;     /* owner */
-  curl_socket_t fd;
-} sock;
-
-/* ---- curl <-> libuv ---- */
-
-static void check_done(sl_http *h);
-
-static void on_poll(uv_poll_t *p, int status, int events) {
-  sock *s = (sock *)p;
-  int flags = 0;
-  int running;
-
-  if (status < 0)
-    flags = CURL_CSELECT_ERR;
-  if (events & UV_READABLE)
-    flags |= CURL_CSELECT_IN;
-  if (events & UV_WRITABLE)
-    flags |= CURL_CSELECT_OUT;
-  curl_multi_socket_action(s->h->multi, s->fd, flags, &running);
-  check_done(s->h);
-}
-
-static void poll_close_cb(uv_handle_t *handle) {
-  sl_free(handle);
-}
-
-static int on_socket(CURL *easy, curl_socket_t fd, int what, void *userp, void *socketp) {
-  sl_http *h = userp;
-  sock *s = socketp;
-  int events = 0;
-
-  (void)easy;
-  if (what == CURL_POLL_REMOVE) {
-    if (s != NULL) {
-      uv_poll_stop(&s->poll);
-      uv_close((uv_handle_t *)&s->poll, poll_close_cb);
-      curl_multi_assign(h->multi, fd, NULL);
-    }
-    return 0;
-  }
-  if (s == NULL) {
-    s = sl_calloc(1, sizeof(*s));
-    if (s == NULL)
-      return -1;
-    s->h = h;
-    s->fd = fd;
-    if (uv_poll_init_socket(h->w->loop, &s->poll, fd) != 0) {
-      sl_free(s);
-      return -1;
-    }
-    curl_multi_assign(h->multi, fd, s);
-  }
-  if (what & CURL_POLL_IN)
-    events |= UV_READABLE;
-  if (what & CURL_POLL_OUT)
-    events |= UV_WRITABLE;
-  uv_poll_start(&s->poll, events, on_poll);
-  return 0;
-}
-
-/* Every socket libcurl opens for us is close-on-exec (atomically: an exec
- * child forked at any moment never inherits one). */
-static curl_socket_t open_socket(void *ud, curlsocktype purpose, struct curl_sockaddr *a) {
-  (void)ud;
-  (void)purpose;
-  return socket(a->family, a->socktype | SOCK_CLOEXEC, a->protocol);
-}
-
-/* ---- HTTP/2 memory ---- */
-
-static int h2_known(const sl_http *h, const char *origin) {
-  for (int i = 0; i < H2_ORIGINS; i++) {
-    if (h->h2[i][0] != '\0' && strcmp(h->h2[i], origin) == 0)
-      return 1;
-  }
-  return 0;
-}
-
-static void h2_learn(sl_http *h, const char *origin) {
-  if (origin[0] == '\0' || h2_known(h, origin))
-    return;
-  snprintf(h->h2[h->h2_next], sizeof(h->h2[h->h2_next]), "%s", origin);
-  h->h2_next = (h->h2_next + 1) % H2_ORIGINS;
-}
-
-static void on_timeout(uv_timer_t *t) {
-  sl_http *h = t->data;
-  int running;
-
-  curl_multi_socket_action(h->multi, CURL_SOCKET_TIMEOUT, 0, &running);
-  check_done(h);
-}
-
-static int on_timer(CURLM *multi, long ms, void *userp) {
-  sl_http *h = userp;
-
-  (void)multi;
-  if (ms < 0)
-    uv_timer_stop(&h->timer);
-  else
-    uv_timer_start(&h->timer, on_timeout, (uint64_t)ms, 0); /* 0: next loop turn; never call curl here */
-  return 0;
-}
 
 /* ---- Requests ---- */
 
 static void req_free(req *r) {
   if (r->easy != NULL) {
-    curl_multi_remove_handle(r->h->multi, r->easy);
+    sl__httpc_remove(r->h->httpc, r->easy); /* a transfer still running */
     curl_easy_cleanup(r->easy);
-    r->h->running--;
   }
   curl_slist_free_all(r->hdrs);
   sl_free(r->body);
@@ -287,33 +154,16 @@ static void excerpt(const req *r, char *out, size_t len) {
     memcpy(out + k, "...", 4);
 }
 
-/* A transfer ended: the outcome of the job. */
-static void finish(req *r, CURLcode code) {
+/* A transfer ended (httpc has removed it): the outcome of the job. */
+static void finish(void *ud, CURL *easy, CURLcode code) {
+  req *r = ud;
   sl_job_t *j = r->job;
   long status = 0;
   char ex[EXCERPT_MAX + 8];
 
+  (void)easy;
   r->job = NULL;
   curl_easy_getinfo(r->easy, CURLINFO_RESPONSE_CODE, &status);
-  {
-    long v = 0;
-
-    if (curl_easy_getinfo(r->easy, CURLINFO_HTTP_VERSION, &v) == CURLE_OK && v == CURL_HTTP_VERSION_2_0)
-      h2_learn(r->h, r->origin);
-  }
-  if (r->done != NULL) {
-    char msg[CURL_ERROR_SIZE + EXCERPT_MAX + 64];
-
-    if (code != CURLE_OK) {
-      snprintf(msg, sizeof(msg), "curl: %s%s%s", curl_easy_strerror(code), r->errbuf[0] ? ": " : "", r->errbuf);
-    } else {
-      excerpt(r, ex, sizeof(ex));
-      snprintf(msg, sizeof(msg), "HTTP %ld: %s", status, ex);
-    }
-    r->done(r->done_ud, code == CURLE_OK ? status : 0, msg);
-    req_free(r);
-    return;
-  }
   if (code != CURLE_OK) {
     sl_job_fail(j, "curl: %s%s%s", curl_easy_strerror(code), r->errbuf[0] ? ": " : "", r->errbuf);
   } else if (status >= 200 && status < 300) {
@@ -371,22 +221,9 @@ static void finish(req *r, CURLcode code) {
       sl_job_fail_final(j, "HTTP %ld: %s", status, ex);
     }
   }
+  curl_easy_cleanup(r->easy); /* httpc has removed it already */
+  r->easy = NULL;
   req_free(r);
-}
-
-static void check_done(sl_http *h) {
-  CURLMsg *m;
-  int left;
-
-  while ((m = curl_multi_info_read(h->multi, &left)) != NULL) {
-    req *r = NULL;
-
-    if (m->msg != CURLMSG_DONE)
-      continue;
-    curl_easy_getinfo(m->easy_handle, CURLINFO_PRIVATE, (char **)&r);
-    if (r != NULL)
-      finish(r, m->data.result);
-  }
 }
 
 /* The worker gave up the attempt (timeout, takeover, stop, abort). */
@@ -399,11 +236,6 @@ static void on_cancel(sl_job_t *j, void *ud) {
 }
 
 /* ---- Building a request ---- */
-
-/* 1 when the worker may call origin o (--http-allow). */
-static int origin_allowed(const sl_http *h, const sl_origin *o) {
-  return h->allow_any || sl__allow_match(h->allow, o);
-}
 
 /* Appends the header line "name: value" ("name;" for an empty value, which
  * libcurl sends as "name:"; "name:" would remove the header). */
@@ -477,7 +309,7 @@ static void http_start(sl_job_t *j, void *ud) {
     if (h->methods == NULL || strstr(h->methods, key) == NULL) {
       snprintf(err, sizeof(err),
                "field \"payload.method\": %s is not allowed on worker %s (GET, HEAD, POST, PUT, PATCH, DELETE, "
-               "OPTIONS; the operator may add others with --http-methods)", q.method, sl_worker_id(h->w));
+               "OPTIONS; the operator may add others with --http-methods)", q.method, sl_job_worker_id(j));
       give_up(j, 0, SL_EINVAL, err);
       goto out;
     }
@@ -486,12 +318,12 @@ static void http_start(sl_job_t *j, void *ud) {
     give_up(j, 0, SL_EINVAL, "field \"payload.method\": a HEAD request has no body");
     goto out;
   }
-  if (!origin_allowed(h, &q.origin)) {
+  if (!sl__httpc_allowed(h->httpc, &q.origin)) {
     char o[SL_HOST_MAX + 32];
 
     sl__origin_describe(&q.origin, o, sizeof(o));
     snprintf(err, sizeof(err), "field \"payload.url\": %s is not allowed on worker %s (--http-allow)", o,
-             sl_worker_id(h->w));
+             sl_job_worker_id(j));
     give_up(j, 0, SL_EINVAL, err);
     goto out;
   }
@@ -501,7 +333,6 @@ static void http_start(sl_job_t *j, void *ud) {
     goto out;
   }
   r->h = h;
-  snprintf(r->origin, sizeof(r->origin), "%s %s:%d", q.origin.scheme, q.origin.host, q.origin.port);
   sl__buf_init(&r->resp, h->max_body + 1);
   if (q.nkeep > 0) {
     r->keep_names = sl_calloc(q.nkeep + 1, sizeof(char *));
@@ -548,7 +379,7 @@ static void http_start(sl_job_t *j, void *ud) {
     /* The same for every attempt of the item, different between items. */
     char dflt[160];
 
-    snprintf(dflt, sizeof(dflt), "sluice-%s-%s", sl_job_batch(j), j->idx);
+    snprintf(dflt, sizeof(dflt), "sluice-%s-%lld", sl_job_batch(j), (long long)sl_job_index(j));
     if (add_header(r, "Idempotency-Key", q.ikey != NULL ? q.ikey : dflt) != 0) {
       give_up(j, 0, SL_ENOMEM, NULL);
       goto out;
@@ -594,27 +425,15 @@ static void http_start(sl_job_t *j, void *ud) {
   timeout_ms = (long)sl_job_timeout_ms(j) + 1000; /* a backstop: the worker's own timer ends the attempt */
   if (q.timeout_ms > 0 && q.timeout_ms < timeout_ms)
     timeout_ms = (long)q.timeout_ms;
+  sl__httpc_prepare(h->httpc, r->easy, &q.origin);
   curl_easy_setopt(r->easy, CURLOPT_URL, q.url);
-  curl_easy_setopt(r->easy, CURLOPT_PRIVATE, r);
   curl_easy_setopt(r->easy, CURLOPT_ERRORBUFFER, r->errbuf);
-  curl_easy_setopt(r->easy, CURLOPT_NOSIGNAL, 1L);
-  curl_easy_setopt(r->easy, CURLOPT_OPENSOCKETFUNCTION, open_socket);
   curl_easy_setopt(r->easy, CURLOPT_HTTPHEADER, r->hdrs);
   curl_easy_setopt(r->easy, CURLOPT_WRITEFUNCTION, on_body);
   curl_easy_setopt(r->easy, CURLOPT_WRITEDATA, r);
   curl_easy_setopt(r->easy, CURLOPT_HEADERFUNCTION, on_header);
   curl_easy_setopt(r->easy, CURLOPT_HEADERDATA, r);
   curl_easy_setopt(r->easy, CURLOPT_TIMEOUT_MS, timeout_ms);
-  curl_easy_setopt(r->easy, CURLOPT_CONNECTTIMEOUT_MS, 10000L);
-  curl_easy_setopt(r->easy, CURLOPT_FOLLOWLOCATION, 0L);
-  /* Plain http speaks HTTP/2 only with prior knowledge: otherwise it is
-   * HTTP/1.1 from the start, and libcurl never considers multiplexing it. */
-  curl_easy_setopt(r->easy, CURLOPT_HTTP_VERSION,
-                   h->version == CURL_HTTP_VERSION_2TLS && strcmp(q.origin.scheme, "http") == 0 ? CURL_HTTP_VERSION_1_1
-                                                                                             : h->version);
-  /* Wait for a connection that might multiplex only where one does. */
-  curl_easy_setopt(r->easy, CURLOPT_PIPEWAIT, strcmp(q.origin.scheme, "https") == 0 && h2_known(h, r->origin) ? 1L : 0L);
-  curl_easy_setopt(r->easy, CURLOPT_PROTOCOLS_STR, "http,https");
   curl_easy_setopt(r->easy, CURLOPT_ACCEPT_ENCODING, "");
   if (r->body != NULL) {
     curl_easy_setopt(r->easy, CURLOPT_POSTFIELDS, r->body);
@@ -626,13 +445,12 @@ static void http_start(sl_job_t *j, void *ud) {
     curl_easy_setopt(r->easy, CURLOPT_CUSTOMREQUEST, q.method); /* a checked token */
   else if (strcmp(q.method, "POST") == 0 && r->body == NULL)
     curl_easy_setopt(r->easy, CURLOPT_POSTFIELDS, ""); /* an empty body, never stdin */
-  if (curl_multi_add_handle(h->multi, r->easy) != CURLM_OK) {
+  if (sl__httpc_add(h->httpc, r->easy, &q.origin, finish, r) != 0) {
     curl_easy_cleanup(r->easy);
     r->easy = NULL;
     sl_job_fail(j, "http: cannot start the transfer");
     goto out;
   }
-  h->running++;
   r->job = j;
   sl_job_on_cancel(j, on_cancel, r);
   r = NULL;
@@ -642,34 +460,29 @@ out:
   sl__httpreq_free(&q);
 }
 
-/* ---- Setup ---- */
+/* ---- The handler ---- */
 
-int sl__http_new(sl_worker_t *w, const char *allow, const char *methods, size_t max_body, int http_version,
-                 sl_http **out, char *err, size_t errlen) {
-  static int global;
-  sl_http *h;
+static void http_free(void *state) {
+  sl_http *h = state;
+
+  if (h == NULL)
+    return;
+  sl__secrets_free(h->secrets);
+  sl_free(h->methods);
+  sl_free(h);
+}
+
+static int http_open(const sl_handler_env *env, void **state, char *err, size_t errlen) {
+  const char *methods = env->opts->http_methods;
+  sl_http *h = sl_calloc(1, sizeof(*h));
   int rc;
 
-  if (!global) {
-    if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
-      snprintf(err, errlen, "cannot initialize libcurl");
-      return SL_EIO;
-    }
-    global = 1;
-  }
-  h = sl_calloc(1, sizeof(*h));
   if (h == NULL) {
     snprintf(err, errlen, "out of memory");
     return SL_ENOMEM;
   }
-  h->w = w;
-  h->max_body = max_body > 0 ? max_body : 1024 * 1024;
-  h->version = http_version == SL_HTTP_1_1                 ? CURL_HTTP_VERSION_1_1
-               : http_version == SL_HTTP_2_PRIOR_KNOWLEDGE ? CURL_HTTP_VERSION_2_PRIOR_KNOWLEDGE
-                                                           : CURL_HTTP_VERSION_2TLS;
-  h->allow_any = allow == NULL || *allow == '\0';
-  if (!h->allow_any && (rc = sl__allow_add(&h->allow, allow, "--http-allow", err, errlen)) != 0)
-    goto fail;
+  h->httpc = env->httpc;
+  h->max_body = env->opts->http_max_body > 0 ? env->opts->http_max_body : 1024 * 1024;
   if (methods != NULL && *methods != '\0') {
     size_t n = strlen(methods);
     const char *p = methods;
@@ -693,115 +506,24 @@ int sl__http_new(sl_worker_t *w, const char *allow, const char *methods, size_t 
       p += len + (p[len] == ',');
     }
   }
-  *out = h;
+  rc = sl_worker_register(env->worker, "http", http_start, h);
+  if (rc != 0) {
+    snprintf(err, errlen, "cannot register the http type: %s", sl_strerror(rc));
+    goto fail;
+  }
+  *state = h;
   return 0;
 fail:
-  sl__allow_free(h->allow);
-  sl_free(h->methods);
-  sl_free(h);
+  http_free(h);
   return rc;
 }
 
-int sl__http_grant(sl_http *h, const char *spec, char *err, size_t errlen) {
-  return sl__secrets_grant(&h->secrets, spec, err, errlen);
+static void http_close(void *state) {
+  ((sl_http *)state)->closing = 1;
 }
 
-int sl__http_start(sl_http *h) {
-  h->multi = curl_multi_init();
-  if (h->multi == NULL)
-    return SL_ENOMEM;
-  uv_timer_init(h->w->loop, &h->timer);
-  h->timer.data = h;
-  curl_multi_setopt(h->multi, CURLMOPT_SOCKETFUNCTION, on_socket);
-  curl_multi_setopt(h->multi, CURLMOPT_SOCKETDATA, h);
-  curl_multi_setopt(h->multi, CURLMOPT_TIMERFUNCTION, on_timer);
-  curl_multi_setopt(h->multi, CURLMOPT_TIMERDATA, h);
-  curl_multi_setopt(h->multi, CURLMOPT_MAXCONNECTS, (long)h->w->concurrency);
-  curl_multi_setopt(h->multi, CURLMOPT_MAX_HOST_CONNECTIONS, (long)h->w->concurrency);
-  return sl_worker_register(h->w, "http", http_start, h);
+int sl__http_grant(void *state, const char *spec, char *err, size_t errlen) {
+  return sl__secrets_grant(&((sl_http *)state)->secrets, spec, err, errlen);
 }
 
-static void timer_close_cb(uv_handle_t *t) {
-  sl_http *h = t->data;
-
-  sl__allow_free(h->allow);
-  sl__secrets_free(h->secrets);
-  sl_free(h->methods);
-  sl_free(h);
-}
-
-void sl__http_close(sl_http *h) {
-  if (h == NULL)
-    return;
-  h->closing = 1;
-  if (h->multi != NULL) {
-    curl_multi_cleanup(h->multi); /* closes the cached connections: their polls close */
-    h->multi = NULL;
-    uv_timer_stop(&h->timer);
-    uv_close((uv_handle_t *)&h->timer, timer_close_cb);
-  } else {
-    h->timer.data = h;
-    timer_close_cb((uv_handle_t *)&h->timer);
-  }
-}
-
-int sl__http_post(sl_http *h, const char *url, const char *body, const char *const *headers, sl_http_done_fn done,
-                  void *ud) {
-  req *r;
-
-  if (h == NULL || h->multi == NULL || h->closing)
-    return SL_ECANCELED;
-  /* The same --http-allow as items: a URL given by a producer never
-   * reaches an origin the worker's operator did not allow. */
-  {
-    sl_origin o;
-    char why[160];
-
-    if (sl__origin_parse(url, &o, why, sizeof(why)) != 0 || !origin_allowed(h, &o))
-      return SL_EINVAL;
-  }
-  r = sl_calloc(1, sizeof(*r));
-  if (r == NULL)
-    return SL_ENOMEM;
-  r->h = h;
-  r->done = done;
-  r->done_ud = ud;
-  sl__buf_init(&r->resp, 64 * 1024);
-  r->body = sl_strdup(body);
-  for (size_t i = 0; headers != NULL && headers[i] != NULL; i++) {
-    struct curl_slist *l = curl_slist_append(r->hdrs, headers[i]);
-
-    if (l == NULL) { /* never send it without a header asked for (a signature) */
-      req_free(r);
-      return SL_ENOMEM;
-    }
-    r->hdrs = l;
-  }
-  r->easy = curl_easy_init();
-  if (r->body == NULL || r->easy == NULL) {
-    req_free(r);
-    return SL_ENOMEM;
-  }
-  curl_easy_setopt(r->easy, CURLOPT_URL, url);
-  curl_easy_setopt(r->easy, CURLOPT_PRIVATE, r);
-  curl_easy_setopt(r->easy, CURLOPT_ERRORBUFFER, r->errbuf);
-  curl_easy_setopt(r->easy, CURLOPT_NOSIGNAL, 1L);
-  curl_easy_setopt(r->easy, CURLOPT_OPENSOCKETFUNCTION, open_socket);
-  curl_easy_setopt(r->easy, CURLOPT_FOLLOWLOCATION, 0L);
-  curl_easy_setopt(r->easy, CURLOPT_HTTPHEADER, r->hdrs);
-  curl_easy_setopt(r->easy, CURLOPT_WRITEFUNCTION, on_body);
-  curl_easy_setopt(r->easy, CURLOPT_WRITEDATA, r);
-  curl_easy_setopt(r->easy, CURLOPT_TIMEOUT_MS, 30000L);
-  curl_easy_setopt(r->easy, CURLOPT_CONNECTTIMEOUT_MS, 10000L);
-  curl_easy_setopt(r->easy, CURLOPT_PROTOCOLS_STR, "http,https");
-  curl_easy_setopt(r->easy, CURLOPT_POSTFIELDS, r->body);
-  curl_easy_setopt(r->easy, CURLOPT_POSTFIELDSIZE, (long)strlen(r->body));
-  if (curl_multi_add_handle(h->multi, r->easy) != CURLM_OK) {
-    curl_easy_cleanup(r->easy);
-    r->easy = NULL;
-    req_free(r);
-    return SL_EIO;
-  }
-  h->running++;
-  return 0;
-}
+const sl_handler_vt sl__handler_http = {"http", http_open, NULL, http_close, http_free, NULL};

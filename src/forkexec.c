@@ -1,0 +1,198 @@
+/*
+ * Starting a command in a contained child: the fork, what the child does
+ * before execve, and how a failure of those steps comes back; see spawn.h
+ * for the child's whole life.
+ *
+ * Everything the child needs is prepared before fork (argv, environment,
+ * descriptors, limits), because between fork and execve the child may only
+ * make async-signal-safe calls: the worker has other threads (curl's
+ * resolver), and a lock one of them held at the fork would never be
+ * released in the child. The child reports the step that failed and its
+ * errno on a close-on-exec status pipe; the parent reads it until end of
+ * file, which means execve succeeded.
+ */
+#define _GNU_SOURCE /* pipe2, O_CLOEXEC, F_DUPFD_CLOEXEC */
+
+#include "forkexec.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
+#include <sys/syscall.h>
+#include <sys/types.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <sluice/sluice.h>
+
+#define FD_SCAN_MAX (1 << 20) /* descriptors closed one by one without close_range */
+
+/* Steps of the child's set-up, reported with errno on the status pipe. */
+enum { STEP_SETSID = 1, STEP_PDEATHSIG, STEP_DUP, STEP_EXEC };
+
+/* What the child needs, all of it prepared before fork. */
+typedef struct child_setup {
+  char *argv[4];       /* /bin/sh -c COMMAND NULL */
+  char *const *env;    /* its environment, NULL-terminated */
+  int in;              /* the read end of its stdin pipe */
+  int out;             /* the write end of its stdout pipe */
+  int err;             /* the write end of its stderr pipe */
+  int status;          /* the write end of the status pipe (close-on-exec) */
+  pid_t parent;        /* the worker */
+  long fd_max;         /* descriptors closed one by one when close_range fails */
+} child_setup;
+
+/* In the child: reports the failed step and errno to the parent. */
+__attribute__((noreturn)) static void child_fail(int fd, int step) {
+  int msg[2];
+  ssize_t n;
+
+  msg[0] = step;
+  msg[1] = errno;
+  n = write(fd, msg, sizeof(msg));
+  (void)n;
+  _exit(127);
+}
+
+/* In the child: fd itself when above 2, else a copy above 2, so that dup2
+ * onto 0-2 cannot overwrite a descriptor still needed. */
+static int above_stdio(int fd) {
+  return fd > 2 ? fd : fcntl(fd, F_DUPFD_CLOEXEC, 3);
+}
+
+/* In the child: closes descriptors lo..hi. */
+static void close_fds(unsigned lo, unsigned hi, long fd_max) {
+#ifdef SYS_close_range
+  if (syscall(SYS_close_range, lo, hi, 0) == 0)
+    return;
+#endif
+  for (long fd = (long)lo; fd < fd_max && fd <= (long)hi; fd++)
+    close((int)fd);
+}
+
+/* The child between fork and execve: async-signal-safe calls only. */
+__attribute__((noreturn)) static void child(const child_setup *cs) {
+  struct sigaction dfl;
+  sigset_t none;
+  int st = above_stdio(cs->status);
+  int in;
+  int out;
+  int err;
+
+  if (st < 0)
+    _exit(127);
+  if (setsid() < 0)
+    child_fail(st, STEP_SETSID);
+  if (prctl(PR_SET_PDEATHSIG, SIGKILL) != 0)
+    child_fail(st, STEP_PDEATHSIG);
+  if (getppid() != cs->parent)
+    _exit(127); /* the worker died before PR_SET_PDEATHSIG took effect */
+  memset(&dfl, 0, sizeof(dfl));
+  dfl.sa_handler = SIG_DFL;
+  sigemptyset(&dfl.sa_mask);
+  for (int s = 1; s < NSIG; s++) {
+    if (s != SIGKILL && s != SIGSTOP)
+      sigaction(s, &dfl, NULL); /* fails harmlessly for the libc's reserved ones */
+  }
+  sigemptyset(&none);
+  sigprocmask(SIG_SETMASK, &none, NULL);
+  in = above_stdio(cs->in);
+  out = above_stdio(cs->out);
+  err = above_stdio(cs->err);
+  if (in < 0 || out < 0 || err < 0 || dup2(in, 0) < 0 || dup2(out, 1) < 0 || dup2(err, 2) < 0)
+    child_fail(st, STEP_DUP);
+  if (st > 3)
+    close_fds(3, (unsigned)st - 1, cs->fd_max);
+  close_fds((unsigned)st + 1, ~0U, cs->fd_max);
+  execve(cs->argv[0], cs->argv, cs->env);
+  child_fail(st, STEP_EXEC);
+}
+
+static const char *step_name(int step) {
+  switch (step) {
+  case STEP_SETSID: return "setsid";
+  case STEP_PDEATHSIG: return "prctl(PR_SET_PDEATHSIG)";
+  case STEP_DUP: return "dup2";
+  default: return "execve /bin/sh";
+  }
+}
+
+static void close_fd(int *fd) {
+  if (*fd >= 0)
+    close(*fd);
+  *fd = -1;
+}
+
+pid_t sl__forkexec(const char *command, char *const *env, int in, int out, int err, int *code, char *why,
+                   size_t whylen) {
+  static char sh[] = "/bin/sh";
+  static char dash_c[] = "-c";
+  int st[2] = {-1, -1};
+  int report[2] = {0, 0};
+  child_setup cs;
+  struct rlimit rl;
+  sigset_t all;
+  sigset_t old;
+  ssize_t n;
+  pid_t pid;
+  int saved;
+
+  *code = SL_EIO;
+  if (pipe2(st, O_CLOEXEC) != 0) {
+    snprintf(why, whylen, "pipe2: %s", strerror(errno));
+    close_fd(&in);
+    close_fd(&out);
+    close_fd(&err);
+    return -1;
+  }
+  cs.argv[0] = sh;
+  cs.argv[1] = dash_c;
+  cs.argv[2] = (char *)command; /* execve's prototype; not written to */
+  cs.argv[3] = NULL;
+  cs.env = env;
+  cs.in = in;
+  cs.out = out;
+  cs.err = err;
+  cs.status = st[1];
+  cs.parent = getpid();
+  cs.fd_max = FD_SCAN_MAX;
+  if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY && rl.rlim_cur < FD_SCAN_MAX)
+    cs.fd_max = (long)rl.rlim_cur;
+  /* Signals stay blocked across fork, so that none runs the worker's
+   * handlers in the child before its dispositions are reset. */
+  sigfillset(&all);
+  pthread_sigmask(SIG_SETMASK, &all, &old);
+  pid = fork();
+  if (pid == 0)
+    child(&cs);
+  saved = errno;
+  pthread_sigmask(SIG_SETMASK, &old, NULL);
+  close_fd(&in);
+  close_fd(&out);
+  close_fd(&err);
+  close_fd(&st[1]);
+  if (pid < 0) {
+    close_fd(&st[0]);
+    snprintf(why, whylen, "fork: %s", strerror(saved));
+    return -1;
+  }
+  /* End of file: execve succeeded (the status pipe is close-on-exec). */
+  do {
+    n = read(st[0], report, sizeof(report));
+  } while (n < 0 && errno == EINTR);
+  close_fd(&st[0]);
+  if (n > 0) {
+    while (waitpid(pid, NULL, 0) < 0 && errno == EINTR) {
+    }
+    snprintf(why, whylen, "%s: %s", step_name(report[0]),
+             n == (ssize_t)sizeof(report) ? strerror(report[1]) : "no reason given");
+    *code = SL_EINVAL;
+    return -1;
+  }
+  return pid;
+}
