@@ -1,6 +1,6 @@
 /*
- * Failed items, dead letters and the fleet: `sluice retry`, `sluice dead
- * list|requeue|purge` and `sluice workers`.
+ * Failed items and dead letters: `sluice retry` and `sluice dead
+ * list|requeue|purge`.
  *
  * An item that fails for good leaves two traces (sl_dead in lua/_lib.lua): a
  * dead letter in the queue's stream sluice:{Q}:dead (fields b, i, p, a, at,
@@ -11,14 +11,7 @@
  * sluice_v1_dead_requeue (per letter), each in atomic steps of at most
  * STEP_MAX items so that no single call holds Redis for long; both are
  * idempotent, so a step sent again after a lost reply moves nothing twice.
- * Listing and purging letters and listing workers are plain reads (or one
- * small function) here.
- *
- * Workers register with their heartbeat (lua/beat.lua): a sorted set
- * sluice:{Q}:workers (member = worker id, score = last beat, ms) and a hash
- * sluice:{Q}:w:ID (info JSON, beat) that expires three beats and a second
- * after the last beat. The sorted set keeps members for a day, so a member
- * without its hash is a worker that stopped and is not listed.
+ * Listing and purging letters are plain reads (or one small function) here.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -475,127 +468,4 @@ SL_EXTERN int sl_dead_purge(sl_client_t *c, const char *queue, size_t *purged) {
     *purged = (size_t)r->integer;
   freeReplyObject(r);
   return 0;
-}
-
-/* ---- sl_workers_list ---- */
-
-static int cmp_str(const void *a, const void *b) {
-  return strcmp(*(const char *const *)a, *(const char *const *)b);
-}
-
-/* The Redis server's clock in ms (heartbeats are stamped with it). */
-static int server_ms(sl_client_t *c, long long *out) {
-  const char *av[1] = {"TIME"};
-  redisReply *r;
-  int rc;
-
-  r = sl__client_cmd(c, &rc, 1, av, NULL);
-  if (r == NULL)
-    return rc;
-  if (r->type != REDIS_REPLY_ARRAY || r->elements != 2 || r->element[0]->type != REDIS_REPLY_STRING ||
-      r->element[1]->type != REDIS_REPLY_STRING) {
-    freeReplyObject(r);
-    return sl__client_fail(c, SL_EPROTO, "TIME answered something other than {seconds, microseconds}");
-  }
-  *out = strtoll(r->element[0]->str, NULL, 10) * 1000 + strtoll(r->element[1]->str, NULL, 10) / 1000;
-  freeReplyObject(r);
-  return 0;
-}
-
-/* Writes a worker's object: its info JSON with last_beat_ms_ago added. An
- * info that is not a JSON object with members (not written by a sluice
- * worker) gives {"id":ID,"last_beat_ms_ago":N}. */
-static int worker_json(sl_buf *out, const char *id, const redisReply *info, long long ago) {
-  sl_json_member m[ITEM_MEMBERS];
-  size_t nm = 0;
-  size_t pos;
-  char why[128];
-  size_t n = info->len;
-  int rc;
-
-  while (n > 0 && strchr(" \t\r\n", info->str[n - 1]) != NULL)
-    n--;
-  if (sl__json_validate(info->str, info->len, SL_ITEM_MAX_DEPTH, &pos, why, sizeof(why)) == 0 &&
-      sl__json_members(info->str, info->len, m, ITEM_MEMBERS, &nm) == 0 && nm > 0 && info->str[n - 1] == '}') {
-    rc = sl__buf_append(out, info->str, n - 1); /* without its closing brace */
-    if (rc == 0)
-      rc = sl__buf_printf(out, ",\"last_beat_ms_ago\":%lld}", ago);
-    return rc;
-  }
-  rc = sl__buf_puts(out, "{\"id\":");
-  if (rc == 0)
-    rc = sl__json_put_str(out, id, strlen(id));
-  if (rc == 0)
-    rc = sl__buf_printf(out, ",\"last_beat_ms_ago\":%lld}", ago);
-  return rc;
-}
-
-/* ZRANGE WORKERS 0 -1, then HMGET w:ID info beat per member,
- * skipping members whose hash expired. */
-SL_EXTERN int sl_workers_list(sl_client_t *c, const char *queue, sl_line_cb cb, void *ud) {
-  sl_keys k;
-  char zkey[sizeof(k.prefix) + 8];
-  char wkey[512];
-  const char *zv[4] = {"ZRANGE", zkey, "0", "-1"};
-  const char *hv[4] = {"HMGET", wkey, "info", "beat"};
-  const char **names = NULL;
-  redisReply *z = NULL;
-  size_t nw = 0;
-  long long now = 0;
-  sl_buf out;
-  int rc;
-
-  if (sl__keys_init(&k, queue) != 0)
-    return sl__client_fail(c, SL_EINVAL, "invalid queue name \"%s\"", queue ? queue : "(null)");
-  snprintf(zkey, sizeof(zkey), "%sworkers", k.prefix);
-  sl__buf_init(&out, LINE_MAX_BYTES);
-  rc = server_ms(c, &now);
-  if (rc != 0)
-    goto out;
-  z = sl__client_cmd(c, &rc, 4, zv, NULL);
-  if (z == NULL)
-    goto out;
-  if (z->type != REDIS_REPLY_ARRAY) {
-    rc = sl__client_fail(c, SL_EPROTO, "ZRANGE of %s did not answer an array", zkey);
-    goto out;
-  }
-  names = sl_malloc((z->elements + 1) * sizeof(*names));
-  if (names == NULL) {
-    rc = sl__client_fail(c, SL_ENOMEM, "out of memory");
-    goto out;
-  }
-  for (size_t i = 0; i < z->elements; i++) {
-    if (z->element[i]->type == REDIS_REPLY_STRING)
-      names[nw++] = z->element[i]->str;
-  }
-  qsort(names, nw, sizeof(*names), cmp_str);
-  for (size_t i = 0; i < nw && rc == 0; i++) {
-    redisReply *h;
-    long long beat;
-
-    if ((size_t)snprintf(wkey, sizeof(wkey), "%sw:%s", k.prefix, names[i]) >= sizeof(wkey))
-      continue; /* no worker id is this long: not a sluice worker */
-    h = sl__client_cmd(c, &rc, 4, hv, NULL);
-    if (h == NULL)
-      break;
-    if (h->type != REDIS_REPLY_ARRAY || h->elements != 2 || h->element[0]->type != REDIS_REPLY_STRING) {
-      freeReplyObject(h); /* expired: the worker stopped beating */
-      continue;
-    }
-    beat = h->element[1]->type == REDIS_REPLY_STRING ? strtoll(h->element[1]->str, NULL, 10) : now;
-    sl__buf_reset(&out);
-    rc = worker_json(&out, names[i], h->element[0], now > beat ? now - beat : 0);
-    freeReplyObject(h);
-    if (rc != 0) {
-      rc = sl__client_fail(c, rc, "worker %s: %s", names[i], sl_strerror(rc));
-      break;
-    }
-    rc = cb(out.p, out.len, ud);
-  }
-out:
-  sl_free(names);
-  if (z != NULL)
-    freeReplyObject(z);
-  sl__buf_free(&out);
-  return rc;
 }

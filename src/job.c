@@ -27,6 +27,7 @@
 #include "id.h"
 #include "json.h"
 #include "log.h"
+#include "job.h"
 #include "worker.h"
 
 #define ITEM_MAX_MEMBERS 16 /* fields of a stored item */

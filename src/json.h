@@ -34,6 +34,12 @@ int sl__json_validate(const char *buf, size_t len, int maxdepth, size_t *errpos,
 int sl__json_validate_strict(const char *buf, size_t len, int maxdepth, size_t *errpos, char *err,
                              size_t errlen);
 
+/* Length of the valid UTF-8 sequence at p (1-4), or 0 if invalid (overlong
+ * forms, surrogates and code points past U+10FFFF are invalid). */
+size_t sl__utf8_seq(const unsigned char *p, size_t left);
+/* The value of four hex digits at p (checked by the caller). */
+uint32_t sl__json_hex4(const char *p);
+
 /* "an object", "a string", ... for the raw text of a JSON value (messages). */
 const char *sl__json_kind(const char *v);
 /* The offset of the first byte of s[0..n) that is not part of valid UTF-8

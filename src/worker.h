@@ -1,10 +1,17 @@
 /*
- * Worker internals shared by worker.c (the loop and Redis traffic), job.c
- * (one running item) and the handlers.
+ * The worker's state, shared by its rooms (worker.c, sched.c, intake.c,
+ * outcome.c, lease.c, aredis.c, webhook.c; job.c reads the few fields a job
+ * needs of its worker). Handlers never include this file: they see the
+ * worker through the public API and sluice/job.h.
+ *
+ * Each field's comment names the room that owns it; other rooms read it.
+ * The functions below are the rooms' interfaces to each other, grouped by
+ * the room that defines them.
  */
 #ifndef SL_WORKER_H
 #define SL_WORKER_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 #include <hiredis/async.h>
@@ -20,67 +27,13 @@
 #define SL_WORKER_MAX_HANDLERS 32  /* types one worker serves */
 #define SL_WORKER_FLUSH_MAX 1000   /* completions per complete call */
 
+struct sl_done;
+
 typedef struct sl_handler {
   char type[SL_NAME_MAX + 1]; /* item type served */
   sl_handler_start_fn start;  /* starts a job */
   void *ud;                   /* passed to start */
 } sl_handler;
-
-/* A finished item waiting to be written by sluice_v1_complete. */
-typedef struct sl_done {
-  struct sl_done *next; /* FIFO link */
-  int prio;             /* SL_PRIO_* of the stream it came from */
-  char *eid;            /* stream entry id */
-  char *batch;          /* batch id */
-  char *idx;            /* item index, decimal */
-  char outcome;         /* 's' succeeded, 'f' failed for good, 'x' refused, 'r' retry */
-  char *line;           /* 's'/'f': the results line; 'r': the errors so far (JSON array) */
-  size_t linelen;       /* its length, bytes */
-  int64_t delay_ms;     /* 'r': when to run again, ms from now */
-  char *item;           /* 'f': the item JSON, for its dead letter; else NULL */
-  char lease[SL_NAME_MAX + 1]; /* the concurrency lease to return, or "" */
-  int had_progress;     /* the attempt reported progress: its field is removed */
-} sl_done;
-
-typedef void (*sl_job_cancel_fn)(sl_job_t *j, void *ud);
-
-struct sl_job {
-  uv_timer_t timer;         /* the attempt's timeout; first, so close_cb can free the job */
-  sl_worker_t *w;           /* owner */
-  struct sl_job *next;      /* backlog link, or running list */
-  struct sl_job *prev;      /* running list */
-  int prio;                 /* SL_PRIO_* */
-  char *eid;                /* stream entry id */
-  char *batch;              /* batch id */
-  char *idx;                /* item index within the batch, decimal */
-  int attempt;              /* 1 for the first */
-  char *d;                  /* the item JSON (owned) */
-  const char *id_tok;       /* the item id as a JSON string token, inside d */
-  char *item_id;            /* the item id, unescaped, or NULL (then the index stands in) */
-  size_t id_toklen;         /* bytes */
-  char type[SL_NAME_MAX + 1]; /* item type */
-  const char *payload;      /* raw payload JSON, inside d */
-  size_t payload_len;       /* bytes */
-  int64_t timeout_ms;       /* per attempt, ms */
-  int max_attempts;         /* attempts in all, >= 1 */
-  int64_t backoff_ms;       /* retry delay base, ms */
-  int64_t backoff_max_ms;   /* retry delay cap, ms */
-  char *errs;               /* errors of earlier attempts: JSON array text, or NULL */
-  int64_t started_at;       /* ms since the epoch */
-  int started;              /* the handler was called */
-  int alone;                /* on its last allowed delivery: runs with nothing else */
-  int64_t wait_ms;          /* its rate limit: how long to wait before the handler runs, ms */
-  char lease[SL_NAME_MAX + 1]; /* the limit whose concurrency lease it holds, or "" */
-  char rate_key[SL_NAME_MAX + 1]; /* its rate key, or "" */
-  int64_t retry_after_ms;   /* the API asked to wait this long (sl_job_retry_after), ms; 0: no */
-  int progress;             /* last reported progress, percent; -1: none yet */
-  int progress_dirty;       /* reported and not yet sent */
-  int invoked;              /* the handler was called (after any rate-limit wait) */
-  int ended;                /* the worker recorded or gave up the outcome (timeout, fencing) */
-  const char *encoding;     /* "base64" when the result is stored encoded, else NULL */
-  sl_job_cancel_fn cancel;  /* the handler's cancel hook, or NULL */
-  void *cancel_ud;          /* its argument */
-};
 
 struct sl_worker {
   uv_loop_t *loop;           /* the loop we run on */
@@ -114,8 +67,8 @@ struct sl_worker {
   sl_job_t *backlog;         /* delivered, not started (FIFO) */
   sl_job_t *backlog_tail;    /* its tail */
   int nbacklog;              /* its length */
-  sl_done *done;             /* finished, not yet written (FIFO) */
-  sl_done *done_tail;        /* its tail */
+  struct sl_done *done;      /* finished, not yet written (FIFO) */
+  struct sl_done *done_tail; /* its tail */
   int ndone;                 /* its length */
   int fetching;              /* a fetch call is in flight */
   int blocking;              /* a blocking read is in flight */
@@ -160,30 +113,66 @@ struct sl_worker {
   char errstr[512];          /* cause of a fatal error */
 };
 
+/* ---- worker.c: lifecycle ---- */
+
+/* Stops the worker with a fatal error (the first cause is kept). */
+void sl__worker_fatal(sl_worker_t *w, int code, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+/* Closes the connections and the handles; the loop then runs out. */
+void sl__worker_close_all(sl_worker_t *w);
+/* ms with +-20% jitter. */
+int64_t sl__jitter(int64_t ms);
+/* "1", "2", "3": the priority argument of functions, by SL_PRIO_*. */
+extern const char *const sl__prio_arg[3];
+/* Fills av/al with "FCALL name nkeys s1 s2 s3" (the queue's streams);
+ * returns the count (6). */
+int sl__fcall_head(const sl_worker_t *w, const char *name, const char *nkeys, const char **av, size_t *al);
+/* Appends one C-string argument to an argv being built. */
+void sl__push_arg(const char **av, size_t *al, int *k, const char *s);
+
+/* ---- sched.c: slots and the backlog ---- */
+
 /* Schedules a pump on the next loop turn (idempotent). */
 void sl__worker_kick(sl_worker_t *w);
-/* Queues a finished attempt's completion; takes ownership of line. */
-void sl__worker_finish(sl_worker_t *w, sl_job_t *j, char outcome, char *line, size_t len,
-                       int64_t delay_ms);
-/* Gives up an attempt the worker no longer wants (timeout: with `fail` set
- * the worker records the failure; fencing and abandon: nothing recorded).
- * Calls the handler's cancel hook. */
-void sl__job_abort(sl_job_t *j, const char *why, int record);
-/* Builds a job from a delivered entry; NULL on OOM or a malformed item (then
- * *err says why and the entry should be completed as failed). */
-sl_job_t *sl__job_new(sl_worker_t *w, int prio, const char *eid, const char *batch,
-                      const char *idx, const char *attempt, const char *d, size_t dlen,
-                      const char *errs, size_t errslen);
-void sl__job_free(sl_job_t *j);
-/* Starts a job with the handler of its type (or fails it). */
-void sl__job_start(sl_job_t *j);
+/* Appends a job to the backlog / takes the first one (NULL when empty). */
+void sl__sched_push(sl_worker_t *w, sl_job_t *j);
+sl_job_t *sl__sched_pop(sl_worker_t *w);
+
+/* ---- intake.c: items come in ---- */
+
+void sl__intake_fetch(sl_worker_t *w, int want);
+void sl__intake_block(sl_worker_t *w);
+/* Arms the delayed timer for an item due at `due` (server ms; 0: none). */
+void sl__intake_arm_delayed(sl_worker_t *w, long long due);
+/* Starts the reclaim timer. */
+void sl__intake_start(sl_worker_t *w);
+
+/* ---- outcome.c: outcomes go out ---- */
+
+/* A job ended: its slot is free, and its outcome is queued ('s', 'f', 'x',
+ * 'r'; 0 for none: fenced or abandoned). Takes ownership of line. */
+void sl__worker_finish(sl_worker_t *w, sl_job_t *j, char outcome, char *line, size_t len, int64_t delay_ms);
+/* Writes up to SL_WORKER_FLUSH_MAX queued outcomes in one call. */
+void sl__outcome_flush(sl_worker_t *w);
 /* A job reported progress: send it within PROGRESS_EVERY_MS. */
 void sl__worker_progress_soon(sl_worker_t *w);
 /* Pushes the rate limit `rate_key` back by ms for the whole fleet
  * (sluice_v1_penalize; best effort, no reply awaited). */
 void sl__worker_penalize(sl_worker_t *w, const char *rate_key, int64_t ms);
-/* The delay before the attempt after `attempt` (1-based): full jitter,
- * u (uniform in [0, 1)) times min(cap_ms, base_ms * 2^(attempt - 1)). */
-int64_t sl__backoff_delay(int64_t base_ms, int64_t cap_ms, int attempt, double u);
+
+/* ---- lease.c: heartbeats, fencing, release ---- */
+
+void sl__lease_beat(sl_worker_t *w);
+/* Gives back up to RELEASE_MAX backlog items (taken, not started). */
+void sl__lease_release(sl_worker_t *w);
+/* Starts the beat timer. */
+void sl__lease_start(sl_worker_t *w);
+
+/* ---- aredis.c: the Redis connections ---- */
+
+/* Opens whichever of the two connections is not open. */
+void sl__aredis_connect(sl_worker_t *w);
+/* 1 when an error reply is one the worker waits out or repairs (the call
+ * is made again later); 0 when it is not. */
+int sl__aredis_recoverable(sl_worker_t *w, const redisReply *r);
 
 #endif

@@ -5,7 +5,7 @@
 #include <stdint.h>
 
 #include "harness.h"
-#include "worker.h"
+#include "job.h"
 
 static int64_t ceiling(int64_t base, int64_t cap, int attempt) {
   int64_t c = base;

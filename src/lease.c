@@ -1,0 +1,211 @@
+/*
+ * Leases on items: heartbeats, fencing, abort, release.
+ *
+ * Every beat_ms (visibility / 3, at most 10 s; timer `beat`) one
+ * sluice_v1_beat call registers the worker in the fleet (P..workers,
+ * P..w:ID with a TTL of three beats) and keeps the claim on every item it
+ * holds alive, owner-checked: a beat never takes an item back. Its reply
+ * names the items this worker no longer owns (another worker took them
+ * over: fencing) and those whose batch was cancelled with --abort; their
+ * attempts are given up (the handler's cancel hook runs, nothing is
+ * recorded by this worker) and backlog entries for them are dropped.
+ *
+ * Release: a stopping worker gives back the items it took and did not
+ * start (sluice_v1_release), so other workers start them at once.
+ */
+
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "worker.h"
+
+#include "alloc.h"
+#include "id.h"
+#include "job.h"
+#include "log.h"
+
+#define RELEASE_MAX 500         /* items per release call */
+
+/* Stops the attempts of items another worker owns now (fencing). */
+static void on_beat(redisAsyncContext *ac, void *reply, void *priv) {
+  sl_worker_t *w = ac->data;
+  redisReply *r = reply;
+
+  (void)priv;
+  w->beating = 0;
+  if (r == NULL)
+    return;
+  if (r->type == REDIS_REPLY_ERROR) {
+    if (!sl__aredis_recoverable(w, r))
+      sl__log_warn("heartbeat failed: %s", r->str);
+    return;
+  }
+  for (size_t i = 0; r->type == REDIS_REPLY_ARRAY && i < r->elements; i++) {
+    const char *eid = r->element[i]->str;
+    int aborted = eid[0] == '!'; /* its batch was cancelled with --abort */
+    sl_job_t *prev = NULL;
+
+    if (aborted)
+      eid++;
+    for (sl_job_t *j = w->active; j != NULL; j = j->next) {
+      if (!j->ended && strcmp(j->eid, eid) == 0) {
+        w->n_fenced++;
+        if (aborted)
+          sl__log_info("item %s of batch %s: the batch was cancelled with --abort; stopping this attempt", j->idx,
+                       j->batch);
+        else
+          sl__log_warn("item %s of batch %s was taken over by another worker; stopping this attempt", j->idx,
+                       j->batch);
+        sl__job_abort(j, aborted ? "aborted" : "taken over", 0);
+        break;
+      }
+    }
+    for (sl_job_t *j = w->backlog; j != NULL; prev = j, j = j->next) {
+      if (strcmp(j->eid, eid) == 0) {
+        if (prev != NULL)
+          prev->next = j->next;
+        else
+          w->backlog = j->next;
+        if (w->backlog_tail == j)
+          w->backlog_tail = prev;
+        w->nbacklog--;
+        sl__job_free(j);
+        break;
+      }
+    }
+  }
+  sl__worker_kick(w);
+}
+
+void sl__lease_beat(sl_worker_t *w) {
+  size_t max = 16 + 2 * ((size_t)w->concurrency + (size_t)w->nbacklog + 16);
+  const char **av = sl_malloc(max * sizeof(*av));
+  size_t *al = sl_malloc(max * sizeof(*al));
+  char wkey[sizeof(w->keys.prefix) + sizeof(w->id) + 4];
+  char zkey[sizeof(w->keys.prefix) + 16];
+  char ttl[24];
+  char info[1024];
+  size_t k;
+
+  if (av == NULL || al == NULL)
+    goto out;
+  snprintf(wkey, sizeof(wkey), "%sw:%s", w->keys.prefix, w->id);
+  snprintf(zkey, sizeof(zkey), "%sworkers", w->keys.prefix);
+  snprintf(ttl, sizeof(ttl), "%lld", (long long)(w->beat_ms * 3 + 1000));
+  {
+    char host[64];
+    const char *colon = strchr(w->id, ':');
+    size_t hl = colon ? (size_t)(colon - w->id) : strlen(w->id);
+
+    snprintf(host, sizeof(host), "%.*s", (int)(hl < 63 ? hl : 63), w->id);
+    snprintf(info, sizeof(info),
+             "{\"id\":\"%s\",\"host\":\"%s\",\"pid\":%d,\"queue\":\"%s\",\"running\":%d,\"concurrency\":%d,"
+             "\"started_at\":%lld,\"succeeded\":%llu,\"failed\":%llu,\"retried\":%llu,\"version\":\"%s\"}",
+             w->id, host, (int)getpid(), w->keys.queue, w->running, w->concurrency, (long long)w->started_at,
+             (unsigned long long)w->n_ok, (unsigned long long)w->n_failed, (unsigned long long)w->n_retry,
+             SL_VERSION_STRING);
+  }
+  k = (size_t)sl__fcall_head(w, "sluice_v1_beat", "5", av, al);
+  av[k] = zkey;
+  al[k] = strlen(av[k]);
+  k++;
+  av[k] = wkey;
+  al[k] = strlen(av[k]);
+  k++;
+  av[k] = SL_GROUP;
+  al[k] = strlen(av[k]);
+  k++;
+  av[k] = w->id;
+  al[k] = strlen(av[k]);
+  k++;
+  av[k] = ttl;
+  al[k] = strlen(av[k]);
+  k++;
+  av[k] = info;
+  al[k] = strlen(av[k]);
+  k++;
+  for (sl_job_t *j = w->active; j != NULL && k + 2 <= max; j = j->next) {
+    if (j->ended)
+      continue;
+    av[k] = sl__prio_arg[j->prio];
+    al[k++] = 1;
+    av[k] = j->eid;
+    al[k] = strlen(j->eid);
+    k++;
+  }
+  for (sl_job_t *j = w->backlog; j != NULL && k + 2 <= max; j = j->next) {
+    av[k] = sl__prio_arg[j->prio];
+    al[k++] = 1;
+    av[k] = j->eid;
+    al[k] = strlen(j->eid);
+    k++;
+  }
+  if (redisAsyncCommandArgv(w->cmd, on_beat, NULL, (int)k, av, al) == REDIS_OK)
+    w->beating = 1;
+out:
+  sl_free(av);
+  sl_free(al);
+}
+
+static void on_beat_timer(uv_timer_t *t) {
+  sl_worker_t *w = t->data;
+
+  if (w->cmd_up && !w->beating)
+    sl__lease_beat(w);
+}
+
+static void on_release(redisAsyncContext *ac, void *reply, void *priv) {
+  sl_worker_t *w = ac->data;
+  redisReply *r = reply;
+
+  (void)priv;
+  w->releasing = 0;
+  if (r != NULL && r->type == REDIS_REPLY_INTEGER && r->integer > 0)
+    sl__log_info("gave back %lld items it had not started", r->integer);
+  sl__worker_kick(w);
+}
+
+/* Gives back the backlog (taken, not started) so others start it now. */
+void sl__lease_release(sl_worker_t *w) {
+  int n = w->nbacklog < RELEASE_MAX ? w->nbacklog : RELEASE_MAX;
+  size_t max = 8 + 2 * (size_t)n;
+  const char **av = sl_malloc(max * sizeof(*av));
+  size_t *al = sl_malloc(max * sizeof(*al));
+  sl_job_t *taken = NULL;
+  int k;
+
+  if (av == NULL || al == NULL) {
+    sl_free(av);
+    sl_free(al);
+    return;
+  }
+  k = sl__fcall_head(w, "sluice_v1_release", "3", av, al);
+  sl__push_arg(av, al, &k, SL_GROUP);
+  sl__push_arg(av, al, &k, w->id);
+  for (int i = 0; i < n; i++) {
+    sl_job_t *j = sl__sched_pop(w);
+
+    av[k] = sl__prio_arg[j->prio];
+    al[k++] = 1;
+    av[k] = j->eid;
+    al[k] = strlen(j->eid);
+    k++;
+    j->next = taken;
+    taken = j;
+  }
+  if (redisAsyncCommandArgv(w->cmd, on_release, NULL, k, av, al) == REDIS_OK)
+    w->releasing = 1;
+  sl_free(av);
+  sl_free(al);
+  while (taken != NULL) {
+    sl_job_t *j = taken;
+
+    taken = j->next;
+    sl__job_free(j);
+  }
+}
+
+void sl__lease_start(sl_worker_t *w) {
+  uv_timer_start(&w->beat, on_beat_timer, (uint64_t)w->beat_ms, (uint64_t)w->beat_ms);
+}

@@ -1,0 +1,120 @@
+/*
+ * The scheduler: slots, the backlog and the run-alone rule.
+ *
+ * pump() runs on the loop turn after anything changed (sl__worker_kick):
+ * it starts backlog items while slots are free, has finished attempts
+ * written (outcome.c), and when slots are free and no read is in flight,
+ * reads more (intake.c): a fetch, or, when the last fetch came back short,
+ * a blocking read, so an idle worker sends one command per block_ms
+ * instead of polling. A stopping worker gives back what it took and did not
+ * start (lease.c) and closes once nothing is running, held or in flight.
+ *
+ * The backlog holds items taken from Redis and not started, in order. An
+ * item on its last allowed delivery (max-deliveries) runs alone: it waits
+ * until nothing else runs, and nothing starts beside it, so items that only
+ * shared a worker with a poison item are never blamed for it.
+ *
+ * Timer: `kick`, a zero timer that coalesces many changes into one pump.
+ */
+
+#include "worker.h"
+
+#include "id.h"
+#include "job.h"
+#include "outcome.h"
+
+static void pump(sl_worker_t *w);
+
+static void on_kick(uv_timer_t *t) {
+  pump(t->data);
+}
+
+void sl__worker_kick(sl_worker_t *w) {
+  if (!w->closed && w->timers_up && !uv_is_active((uv_handle_t *)&w->kick))
+    uv_timer_start(&w->kick, on_kick, 0, 0);
+}
+
+void sl__sched_push(sl_worker_t *w, sl_job_t *j) {
+  j->next = NULL;
+  if (w->backlog_tail)
+    w->backlog_tail->next = j;
+  else
+    w->backlog = j;
+  w->backlog_tail = j;
+  w->nbacklog++;
+}
+
+sl_job_t *sl__sched_pop(sl_worker_t *w) {
+  sl_job_t *j = w->backlog;
+
+  if (j == NULL)
+    return NULL;
+  w->backlog = j->next;
+  if (w->backlog == NULL)
+    w->backlog_tail = NULL;
+  j->next = NULL;
+  w->nbacklog--;
+  return j;
+}
+
+static void pump(sl_worker_t *w) {
+  sl_job_t *j;
+
+  if (w->closed)
+    return;
+  if (w->rc != 0) {
+    /* A fatal error: drop what cannot be recorded (it is taken over). */
+    while ((j = sl__sched_pop(w)) != NULL)
+      sl__job_free(j);
+    sl__outcome_drop_all(w);
+    if (w->running == 0 && w->flushing == 0)
+      sl__worker_close_all(w);
+    return;
+  }
+  if (w->stopping) {
+    /* Items still waiting for their rate limit have not started: give
+     * them back with the backlog. */
+    for (sl_job_t *a = w->active; a != NULL;) {
+      sl_job_t *next = a->next;
+
+      if (!a->ended && !a->invoked) {
+        sl_job_t *copy = sl__job_new(w, a->prio, a->eid, a->batch, a->idx, "1", "{}", 2, NULL, 0);
+
+        if (copy != NULL)
+          sl__sched_push(w, copy);
+        sl__job_abort(a, "the worker stopped", 0);
+      }
+      a = next;
+    }
+    if (w->nbacklog > 0 && w->cmd_up && !w->releasing)
+      sl__lease_release(w);
+  } else {
+    while (w->running < w->concurrency && w->alone_job == NULL && w->backlog != NULL) {
+      if (w->backlog->alone && w->running > 0)
+        break; /* it waits until nothing else runs */
+      j = sl__sched_pop(w);
+      w->running++;
+      if (j->alone)
+        w->alone_job = j;
+      sl__job_start(j); /* may finish at once */
+    }
+  }
+  if (w->paused)
+    return;
+  if (w->ndone > 0 && w->flushing < 2 && w->cmd_up)
+    sl__outcome_flush(w);
+  if (!w->stopping && w->cmd_up && w->blk_up && !w->fetching && !w->blocking && !w->isolating &&
+      w->alone_job == NULL && (w->backlog == NULL || !w->backlog->alone)) {
+    int free_slots = w->concurrency - w->running - w->nbacklog;
+
+    if (free_slots > 0) {
+      if (w->idle)
+        sl__intake_block(w);
+      else
+        sl__intake_fetch(w, free_slots);
+    }
+  }
+  if (w->stopping && w->running == 0 && (w->ndone == 0 || (w->drained && !w->cmd_up)) && w->flushing == 0 &&
+      !w->fetching && !w->blocking && !w->releasing && (w->nbacklog == 0 || !w->cmd_up))
+    sl__worker_close_all(w);
+}
