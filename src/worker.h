@@ -4,7 +4,9 @@
  * needs of its worker). Handlers never include this file: they see the
  * worker through the public API and sluice/job.h.
  *
- * Each field's comment names the room that owns it; other rooms read it.
+ * Each field's comment names, in brackets, the room that owns it (writes
+ * it; others may read it): worker.c, sched.c, intake.c, outcome.c, lease.c,
+ * aredis.c, webhook.c, or job.c for the list of live jobs.
  * The functions below are the rooms' interfaces to each other, grouped by
  * the room that defines them.
  */
@@ -36,81 +38,81 @@ typedef struct sl_handler {
 } sl_handler;
 
 struct sl_worker {
-  uv_loop_t *loop;           /* the loop we run on */
-  uv_loop_t own_loop;        /* storage when we own it */
-  int owns_loop;             /* 1 when loop == &own_loop */
-  sl_url url;                /* Redis */
-  char *url_str;             /* as given */
-  sl_keys keys;              /* the queue's key names */
-  char id[160];              /* worker id = consumer name: host:pid:rand */
-  int concurrency;           /* jobs at once */
-  int load_library;          /* load the function library at start (--load-library), and again if Redis lost it */
-  int64_t lib_warned_at;     /* ms since the epoch of the last "library gone" warning */
-  int block_ms;              /* idle blocking read, ms */
-  char weights[48];          /* "H,N,L" for weighted fairness, "" for strict priority */
-  uint64_t turn;             /* items fetched so far: where the weighted round robin continues */
-  int64_t visibility_ms;     /* an item not kept alive this long is taken over, ms */
-  int max_deliveries;        /* deliveries before an item is poison */
-  int64_t drain_ms;          /* how long a stop waits for running items, ms */
-  int64_t beat_ms;           /* heartbeat interval, ms */
-  sl_job_t *active;          /* jobs started and not yet freed (running list) */
-  struct sl_httpc *httpc;    /* the HTTP client of http items and webhooks */
-  struct sl_builtins *builtins; /* the built-in handlers (builtins.c) */
-  sl_handler handlers[SL_WORKER_MAX_HANDLERS]; /* served types */
-  int nhandlers;             /* used */
-  redisAsyncContext *cmd;    /* scripts and acks */
-  redisAsyncContext *blk;    /* the blocking XREADGROUP only */
-  int cmd_up;                /* cmd connected and authenticated */
-  int blk_up;                /* blk connected and authenticated */
-  long long blk_client_id;   /* CLIENT ID of blk, to CLIENT UNBLOCK it on stop */
-  int running;               /* jobs started, not yet finished */
-  sl_job_t *backlog;         /* delivered, not started (FIFO) */
-  sl_job_t *backlog_tail;    /* its tail */
-  int nbacklog;              /* its length */
-  struct sl_done *done;      /* finished, not yet written (FIFO) */
-  struct sl_done *done_tail; /* its tail */
-  int ndone;                 /* its length */
-  int fetching;              /* a fetch call is in flight */
-  int blocking;              /* a blocking read is in flight */
-  int flushing;              /* complete calls in flight */
-  int idle;                  /* the last fetch came back short: block next */
-  int stopping;              /* no new items; drain and close */
-  int closed;                /* connections and handles are closing */
-  int rc;                    /* result of sl_worker_run */
-  uv_timer_t kick;           /* runs pump() on the next loop turn */
-  uv_timer_t beat;           /* heartbeat + fleet registry */
-  uv_timer_t reclaim;        /* takeover of dead workers' items */
-  uv_timer_t delayed;        /* wakes up when the next retry is due */
-  uv_timer_t reconnect;      /* connects again after a lost connection */
-  uv_timer_t drain;          /* the drain deadline after a stop */
-  uv_timer_t pause;          /* ends a pause after LOADING/BUSY answers */
-  uv_timer_t progress;       /* sends reported progress, at most every 500 ms */
-  uv_timer_t webhook;        /* looks for due completion webhooks */
-  int webhook_busy;          /* a webhook_take call is in flight */
-  unsigned char webhook_key[SL_WEBHOOK_KEY_MAX]; /* HMAC key of webhook signatures: SLUICE_WEBHOOK_SECRET decoded */
-  size_t webhook_keylen;     /* its length, bytes (24-64); 0: no secret, webhooks go out unsigned */
-  int webhook_looked;        /* without a key: the first look at the queue's webhooks was sent */
-  int webhook_warned;        /* without a key: the once-per-process warning was logged */
-  int paused;                /* Redis asked us to wait: no calls until the pause timer */
-  int drained;               /* the drain timeout passed: close even with completions held */
-  int timers_up;             /* the timers above are initialized */
-  int beating;               /* a beat call is in flight */
-  int reclaiming;            /* a reclaim call is in flight */
-  int releasing;             /* a release call is in flight */
-  int isolating;             /* a reclaim that may bring a run-alone item is in flight */
-  sl_job_t *alone_job;       /* the run-alone item running now, or NULL */
-  int ever_up;               /* both connections were up once */
-  int64_t down_since;        /* ms since the epoch when Redis was lost; 0 when up */
-  int64_t reconnect_delay;   /* the next reconnect backoff, ms */
-  int64_t started_at;        /* ms since the epoch */
-  uv_signal_t sig[2];        /* SIGINT, SIGTERM */
-  int nsig;                  /* signal handles initialized */
-  uint64_t n_ok;             /* items succeeded here */
-  uint64_t n_failed;         /* items failed here */
-  uint64_t n_dup;            /* completions Redis had already seen */
-  uint64_t n_retry;          /* attempts sent to retry */
-  uint64_t n_fenced;         /* attempts stopped because another worker took the item */
-  char errstr[512];          /* cause of a fatal error */
+  uv_loop_t *loop;           /* [worker] the loop we run on */
+  uv_loop_t own_loop;        /* [worker] storage when we own it */
+  int owns_loop;             /* [worker] 1 when loop == &own_loop */
+  sl_url url;                /* [worker] Redis */
+  char *url_str;             /* [worker] as given */
+  sl_keys keys;              /* [worker] the queue's key names */
+  char id[160];              /* [worker] worker id = consumer name: host:pid:rand */
+  int concurrency;           /* [worker] jobs at once */
+  int load_library;          /* [worker] load the function library at start (--load-library), and again if Redis lost it */
+  int64_t lib_warned_at;     /* [aredis] ms since the epoch of the last "library gone" warning */
+  int block_ms;              /* [worker] idle blocking read, ms */
+  char weights[48];          /* [worker] "H,N,L" for weighted fairness, "" for strict priority */
+  uint64_t turn;             /* [intake] items fetched so far: where the weighted round robin continues */
+  int64_t visibility_ms;     /* [worker] an item not kept alive this long is taken over, ms */
+  int max_deliveries;        /* [worker] deliveries before an item is poison */
+  int64_t drain_ms;          /* [worker] how long a stop waits for running items, ms */
+  int64_t beat_ms;           /* [worker] heartbeat interval, ms */
+  sl_job_t *active;          /* [job] jobs started and not yet freed (running list) */
+  struct sl_httpc *httpc;    /* [worker] the HTTP client of http items and webhooks */
+  struct sl_builtins *builtins; /* [worker] the built-in handlers (builtins.c) */
+  sl_handler handlers[SL_WORKER_MAX_HANDLERS]; /* [worker] served types */
+  int nhandlers;             /* [worker] used */
+  redisAsyncContext *cmd;    /* [aredis] scripts and acks */
+  redisAsyncContext *blk;    /* [aredis] the blocking XREADGROUP only */
+  int cmd_up;                /* [aredis] cmd connected and authenticated */
+  int blk_up;                /* [aredis] blk connected and authenticated */
+  long long blk_client_id;   /* [aredis] CLIENT ID of blk, to CLIENT UNBLOCK it on stop */
+  int running;               /* [sched] jobs started, not yet finished */
+  sl_job_t *backlog;         /* [sched] delivered, not started (FIFO) */
+  sl_job_t *backlog_tail;    /* [sched] its tail */
+  int nbacklog;              /* [sched] its length */
+  struct sl_done *done;      /* [outcome] finished, not yet written (FIFO) */
+  struct sl_done *done_tail; /* [outcome] its tail */
+  int ndone;                 /* [outcome] its length */
+  int fetching;              /* [intake] a fetch call is in flight */
+  int blocking;              /* [intake] a blocking read is in flight */
+  int flushing;              /* [outcome] complete calls in flight */
+  int idle;                  /* [intake] the last fetch came back short: block next */
+  int stopping;              /* [worker] no new items; drain and close */
+  int closed;                /* [worker] connections and handles are closing */
+  int rc;                    /* [worker] result of sl_worker_run */
+  uv_timer_t kick;           /* [sched] runs pump() on the next loop turn */
+  uv_timer_t beat;           /* [lease] heartbeat + fleet registry */
+  uv_timer_t reclaim;        /* [intake] takeover of dead workers' items */
+  uv_timer_t delayed;        /* [intake] wakes up when the next retry is due */
+  uv_timer_t reconnect;      /* [aredis] connects again after a lost connection */
+  uv_timer_t drain;          /* [worker] the drain deadline after a stop */
+  uv_timer_t pause;          /* [aredis] ends a pause after LOADING/BUSY answers */
+  uv_timer_t progress;       /* [outcome] sends reported progress, at most every 500 ms */
+  uv_timer_t webhook;        /* [webhook] looks for due completion webhooks */
+  int webhook_busy;          /* [webhook] a webhook_take call is in flight */
+  unsigned char webhook_key[SL_WEBHOOK_KEY_MAX]; /* [webhook] HMAC key of webhook signatures: SLUICE_WEBHOOK_SECRET decoded */
+  size_t webhook_keylen;     /* [webhook] its length, bytes (24-64); 0: no secret, webhooks go out unsigned */
+  int webhook_looked;        /* [webhook] without a key: the first look at the queue's webhooks was sent */
+  int webhook_warned;        /* [webhook] without a key: the once-per-process warning was logged */
+  int paused;                /* [aredis] Redis asked us to wait: no calls until the pause timer */
+  int drained;               /* [worker] the drain timeout passed: close even with completions held */
+  int timers_up;             /* [worker] the timers above are initialized */
+  int beating;               /* [lease] a beat call is in flight */
+  int reclaiming;            /* [intake] a reclaim call is in flight */
+  int releasing;             /* [lease] a release call is in flight */
+  int isolating;             /* [intake] a reclaim that may bring a run-alone item is in flight */
+  sl_job_t *alone_job;       /* [sched] the run-alone item running now, or NULL */
+  int ever_up;               /* [aredis] both connections were up once */
+  int64_t down_since;        /* [aredis] ms since the epoch when Redis was lost; 0 when up */
+  int64_t reconnect_delay;   /* [aredis] the next reconnect backoff, ms */
+  int64_t started_at;        /* [worker] ms since the epoch */
+  uv_signal_t sig[2];        /* [worker] SIGINT, SIGTERM */
+  int nsig;                  /* [worker] signal handles initialized */
+  uint64_t n_ok;             /* [outcome] items succeeded here */
+  uint64_t n_failed;         /* [outcome] items failed here */
+  uint64_t n_dup;            /* [outcome] completions Redis had already seen */
+  uint64_t n_retry;          /* [outcome] attempts sent to retry */
+  uint64_t n_fenced;         /* [lease] attempts stopped because another worker took the item */
+  char errstr[512];          /* [worker] cause of a fatal error */
 };
 
 /* ---- worker.c: lifecycle ---- */
