@@ -3,7 +3,7 @@
  *
  * A producer is untrusted and may write in any language, so the same checks
  * run twice: at submit (item.c: the line is refused, exit 2, with the field
- * named) and in the worker just before the request is built (http.c: the
+ * named) and in the worker just before the request is built (handlers/http.c: the
  * item fails for good, with the field named). Requests are built from the
  * checked parts, never pasted: nothing a producer writes can end a header
  * line, start a second request on a reused connection, or change the framing.

@@ -14,6 +14,14 @@
  *
  * The job's memory lives until the handler has completed it, even after the
  * worker ended the attempt, so a handler never holds a dangling pointer.
+ *
+ * The job layer reaches its worker through a small host interface only:
+ * sl__worker_finish (outcome.c: the slot is free, the outcome queued),
+ * sl__worker_progress_soon and sl__worker_penalize, and it reads the
+ * worker's loop, id and handler table. The worker's rooms create, start and
+ * give up jobs through job.h. Timer: the attempt's own, for its rate-limit
+ * wait and then its timeout (the job's first member, so its close callback
+ * frees the job).
  */
 #include <math.h>
 #include <stdarg.h>
