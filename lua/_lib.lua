@@ -281,7 +281,8 @@ end
 -- Fleet-wide concurrency per rate key: an item whose limit has a
 -- concurrency N takes a lease (P..'cl:NAME', member "S:ENTRY", score =
 -- expiry: its timeout plus the visibility timeout, so a dead worker's lease
--- lapses). With N leases out, the entry is parked in P..'cw:NAME' and
+-- lapses; sl_emit adds the item's rate wait, which comes after the lease).
+-- With N leases out, the entry is parked in P..'cw:NAME' and
 -- acknowledged; a completion that returns a lease wakes one (complete), and
 -- reclaim wakes what lapsed leases freed. Sets ctx.lease to the limit name
 -- when a lease was taken. Returns true when the item may run now.
@@ -298,8 +299,8 @@ local function sl_lease(ctx, s, key, group, eid, f)
   if redis.call('ZSCORE', ckey, member) or redis.call('ZCARD', ckey) < lim.conc then
     local timeout = 30000
     for t in string.gmatch(f[8], '"timeout_ms":(%d+)') do timeout = tonumber(t) end -- the item's own: the last one
-
-    redis.call('ZADD', ckey, ctx.now + timeout + (ctx.vis or 30000), member)
+    ctx.lease_exp = ctx.now + timeout + (ctx.vis or 30000)
+    redis.call('ZADD', ckey, ctx.lease_exp, member)
     ctx.lease = name
     return true
   end
@@ -344,8 +345,14 @@ local function sl_emit(ctx, out, s, eid, f, attempt, alone)
   end
   out[#out + 1] = errs
   out[#out + 1] = alone and '1' or '0'
-  out[#out + 1] = sl_rate_wait(ctx, f[8])
+  local wait = sl_rate_wait(ctx, f[8])
+  out[#out + 1] = wait
   out[#out + 1] = ctx.lease or ''
+  if wait > 0 and ctx.lease and ctx.lease ~= '' then
+    -- the worker holds the lease while it sleeps out the wait: the lease
+    -- lapses that much later, or another item could take it meanwhile
+    redis.call('ZADD', ctx.prefix .. 'cl:' .. ctx.lease, 'XX', ctx.lease_exp + wait, s .. ':' .. eid)
+  end
 end
 
 -- Moves due retries from the delayed set back to their streams (each

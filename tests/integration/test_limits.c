@@ -1,9 +1,13 @@
 /*
  * Fleet-wide rate limits (GCRA in the fetch function, on the server clock):
  * three worker processes with 50 slots each stay under `burst + rate * t`
- * starts in every window, measured from the results' started_at.
+ * starts in every window, measured from the results' started_at. Then
+ * concurrency limits: how many run at once (from the results' started_at
+ * and finished_at), what setting or removing a limit does to the items
+ * waiting for its leases, and leases that outlast a rate-limit wait.
  */
 #include <signal.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/wait.h>
@@ -32,6 +36,59 @@ static int run(const char *q, const char *const *args, char **out, char **err) {
   full[k++] = q;
   full[k] = NULL;
   return itest_run(full, out, err, 60);
+}
+
+/* Submits n items `{"type":"sleep","rate_key":KEY,...EXTRA,"payload":{"ms":MS}}`
+ * (EXTRA: more members, "" for none) as one batch; its id goes to batch. */
+static void submit_sleeps(const char *q, const char *file, int n, int ms, const char *key, const char *extra,
+                          char batch[64]) {
+  const char *path = itest_path(file);
+  size_t cap = (size_t)n * (160 + strlen(extra));
+  char *buf = malloc(cap);
+  size_t len = 0;
+  char *out = NULL;
+
+  CHECK(buf != NULL);
+  for (int i = 0; i < n; i++)
+    len += (size_t)snprintf(buf + len, cap - len,
+                            "{\"type\":\"sleep\",\"rate_key\":\"%s\"%s,\"payload\":{\"ms\":%d}}\n", key, extra, ms);
+  itest_write(path, buf, len);
+  free(buf);
+  {
+    const char *args[] = {"submit", path, NULL};
+
+    CHECK_INT(run(q, args, &out, NULL), ==, 0);
+    snprintf(batch, 64, "%.26s", out);
+    free(out);
+  }
+}
+
+/* Reads the results of a batch of n items, all succeeded, into st and fin
+ * (worker clock, ms); returns the most that ran at once: at each start,
+ * how many intervals are open (start <= t < finish). */
+static int batch_peak(redisContext *c, const char *q, const char *batch, size_t n, long long *st, long long *fin) {
+  redisReply *r = itest_cmd(c, "HVALS sluice:{%s}:b:%s:r", q, batch);
+  int peak = 0;
+
+  CHECK_INT(r->elements, ==, n);
+  for (size_t i = 0; i < n; i++) {
+    cJSON *j = cJSON_Parse(r->element[i]->str);
+
+    CHECK_STR(cJSON_GetObjectItemCaseSensitive(j, "status")->valuestring, "succeeded");
+    st[i] = (long long)cJSON_GetObjectItemCaseSensitive(j, "started_at")->valuedouble;
+    fin[i] = (long long)cJSON_GetObjectItemCaseSensitive(j, "finished_at")->valuedouble;
+    cJSON_Delete(j);
+  }
+  freeReplyObject(r);
+  for (size_t i = 0; i < n; i++) {
+    int open = 0;
+
+    for (size_t k = 0; k < n; k++)
+      open += st[k] <= st[i] && st[i] < fin[k];
+    if (open > peak)
+      peak = open;
+  }
+  return peak;
 }
 
 /* Limit 20/s, burst 5; 3 workers x 50 slots; 300 noop items. In every
@@ -368,7 +425,51 @@ static void test_queue_default_limit(void) {
   redisFree(c);
 }
 
+/* A lease taken before a rate-limit wait lasts through it. Limit 2/s,
+ * burst 1, concurrency 1, its bucket pushed 3 s ahead (as a Retry-After
+ * does); items of 800 ms with a timeout of 1,000 ms on a worker with a
+ * visibility of 1,000 ms: the first takes the lease and waits 3 s, more
+ * than its timeout plus the visibility. Before the lease counted the
+ * wait, it lapsed meanwhile, a reclaim woke the next item, which took the
+ * lease and started 500 ms after the first: two ran at once. */
+static void test_lease_covers_rate_wait(void) {
+  const char *q = itest_queue("leasewait");
+  redisContext *c = itest_conn();
+  char batch[64];
+  long long st[4];
+  long long fin[4];
+  redisReply *r;
+  long long now_us;
+  int peak;
+  pid_t w;
+
+  {
+    const char *args[] = {"limit", "set", "gpu", "2/s", "--burst", "1", "--concurrency", "1", NULL};
+
+    CHECK_INT(run(q, args, NULL, NULL), ==, 0);
+  }
+  r = itest_cmd(c, "TIME");
+  now_us = strtoll(r->element[0]->str, NULL, 10) * 1000000 + strtoll(r->element[1]->str, NULL, 10);
+  freeReplyObject(r);
+  r = itest_cmd(c, "SET sluice:{%s}:rl:gpu %lld PX 20000", q, now_us + 3000000);
+  freeReplyObject(r);
+  submit_sleeps(q, "leasewait.jsonl", 4, 800, "gpu", ",\"timeout_ms\":1000", batch);
+  {
+    const char *args[] = {"worker", "--redis", itest_url(), "--queue", q, "--concurrency", "4", "--visibility", "1000",
+                          "--block-ms", "200", "--quiet", NULL};
+
+    w = itest_spawn(args, NULL, NULL);
+  }
+  itest_wait_batch(c, q, batch, 40);
+  itest_stop(w);
+  peak = batch_peak(c, q, batch, 4, st, fin);
+  printf("    lease through a 3 s rate wait: at most %d of 4 ran at once (concurrency 1)\n", peak);
+  CHECK_INT(peak, ==, 1);
+  redisFree(c);
+}
+
 static const sl_test tests[] = {
+    {"lease_covers_rate_wait", test_lease_covers_rate_wait, 90},
     {"queue_default_limit", test_queue_default_limit, 60},
     {"retry_after_pushes_fleet_back", test_retry_after_pushes_fleet_back, 60},
     {"concurrency_limit", test_concurrency_limit, 90},
