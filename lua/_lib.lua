@@ -247,8 +247,6 @@ local function sl_rate_wait(ctx, d)
   return math.ceil((allow_at - now) / 1000)
 end
 
--- Moves up to n items waiting for a concurrency lease of limit NAME
--- (P..'cw:NAME') back to the ends of their streams. Returns how many.
 -- Puts a held entry back at the end of its priority stream. f holds
 -- "p", S, then the entry's own fields (as parked by a pause or a lease
 -- wait); the copy is marked x = 1, so admission checks that its item has
@@ -267,6 +265,15 @@ local function sl_putback(streams, f)
   redis.call('XADD', streams[tonumber(f[2])], '*', unpack(fields))
 end
 
+-- The most waiting items one function call wakes for one limit (sl_wake's
+-- callers cap n with it): Redis serves nobody else while a function runs,
+-- so no call does work that grows with the number of items waiting.
+-- sl_limit_set and sl_limit_rm (src/limit.c) wake the rest in more calls.
+local SL_WAKE_MAX = 1000
+
+-- Moves up to n items waiting for a concurrency lease of limit NAME
+-- (P..'cw:NAME') back to the ends of their streams, oldest first. Returns
+-- how many.
 local function sl_wake(prefix, streams, name, n)
   if n <= 0 then return 0 end
   local moved = 0
@@ -276,6 +283,37 @@ local function sl_wake(prefix, streams, name, n)
     moved = moved + 1
   end
   return moved
+end
+
+-- One bounded step of waking the items waiting for limit NAME that may run
+-- now (limit_set, limit_wake, limit_rm); lkey is P..'limits'. With the
+-- limit gone, or without a concurrency, every waiting item may run; with a
+-- concurrency N, as many as leases are free: N minus the leases held once
+-- the lapsed ones are removed (none when N is at or below them, as after a
+-- lowered limit). Wakes at most max of them, oldest first (sl_wake), and
+-- deletes P..'cw:NAME' once it is empty. Returns {moved, more}: the items woken, and how many
+-- more this state would let run (the items still waiting, at most the free
+-- leases left; 0: done). Each step reads the state anew, so a step sent
+-- again moves nothing that must not run.
+local function sl_wake_step(prefix, lkey, streams, name, max)
+  local cwkey = prefix .. 'cw:' .. name
+  local v = redis.call('HGET', lkey, name)
+  local conc = v and tonumber(string.match(v, '^%d+ %d+ %S+ (%d+)$') or '0') or 0
+  local free = nil -- nil: no concurrency, all may run
+  if conc > 0 then
+    local ckey = prefix .. 'cl:' .. name
+    redis.call('ZREMRANGEBYSCORE', ckey, '-inf', sl_now_ms())
+    free = conc - redis.call('ZCARD', ckey)
+    if free < 0 then free = 0 end
+  end
+  local n = max
+  if free and free < n then n = free end
+  local moved = sl_wake(prefix, streams, name, n)
+  local left = redis.call('XLEN', cwkey)
+  if left == 0 then redis.call('DEL', cwkey) end
+  local more = left
+  if free and free - moved < more then more = free - moved end
+  return {moved, more}
 end
 
 -- Fleet-wide concurrency per rate key: an item whose limit has a
