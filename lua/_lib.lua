@@ -247,8 +247,6 @@ local function sl_rate_wait(ctx, d)
   return math.ceil((allow_at - now) / 1000)
 end
 
--- Moves up to n items waiting for a concurrency lease of limit NAME
--- (P..'cw:NAME') back to the ends of their streams. Returns how many.
 -- Puts a held entry back at the end of its priority stream. f holds
 -- "p", S, then the entry's own fields (as parked by a pause or a lease
 -- wait); the copy is marked x = 1, so admission checks that its item has
@@ -267,6 +265,15 @@ local function sl_putback(streams, f)
   redis.call('XADD', streams[tonumber(f[2])], '*', unpack(fields))
 end
 
+-- The most waiting items one function call wakes for one limit (sl_wake's
+-- callers cap n with it): Redis serves nobody else while a function runs,
+-- so no call does work that grows with the number of items waiting.
+-- sl_limit_set and sl_limit_rm (src/limit.c) wake the rest in more calls.
+local SL_WAKE_MAX = 1000
+
+-- Moves up to n items waiting for a concurrency lease of limit NAME
+-- (P..'cw:NAME') back to the ends of their streams, oldest first. Returns
+-- how many.
 local function sl_wake(prefix, streams, name, n)
   if n <= 0 then return 0 end
   local moved = 0
@@ -278,10 +285,42 @@ local function sl_wake(prefix, streams, name, n)
   return moved
 end
 
+-- One bounded step of waking the items waiting for limit NAME that may run
+-- now (limit_set, limit_wake, limit_rm); lkey is P..'limits'. With the
+-- limit gone, or without a concurrency, every waiting item may run; with a
+-- concurrency N, as many as leases are free: N minus the leases held once
+-- the lapsed ones are removed (none when N is at or below them, as after a
+-- lowered limit). Wakes at most max of them, oldest first (sl_wake), and
+-- deletes P..'cw:NAME' once it is empty. Returns {moved, more}: the items woken, and how many
+-- more this state would let run (the items still waiting, at most the free
+-- leases left; 0: done). Each step reads the state anew, so a step sent
+-- again moves nothing that must not run.
+local function sl_wake_step(prefix, lkey, streams, name, max)
+  local cwkey = prefix .. 'cw:' .. name
+  local v = redis.call('HGET', lkey, name)
+  local conc = v and tonumber(string.match(v, '^%d+ %d+ %S+ (%d+)$') or '0') or 0
+  local free = nil -- nil: no concurrency, all may run
+  if conc > 0 then
+    local ckey = prefix .. 'cl:' .. name
+    redis.call('ZREMRANGEBYSCORE', ckey, '-inf', sl_now_ms())
+    free = conc - redis.call('ZCARD', ckey)
+    if free < 0 then free = 0 end
+  end
+  local n = max
+  if free and free < n then n = free end
+  local moved = sl_wake(prefix, streams, name, n)
+  local left = redis.call('XLEN', cwkey)
+  if left == 0 then redis.call('DEL', cwkey) end
+  local more = left
+  if free and free - moved < more then more = free - moved end
+  return {moved, more}
+end
+
 -- Fleet-wide concurrency per rate key: an item whose limit has a
 -- concurrency N takes a lease (P..'cl:NAME', member "S:ENTRY", score =
 -- expiry: its timeout plus the visibility timeout, so a dead worker's lease
--- lapses). With N leases out, the entry is parked in P..'cw:NAME' and
+-- lapses; sl_emit adds the item's rate wait, which comes after the lease).
+-- With N leases out, the entry is parked in P..'cw:NAME' and
 -- acknowledged; a completion that returns a lease wakes one (complete), and
 -- reclaim wakes what lapsed leases freed. Sets ctx.lease to the limit name
 -- when a lease was taken. Returns true when the item may run now.
@@ -298,8 +337,8 @@ local function sl_lease(ctx, s, key, group, eid, f)
   if redis.call('ZSCORE', ckey, member) or redis.call('ZCARD', ckey) < lim.conc then
     local timeout = 30000
     for t in string.gmatch(f[8], '"timeout_ms":(%d+)') do timeout = tonumber(t) end -- the item's own: the last one
-
-    redis.call('ZADD', ckey, ctx.now + timeout + (ctx.vis or 30000), member)
+    ctx.lease_exp = ctx.now + timeout + (ctx.vis or 30000)
+    redis.call('ZADD', ckey, ctx.lease_exp, member)
     ctx.lease = name
     return true
   end
@@ -344,8 +383,14 @@ local function sl_emit(ctx, out, s, eid, f, attempt, alone)
   end
   out[#out + 1] = errs
   out[#out + 1] = alone and '1' or '0'
-  out[#out + 1] = sl_rate_wait(ctx, f[8])
+  local wait = sl_rate_wait(ctx, f[8])
+  out[#out + 1] = wait
   out[#out + 1] = ctx.lease or ''
+  if wait > 0 and ctx.lease and ctx.lease ~= '' then
+    -- the worker holds the lease while it sleeps out the wait: the lease
+    -- lapses that much later, or another item could take it meanwhile
+    redis.call('ZADD', ctx.prefix .. 'cl:' .. ctx.lease, 'XX', ctx.lease_exp + wait, s .. ':' .. eid)
+  end
 end
 
 -- Moves due retries from the delayed set back to their streams (each

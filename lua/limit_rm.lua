@@ -3,12 +3,13 @@
 -- ARGV[1]     key prefix P    ARGV[2] limit name
 -- returns     1 if the limit existed, 0 if not
 --
--- Items waiting for one of its concurrency leases go back to the ends of
--- their streams (they are not limited any more); the bucket and the leases
--- are deleted.
+-- The bucket and the leases are deleted, and up to SL_WAKE_MAX (1000) of
+-- the items waiting for one of its leases go back to the ends of their
+-- streams (they are not limited any more). Any left are woken by
+-- sluice_v1_limit_wake, which sl_limit_rm calls next until none is left;
+-- P..'cw:NAME' is deleted once it is empty.
 local prefix, name = ARGV[1], ARGV[2]
 local existed = redis.call('HDEL', KEYS[1], name)
-local streams = {KEYS[2], KEYS[3], KEYS[4]}
-while sl_wake(prefix, streams, name, 1000) > 0 do end
-redis.call('DEL', prefix .. 'rl:' .. name, prefix .. 'cl:' .. name, prefix .. 'cw:' .. name)
+redis.call('DEL', prefix .. 'rl:' .. name, prefix .. 'cl:' .. name) -- cl: at most the leases held
+sl_wake_step(prefix, KEYS[1], {KEYS[2], KEYS[3], KEYS[4]}, name, SL_WAKE_MAX)
 return existed

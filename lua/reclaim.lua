@@ -81,14 +81,14 @@ end
 sl_admit_done(ctx, queue)
 
 -- Concurrency leases that lapsed (their worker died) free places: wake as
--- many waiting items.
+-- many waiting items, at most SL_WAKE_MAX per limit in one call.
 local lims = redis.call('HGETALL', prefix .. 'limits')
 for k = 1, #lims, 2 do
   local conc = tonumber(string.match(lims[k + 1], '^%d+ %d+ %S+ (%d+)$') or '0')
   if conc > 0 then
     local ckey = prefix .. 'cl:' .. lims[k]
     redis.call('ZREMRANGEBYSCORE', ckey, '-inf', ctx.now)
-    sl_wake(prefix, KEYS, lims[k], conc - redis.call('ZCARD', ckey))
+    sl_wake(prefix, KEYS, lims[k], math.min(conc - redis.call('ZCARD', ckey), SL_WAKE_MAX))
   end
 end
 

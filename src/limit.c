@@ -13,8 +13,17 @@
  * the GCRA "theoretical arrival time" in µs on the Redis server's clock; the
  * fetch function charges it (sl_rate_wait in lua/_lib.lua). When you change
  * this format, change sl_rate_wait too and bump the protocol version.
+ *
+ * Setting and removing a limit are functions (sluice_v1_limit_set,
+ * sluice_v1_limit_rm) because they must wake the items waiting for its
+ * leases that may run now: all of them when the concurrency is gone, as many
+ * as leases are free when it was raised. There may be millions, and Redis
+ * serves nobody else while a function runs, so each call wakes at most
+ * WAKE_STEP of them and the rest are woken here, in more calls of
+ * sluice_v1_limit_wake (wake_rest), each atomic and safe to send again.
  */
 #include <errno.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -27,6 +36,68 @@
 #include "json.h"
 #include "limit.h"
 #include "script.h"
+
+#define WAKE_STEP 1000     /* waiting items woken per call: SL_WAKE_MAX in lua/_lib.lua */
+
+/* ---- Waking waiting items in steps ---- */
+
+/* Reads a {moved, more} reply of sluice_v1_<fn>; SL_EPROTO for anything else. */
+static int wake_reply(sl_client_t *c, const redisReply *r, const char *fn, long long *moved, long long *more) {
+  if (r->type != REDIS_REPLY_ARRAY || r->elements != 2 || r->element[0]->type != REDIS_REPLY_INTEGER ||
+      r->element[1]->type != REDIS_REPLY_INTEGER || r->element[0]->integer < 0 || r->element[1]->integer < 0)
+    return sl__client_fail(c, SL_EPROTO, "sluice_v1_%s answered something other than {moved, more}", fn);
+  *moved = r->element[0]->integer;
+  *more = r->element[1]->integer;
+  return 0;
+}
+
+/*
+ * Wakes the items still waiting for limit `name` that may run, at most
+ * `budget` of them (LLONG_MAX: all), in calls of sluice_v1_limit_wake of at
+ * most WAKE_STEP items each, until one answers that nothing more may run or
+ * wakes nothing. The budget is what the first step (limit_set) counted as
+ * free leases: items woken since may not have taken their leases yet, and
+ * a later step would count those leases as free again. av holds the limit
+ * function's keys and its first two arguments (prefix, name). *woken grows
+ * by the items woken. Returns 0, or the error of the call that failed
+ * (with how many were woken before it in c->errstr).
+ */
+static int wake_rest(sl_client_t *c, const char **av, long long budget, size_t *woken) {
+  char step[24];
+  const char *wav[7];
+  int rc = 0;
+
+  memcpy(wav, av, 6 * sizeof(*wav));
+  wav[6] = step;
+  while (budget > 0) {
+    long long moved = 0;
+    long long more = 0;
+    redisReply *r;
+
+    snprintf(step, sizeof(step), "%lld", budget < WAKE_STEP ? budget : (long long)WAKE_STEP);
+    r = sl__client_fcall(c, &rc, "limit_wake", 4, 7, wav, NULL);
+    if (r == NULL) {
+      char cause[sizeof(c->errstr)];
+
+      snprintf(cause, sizeof(cause), "%s", c->errstr);
+      return sl__client_fail(c, rc, "waking the items waiting for limit %s stopped after %zu: %s", av[5], *woken,
+                             cause);
+    }
+    rc = wake_reply(c, r, "limit_wake", &moved, &more);
+    freeReplyObject(r);
+    if (rc != 0)
+      return rc;
+    *woken += (size_t)moved;
+    if (moved == 0)
+      break;
+    budget -= moved;
+    if (more < budget)
+      budget = more;
+  }
+  return 0;
+}
+
+/* ---- Limits ---- */
 
 int sl__rate_parse(const char *s, int64_t *interval_us, char *err, size_t errlen) {
   char *end;
@@ -58,13 +129,22 @@ int sl__rate_parse(const char *s, int64_t *interval_us, char *err, size_t errlen
   return 0;
 }
 
+/*
+ * FCALL sluice_v1_limit_set 4 LIMITS HIGH NORMAL LOW PREFIX NAME VALUE, then
+ * sluice_v1_limit_wake for the waiting items the first call left that may
+ * run (wake_rest).
+ */
 SL_EXTERN int sl_limit_set(sl_client_t *c, const char *queue, const char *name, const char *rate, int burst,
                            int concurrency) {
   char value[128];
   char key[SL_NAME_MAX + 32];
+  const char *av[7];
   int64_t t;
   sl_keys k;
   redisReply *r;
+  long long moved = 0;
+  long long more = 0;
+  size_t woken = 0;
   int rc;
 
   if (sl__keys_init(&k, queue) != 0)
@@ -86,15 +166,22 @@ SL_EXTERN int sl_limit_set(sl_client_t *c, const char *queue, const char *name, 
   }
   snprintf(key, sizeof(key), "%slimits", k.prefix);
   snprintf(value, sizeof(value), "%lld %d %s %d", (long long)t, burst, rate ? rate : "-", concurrency);
-  {
-    const char *av[4] = {"HSET", key, name, value};
-
-    r = sl__client_cmd(c, &rc, 4, av, NULL);
-  }
+  av[0] = key;
+  av[1] = k.stream[0];
+  av[2] = k.stream[1];
+  av[3] = k.stream[2];
+  av[4] = k.prefix;
+  av[5] = name;
+  av[6] = value;
+  r = sl__client_fcall(c, &rc, "limit_set", 4, 7, av, NULL);
   if (r == NULL)
     return rc;
+  rc = wake_reply(c, r, "limit_set", &moved, &more);
   freeReplyObject(r);
-  return 0;
+  if (rc != 0)
+    return rc;
+  woken = (size_t)moved;
+  return wake_rest(c, av, more, &woken);
 }
 
 SL_EXTERN int sl_limit_default(sl_client_t *c, const char *queue, const char *name) {
@@ -123,15 +210,24 @@ SL_EXTERN int sl_limit_default(sl_client_t *c, const char *queue, const char *na
   return 0;
 }
 
+/*
+ * FCALL sluice_v1_limit_rm 4 LIMITS HIGH NORMAL LOW PREFIX NAME, then
+ * sluice_v1_limit_wake until every item that waited for the limit is back
+ * in its stream (wake_rest).
+ */
 SL_EXTERN int sl_limit_rm(sl_client_t *c, const char *queue, const char *name) {
   char key[SL_NAME_MAX + 32];
   const char *av[6];
   sl_keys k;
   redisReply *r;
+  size_t woken = 0;
+  int existed;
   int rc;
 
   if (sl__keys_init(&k, queue) != 0)
     return sl__client_fail(c, SL_EINVAL, "invalid queue name \"%s\"", queue);
+  if (name == NULL)
+    return sl__client_fail(c, SL_EINVAL, "no limit name given");
   snprintf(key, sizeof(key), "%slimits", k.prefix);
   av[0] = key;
   av[1] = k.stream[0];
@@ -142,9 +238,15 @@ SL_EXTERN int sl_limit_rm(sl_client_t *c, const char *queue, const char *name) {
   r = sl__client_fcall(c, &rc, "limit_rm", 4, 6, av, NULL);
   if (r == NULL)
     return rc;
-  rc = r->integer == 1 ? 0 : sl__client_fail(c, SL_ENOTFOUND, "no limit \"%s\" in queue %s", name, k.queue);
+  existed = r->type == REDIS_REPLY_INTEGER && r->integer == 1;
   freeReplyObject(r);
-  return rc;
+  /* Items left waiting by an earlier removal are woken even if the limit is gone. */
+  rc = wake_rest(c, av, LLONG_MAX, &woken);
+  if (rc != 0)
+    return rc;
+  if (!existed)
+    return sl__client_fail(c, SL_ENOTFOUND, "no limit \"%s\" in queue %s", name, k.queue);
+  return 0;
 }
 
 SL_EXTERN int sl_limit_list(sl_client_t *c, const char *queue, sl_line_cb cb, void *ud) {

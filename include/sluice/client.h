@@ -226,14 +226,20 @@ SL_EXTERN int sl_batch_resume(sl_client_t *c, const char *queue, const char *bat
  * rate_key is NAME start at most `burst` at once and `rate` on average
  * (rate "50/s", "3000/m" or "10000/h"; NULL: no rate), and at most
  * `concurrency` of them run at once across all workers (0: no limit). A
- * rate key with no limit set is not limited.
+ * rate key with no limit set is not limited. Items waiting for the limit's
+ * leases that may run under the new limit (as many as leases are free; all
+ * without a concurrency) are sent back to their streams before it returns,
+ * at most 1,000 per Redis call. On an error after the limit was written,
+ * c's errstr says how many had been woken.
  */
 SL_EXTERN int sl_limit_set(sl_client_t *c, const char *queue, const char *name, const char *rate, int burst,
                            int concurrency);
 /* Sets the queue's default rate key: items without their own rate_key run
  * under it (applied when workers take them). NULL clears it. */
 SL_EXTERN int sl_limit_default(sl_client_t *c, const char *queue, const char *name);
-/* Removes a limit (and its bucket). SL_ENOTFOUND if there is none. */
+/* Removes a limit, its bucket and its leases, and sends the items waiting
+ * for its leases back to their streams (at most 1,000 per Redis call; also
+ * those an earlier removal left). SL_ENOTFOUND if there is none. */
 SL_EXTERN int sl_limit_rm(sl_client_t *c, const char *queue, const char *name);
 /* The queue's limits, one JSON object each: name, rate, burst, interval_us,
  * per_s, reserved_ahead_ms (how far ahead starts are already reserved). */

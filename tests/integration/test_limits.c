@@ -1,11 +1,16 @@
 /*
  * Fleet-wide rate limits (GCRA in the fetch function, on the server clock):
  * three worker processes with 50 slots each stay under `burst + rate * t`
- * starts in every window, measured from the results' started_at.
+ * starts in every window, measured from the results' started_at. Then
+ * concurrency limits: how many run at once (from the results' started_at
+ * and finished_at), what setting or removing a limit does to the items
+ * waiting for its leases, and leases that outlast a rate-limit wait.
  */
 #include <signal.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -32,6 +37,89 @@ static int run(const char *q, const char *const *args, char **out, char **err) {
   full[k++] = q;
   full[k] = NULL;
   return itest_run(full, out, err, 60);
+}
+
+/* Submits n items `{"type":"sleep","rate_key":KEY,...EXTRA,"payload":{"ms":MS}}`
+ * (EXTRA: more members, "" for none) as one batch; its id goes to batch. */
+static void submit_sleeps(const char *q, const char *file, int n, int ms, const char *key, const char *extra,
+                          char batch[64]) {
+  const char *path = itest_path(file);
+  size_t cap = (size_t)n * (160 + strlen(extra));
+  char *buf = malloc(cap);
+  size_t len = 0;
+  char *out = NULL;
+
+  CHECK(buf != NULL);
+  for (int i = 0; i < n; i++)
+    len += (size_t)snprintf(buf + len, cap - len,
+                            "{\"type\":\"sleep\",\"rate_key\":\"%s\"%s,\"payload\":{\"ms\":%d}}\n", key, extra, ms);
+  itest_write(path, buf, len);
+  free(buf);
+  {
+    const char *args[] = {"submit", path, NULL};
+
+    CHECK_INT(run(q, args, &out, NULL), ==, 0);
+    snprintf(batch, 64, "%.26s", out);
+    free(out);
+  }
+}
+
+/* The integer reply of a command (0 for a nil reply). */
+static long long cmd_int(redisContext *c, const char *cmd, const char *q, const char *key) {
+  redisReply *r = itest_cmd(c, cmd, q, key);
+  long long v = r->type == REDIS_REPLY_INTEGER ? r->integer : 0;
+
+  freeReplyObject(r);
+  return v;
+}
+
+/* Polls until `XLEN sluice:{q}:cw:NAME` >= want_cw and `ZCARD
+ * sluice:{q}:cl:NAME` == want_cl (-1: any), failing the test after
+ * timeout_s. */
+static void wait_waiting(redisContext *c, const char *q, const char *name, long long want_cw, long long want_cl,
+                         int timeout_s) {
+  long long deadline = itest_ms() + timeout_s * 1000LL;
+  long long cw = 0;
+  long long cl = 0;
+
+  for (;;) {
+    cw = cmd_int(c, "XLEN sluice:{%s}:cw:%s", q, name);
+    cl = cmd_int(c, "ZCARD sluice:{%s}:cl:%s", q, name);
+    if (cw >= want_cw && (want_cl < 0 || cl == want_cl))
+      return;
+    if (itest_ms() > deadline)
+      sl_test_fail(__FILE__, __LINE__, "after %d s, %lld items wait for limit %s and %lld hold its leases; "
+                   "expected at least %lld waiting and %lld holding", timeout_s, cw, name, cl, want_cw, want_cl);
+    usleep(20000);
+  }
+}
+
+/* Reads the results of a batch of n items, all succeeded, into st and fin
+ * (worker clock, ms); returns the most that ran at once: at each start,
+ * how many intervals are open (start <= t < finish). */
+static int batch_peak(redisContext *c, const char *q, const char *batch, size_t n, long long *st, long long *fin) {
+  redisReply *r = itest_cmd(c, "HVALS sluice:{%s}:b:%s:r", q, batch);
+  int peak = 0;
+
+  CHECK_INT(r->elements, ==, n);
+  for (size_t i = 0; i < n; i++) {
+    cJSON *j = cJSON_Parse(r->element[i]->str);
+
+    CHECK_STR(cJSON_GetObjectItemCaseSensitive(j, "status")->valuestring, "succeeded");
+    st[i] = (long long)cJSON_GetObjectItemCaseSensitive(j, "started_at")->valuedouble;
+    fin[i] = (long long)cJSON_GetObjectItemCaseSensitive(j, "finished_at")->valuedouble;
+    cJSON_Delete(j);
+  }
+  freeReplyObject(r);
+  for (size_t i = 0; i < n; i++) {
+    int open = 0;
+
+    for (size_t k = 0; k < n; k++)
+      open += st[k] <= st[i] && st[i] < fin[k];
+    if (open > peak)
+      peak = open;
+  }
+  return peak;
 }
 
 /* Limit 20/s, burst 5; 3 workers x 50 slots; 300 noop items. In every
@@ -368,7 +456,197 @@ static void test_queue_default_limit(void) {
   redisFree(c);
 }
 
+/* The report: `limit set gpu --concurrency 1`, 20 items of 200 ms taken by
+ * two workers (all but the running one wait in cw:gpu), then `limit set gpu
+ * 100/s`, which removes the concurrency. Every waiting item must run and
+ * none may be left waiting. Before limit_set woke them, returned leases
+ * woke one item each, which then ran without a lease, and reclaim wakes
+ * only for limits with a concurrency: 14 of the 20 waited forever. */
+static void test_concurrency_removed(void) {
+  const char *q = itest_queue("concrm");
+  redisContext *c = itest_conn();
+  char batch[64];
+  pid_t w[2];
+
+  {
+    const char *args[] = {"limit", "set", "gpu", "--concurrency", "1", NULL};
+
+    CHECK_INT(run(q, args, NULL, NULL), ==, 0);
+  }
+  submit_sleeps(q, "concrm.jsonl", 20, 200, "gpu", "", batch);
+  for (int i = 0; i < 2; i++)
+    w[i] = itest_worker(q, 10);
+  wait_waiting(c, q, "gpu", 10, -1, 30);
+  {
+    const char *args[] = {"limit", "set", "gpu", "100/s", NULL};
+
+    CHECK_INT(run(q, args, NULL, NULL), ==, 0);
+  }
+  itest_wait_batch(c, q, batch, 30);
+  for (int i = 0; i < 2; i++)
+    itest_stop(w[i]);
+  CHECK_INT(itest_batch_num(c, q, batch, "succeeded"), ==, 20);
+  CHECK_INT(cmd_int(c, "EXISTS sluice:{%s}:cw:%s", q, "gpu"), ==, 0); /* nobody left waiting */
+  redisFree(c);
+}
+
+/* Concurrency 1 -> 5 with 11 items waiting and one running (1.5 s each):
+ * `limit set` itself wakes the 4 that may now run (cw:gpu is shorter by 4
+ * when it returns, before any completion could wake one), they start while
+ * the first still runs, and never more than 5 run at once. */
+static void test_concurrency_raised(void) {
+  const char *q = itest_queue("concup");
+  redisContext *c = itest_conn();
+  char batch[64];
+  long long st[12];
+  long long fin[12];
+  long long first_end = 0;
+  int early = 0;
+  int peak;
+  pid_t w;
+
+  {
+    const char *args[] = {"limit", "set", "gpu", "--concurrency", "1", NULL};
+
+    CHECK_INT(run(q, args, NULL, NULL), ==, 0);
+  }
+  submit_sleeps(q, "concup.jsonl", 12, 1500, "gpu", "", batch);
+  w = itest_worker(q, 10);
+  wait_waiting(c, q, "gpu", 11, 1, 30);
+  {
+    const char *args[] = {"limit", "set", "gpu", "--concurrency", "5", NULL};
+
+    CHECK_INT(run(q, args, NULL, NULL), ==, 0);
+  }
+  /* Completions wake one each and only lower it further; the raise alone
+   * takes it from 11 to 7 at once. */
+  CHECK_INT(cmd_int(c, "XLEN sluice:{%s}:cw:%s", q, "gpu"), <=, 7);
+  itest_wait_batch(c, q, batch, 60);
+  itest_stop(w);
+  peak = batch_peak(c, q, batch, 12, st, fin);
+  for (int i = 0; i < 12; i++)
+    if (first_end == 0 || fin[i] < first_end)
+      first_end = fin[i];
+  for (int i = 0; i < 12; i++)
+    early += st[i] < first_end;
+  printf("    raised 1 -> 5: %d items started before the first finished; at most %d ran at once\n", early, peak);
+  CHECK_INT(peak, <=, 5);
+  CHECK_INT(early, ==, 5);
+  CHECK_INT(cmd_int(c, "XLEN sluice:{%s}:cw:%s", q, "gpu"), ==, 0);
+  redisFree(c);
+}
+
+/* `limit rm` with 3,000 items waiting (concurrency 1, its one lease held
+ * by nothing that runs): every item runs, and the waking was done in
+ * several calls of at most 1,000 items each, counted in SLOWLOG (logging
+ * every command for the length of the `limit rm`). Before, limit_rm woke
+ * them all in one call. */
+static void test_limit_rm_in_steps(void) {
+  const char *q = itest_queue("rmsteps");
+  redisContext *c = itest_conn();
+  char batch[64];
+  redisReply *r;
+  long long now;
+  long long longest = 0;
+  int calls = 0;
+  pid_t w[2];
+
+  {
+    const char *args[] = {"limit", "set", "gpu", "--concurrency", "1", NULL};
+
+    CHECK_INT(run(q, args, NULL, NULL), ==, 0);
+  }
+  r = itest_cmd(c, "TIME");
+  now = strtoll(r->element[0]->str, NULL, 10) * 1000;
+  freeReplyObject(r);
+  r = itest_cmd(c, "ZADD sluice:{%s}:cl:gpu %lld 2:0-1", q, now + 600000);
+  freeReplyObject(r);
+  submit_sleeps(q, "rmsteps.jsonl", 3000, 0, "gpu", "", batch);
+  for (int i = 0; i < 2; i++)
+    w[i] = itest_worker(q, 20);
+  wait_waiting(c, q, "gpu", 3000, 1, 60);
+  freeReplyObject(itest_cmd(c, "CONFIG SET slowlog-max-len 100000"));
+  freeReplyObject(itest_cmd(c, "CONFIG SET slowlog-log-slower-than 0"));
+  freeReplyObject(itest_cmd(c, "SLOWLOG RESET"));
+  {
+    const char *args[] = {"limit", "rm", "gpu", NULL};
+
+    CHECK_INT(run(q, args, NULL, NULL), ==, 0);
+  }
+  r = itest_cmd(c, "SLOWLOG GET -1");
+  freeReplyObject(itest_cmd(c, "CONFIG SET slowlog-log-slower-than 10000"));
+  freeReplyObject(itest_cmd(c, "CONFIG SET slowlog-max-len 128"));
+  for (size_t i = 0; i < r->elements; i++) {
+    redisReply *e = r->element[i];
+    redisReply *argv = e->elements > 3 ? e->element[3] : NULL;
+
+    if (argv == NULL || argv->type != REDIS_REPLY_ARRAY || argv->elements < 2 ||
+        strcasecmp(argv->element[0]->str, "FCALL") != 0 ||
+        strncmp(argv->element[1]->str, "sluice_v1_limit_", 16) != 0)
+      continue;
+    calls++;
+    if (e->element[2]->integer > longest)
+      longest = e->element[2]->integer;
+  }
+  freeReplyObject(r);
+  itest_wait_batch(c, q, batch, 90);
+  for (int i = 0; i < 2; i++)
+    itest_stop(w[i]);
+  printf("    limit rm: 3000 waiting items woken in %d calls, the longest %lld us\n", calls, longest);
+  CHECK_INT(calls, >=, 3);
+  CHECK_INT(itest_batch_num(c, q, batch, "succeeded"), ==, 3000);
+  CHECK_INT(cmd_int(c, "EXISTS sluice:{%s}:cw:%s", q, "gpu"), ==, 0);
+  redisFree(c);
+}
+
+/* A lease taken before a rate-limit wait lasts through it. Limit 2/s,
+ * burst 1, concurrency 1, its bucket pushed 3 s ahead (as a Retry-After
+ * does); items of 800 ms with a timeout of 1,000 ms on a worker with a
+ * visibility of 1,000 ms: the first takes the lease and waits 3 s, more
+ * than its timeout plus the visibility. Before the lease counted the
+ * wait, it lapsed meanwhile, a reclaim woke the next item, which took the
+ * lease and started 500 ms after the first: two ran at once. */
+static void test_lease_covers_rate_wait(void) {
+  const char *q = itest_queue("leasewait");
+  redisContext *c = itest_conn();
+  char batch[64];
+  long long st[4];
+  long long fin[4];
+  redisReply *r;
+  long long now_us;
+  int peak;
+  pid_t w;
+
+  {
+    const char *args[] = {"limit", "set", "gpu", "2/s", "--burst", "1", "--concurrency", "1", NULL};
+
+    CHECK_INT(run(q, args, NULL, NULL), ==, 0);
+  }
+  r = itest_cmd(c, "TIME");
+  now_us = strtoll(r->element[0]->str, NULL, 10) * 1000000 + strtoll(r->element[1]->str, NULL, 10);
+  freeReplyObject(r);
+  r = itest_cmd(c, "SET sluice:{%s}:rl:gpu %lld PX 20000", q, now_us + 3000000);
+  freeReplyObject(r);
+  submit_sleeps(q, "leasewait.jsonl", 4, 800, "gpu", ",\"timeout_ms\":1000", batch);
+  {
+    const char *args[] = {"worker", "--redis", itest_url(), "--queue", q, "--concurrency", "4", "--visibility", "1000",
+                          "--block-ms", "200", "--quiet", NULL};
+
+    w = itest_spawn(args, NULL, NULL);
+  }
+  itest_wait_batch(c, q, batch, 40);
+  itest_stop(w);
+  peak = batch_peak(c, q, batch, 4, st, fin);
+  printf("    lease through a 3 s rate wait: at most %d of 4 ran at once (concurrency 1)\n", peak);
+  CHECK_INT(peak, ==, 1);
+  redisFree(c);
+}
+
 static const sl_test tests[] = {
+    {"concurrency_removed", test_concurrency_removed, 90},
+    {"concurrency_raised", test_concurrency_raised, 90},
+    {"limit_rm_in_steps", test_limit_rm_in_steps, 180},
+    {"lease_covers_rate_wait", test_lease_covers_rate_wait, 90},
     {"queue_default_limit", test_queue_default_limit, 60},
     {"retry_after_pushes_fleet_back", test_retry_after_pushes_fleet_back, 60},
     {"concurrency_limit", test_concurrency_limit, 90},
