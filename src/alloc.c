@@ -25,18 +25,34 @@
 #include <sluice/sluice.h>
 
 static long fail_after = -1; /* allocations left before one fails; -1: never */
+static int fail_once;        /* only that one fails; the next ones succeed again */
+static long allocs;          /* allocations asked for so far (sl__alloc_count) */
 
 static int should_fail(void) {
+  allocs++;
   if (fail_after < 0)
     return 0;
-  if (fail_after == 0)
+  if (fail_after == 0) {
+    if (fail_once)
+      fail_after = -1;
     return 1;
+  }
   fail_after--;
   return 0;
 }
 
 void sl__alloc_fail_after(long n) {
   fail_after = n;
+  fail_once = 0;
+}
+
+void sl__alloc_fail_once(long n) {
+  fail_after = n;
+  fail_once = 1;
+}
+
+long sl__alloc_count(void) {
+  return allocs;
 }
 
 void *sl_malloc(size_t n) {
