@@ -384,7 +384,8 @@ static void test_no_redirects(void) {
 
   CHECK_INT(pipe(counter), ==, 0);
   snprintf(reply, sizeof(reply),
-           "HTTP/1.1 302 Found\r\nLocation: http://127.0.0.1:%d/ok\r\nContent-Length: 5\r\nConnection: close\r\n\r\nmoved",
+           "HTTP/1.1 302 Found\r\nLocation: http://127.0.0.1:%d/ok\r\nContent-Length: 5\r\n"
+           "Connection: close\r\n\r\nmoved",
            server_port);
   pid = responder(reply, &port, counter[1]);
   close(counter[1]);
@@ -412,16 +413,19 @@ static void test_no_redirects(void) {
 /* ---- Close-on-exec ---- */
 
 typedef struct scan {
-  uv_timer_t t;      /* fires during the transfers */
-  int sockets;       /* network sockets found in /proc/self/fd */
-  int unix_pair;     /* unix sockets (libcurl's wakeup pair) */
-  int not_cloexec;   /* of them, without FD_CLOEXEC */
+  uv_timer_t t;      /* fires every 20 ms during the transfers */
+  const got *g;      /* the transfers' record: scanning ends with them */
+  int sockets;       /* the most network sockets found at once in /proc/self/fd */
+  int unix_pair;     /* the most unix sockets (libcurl's wakeup pair) */
+  int not_cloexec;   /* network sockets seen without FD_CLOEXEC */
 } scan;
 
 static void on_scan(uv_timer_t *t) {
   scan *s = (scan *)t;
   DIR *d = opendir("/proc/self/fd");
   struct dirent *e;
+  int sockets = 0;
+  int unix_pair = 0;
 
   while (d != NULL && (e = readdir(d)) != NULL) {
     char path[64];
@@ -447,16 +451,21 @@ static void on_scan(uv_timer_t *t) {
        * (curl_multi_wakeup), opened without close-on-exec by libcurl 7.88
        * and out of the client's reach; an exec child never gets it
        * (forkexec.c closes every descriptor past 2) */
-      s->unix_pair++;
+      unix_pair++;
       continue;
     }
-    s->sockets++;
+    sockets++;
     if (!(fcntl(fd, F_GETFD) & FD_CLOEXEC))
       s->not_cloexec++;
   }
   if (d != NULL)
     closedir(d);
-  uv_close((uv_handle_t *)t, NULL);
+  if (sockets > s->sockets)
+    s->sockets = sockets;
+  if (unix_pair > s->unix_pair)
+    s->unix_pair = unix_pair;
+  if (s->g->calls == 4)
+    uv_close((uv_handle_t *)t, NULL);
 }
 
 /* CURLOPT_SOCKOPTFUNCTION: curl calls it with each new socket, right after
@@ -492,8 +501,9 @@ static void test_sockets_cloexec(void) {
     curl_easy_setopt(e, CURLOPT_SOCKOPTDATA, &g);
     CHECK_INT(sl__httpc_add(c, e, &o, on_got, &g), ==, 0);
   }
+  s.g = &g;
   uv_timer_init(&loop, &s.t);
-  uv_timer_start(&s.t, on_scan, 200, 0);
+  uv_timer_start(&s.t, on_scan, 20, 20);
   uv_run(&loop, UV_RUN_DEFAULT);
   finish(&loop, c);
   CHECK_INT(g.calls, ==, 4);

@@ -112,7 +112,8 @@ static void hang_start(sl_job_t *j, void *ud) {
 static void test_timeout_retry_then_fail(void) {
   const char *q = itest_queue("timeout");
   const char *lines[] = {
-      "{\"id\":\"t\",\"payload\":null,\"type\":\"hang\",\"timeout_ms\":200,\"max_attempts\":2,\"backoff_ms\":1,\"backoff_max_ms\":1}",
+      "{\"id\":\"t\",\"payload\":null,\"type\":\"hang\",\"timeout_ms\":200,\"max_attempts\":2,"
+      "\"backoff_ms\":1,\"backoff_max_ms\":1}",
       NULL};
   char batch[SL_NAME_MAX + 1];
   cJSON *r;
@@ -278,9 +279,12 @@ static size_t b64_decode(const char *s, unsigned char *out) {
  * NULL stores null. */
 static void test_result_sizes(void) {
   const char *q = itest_queue("sizes");
-  const char *lines[] = {"{\"id\":\"exact\",\"payload\":null,\"type\":\"res\"}",     "{\"id\":\"over\",\"payload\":null,\"type\":\"res\"}",
-                         "{\"id\":\"text_fits\",\"payload\":null,\"type\":\"res\"}", "{\"id\":\"text_escapes\",\"payload\":null,\"type\":\"res\"}",
-                         "{\"id\":\"utf8\",\"payload\":null,\"type\":\"res\"}",      "{\"id\":\"null\",\"payload\":null,\"type\":\"res\"}",
+  const char *lines[] = {"{\"id\":\"exact\",\"payload\":null,\"type\":\"res\"}",
+                         "{\"id\":\"over\",\"payload\":null,\"type\":\"res\"}",
+                         "{\"id\":\"text_fits\",\"payload\":null,\"type\":\"res\"}",
+                         "{\"id\":\"text_escapes\",\"payload\":null,\"type\":\"res\"}",
+                         "{\"id\":\"utf8\",\"payload\":null,\"type\":\"res\"}",
+                         "{\"id\":\"null\",\"payload\":null,\"type\":\"res\"}",
                          NULL};
   char batch[SL_NAME_MAX + 1];
   cJSON *r;
@@ -337,7 +341,8 @@ static void test_result_sizes(void) {
  * is the largest result that fits, one byte more fails for good. */
 static void test_result_base64(void) {
   const char *q = itest_queue("b64");
-  const char *lines[] = {"{\"id\":\"b64\",\"payload\":null,\"type\":\"res\"}", "{\"id\":\"b64_max\",\"payload\":null,\"type\":\"res\"}",
+  const char *lines[] = {"{\"id\":\"b64\",\"payload\":null,\"type\":\"res\"}",
+                         "{\"id\":\"b64_max\",\"payload\":null,\"type\":\"res\"}",
                          "{\"id\":\"b64_over\",\"payload\":null,\"type\":\"res\"}", NULL};
   char batch[SL_NAME_MAX + 1];
   unsigned char *dec = malloc(800000);
