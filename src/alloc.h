@@ -16,7 +16,18 @@ char *sl_strndup(const char *s, size_t n);
 /* sl_free is public (sluice.h). */
 void sl_free(void *p);
 
-/* Test hook: the allocation after `n` more successful ones fails; -1 disables. */
+/* Routes cJSON's allocations through sl_malloc/sl_free (cJSON_InitHooks),
+ * once per process; called by the library's first entry points. The hooks
+ * only forward to malloc and free while no fault is armed (alloc.c). */
+void sl__alloc_init(void);
+
+/* Test hook: the allocation after `n` more successful ones fails, and every
+ * one after it; -1 disables. */
 void sl__alloc_fail_after(long n);
+/* Test hook: the allocation after `n` more successful ones fails, and only
+ * that one (a transient failure: the program goes on and must recover). */
+void sl__alloc_fail_once(long n);
+/* Test hook: allocations asked for through these wrappers so far. */
+long sl__alloc_count(void);
 
 #endif

@@ -45,6 +45,7 @@ SL_EXTERN int sl_batch_new(const sl_batch_opts *opts, sl_batch_t **out, char *er
   sl_batch_opts none = {0};
   sl_batch_t *b;
 
+  sl__alloc_init(); /* cJSON allocates through sl_malloc from here on */
   if (opts == NULL)
     opts = &none;
   b = sl_calloc(1, sizeof(*b));

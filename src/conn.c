@@ -80,9 +80,11 @@ int sl__redis_connect(const sl_url *u, int timeout_ms, redisContext **out, char 
 }
 
 SL_EXTERN int sl_client_open(const char *url, sl_client_t **out, char *errbuf, size_t errlen) {
-  sl_client_t *c = sl_calloc(1, sizeof(*c));
+  sl_client_t *c;
   int rc;
 
+  sl__alloc_init(); /* cJSON allocates through sl_malloc from here on */
+  c = sl_calloc(1, sizeof(*c));
   if (c == NULL) {
     snprintf(errbuf, errlen, "out of memory");
     return SL_ENOMEM;

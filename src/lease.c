@@ -175,10 +175,11 @@ void sl__lease_release(sl_worker_t *w) {
   sl_job_t *taken = NULL;
   int k;
 
-  if (av == NULL || al == NULL) {
+  w->release_oom = av == NULL || al == NULL;
+  if (w->release_oom) {
     sl_free(av);
     sl_free(al);
-    return;
+    return; /* retried on the next pump; a drained stop gives up (sched.c) */
   }
   k = sl__fcall_head(w, "sluice_v1_release", "3", av, al);
   sl__push_arg(av, al, &k, SL_GROUP);

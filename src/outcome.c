@@ -154,8 +154,9 @@ void sl__outcome_flush(sl_worker_t *w) {
   sl_done *last = NULL;
   int k;
 
-  if (av == NULL || al == NULL || f == NULL || delays == NULL)
-    goto out; /* retried on the next pump */
+  w->flush_oom = av == NULL || al == NULL || f == NULL || delays == NULL;
+  if (w->flush_oom)
+    goto out; /* retried on the next pump; a drained stop gives up (sched.c) */
   k = sl__fcall_head(w, "sluice_v1_complete", "3", av, al);
   sl__push_arg(av, al, &k, SL_GROUP);
   sl__push_arg(av, al, &k, w->keys.prefix);

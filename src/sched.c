@@ -114,7 +114,11 @@ static void pump(sl_worker_t *w) {
         sl__intake_fetch(w, free_slots);
     }
   }
-  if (w->stopping && w->running == 0 && (w->ndone == 0 || (w->drained && !w->cmd_up)) && w->flushing == 0 &&
-      !w->fetching && !w->blocking && !w->releasing && (w->nbacklog == 0 || !w->cmd_up))
+  /* Past the drain timeout, completions and backlog that cannot be sent
+   * (Redis is gone, or memory is: the call could not be built) are given
+   * up: their items stay pending and are taken over. */
+  if (w->stopping && w->running == 0 && (w->ndone == 0 || (w->drained && (!w->cmd_up || w->flush_oom))) &&
+      w->flushing == 0 && !w->fetching && !w->blocking && !w->releasing &&
+      (w->nbacklog == 0 || !w->cmd_up || (w->drained && w->release_oom)))
     sl__worker_close_all(w);
 }

@@ -174,6 +174,7 @@ SL_EXTERN int sl_worker_new(const sl_worker_opts *opts, sl_worker_t **out, char 
   unsigned char r[2];
   int rc;
 
+  sl__alloc_init(); /* cJSON allocates through sl_malloc from here on */
   if (opts == NULL || opts->redis_url == NULL) {
     snprintf(errbuf, errlen, "no Redis URL given");
     return SL_EINVAL;

@@ -75,6 +75,7 @@ struct sl_worker {
   int fetching;              /* [intake] a fetch call is in flight */
   int blocking;              /* [intake] a blocking read is in flight */
   int flushing;              /* [outcome] complete calls in flight */
+  int flush_oom;             /* [outcome] the last complete call could not be built (out of memory) */
   int idle;                  /* [intake] the last fetch came back short: block next */
   int stopping;              /* [worker] no new items; drain and close */
   int closed;                /* [worker] connections and handles are closing */
@@ -99,6 +100,7 @@ struct sl_worker {
   int beating;               /* [lease] a beat call is in flight */
   int reclaiming;            /* [intake] a reclaim call is in flight */
   int releasing;             /* [lease] a release call is in flight */
+  int release_oom;           /* [lease] the last release call could not be built (out of memory) */
   int isolating;             /* [intake] a reclaim that may bring a run-alone item is in flight */
   sl_job_t *alone_job;       /* [sched] the run-alone item running now, or NULL */
   int ever_up;               /* [aredis] both connections were up once */

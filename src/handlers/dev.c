@@ -16,6 +16,7 @@
 
 #include "alloc.h"
 #include "id.h"
+#include "json.h"
 #include "handlers/dev.h"
 
 typedef struct sleep_job {
@@ -79,9 +80,17 @@ static void sleep_start(sl_job_t *j, void *ud) {
   const cJSON *ms = cJSON_GetObjectItemCaseSensitive(pl, "ms");
   const cJSON *fr = cJSON_GetObjectItemCaseSensitive(pl, "fail_rate");
   sleep_job *s;
+  char why[96];
+  size_t at;
 
   (void)ud;
-  if (pl != NULL && !cJSON_IsObject(pl) && !cJSON_IsNull(pl)) {
+  if (pl == NULL && sl__json_validate(p, len, SL_ITEM_MAX_DEPTH, &at, why, sizeof(why)) == 0) {
+    /* JSON that cJSON could not parse: it ran out of memory (read as no
+     * payload, the item would sleep 0 ms and succeed) */
+    sl_job_fail(j, "sleep: out of memory");
+    return;
+  }
+  if (pl == NULL || (!cJSON_IsObject(pl) && !cJSON_IsNull(pl))) {
     cJSON_Delete(pl);
     sl_job_fail(j, "sleep: payload must be an object like {\"ms\":100}");
     return;
