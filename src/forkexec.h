@@ -1,7 +1,8 @@
 /*
  * Starting `/bin/sh -c COMMAND` in a contained child (see forkexec.c and
  * spawn.h): own session and process group, PR_SET_PDEATHSIG, default signal
- * dispositions and an empty mask, descriptors 0-2 only, exactly `env`.
+ * dispositions and an empty mask, descriptors 0-2 only, exactly `env`, and
+ * the descriptor limit the worker started with (fdlimit.h).
  */
 #ifndef SL_FORKEXEC_H
 #define SL_FORKEXEC_H

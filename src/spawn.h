@@ -11,7 +11,9 @@
  *     close-on-exec, and they are authenticated to Redis);
  *   - an empty signal mask and default dispositions (the worker ignores
  *     SIGPIPE; a child must not inherit that);
- *   - exactly the environment it is given.
+ *   - exactly the environment it is given;
+ *   - the RLIMIT_NOFILE the worker started with, when the worker raised its
+ *     own (fdlimit.h).
  * Between fork and execve the child makes only async-signal-safe calls (the
  * worker has other threads: curl's resolver). A failed step writes {step,
  * errno} to a close-on-exec status pipe, which the parent reads until end of

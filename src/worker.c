@@ -203,6 +203,10 @@ SL_EXTERN int sl_worker_new(const sl_worker_opts *opts, sl_worker_t **out, char 
     goto fail;
   }
   w->concurrency = opts->concurrency > 0 ? opts->concurrency : 10;
+  /* Refused rather than clamped: the operator sized the fleet by it. */
+  rc = sl__fd_budget(w->concurrency, &w->fds, errbuf, errlen);
+  if (rc != 0)
+    goto fail;
   w->load_library = opts->load_library != 0;
   w->block_ms = opts->block_ms > 0 ? opts->block_ms : 1000;
   if (opts->weights != NULL) {
@@ -409,6 +413,9 @@ SL_EXTERN int sl_worker_run(sl_worker_t *w) {
     off += (size_t)snprintf(served + off, sizeof(served) - off, "%s%s", i ? ", " : "", w->handlers[i].type);
   sl__log_info("worker %s serving queue %s (types: %s), concurrency %d, visibility %lld ms", w->id,
                w->keys.queue, served, w->concurrency, (long long)w->visibility_ms);
+  if (w->fds.was != w->fds.limit)
+    sl__log_info("raised the file descriptor limit (ulimit -n) from %ld to %ld; --concurrency %d needs about %ld",
+                 w->fds.was, w->fds.limit, w->concurrency, w->fds.need);
   sl__worker_kick(w);
   if (!w->owns_loop)
     return w->rc;

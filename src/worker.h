@@ -22,6 +22,7 @@
 #include <sluice/sluice.h>
 
 #include "buf.h"
+#include "fdlimit.h"
 #include "script.h"
 #include "url.h"
 #include "webhook.h"
@@ -46,6 +47,7 @@ struct sl_worker {
   sl_keys keys;              /* [worker] the queue's key names */
   char id[160];              /* [worker] worker id = consumer name: host:pid:rand */
   int concurrency;           /* [worker] jobs at once */
+  sl_fd_budget fds;          /* [worker] descriptors: the concurrency's need, the limit, the limit before the raise */
   int load_library;          /* [worker] load the function library at start (--load-library), and again if Redis lost it */
   int64_t lib_warned_at;     /* [aredis] ms since the epoch of the last "library gone" warning */
   int block_ms;              /* [worker] idle blocking read, ms */

@@ -1779,6 +1779,111 @@ static void test_webhook_allow_list(void) {
   redisFree(c);
 }
 
+/* ---- File descriptors ---- */
+
+/* Waits up to timeout_s for pid to exit; returns its wait status (fails the
+ * test past the deadline). */
+static int wait_exit(pid_t pid, int timeout_s) {
+  long long t0 = itest_ms();
+  int status = 0;
+
+  while (waitpid(pid, &status, WNOHANG) != pid) {
+    if (itest_ms() - t0 > timeout_s * 1000LL) {
+      kill(pid, SIGKILL);
+      waitpid(pid, &status, 0);
+      sl_test_fail(__FILE__, __LINE__, "process %d did not exit within %d s", (int)pid, timeout_s);
+    }
+    usleep(10000);
+  }
+  return status;
+}
+
+/* A limit that cannot carry the concurrency, even raised to the hard limit:
+ * the worker refuses to start, exit 2, with the figures; the most it could
+ * run starts. */
+static void test_fd_budget_refused(void) {
+  const char *q = itest_queue("fdrefused");
+  char errlog[600];
+  char *log;
+  int status;
+
+  snprintf(errlog, sizeof(errlog), "%s", itest_path("worker-fd.err"));
+  {
+    const char *args[] = {"worker", "--redis", itest_url(), "--queue", q, "--concurrency", "400", NULL};
+
+    status = wait_exit(itest_spawn_nofile(args, 256, 256, NULL, errlog), 20);
+  }
+  CHECK(WIFEXITED(status));
+  CHECK_INT(WEXITSTATUS(status), ==, 2);
+  log = itest_read(errlog, NULL);
+  CHECK_CONTAINS(log, "--concurrency 400 needs about 1264 file descriptors; the limit is 256 (ulimit -n)");
+  CHECK_CONTAINS(log, "run at most --concurrency 64");
+  free(log);
+  {
+    /* 64 slots fit 256 exactly: the worker runs, and stops cleanly. */
+    const char *args[] = {"worker", "--redis", itest_url(), "--queue", q, "--concurrency", "64", NULL};
+    pid_t w = itest_spawn_nofile(args, 256, 256, NULL, errlog);
+
+    free(wait_log(errlog, "serving queue", 10));
+    status = itest_stop(w);
+  }
+  CHECK(WIFEXITED(status));
+  CHECK_INT(WEXITSTATUS(status), ==, 0);
+}
+
+/* A soft limit of 256 under a hard limit that is just what 400 slots need
+ * (3 a slot + 64): the worker raises its soft limit and 400 http items held
+ * 1 s at once all succeed. (With the soft limit left at 256, 158 of them
+ * failed with "Couldn't connect to server ... after 0 ms".) */
+static void test_fd_limit_raised(void) {
+  const char *q = itest_queue("fdtight");
+  redisContext *c = itest_conn();
+  const int n = 400;
+  size_t cap = (size_t)n * 120;
+  char *lines = malloc(cap);
+  size_t len = 0;
+  char batch[64];
+  char errlog[600];
+  char *log;
+  cJSON *st;
+  pid_t w;
+
+  CHECK(lines != NULL);
+  for (int i = 0; i < n; i++)
+    len += (size_t)snprintf(lines + len, cap - len,
+                            "{\"type\":\"http\",\"payload\":{\"url\":\"http://127.0.0.1:%d/hold?ms=1000\"}}\n",
+                            server_port);
+  snprintf(errlog, sizeof(errlog), "%s", itest_path("worker-fdtight.err"));
+  {
+    const char *args[] = {"worker", "--redis", itest_url(), "--queue", q, "--concurrency", "400", "--block-ms", "200",
+                          NULL};
+
+    w = itest_spawn_nofile(args, 256, 64 + 3 * 400, NULL, errlog);
+  }
+  log = wait_log(errlog, "raised the file descriptor limit (ulimit -n) from 256 to 1264; --concurrency 400 needs "
+                         "about 1264", 10);
+  free(log);
+  free(server_get("/stats?reset_peak=1"));
+  submit(q, lines, batch);
+  wait_batch(c, q, batch, 60, w, errlog);
+  st = server_stats();
+  printf("    400 slots under a hard limit of 1264 descriptors: %lld succeeded, %lld failed; server peak in flight "
+         "%lld\n",
+         itest_batch_num(c, q, batch, "succeeded"), itest_batch_num(c, q, batch, "failed"),
+         stats_num(st, "peak_in_flight"));
+  CHECK_INT(itest_batch_num(c, q, batch, "succeeded"), ==, n);
+  CHECK_INT(itest_batch_num(c, q, batch, "failed"), ==, 0);
+  CHECK_INT(stats_num(st, "peak_in_flight"), >=, 300); /* they really were held at once */
+  cJSON_Delete(st);
+  log = itest_read(errlog, NULL);
+  CHECK(strstr(log, "Couldn't connect") == NULL);
+  CHECK(strstr(log, "out of file descriptors") == NULL);
+  free(log);
+  CHECK_INT(WEXITSTATUS(itest_stop(w)), ==, 0);
+  free(lines);
+  redisFree(c);
+}
+
 static const sl_test tests[] = {
     {"webhook_allow_list", test_webhook_allow_list, 60},
     {"webhook_once_signed", test_webhook_once_signed, 60},
@@ -1801,6 +1906,8 @@ static const sl_test tests[] = {
     {"secrets", test_secrets, 30},
     {"throughput", test_throughput, 60},
     {"no_waves", test_no_waves, 120},
+    {"fd_budget_refused", test_fd_budget_refused, 60},
+    {"fd_limit_raised", test_fd_limit_raised, 90},
     {NULL, NULL, 0},
 };
 
