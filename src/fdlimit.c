@@ -16,7 +16,9 @@
  */
 #include "fdlimit.h"
 
+#include <errno.h>
 #include <stdio.h>
+#include <string.h>
 
 #include <sluice/sluice.h>
 
@@ -66,4 +68,16 @@ int sl__fd_child_limit(struct rlimit *out) {
     return 0;
   *out = first;
   return 1;
+}
+
+int sl__fd_exhausted(int err) {
+  return err == EMFILE || err == ENFILE;
+}
+
+const char *sl__fd_strerror(int err) {
+  if (err == EMFILE)
+    return "out of file descriptors (EMFILE)";
+  if (err == ENFILE)
+    return "out of file descriptors in the whole system (ENFILE)";
+  return strerror(err);
 }

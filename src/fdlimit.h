@@ -9,6 +9,10 @@
  * let items fail one by one with "Couldn't connect" once the descriptors run
  * out. exec children get the soft limit the process started with back, so a
  * command runs under the limit its operator's shell would give it.
+ *
+ * Running out anyway (the process shares its limit with an embedding
+ * program, or the system table is full) is EMFILE or ENFILE, and messages
+ * say so (sl__fd_strerror).
  */
 #ifndef SL_FDLIMIT_H
 #define SL_FDLIMIT_H
@@ -44,5 +48,9 @@ int sl__fd_budget(int concurrency, sl_fd_budget *b, char *err, size_t errlen);
 /* 1 with *out the limits the process had before sl__fd_budget raised its
  * soft limit (what exec children get back); 0 when it did not raise it. */
 int sl__fd_child_limit(struct rlimit *out);
+/* 1 for EMFILE and ENFILE (out of descriptors), else 0. */
+int sl__fd_exhausted(int err);
+/* "out of file descriptors (EMFILE)" for EMFILE or ENFILE; else strerror. */
+const char *sl__fd_strerror(int err);
 
 #endif

@@ -39,6 +39,7 @@
 #include "alloc.h"
 #include "allow.h"
 #include "buf.h"
+#include "fdlimit.h"
 #include "httpc.h"
 #include "httpreq.h"
 #include "json.h"
@@ -155,7 +156,7 @@ static void excerpt(const req *r, char *out, size_t len) {
 }
 
 /* A transfer ended (httpc has removed it): the outcome of the job. */
-static void finish(void *ud, CURL *easy, CURLcode code) {
+static void finish(void *ud, CURL *easy, CURLcode code, int sock_errno) {
   req *r = ud;
   sl_job_t *j = r->job;
   long status = 0;
@@ -164,7 +165,9 @@ static void finish(void *ud, CURL *easy, CURLcode code) {
   (void)easy;
   r->job = NULL;
   curl_easy_getinfo(r->easy, CURLINFO_RESPONSE_CODE, &status);
-  if (code != CURLE_OK) {
+  if (code != CURLE_OK && sl__fd_exhausted(sock_errno)) {
+    sl_job_fail(j, "http: %s opening a connection (curl: %s)", sl__fd_strerror(sock_errno), curl_easy_strerror(code));
+  } else if (code != CURLE_OK) {
     sl_job_fail(j, "curl: %s%s%s", curl_easy_strerror(code), r->errbuf[0] ? ": " : "", r->errbuf);
   } else if (status >= 200 && status < 300) {
     sl_buf out;
