@@ -12,7 +12,9 @@
  *
  * Running out anyway (the process shares its limit with an embedding
  * program, or the system table is full) is EMFILE or ENFILE, and messages
- * say so (sl__fd_strerror).
+ * say so (sl__fd_strerror). The built-in handlers give such an item back
+ * (sl_job_give_back) instead of charging it an attempt: the item is not at
+ * fault.
  */
 #ifndef SL_FDLIMIT_H
 #define SL_FDLIMIT_H
@@ -29,6 +31,10 @@
  * wake-up pair, webhook connections, the status pipe of a child being
  * started, name lookups (resolv.conf, a UDP socket), with room to spare. */
 #define SL_FD_RESERVE 64
+
+/* Internal code, never returned by a public function: out of file
+ * descriptors (EMFILE or ENFILE); nothing was started. */
+#define SL__ENOFDS (-100)
 
 /* What sl__fd_budget found. */
 typedef struct sl_fd_budget {

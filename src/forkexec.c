@@ -150,7 +150,9 @@ pid_t sl__forkexec(const char *command, char *const *env, int in, int out, int e
 
   *code = SL_EIO;
   if (pipe2(st, O_CLOEXEC) != 0) {
-    snprintf(why, whylen, "pipe2: %s", strerror(errno));
+    saved = errno;
+    *code = sl__fd_exhausted(saved) ? SL__ENOFDS : SL_EIO;
+    snprintf(why, whylen, "pipe2: %s", sl__fd_strerror(saved));
     close_fd(&in);
     close_fd(&out);
     close_fd(&err);
@@ -195,6 +197,11 @@ pid_t sl__forkexec(const char *command, char *const *env, int in, int out, int e
   close_fd(&st[0]);
   if (n > 0) {
     while (waitpid(pid, NULL, 0) < 0 && errno == EINTR) {
+    }
+    if (n == (ssize_t)sizeof(report) && sl__fd_exhausted(report[1])) {
+      snprintf(why, whylen, "%s: %s", step_name(report[0]), sl__fd_strerror(report[1]));
+      *code = SL__ENOFDS; /* the worker's descriptors, not the command, are at fault */
+      return -1;
     }
     snprintf(why, whylen, "%s: %s", step_name(report[0]),
              n == (ssize_t)sizeof(report) ? strerror(report[1]) : "no reason given");

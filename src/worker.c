@@ -107,8 +107,8 @@ void sl__worker_close_all(sl_worker_t *w) {
     return;
   w->closed = 1;
   if (w->timers_up) {
-    uv_timer_t *timers[] = {&w->kick,  &w->beat,  &w->reclaim, &w->delayed,
-                            &w->reconnect, &w->drain, &w->pause, &w->progress, &w->webhook};
+    uv_timer_t *timers[] = {&w->kick,  &w->beat,  &w->reclaim, &w->delayed, &w->reconnect,
+                            &w->drain, &w->pause, &w->progress, &w->webhook, &w->hold};
 
     for (size_t i = 0; i < sizeof(timers) / sizeof(timers[0]); i++) {
       uv_timer_stop(timers[i]);
@@ -130,9 +130,9 @@ void sl__worker_close_all(sl_worker_t *w) {
     redisAsyncDisconnect(w->cmd);
   if (w->blk != NULL)
     redisAsyncDisconnect(w->blk);
-  sl__log_info("worker %s stopped: %llu succeeded, %llu failed, %llu retried%s", w->id,
+  sl__log_info("worker %s stopped: %llu succeeded, %llu failed, %llu retried, %llu given back%s", w->id,
                (unsigned long long)w->n_ok, (unsigned long long)w->n_failed, (unsigned long long)w->n_retry,
-               w->n_dup ? " (some completions were already recorded)" : "");
+               (unsigned long long)w->n_given, w->n_dup ? " (some completions were already recorded)" : "");
 }
 
 static void on_drain_timer(uv_timer_t *t) {
@@ -385,8 +385,8 @@ SL_EXTERN int sl_worker_run(sl_worker_t *w) {
     return rc;
   }
   {
-    uv_timer_t *timers[] = {&w->kick,  &w->beat,  &w->reclaim, &w->delayed,
-                            &w->reconnect, &w->drain, &w->pause, &w->progress, &w->webhook};
+    uv_timer_t *timers[] = {&w->kick,  &w->beat,  &w->reclaim, &w->delayed, &w->reconnect,
+                            &w->drain, &w->pause, &w->progress, &w->webhook, &w->hold};
 
     for (size_t i = 0; i < sizeof(timers) / sizeof(timers[0]); i++) {
       uv_timer_init(w->loop, timers[i]);
@@ -477,6 +477,10 @@ SL_EXTERN void sl_worker_free(sl_worker_t *w) {
   sl__httpc_close(w->httpc); /* run() was never called */
   while ((j = sl__sched_pop(w)) != NULL)
     sl__job_free(j);
+  while ((j = w->given) != NULL) {
+    w->given = j->next;
+    sl__job_free(j);
+  }
   sl__outcome_drop_all(w);
   sl__webhook_free(w);
   sl__url_free(&w->url);

@@ -71,6 +71,9 @@ struct sl_worker {
   sl_job_t *backlog;         /* [sched] delivered, not started (FIFO) */
   sl_job_t *backlog_tail;    /* [sched] its tail */
   int nbacklog;              /* [sched] its length */
+  sl_job_t *given;           /* [lease] given back by their handlers (sl_job_give_back), not yet released (copies) */
+  int ngiven;                /* [lease] its length */
+  int given_held;            /* [lease] items given back during the hold, after the one logged */
   struct sl_done *done;      /* [outcome] finished, not yet written (FIFO) */
   struct sl_done *done_tail; /* [outcome] its tail */
   int ndone;                 /* [outcome] its length */
@@ -82,6 +85,7 @@ struct sl_worker {
   int closed;                /* [worker] connections and handles are closing */
   int rc;                    /* [worker] result of sl_worker_run */
   uv_timer_t kick;           /* [sched] runs pump() on the next loop turn */
+  uv_timer_t hold;           /* [lease] after a give back: no item starts or is fetched while it runs */
   uv_timer_t beat;           /* [lease] heartbeat + fleet registry */
   uv_timer_t reclaim;        /* [intake] takeover of dead workers' items */
   uv_timer_t delayed;        /* [intake] wakes up when the next retry is due */
@@ -114,6 +118,7 @@ struct sl_worker {
   uint64_t n_dup;            /* [outcome] completions Redis had already seen */
   uint64_t n_retry;          /* [outcome] attempts sent to retry */
   uint64_t n_fenced;         /* [lease] attempts stopped because another worker took the item */
+  uint64_t n_given;          /* [lease] attempts given back uncounted (out of descriptors) */
   char errstr[512];          /* [worker] cause of a fatal error */
 };
 
@@ -166,8 +171,13 @@ void sl__worker_penalize(sl_worker_t *w, const char *rate_key, int64_t ms);
 /* ---- lease.c: heartbeats, fencing, release ---- */
 
 void sl__lease_beat(sl_worker_t *w);
-/* Gives back up to RELEASE_MAX backlog items (taken, not started). */
+/* Gives back up to RELEASE_MAX items in one call: those handlers gave back,
+ * then, when stopping, the backlog (taken, not started). */
 void sl__lease_release(sl_worker_t *w);
+/* A handler gave job j back (sl_job_give_back, why): its entry is queued to
+ * be released uncharged, the reason logged, and new starts held (the `hold`
+ * timer, which pump() respects). */
+void sl__lease_give_back(sl_worker_t *w, const sl_job_t *j, const char *why);
 /* Starts the beat timer. */
 void sl__lease_start(sl_worker_t *w);
 

@@ -17,7 +17,9 @@
  * (the body capped at --http-max-body, stored as JSON when it parses, cut
  * further when the results line would not fit); 429, 5xx and transport
  * errors are retryable and 429/503 honour Retry-After; other statuses fail
- * at once; a secret that is not granted refuses the item. Errors keep the
+ * at once; a secret that is not granted refuses the item; a socket that
+ * could not be opened for want of descriptors (EMFILE, ENFILE) gives the
+ * item back (sl_job_give_back), counting no attempt. Errors keep the
  * status and a body excerpt, or curl's own message.
  *
  * Only the public job contract (sluice/job.h) and the handler interface are
@@ -166,7 +168,9 @@ static void finish(void *ud, CURL *easy, CURLcode code, int sock_errno) {
   r->job = NULL;
   curl_easy_getinfo(r->easy, CURLINFO_RESPONSE_CODE, &status);
   if (code != CURLE_OK && sl__fd_exhausted(sock_errno)) {
-    sl_job_fail(j, "http: %s opening a connection (curl: %s)", sl__fd_strerror(sock_errno), curl_easy_strerror(code));
+    /* the worker's shortage, not the item's: given back, no attempt counted */
+    sl_job_give_back(j, "http: %s opening a connection (curl: %s)", sl__fd_strerror(sock_errno),
+                     curl_easy_strerror(code));
   } else if (code != CURLE_OK) {
     sl_job_fail(j, "curl: %s%s%s", curl_easy_strerror(code), r->errbuf[0] ? ": " : "", r->errbuf);
   } else if (status >= 200 && status < 300) {

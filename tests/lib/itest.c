@@ -195,6 +195,26 @@ pid_t itest_spawn_nofile(const char *const *args, long soft, long hard, const ch
   return spawn(args, NULL, soft, hard, out, err);
 }
 
+int itest_fds_exhaust(int *fds, int max) {
+  int n = 0;
+
+  while (n < max) {
+    int fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+
+    if (fd < 0 && errno == EMFILE)
+      return n;
+    if (fd < 0)
+      sl_test_fail(__FILE__, __LINE__, "open /dev/null: %s", strerror(errno));
+    fds[n++] = fd;
+  }
+  sl_test_fail(__FILE__, __LINE__, "still not out of descriptors after opening %d", max);
+}
+
+void itest_fds_release(int *fds, int n) {
+  for (int i = 0; i < n; i++)
+    close(fds[i]);
+}
+
 int itest_run(const char *const *args, char **out, char **err, int timeout_s) {
   char opath[600];
   char epath[600];
