@@ -897,6 +897,33 @@ static void test_give_back_out_of_fds(void) {
   redisFree(hog_c);
 }
 
+/* A worker raises its soft descriptor limit; its exec children get the one
+ * it was started with. */
+static void test_child_nofile(void) {
+  const char *q = itest_queue("nofile");
+  redisContext *c = itest_conn();
+  const char *batch;
+  char m[800];
+  pid_t w;
+  cJSON *j;
+
+  snprintf(dir, sizeof(dir), "%s", itest_path(""));
+  snprintf(m, sizeof(m), "limits=%s", script("limits.sh", "cat >/dev/null; echo \"$(ulimit -Sn) $(ulimit -Hn)\""));
+  batch = submit(q, "{\"type\":\"limits\",\"payload\":null}\n");
+  {
+    const char *args[] = {"worker", "--redis", itest_url(), "--queue", q, "--quiet", "--block-ms", "200",
+                          "--exec", m, NULL};
+
+    w = itest_spawn_nofile(args, 300, 2000, NULL, NULL);
+  }
+  itest_wait_batch(c, q, batch, 30);
+  CHECK_INT(WEXITSTATUS(itest_stop(w)), ==, 0);
+  j = result_of(c, q, batch, 0);
+  CHECK_STR(cJSON_GetObjectItemCaseSensitive(j, "result")->valuestring, "300 2000");
+  cJSON_Delete(j);
+  redisFree(c);
+}
+
 static const sl_test tests[] = {
     {"exec_outcomes", test_exec_outcomes, 60},
     {"bad_mapping", test_bad_mapping, 30},
@@ -911,6 +938,7 @@ static const sl_test tests[] = {
     {"binary_output", test_binary_output, 120},
     {"free_reaps", test_free_reaps, 60},
     {"give_back_out_of_fds", test_give_back_out_of_fds, 60},
+    {"child_nofile", test_child_nofile, 30},
     {NULL, NULL, 0},
 };
 
