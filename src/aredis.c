@@ -26,6 +26,7 @@
 
 #include "worker.h"
 
+#include "conn.h"
 #include "id.h"
 #include "log.h"
 #include "uvredis.h"
@@ -224,6 +225,8 @@ static redisAsyncContext *aconnect(sl_worker_t *w, char *why, size_t whylen) {
    * may inherit an authenticated Redis connection (the spawn happens on
    * this thread, so setting it now is soon enough). */
   fcntl(ac->c.fd, F_SETFD, FD_CLOEXEC);
+  if (w->url.path == NULL)
+    sl__redis_keepalive(ac->c.fd); /* a silent link fails in about 30 s, not 15 minutes */
   if (sl__uvredis_attach(w->loop, ac) != 0) {
     snprintf(why, whylen, "cannot watch the socket");
     redisAsyncFree(ac);
