@@ -8,7 +8,10 @@
  * names the items this worker no longer owns (another worker took them
  * over: fencing) and those whose batch was cancelled with --abort; their
  * attempts are given up (the handler's cancel hook runs, nothing is
- * recorded by this worker) and backlog entries for them are dropped.
+ * recorded by this worker) and backlog entries for them are dropped. The
+ * beat is also the worker's test of its `cmd` connection: a reply that has
+ * not come back within two beat intervals makes aredis.c's watchdog drop the
+ * connection and reconnect.
  *
  * Release: a stopping worker gives back the items it took and did not
  * start (sluice_v1_release), so other workers start them at once.
@@ -155,8 +158,10 @@ void sl__lease_beat(sl_worker_t *w) {
       k++;
     }
   }
-  if (redisAsyncCommandArgv(w->cmd, on_beat, NULL, (int)k, av, al) == REDIS_OK)
+  if (redisAsyncCommandArgv(w->cmd, on_beat, NULL, (int)k, av, al) == REDIS_OK) {
     w->beating = 1;
+    w->beat_sent_at = uv_now(w->loop); /* aredis.c's watchdog waits for its reply */
+  }
 out:
   sl_free(av);
   sl_free(al);

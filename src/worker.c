@@ -107,6 +107,7 @@ void sl__worker_close_all(sl_worker_t *w) {
     return;
   w->closed = 1;
   if (w->timers_up) {
+    /* not the watchdog: it outlives this until the connections are gone */
     uv_timer_t *timers[] = {&w->kick,  &w->beat,  &w->reclaim, &w->delayed, &w->reconnect,
                             &w->drain, &w->pause, &w->progress, &w->webhook, &w->hold};
 
@@ -126,10 +127,7 @@ void sl__worker_close_all(sl_worker_t *w) {
     redisAsyncCommand(w->cmd, NULL, NULL, "DEL %sw:%s", w->keys.prefix, w->id);
     redisAsyncCommand(w->cmd, NULL, NULL, "ZREM %sworkers %s", w->keys.prefix, w->id);
   }
-  if (w->cmd != NULL)
-    redisAsyncDisconnect(w->cmd);
-  if (w->blk != NULL)
-    redisAsyncDisconnect(w->blk);
+  sl__aredis_close(w);
   sl__log_info("worker %s stopped: %llu succeeded, %llu failed, %llu retried, %llu given back%s", w->id,
                (unsigned long long)w->n_ok, (unsigned long long)w->n_failed, (unsigned long long)w->n_retry,
                (unsigned long long)w->n_given, w->n_dup ? " (some completions were already recorded)" : "");
@@ -386,7 +384,7 @@ SL_EXTERN int sl_worker_run(sl_worker_t *w) {
   }
   {
     uv_timer_t *timers[] = {&w->kick,  &w->beat,  &w->reclaim, &w->delayed, &w->reconnect,
-                            &w->drain, &w->pause, &w->progress, &w->webhook, &w->hold};
+                            &w->drain, &w->pause, &w->progress, &w->webhook, &w->hold, &w->watchdog};
 
     for (size_t i = 0; i < sizeof(timers) / sizeof(timers[0]); i++) {
       uv_timer_init(w->loop, timers[i]);
@@ -408,7 +406,7 @@ SL_EXTERN int sl_worker_run(sl_worker_t *w) {
   sl__lease_start(w);
   sl__webhook_start(w);
   sl__intake_start(w);
-  sl__aredis_connect(w);
+  sl__aredis_start(w);
   for (int i = 0; i < w->nhandlers; i++)
     off += (size_t)snprintf(served + off, sizeof(served) - off, "%s%s", i ? ", " : "", w->handlers[i].type);
   sl__log_info("worker %s serving queue %s (types: %s), concurrency %d, visibility %lld ms", w->id,

@@ -66,6 +66,10 @@ struct sl_worker {
   redisAsyncContext *blk;    /* [aredis] the blocking XREADGROUP only */
   int cmd_up;                /* [aredis] cmd connected and authenticated */
   int blk_up;                /* [aredis] blk connected and authenticated */
+  uint64_t cmd_since;        /* [aredis] loop time (uv_now, ms) cmd's connect or setup began */
+  uint64_t blk_since;        /* [aredis] the same for blk */
+  uint64_t beat_sent_at;     /* [lease] loop time (uv_now, ms) the beat in flight was sent */
+  uint64_t block_sent_at;    /* [intake] loop time (uv_now, ms) the blocking read in flight was sent */
   long long blk_client_id;   /* [aredis] CLIENT ID of blk, to CLIENT UNBLOCK it on stop */
   int running;               /* [sched] jobs started, not yet finished */
   sl_job_t *backlog;         /* [sched] delivered, not started (FIFO) */
@@ -90,6 +94,8 @@ struct sl_worker {
   uv_timer_t reclaim;        /* [intake] takeover of dead workers' items */
   uv_timer_t delayed;        /* [intake] wakes up when the next retry is due */
   uv_timer_t reconnect;      /* [aredis] connects again after a lost connection */
+  uv_timer_t watchdog;       /* [aredis] drops a connection whose replies stopped coming (silent partition) */
+  uint64_t closed_at;        /* [aredis] loop time (uv_now, ms) the connections were asked to close */
   uv_timer_t drain;          /* [worker] the drain deadline after a stop */
   uv_timer_t pause;          /* [aredis] ends a pause after LOADING/BUSY answers */
   uv_timer_t progress;       /* [outcome] sends reported progress, at most every 500 ms */
@@ -183,8 +189,12 @@ void sl__lease_start(sl_worker_t *w);
 
 /* ---- aredis.c: the Redis connections ---- */
 
-/* Opens whichever of the two connections is not open. */
-void sl__aredis_connect(sl_worker_t *w);
+/* Opens both connections and starts the watchdog. */
+void sl__aredis_start(sl_worker_t *w);
+/* Closes both connections (the worker closes): one that is up after the
+ * commands already sent, unless it stays silent for two beat intervals; one
+ * still connecting at once. The watchdog closes with the last of them. */
+void sl__aredis_close(sl_worker_t *w);
 /* 1 when an error reply is one the worker waits out or repairs (the call
  * is made again later); 0 when it is not. */
 int sl__aredis_recoverable(sl_worker_t *w, const redisReply *r);
