@@ -812,7 +812,8 @@ static void on_hog_timer(uv_timer_t *t) {
   if (nhog > 0)
     return;
   r = redisCommand(hog_c, "HMGET sluice:{%s}:b:%s whole done total", hog_q, hog_batch);
-  ended = r != NULL && r->element[0]->type == REDIS_REPLY_STRING && atoll(r->element[1]->str) >= atoll(r->element[2]->str);
+  ended = r != NULL && r->element[0]->type == REDIS_REPLY_STRING &&
+          strtoll(r->element[1]->str, NULL, 10) >= strtoll(r->element[2]->str, NULL, 10);
   freeReplyObject(r);
   if (ended || itest_ms() - hog_t0 > 30000) {
     uv_timer_stop(t);
