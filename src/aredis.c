@@ -17,7 +17,30 @@
  * missing consumer group is created again; a missing function library is
  * loaded again only by a worker started with --load-library, others wait
  * for an operator and say so every 30 s. Every socket is made close-on-exec
- * (hiredis 0.14.1 does not), so no exec child inherits one.
+ * (hiredis 0.14.1 does not), so no exec child inherits one, and a TCP one
+ * gets keepalive and TCP_USER_TIMEOUT (conn.h).
+ *
+ * The watchdog (timer `watchdog`, every quarter beat, at most every
+ * second): a silent partition leaves a connection open with nothing moving,
+ * which TCP alone notices only after its timeouts (tens of seconds with the
+ * keepalive above; about 15 minutes of retransmissions without it), while
+ * other workers take this worker's items. A connection is dropped as lost
+ * (logged once per outage: "no reply from Redis for N ms; reconnecting")
+ * when (two beat intervals being at least WATCHDOG_QUIET_MIN_MS)
+ *   cmd: the heartbeat in flight (lease.c) has had no reply for two beat
+ *        intervals;
+ *   blk: the blocking read in flight, which Redis answers within block_ms,
+ *        has had no reply for block_ms plus two beat intervals;
+ *   either: its connect and setup (AUTH, SELECT, CLIENT ID) has not
+ *        finished in two beat intervals (a connect into a black hole), unless
+ *        Redis asked us to wait (LOADING).
+ * hiredis's redisAsyncDisconnect would wait for the replies that never
+ * come, so the context is freed (redisAsyncFree): the callbacks of the
+ * calls in flight get NULL, as for any lost connection (completions are put
+ * back and sent again), and the reconnect backoff takes over. The watchdog
+ * runs on while the worker closes: a connection still silent two beat
+ * intervals after sl__aredis_close is freed too, so a worker stopped during
+ * a partition still exits.
  */
 
 #include <fcntl.h>
@@ -26,15 +49,19 @@
 
 #include "worker.h"
 
+#include "conn.h"
 #include "id.h"
 #include "log.h"
 #include "uvredis.h"
 
 #define RECONNECT_MIN_MS 100    /* first reconnect delay */
 #define RECONNECT_MAX_MS 5000   /* longest reconnect delay */
+#define WATCHDOG_TICK_MAX_MS 1000 /* the watchdog looks at least this often, ms */
+#define WATCHDOG_QUIET_MIN_MS 1000 /* silence never taken for a loss below this, ms (a tiny --visibility) */
 
 static void on_ready(redisAsyncContext *ac, void *reply, void *priv);
 static void lost_redis(sl_worker_t *w, const char *why);
+static void closed_maybe(sl_worker_t *w);
 
 static void on_reinit(redisAsyncContext *ac, void *reply, void *priv) {
   sl_worker_t *w = ac->data;
@@ -50,11 +77,16 @@ static void on_pause_timer(uv_timer_t *t) {
   sl_worker_t *w = t->data;
 
   w->paused = 0;
-  /* Connections whose setup was answered LOADING: ask again. */
-  if (w->cmd != NULL && !w->cmd_up)
+  /* Connections whose setup was answered LOADING: ask again (the
+   * watchdog gives the setup its time again). */
+  if (w->cmd != NULL && !w->cmd_up) {
+    w->cmd_since = uv_now(w->loop);
     redisAsyncCommand(w->cmd, on_ready, NULL, "CLIENT ID");
-  if (w->blk != NULL && !w->blk_up)
+  }
+  if (w->blk != NULL && !w->blk_up) {
+    w->blk_since = uv_now(w->loop);
     redisAsyncCommand(w->blk, on_ready, NULL, "CLIENT ID");
+  }
   sl__worker_kick(w);
 }
 
@@ -101,8 +133,10 @@ int sl__aredis_recoverable(sl_worker_t *w, const redisReply *r) {
   return 1;
 }
 
+static void connect_both(sl_worker_t *w);
+
 static void on_reconnect_timer(uv_timer_t *t) {
-  sl__aredis_connect(t->data);
+  connect_both(t->data);
 }
 
 /* Lost Redis (or could not reach it again): try again after a backoff. */
@@ -138,24 +172,27 @@ static void on_connect(const redisAsyncContext *ac, int status) {
   if (ac == w->cmd) {
     w->cmd = NULL;
     w->cmd_up = 0;
-  } else {
+  } else if (ac == w->blk) {
     w->blk = NULL;
     w->blk_up = 0;
   }
+  closed_maybe(w);
   lost_redis(w, ac->errstr);
 }
 
 static void on_disconnect(const redisAsyncContext *ac, int status) {
   sl_worker_t *w = ac->data;
 
+  /* Neither, when the watchdog dropped it (it cleared its pointer first). */
   if (ac == w->cmd) {
     w->cmd = NULL;
     w->cmd_up = 0;
-  } else {
+  } else if (ac == w->blk) {
     w->blk = NULL;
     w->blk_up = 0;
+    w->blocking = 0;
   }
-  w->blocking = ac == w->blk ? 0 : w->blocking;
+  closed_maybe(w);
   if (status != REDIS_OK && !w->closed)
     lost_redis(w, ac->errstr[0] ? ac->errstr : "closed by the server");
   sl__worker_kick(w);
@@ -224,6 +261,8 @@ static redisAsyncContext *aconnect(sl_worker_t *w, char *why, size_t whylen) {
    * may inherit an authenticated Redis connection (the spawn happens on
    * this thread, so setting it now is soon enough). */
   fcntl(ac->c.fd, F_SETFD, FD_CLOEXEC);
+  if (w->url.path == NULL)
+    sl__redis_keepalive(ac->c.fd); /* a silent link fails in about 30 s, not 15 minutes */
   if (sl__uvredis_attach(w->loop, ac) != 0) {
     snprintf(why, whylen, "cannot watch the socket");
     redisAsyncFree(ac);
@@ -241,7 +280,8 @@ static redisAsyncContext *aconnect(sl_worker_t *w, char *why, size_t whylen) {
   return ac;
 }
 
-void sl__aredis_connect(sl_worker_t *w) {
+/* Opens whichever of the two connections is not open. */
+static void connect_both(sl_worker_t *w) {
   char why[256];
 
   if (w->closed)
@@ -252,10 +292,107 @@ void sl__aredis_connect(sl_worker_t *w) {
       lost_redis(w, why);
       return;
     }
+    w->cmd_since = uv_now(w->loop);
   }
   if (w->blk == NULL) {
     w->blk = aconnect(w, why, sizeof(why));
-    if (w->blk == NULL)
+    if (w->blk == NULL) {
       lost_redis(w, why);
+      return;
+    }
+    w->blk_since = uv_now(w->loop);
   }
+}
+
+/* ---- The watchdog ---- */
+
+/* Frees connection ac now, without waiting for its replies. */
+static void forget(sl_worker_t *w, redisAsyncContext *ac) {
+  if (ac == w->cmd) {
+    w->cmd = NULL;
+    w->cmd_up = 0;
+  } else {
+    w->blk = NULL;
+    w->blk_up = 0;
+    w->blocking = 0;
+  }
+  redisAsyncFree(ac); /* on_disconnect, if called, finds neither pointer */
+}
+
+/* Closing, and both connections gone: the watchdog's work is done. */
+static void closed_maybe(sl_worker_t *w) {
+  if (w->closed && w->cmd == NULL && w->blk == NULL && w->timers_up &&
+      !uv_is_closing((uv_handle_t *)&w->watchdog))
+    uv_close((uv_handle_t *)&w->watchdog, NULL);
+}
+
+/* Drops connection ac, silent for quiet_ms, as lost: frees it at once (its
+ * calls in flight get NULL replies), then reconnects with backoff. */
+static void drop_silent(sl_worker_t *w, redisAsyncContext *ac, uint64_t quiet_ms) {
+  char why[64];
+
+  forget(w, ac);
+  snprintf(why, sizeof(why), "no reply from Redis for %llu ms", (unsigned long long)quiet_ms);
+  lost_redis(w, why);
+  sl__worker_kick(w);
+}
+
+static void on_watchdog(uv_timer_t *t) {
+  sl_worker_t *w = t->data;
+  uint64_t now = uv_now(w->loop);
+  uint64_t quiet = 2 * (uint64_t)w->beat_ms;
+
+  if (quiet < WATCHDOG_QUIET_MIN_MS)
+    quiet = WATCHDOG_QUIET_MIN_MS;
+  if (w->closed) {
+    /* A graceful close waits for the replies in flight; a silent
+     * connection would keep the loop, and the process, alive. */
+    if (now - w->closed_at >= quiet) {
+      if (w->cmd != NULL)
+        forget(w, w->cmd);
+      if (w->blk != NULL)
+        forget(w, w->blk);
+    }
+    closed_maybe(w);
+    return;
+  }
+  /* A reply may be waiting unread: libuv runs timers before it polls, so
+   * after the whole process stalled (SIGSTOP, a frozen machine) the
+   * watchdog comes first. Read what is there before calling it silence. */
+  if (w->cmd != NULL && w->cmd_up && w->beating && now - w->beat_sent_at >= quiet)
+    redisAsyncHandleRead(w->cmd); /* may end the connection: w->cmd is NULL then */
+  if (w->blk != NULL && w->blk_up && w->blocking && now - w->block_sent_at >= (uint64_t)w->block_ms + quiet)
+    redisAsyncHandleRead(w->blk);
+  if (w->cmd != NULL && w->cmd_up && w->beating && now - w->beat_sent_at >= quiet)
+    drop_silent(w, w->cmd, now - w->beat_sent_at);
+  else if (w->cmd != NULL && !w->cmd_up && !w->paused && now - w->cmd_since >= quiet)
+    drop_silent(w, w->cmd, now - w->cmd_since);
+  if (w->blk != NULL && w->blk_up && w->blocking && now - w->block_sent_at >= (uint64_t)w->block_ms + quiet)
+    drop_silent(w, w->blk, now - w->block_sent_at);
+  else if (w->blk != NULL && !w->blk_up && !w->paused && now - w->blk_since >= quiet)
+    drop_silent(w, w->blk, now - w->blk_since);
+}
+
+void sl__aredis_close(sl_worker_t *w) {
+  w->closed_at = uv_now(w->loop);
+  if (w->cmd != NULL && w->cmd_up)
+    redisAsyncDisconnect(w->cmd); /* after the commands already sent */
+  else if (w->cmd != NULL)
+    forget(w, w->cmd); /* still connecting: nothing to wait for */
+  if (w->blk != NULL && w->blk_up)
+    redisAsyncDisconnect(w->blk);
+  else if (w->blk != NULL)
+    forget(w, w->blk);
+  closed_maybe(w);
+}
+
+void sl__aredis_start(sl_worker_t *w) {
+  uint64_t tick = (uint64_t)w->beat_ms / 4;
+
+  if (tick > WATCHDOG_TICK_MAX_MS)
+    tick = WATCHDOG_TICK_MAX_MS;
+  if (tick < 25)
+    tick = 25;
+  uv_timer_start(&w->watchdog, on_watchdog, tick, tick);
+  connect_both(w);
 }

@@ -1,18 +1,43 @@
 /*
  * Synchronous connections. The CLI and producers use one blocking hiredis
  * context with connect and command timeouts, so an unreachable Redis is a
- * clear message after at most SL_CONNECT_TIMEOUT_MS, never a hang.
+ * clear message after at most SL_CONNECT_TIMEOUT_MS, never a hang. TCP
+ * connections, the worker's async ones included, get keepalive and
+ * TCP_USER_TIMEOUT (sl__redis_keepalive), so a silent link fails within
+ * about 30 s even when no command is waiting for a reply.
  */
 #include "conn.h"
 
 #include <fcntl.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/time.h>
 
 #include "alloc.h"
 #include "script.h"
+
+void sl__redis_keepalive(int fd) {
+  int on = 1;
+  int idle = SL_KEEPALIVE_IDLE_S;
+  int intvl = SL_KEEPALIVE_INTVL_S;
+  int cnt = SL_KEEPALIVE_CNT;
+  unsigned int user_timeout = SL_TCP_USER_TIMEOUT_MS;
+
+  if (setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &on, sizeof(on)) != 0)
+    return;
+  setsockopt(fd, IPPROTO_TCP, TCP_KEEPIDLE, &idle, sizeof(idle));
+  setsockopt(fd, IPPROTO_TCP, TCP_KEEPINTVL, &intvl, sizeof(intvl));
+  setsockopt(fd, IPPROTO_TCP, TCP_KEEPCNT, &cnt, sizeof(cnt));
+#ifdef TCP_USER_TIMEOUT
+  setsockopt(fd, IPPROTO_TCP, TCP_USER_TIMEOUT, &user_timeout, sizeof(user_timeout));
+#else
+  (void)user_timeout;
+#endif
+}
 
 int sl__redis_connect(const sl_url *u, int timeout_ms, redisContext **out, char *err, size_t errlen) {
   struct timeval tv = {timeout_ms / 1000, (timeout_ms % 1000) * 1000};
@@ -36,6 +61,8 @@ int sl__redis_connect(const sl_url *u, int timeout_ms, redisContext **out, char 
     return SL_ECONN;
   }
   fcntl(rc->fd, F_SETFD, FD_CLOEXEC); /* hiredis 0.14.1 does not: no child inherits the connection */
+  if (u->path == NULL)
+    sl__redis_keepalive(rc->fd);
   redisSetTimeout(rc, ctv);
   if (u->password != NULL) {
     if (u->user != NULL)

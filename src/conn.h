@@ -23,7 +23,25 @@ struct sl_client {
   char errstr[512]; /* the cause of the last failure */
 };
 
-/* Connects, authenticates and selects the database (no library load). */
+/* TCP keepalive on a Redis connection, so a link that went silent (a
+ * partition, a peer that vanished without a reset) fails the connection
+ * instead of holding it for the kernel's default of about 15 minutes of
+ * retransmissions: the first probe after SL_KEEPALIVE_IDLE_S idle, then every
+ * SL_KEEPALIVE_INTVL_S, dead after SL_KEEPALIVE_CNT unanswered (25 s), and
+ * TCP_USER_TIMEOUT: data sent and not acknowledged for SL_TCP_USER_TIMEOUT_MS
+ * ends it too (a probe answered by nobody, or a request into a black hole).
+ * 30 s is above the keepalive's 25 s, so it never cuts the probes short, and
+ * matches the default visibility timeout: by then the worker's items go to
+ * other workers anyway. For TCP only: unix sockets have no link to lose.
+ * Best effort: an option the kernel refuses is skipped. */
+#define SL_KEEPALIVE_IDLE_S 10        /* idle before the first probe, s */
+#define SL_KEEPALIVE_INTVL_S 5        /* between probes, s */
+#define SL_KEEPALIVE_CNT 3            /* unanswered probes before the connection fails */
+#define SL_TCP_USER_TIMEOUT_MS 30000  /* unacknowledged data before the connection fails, ms */
+void sl__redis_keepalive(int fd);
+
+/* Connects, authenticates and selects the database (no library load); a TCP
+ * connection gets sl__redis_keepalive. */
 int sl__redis_connect(const sl_url *u, int timeout_ms, redisContext **out, char *err, size_t errlen);
 
 /* Runs one command; NULL on failure with c->errstr set and *rcode the code

@@ -30,6 +30,8 @@
 
 #include <sluice/sluice.h>
 
+#include "fdlimit.h"
+
 #define FD_SCAN_MAX (1 << 20) /* descriptors closed one by one without close_range */
 
 /* Steps of the child's set-up, reported with errno on the status pipe. */
@@ -45,6 +47,8 @@ typedef struct child_setup {
   int status;          /* the write end of the status pipe (close-on-exec) */
   pid_t parent;        /* the worker */
   long fd_max;         /* descriptors closed one by one when close_range fails */
+  int restore;         /* set nofile before execve: the worker raised its own limit */
+  struct rlimit nofile; /* RLIMIT_NOFILE the worker started with */
 } child_setup;
 
 /* In the child: reports the failed step and errno to the parent. */
@@ -109,6 +113,8 @@ __attribute__((noreturn)) static void child(const child_setup *cs) {
   if (st > 3)
     close_fds(3, (unsigned)st - 1, cs->fd_max);
   close_fds((unsigned)st + 1, ~0U, cs->fd_max);
+  if (cs->restore)
+    setrlimit(RLIMIT_NOFILE, &cs->nofile); /* best effort: the raised limit does no harm */
   execve(cs->argv[0], cs->argv, cs->env);
   child_fail(st, STEP_EXEC);
 }
@@ -144,7 +150,9 @@ pid_t sl__forkexec(const char *command, char *const *env, int in, int out, int e
 
   *code = SL_EIO;
   if (pipe2(st, O_CLOEXEC) != 0) {
-    snprintf(why, whylen, "pipe2: %s", strerror(errno));
+    saved = errno;
+    *code = sl__fd_exhausted(saved) ? SL__ENOFDS : SL_EIO;
+    snprintf(why, whylen, "pipe2: %s", sl__fd_strerror(saved));
     close_fd(&in);
     close_fd(&out);
     close_fd(&err);
@@ -163,6 +171,7 @@ pid_t sl__forkexec(const char *command, char *const *env, int in, int out, int e
   cs.fd_max = FD_SCAN_MAX;
   if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY && rl.rlim_cur < FD_SCAN_MAX)
     cs.fd_max = (long)rl.rlim_cur;
+  cs.restore = sl__fd_child_limit(&cs.nofile);
   /* Signals stay blocked across fork, so that none runs the worker's
    * handlers in the child before its dispositions are reset. */
   sigfillset(&all);
@@ -188,6 +197,11 @@ pid_t sl__forkexec(const char *command, char *const *env, int in, int out, int e
   close_fd(&st[0]);
   if (n > 0) {
     while (waitpid(pid, NULL, 0) < 0 && errno == EINTR) {
+    }
+    if (n == (ssize_t)sizeof(report) && sl__fd_exhausted(report[1])) {
+      snprintf(why, whylen, "%s: %s", step_name(report[0]), sl__fd_strerror(report[1]));
+      *code = SL__ENOFDS; /* the worker's descriptors, not the command, are at fault */
+      return -1;
     }
     snprintf(why, whylen, "%s: %s", step_name(report[0]),
              n == (ssize_t)sizeof(report) ? strerror(report[1]) : "no reason given");

@@ -7,8 +7,17 @@
  * curl with curl_multi_socket_action, and finished transfers are drained
  * with curl_multi_info_read after every call. A poll error is passed on as
  * CURL_CSELECT_ERR. Connections are kept and reused (MAXCONNECTS = the
- * worker's concurrency). No thread per request and no blocking call on the
- * loop; libcurl resolves names on short-lived threads of its own.
+ * worker's concurrency), and at most that many are open at once, to one
+ * host and in all (MAX_TOTAL_CONNECTIONS): a transfer beyond them waits
+ * inside libcurl for a connection instead of opening a descriptor the
+ * worker's budget (fdlimit.h) did not count. No thread per request and no
+ * blocking call on the loop; libcurl resolves names on short-lived threads
+ * of its own.
+ *
+ * Sockets are opened here (CURLOPT_OPENSOCKETFUNCTION), so a socket that
+ * cannot be opened is known by its errno: libcurl itself only says
+ * "Couldn't connect to server", and leaves CURLINFO_OS_ERRNO unset. The
+ * done callback gets that errno (EMFILE, ENFILE: out of descriptors).
  *
  * Each transfer carries a small record of ours in CURLOPT_PRIVATE: the done
  * callback and the origin, so a finished transfer that answered with HTTP/2
@@ -16,6 +25,7 @@
  */
 #include "httpc.h"
 
+#include <errno.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -24,6 +34,7 @@
 
 #include "alloc.h"
 #include "buf.h"
+#include "fdlimit.h"
 
 #define H2_ORIGINS 64                     /* origins remembered as speaking HTTP/2 */
 #define ORIGIN_KEY_MAX (SL_HOST_MAX + 16) /* "https host:port", bytes */
@@ -49,6 +60,7 @@ typedef struct xfer {
   sl_httpc_done_fn done;        /* called once when it finishes */
   void *ud;                     /* its argument */
   char origin[ORIGIN_KEY_MAX];  /* "https host:port", for the HTTP/2 memory */
+  int sock_errno;               /* errno of the last socket that could not be opened for it, or 0 */
   struct xfer *prev;            /* the client's list */
   struct xfer *next;
 } xfer;
@@ -136,11 +148,17 @@ static int on_timer(CURLM *multi, long ms, void *userp) {
 }
 
 /* Every socket libcurl opens for us is close-on-exec (atomically: an exec
- * child forked at any moment never inherits one). */
+ * child forked at any moment never inherits one). ud is the transfer's
+ * record, which keeps the errno of a socket that could not be opened. */
 static curl_socket_t open_socket(void *ud, curlsocktype purpose, struct curl_sockaddr *a) {
-  (void)ud;
+  xfer *x = ud;
+  curl_socket_t fd;
+
   (void)purpose;
-  return socket(a->family, a->socktype | SOCK_CLOEXEC, a->protocol);
+  fd = socket(a->family, a->socktype | SOCK_CLOEXEC, a->protocol);
+  if (x != NULL)
+    x->sock_errno = fd == CURL_SOCKET_BAD ? errno : 0; /* a later address may open fine */
+  return fd;
 }
 
 /* ---- HTTP/2 memory ---- */
@@ -185,6 +203,7 @@ static xfer *detach(sl_httpc *c, CURL *easy) {
   if (c->multi != NULL)
     curl_multi_remove_handle(c->multi, easy);
   curl_easy_setopt(easy, CURLOPT_PRIVATE, NULL);
+  curl_easy_setopt(easy, CURLOPT_OPENSOCKETDATA, NULL);
   if (x != NULL)
     unlink_xfer(c, x);
   return x;
@@ -208,9 +227,10 @@ static void check_done(sl_httpc *c) {
     if (x != NULL) {
       sl_httpc_done_fn done = x->done;
       void *ud = x->ud;
+      int sock_errno = code != CURLE_OK ? x->sock_errno : 0;
 
       sl_free(x);
-      done(ud, easy, code);
+      done(ud, easy, code, sock_errno);
     }
   }
 }
@@ -251,8 +271,10 @@ int sl__httpc_add(sl_httpc *c, CURL *easy, const sl_origin *o, sl_httpc_done_fn 
   x->ud = ud;
   origin_key(o, x->origin, sizeof(x->origin));
   curl_easy_setopt(easy, CURLOPT_PRIVATE, x);
+  curl_easy_setopt(easy, CURLOPT_OPENSOCKETDATA, x);
   if (curl_multi_add_handle(c->multi, easy) != CURLM_OK) {
     curl_easy_setopt(easy, CURLOPT_PRIVATE, NULL);
+    curl_easy_setopt(easy, CURLOPT_OPENSOCKETDATA, NULL);
     sl_free(x);
     return SL_EIO;
   }
@@ -296,13 +318,17 @@ static size_t on_post_body(char *data, size_t size, size_t n, void *ud) {
   return len;
 }
 
-static void on_post_done(void *ud, CURL *easy, CURLcode code) {
+static void on_post_done(void *ud, CURL *easy, CURLcode code, int sock_errno) {
   post *p = ud;
   long status = 0;
   char msg[CURL_ERROR_SIZE + EXCERPT_MAX + 64];
 
   curl_easy_getinfo(easy, CURLINFO_RESPONSE_CODE, &status);
-  if (code != CURLE_OK) {
+  if (code != CURLE_OK && sl__fd_exhausted(sock_errno)) {
+    snprintf(msg, sizeof(msg), "%s opening a connection (curl: %s)", sl__fd_strerror(sock_errno),
+             curl_easy_strerror(code));
+    status = 0;
+  } else if (code != CURLE_OK) {
     snprintf(msg, sizeof(msg), "curl: %s%s%s", curl_easy_strerror(code), p->errbuf[0] ? ": " : "", p->errbuf);
     status = 0;
   } else {
@@ -416,6 +442,7 @@ int sl__httpc_start(sl_httpc *c, uv_loop_t *loop) {
   curl_multi_setopt(c->multi, CURLMOPT_TIMERDATA, c);
   curl_multi_setopt(c->multi, CURLMOPT_MAXCONNECTS, (long)c->max_conns);
   curl_multi_setopt(c->multi, CURLMOPT_MAX_HOST_CONNECTIONS, (long)c->max_conns);
+  curl_multi_setopt(c->multi, CURLMOPT_MAX_TOTAL_CONNECTIONS, (long)c->max_conns);
   return 0;
 }
 
@@ -436,7 +463,7 @@ void sl__httpc_close(sl_httpc *c) {
     CURL *easy = c->xfers->easy;
     xfer *x = detach(c, easy);
 
-    x->done(x->ud, easy, CURLE_ABORTED_BY_CALLBACK);
+    x->done(x->ud, easy, CURLE_ABORTED_BY_CALLBACK, 0);
     sl_free(x);
   }
   if (c->multi != NULL) {

@@ -26,8 +26,10 @@
 typedef struct sl_httpc sl_httpc;
 
 /* A finished transfer: removed from the client already, so the callee may
- * clean the easy handle up. `code` is libcurl's result. */
-typedef void (*sl_httpc_done_fn)(void *ud, CURL *easy, CURLcode code);
+ * clean the easy handle up. `code` is libcurl's result; with an error,
+ * sock_errno is the errno of a socket that could not be opened for it
+ * (EMFILE, ENFILE: out of descriptors; see fdlimit.h), else 0. */
+typedef void (*sl_httpc_done_fn)(void *ud, CURL *easy, CURLcode code, int sock_errno);
 
 /* A POST of the worker's own (sl__httpc_post): status 0 on a transport
  * error; msg is readable ("HTTP 500: body excerpt", "curl: ..."). */
@@ -36,7 +38,8 @@ typedef void (*sl_httpc_post_fn)(void *ud, long status, const char *msg);
 /*
  * A client for a worker: allow is the --http-allow list (allow.h; NULL or
  * "": any origin), http_version SL_HTTP_*, max_conns the most connections it
- * keeps and opens per host (the worker's concurrency). SL_EINVAL with a
+ * keeps and has open at once, per host and in all (the worker's
+ * concurrency; more transfers wait for a connection). SL_EINVAL with a
  * message for a bad list.
  */
 int sl__httpc_new(const char *allow, int http_version, int max_conns, sl_httpc **out, char *err, size_t errlen);

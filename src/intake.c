@@ -225,8 +225,10 @@ void sl__intake_block(sl_worker_t *w) {
   snprintf(ms, sizeof(ms), "%d", w->block_ms);
   if (redisAsyncCommand(w->blk, on_block, NULL,
                         "XREADGROUP GROUP %s %s COUNT 1 BLOCK %s STREAMS %s %s %s > > >", SL_GROUP, w->id,
-                        ms, w->keys.stream[0], w->keys.stream[1], w->keys.stream[2]) == REDIS_OK)
+                        ms, w->keys.stream[0], w->keys.stream[1], w->keys.stream[2]) == REDIS_OK) {
     w->blocking = 1;
+    w->block_sent_at = uv_now(w->loop); /* its reply is due within block_ms (aredis.c's watchdog) */
+  }
 }
 
 static void on_reclaim(redisAsyncContext *ac, void *reply, void *priv) {

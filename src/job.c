@@ -4,7 +4,9 @@
  *
  *   - by the handler, with sl_job_succeed, sl_job_fail (retryable) or
  *     sl_job_fail_final; a failure with attempts left becomes a retry after a
- *     backoff with full jitter, otherwise the item fails for good;
+ *     backoff with full jitter, otherwise the item fails for good; or with
+ *     sl_job_give_back: nothing is recorded and the item goes back to its
+ *     stream uncharged (lease.c), the worker lacked descriptors to run it;
  *   - or by the worker (sl__job_abort): the attempt timed out (recorded as a
  *     retryable failure "timed out after N ms"), another worker took the
  *     item over (fencing: nothing recorded, the new owner records it), or the
@@ -506,6 +508,24 @@ SL_EXTERN void sl_job_refuse(sl_job_t *j, const char *fmt, ...) {
   va_start(ap, fmt);
   job_vfail(j, 2, fmt, ap);
   va_end(ap);
+}
+
+SL_EXTERN void sl_job_give_back(sl_job_t *j, const char *fmt, ...) {
+  char msg[ERROR_MAX];
+  va_list ap;
+
+  if (j->ended) {
+    sl__job_free(j);
+    return;
+  }
+  va_start(ap, fmt);
+  vsnprintf(msg, sizeof(msg), fmt, ap);
+  va_end(ap);
+  j->ended = 1;
+  uv_timer_stop(&j->timer);
+  sl__lease_give_back(j->w, j, msg);
+  sl__worker_finish(j->w, j, 0, NULL, 0, 0); /* its slot is free; nothing is recorded */
+  sl__job_free(j);
 }
 
 SL_EXTERN const char *sl_job_type(const sl_job_t *j) {

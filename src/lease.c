@@ -8,10 +8,22 @@
  * names the items this worker no longer owns (another worker took them
  * over: fencing) and those whose batch was cancelled with --abort; their
  * attempts are given up (the handler's cancel hook runs, nothing is
- * recorded by this worker) and backlog entries for them are dropped.
+ * recorded by this worker) and backlog entries for them are dropped. The
+ * beat is also the worker's test of its `cmd` connection: a reply that has
+ * not come back within two beat intervals makes aredis.c's watchdog drop the
+ * connection and reconnect.
  *
  * Release: a stopping worker gives back the items it took and did not
  * start (sluice_v1_release), so other workers start them at once.
+ *
+ * Give back: a handler that could not run its item for want of the
+ * worker's own resources (out of file descriptors) ends the job with
+ * sl_job_give_back. The item's entry is released the same way, at once,
+ * which counts no attempt: it runs again as it was, here or elsewhere. The
+ * worker then starts and fetches nothing for GIVE_BACK_HOLD_MS (the
+ * scheduler's hold), so it does not take the item straight back into the
+ * same shortage; the first give back of a hold is logged with its reason,
+ * the rest are counted in one line when the hold ends.
  */
 
 #include <stdio.h>
@@ -26,6 +38,7 @@
 #include "log.h"
 
 #define RELEASE_MAX 500         /* items per release call */
+#define GIVE_BACK_HOLD_MS 1000  /* no new starts after a give back, ms (+-20%) */
 
 /* Stops the attempts of items another worker owns now (fencing). */
 static void on_beat(redisAsyncContext *ac, void *reply, void *priv) {
@@ -79,7 +92,7 @@ static void on_beat(redisAsyncContext *ac, void *reply, void *priv) {
 }
 
 void sl__lease_beat(sl_worker_t *w) {
-  size_t max = 16 + 2 * ((size_t)w->concurrency + (size_t)w->nbacklog + 16);
+  size_t max = 16 + 2 * ((size_t)w->concurrency + (size_t)w->nbacklog + (size_t)w->ngiven + 16);
   const char **av = sl_malloc(max * sizeof(*av));
   size_t *al = sl_malloc(max * sizeof(*al));
   char wkey[sizeof(w->keys.prefix) + sizeof(w->id) + 4];
@@ -134,15 +147,21 @@ void sl__lease_beat(sl_worker_t *w) {
     al[k] = strlen(j->eid);
     k++;
   }
-  for (sl_job_t *j = w->backlog; j != NULL && k + 2 <= max; j = j->next) {
-    av[k] = sl__prio_arg[j->prio];
-    al[k++] = 1;
-    av[k] = j->eid;
-    al[k] = strlen(j->eid);
-    k++;
+  for (int list = 0; list < 2; list++) {
+    /* the backlog, and items given back but not yet released: neither may
+     * look abandoned, or a takeover would count it a delivery */
+    for (sl_job_t *j = list == 0 ? w->backlog : w->given; j != NULL && k + 2 <= max; j = j->next) {
+      av[k] = sl__prio_arg[j->prio];
+      al[k++] = 1;
+      av[k] = j->eid;
+      al[k] = strlen(j->eid);
+      k++;
+    }
   }
-  if (redisAsyncCommandArgv(w->cmd, on_beat, NULL, (int)k, av, al) == REDIS_OK)
+  if (redisAsyncCommandArgv(w->cmd, on_beat, NULL, (int)k, av, al) == REDIS_OK) {
     w->beating = 1;
+    w->beat_sent_at = uv_now(w->loop); /* aredis.c's watchdog waits for its reply */
+  }
 out:
   sl_free(av);
   sl_free(al);
@@ -161,20 +180,26 @@ static void on_release(redisAsyncContext *ac, void *reply, void *priv) {
 
   (void)priv;
   w->releasing = 0;
-  if (r != NULL && r->type == REDIS_REPLY_INTEGER && r->integer > 0)
-    sl__log_info("gave back %lld items it had not started", r->integer);
+  if (r != NULL && r->type == REDIS_REPLY_INTEGER && r->integer > 0 && w->stopping)
+    sl__log_info("gave back %lld items it had not started", r->integer); /* a give back logged its own */
   sl__worker_kick(w);
 }
 
-/* Gives back the backlog (taken, not started) so others start it now. */
+/* Gives back the items handlers gave back and, when stopping, the backlog
+ * (taken, not started), so they run again at once. */
 void sl__lease_release(sl_worker_t *w) {
-  int n = w->nbacklog < RELEASE_MAX ? w->nbacklog : RELEASE_MAX;
-  size_t max = 8 + 2 * (size_t)n;
-  const char **av = sl_malloc(max * sizeof(*av));
-  size_t *al = sl_malloc(max * sizeof(*al));
+  int n = w->ngiven + (w->stopping ? w->nbacklog : 0);
+  size_t max;
+  const char **av;
+  size_t *al;
   sl_job_t *taken = NULL;
   int k;
 
+  if (n > RELEASE_MAX)
+    n = RELEASE_MAX;
+  max = 8 + 2 * (size_t)n;
+  av = sl_malloc(max * sizeof(*av));
+  al = sl_malloc(max * sizeof(*al));
   w->release_oom = av == NULL || al == NULL;
   if (w->release_oom) {
     sl_free(av);
@@ -185,8 +210,14 @@ void sl__lease_release(sl_worker_t *w) {
   sl__push_arg(av, al, &k, SL_GROUP);
   sl__push_arg(av, al, &k, w->id);
   for (int i = 0; i < n; i++) {
-    sl_job_t *j = sl__sched_pop(w);
+    sl_job_t *j = w->given;
 
+    if (j != NULL) {
+      w->given = j->next;
+      w->ngiven--;
+    } else {
+      j = sl__sched_pop(w);
+    }
     av[k] = sl__prio_arg[j->prio];
     al[k++] = 1;
     av[k] = j->eid;
@@ -205,6 +236,42 @@ void sl__lease_release(sl_worker_t *w) {
     taken = j->next;
     sl__job_free(j);
   }
+}
+
+/* The hold after a give back is over: items start again. */
+static void on_hold_timer(uv_timer_t *t) {
+  sl_worker_t *w = t->data;
+
+  if (w->given_held > 0)
+    sl__log_warn("%d more items given back during the hold, no attempt counted", w->given_held);
+  w->given_held = 0;
+  sl__worker_kick(w);
+}
+
+void sl__lease_give_back(sl_worker_t *w, const sl_job_t *j, const char *why) {
+  /* Only the entry is needed to release it (the item's fields stay in the
+   * stream), as for the items a stop gives back. */
+  sl_job_t *copy = sl__job_new(w, j->prio, j->eid, j->batch, j->idx, "1", "{}", 2, NULL, 0);
+
+  w->n_given++;
+  if (copy == NULL) {
+    sl__log_error("out of memory giving back item %s of batch %s (%s): it stays pending and runs again after the "
+                  "visibility timeout", j->idx, j->batch, why);
+    return;
+  }
+  copy->next = w->given;
+  w->given = copy;
+  w->ngiven++;
+  if (uv_is_active((uv_handle_t *)&w->hold)) {
+    w->given_held++;
+  } else {
+    sl__log_warn("item %s of batch %s given back, no attempt counted: %s; starting no new items for about %d ms",
+                 j->idx, j->batch, why, GIVE_BACK_HOLD_MS);
+    w->given_held = 0;
+    if (!w->closed)
+      uv_timer_start(&w->hold, on_hold_timer, (uint64_t)sl__jitter(GIVE_BACK_HOLD_MS), 0);
+  }
+  sl__worker_kick(w);
 }
 
 void sl__lease_start(sl_worker_t *w) {

@@ -14,6 +14,10 @@
  * until nothing else runs, and nothing starts beside it, so items that only
  * shared a worker with a poison item are never blamed for it.
  *
+ * After a handler gave an item back for want of descriptors (lease.c),
+ * nothing starts and nothing is fetched while the `hold` timer runs; items
+ * given back are released on the next pump.
+ *
  * Timer: `kick`, a zero timer that coalesces many changes into one pump.
  */
 
@@ -58,6 +62,7 @@ sl_job_t *sl__sched_pop(sl_worker_t *w) {
 }
 
 static void pump(sl_worker_t *w) {
+  int held = uv_is_active((uv_handle_t *)&w->hold); /* a give back holds new starts (lease.c) */
   sl_job_t *j;
 
   if (w->closed)
@@ -66,6 +71,11 @@ static void pump(sl_worker_t *w) {
     /* A fatal error: drop what cannot be recorded (it is taken over). */
     while ((j = sl__sched_pop(w)) != NULL)
       sl__job_free(j);
+    while ((j = w->given) != NULL) {
+      w->given = j->next;
+      w->ngiven--;
+      sl__job_free(j);
+    }
     sl__outcome_drop_all(w);
     if (w->running == 0 && w->flushing == 0)
       sl__worker_close_all(w);
@@ -86,24 +96,25 @@ static void pump(sl_worker_t *w) {
       }
       a = next;
     }
-    if (w->nbacklog > 0 && w->cmd_up && !w->releasing)
-      sl__lease_release(w);
   } else {
-    while (w->running < w->concurrency && w->alone_job == NULL && w->backlog != NULL) {
+    while (w->running < w->concurrency && w->alone_job == NULL && w->backlog != NULL && !held) {
       if (w->backlog->alone && w->running > 0)
         break; /* it waits until nothing else runs */
       j = sl__sched_pop(w);
       w->running++;
       if (j->alone)
         w->alone_job = j;
-      sl__job_start(j); /* may finish at once */
+      sl__job_start(j); /* may finish at once, or be given back and start the hold */
+      held = uv_is_active((uv_handle_t *)&w->hold);
     }
   }
+  if ((w->ngiven > 0 || (w->stopping && w->nbacklog > 0)) && w->cmd_up && !w->releasing)
+    sl__lease_release(w);
   if (w->paused)
     return;
   if (w->ndone > 0 && w->flushing < 2 && w->cmd_up)
     sl__outcome_flush(w);
-  if (!w->stopping && w->cmd_up && w->blk_up && !w->fetching && !w->blocking && !w->isolating &&
+  if (!w->stopping && !held && w->cmd_up && w->blk_up && !w->fetching && !w->blocking && !w->isolating &&
       w->alone_job == NULL && (w->backlog == NULL || !w->backlog->alone)) {
     int free_slots = w->concurrency - w->running - w->nbacklog;
 
@@ -119,6 +130,6 @@ static void pump(sl_worker_t *w) {
    * up: their items stay pending and are taken over. */
   if (w->stopping && w->running == 0 && (w->ndone == 0 || (w->drained && (!w->cmd_up || w->flush_oom))) &&
       w->flushing == 0 && !w->fetching && !w->blocking && !w->releasing &&
-      (w->nbacklog == 0 || !w->cmd_up || (w->drained && w->release_oom)))
+      ((w->nbacklog == 0 && w->ngiven == 0) || !w->cmd_up || (w->drained && w->release_oom)))
     sl__worker_close_all(w);
 }

@@ -20,6 +20,7 @@
 #include <sluice/sluice.h>
 
 #include "alloc.h"
+#include "fdlimit.h"
 #include "forkexec.h"
 #include "log.h"
 
@@ -387,10 +388,19 @@ int sl__spawn(sl_spawner *s, const char *command, char *const *env, const char *
   rc = watch_children(s);
   if (rc != 0) {
     why = rc == UV_ECANCELED ? "the worker is closing" : uv_strerror(rc);
+    if (rc == UV_EMFILE || rc == UV_ENFILE) {
+      why = sl__fd_strerror(-rc); /* libuv's codes are negated errno values on Unix */
+      code = SL__ENOFDS;
+    }
     goto fail;
   }
   if (pipe2(in, O_CLOEXEC) != 0 || pipe2(outp, O_CLOEXEC) != 0 || pipe2(errp, O_CLOEXEC) != 0) {
-    why = strerror(errno);
+    int e = errno;
+
+    snprintf(why_buf, sizeof(why_buf), "pipe2: %s", sl__fd_strerror(e));
+    why = why_buf;
+    if (sl__fd_exhausted(e))
+      code = SL__ENOFDS;
     goto fail;
   }
   uv_pipe_init(s->loop, &c->in, 0);
@@ -428,6 +438,7 @@ int sl__spawn(sl_spawner *s, const char *command, char *const *env, const char *
       return SL_EINVAL;
     }
     why = why_buf;
+    code = fail_code; /* SL_EIO or SL__ENOFDS */
     goto fail;
   }
 

@@ -11,7 +11,9 @@
  *     close-on-exec, and they are authenticated to Redis);
  *   - an empty signal mask and default dispositions (the worker ignores
  *     SIGPIPE; a child must not inherit that);
- *   - exactly the environment it is given.
+ *   - exactly the environment it is given;
+ *   - the RLIMIT_NOFILE the worker started with, when the worker raised its
+ *     own (fdlimit.h).
  * Between fork and execve the child makes only async-signal-safe calls (the
  * worker has other threads: curl's resolver). A failed step writes {step,
  * errno} to a close-on-exec status pipe, which the parent reads until end of
@@ -81,8 +83,9 @@ sl_spawner *sl__spawner_new(uv_loop_t *loop);
  * Starts `command` with environment `env` (NULL-terminated, copied before
  * the call returns) and writes input[0..len) to its stdin, then end of file.
  * On success *out is the child and cb is called as documented; on failure
- * (SL_ENOMEM, SL_EIO before fork: retryable; SL_EINVAL: the command could
- * not be started, its step and errno in err) nothing is called.
+ * (SL_ENOMEM, SL_EIO before fork: retryable; SL__ENOFDS: out of file
+ * descriptors, fdlimit.h; SL_EINVAL: the command could not be started, its
+ * step and errno in err) nothing is called.
  */
 int sl__spawn(sl_spawner *s, const char *command, char *const *env, const char *input, size_t len,
               const sl_child_cb *cb, void *ud, sl_child **out, char *err, size_t errlen);

@@ -107,8 +107,9 @@ void sl__worker_close_all(sl_worker_t *w) {
     return;
   w->closed = 1;
   if (w->timers_up) {
-    uv_timer_t *timers[] = {&w->kick,  &w->beat,  &w->reclaim, &w->delayed,
-                            &w->reconnect, &w->drain, &w->pause, &w->progress, &w->webhook};
+    /* not the watchdog: it outlives this until the connections are gone */
+    uv_timer_t *timers[] = {&w->kick,  &w->beat,  &w->reclaim, &w->delayed, &w->reconnect,
+                            &w->drain, &w->pause, &w->progress, &w->webhook, &w->hold};
 
     for (size_t i = 0; i < sizeof(timers) / sizeof(timers[0]); i++) {
       uv_timer_stop(timers[i]);
@@ -126,13 +127,10 @@ void sl__worker_close_all(sl_worker_t *w) {
     redisAsyncCommand(w->cmd, NULL, NULL, "DEL %sw:%s", w->keys.prefix, w->id);
     redisAsyncCommand(w->cmd, NULL, NULL, "ZREM %sworkers %s", w->keys.prefix, w->id);
   }
-  if (w->cmd != NULL)
-    redisAsyncDisconnect(w->cmd);
-  if (w->blk != NULL)
-    redisAsyncDisconnect(w->blk);
-  sl__log_info("worker %s stopped: %llu succeeded, %llu failed, %llu retried%s", w->id,
+  sl__aredis_close(w);
+  sl__log_info("worker %s stopped: %llu succeeded, %llu failed, %llu retried, %llu given back%s", w->id,
                (unsigned long long)w->n_ok, (unsigned long long)w->n_failed, (unsigned long long)w->n_retry,
-               w->n_dup ? " (some completions were already recorded)" : "");
+               (unsigned long long)w->n_given, w->n_dup ? " (some completions were already recorded)" : "");
 }
 
 static void on_drain_timer(uv_timer_t *t) {
@@ -204,6 +202,10 @@ SL_EXTERN int sl_worker_new(const sl_worker_opts *opts, sl_worker_t **out, char 
     goto fail;
   }
   w->concurrency = opts->concurrency > 0 ? opts->concurrency : 10;
+  /* Refused rather than clamped: the operator sized the fleet by it. */
+  rc = sl__fd_budget(w->concurrency, &w->fds, errbuf, errlen);
+  if (rc != 0)
+    goto fail;
   w->load_library = opts->load_library != 0;
   w->block_ms = opts->block_ms > 0 ? opts->block_ms : 1000;
   if (opts->weights != NULL) {
@@ -382,8 +384,8 @@ SL_EXTERN int sl_worker_run(sl_worker_t *w) {
     return rc;
   }
   {
-    uv_timer_t *timers[] = {&w->kick,  &w->beat,  &w->reclaim, &w->delayed,
-                            &w->reconnect, &w->drain, &w->pause, &w->progress, &w->webhook};
+    uv_timer_t *timers[] = {&w->kick,  &w->beat,  &w->reclaim, &w->delayed, &w->reconnect,
+                            &w->drain, &w->pause, &w->progress, &w->webhook, &w->hold, &w->watchdog};
 
     for (size_t i = 0; i < sizeof(timers) / sizeof(timers[0]); i++) {
       uv_timer_init(w->loop, timers[i]);
@@ -405,11 +407,14 @@ SL_EXTERN int sl_worker_run(sl_worker_t *w) {
   sl__lease_start(w);
   sl__webhook_start(w);
   sl__intake_start(w);
-  sl__aredis_connect(w);
+  sl__aredis_start(w);
   for (int i = 0; i < w->nhandlers; i++)
     off += (size_t)snprintf(served + off, sizeof(served) - off, "%s%s", i ? ", " : "", w->handlers[i].type);
   sl__log_info("worker %s serving queue %s (types: %s), concurrency %d, visibility %lld ms", w->id,
                w->keys.queue, served, w->concurrency, (long long)w->visibility_ms);
+  if (w->fds.was != w->fds.limit)
+    sl__log_info("raised the file descriptor limit (ulimit -n) from %ld to %ld; --concurrency %d needs about %ld",
+                 w->fds.was, w->fds.limit, w->concurrency, w->fds.need);
   sl__worker_kick(w);
   if (!w->owns_loop)
     return w->rc;
@@ -471,6 +476,10 @@ SL_EXTERN void sl_worker_free(sl_worker_t *w) {
   sl__httpc_close(w->httpc); /* run() was never called */
   while ((j = sl__sched_pop(w)) != NULL)
     sl__job_free(j);
+  while ((j = w->given) != NULL) {
+    w->given = j->next;
+    sl__job_free(j);
+  }
   sl__outcome_drop_all(w);
   sl__webhook_free(w);
   sl__url_free(&w->url);

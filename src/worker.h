@@ -22,6 +22,7 @@
 #include <sluice/sluice.h>
 
 #include "buf.h"
+#include "fdlimit.h"
 #include "script.h"
 #include "url.h"
 #include "webhook.h"
@@ -46,6 +47,7 @@ struct sl_worker {
   sl_keys keys;              /* [worker] the queue's key names */
   char id[160];              /* [worker] worker id = consumer name: host:pid:rand */
   int concurrency;           /* [worker] jobs at once */
+  sl_fd_budget fds;          /* [worker] descriptors: the concurrency's need, the limit, the limit before the raise */
   int load_library;          /* [worker] load the function library at start (--load-library), and again if Redis lost it */
   int64_t lib_warned_at;     /* [aredis] ms since the epoch of the last "library gone" warning */
   int block_ms;              /* [worker] idle blocking read, ms */
@@ -64,11 +66,18 @@ struct sl_worker {
   redisAsyncContext *blk;    /* [aredis] the blocking XREADGROUP only */
   int cmd_up;                /* [aredis] cmd connected and authenticated */
   int blk_up;                /* [aredis] blk connected and authenticated */
+  uint64_t cmd_since;        /* [aredis] loop time (uv_now, ms) cmd's connect or setup began */
+  uint64_t blk_since;        /* [aredis] the same for blk */
+  uint64_t beat_sent_at;     /* [lease] loop time (uv_now, ms) the beat in flight was sent */
+  uint64_t block_sent_at;    /* [intake] loop time (uv_now, ms) the blocking read in flight was sent */
   long long blk_client_id;   /* [aredis] CLIENT ID of blk, to CLIENT UNBLOCK it on stop */
   int running;               /* [sched] jobs started, not yet finished */
   sl_job_t *backlog;         /* [sched] delivered, not started (FIFO) */
   sl_job_t *backlog_tail;    /* [sched] its tail */
   int nbacklog;              /* [sched] its length */
+  sl_job_t *given;           /* [lease] given back by their handlers (sl_job_give_back), not yet released (copies) */
+  int ngiven;                /* [lease] its length */
+  int given_held;            /* [lease] items given back during the hold, after the one logged */
   struct sl_done *done;      /* [outcome] finished, not yet written (FIFO) */
   struct sl_done *done_tail; /* [outcome] its tail */
   int ndone;                 /* [outcome] its length */
@@ -81,10 +90,13 @@ struct sl_worker {
   int closed;                /* [worker] connections and handles are closing */
   int rc;                    /* [worker] result of sl_worker_run */
   uv_timer_t kick;           /* [sched] runs pump() on the next loop turn */
+  uv_timer_t hold;           /* [lease] after a give back: no item starts or is fetched while it runs */
   uv_timer_t beat;           /* [lease] heartbeat + fleet registry */
   uv_timer_t reclaim;        /* [intake] takeover of dead workers' items */
   uv_timer_t delayed;        /* [intake] wakes up when the next retry is due */
   uv_timer_t reconnect;      /* [aredis] connects again after a lost connection */
+  uv_timer_t watchdog;       /* [aredis] drops a connection whose replies stopped coming (silent partition) */
+  uint64_t closed_at;        /* [aredis] loop time (uv_now, ms) the connections were asked to close */
   uv_timer_t drain;          /* [worker] the drain deadline after a stop */
   uv_timer_t pause;          /* [aredis] ends a pause after LOADING/BUSY answers */
   uv_timer_t progress;       /* [outcome] sends reported progress, at most every 500 ms */
@@ -114,6 +126,7 @@ struct sl_worker {
   uint64_t n_dup;            /* [outcome] completions Redis had already seen */
   uint64_t n_retry;          /* [outcome] attempts sent to retry */
   uint64_t n_fenced;         /* [lease] attempts stopped because another worker took the item */
+  uint64_t n_given;          /* [lease] attempts given back uncounted (out of descriptors) */
   char errstr[512];          /* [worker] cause of a fatal error */
 };
 
@@ -166,15 +179,24 @@ void sl__worker_penalize(sl_worker_t *w, const char *rate_key, int64_t ms);
 /* ---- lease.c: heartbeats, fencing, release ---- */
 
 void sl__lease_beat(sl_worker_t *w);
-/* Gives back up to RELEASE_MAX backlog items (taken, not started). */
+/* Gives back up to RELEASE_MAX items in one call: those handlers gave back,
+ * then, when stopping, the backlog (taken, not started). */
 void sl__lease_release(sl_worker_t *w);
+/* A handler gave job j back (sl_job_give_back, why): its entry is queued to
+ * be released uncharged, the reason logged, and new starts held (the `hold`
+ * timer, which pump() respects). */
+void sl__lease_give_back(sl_worker_t *w, const sl_job_t *j, const char *why);
 /* Starts the beat timer. */
 void sl__lease_start(sl_worker_t *w);
 
 /* ---- aredis.c: the Redis connections ---- */
 
-/* Opens whichever of the two connections is not open. */
-void sl__aredis_connect(sl_worker_t *w);
+/* Opens both connections and starts the watchdog. */
+void sl__aredis_start(sl_worker_t *w);
+/* Closes both connections (the worker closes): one that is up after the
+ * commands already sent, unless it stays silent for two beat intervals; one
+ * still connecting at once. The watchdog closes with the last of them. */
+void sl__aredis_close(sl_worker_t *w);
 /* 1 when an error reply is one the worker waits out or repairs (the call
  * is made again later); 0 when it is not. */
 int sl__aredis_recoverable(sl_worker_t *w, const redisReply *r);

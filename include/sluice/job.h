@@ -4,8 +4,8 @@
  * A job is one attempt of an item, handed to the handler of its type. The
  * handler reads what it needs through the accessors below, does its work
  * without blocking the loop, and ends the job exactly once: sl_job_succeed,
- * sl_job_succeed_base64, sl_job_fail (retryable), sl_job_fail_final or
- * sl_job_refuse. The job pointer is valid until then. When the worker gives
+ * sl_job_succeed_base64, sl_job_fail (retryable), sl_job_fail_final,
+ * sl_job_refuse or sl_job_give_back. The job pointer is valid until then. When the worker gives
  * the attempt up first (timeout, takeover, abort, stop), it calls the cancel
  * hook (sl_job_on_cancel); the handler still ends the job, and that outcome
  * is ignored. These are the only functions a handler needs, the built-in
@@ -68,6 +68,17 @@ SL_EXTERN void sl_job_fail_final(sl_job_t *j, const char *fmt, ...) __attribute_
  * refused), with no dead letter: the fleet's configuration is at fault, not
  * the work, and `sluice retry` runs the item again once it is granted. */
 SL_EXTERN void sl_job_refuse(sl_job_t *j, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/*
+ * Ends the job without an outcome and without counting the attempt: this
+ * worker lacked a resource of its own to run it, out of file descriptors
+ * (EMFILE or ENFILE) being the one the built-in handlers give back for. The
+ * item goes back to the end of its stream as it was (the same attempt
+ * number, like the items a stopping worker gives back) and runs again, here
+ * or on another worker; the worker logs the reason (printf format) and
+ * starts no new item for about a second. Never for a failure of the work
+ * itself: an item given back every time would go round for ever.
+ */
+SL_EXTERN void sl_job_give_back(sl_job_t *j, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 /*
  * Sets the job's cancel hook: called at most once, when the worker gives up
  * the attempt (its timeout passed, another worker took the item over, or a

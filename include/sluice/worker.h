@@ -52,8 +52,15 @@ typedef struct sl_worker_opts {
  * its queue, signed with SLUICE_WEBHOOK_SECRET from the environment, read
  * here: "whsec_" and the base64 of 24 to 64 random bytes (Standard Webhooks;
  * see README). Unset, webhooks go out unsigned and the worker logs warnings.
- * Returns SL_EINVAL with the reason in errbuf for a bad option or a secret
- * that is set but malformed, SL_ENOMEM; *out is set only on success.
+ * It raises the process's soft RLIMIT_NOFILE to its hard limit (exec
+ * children get the original soft limit back) and refuses a concurrency the
+ * limit still cannot carry: about 3 descriptors per slot plus 64 (an http
+ * connection and its name lookup, or an exec child's three pipes; Redis, the
+ * loop and the rest), "--concurrency 400 needs about 1264 file descriptors;
+ * the limit is 256 (ulimit -n) ...".
+ * Returns SL_EINVAL with the reason in errbuf for a bad option, a secret
+ * that is set but malformed, or too few descriptors, SL_ENOMEM; *out is set
+ * only on success.
  */
 SL_EXTERN int sl_worker_new(const sl_worker_opts *opts, sl_worker_t **out, char *errbuf,
                             size_t errlen);

@@ -20,7 +20,9 @@
  * TYPE+base64=COMMAND, the raw bytes stored as base64. The last
  * EXEC_STDERR_TAIL bytes of stderr are kept for errors and lines
  * "progress N" report progress. Exit 0 succeeds, exit 75 (EX_TEMPFAIL) is a
- * retryable failure, any other code or a signal fails the item for good.
+ * retryable failure, any other code or a signal fails the item for good. A
+ * child that could not be started because the worker was out of file
+ * descriptors gives the item back (sl_job_give_back), counting no attempt.
  * The outcome is recorded only once the child's process group is gone.
  *
  * Only the public job contract and the handler interface are used.
@@ -37,6 +39,7 @@
 
 #include "alloc.h"
 #include "buf.h"
+#include "fdlimit.h"
 #include "json.h"
 #include "spawn.h"
 
@@ -279,9 +282,10 @@ static char **child_env(const sl_exec *x, const sl_job_t *j) {
 
 /*
  * The handler of every exec mapping (ud: its exec_cmd): starts the command
- * for job j as a contained child. A failure before fork (memory,
- * descriptors, fork itself) fails the job as retryable; a command that
- * cannot be started fails it for good.
+ * for job j as a contained child. Out of file descriptors (EMFILE, ENFILE),
+ * the job is given back uncounted; another failure before fork (memory,
+ * fork itself) fails it as retryable; a command that cannot be started
+ * fails it for good.
  */
 static void exec_start(sl_job_t *j, void *ud) {
   static const sl_child_cb cb = {on_out, on_err, on_end};
@@ -313,7 +317,9 @@ static void exec_start(sl_job_t *j, void *ud) {
   env_free(env);
   if (rc != 0) {
     sl_free(r);
-    if (rc == SL_EINVAL)
+    if (rc == SL__ENOFDS)
+      sl_job_give_back(j, "exec: cannot start \"%s\": %s", cmd->command, err); /* the worker's shortage */
+    else if (rc == SL_EINVAL)
       sl_job_fail_final(j, "exec: cannot start \"%s\": %s", cmd->command, err);
     else
       sl_job_fail(j, "exec: cannot start \"%s\": %s", cmd->command, err);

@@ -17,7 +17,9 @@
  * (the body capped at --http-max-body, stored as JSON when it parses, cut
  * further when the results line would not fit); 429, 5xx and transport
  * errors are retryable and 429/503 honour Retry-After; other statuses fail
- * at once; a secret that is not granted refuses the item. Errors keep the
+ * at once; a secret that is not granted refuses the item; a socket that
+ * could not be opened for want of descriptors (EMFILE, ENFILE) gives the
+ * item back (sl_job_give_back), counting no attempt. Errors keep the
  * status and a body excerpt, or curl's own message.
  *
  * Only the public job contract (sluice/job.h) and the handler interface are
@@ -39,6 +41,7 @@
 #include "alloc.h"
 #include "allow.h"
 #include "buf.h"
+#include "fdlimit.h"
 #include "httpc.h"
 #include "httpreq.h"
 #include "json.h"
@@ -155,7 +158,7 @@ static void excerpt(const req *r, char *out, size_t len) {
 }
 
 /* A transfer ended (httpc has removed it): the outcome of the job. */
-static void finish(void *ud, CURL *easy, CURLcode code) {
+static void finish(void *ud, CURL *easy, CURLcode code, int sock_errno) {
   req *r = ud;
   sl_job_t *j = r->job;
   long status = 0;
@@ -164,7 +167,11 @@ static void finish(void *ud, CURL *easy, CURLcode code) {
   (void)easy;
   r->job = NULL;
   curl_easy_getinfo(r->easy, CURLINFO_RESPONSE_CODE, &status);
-  if (code != CURLE_OK) {
+  if (code != CURLE_OK && sl__fd_exhausted(sock_errno)) {
+    /* the worker's shortage, not the item's: given back, no attempt counted */
+    sl_job_give_back(j, "http: %s opening a connection (curl: %s)", sl__fd_strerror(sock_errno),
+                     curl_easy_strerror(code));
+  } else if (code != CURLE_OK) {
     sl_job_fail(j, "curl: %s%s%s", curl_easy_strerror(code), r->errbuf[0] ? ": " : "", r->errbuf);
   } else if (status >= 200 && status < 300) {
     sl_buf out;

@@ -4,8 +4,10 @@
  * or cannot be reached, and a worker that rides out a Redis outage.
  */
 #include <signal.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -238,12 +240,204 @@ static void test_redis_killed_under_worker(void) {
   sl_devredis_stop(&d);
 }
 
+/* ---- A silent partition ---- */
+
+/* The proxy script: tcp_proxy.py next to this source file. */
+static void proxy_script(char *buf, size_t len) {
+  const char *slash = strrchr(__FILE__, '/');
+
+  if (slash != NULL)
+    snprintf(buf, len, "%.*s/tcp_proxy.py", (int)(slash - __FILE__), __FILE__);
+  else
+    snprintf(buf, len, "tcp_proxy.py");
+}
+
+/* Starts tcp_proxy.py forwarding 127.0.0.1:*port to the test Redis's unix
+ * socket; waits up to 10 s for its port. */
+static pid_t proxy_start(int *port) {
+  char script[600];
+  char portfile[700];
+  long long t0 = itest_ms();
+  pid_t pid;
+
+  proxy_script(script, sizeof(script));
+  snprintf(portfile, sizeof(portfile), "%s", itest_path("proxy.port"));
+  fflush(stdout);
+  fflush(stderr);
+  pid = fork();
+  CHECK(pid >= 0);
+  if (pid == 0) {
+    prctl(PR_SET_PDEATHSIG, SIGKILL); /* dies with the test, even a stopped one */
+    execl("/usr/bin/python3", "python3", script, portfile, itest_sock(), (char *)NULL);
+    _exit(127);
+  }
+  for (;;) {
+    char *s = itest_read(portfile, NULL);
+    int status;
+
+    *port = s != NULL ? (int)strtol(s, NULL, 10) : 0;
+    free(s);
+    if (*port > 0)
+      return pid;
+    if (waitpid(pid, &status, WNOHANG) == pid)
+      sl_test_fail(__FILE__, __LINE__, "the proxy (%s) exited with status 0x%x", script, status);
+    if (itest_ms() - t0 > 10000)
+      sl_test_fail(__FILE__, __LINE__, "the proxy (%s) wrote no port within 10 s", script);
+    usleep(20000);
+  }
+}
+
+/* Submits n noop items to q straight to Redis (not through the proxy);
+ * the batch id goes to batch (64 bytes). */
+static void submit_noops(const char *q, int n, char *batch) {
+  const char *path = itest_path("noops.jsonl");
+  char *lines = malloc((size_t)n * 40 + 1);
+  size_t len = 0;
+  char *out = NULL;
+  char *err = NULL;
+
+  CHECK(lines != NULL);
+  for (int i = 0; i < n; i++)
+    len += (size_t)snprintf(lines + len, (size_t)n * 40 + 1 - len, "{\"type\":\"noop\",\"payload\":%d}\n", i);
+  itest_write(path, lines, len);
+  free(lines);
+  {
+    const char *args[] = {"submit", "--redis", itest_url(), "--queue", q, path, NULL};
+
+    if (itest_run(args, &out, &err, 30) != 0)
+      sl_test_fail(__FILE__, __LINE__, "submit failed: %s", err ? err : "");
+  }
+  snprintf(batch, 64, "%.26s", out);
+  free(out);
+  free(err);
+}
+
+/* Waits until the log at path holds `what` (after `from` bytes); returns
+ * the ms waited. Fails after timeout_ms, or if the worker exited. */
+static long long wait_log_line(const char *path, size_t from, const char *what, long long timeout_ms, pid_t w) {
+  long long t0 = itest_ms();
+
+  for (;;) {
+    size_t len = 0;
+    char *log = itest_read(path, &len);
+    int status;
+
+    if (log != NULL && len > from && strstr(log + from, what) != NULL) {
+      free(log);
+      return itest_ms() - t0;
+    }
+    if (waitpid(w, &status, WNOHANG) == w)
+      sl_test_fail(__FILE__, __LINE__, "the worker exited (status 0x%x) before logging \"%s\": %s", status, what,
+                   log ? log : "");
+    if (itest_ms() - t0 > timeout_ms)
+      sl_test_fail(__FILE__, __LINE__, "no \"%s\" in the worker's log within %lld ms: %s", what, timeout_ms,
+                   log ? log : "");
+    free(log);
+    usleep(20000);
+  }
+}
+
+static int count_of(const char *hay, const char *needle) {
+  int n = 0;
+
+  for (const char *p = hay; p != NULL && (p = strstr(p, needle)) != NULL; p++)
+    n++;
+  return n;
+}
+
+/* A worker reaches Redis through a TCP proxy that is then stopped
+ * (SIGSTOP): a silent partition, connections open and nothing moving. The
+ * worker notices within its watchdog time (a heartbeat unanswered for two
+ * beat intervals: 2 s with --visibility 3000), says so once, takes nothing
+ * meanwhile, and once the proxy resumes reconnects and runs a batch
+ * submitted during the partition, with exact counters. Stopped during a
+ * second partition, it still exits. */
+static void test_silent_partition(void) {
+  const char *q = itest_queue("partition");
+  const char *errpath = itest_path("worker-partition.err");
+  redisContext *c = itest_conn();
+  char url[64];
+  char a[64];
+  char b[64];
+  char *log;
+  size_t mark = 0;
+  long long waited;
+  int port = 0;
+  pid_t proxy = proxy_start(&port);
+  pid_t w;
+  int status = 0;
+
+  snprintf(url, sizeof(url), "redis://127.0.0.1:%d", port);
+  {
+    const char *args[] = {"worker", "--redis", url, "--queue", q, "--visibility", "3000", "--block-ms", "500",
+                          "--drain-timeout", "1000", NULL};
+
+    w = itest_spawn(args, NULL, errpath);
+  }
+  submit_noops(q, 20, a);
+  itest_wait_batch(c, q, a, 20);
+  CHECK_INT(itest_batch_num(c, q, a, "succeeded"), ==, 20);
+
+  /* The black hole. */
+  CHECK(kill(proxy, SIGSTOP) == 0);
+  waited = wait_log_line(errpath, 0, "no reply from Redis for ", 6000, w);
+  printf("    the worker noticed the silent partition after %lld ms (watchdog: 2,000 ms)\n", waited);
+  log = itest_read(errpath, &mark);
+  CHECK_CONTAINS(log, "lost the connection to Redis at redis://127.0.0.1:");
+  CHECK_CONTAINS(log, "no reply from Redis for ");
+  CHECK_CONTAINS(log, " ms; reconnecting");
+  free(log);
+  submit_noops(q, 30, b);
+  /* Longer than the watchdog's time for a connection setup: reconnects
+   * into the black hole are given up and tried again meanwhile. */
+  usleep(3000000);
+  CHECK(waitpid(w, &status, WNOHANG) == 0); /* still running */
+  CHECK_INT(itest_batch_num(c, q, b, "done"), ==, 0); /* nothing taken through the black hole */
+
+  CHECK(kill(proxy, SIGCONT) == 0);
+  waited = wait_log_line(errpath, 0, "reconnected to Redis after", 15000, w);
+  printf("    reconnected %lld ms after the proxy resumed\n", waited);
+  itest_wait_batch(c, q, b, 30);
+  CHECK_INT(itest_batch_num(c, q, b, "total"), ==, 30);
+  CHECK_INT(itest_batch_num(c, q, b, "succeeded"), ==, 30);
+  CHECK_INT(itest_batch_num(c, q, b, "failed"), ==, 0);
+  CHECK_INT(itest_batch_num(c, q, b, "done"), ==, 30);
+  CHECK_INT(itest_batch_num(c, q, a, "succeeded"), ==, 20);
+  CHECK_INT(itest_batch_num(c, q, a, "done"), ==, 20);
+  log = itest_read(errpath, NULL);
+  CHECK_INT(count_of(log, "lost the connection"), ==, 1); /* logged once for the outage */
+  free(log);
+
+  /* Stopped during a second partition: the worker still exits. */
+  CHECK(kill(proxy, SIGSTOP) == 0);
+  {
+    long long t0 = itest_ms();
+
+    kill(w, SIGTERM);
+    while (waitpid(w, &status, WNOHANG) != w) {
+      if (itest_ms() - t0 > 20000) {
+        kill(w, SIGKILL);
+        waitpid(w, &status, 0);
+        sl_test_fail(__FILE__, __LINE__, "the worker did not exit within 20 s of SIGTERM during a partition");
+      }
+      usleep(20000);
+    }
+    printf("    stopped during a partition: exited %lld ms after SIGTERM\n", itest_ms() - t0);
+  }
+  CHECK(WIFEXITED(status));
+  CHECK_INT(WEXITSTATUS(status), ==, 0);
+  kill(proxy, SIGKILL);
+  waitpid(proxy, NULL, 0);
+  redisFree(c);
+}
+
 static const sl_test tests[] = {
     {"unix_and_tcp", test_unix_and_tcp, 60},
     {"auth_password_and_acl_user", test_auth_password_and_acl_user, 60},
     {"refused_and_unreachable", test_refused_and_unreachable, 60},
     {"no_or_bad_url", test_no_or_bad_url, 30},
     {"redis_killed_under_worker", test_redis_killed_under_worker, 30},
+    {"silent_partition", test_silent_partition, 90},
     {NULL, NULL, 0},
 };
 

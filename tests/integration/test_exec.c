@@ -9,11 +9,13 @@
  */
 #include <arpa/inet.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -785,6 +787,144 @@ static void test_free_reaps(void) {
   CHECK(pid_ended(grandchild));
 }
 
+/* ---- File descriptors ---- */
+
+static int hog_fds[1024];     /* descriptors the hog item holds */
+static int nhog;              /* how many */
+static uv_timer_t hog_timer;  /* watches the worker on its loop */
+static sl_worker_t *hog_w;    /* the worker under test */
+static redisContext *hog_c;   /* opened before the descriptors run out */
+static const char *hog_q;     /* its queue */
+static char hog_batch[64];    /* the batch */
+static long long hog_t0;      /* when the hog took the descriptors, ms */
+
+/* Gives the descriptors back once the worker gave an item back (or after
+ * 10 s, and the test fails below), then stops the worker once the batch
+ * ended (or after 30 s). */
+static void on_hog_timer(uv_timer_t *t) {
+  redisReply *r;
+  int ended;
+
+  if (nhog > 0 && (hog_w->n_given > 0 || itest_ms() - hog_t0 > 10000)) {
+    itest_fds_release(hog_fds, nhog);
+    nhog = 0;
+  }
+  if (nhog > 0)
+    return;
+  r = redisCommand(hog_c, "HMGET sluice:{%s}:b:%s whole done total", hog_q, hog_batch);
+  ended = r != NULL && r->element[0]->type == REDIS_REPLY_STRING &&
+          strtoll(r->element[1]->str, NULL, 10) >= strtoll(r->element[2]->str, NULL, 10);
+  freeReplyObject(r);
+  if (ended || itest_ms() - hog_t0 > 30000) {
+    uv_timer_stop(t);
+    uv_close((uv_handle_t *)t, NULL);
+    sl_worker_stop(hog_w);
+  }
+}
+
+/* The `hog` type: takes every free descriptor of the process, and succeeds. */
+static void hog_start(sl_job_t *j, void *ud) {
+  (void)ud;
+  nhog = itest_fds_exhaust(hog_fds, 1024);
+  hog_t0 = itest_ms();
+  uv_timer_init(sl_job_loop(j), &hog_timer);
+  uv_timer_start(&hog_timer, on_hog_timer, 10, 10);
+  sl_job_succeed(j, NULL, 0);
+}
+
+/* An exec item that cannot start because the worker is out of descriptors
+ * (a hog item took them all) is given back, not failed: "out of file
+ * descriptors (EMFILE)" in the log, and once the descriptors are free it
+ * runs again and succeeds as attempt 1. */
+static void test_give_back_out_of_fds(void) {
+  struct rlimit rl = {256, 256}; /* so that the hog runs out soon, whatever the machine allows */
+  const char *errpath = itest_path("worker.err");
+  sl_worker_opts o;
+  char m[800];
+  char err[256];
+  char *log;
+  int saved = dup(2);
+  int fe;
+  cJSON *j;
+
+  CHECK(setrlimit(RLIMIT_NOFILE, &rl) == 0);
+  snprintf(dir, sizeof(dir), "%s", itest_path(""));
+  snprintf(m, sizeof(m), "hello=%s", script("hello.sh", "cat >/dev/null; echo '{\"hello\":true}'"));
+  hog_q = itest_queue("givefd");
+  hog_c = itest_conn();
+  memset(&o, 0, sizeof(o));
+  o.redis_url = itest_url();
+  o.queue = hog_q;
+  o.concurrency = 2;
+  o.block_ms = 200;
+  CHECK_INT(sl_worker_new(&o, &hog_w, err, sizeof(err)), ==, 0);
+  CHECK_INT(sl_worker_exec(hog_w, m, err, sizeof(err)), ==, 0);
+  CHECK_INT(sl_worker_register(hog_w, "hog", hog_start, NULL), ==, 0);
+  snprintf(hog_batch, sizeof(hog_batch), "%s",
+           submit(hog_q, "{\"type\":\"hog\",\"payload\":null}\n{\"type\":\"hello\",\"payload\":null}\n"));
+  fe = open(errpath, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+  CHECK(fe >= 0 && saved >= 0);
+  dup2(fe, 2); /* the worker's log */
+  close(fe);
+  CHECK_INT(sl_worker_run(hog_w), ==, 0);
+  dup2(saved, 2);
+  close(saved);
+  log = itest_read(errpath, NULL);
+  if (hog_w->n_given != 1)
+    sl_test_fail(__FILE__, __LINE__, "expected 1 item given back, got %llu; log:\n%s",
+                 (unsigned long long)hog_w->n_given, log);
+  CHECK_CONTAINS(log, "item 1 of batch ");
+  CHECK_CONTAINS(log, "given back, no attempt counted: exec: cannot start");
+  CHECK_CONTAINS(log, "out of file descriptors (EMFILE)");
+  CHECK_CONTAINS(log, "starting no new items for about 1000 ms");
+  {
+    const char *at = strstr(log, "given back");
+    const char *bol = at;
+    const char *eol = strchr(at, '\n');
+
+    while (bol > log && bol[-1] != '\n')
+      bol--;
+    printf("    %.*s\n", (int)(eol != NULL ? eol - bol : (long)strlen(bol)), bol);
+  }
+  free(log);
+  sl_worker_free(hog_w);
+  CHECK_INT(itest_batch_num(hog_c, hog_q, hog_batch, "succeeded"), ==, 2);
+  CHECK_INT(itest_batch_num(hog_c, hog_q, hog_batch, "failed"), ==, 0);
+  j = result_of(hog_c, hog_q, hog_batch, 1);
+  CHECK_STR(cJSON_GetObjectItemCaseSensitive(j, "status")->valuestring, "succeeded");
+  CHECK_INT(cJSON_GetObjectItemCaseSensitive(j, "attempts")->valuedouble, ==, 1);
+  CHECK(cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(j, "result"), "hello")));
+  cJSON_Delete(j);
+  redisFree(hog_c);
+}
+
+/* A worker raises its soft descriptor limit; its exec children get the one
+ * it was started with. */
+static void test_child_nofile(void) {
+  const char *q = itest_queue("nofile");
+  redisContext *c = itest_conn();
+  const char *batch;
+  char m[800];
+  pid_t w;
+  cJSON *j;
+
+  snprintf(dir, sizeof(dir), "%s", itest_path(""));
+  snprintf(m, sizeof(m), "limits=%s", script("limits.sh", "cat >/dev/null; echo \"$(ulimit -Sn) $(ulimit -Hn)\""));
+  batch = submit(q, "{\"type\":\"limits\",\"payload\":null}\n");
+  {
+    const char *args[] = {"worker", "--redis", itest_url(), "--queue", q, "--quiet", "--block-ms", "200",
+                          "--exec", m, NULL};
+
+    w = itest_spawn_nofile(args, 300, 2000, NULL, NULL);
+  }
+  itest_wait_batch(c, q, batch, 30);
+  CHECK_INT(WEXITSTATUS(itest_stop(w)), ==, 0);
+  j = result_of(c, q, batch, 0);
+  CHECK_STR(cJSON_GetObjectItemCaseSensitive(j, "result")->valuestring, "300 2000");
+  cJSON_Delete(j);
+  redisFree(c);
+}
+
 static const sl_test tests[] = {
     {"exec_outcomes", test_exec_outcomes, 60},
     {"bad_mapping", test_bad_mapping, 30},
@@ -798,6 +938,8 @@ static const sl_test tests[] = {
     {"quoted_ids", test_quoted_ids, 60},
     {"binary_output", test_binary_output, 120},
     {"free_reaps", test_free_reaps, 60},
+    {"give_back_out_of_fds", test_give_back_out_of_fds, 60},
+    {"child_nofile", test_child_nofile, 30},
     {NULL, NULL, 0},
 };
 

@@ -24,6 +24,7 @@
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -38,6 +39,7 @@
 #include <openssl/evp.h>
 
 #include "itest.h"
+#include "worker.h"
 
 #define SECRET "s3cr3t-token" /* the value of TEST_API_TOKEN; must never reach Redis or the log */
 
@@ -1779,6 +1781,208 @@ static void test_webhook_allow_list(void) {
   redisFree(c);
 }
 
+/* ---- File descriptors ---- */
+
+/* Waits up to timeout_s for pid to exit; returns its wait status (fails the
+ * test past the deadline). */
+static int wait_exit(pid_t pid, int timeout_s) {
+  long long t0 = itest_ms();
+  int status = 0;
+
+  while (waitpid(pid, &status, WNOHANG) != pid) {
+    if (itest_ms() - t0 > timeout_s * 1000LL) {
+      kill(pid, SIGKILL);
+      waitpid(pid, &status, 0);
+      sl_test_fail(__FILE__, __LINE__, "process %d did not exit within %d s", (int)pid, timeout_s);
+    }
+    usleep(10000);
+  }
+  return status;
+}
+
+/* A limit that cannot carry the concurrency, even raised to the hard limit:
+ * the worker refuses to start, exit 2, with the figures; the most it could
+ * run starts. */
+static void test_fd_budget_refused(void) {
+  const char *q = itest_queue("fdrefused");
+  char errlog[600];
+  char *log;
+  int status;
+
+  snprintf(errlog, sizeof(errlog), "%s", itest_path("worker-fd.err"));
+  {
+    const char *args[] = {"worker", "--redis", itest_url(), "--queue", q, "--concurrency", "400", NULL};
+
+    status = wait_exit(itest_spawn_nofile(args, 256, 256, NULL, errlog), 20);
+  }
+  CHECK(WIFEXITED(status));
+  CHECK_INT(WEXITSTATUS(status), ==, 2);
+  log = itest_read(errlog, NULL);
+  CHECK_CONTAINS(log, "--concurrency 400 needs about 1264 file descriptors; the limit is 256 (ulimit -n)");
+  CHECK_CONTAINS(log, "run at most --concurrency 64");
+  free(log);
+  {
+    /* 64 slots fit 256 exactly: the worker runs, and stops cleanly. */
+    const char *args[] = {"worker", "--redis", itest_url(), "--queue", q, "--concurrency", "64", NULL};
+    pid_t w = itest_spawn_nofile(args, 256, 256, NULL, errlog);
+
+    free(wait_log(errlog, "serving queue", 10));
+    status = itest_stop(w);
+  }
+  CHECK(WIFEXITED(status));
+  CHECK_INT(WEXITSTATUS(status), ==, 0);
+}
+
+/* A soft limit of 256 under a hard limit that is just what 400 slots need
+ * (3 a slot + 64): the worker raises its soft limit and 400 http items held
+ * 1 s at once all succeed. (With the soft limit left at 256, 158 of them
+ * failed with "Couldn't connect to server ... after 0 ms".) */
+static void test_fd_limit_raised(void) {
+  const char *q = itest_queue("fdtight");
+  redisContext *c = itest_conn();
+  const int n = 400;
+  size_t cap = (size_t)n * 120;
+  char *lines = malloc(cap);
+  size_t len = 0;
+  char batch[64];
+  char errlog[600];
+  char *log;
+  cJSON *st;
+  pid_t w;
+
+  CHECK(lines != NULL);
+  for (int i = 0; i < n; i++)
+    len += (size_t)snprintf(lines + len, cap - len,
+                            "{\"type\":\"http\",\"payload\":{\"url\":\"http://127.0.0.1:%d/hold?ms=1000\"}}\n",
+                            server_port);
+  snprintf(errlog, sizeof(errlog), "%s", itest_path("worker-fdtight.err"));
+  {
+    const char *args[] = {"worker", "--redis", itest_url(), "--queue", q, "--concurrency", "400", "--block-ms", "200",
+                          NULL};
+
+    w = itest_spawn_nofile(args, 256, 64 + 3 * 400, NULL, errlog);
+  }
+  log = wait_log(errlog, "raised the file descriptor limit (ulimit -n) from 256 to 1264; --concurrency 400 needs "
+                         "about 1264", 10);
+  free(log);
+  free(server_get("/stats?reset_peak=1"));
+  submit(q, lines, batch);
+  wait_batch(c, q, batch, 60, w, errlog);
+  st = server_stats();
+  printf("    400 slots under a hard limit of 1264 descriptors: %lld succeeded, %lld failed; server peak in flight "
+         "%lld\n",
+         itest_batch_num(c, q, batch, "succeeded"), itest_batch_num(c, q, batch, "failed"),
+         stats_num(st, "peak_in_flight"));
+  CHECK_INT(itest_batch_num(c, q, batch, "succeeded"), ==, n);
+  CHECK_INT(itest_batch_num(c, q, batch, "failed"), ==, 0);
+  CHECK_INT(stats_num(st, "peak_in_flight"), >=, 300); /* they really were held at once */
+  cJSON_Delete(st);
+  log = itest_read(errlog, NULL);
+  CHECK(strstr(log, "Couldn't connect") == NULL);
+  CHECK(strstr(log, "out of file descriptors") == NULL);
+  free(log);
+  CHECK_INT(WEXITSTATUS(itest_stop(w)), ==, 0);
+  free(lines);
+  redisFree(c);
+}
+
+static int hog_fds[1024];     /* descriptors the hog item holds */
+static int nhog;              /* how many */
+static uv_timer_t hog_timer;  /* watches the worker on its loop */
+static sl_worker_t *hog_w;    /* the worker under test */
+static redisContext *hog_c;   /* opened before the descriptors run out */
+static const char *hog_q;     /* its queue */
+static char hog_batch[64];    /* the batch */
+static long long hog_t0;      /* when the hog took the descriptors, ms */
+
+/* Gives the descriptors back once the worker gave an item back (or after
+ * 10 s, and the test fails below), then stops the worker once the batch
+ * ended (or after 30 s). */
+static void on_hog_timer(uv_timer_t *t) {
+  redisReply *r;
+  int ended;
+
+  if (nhog > 0 && (hog_w->n_given > 0 || itest_ms() - hog_t0 > 10000)) {
+    itest_fds_release(hog_fds, nhog);
+    nhog = 0;
+  }
+  if (nhog > 0)
+    return;
+  r = redisCommand(hog_c, "HMGET sluice:{%s}:b:%s whole done total", hog_q, hog_batch);
+  ended = r != NULL && r->element[0]->type == REDIS_REPLY_STRING &&
+          strtoll(r->element[1]->str, NULL, 10) >= strtoll(r->element[2]->str, NULL, 10);
+  freeReplyObject(r);
+  if (ended || itest_ms() - hog_t0 > 30000) {
+    uv_timer_stop(t);
+    uv_close((uv_handle_t *)t, NULL);
+    sl_worker_stop(hog_w);
+  }
+}
+
+/* The `hog` type: takes every free descriptor of the process, and succeeds. */
+static void hog_start(sl_job_t *j, void *ud) {
+  (void)ud;
+  nhog = itest_fds_exhaust(hog_fds, 1024);
+  hog_t0 = itest_ms();
+  uv_timer_init(sl_job_loop(j), &hog_timer);
+  uv_timer_start(&hog_timer, on_hog_timer, 10, 10);
+  sl_job_succeed(j, NULL, 0);
+}
+
+/* An http item whose socket cannot be opened because the worker is out of
+ * descriptors (a hog item took them all) is given back, not failed with
+ * "Couldn't connect": the log says "out of file descriptors (EMFILE)", and
+ * once the descriptors are free the item runs again and succeeds as
+ * attempt 1 (max_attempts 1: a counted attempt would have failed it). */
+static void test_give_back_out_of_fds(void) {
+  struct rlimit rl = {256, 256}; /* so that the hog runs out soon, whatever the machine allows */
+  const char *errpath = itest_path("worker-hog.err");
+  sl_worker_opts o;
+  char lines[512];
+  char err[256];
+  char *log;
+  int saved = dup(2);
+  int fe;
+  cJSON *line;
+
+  CHECK(setrlimit(RLIMIT_NOFILE, &rl) == 0);
+  hog_q = itest_queue("givefd");
+  hog_c = itest_conn();
+  memset(&o, 0, sizeof(o));
+  o.redis_url = itest_url();
+  o.queue = hog_q;
+  o.concurrency = 2;
+  o.block_ms = 200;
+  CHECK_INT(sl_worker_new(&o, &hog_w, err, sizeof(err)), ==, 0);
+  CHECK_INT(sl_worker_register(hog_w, "hog", hog_start, NULL), ==, 0);
+  snprintf(lines, sizeof(lines), "{\"type\":\"hog\",\"payload\":null}\n");
+  item(lines + strlen(lines), sizeof(lines) - strlen(lines), "/ok", NULL, NULL);
+  submit(hog_q, lines, hog_batch);
+  fe = open(errpath, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+  CHECK(fe >= 0 && saved >= 0);
+  dup2(fe, 2); /* the worker's log */
+  close(fe);
+  CHECK_INT(sl_worker_run(hog_w), ==, 0);
+  dup2(saved, 2);
+  close(saved);
+  log = itest_read(errpath, NULL);
+  if (hog_w->n_given != 1)
+    sl_test_fail(__FILE__, __LINE__, "expected 1 item given back, got %llu; log:\n%s",
+                 (unsigned long long)hog_w->n_given, log);
+  CHECK_CONTAINS(log, "given back, no attempt counted: http: out of file descriptors (EMFILE) opening a connection "
+                      "(curl: Couldn't connect to server)");
+  free(log);
+  sl_worker_free(hog_w);
+  CHECK_INT(itest_batch_num(hog_c, hog_q, hog_batch, "succeeded"), ==, 2);
+  CHECK_INT(itest_batch_num(hog_c, hog_q, hog_batch, "failed"), ==, 0);
+  line = result_line(hog_c, hog_q, hog_batch, 1);
+  CHECK_ITEM_STATUS(line, "succeeded");
+  CHECK_INT(jnum(line, "attempts"), ==, 1);
+  CHECK_INT(jnum(jget(line, "result"), "status"), ==, 200);
+  cJSON_Delete(line);
+  redisFree(hog_c);
+}
+
 static const sl_test tests[] = {
     {"webhook_allow_list", test_webhook_allow_list, 60},
     {"webhook_once_signed", test_webhook_once_signed, 60},
@@ -1801,6 +2005,9 @@ static const sl_test tests[] = {
     {"secrets", test_secrets, 30},
     {"throughput", test_throughput, 60},
     {"no_waves", test_no_waves, 120},
+    {"fd_budget_refused", test_fd_budget_refused, 60},
+    {"fd_limit_raised", test_fd_limit_raised, 90},
+    {"give_back_out_of_fds", test_give_back_out_of_fds, 60},
     {NULL, NULL, 0},
 };
 

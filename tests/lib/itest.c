@@ -5,6 +5,7 @@
 #include <fcntl.h>
 #include <signal.h>
 #include <stdarg.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -137,7 +138,10 @@ pid_t itest_spawn(const char *const *args, const char *out, const char *err) {
   return itest_spawn_env(args, NULL, out, err);
 }
 
-pid_t itest_spawn_env(const char *const *args, const char *const *env, const char *out, const char *err) {
+/* Starts SLUICE_BIN with args, env changes and, when soft > 0, the
+ * descriptor limits soft/hard. */
+static pid_t spawn(const char *const *args, const char *const *env, long soft, long hard, const char *out,
+                   const char *err) {
   const char *argv[64];
   pid_t pid;
   int k = 0;
@@ -169,10 +173,46 @@ pid_t itest_spawn_env(const char *const *args, const char *const *env, const cha
       else
         unsetenv(name);
     }
+    if (soft > 0) {
+      struct rlimit rl = {(rlim_t)soft, (rlim_t)hard};
+
+      if (setrlimit(RLIMIT_NOFILE, &rl) != 0) {
+        dprintf(2, "setrlimit(RLIMIT_NOFILE, %ld, %ld): %s\n", soft, hard, strerror(errno));
+        _exit(126);
+      }
+    }
     execv(SLUICE_BIN, (char *const *)argv);
     _exit(127);
   }
   return pid;
+}
+
+pid_t itest_spawn_env(const char *const *args, const char *const *env, const char *out, const char *err) {
+  return spawn(args, env, 0, 0, out, err);
+}
+
+pid_t itest_spawn_nofile(const char *const *args, long soft, long hard, const char *out, const char *err) {
+  return spawn(args, NULL, soft, hard, out, err);
+}
+
+int itest_fds_exhaust(int *fds, int max) {
+  int n = 0;
+
+  while (n < max) {
+    int fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+
+    if (fd < 0 && errno == EMFILE)
+      return n;
+    if (fd < 0)
+      sl_test_fail(__FILE__, __LINE__, "open /dev/null: %s", strerror(errno));
+    fds[n++] = fd;
+  }
+  sl_test_fail(__FILE__, __LINE__, "still not out of descriptors after opening %d", max);
+}
+
+void itest_fds_release(int *fds, int n) {
+  for (int i = 0; i < n; i++)
+    close(fds[i]);
 }
 
 int itest_run(const char *const *args, char **out, char **err, int timeout_s) {

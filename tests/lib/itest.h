@@ -38,6 +38,14 @@ pid_t itest_spawn(const char *const *args, const char *out, const char *err);
 /* The same with changes to its environment: each entry of env
  * (NULL-terminated) is "NAME=VALUE" to set or "NAME" to remove. */
 pid_t itest_spawn_env(const char *const *args, const char *const *env, const char *out, const char *err);
+/* itest_spawn with RLIMIT_NOFILE set to soft/hard (ulimit -Sn/-Hn) in the
+ * child before it execs. */
+pid_t itest_spawn_nofile(const char *const *args, long soft, long hard, const char *out, const char *err);
+/* Opens /dev/null until this process is out of descriptors (EMFILE), at
+ * most max times; the descriptors go to fds. Returns how many it opened
+ * (fails the test on another error). itest_fds_release closes them. */
+int itest_fds_exhaust(int *fds, int max);
+void itest_fds_release(int *fds, int n);
 /* Runs `sluice ARGS...` to the end: returns its exit code; *out and *err
  * (if not NULL) get its stdout and stderr (free them). Killed after
  * timeout_s. */

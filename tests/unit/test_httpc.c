@@ -339,9 +339,10 @@ typedef struct got {
   int cloexec_bad;    /* of them, not close-on-exec */
 } got;
 
-static void on_got(void *ud, CURL *easy, CURLcode code) {
+static void on_got(void *ud, CURL *easy, CURLcode code, int sock_errno) {
   got *g = ud;
 
+  (void)sock_errno;
   g->calls++;
   g->code = code;
   curl_easy_getinfo(easy, CURLINFO_RESPONSE_CODE, &g->status);
