@@ -70,8 +70,8 @@ SL_EXTERN void sl_job_fail_final(sl_job_t *j, const char *fmt, ...) __attribute_
 SL_EXTERN void sl_job_refuse(sl_job_t *j, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 /*
  * Ends the job without an outcome and without counting the attempt: this
- * worker lacked a resource of its own to run it, out of file descriptors
- * (EMFILE or ENFILE) being the one the built-in handlers give back for. The
+ * worker lacked a resource of its own to run it: memory, or file
+ * descriptors (EMFILE or ENFILE), which the built-in handlers give back for. The
  * item goes back to the end of its stream as it was (the same attempt
  * number, like the items a stopping worker gives back) and runs again, here
  * or on another worker; the worker logs the reason (printf format) and

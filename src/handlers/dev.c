@@ -87,7 +87,7 @@ static void sleep_start(sl_job_t *j, void *ud) {
   if (pl == NULL && sl__json_validate(p, len, SL_ITEM_MAX_DEPTH, &at, why, sizeof(why)) == 0) {
     /* JSON that cJSON could not parse: it ran out of memory (read as no
      * payload, the item would sleep 0 ms and succeed) */
-    sl_job_fail(j, "sleep: out of memory");
+    sl_job_give_back(j, "sleep: out of memory");
     return;
   }
   if (pl == NULL || (!cJSON_IsObject(pl) && !cJSON_IsNull(pl))) {
@@ -98,7 +98,7 @@ static void sleep_start(sl_job_t *j, void *ud) {
   s = sl_calloc(1, sizeof(*s));
   if (s == NULL) {
     cJSON_Delete(pl);
-    sl_job_fail(j, "sleep: out of memory");
+    sl_job_give_back(j, "sleep: out of memory");
     return;
   }
   s->job = j;

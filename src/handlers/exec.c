@@ -306,7 +306,7 @@ static void exec_start(sl_job_t *j, void *ud) {
   env = r != NULL ? child_env(x, j) : NULL;
   if (env == NULL) {
     sl_free(r);
-    sl_job_fail(j, "exec: out of memory");
+    sl_job_give_back(j, "exec: out of memory");
     return;
   }
   r->job = j;
@@ -317,7 +317,7 @@ static void exec_start(sl_job_t *j, void *ud) {
   env_free(env);
   if (rc != 0) {
     sl_free(r);
-    if (rc == SL__ENOFDS)
+    if (rc == SL__ENOFDS || rc == SL_ENOMEM)
       sl_job_give_back(j, "exec: cannot start \"%s\": %s", cmd->command, err); /* the worker's shortage */
     else if (rc == SL_EINVAL)
       sl_job_fail_final(j, "exec: cannot start \"%s\": %s", cmd->command, err);

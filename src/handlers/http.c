@@ -265,14 +265,14 @@ static int add_header(req *r, const char *name, const char *value) {
 
 /* Ends a job whose request could not be built: refused (a secret not
  * granted), failed for good (the item is wrong for this worker), or
- * retryable (out of memory). */
+ * given back (out of memory: the worker's shortage, not the item's). */
 static void give_up(sl_job_t *j, int refused, int rc, const char *msg) {
   if (msg == NULL || refused < 0)
     rc = SL_ENOMEM; /* sl__secrets_expand ran out of memory */
   if (refused > 0)
     sl_job_refuse(j, "%s", msg);
   else if (rc == SL_ENOMEM)
-    sl_job_fail(j, "http: out of memory");
+    sl_job_give_back(j, "http: out of memory");
   else
     sl_job_fail_final(j, "%s", msg);
 }
