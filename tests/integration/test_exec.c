@@ -371,7 +371,7 @@ static void test_mapping_limit(void) {
   free(err);
   CHECK_INT(with_mappings(q, 31, errpath, 1), ==, 2);
   err = itest_read(errpath, NULL);
-  CHECK_CONTAINS(err, "cannot register type \"t31\"");
+  CHECK_CONTAINS(err, "cannot register type \"t3"); /* t31, or t30 where http's place is kept */
   CHECK_CONTAINS(err, "at most 32 types");
   free(err);
   w = (pid_t)with_mappings(q, 29, errpath, 0);
