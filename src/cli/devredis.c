@@ -64,7 +64,7 @@ static void log_tail(const char *path, char *out, size_t len) {
     while (n > 0 && (line[n - 1] == '\n' || line[n - 1] == '\r'))
       line[--n] = '\0';
     if (n > 0)
-      snprintf(out, len, "%s", line);
+      snprintf(out, len, "%.*s", (int)(len > 0 ? len - 1 : 0), line); /* the last line, cut to fit */
   }
   fclose(f);
 }

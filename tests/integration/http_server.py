@@ -14,6 +14,10 @@ Paths (any method, query strings allowed):
   /status/NNN     NNN "status NNN: something went wrong on purpose" (200-599;
                   204 and 304 have no body and no Content-Length)
   /429            429, Retry-After: 1, "slow down"
+  /429date?s=N    429, Retry-After: the HTTP date (IMF-fixdate) N s after this
+                  second began, "retry at EPOCH" (that date, seconds since 1970)
+  /redirect       302, Location: http://127.0.0.1:PORT/redirected, "moved"
+  /redirected     200 {"ok":true} (a client that follows the redirect asks this)
   /flaky          503 "try again" the first time an Idempotency-Key is seen
                   (per path), then 200 {"ok":true}
   /slow?ms=N      sleeps N ms, then 200 {"ok":true}
@@ -40,6 +44,7 @@ the arrival times of /hold requests, which /stats lists as
 """
 
 import base64
+import email.utils
 import http.server
 import json
 import os
@@ -150,6 +155,19 @@ class Handler(http.server.BaseHTTPRequestHandler):
             self.reply(n, "status %d: something went wrong on purpose" % n, "text/plain")
         elif path == "/429":
             self.reply(429, "slow down", "text/plain", {"Retry-After": "1"})
+        elif path == "/429date":
+            try:
+                ahead = int(urllib.parse.parse_qs(parts.query).get("s", ["2"])[0])
+            except ValueError:
+                ahead = 2
+            at = int(time.time()) + ahead
+            self.reply(429, "retry at %d" % at, "text/plain",
+                       {"Retry-After": email.utils.formatdate(at, usegmt=True)})
+        elif path == "/redirect":
+            self.reply(302, "moved", "text/plain",
+                       {"Location": "http://127.0.0.1:%d/redirected" % self.server.server_address[1]})
+        elif path == "/redirected":
+            self.reply(200, {"ok": True})
         elif path == "/flaky":
             with lock:
                 first = key not in state["flaky_seen"]

@@ -59,6 +59,16 @@ static void wait_serving(const char *errlog, const char *what) {
   }
 }
 
+/* Subscribers of channel PREFIX BATCH. */
+static long long subscribers(redisContext *c, const char *prefix, const char *batch) {
+  redisReply *r = redisCommand(c, "PUBSUB NUMSUB %s%s", prefix, batch);
+  long long n = r != NULL && r->type == REDIS_REPLY_ARRAY && r->elements == 2 ? r->element[1]->integer : -1;
+
+  if (r != NULL)
+    freeReplyObject(r);
+  return n;
+}
+
 static char *submit_one(const char *url, const char *q) {
   char path[600];
   const char *items = "{\"type\":\"sleep\",\"payload\":{\"ms\":10}}\n{\"type\":\"noop\",\"payload\":{}}\n";
@@ -140,7 +150,7 @@ static void test_library_version(void) {
     snprintf(errlog, sizeof(errlog), "%s", itest_path("loadlib.err"));
     w = itest_spawn(args, NULL, errlog);
     wait_serving(errlog, "worker --load-library");
-    CHECK_INT(WEXITSTATUS(itest_stop(w)), ==, 0);
+    itest_stop_ok(w);
     r = redisCommand(c, "FCALL_RO sluice_v1_version 0");
     CHECK(strcmp(r->str, "0.0.1+000000000000") != 0);
     freeReplyObject(r);
@@ -314,7 +324,8 @@ static void test_acl_users(void) {
 
     watchers[0] = itest_spawn(wd, NULL, NULL);
     watchers[1] = itest_spawn(wp, NULL, NULL);
-    usleep(300000); /* let them subscribe first (the test passes either way) */
+    /* they subscribe first (the test passes either way) */
+    ITEST_WAIT_INT(subscribers(c, "sluice:{acl}:events:", b1), ==, 2, 10000, "both watchers to subscribe");
     snprintf(errlog, sizeof(errlog), "%s", itest_path("aclworker.err"));
     w = itest_spawn(args, NULL, errlog);
     itest_wait_batch(c, q, b1, 30);
@@ -329,7 +340,7 @@ static void test_acl_users(void) {
       }
       CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0);
     }
-    CHECK_INT(WEXITSTATUS(itest_stop(w)), ==, 0);
+    itest_stop_ok(w);
     r = redisCommand(c, "HGET sluice:{acl}:b:%s succeeded", b1);
     CHECK_STR(r->str, "2");
     freeReplyObject(r);
@@ -442,7 +453,7 @@ static void test_password_elsewhere(void) {
     CHECK(cl != NULL && n > 0);
     CHECK(memmem(cl, n, "pw-4-redis", 10) == NULL);
     free(cl);
-    CHECK_INT(WEXITSTATUS(itest_stop(w)), ==, 0);
+    itest_stop_ok(w);
   }
   sl_devredis_stop(&d);
 }

@@ -1,13 +1,18 @@
 /*
  * Connections: URLs over TCP and unix sockets, AUTH with a password and with
  * an ACL user, clear messages (never a hang or a crash) when Redis refuses
- * or cannot be reached, and a worker that rides out a Redis outage.
+ * or cannot be reached, a worker that rides out a Redis outage, and one
+ * that waits out a Redis answering OOM (full), BUSY (a long script) and
+ * LOADING (reloading its data) in the middle of a batch.
  */
+#include <errno.h>
+#include <fcntl.h>
 #include <signal.h>
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -35,7 +40,7 @@ static void submit_and_run(const char *url, const char *q) {
   CHECK_CONTAINS(err, "2/2");
   free(out);
   free(err);
-  CHECK_INT(WEXITSTATUS(itest_stop(w)), ==, 0);
+  itest_stop_ok(w);
 }
 
 /* The harness's Redis over unix://, and a second one over redis://host:port/db. */
@@ -193,8 +198,42 @@ static void test_no_or_bad_url(void) {
   }
 }
 
+/* A unix socket listening at path (whatever was there is removed), non
+ * blocking; returns its descriptor. */
+static int listen_unix(const char *path) {
+  struct sockaddr_un a;
+  int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+
+  CHECK(fd >= 0);
+  memset(&a, 0, sizeof(a));
+  a.sun_family = AF_UNIX;
+  CHECK(strlen(path) < sizeof(a.sun_path));
+  memcpy(a.sun_path, path, strlen(path) + 1);
+  unlink(path);
+  if (bind(fd, (struct sockaddr *)&a, sizeof(a)) != 0 || listen(fd, 64) != 0)
+    sl_test_fail(__FILE__, __LINE__, "cannot listen on %s: %s", path, strerror(errno));
+  return fd;
+}
+
+/* Accepts and at once closes every connection waiting on fd; returns how
+ * many there were. */
+static int refuse_waiting(int fd) {
+  int n = 0;
+
+  for (;;) {
+    int c = accept(fd, NULL, NULL);
+
+    if (c < 0)
+      return n;
+    close(c);
+    n++;
+  }
+}
+
 /* Redis killed under a running worker: the worker says so once, keeps
- * running, reconnects when Redis is back, and still stops cleanly. */
+ * running through several reconnect attempts (counted by a socket that
+ * takes Redis's place and hangs up on each), reconnects when Redis is back,
+ * and still stops cleanly. */
 static void test_redis_killed_under_worker(void) {
   sl_devredis d;
   char err[512];
@@ -202,6 +241,8 @@ static void test_redis_killed_under_worker(void) {
   char *log;
   pid_t w;
   int status = 0;
+  int lfd;
+  int attempts = 0;
   long long t0;
 
   if (sl_devredis_start(&d, NULL, err, sizeof(err)) != 0)
@@ -209,35 +250,218 @@ static void test_redis_killed_under_worker(void) {
   itest_load_library(d.url);
   {
     const char *args[] = {"worker", "--redis", d.url, "--queue", "gone", "--block-ms", "200", NULL};
+    redisContext *c = redisConnectUnix(d.sock);
 
+    CHECK(c != NULL && c->err == 0);
     w = itest_spawn(args, NULL, errpath);
+    itest_wait_worker(c, "gone", w, NULL, 0, 10000); /* connected */
+    redisFree(c);
   }
-  usleep(500000);
   sl_devredis_kill(&d, SIGKILL);
-  usleep(2000000);
-  CHECK(waitpid(w, &status, WNOHANG) == 0); /* still running */
+  free(itest_wait_file(errpath, "reconnecting", 10000));
+  /* Its reconnect attempts (two connections each) reach this socket. */
+  lfd = listen_unix(d.sock);
+  t0 = itest_ms();
+  while (attempts < 6) {
+    attempts += refuse_waiting(lfd);
+    if (itest_ms() - t0 > 15000)
+      sl_test_fail(__FILE__, __LINE__, "the worker connected %d times within 15 s, not 6", attempts);
+    CHECK(waitpid(w, &status, WNOHANG) == 0); /* still running */
+    usleep(10000);
+  }
+  close(lfd);
+  unlink(d.sock);
   log = itest_read(errpath, NULL);
   CHECK_CONTAINS(log, "lost the connection to Redis at unix://");
   CHECK_CONTAINS(log, "reconnecting");
   /* Logged once per outage, not once per attempt. */
-  CHECK(strstr(strstr(log, "lost the connection"), "lost the connection") == strstr(log, "lost the connection"));
-  CHECK(strstr(strstr(log, "lost the connection") + 1, "lost the connection") == NULL);
+  CHECK_INT(itest_count(log, "lost the connection"), ==, 1);
   free(log);
   if (sl_devredis_restart(&d, NULL, err, sizeof(err)) != 0)
     sl_test_fail(__FILE__, __LINE__, "%s", err);
   itest_load_library(d.url); /* no persistence: the operator loads it again */
-  t0 = itest_ms();
-  for (;;) {
-    log = itest_read(errpath, NULL);
-    if (log != NULL && strstr(log, "reconnected to Redis after") != NULL)
-      break;
-    free(log);
-    CHECK(itest_ms() - t0 < 15000);
-    usleep(50000);
-  }
+  free(itest_wait_file(errpath, "reconnected to Redis after", 15000));
+  itest_stop_ok(w);
+  log = itest_read(errpath, NULL);
+  CHECK_INT(itest_count(log, "lost the connection"), ==, 1);
   free(log);
-  CHECK_INT(WEXITSTATUS(itest_stop(w)), ==, 0);
   sl_devredis_stop(&d);
+}
+
+/* ---- Redis answering OOM, BUSY and LOADING ---- */
+
+/* A private Redis with a batch of 600 sleep items (30 ms) under way on a
+ * worker with 10 slots that logs to its own file. */
+typedef struct run {
+  sl_devredis d;     /* the Redis */
+  redisContext *c;   /* the test's connection to it */
+  pid_t w;           /* the worker */
+  char batch[64];    /* the batch id */
+  char log[600];     /* the worker's stderr */
+} run;
+
+#define RUN_ITEMS 600
+
+static void run_start(run *x, const char *const *extra, const char *q) {
+  char err[512];
+  char path[600];
+  size_t cap = RUN_ITEMS * 64;
+  char *buf = malloc(cap);
+  size_t len = 0;
+  char *out = NULL;
+
+  CHECK(buf != NULL);
+  if (sl_devredis_start(&x->d, extra, err, sizeof(err)) != 0)
+    sl_test_fail(__FILE__, __LINE__, "%s", err);
+  itest_load_library(x->d.url);
+  x->c = redisConnectUnix(x->d.sock);
+  CHECK(x->c != NULL && x->c->err == 0);
+  for (int i = 0; i < RUN_ITEMS; i++)
+    len += (size_t)snprintf(buf + len, cap - len, "{\"type\":\"sleep\",\"payload\":{\"ms\":30}}\n");
+  snprintf(path, sizeof(path), "%s", itest_path("run.jsonl"));
+  itest_write(path, buf, len);
+  free(buf);
+  {
+    const char *args[] = {"submit", "--redis", x->d.url, "--queue", q, path, NULL};
+
+    CHECK_INT(itest_run(args, &out, NULL, 60), ==, 0);
+    snprintf(x->batch, sizeof(x->batch), "%.26s", out);
+    free(out);
+  }
+  snprintf(x->log, sizeof(x->log), "%s", itest_path("run-worker.err"));
+  {
+    const char *args[] = {"worker", "--redis", x->d.url, "--queue", q, "--concurrency", "10", "--block-ms", "200",
+                          NULL};
+
+    x->w = itest_spawn(args, NULL, x->log);
+  }
+  ITEST_WAIT_INT(itest_batch_num(x->c, q, x->batch, "done"), >=, 50, 30000, "50 items done before the fault");
+}
+
+/* The batch ends with every item succeeded once, nothing left pending; the
+ * worker stops cleanly. */
+static void run_finish(run *x, const char *q) {
+  redisReply *r;
+  long long t0 = itest_ms();
+  int status;
+
+  /* a worker that gave up (exited) fails at once */
+  while (itest_batch_num(x->c, q, x->batch, "done") < RUN_ITEMS) {
+    if (waitpid(x->w, &status, WNOHANG) == x->w) {
+      char *log = itest_read(x->log, NULL);
+
+      sl_test_fail(__FILE__, __LINE__, "the worker exited (status 0x%x) before the batch ended: %s", status,
+                   log ? log : "(no log)");
+    }
+    if (itest_ms() - t0 > 60000)
+      sl_test_fail(__FILE__, __LINE__, "the batch did not end within 60 s (done %lld)",
+                   itest_batch_num(x->c, q, x->batch, "done"));
+    usleep(20000);
+  }
+  itest_wait_batch(x->c, q, x->batch, 10);
+  itest_stop_ok(x->w);
+  CHECK_INT(itest_batch_num(x->c, q, x->batch, "succeeded"), ==, RUN_ITEMS);
+  CHECK_INT(itest_batch_num(x->c, q, x->batch, "failed"), ==, 0);
+  CHECK_INT(itest_batch_num(x->c, q, x->batch, "done"), ==, RUN_ITEMS);
+  r = itest_cmd(x->c, "HLEN sluice:{%s}:b:%s:r", q, x->batch);
+  CHECK_INT(r->integer, ==, RUN_ITEMS);
+  freeReplyObject(r);
+  CHECK_INT(itest_pending(x->c, q), ==, 0);
+  redisFree(x->c);
+  sl_devredis_stop(&x->d);
+}
+
+/* A full Redis (maxmemory below what it uses, noeviction) refuses the
+ * worker's writes with OOM: the worker waits and tries again, and carries
+ * on once there is room. */
+static void test_waits_out_oom(void) {
+  const char *q = "oom";
+  run x;
+  redisReply *r;
+  char *log;
+
+  run_start(&x, NULL, q);
+  r = itest_cmd(x.c, "CONFIG SET maxmemory 1");
+  CHECK(r->type == REDIS_REPLY_STATUS);
+  freeReplyObject(r);
+  log = itest_wait_file(x.log, "Redis answered OOM", 10000);
+  printf("    %.*s\n", (int)strcspn(strstr(log, "Redis answered OOM"), "\n"), strstr(log, "Redis answered OOM"));
+  free(log);
+  CHECK_INT(itest_batch_num(x.c, q, x.batch, "done"), <, RUN_ITEMS);
+  r = itest_cmd(x.c, "CONFIG SET maxmemory 0");
+  freeReplyObject(r);
+  run_finish(&x, q);
+}
+
+/* A script that runs past busy-reply-threshold makes Redis answer BUSY to
+ * everyone else until it is killed: the worker waits it out. */
+static void test_waits_out_busy(void) {
+  const char *q = "busy";
+  run x;
+  redisContext *sc;
+  redisReply *r;
+  int sent = 0;
+  char *log;
+
+  run_start(&x, NULL, q);
+  r = itest_cmd(x.c, "CONFIG SET busy-reply-threshold 100");
+  CHECK(r->type == REDIS_REPLY_STATUS);
+  freeReplyObject(r);
+  sc = redisConnectUnix(x.d.sock);
+  CHECK(sc != NULL && sc->err == 0);
+  /* sent, not waited for: it never ends by itself */
+  redisAppendCommand(sc, "EVAL %s 0", "while true do end");
+  while (!sent)
+    CHECK(redisBufferWrite(sc, &sent) == REDIS_OK);
+  log = itest_wait_file(x.log, "Redis answered BUSY", 10000);
+  printf("    %.*s\n", (int)strcspn(strstr(log, "Redis answered BUSY"), "\n"), strstr(log, "Redis answered BUSY"));
+  free(log);
+  r = itest_cmd(x.c, "SCRIPT KILL");
+  CHECK(r->type == REDIS_REPLY_STATUS);
+  freeReplyObject(r);
+  CHECK(redisGetReply(sc, (void **)&r) == REDIS_OK);
+  CHECK(r->type == REDIS_REPLY_ERROR); /* "... Script killed by user with SCRIPT KILL" */
+  freeReplyObject(r);
+  redisFree(sc);
+  run_finish(&x, q);
+}
+
+/* Redis loading its data (DEBUG RELOAD, slowed down per key with the
+ * key-load-delay setting, answering other clients meanwhile) answers
+ * LOADING: the worker waits until it is done. */
+static void test_waits_out_loading(void) {
+  const char *q = "loading";
+  const char *extra[] = {"--enable-debug-command", "yes", "--loading-process-events-interval-bytes", "1024", NULL};
+  run x;
+  redisContext *sc;
+  redisReply *r;
+  int sent = 0;
+  char *log;
+
+  run_start(&x, extra, q);
+  /* 10,000 keys of filler, each loaded with a 100 us delay */
+  r = itest_cmd(x.c, "EVAL %s 0", "for i = 1, 10000 do redis.call('SET', 'filler:' .. i, 'x') end");
+  freeReplyObject(r);
+  r = itest_cmd(x.c, "CONFIG SET key-load-delay 100");
+  CHECK(r->type == REDIS_REPLY_STATUS);
+  freeReplyObject(r);
+  sc = redisConnectUnix(x.d.sock);
+  CHECK(sc != NULL && sc->err == 0);
+  redisAppendCommand(sc, "DEBUG RELOAD");
+  while (!sent)
+    CHECK(redisBufferWrite(sc, &sent) == REDIS_OK);
+  log = itest_wait_file(x.log, "Redis answered LOADING", 30000);
+  printf("    %.*s\n", (int)strcspn(strstr(log, "Redis answered LOADING"), "\n"),
+         strstr(log, "Redis answered LOADING"));
+  free(log);
+  CHECK(redisGetReply(sc, (void **)&r) == REDIS_OK); /* the reload has ended */
+  if (r->type != REDIS_REPLY_STATUS)
+    sl_test_fail(__FILE__, __LINE__, "DEBUG RELOAD: %s", r->type == REDIS_REPLY_ERROR ? r->str : "?");
+  freeReplyObject(r);
+  redisFree(sc);
+  r = itest_cmd(x.c, "CONFIG SET key-load-delay 0");
+  freeReplyObject(r);
+  run_finish(&x, q);
 }
 
 /* ---- A silent partition ---- */
@@ -436,7 +660,10 @@ static const sl_test tests[] = {
     {"auth_password_and_acl_user", test_auth_password_and_acl_user, 60},
     {"refused_and_unreachable", test_refused_and_unreachable, 60},
     {"no_or_bad_url", test_no_or_bad_url, 30},
-    {"redis_killed_under_worker", test_redis_killed_under_worker, 30},
+    {"redis_killed_under_worker", test_redis_killed_under_worker, 60},
+    {"waits_out_oom", test_waits_out_oom, 90},
+    {"waits_out_busy", test_waits_out_busy, 90},
+    {"waits_out_loading", test_waits_out_loading, 90},
     {"silent_partition", test_silent_partition, 90},
     {NULL, NULL, 0},
 };

@@ -68,6 +68,28 @@ static long long last_start(redisContext *c, const char *q, const char *batch, l
   return last;
 }
 
+/* Entries parked by a pause in the batch's own stream. */
+static long long parked(redisContext *c, const char *q, const char *batch) {
+  redisReply *r = itest_cmd(c, "XLEN sluice:{%s}:b:%s:p", q, batch);
+  long long n = r->integer;
+
+  freeReplyObject(r);
+  return n;
+}
+
+/* Items of the batch (alone in queue q) that are done or parked by its
+ * pause: once this reaches total, nothing of it is queued, running or
+ * held, and nothing can run while the pause lasts. */
+static long long settled(redisContext *c, const char *q, const char *batch) {
+  redisReply *r = itest_cmd(c, "XLEN sluice:{%s}:s:normal", q);
+  long long queued = r->integer;
+
+  freeReplyObject(r);
+  if (queued > 0 || itest_pending(c, q) > 0)
+    return -1;
+  return itest_batch_num(c, q, batch, "done") + parked(c, q, batch);
+}
+
 static void test_cancel_mid_batch(void) {
   const char *q = itest_queue("cancel");
   redisContext *c = itest_conn();
@@ -88,8 +110,8 @@ static void test_cancel_mid_batch(void) {
   CHECK_INT(op(q, "cancel", batch), ==, 0);
   t_cancel = wall_ms();
   itest_wait_batch(c, q, batch, 30);
-  itest_stop(w1);
-  itest_stop(w2);
+  itest_stop_ok(w1);
+  itest_stop_ok(w2);
   CHECK_INT(itest_batch_num(c, q, batch, "total"), ==, 400);
   CHECK_INT(itest_batch_num(c, q, batch, "done"), ==, 400);
   CHECK_INT(itest_batch_num(c, q, batch, "failed"), ==, 0);
@@ -121,19 +143,21 @@ static void test_pause_resume(void) {
   }
   CHECK_INT(op(q, "pause", batch), ==, 0);
   t_pause = wall_ms();
-  usleep(300000);
+  /* The running items end and the workers park every item they meet. */
+  ITEST_WAIT_INT(settled(c, q, batch), ==, 300, 20000, "every item of the paused batch done or parked");
   done_a = itest_batch_num(c, q, batch, "done");
-  usleep(1000000);
-  CHECK_INT(itest_batch_num(c, q, batch, "done"), ==, done_a); /* nothing ran while paused */
   CHECK_INT(done_a, <, 300);
+  CHECK_INT(parked(c, q, batch), ==, 300 - done_a);
   CHECK_INT(last_start(c, q, batch, &count), <=, t_pause + SLACK_MS);
+  CHECK_INT(count, ==, done_a);
   r = itest_cmd(c, "HGET sluice:{%s}:b:%s status", q, batch);
   CHECK_STR(r->str, "paused");
   freeReplyObject(r);
+  CHECK_INT(itest_batch_num(c, q, batch, "done"), ==, done_a); /* nothing ran while paused */
   CHECK_INT(op(q, "resume", batch), ==, 0);
   itest_wait_batch(c, q, batch, 60);
-  itest_stop(w1);
-  itest_stop(w2);
+  itest_stop_ok(w1);
+  itest_stop_ok(w2);
   CHECK_INT(itest_batch_num(c, q, batch, "succeeded"), ==, 300);
   CHECK_INT(itest_batch_num(c, q, batch, "done"), ==, 300);
   last_start(c, q, batch, &count);
@@ -210,7 +234,7 @@ static void test_weighted_priorities(void) {
     w = itest_spawn(args, NULL, NULL);
   }
   itest_wait_batch(c, q, batch, 60);
-  itest_stop(w);
+  itest_stop_ok(w);
   r = itest_cmd(c, "HVALS sluice:{%s}:b:%s:r", q, batch);
   for (size_t i = 0; i < r->elements; i++) {
     cJSON *j = cJSON_Parse(r->element[i]->str);
@@ -292,9 +316,8 @@ static void test_stats(void) {
   CHECK_INT(cJSON_GetArraySize(cJSON_GetObjectItemCaseSensitive(j, "limits")), ==, 1);
   cJSON_Delete(j);
   w = itest_worker(q, 10);
-  while (itest_batch_num(c, q, batch, "done") < 30)
-    usleep(10000);
-  usleep(700000); /* a heartbeat has registered the worker */
+  ITEST_WAIT_INT(itest_batch_num(c, q, batch, "done"), >=, 30, 20000, "the 30 items to run");
+  itest_wait_worker(c, q, w, NULL, 0, 10000); /* registered in the fleet */
   {
     const char *args[] = {"stats", "--json", "--redis", itest_url(), "--queue", q, NULL};
 
@@ -306,8 +329,21 @@ static void test_stats(void) {
   CHECK_INT(cJSON_GetObjectItemCaseSensitive(j, "ended_last_minute")->valuedouble, >=, 30);
   CHECK_INT(cJSON_GetObjectItemCaseSensitive(j, "workers")->valuedouble, ==, 1);
   cJSON_Delete(j);
-  itest_stop(w);
+  itest_stop_ok(w);
   redisFree(c);
+}
+
+/* How many of the dedupe keys kFROM..kTO queue q still holds. */
+static long long dedupe_keys(redisContext *c, const char *q, int from, int to) {
+  long long n = 0;
+
+  for (int i = from; i <= to; i++) {
+    redisReply *r = itest_cmd(c, "EXISTS sluice:{%s}:dd:k%d", q, i);
+
+    n += r->integer;
+    freeReplyObject(r);
+  }
+  return n;
 }
 
 /* Dedupe: an item whose key was seen in the queue within the TTL is
@@ -372,8 +408,8 @@ static void test_dedupe(void) {
     CHECK(strstr(out, "\"b3\"") == NULL);
     free(out);
   }
-  /* After the TTL the keys are forgotten. */
-  usleep(2200000);
+  /* After the TTL (2 s) the keys are forgotten. */
+  ITEST_WAIT_INT(dedupe_keys(c, q, 1, 5), ==, 0, 10000, "the dedupe keys k1-k5 to expire");
   {
     const char *args[] = {"submit", "--json", "--redis", itest_url(), "--queue", q, p1, NULL};
 
@@ -381,7 +417,7 @@ static void test_dedupe(void) {
     CHECK_CONTAINS(out, "\"skipped\":0");
     free(out);
   }
-  itest_stop(w);
+  itest_stop_ok(w);
   redisFree(c);
 }
 
@@ -395,7 +431,7 @@ static void test_cancel_parked(void) {
   pid_t w2;
   long long t0 = itest_ms();
   redisReply *r;
-  long long parked;
+  long long n_parked;
 
   snprintf(batch, sizeof(batch), "%s", make_batch(q, "cp.jsonl", 200, "{\"ms\":20}", ""));
   w1 = itest_worker(q, 10);
@@ -405,16 +441,15 @@ static void test_cancel_parked(void) {
     usleep(5000);
   }
   CHECK_INT(op(q, "pause", batch), ==, 0);
-  usleep(1500000); /* idle workers fetch after each 1 s block: they meet and park the rest */
-  r = itest_cmd(c, "XLEN sluice:{%s}:b:%s:p", q, batch);
-  parked = r->integer;
-  freeReplyObject(r);
-  CHECK_INT(parked, >, 0);
+  /* The workers meet the rest and park it (idle ones after their 1 s block). */
+  ITEST_WAIT_INT(settled(c, q, batch), ==, 200, 20000, "every item of the paused batch done or parked");
+  n_parked = parked(c, q, batch);
+  CHECK_INT(n_parked, >, 0);
   CHECK_INT(op(q, "cancel", batch), ==, 0);
   itest_wait_batch(c, q, batch, 10);
-  itest_stop(w1);
-  itest_stop(w2);
-  CHECK_INT(itest_batch_num(c, q, batch, "cancelled"), >=, parked);
+  itest_stop_ok(w1);
+  itest_stop_ok(w2);
+  CHECK_INT(itest_batch_num(c, q, batch, "cancelled"), ==, n_parked); /* nothing else was left */
   CHECK_INT(itest_batch_num(c, q, batch, "succeeded") + itest_batch_num(c, q, batch, "cancelled"), ==, 200);
   r = itest_cmd(c, "EXISTS sluice:{%s}:b:%s:p", q, batch);
   CHECK_INT(r->integer, ==, 0);
@@ -467,7 +502,7 @@ static void test_cancel_abort(void) {
   /* The worker's slots are free again: a new batch runs at once. */
   snprintf(b2, sizeof(b2), "%s", make_batch(q, "ab2.jsonl", 4, "{\"ms\":1}", ""));
   itest_wait_batch(c, q, b2, 10);
-  CHECK_INT(WEXITSTATUS(itest_stop(w)), ==, 0);
+  itest_stop_ok(w);
   redisFree(c);
 }
 

@@ -222,7 +222,7 @@ static void test_dead_letters(void) {
   submit(q, write_items("f.jsonl", 12, "f", "sleep", fail_payload), 2, batch);
   w = worker(q);
   itest_wait_batch(c, q, batch, 60);
-  itest_stop(w);
+  itest_stop_ok(w);
   check_status(c, q, batch, "completed");
   check_counts(c, q, batch, 12, 12, 12);
   check_results_failed(c, q, batch, 12, 2);
@@ -294,7 +294,7 @@ static void test_retry(void) {
   submit(q, write_items("r.jsonl", 10, "r", "sleep", fail_payload), 2, batch);
   w = worker(q);
   itest_wait_batch(c, q, batch, 60);
-  itest_stop(w);
+  itest_stop_ok(w);
   check_counts(c, q, batch, 10, 10, 10);
   CHECK_INT(key_len(c, "XLEN", q, "dead"), ==, 10);
 
@@ -360,7 +360,7 @@ static void test_retry(void) {
    * with only this run's first error), one letter per item. */
   w = worker(q);
   itest_wait_batch(c, q, batch, 60);
-  itest_stop(w);
+  itest_stop_ok(w);
   check_status(c, q, batch, "completed");
   CHECK(itest_batch_num(c, q, batch, "finished_at") > 0);
   check_counts(c, q, batch, 10, 10, 10);
@@ -412,7 +412,7 @@ static void test_retry_steps(void) {
   submit(q, write_items("s.jsonl", 300, "s", "sleep", fail_payload), 1, batch);
   w = worker(q);
   itest_wait_batch(c, q, batch, 60);
-  itest_stop(w);
+  itest_stop_ok(w);
   check_counts(c, q, batch, 300, 300, 300);
   for (;;) {
     r = itest_cmd(c,
@@ -479,7 +479,7 @@ static void test_requeue_and_purge(void) {
   submit(q, write_items("q.jsonl", 6, "q", "sleep", fail_payload), 1, batch);
   w = worker(q);
   itest_wait_batch(c, q, batch, 60);
-  itest_stop(w);
+  itest_stop_ok(w);
   check_counts(c, q, batch, 6, 6, 6);
   l = dead_list(q, &n);
   CHECK_INT(n, ==, 6);
@@ -540,7 +540,7 @@ static void test_requeue_and_purge(void) {
   /* They fail again; purge deletes the letters, the results stay. */
   w = worker(q);
   itest_wait_batch(c, q, batch, 60);
-  itest_stop(w);
+  itest_stop_ok(w);
   check_counts(c, q, batch, 6, 6, 6);
   check_results_failed(c, q, batch, 6, 1);
   CHECK_INT(key_len(c, "XLEN", q, "dead"), ==, 6);
@@ -582,7 +582,7 @@ static void test_requeue_and_purge(void) {
   check_counts(c, q, batch, 6, 0, 0);
   w = worker(q);
   itest_wait_batch(c, q, batch, 60);
-  itest_stop(w);
+  itest_stop_ok(w);
   check_counts(c, q, batch, 6, 6, 6);
   CHECK_INT(key_len(c, "XLEN", q, "dead"), ==, 6);
 
@@ -610,6 +610,83 @@ static void test_requeue_and_purge(void) {
   }
   CHECK_INT(key_len(c, "XLEN", q, "dead"), ==, 0);
   CHECK_INT(key_len(c, "XLEN", q, "s:normal"), ==, 0);
+  redisFree(c);
+}
+
+/* The dead-letter stream is capped at about 100,000 letters (DEAD_MAX in
+ * lua/_lib.lua, not configurable): 100,150 letters written straight into
+ * Redis, then one item that fails for good. Its letter goes in, the oldest
+ * are trimmed (whole stream nodes: MAXLEN ~), the trimmed ones are counted
+ * in dead:dropped, and `dead list` and `stats` say so. */
+static void test_dead_cap(void) {
+  const char *q = itest_queue("cap");
+  redisContext *c = itest_conn();
+  const long long filler = 100150;
+  char batch[64];
+  char want[160];
+  char *out = NULL;
+  char *err = NULL;
+  long long len;
+  long long dropped;
+  redisReply *r;
+  cJSON **l;
+  int n = 0;
+  pid_t w;
+
+  r = itest_cmd(c, "EVAL %s 1 sluice:{%s}:dead %lld",
+                "for i = 1, tonumber(ARGV[1]) do redis.call('XADD', KEYS[1], '*', 'b', 'filler', 'i', i, 'p', 2, "
+                "'a', 1, 'at', 0, 'error', 'filler letter', 'd', '') end return redis.call('XLEN', KEYS[1])",
+                q, filler);
+  CHECK(r->type == REDIS_REPLY_INTEGER);
+  CHECK_INT(r->integer, ==, filler);
+  freeReplyObject(r);
+  submit(q, write_items("cap.jsonl", 1, "cap", "sleep", fail_payload), 1, batch);
+  w = worker(q);
+  itest_wait_batch(c, q, batch, 60);
+  itest_stop_ok(w);
+  check_counts(c, q, batch, 1, 1, 1);
+  len = key_len(c, "XLEN", q, "dead");
+  r = itest_cmd(c, "GET sluice:{%s}:dead:dropped", q);
+  dropped = r->type == REDIS_REPLY_STRING ? strtoll(r->str, NULL, 10) : 0;
+  freeReplyObject(r);
+  printf("    dead letters: %lld + 1 written, %lld kept, %lld dropped and counted\n", filler, len, dropped);
+  CHECK_INT(len, >=, 100000);
+  CHECK_INT(len, <, 100000 + 150); /* trimmed to about the cap, a stream node at most above it */
+  CHECK_INT(dropped, ==, filler + 1 - len);
+  /* The newest letter is the item's. */
+  {
+    const char *args[] = {"dead", "list", "--json", "--limit", "1", NULL};
+
+    CHECK_INT(sluice(q, args, &out, &err), ==, 0);
+    l = parse_lines(out, &n);
+    CHECK_INT(n, ==, 1);
+    CHECK_STR(jstr(l[0], "batch"), batch);
+    CHECK_STR(jstr(l[0], "item"), "cap-0");
+    free_lines(l, n);
+    snprintf(want, sizeof(want), "sluice: note: %lld older dead letters were dropped", dropped);
+    CHECK_CONTAINS(err, want);
+    free(out);
+    free(err);
+  }
+  {
+    const char *args[] = {"stats", "--json", NULL};
+    cJSON *j;
+
+    CHECK_INT(sluice(q, args, &out, NULL), ==, 0);
+    j = cJSON_Parse(out);
+    CHECK(j != NULL);
+    CHECK_INT(jnum(j, "dead"), ==, len);
+    CHECK_INT(jnum(j, "dead_dropped"), ==, dropped);
+    cJSON_Delete(j);
+    free(out);
+  }
+  {
+    const char *args[] = {"stats", NULL};
+
+    CHECK_INT(sluice(q, args, &out, NULL), ==, 0);
+    CHECK_CONTAINS(out, "dead letters (older ones were dropped: the stream is capped)");
+    free(out);
+  }
   redisFree(c);
 }
 
@@ -682,7 +759,7 @@ static void test_workers(void) {
     free(out);
   }
   /* A clean stop leaves the registry at once. */
-  CHECK_INT(WEXITSTATUS(itest_stop(w1)), ==, 0);
+  itest_stop_ok(w1);
   listed_pids(q, pids, &n);
   CHECK_INT(n, ==, 1);
   CHECK_INT(pids[0], ==, w2);
@@ -713,6 +790,7 @@ static const sl_test tests[] = {
     {"retry_steps", test_retry_steps, 90},
     {"requeue_and_purge", test_requeue_and_purge, 120},
     {"workers", test_workers, 60},
+    {"dead_cap", test_dead_cap, 120},
     {NULL, NULL, 0},
 };
 

@@ -91,8 +91,25 @@ static void test_demo_ctrl_c(void) {
     usleep(20000);
   }
   demo_dir(err, dir, sizeof(dir));
+  {
+    /* its workers run items: the batch has items done */
+    char sock[300];
+    char queue[64];
+    char batch[64];
+    const char *p = strstr(err, "queue \"");
+    const char *b = strstr(err, "submitted batch ");
+    redisContext *c;
+
+    CHECK(p != NULL && b != NULL);
+    snprintf(queue, sizeof(queue), "%.*s", (int)strcspn(p + 7, "\""), p + 7);
+    snprintf(batch, sizeof(batch), "%.26s", b + 16);
+    snprintf(sock, sizeof(sock), "%s/redis.sock", dir);
+    c = redisConnectUnix(sock);
+    CHECK(c != NULL && c->err == 0);
+    ITEST_WAIT_INT(itest_batch_num(c, queue, batch, "done"), >=, 1, 30000, "the demo's workers to end an item");
+    redisFree(c);
+  }
   free(err);
-  usleep(300000);
   kill(pid, SIGINT);
   t0 = itest_ms();
   while (waitpid(pid, &status, WNOHANG) != pid) {

@@ -89,8 +89,8 @@ static void test_noop_10k_two_workers(void) {
   r = itest_cmd(c, "HGET sluice:{%s}:b:%s status", q, batch);
   CHECK_STR(r->str, "completed");
   freeReplyObject(r);
-  CHECK_INT(WEXITSTATUS(itest_stop(w1)), ==, 0);
-  CHECK_INT(WEXITSTATUS(itest_stop(w2)), ==, 0);
+  itest_stop_ok(w1);
+  itest_stop_ok(w2);
   check_queue_drained(c, q);
 
   /* results: exactly 10,000 lines with 10,000 distinct ids, all fields. */
@@ -162,7 +162,7 @@ static void test_strict_priority(void) {
   snprintf(batch, sizeof(batch), "%s", submit(q, path, NULL));
   w = itest_worker(q, 1);
   itest_wait_batch(c, q, batch, 60);
-  itest_stop(w);
+  itest_stop_ok(w);
   CHECK_INT(itest_run(args, &out, NULL, 30), ==, 0);
   for (char *line = strtok(out, "\n"); line != NULL; line = strtok(NULL, "\n")) {
     cJSON *j = cJSON_Parse(line);
@@ -255,7 +255,7 @@ static void test_events_and_watch(void) {
     CHECK_CONTAINS(err, "failed 20");
     free(err);
   }
-  itest_stop(w);
+  itest_stop_ok(w);
   redisFree(sub);
   redisFree(c);
 }
@@ -278,7 +278,7 @@ static void test_status_and_failed_results(void) {
   snprintf(batch, sizeof(batch), "%s", submit(q, path, NULL));
   w = itest_worker(q, 4);
   itest_wait_batch(c, q, batch, 30);
-  itest_stop(w);
+  itest_stop_ok(w);
   {
     const char *args[] = {"status", "--json", "--redis", itest_url(), "--queue", q, batch, NULL};
 

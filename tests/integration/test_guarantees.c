@@ -231,7 +231,7 @@ static void test_producer_killed_midway(void) {
     CHECK_INT(itest_batch_num(c, q, batch, "total"), ==, submitted);
     w = itest_worker(q, 100);
     itest_wait_batch(c, q, batch, 60);
-    itest_stop(w);
+    itest_stop_ok(w);
     CHECK_INT(itest_batch_num(c, q, batch, "cancelled"), ==, submitted);
     CHECK_INT(itest_batch_num(c, q, batch, "succeeded"), ==, 0);
     CHECK_INT(itest_batch_num(c, q, batch, "done"), ==, submitted);
@@ -287,7 +287,7 @@ static void test_cancel_after_items_ran(void) {
     CHECK_CONTAINS(err, "no batch 01NOSUCHBATCH0000000000000");
     free(err);
   }
-  itest_stop(w);
+  itest_stop_ok(w);
   redisFree(c);
 }
 

@@ -160,7 +160,7 @@ static void test_rate_accuracy(void) {
   }
   itest_wait_batch(c, q, batch, 60);
   for (int i = 0; i < 3; i++)
-    itest_stop(w[i]);
+    itest_stop_ok(w[i]);
   r = itest_cmd(c, "HVALS sluice:{%s}:b:%s:r", q, batch);
   CHECK_INT(r->elements, ==, 300);
   for (size_t i = 0; i < r->elements; i++) {
@@ -285,7 +285,7 @@ static void test_concurrency_limit(void) {
   }
   itest_wait_batch(c, q, batch, 60);
   for (int i = 0; i < 3; i++)
-    itest_stop(w[i]);
+    itest_stop_ok(w[i]);
   CHECK_INT(itest_batch_num(c, q, batch, "succeeded"), ==, 200);
   r = itest_cmd(c, "HVALS sluice:{%s}:b:%s:r", q, batch);
   for (size_t i = 0; i < r->elements && n < 200; i++) {
@@ -383,7 +383,7 @@ static void test_retry_after_pushes_fleet_back(void) {
   }
   itest_wait_batch(c, q, b2, 20);
   for (int i = 0; i < 2; i++)
-    itest_stop(w[i]);
+    itest_stop_ok(w[i]);
   r = itest_cmd(c, "HVALS sluice:{%s}:b:%s:r", q, b2);
   CHECK_INT(r->elements, ==, 10);
   for (size_t i = 0; i < r->elements; i++) {
@@ -432,7 +432,7 @@ static void test_queue_default_limit(void) {
   }
   w = itest_worker(q, 10);
   itest_wait_batch(c, q, batch, 30);
-  itest_stop(w);
+  itest_stop_ok(w);
   r = itest_cmd(c, "HVALS sluice:{%s}:b:%s:r", q, batch);
   for (size_t i = 0; i < r->elements; i++) {
     cJSON *j = cJSON_Parse(r->element[i]->str);

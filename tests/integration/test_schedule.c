@@ -80,11 +80,11 @@ static void test_scheduled_items(void) {
 
     w = itest_spawn(args, NULL, NULL);
   }
-  usleep(300000); /* idle in its blocking read when the batch arrives */
+  itest_wait_worker(c, q, w, NULL, 0, 10000); /* up and reading when the batch arrives */
   t0 = wall_ms();
   snprintf(batch, sizeof(batch), "%s", submit(itest_url(), q, path, NULL, NULL));
   itest_wait_batch(c, q, batch, 20);
-  itest_stop(w);
+  itest_stop_ok(w);
   r = itest_cmd(c, "HVALS sluice:{%s}:b:%s:r", q, batch);
   CHECK_INT(r->elements, ==, 9);
   for (size_t i = 0; i < r->elements; i++) {
@@ -107,6 +107,15 @@ static void test_scheduled_items(void) {
   redisFree(c);
 }
 
+/* How many of a batch's hash and results hash still exist. */
+static long long batch_keys(redisContext *c, const char *q, const char *batch) {
+  redisReply *r = itest_cmd(c, "EXISTS sluice:{%s}:b:%s sluice:{%s}:b:%s:r", q, batch, q, batch);
+  long long n = r->integer;
+
+  freeReplyObject(r);
+  return n;
+}
+
 /* 100,000 items ran and their batch expired (retention 1 s): Redis's
  * used_memory is back within a small margin of where it started. */
 static void test_memory_returns(void) {
@@ -121,7 +130,6 @@ static void test_memory_returns(void) {
   long long before;
   long long peak;
   long long after;
-  long long t0;
   pid_t w;
 
   for (long i = 0; i < n; i++)
@@ -136,26 +144,16 @@ static void test_memory_returns(void) {
     snprintf(batch, sizeof(batch), "%s", submit(itest_url(), q, small, "--retention", "1s"));
     w = itest_worker(q, 200);
     itest_wait_batch(c, q, batch, 20);
-    usleep(1500000);
+    ITEST_WAIT_INT(batch_keys(c, q, batch), ==, 0, 10000, "the warm-up batch to expire (retention 1 s)");
   }
   before = used_memory(c);
   snprintf(batch, sizeof(batch), "%s", submit(itest_url(), q, path, "--retention", "1s"));
   peak = used_memory(c);
   itest_wait_batch(c, q, batch, 120);
   CHECK_INT(itest_batch_num(c, q, batch, "succeeded"), ==, n);
-  t0 = itest_ms();
-  for (;;) {
-    redisReply *r = itest_cmd(c, "EXISTS sluice:{%s}:b:%s sluice:{%s}:b:%s:r", q, batch, q, batch);
-    long long gone = r->integer == 0;
-
-    freeReplyObject(r);
-    if (gone)
-      break;
-    CHECK(itest_ms() - t0 < 10000);
-    usleep(100000);
-  }
+  ITEST_WAIT_INT(batch_keys(c, q, batch), ==, 0, 10000, "the batch to expire (retention 1 s)");
   after = used_memory(c);
-  itest_stop(w);
+  itest_stop_ok(w);
   printf("    memory: used_memory %.2f MiB before, %.2f MiB with 100,000 items queued, %.2f MiB after they ran "
          "and the batch expired (+%.1f KiB)\n",
          (double)before / 1048576.0, (double)peak / 1048576.0, (double)after / 1048576.0,

@@ -283,7 +283,7 @@ static void test_smuggling_in_worker(void) {
   snprintf(errlog, sizeof(errlog), "%s", itest_path("smuggle.err"));
   w = worker(q, extra, errlog);
   itest_wait_batch(c, q, "rawsmuggle1", 60);
-  itest_stop(w);
+  itest_stop_ok(w);
 
   CHECK_INT(itest_batch_num(c, q, "rawsmuggle1", "succeeded"), ==, nvalid);
   CHECK_INT(itest_batch_num(c, q, "rawsmuggle1", "failed"), ==, n - nvalid);
@@ -440,7 +440,7 @@ static void test_secret_bound_to_origin(void) {
   snprintf(errlog, sizeof(errlog), "%s", itest_path("bound.err"));
   w = worker(q, NULL, errlog);
   itest_wait_batch(c, q, "rawbound1", 30);
-  itest_stop(w);
+  itest_stop_ok(w);
   unsetenv("SLUICE_SECRETS");
   unsetenv("SLUICE_REDIS");
 
@@ -500,7 +500,7 @@ static void test_secret_bound_to_origin(void) {
     snprintf(both, sizeof(both), "TEST_API_TOKEN@127.0.0.1:%d,localhost:%d", server_port, server_port);
     w = worker(q, extra, errlog);
     itest_wait_batch(c, q, "rawbound1", 30);
-    itest_stop(w);
+    itest_stop_ok(w);
     CHECK_INT(itest_batch_num(c, q, "rawbound1", "succeeded"), ==, 4);
     CHECK_INT(itest_batch_num(c, q, "rawbound1", "failed"), ==, 1);
   }
@@ -578,7 +578,7 @@ static void test_allow_list_ports(void) {
     free(out);
     w = worker(q, extra, NULL);
     itest_wait_batch(c, q, batch, 30);
-    itest_stop(w);
+    itest_stop_ok(w);
     CHECK_INT(itest_batch_num(c, q, batch, "succeeded"), ==, ok[i]);
     reqs = server_requests();
     CHECK_INT(cJSON_GetArraySize(reqs) - before, ==, ok[i]);

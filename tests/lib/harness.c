@@ -96,6 +96,10 @@ int sl_test_main(int argc, char **argv, const sl_test *tests) {
   for (const sl_test *t = tests; t->name != NULL; t++) {
     if (argc > 1 && strcmp(argv[1], t->name) != 0)
       continue;
+    if (argc == 1 && t->by_name_only) {
+      printf("skip - %s (a known bug: run it by name)\n", t->name);
+      continue;
+    }
     found++;
     if (run_one(t) == 0)
       passed++;

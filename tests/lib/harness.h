@@ -7,7 +7,9 @@
  *   static const sl_test tests[] = {{"foo", test_foo, 10}, {NULL, NULL, 0}};
  *   int main(int argc, char **argv) { return sl_test_main(argc, argv, tests); }
  *
- * `prog NAME` runs one test; no argument runs all. The last line is
+ * `prog NAME` runs one test; no argument runs all but those marked
+ * by_name_only (a test of a known bug in src/, kept out of the default run
+ * until it is fixed; each is listed as "skip"). The last line is
  * "N passed, N failed".
  */
 #ifndef SL_TEST_HARNESS_H
@@ -21,6 +23,7 @@ typedef struct sl_test {
   const char *name;  /* as given on the command line */
   void (*fn)(void);  /* the test; returns to pass, CHECK fails it */
   int timeout_s;     /* killed after this many seconds */
+  int by_name_only;  /* 1: runs only when named on the command line */
 } sl_test;
 
 int sl_test_main(int argc, char **argv, const sl_test *tests);

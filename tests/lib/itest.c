@@ -21,6 +21,16 @@ static char path_buf[8][512]; /* rotating, so a few paths can be held at once */
 static int path_next;
 static char tmpdir[320];
 
+/* The stderr file of each process itest_spawn started, for failure messages
+ * (a ring: the oldest entries are forgotten). */
+#define SPAWNED_MAX 256
+static struct {
+  pid_t pid;      /* 0: free */
+  char err[600];  /* its stderr file; "" for /dev/null or unknown */
+} spawned[SPAWNED_MAX];
+static int spawned_next;
+static int spawn_seq; /* numbers the default stderr files */
+
 static void setup(void) {
   char err[512];
 
@@ -143,6 +153,7 @@ pid_t itest_spawn(const char *const *args, const char *out, const char *err) {
 static pid_t spawn(const char *const *args, const char *const *env, long soft, long hard, const char *out,
                    const char *err) {
   const char *argv[64];
+  char errfile[600];
   pid_t pid;
   int k = 0;
 
@@ -150,6 +161,14 @@ static pid_t spawn(const char *const *args, const char *const *env, long soft, l
   for (int i = 0; args[i] != NULL && k < 63; i++)
     argv[k++] = args[i];
   argv[k] = NULL;
+  if (err != NULL) {
+    snprintf(errfile, sizeof(errfile), "%s", err);
+  } else {
+    char name[64];
+
+    snprintf(name, sizeof(name), "spawn-%d-%s.err", ++spawn_seq, args[0] != NULL ? args[0] : "sluice");
+    snprintf(errfile, sizeof(errfile), "%s", itest_path(name));
+  }
   fflush(stdout);
   fflush(stderr);
   pid = fork();
@@ -157,7 +176,7 @@ static pid_t spawn(const char *const *args, const char *const *env, long soft, l
     sl_test_fail(__FILE__, __LINE__, "fork: %s", strerror(errno));
   if (pid == 0) {
     int fo = open(out ? out : "/dev/null", O_WRONLY | O_CREAT | O_TRUNC, 0600);
-    int fe = open(err ? err : "/dev/null", O_WRONLY | O_CREAT | O_TRUNC, 0600);
+    int fe = open(errfile, O_WRONLY | O_CREAT | O_TRUNC, 0600);
     int fi = open("/dev/null", O_RDONLY);
 
     dup2(fi, 0);
@@ -184,6 +203,10 @@ static pid_t spawn(const char *const *args, const char *const *env, long soft, l
     execv(SLUICE_BIN, (char *const *)argv);
     _exit(127);
   }
+  spawned[spawned_next].pid = pid;
+  snprintf(spawned[spawned_next].err, sizeof(spawned[spawned_next].err), "%s",
+           strcmp(errfile, "/dev/null") == 0 ? "" : errfile);
+  spawned_next = (spawned_next + 1) % SPAWNED_MAX;
   return pid;
 }
 
@@ -213,6 +236,44 @@ int itest_fds_exhaust(int *fds, int max) {
 void itest_fds_release(int *fds, int n) {
   for (int i = 0; i < n; i++)
     close(fds[i]);
+}
+
+const char *itest_errpath(pid_t pid) {
+  for (int i = 0; i < SPAWNED_MAX; i++) {
+    int k = (spawned_next - 1 - i + 2 * SPAWNED_MAX) % SPAWNED_MAX;
+
+    if (spawned[k].pid == pid)
+      return spawned[k].err;
+  }
+  return "";
+}
+
+/* The last 2,000 bytes of a process's stderr, for a failure message (free
+ * it). */
+static char *err_tail(pid_t pid) {
+  const char *path = itest_errpath(pid);
+  size_t len = 0;
+  char *log = path[0] != '\0' ? itest_read(path, &len) : NULL;
+  char *out;
+
+  if (log == NULL)
+    return strdup("(no stderr kept)");
+  if (len > 2000) {
+    out = strdup(log + len - 2000);
+    free(log);
+    return out;
+  }
+  return log;
+}
+
+/* A status for messages: "exit 3", "signal 9". */
+static void describe_status(int status, char *buf, size_t len) {
+  if (WIFEXITED(status))
+    snprintf(buf, len, "exit %d", WEXITSTATUS(status));
+  else if (WIFSIGNALED(status))
+    snprintf(buf, len, "signal %d", WTERMSIG(status));
+  else
+    snprintf(buf, len, "status 0x%x", status);
 }
 
 int itest_run(const char *const *args, char **out, char **err, int timeout_s) {
@@ -253,17 +314,217 @@ pid_t itest_worker(const char *q, int concurrency) {
   return itest_spawn(args, NULL, NULL);
 }
 
-int itest_stop(pid_t pid) {
+/* 1 when process pid has a handler for SIGTERM installed, per the SigCgt
+ * mask of /proc/PID/status; -1 when that cannot be read (it is gone). */
+static int catches_sigterm(pid_t pid) {
+  char path[64];
+  char *st;
+  const char *p;
+  unsigned long long mask;
+
+  snprintf(path, sizeof(path), "/proc/%d/status", (int)pid);
+  st = itest_read(path, NULL);
+  p = st != NULL ? strstr(st, "\nSigCgt:") : NULL;
+  if (p == NULL) {
+    free(st);
+    return -1;
+  }
+  mask = strtoull(p + 8, NULL, 16);
+  free(st);
+  return (mask >> (SIGTERM - 1)) & 1;
+}
+
+int itest_stop_at(const char *file, int line, pid_t pid) {
+  long long t0 = itest_ms();
   int status = 0;
 
+  /* A process that has not installed its handler yet would die of the
+   * default action: wait for the handler (or for the process to end). */
+  for (;;) {
+    if (waitpid(pid, &status, WNOHANG) == pid)
+      goto ended;
+    if (catches_sigterm(pid) != 0)
+      break; /* 1, or -1: gone, waitpid tells */
+    if (itest_ms() - t0 > 10000) {
+      char *log = err_tail(pid);
+
+      kill(pid, SIGKILL);
+      waitpid(pid, &status, 0);
+      sl_test_fail(file, line, "process %d never installed a SIGTERM handler within 10 s; its stderr:\n%s",
+                   (int)pid, log);
+    }
+    usleep(2000);
+  }
   kill(pid, SIGTERM);
-  waitpid(pid, &status, 0);
+  t0 = itest_ms();
+  while (waitpid(pid, &status, WNOHANG) != pid) {
+    if (itest_ms() - t0 > 60000) {
+      char *log = err_tail(pid);
+
+      kill(pid, SIGKILL);
+      waitpid(pid, &status, 0);
+      sl_test_fail(file, line, "process %d did not stop within 60 s of SIGTERM; its stderr:\n%s", (int)pid, log);
+    }
+    usleep(2000);
+  }
+ended:
   /* A worker stops gracefully on SIGTERM; dying of a signal (a crash, or a
    * sanitizer's abort on an error or a leak) fails the test. */
-  if (WIFSIGNALED(status))
-    sl_test_fail(__FILE__, __LINE__, "process %d died of signal %d instead of stopping", (int)pid,
-                 WTERMSIG(status));
+  if (WIFSIGNALED(status)) {
+    char *log = err_tail(pid);
+
+    sl_test_fail(file, line, "process %d died of signal %d instead of stopping; its stderr:\n%s", (int)pid,
+                 WTERMSIG(status), log);
+  }
   return status;
+}
+
+void itest_stop_code_at(const char *file, int line, pid_t pid, int code) {
+  int status = itest_stop_at(file, line, pid);
+
+  if (!WIFEXITED(status) || WEXITSTATUS(status) != code) {
+    char how[32];
+    char *log = err_tail(pid);
+
+    describe_status(status, how, sizeof(how));
+    sl_test_fail(file, line, "process %d ended with %s, expected exit %d; its stderr:\n%s", (int)pid, how, code,
+                 log);
+  }
+}
+
+void itest_exit_code_at(const char *file, int line, pid_t pid, int code, int timeout_ms) {
+  long long t0 = itest_ms();
+  int status = 0;
+  char how[32];
+
+  while (waitpid(pid, &status, WNOHANG) != pid) {
+    if (itest_ms() - t0 > timeout_ms) {
+      char *log = err_tail(pid);
+
+      kill(pid, SIGKILL);
+      waitpid(pid, &status, 0);
+      sl_test_fail(file, line, "process %d did not exit within %d ms; its stderr:\n%s", (int)pid, timeout_ms,
+                   log);
+    }
+    usleep(2000);
+  }
+  if (WIFEXITED(status) && WEXITSTATUS(status) == code)
+    return;
+  describe_status(status, how, sizeof(how));
+  sl_test_fail(file, line, "process %d ended with %s, expected exit %d; its stderr:\n%s", (int)pid, how, code,
+               err_tail(pid));
+}
+
+/* The worker id of pid in queue q's fleet index (a member "HOST:PID:XXXX"
+ * of sluice:{Q}:workers), copied into id; 0 when it is not there. */
+static int find_registered(redisContext *c, const char *q, pid_t pid, char *id, size_t idlen) {
+  redisReply *r = itest_cmd(c, "ZRANGE sluice:{%s}:workers 0 -1", q);
+  char mark[32];
+  int found = 0;
+
+  snprintf(mark, sizeof(mark), ":%d:", (int)pid);
+  for (size_t i = 0; r->type == REDIS_REPLY_ARRAY && i < r->elements && !found; i++) {
+    if (strstr(r->element[i]->str, mark) != NULL) {
+      if (id != NULL)
+        snprintf(id, idlen, "%s", r->element[i]->str);
+      found = 1;
+    }
+  }
+  freeReplyObject(r);
+  return found;
+}
+
+void itest_wait_worker_at(const char *file, int line, redisContext *c, const char *q, pid_t pid, char *id,
+                          size_t idlen, int timeout_ms) {
+  long long t0 = itest_ms();
+  int status;
+
+  for (;;) {
+    if (find_registered(c, q, pid, id, idlen))
+      return;
+    if (waitpid(pid, &status, WNOHANG) == pid) {
+      char how[32];
+
+      describe_status(status, how, sizeof(how));
+      sl_test_fail(file, line, "worker %d ended (%s) before it joined queue %s; its stderr:\n%s", (int)pid, how, q,
+                   err_tail(pid));
+    }
+    if (itest_ms() - t0 > timeout_ms)
+      sl_test_fail(file, line, "worker %d did not join queue %s within %d ms; its stderr:\n%s", (int)pid, q,
+                   timeout_ms, err_tail(pid));
+    usleep(10000);
+  }
+}
+
+/* Pending entries of queue q's streams: of one consumer, or all (NULL). */
+static long long pending(redisContext *c, const char *q, const char *consumer) {
+  static const char *const prio[3] = {"high", "normal", "low"};
+  long long n = 0;
+
+  for (int i = 0; i < 3; i++) {
+    redisReply *r = itest_cmd(c, "XPENDING sluice:{%s}:s:%s workers", q, prio[i]);
+
+    if (r->type == REDIS_REPLY_ARRAY && r->elements == 4) {
+      if (consumer == NULL) {
+        n += r->element[0]->integer;
+      } else if (r->element[3]->type == REDIS_REPLY_ARRAY) {
+        for (size_t k = 0; k < r->element[3]->elements; k++) {
+          const redisReply *e = r->element[3]->element[k];
+
+          if (strcmp(e->element[0]->str, consumer) == 0)
+            n += strtoll(e->element[1]->str, NULL, 10);
+        }
+      }
+    }
+    freeReplyObject(r);
+  }
+  return n;
+}
+
+long long itest_pending_of(redisContext *c, const char *q, const char *consumer) {
+  return pending(c, q, consumer);
+}
+
+long long itest_pending(redisContext *c, const char *q) {
+  return pending(c, q, NULL);
+}
+
+long long itest_worker_running(redisContext *c, const char *q, const char *id) {
+  redisReply *r = itest_cmd(c, "HGET sluice:{%s}:w:%s info", q, id);
+  long long n = -1;
+
+  if (r->type == REDIS_REPLY_STRING) {
+    const char *p = strstr(r->str, "\"running\":");
+
+    if (p != NULL)
+      n = strtoll(p + 10, NULL, 10);
+  }
+  freeReplyObject(r);
+  return n;
+}
+
+char *itest_wait_file_at(const char *file, int line, const char *path, const char *needle, int timeout_ms) {
+  long long t0 = itest_ms();
+
+  for (;;) {
+    char *text = itest_read(path, NULL);
+
+    if (text != NULL && strstr(text, needle) != NULL)
+      return text;
+    if (itest_ms() - t0 > timeout_ms)
+      sl_test_fail(file, line, "waited %d ms for \"%s\" in %s, in vain; it holds:\n%s", timeout_ms, needle, path,
+                   text != NULL ? text : "(no file)");
+    free(text);
+    usleep(10000);
+  }
+}
+
+int itest_count(const char *hay, const char *needle) {
+  int n = 0;
+
+  for (const char *p = hay; p != NULL && (p = strstr(p, needle)) != NULL; p += strlen(needle))
+    n++;
+  return n;
 }
 
 long long itest_batch_num(redisContext *c, const char *q, const char *batch, const char *field) {
@@ -274,7 +535,7 @@ long long itest_batch_num(redisContext *c, const char *q, const char *batch, con
   return v;
 }
 
-void itest_wait_batch(redisContext *c, const char *q, const char *batch, int timeout_s) {
+void itest_wait_batch_at(const char *file, int line, redisContext *c, const char *q, const char *batch, int timeout_s) {
   long long t0 = itest_ms();
 
   for (;;) {
@@ -283,7 +544,7 @@ void itest_wait_batch(redisContext *c, const char *q, const char *batch, int tim
                 atoll(r->element[1]->str) >= atoll(r->element[2]->str);
 
     if (itest_ms() - t0 > timeout_s * 1000LL)
-      sl_test_fail(__FILE__, __LINE__, "batch %s did not end within %d s (done %s of %s, status %s)", batch,
+      sl_test_fail(file, line, "batch %s did not end within %d s (done %s of %s, status %s)", batch,
                    timeout_s, r->element[1]->str ? r->element[1]->str : "?",
                    r->element[2]->str ? r->element[2]->str : "?", r->element[3]->str ? r->element[3]->str : "?");
     freeReplyObject(r);
