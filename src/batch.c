@@ -1,6 +1,6 @@
 /*
  * Reading batches: status, results and the list of a queue's batches, plus
- * cancel. All reads are plain Redis commands on the batch hash
+ * controlling one: cancel (and abort), pause and resume. All reads are plain Redis commands on the batch hash
  * (sluice:{Q}:b:ID), its results hash (…:r, item index -> results line) and
  * the queue's index (sluice:{Q}:batches); the layout is in docs/PROTOCOL.md.
  */

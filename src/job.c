@@ -19,8 +19,9 @@
  *
  * The job layer reaches its worker through a small host interface only:
  * sl__worker_finish (outcome.c: the slot is free, the outcome queued),
- * sl__worker_progress_soon and sl__worker_penalize, and it reads the
- * worker's loop, id and handler table. The worker's rooms create, start and
+ * sl__worker_progress_soon, sl__worker_penalize and sl__lease_give_back
+ * (an item handed back without an outcome); it reads the worker's loop, id
+ * and handler table and keeps its list of live jobs (`active`). The worker's rooms create, start and
  * give up jobs through job.h. Timer: the attempt's own, for its rate-limit
  * wait and then its timeout (the job's first member, so its close callback
  * frees the job).

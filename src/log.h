@@ -1,4 +1,4 @@
-/* Log lines on stderr: "sluice worker[pid] LEVEL message". */
+/* Log lines on stderr: "HH:MM:SS.mmm sluice[PID] LEVEL: message". */
 #ifndef SL_LOG_H
 #define SL_LOG_H
 

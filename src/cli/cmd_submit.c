@@ -10,7 +10,7 @@
  * Lines are read into one buffer of READ_BUF bytes: a line longer than an
  * item may be (SL_ITEM_MAX_LINE) is reported as too long and skipped to its
  * newline, never read whole, so the input can be any size and the memory of
- * the command stays that of the library's batch (see src/submit.c).
+ * the command stays that of the library's batch (see src/collect.c).
  */
 #include <getopt.h>
 #include <stdlib.h>
