@@ -39,13 +39,11 @@
 #include "json.h"
 #include "log.h"
 #include "job.h"
+#include "result.h"
 #include "worker.h"
 
 #define ITEM_MAX_MEMBERS 16 /* fields of a stored item */
 #define ERROR_MAX 4096      /* one error message, bytes */
-#define ERRORS_KEPT 5       /* earlier errors carried along, the last ones */
-#define ERROR_KEPT_MAX 512  /* each of them, bytes */
-#define RESULT_OVERHEAD_MAX (64 * 1024) /* a results line beyond its result: fields, errors, bytes */
 
 static void job_free_cb(uv_handle_t *h) {
   sl_job_t *j = (sl_job_t *)h;
@@ -226,86 +224,6 @@ void sl__job_start(sl_job_t *j) {
   invoke(j);
 }
 
-/* The errors of earlier attempts plus `msg`, the last ERRORS_KEPT, as a JSON
- * array; NULL on OOM. With msg NULL: only the earlier ones. */
-static char *errors_json(const sl_job_t *j, const char *msg) {
-  cJSON *arr = j->errs ? cJSON_Parse(j->errs) : NULL;
-  char *out;
-
-  if (!cJSON_IsArray(arr)) {
-    cJSON_Delete(arr);
-    arr = cJSON_CreateArray();
-    if (arr == NULL)
-      return NULL;
-  }
-  if (msg != NULL) {
-    char cut[ERROR_KEPT_MAX + 1];
-
-    snprintf(cut, sizeof(cut), "%s", msg);
-    cJSON_AddItemToArray(arr, cJSON_CreateString(cut));
-  }
-  while (cJSON_GetArraySize(arr) > ERRORS_KEPT)
-    cJSON_DeleteItemFromArray(arr, 0);
-  out = cJSON_PrintUnformatted(arr);
-  cJSON_Delete(arr);
-  if (out == NULL)
-    return NULL;
-  {
-    char *copy = sl_strdup(out);
-
-    cJSON_free(out);
-    return copy;
-  }
-}
-
-/* The results line of an ended item; NULL on OOM. The buffer holds a result
- * of SL_RESULT_MAX bytes plus everything else a line carries (an error and
- * the earlier ones, escaped), so only memory can make it fail. */
-static char *results_line(const sl_job_t *j, char outcome, const char *key, const char *val, size_t vlen,
-                          size_t *len) {
-  sl_worker_t *w = j->w;
-  int64_t now = sl__now_ms();
-  sl_buf b;
-  int rc;
-
-  sl__buf_init(&b, SL_RESULT_MAX + RESULT_OVERHEAD_MAX);
-  rc = sl__buf_puts(&b, "{\"id\":");
-  if (rc == 0 && j->id_tok != NULL)
-    rc = sl__buf_append(&b, j->id_tok, j->id_toklen);
-  else if (rc == 0)
-    rc = sl__json_put_str(&b, j->idx, strlen(j->idx));
-  if (rc == 0)
-    rc = sl__buf_printf(&b,
-                        ",\"status\":\"%s\",\"attempts\":%d,\"started_at\":%lld,\"finished_at\":%lld,"
-                        "\"duration_ms\":%lld,\"worker\":",
-                        outcome == 's' ? "succeeded" : "failed", j->attempt, (long long)j->started_at,
-                        (long long)now, (long long)(now - j->started_at));
-  if (rc == 0)
-    rc = sl__json_put_str(&b, w->id, strlen(w->id));
-  if (rc == 0)
-    rc = sl__buf_printf(&b, ",\"%s\":", key);
-  if (rc == 0)
-    rc = sl__buf_append(&b, val, vlen);
-  if (rc == 0 && outcome == 'x')
-    rc = sl__buf_puts(&b, ",\"refused\":true");
-  if (rc == 0 && j->encoding != NULL)
-    rc = sl__buf_printf(&b, ",\"encoding\":\"%s\"", j->encoding);
-  if (rc == 0 && j->errs != NULL && j->attempt > 1) {
-    char *earlier = errors_json(j, NULL);
-
-    rc = earlier ? sl__buf_printf(&b, ",\"errors\":%s", earlier) : SL_ENOMEM;
-    sl_free(earlier);
-  }
-  if (rc == 0)
-    rc = sl__buf_putc(&b, '}');
-  if (rc != 0) {
-    sl__buf_free(&b);
-    return NULL;
-  }
-  *len = b.len;
-  return sl__buf_take(&b);
-}
-
 static double uniform(void) {
   uint64_t r;
 
@@ -345,7 +263,7 @@ static void record_failure(sl_job_t *j, const char *msg, int retryable, char fin
     /* An API's Retry-After is a floor for this item's own retry too. */
     if (delay < j->retry_after_ms)
       delay = j->retry_after_ms;
-    text = errors_json(j, msg);
+    text = sl__result_errors(j, msg);
     sl__worker_finish(w, j, 'r', text, text ? strlen(text) : 0, delay);
     return;
   }
@@ -354,7 +272,7 @@ static void record_failure(sl_job_t *j, const char *msg, int retryable, char fin
 
     sl__buf_init(&s, ERROR_MAX * 6 + 2);
     sl__json_put_str(&s, msg, strlen(msg));
-    text = results_line(j, final, "error", s.p ? s.p : "\"?\"", s.p ? s.len : 3, &len);
+    text = sl__result_line(j, final, "error", s.p ? s.p : "\"?\"", s.p ? s.len : 3, &len);
     sl__buf_free(&s);
   }
   sl__worker_finish(w, j, final, text, len, 0);
@@ -406,21 +324,6 @@ SL_EXTERN void sl_job_on_cancel(sl_job_t *j, void (*fn)(sl_job_t *j, void *ud), 
   j->cancel_ud = ud;
 }
 
-/* "431,203": n with thousands separators, into out. */
-static const char *grouped(size_t n, char *out, size_t len) {
-  char digits[32];
-  int nd = snprintf(digits, sizeof(digits), "%zu", n);
-  size_t k = 0;
-
-  for (int i = 0; i < nd && k + 2 < len; i++) {
-    if (i > 0 && (nd - i) % 3 == 0)
-      out[k++] = ',';
-    out[k++] = digits[i];
-  }
-  out[k] = '\0';
-  return out;
-}
-
 SL_EXTERN void sl_job_succeed(sl_job_t *j, const char *result, size_t len) {
   char err[96];
   char n1[32];
@@ -434,13 +337,13 @@ SL_EXTERN void sl_job_succeed(sl_job_t *j, const char *result, size_t len) {
   /* A result that cannot be stored is a final failure that says why: it
    * never leaves the item to be run again as if the worker had died. */
   if (result == NULL || len == 0) {
-    line = results_line(j, 's', "result", "null", 4, &linelen);
+    line = sl__result_line(j, 's', "result", "null", 4, &linelen);
   } else if (sl__json_validate(result, len, 256, NULL, err, sizeof(err)) == 0) {
     if (len > SL_RESULT_MAX) {
-      sl_job_fail_final(j, "result of %s bytes is over the 1 MiB limit", grouped(len, n1, sizeof(n1)));
+      sl_job_fail_final(j, "result of %s bytes is over the 1 MiB limit", sl__grouped(len, n1, sizeof(n1)));
       return;
     }
-    line = results_line(j, 's', "result", result, len, &linelen);
+    line = sl__result_line(j, 's', "result", result, len, &linelen);
   } else {
     /* Not JSON: kept as a string, if it is text and fits once escaped. */
     size_t bad = sl__utf8_invalid_at(result, len);
@@ -449,19 +352,19 @@ SL_EXTERN void sl_job_succeed(sl_job_t *j, const char *result, size_t len) {
 
     if (bad < len) {
       sl_job_fail_final(j, "result of %s bytes is not valid UTF-8 (byte %zu is 0x%02x) and not JSON; a handler "
-                           "stores binary data as base64", grouped(len, n1, sizeof(n1)), bad,
+                           "stores binary data as base64", sl__grouped(len, n1, sizeof(n1)), bad,
                         (unsigned char)result[bad]);
       return;
     }
     esc = sl__json_str_len(result, len);
     if (esc > SL_RESULT_MAX) {
       sl_job_fail_final(j, "result of %s bytes is over the 1 MiB limit after escaping (%s bytes as a JSON string)",
-                        grouped(len, n1, sizeof(n1)), grouped(esc, err, sizeof(err)));
+                        sl__grouped(len, n1, sizeof(n1)), sl__grouped(esc, err, sizeof(err)));
       return;
     }
     sl__buf_init(&s, esc + 1);
     if (sl__json_put_str(&s, result, len) == 0)
-      line = results_line(j, 's', "result", s.p, s.len, &linelen);
+      line = sl__result_line(j, 's', "result", s.p, s.len, &linelen);
     sl__buf_free(&s);
   }
   j->ended = 1;
@@ -571,30 +474,6 @@ SL_EXTERN const char *sl_job_worker_id(const sl_job_t *j) {
 
 /* Standard base64 (RFC 4648, with padding) of src[0..n) into out, which
  * has room for 4 * ((n + 2) / 3) bytes; returns the length written. */
-static size_t base64_encode(const unsigned char *src, size_t n, char *out) {
-  static const char digits[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-  size_t o = 0;
-  size_t i = 0;
-
-  for (; i + 3 <= n; i += 3) {
-    uint32_t v = (uint32_t)src[i] << 16 | (uint32_t)src[i + 1] << 8 | src[i + 2];
-
-    out[o++] = digits[v >> 18];
-    out[o++] = digits[(v >> 12) & 63];
-    out[o++] = digits[(v >> 6) & 63];
-    out[o++] = digits[v & 63];
-  }
-  if (i < n) {
-    uint32_t v = (uint32_t)src[i] << 16 | (i + 1 < n ? (uint32_t)src[i + 1] << 8 : 0);
-
-    out[o++] = digits[v >> 18];
-    out[o++] = digits[(v >> 12) & 63];
-    out[o++] = i + 1 < n ? digits[(v >> 6) & 63] : '=';
-    out[o++] = '=';
-  }
-  return o;
-}
-
 SL_EXTERN void sl_job_succeed_base64(sl_job_t *j, const void *bytes, size_t len) {
   size_t enc = 4 * ((len + 2) / 3);
   char *val;
@@ -615,10 +494,10 @@ SL_EXTERN void sl_job_succeed_base64(sl_job_t *j, const void *bytes, size_t len)
     size_t vlen = 1;
 
     val[0] = '"';
-    vlen += base64_encode(bytes, len, val + 1);
+    vlen += sl__base64_encode(bytes, len, val + 1);
     val[vlen++] = '"';
     j->encoding = "base64"; /* the line gets "encoding":"base64" */
-    line = results_line(j, 's', "result", val, vlen, &linelen);
+    line = sl__result_line(j, 's', "result", val, vlen, &linelen);
     sl_free(val);
   }
   j->ended = 1;
