@@ -9,13 +9,11 @@
  */
 #include <arpa/inet.h>
 #include <errno.h>
-#include <fcntl.h>
 #include <netinet/in.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -873,42 +871,18 @@ static void test_free_reaps(void) {
  * descriptors (EMFILE)" in the log, and once the descriptors are free it
  * runs again and succeeds as attempt 1. */
 static void test_give_back_out_of_fds(void) {
-  struct rlimit rl = {256, 256}; /* so that the hog runs out soon, whatever the machine allows */
-  const char *errpath = itest_path("worker.err");
-  sl_worker_opts o;
   char m[800];
   char err[256];
   char *log;
-  int saved = dup(2);
-  int fe;
   cJSON *j;
 
-  CHECK(setrlimit(RLIMIT_NOFILE, &rl) == 0);
+  hog_worker("givefd");
   snprintf(dir, sizeof(dir), "%s", itest_path(""));
   snprintf(m, sizeof(m), "hello=%s", script("hello.sh", "cat >/dev/null; echo '{\"hello\":true}'"));
-  hog_q = itest_queue("givefd");
-  hog_c = itest_conn();
-  memset(&o, 0, sizeof(o));
-  o.redis_url = itest_url();
-  o.queue = hog_q;
-  o.concurrency = 2;
-  o.block_ms = 200;
-  CHECK_INT(sl_worker_new(&o, &hog_w, err, sizeof(err)), ==, 0);
   CHECK_INT(sl_worker_exec(hog_w, m, err, sizeof(err)), ==, 0);
-  CHECK_INT(sl_worker_register(hog_w, "hog", hog_start, NULL), ==, 0);
   snprintf(hog_batch, sizeof(hog_batch), "%s",
            submit(hog_q, "{\"type\":\"hog\",\"payload\":null}\n{\"type\":\"hello\",\"payload\":null}\n"));
-  fe = open(errpath, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-  CHECK(fe >= 0 && saved >= 0);
-  dup2(fe, 2); /* the worker's log */
-  close(fe);
-  CHECK_INT(sl_worker_run(hog_w), ==, 0);
-  dup2(saved, 2);
-  close(saved);
-  log = itest_read(errpath, NULL);
-  if (hog_w->n_given != 1)
-    sl_test_fail(__FILE__, __LINE__, "expected 1 item given back, got %llu; log:\n%s",
-                 (unsigned long long)hog_w->n_given, log);
+  log = hog_run(itest_path("worker.err"));
   CHECK_CONTAINS(log, "item 1 of batch ");
   CHECK_CONTAINS(log, "given back, no attempt counted: exec: cannot start");
   CHECK_CONTAINS(log, "out of file descriptors (EMFILE)");
@@ -923,15 +897,12 @@ static void test_give_back_out_of_fds(void) {
     printf("    %.*s\n", (int)(eol != NULL ? eol - bol : (long)strlen(bol)), bol);
   }
   free(log);
-  sl_worker_free(hog_w);
-  CHECK_INT(itest_batch_num(hog_c, hog_q, hog_batch, "succeeded"), ==, 2);
-  CHECK_INT(itest_batch_num(hog_c, hog_q, hog_batch, "failed"), ==, 0);
   j = result_of(hog_c, hog_q, hog_batch, 1);
   CHECK_STR(cJSON_GetObjectItemCaseSensitive(j, "status")->valuestring, "succeeded");
   CHECK_INT(cJSON_GetObjectItemCaseSensitive(j, "attempts")->valuedouble, ==, 1);
   CHECK(cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(j, "result"), "hello")));
   cJSON_Delete(j);
-  redisFree(hog_c);
+  hog_done();
 }
 
 /* A worker raises its soft descriptor limit; its exec children get the one

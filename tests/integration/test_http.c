@@ -27,7 +27,6 @@
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -2062,52 +2061,24 @@ static void test_fd_limit_raised(void) {
  * once the descriptors are free the item runs again and succeeds as
  * attempt 1 (max_attempts 1: a counted attempt would have failed it). */
 static void test_give_back_out_of_fds(void) {
-  struct rlimit rl = {256, 256}; /* so that the hog runs out soon, whatever the machine allows */
-  const char *errpath = itest_path("worker-hog.err");
-  sl_worker_opts o;
   char lines[512];
-  char err[256];
   char *log;
-  int saved = dup(2);
-  int fe;
   cJSON *line;
 
-  CHECK(setrlimit(RLIMIT_NOFILE, &rl) == 0);
-  hog_q = itest_queue("givefd");
-  hog_c = itest_conn();
-  memset(&o, 0, sizeof(o));
-  o.redis_url = itest_url();
-  o.queue = hog_q;
-  o.concurrency = 2;
-  o.block_ms = 200;
-  CHECK_INT(sl_worker_new(&o, &hog_w, err, sizeof(err)), ==, 0);
-  CHECK_INT(sl_worker_register(hog_w, "hog", hog_start, NULL), ==, 0);
+  hog_worker("givefd");
   snprintf(lines, sizeof(lines), "{\"type\":\"hog\",\"payload\":null}\n");
   item(lines + strlen(lines), sizeof(lines) - strlen(lines), "/ok", NULL, NULL);
   submit(hog_q, lines, hog_batch);
-  fe = open(errpath, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-  CHECK(fe >= 0 && saved >= 0);
-  dup2(fe, 2); /* the worker's log */
-  close(fe);
-  CHECK_INT(sl_worker_run(hog_w), ==, 0);
-  dup2(saved, 2);
-  close(saved);
-  log = itest_read(errpath, NULL);
-  if (hog_w->n_given != 1)
-    sl_test_fail(__FILE__, __LINE__, "expected 1 item given back, got %llu; log:\n%s",
-                 (unsigned long long)hog_w->n_given, log);
+  log = hog_run(itest_path("worker-hog.err"));
   CHECK_CONTAINS(log, "given back, no attempt counted: http: out of file descriptors (EMFILE) opening a connection "
                       "(curl: Couldn't connect to server)");
   free(log);
-  sl_worker_free(hog_w);
-  CHECK_INT(itest_batch_num(hog_c, hog_q, hog_batch, "succeeded"), ==, 2);
-  CHECK_INT(itest_batch_num(hog_c, hog_q, hog_batch, "failed"), ==, 0);
   line = result_line(hog_c, hog_q, hog_batch, 1);
   CHECK_ITEM_STATUS(line, "succeeded");
   CHECK_INT(jnum(line, "attempts"), ==, 1);
   CHECK_INT(jnum(jget(line, "result"), "status"), ==, 200);
   cJSON_Delete(line);
-  redisFree(hog_c);
+  hog_done();
 }
 
 static const sl_test tests[] = {

@@ -8,8 +8,11 @@
  */
 #include "fdhog.h"
 
+#include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
+#include <unistd.h>
 
 #include "itest.h"
 #include "worker.h"
@@ -57,3 +60,45 @@ void hog_start(sl_job_t *j, void *ud) {
   sl_job_succeed(j, NULL, 0);
 }
 
+
+void hog_worker(const char *queue) {
+  struct rlimit rl = {256, 256};
+  sl_worker_opts o;
+  char err[256];
+
+  CHECK(setrlimit(RLIMIT_NOFILE, &rl) == 0);
+  hog_q = itest_queue(queue);
+  hog_c = itest_conn();
+  memset(&o, 0, sizeof(o));
+  o.redis_url = itest_url();
+  o.queue = hog_q;
+  o.concurrency = 2;
+  o.block_ms = 200;
+  CHECK_INT(sl_worker_new(&o, &hog_w, err, sizeof(err)), ==, 0);
+  CHECK_INT(sl_worker_register(hog_w, "hog", hog_start, NULL), ==, 0);
+}
+
+char *hog_run(const char *errpath) {
+  int saved = dup(2);
+  int fe = open(errpath, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+  char *log;
+
+  CHECK(fe >= 0 && saved >= 0);
+  dup2(fe, 2); /* the worker's log */
+  close(fe);
+  CHECK_INT(sl_worker_run(hog_w), ==, 0);
+  dup2(saved, 2);
+  close(saved);
+  log = itest_read(errpath, NULL);
+  if (hog_w->n_given != 1)
+    sl_test_fail(__FILE__, __LINE__, "expected 1 item given back, got %llu; log:\n%s",
+                 (unsigned long long)hog_w->n_given, log);
+  return log;
+}
+
+void hog_done(void) {
+  sl_worker_free(hog_w);
+  CHECK_INT(itest_batch_num(hog_c, hog_q, hog_batch, "succeeded"), ==, 2);
+  CHECK_INT(itest_batch_num(hog_c, hog_q, hog_batch, "failed"), ==, 0);
+  redisFree(hog_c);
+}
