@@ -129,6 +129,19 @@ int sl__rate_parse(const char *s, int64_t *interval_us, char *err, size_t errlen
   return 0;
 }
 
+/* The keys and arguments every limit function starts with:
+ * LIMITS HIGH NORMAL LOW (the queue's limits hash and its three streams),
+ * then PREFIX NAME; `key` receives the limits hash's name. */
+static void limit_args(const char **av, char *key, size_t keylen, const sl_keys *k, const char *name) {
+  snprintf(key, keylen, "%slimits", k->prefix);
+  av[0] = key;
+  av[1] = k->stream[0];
+  av[2] = k->stream[1];
+  av[3] = k->stream[2];
+  av[4] = k->prefix;
+  av[5] = name;
+}
+
 /*
  * FCALL sluice_v1_limit_set 4 LIMITS HIGH NORMAL LOW PREFIX NAME VALUE, then
  * sluice_v1_limit_wake for the waiting items the first call left that may
@@ -164,14 +177,8 @@ SL_EXTERN int sl_limit_set(sl_client_t *c, const char *queue, const char *name, 
     if (rc != 0)
       return rc;
   }
-  snprintf(key, sizeof(key), "%slimits", k.prefix);
   snprintf(value, sizeof(value), "%lld %d %s %d", (long long)t, burst, rate ? rate : "-", concurrency);
-  av[0] = key;
-  av[1] = k.stream[0];
-  av[2] = k.stream[1];
-  av[3] = k.stream[2];
-  av[4] = k.prefix;
-  av[5] = name;
+  limit_args(av, key, sizeof(key), &k, name);
   av[6] = value;
   r = sl__client_fcall(c, &rc, "limit_set", 4, 7, av, NULL);
   if (r == NULL)
@@ -228,13 +235,7 @@ SL_EXTERN int sl_limit_rm(sl_client_t *c, const char *queue, const char *name) {
     return sl__client_fail(c, SL_EINVAL, "invalid queue name \"%s\"", queue);
   if (name == NULL)
     return sl__client_fail(c, SL_EINVAL, "no limit name given");
-  snprintf(key, sizeof(key), "%slimits", k.prefix);
-  av[0] = key;
-  av[1] = k.stream[0];
-  av[2] = k.stream[1];
-  av[3] = k.stream[2];
-  av[4] = k.prefix;
-  av[5] = name;
+  limit_args(av, key, sizeof(key), &k, name);
   r = sl__client_fcall(c, &rc, "limit_rm", 4, 6, av, NULL);
   if (r == NULL)
     return rc;
