@@ -133,6 +133,20 @@ int sl__aredis_recoverable(sl_worker_t *w, const redisReply *r) {
   return 1;
 }
 
+int sl__aredis_reply(sl_worker_t *w, const redisReply *r, int fatal, const char *what) {
+  if (r == NULL)
+    return 0; /* the connection is gone; on_disconnect deals with it */
+  if (r->type != REDIS_REPLY_ERROR)
+    return 1;
+  if (!sl__aredis_recoverable(w, r)) {
+    if (fatal)
+      sl__worker_fatal(w, SL_EREDIS, "%s failed: %s", what, r->str);
+    else
+      sl__log_warn("%s failed: %s", what, r->str);
+  }
+  return 0;
+}
+
 static void connect_both(sl_worker_t *w);
 
 static void on_reconnect_timer(uv_timer_t *t) {
@@ -280,28 +294,27 @@ static redisAsyncContext *aconnect(sl_worker_t *w, char *why, size_t whylen) {
   return ac;
 }
 
-/* Opens whichever of the two connections is not open. */
-static void connect_both(sl_worker_t *w) {
+/* Opens `*ac` if it is not open and notes when; 0, or -1 with Redis lost. */
+static int connect_one(sl_worker_t *w, redisAsyncContext **ac, uint64_t *since) {
   char why[256];
 
+  if (*ac != NULL)
+    return 0;
+  *ac = aconnect(w, why, sizeof(why));
+  if (*ac == NULL) {
+    lost_redis(w, why);
+    return -1;
+  }
+  *since = uv_now(w->loop);
+  return 0;
+}
+
+/* Opens whichever of the two connections is not open. */
+static void connect_both(sl_worker_t *w) {
   if (w->closed)
     return;
-  if (w->cmd == NULL) {
-    w->cmd = aconnect(w, why, sizeof(why));
-    if (w->cmd == NULL) {
-      lost_redis(w, why);
-      return;
-    }
-    w->cmd_since = uv_now(w->loop);
-  }
-  if (w->blk == NULL) {
-    w->blk = aconnect(w, why, sizeof(why));
-    if (w->blk == NULL) {
-      lost_redis(w, why);
-      return;
-    }
-    w->blk_since = uv_now(w->loop);
-  }
+  if (connect_one(w, &w->cmd, &w->cmd_since) == 0)
+    connect_one(w, &w->blk, &w->blk_since);
 }
 
 /* ---- The watchdog ---- */

@@ -96,13 +96,8 @@ static void on_fetch(redisAsyncContext *ac, void *reply, void *priv) {
   long want = (long)(intptr_t)priv;
 
   w->fetching = 0;
-  if (r == NULL)
-    return; /* connection gone; on_disconnect deals with it */
-  if (r->type == REDIS_REPLY_ERROR) {
-    if (!sl__aredis_recoverable(w, r))
-      sl__worker_fatal(w, SL_EREDIS, "fetching items failed: %s", r->str);
+  if (!sl__aredis_reply(w, r, 1, "fetching items"))
     return;
-  }
   if (r->type == REDIS_REPLY_ARRAY && r->elements > 0 && r->element[0]->type == REDIS_REPLY_INTEGER)
     sl__intake_arm_delayed(w, r->element[0]->integer);
   /* A short answer means the streams had no more new entries. */
@@ -144,13 +139,8 @@ static void on_accept(redisAsyncContext *ac, void *reply, void *priv) {
 
   (void)priv;
   w->fetching = 0;
-  if (r == NULL)
+  if (!sl__aredis_reply(w, r, 1, "accepting items"))
     return;
-  if (r->type == REDIS_REPLY_ERROR) {
-    if (!sl__aredis_recoverable(w, r))
-      sl__worker_fatal(w, SL_EREDIS, "accepting items failed: %s", r->str);
-    return;
-  }
   take_items(w, r, 0);
   sl__worker_kick(w);
 }
@@ -166,13 +156,8 @@ static void on_block(redisAsyncContext *ac, void *reply, void *priv) {
 
   (void)priv;
   w->blocking = 0;
-  if (r == NULL)
+  if (!sl__aredis_reply(w, r, 1, "blocking read"))
     return;
-  if (r->type == REDIS_REPLY_ERROR) {
-    if (!sl__aredis_recoverable(w, r))
-      sl__worker_fatal(w, SL_EREDIS, "blocking read failed: %s", r->str);
-    return;
-  }
   if (r->type != REDIS_REPLY_ARRAY || r->elements == 0) {
     /* BLOCK timed out (or CLIENT UNBLOCK): fetch once before blocking again,
      * which also moves retries that came due to their streams. */
@@ -239,13 +224,8 @@ static void on_reclaim(redisAsyncContext *ac, void *reply, void *priv) {
   (void)priv;
   w->reclaiming = 0;
   w->isolating = 0;
-  if (r == NULL)
+  if (!sl__aredis_reply(w, r, 0, "taking over items"))
     return;
-  if (r->type == REDIS_REPLY_ERROR) {
-    if (!sl__aredis_recoverable(w, r))
-      sl__log_warn("taking over items failed: %s", r->str);
-    return;
-  }
   n = take_items(w, r, 1);
   if (n > 0)
     sl__log_info("took over %d items whose worker stopped (visibility %lld ms)", n, (long long)w->visibility_ms);

@@ -47,13 +47,8 @@ static void on_beat(redisAsyncContext *ac, void *reply, void *priv) {
 
   (void)priv;
   w->beating = 0;
-  if (r == NULL)
+  if (!sl__aredis_reply(w, r, 0, "heartbeat"))
     return;
-  if (r->type == REDIS_REPLY_ERROR) {
-    if (!sl__aredis_recoverable(w, r))
-      sl__log_warn("heartbeat failed: %s", r->str);
-    return;
-  }
   for (size_t i = 0; r->type == REDIS_REPLY_ARRAY && i < r->elements; i++) {
     const char *eid = r->element[i]->str;
     int aborted = eid[0] == '!'; /* its batch was cancelled with --abort */

@@ -200,5 +200,10 @@ void sl__aredis_close(sl_worker_t *w);
 /* 1 when an error reply is one the worker waits out or repairs (the call
  * is made again later); 0 when it is not. */
 int sl__aredis_recoverable(sl_worker_t *w, const redisReply *r);
+/* 1 when the reply of a worker's call is not an error; else 0, after
+ * dealing with it: nothing for a lost connection, a recoverable error
+ * waited out, any other stops the worker (`fatal`) or is logged as
+ * "WHAT failed: ERROR". */
+int sl__aredis_reply(sl_worker_t *w, const redisReply *r, int fatal, const char *what);
 
 #endif
