@@ -25,6 +25,16 @@ local function sl_num(v)
   return tonumber(v) or 0
 end
 
+-- The queue's relocation counter P..'moves': every call that moves an
+-- unfinished item from one place to another (stream, delayed set, parked or
+-- waiting list) without passing through the results adds one. `sluice
+-- repair` reads it before and after it looks for an item everywhere: the
+-- same value means no item slipped past the search (sluice_v1_repair).
+-- streams[1] is P..'s:high'.
+local function sl_moved(streams)
+  redis.call('INCR', string.sub(streams[1], 1, -7) .. 'moves')
+end
+
 -- Publishes the batch's absolute counters as one JSON object on the queue's
 -- channel and on the batch's own channel (DESIGN: Events). Returns nothing.
 local function sl_publish(prefix, queue, batch, now)
@@ -165,6 +175,7 @@ local function sl_admit_batch(ctx, s, key, group, eid, f)
     if sl_cancel_item(bkey, idx, att, d, ctx.now) then ctx.touched[batch] = true end
   elseif st == 'paused' then
     redis.call('XADD', bkey .. ':p', '*', 'p', s, unpack(f))
+    redis.call('INCR', ctx.prefix .. 'moves')
   elseif st ~= '-' then
     return true
   end
@@ -263,6 +274,7 @@ local function sl_putback(streams, f)
     fields[#fields + 1] = '1'
   end
   redis.call('XADD', streams[tonumber(f[2])], '*', unpack(fields))
+  sl_moved(streams)
 end
 
 -- The most waiting items one function call wakes for one limit (sl_wake's
@@ -343,6 +355,7 @@ local function sl_lease(ctx, s, key, group, eid, f)
     return true
   end
   redis.call('XADD', ctx.prefix .. 'cw:' .. name, '*', 'p', s, unpack(f))
+  redis.call('INCR', ctx.prefix .. 'moves')
   redis.call('XACK', key, group, eid)
   redis.call('XDEL', key, eid)
   return false
@@ -393,6 +406,72 @@ local function sl_emit(ctx, out, s, eid, f, attempt, alone)
   end
 end
 
+-- ---- Takeover and fencing ----
+--
+-- An entry whose worker stopped beating for longer than that worker's
+-- visibility timeout (P..'vis': consumer -> ms, written by its fetch and
+-- reclaim calls, so the timeout travels with the claim) is moved by any
+-- worker's reclaim timer to the group's consumer SL_STALE, the stale pool,
+-- with XCLAIM JUSTID: no delivery is counted and the worker that lost it no
+-- longer owns it. Every worker takes stale entries before new ones (fetch,
+-- reclaim), so a dead worker's items run again within seconds under any
+-- queue depth. An entry on its last allowed delivery waits under SL_ALONE
+-- for a worker that runs nothing else (reclaim). Who took an entry over,
+-- and when, is kept for an hour in P..'tk:S:ENTRY' ("WORKER MS"), so the
+-- worker that lost it can say so when its completion is refused.
+local SL_STALE = '~stale'
+local SL_ALONE = '~alone'
+local SL_TAKEN_TTL_MS = 3600000
+
+local function sl_taken(prefix, s, eid, who, now)
+  redis.call('SET', prefix .. 'tk:' .. s .. ':' .. eid, who .. ' ' .. now, 'PX', SL_TAKEN_TTL_MS)
+end
+
+-- Fencing at the point of truth: the pending entry eid of stream key
+-- ({id, consumer, idle ms, deliveries}), or nil when nobody holds it.
+-- The caller records an outcome only when the consumer is itself.
+local function sl_holder(key, group, eid)
+  return redis.call('XPENDING', key, group, eid, eid, 1)[1]
+end
+
+-- Why a caller that does not hold entry eid (p: sl_holder's answer) may
+-- not record it: "WORKER MS", who took it over and when (MS 0: unknown),
+-- or "- 0" when nobody holds it although it is still in the stream (Redis
+-- lost the caller's read: a rollback or a failover). nil when the entry is
+-- gone and was never taken over: the item ended by this caller's own
+-- earlier call (a completion sent again after a lost reply).
+local function sl_fence(prefix, s, key, eid, p)
+  local tk = redis.call('GET', prefix .. 'tk:' .. s .. ':' .. eid)
+  if p then return tk or (p[2] .. ' 0') end
+  if #redis.call('XRANGE', key, eid, eid) > 0 then return '- 0' end
+  return tk or nil
+end
+
+-- Claims up to n entries of stream s (key) from the stale pool for
+-- consumer me (a delivery is counted) and appends those that may run to
+-- out. Returns how many it appended.
+local function sl_take_stale(ctx, out, s, key, group, me, n)
+  if n <= 0 then return 0 end
+  local got = 0
+  for _, p in ipairs(redis.call('XPENDING', key, group, '-', '+', n, SL_STALE)) do
+    local eid, d = p[1], tonumber(p[4])
+    local r = redis.call('XRANGE', key, eid, eid)
+    local f = r[1] and r[1][2]
+    if not f then
+      redis.call('XACK', key, group, eid) -- deleted meanwhile
+    elseif #redis.call('XCLAIM', key, group, me, 0, eid) > 0 then
+      ctx.now = ctx.now or sl_now_ms()
+      ctx.extra = true -- a later delivery: admission checks it has not ended
+      if sl_admit(ctx, s, key, group, eid, f) then
+        sl_taken(ctx.prefix, s, eid, me, ctx.now)
+        sl_emit(ctx, out, s, eid, f, tonumber(f[6]) + d)
+        got = got + 1
+      end
+    end
+  end
+  return got
+end
+
 -- Moves due retries from the delayed set back to their streams (each
 -- exactly once: ZREM decides who moves it). A member is
 -- "priority\nbatch\nindex\nattempt\nerrors\nitem JSON". Returns the due
@@ -416,6 +495,7 @@ local function sl_promote(prefix, streams, now, max)
         fields[#fields + 1] = errs
       end
       redis.call('XADD', streams[s], '*', unpack(fields))
+      sl_moved(streams)
     end
   end
   local nxt = redis.call('ZRANGE', dkey, 0, 0, 'WITHSCORES')
@@ -475,6 +555,7 @@ local function sl_requeue(bkey, streams, batch, idx, s, d)
   redis.call('HDEL', bkey .. ':r', idx)
   redis.call('HDEL', bkey .. ':f', idx)
   redis.call('XADD', streams[s], '*', 'b', batch, 'i', idx, 'a', 1, 'd', d)
+  sl_moved(streams)
 end
 
 -- Takes n re-queued items off a batch's `failed` and `done` counters; a

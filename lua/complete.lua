@@ -1,7 +1,8 @@
 -- sluice_v1_complete: records the outcome of finished attempts, exactly once.
 -- KEYS[1..3]  streams P..'s:high', P..'s:normal', P..'s:low'
 -- ARGV[1]     consumer group    ARGV[2] key prefix P    ARGV[3] queue name
--- ARGV[4..]   per attempt, 9 elements: priority (1-3), stream entry id,
+-- ARGV[4]     consumer name (the caller)
+-- ARGV[5..]   per attempt, 9 elements: priority (1-3), stream entry id,
 --             batch id, item index, outcome, text, retry delay (ms), item JSON
 --             (with 'f' only, else ''; kept in the dead letter even when the
 --             stream entry is gone already), and the limit whose concurrency
@@ -15,31 +16,43 @@
 --             progress, whose field is removed)
 --             outcome 'r' failed, to be retried after the delay: text is the
 --                         JSON array of the errors so far (the last few)
--- returns     an array with one integer per attempt: 1 if this call recorded
---             it, 0 if it changed nothing (the item had ended, or another
---             holder of the entry already acknowledged it)
+-- returns     an array with one element per attempt: 1 if this call recorded
+--             it, 0 if it changed nothing (the item had ended, as when this
+--             call is a repeat after a lost reply), or, when the attempt was
+--             fenced, a string "WORKER MS": the caller no longer holds the
+--             entry because WORKER took it over at MS (ms since the epoch;
+--             0 unknown; WORKER '~stale': waiting for a worker to run it),
+--             or "- 0": nobody holds it although it is still in its stream
+--             (Redis lost the caller's read: a rollback or failover)
 -- errors      'SLUICE_ARGS' (malformed arguments; nothing was written)
 --
+-- Fencing: an outcome is recorded only when the caller still holds the
+-- entry (pending, with the caller as its consumer) in this call, so a
+-- worker that stalled past its visibility timeout never records over the
+-- worker that took its item over, and nothing is recorded for a read that
+-- a Redis rollback undid (the entry is delivered again). A fenced attempt
+-- changes nothing, not even its concurrency lease, which moved with it.
+--
 -- Final outcomes are guarded by HSETNX on the batch's results hash: only the
--- first completion of an item writes its result and moves the counters, so
--- a reclaimed item finishing twice is counted once. A failed item also
--- leaves a dead letter (sl_dead). A retry is scheduled only by the holder
--- whose XACK of the entry is the first, and only if the item has not ended:
--- it goes to the delayed set (P..'delayed') with the next attempt number and
--- is moved back to its stream when due (sl_promote, in fetch). The entry is
--- acknowledged and deleted in every case, so finished items leave the
--- streams. One event per touched batch carries the absolute counters.
+-- first completion of an item writes its result and moves the counters. A
+-- failed item also leaves a dead letter (sl_dead). A retry goes to the
+-- delayed set (P..'delayed') with the next attempt number, unless the item
+-- has ended, and is moved back to its stream when due (sl_promote, in
+-- fetch). The entry is then acknowledged and deleted: no call deletes the
+-- only copy of an item without writing what replaces it (result, retry,
+-- dead letter) in the same call. One event per touched batch carries the
+-- absolute counters.
 do local denied = sl_worker_only(KEYS[1]) if denied then return denied end end
-local group, prefix, queue = ARGV[1], ARGV[2], ARGV[3]
+local group, prefix, queue, me = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 local now = sl_now_ms()
 local acks = {{}, {}, {}}
 local counts, exists = {}, {}
 local out = {}
 
-if (#ARGV - 3) % 9 ~= 0 then
-  return redis.error_reply('SLUICE_ARGS completions come in groups of 9')
+if #ARGV < 4 or (#ARGV - 4) % 9 ~= 0 then
+  return redis.error_reply('SLUICE_ARGS completions come in groups of 9 after the consumer name')
 end
-for i = 4, #ARGV, 9 do
+for i = 5, #ARGV, 9 do
   local s, outcome = ARGV[i], ARGV[i + 4]
   outcome = string.lower(outcome)
   if (s ~= '1' and s ~= '2' and s ~= '3') or (outcome ~= 's' and outcome ~= 'f' and outcome ~= 'x' and outcome ~= 'r')
@@ -54,33 +67,38 @@ local function entry(s, eid)
 end
 
 local returned = {}
-for i = 4, #ARGV, 9 do
+for i = 5, #ARGV, 9 do
   local s, eid, batch, idx, outcome, text = tonumber(ARGV[i]), ARGV[i + 1], ARGV[i + 2],
                                            ARGV[i + 3], ARGV[i + 4], ARGV[i + 5]
-  if outcome ~= string.lower(outcome) then
-    -- an upper-case outcome: the attempt reported progress; it ends here
-    outcome = string.lower(outcome)
-    redis.call('HDEL', prefix .. 'b:' .. batch .. ':progress', idx)
-  end
   local bkey = prefix .. 'b:' .. batch
+  local p = sl_holder(KEYS[s], group, eid)
+  local first = 0
+  local fenced = nil
+  if not p or p[2] ~= me then
+    fenced = sl_fence(prefix, s, KEYS[s], eid, p)
+  elseif outcome ~= string.lower(outcome) then
+    -- an upper-case outcome: the attempt reported progress; it ends here
+    redis.call('HDEL', bkey .. ':progress', idx)
+  end
+  outcome = string.lower(outcome)
   if exists[batch] == nil then
     exists[batch] = redis.call('EXISTS', bkey) == 1
   end
-  local first = 0
-  if outcome == 'r' then
+  if not p or p[2] ~= me then
+    -- not this caller's any more (fenced), or ended by its own earlier call
+  elseif outcome == 'r' then
     -- deliveries of this entry: a taken-over attempt counts every delivery
-    local p = redis.call('XPENDING', KEYS[s], group, eid, eid, 1)
-    local deliveries = p[1] and tonumber(p[1][4]) or 1
-    if redis.call('XACK', KEYS[s], group, eid) == 1 and exists[batch]
-       and redis.call('HEXISTS', bkey .. ':r', idx) == 0 then
-      local f = entry(s, eid)
-      if f then
-        local m = s .. '\n' .. batch .. '\n' .. idx .. '\n' .. (tonumber(f[6]) + deliveries) .. '\n' ..
-                  text .. '\n' .. f[8]
-        redis.call('ZADD', prefix .. 'delayed', now + tonumber(ARGV[i + 6]), m)
-        first = 1
-      end
+    local deliveries = tonumber(p[4])
+    local f = entry(s, eid)
+    redis.call('XACK', KEYS[s], group, eid)
+    if f and exists[batch] and redis.call('HEXISTS', bkey .. ':r', idx) == 0 then
+      local m = s .. '\n' .. batch .. '\n' .. idx .. '\n' .. (tonumber(f[6]) + deliveries) .. '\n' ..
+                text .. '\n' .. f[8]
+      redis.call('ZADD', prefix .. 'delayed', now + tonumber(ARGV[i + 6]), m)
+      redis.call('INCR', prefix .. 'moves')
+      first = 1
     end
+    -- replaced by the retry just written, or the item ended, or its batch is gone
     redis.call('XDEL', KEYS[s], eid)
   else
     local ack = acks[s]
@@ -110,8 +128,8 @@ for i = 4, #ARGV, 9 do
       end
     end
   end
-  out[#out + 1] = first
-  if ARGV[i + 8] ~= '' and
+  out[#out + 1] = fenced or first
+  if not fenced and ARGV[i + 8] ~= '' and
      redis.call('ZREM', prefix .. 'cl:' .. ARGV[i + 8], ARGV[i] .. ':' .. eid) == 1 then
     returned[ARGV[i + 8]] = (returned[ARGV[i + 8]] or 0) + 1
   end

@@ -15,7 +15,11 @@
 --             concurrency lease held ('' or the limit name, sl_lease)
 --
 -- Due retries are moved back to their streams first (sl_promote), so they
--- compete in priority order like new items. XREADGROUP's COUNT applies per
+-- compete in priority order like new items. In each stream, entries in the
+-- stale pool (taken from workers that stopped beating: see reclaim) come
+-- before new ones, so a dead worker's items run again at once however deep
+-- the queue is. The caller's visibility timeout is recorded in P..'vis':
+-- it is the timeout of every entry the caller holds. XREADGROUP's COUNT applies per
 -- stream, so the streams are read one at a time, high first, each until it
 -- has no new entries or COUNT is reached. Entries that may not run
 -- (cancelled or vanished batch, item already ended; see sl_admit) are
@@ -25,10 +29,12 @@ local group, consumer, want = ARGV[1], ARGV[2], tonumber(ARGV[3])
 local ctx = {prefix = ARGV[4], status = {}, touched = {}, started = {}, vis = tonumber(ARGV[8])}
 ctx.now = sl_now_ms()
 local out = {sl_promote(ARGV[4], KEYS, ctx.now, 500)}
+if ctx.vis then redis.call('HSET', ARGV[4] .. 'vis', consumer, ctx.vis) end
 
 -- Reads up to n runnable entries from stream s; returns how many it took.
 local function take(s, n)
-  local got, rounds = 0, 0
+  local got = sl_take_stale(ctx, out, s, KEYS[s], group, consumer, n)
+  local rounds = 0
   while n - got > 0 and rounds < 16 do
     rounds = rounds + 1
     local r = redis.call('XREADGROUP', 'GROUP', group, consumer, 'COUNT', n - got,

@@ -1,79 +1,136 @@
 -- sluice_v1_reclaim: takes over items whose worker stopped keeping them alive.
 -- KEYS[1..3]  streams P..'s:high', P..'s:normal', P..'s:low'
 -- ARGV[1]     consumer group    ARGV[2] consumer name (the caller)
--- ARGV[3]     visibility timeout, ms: entries idle longer are taken over
+-- ARGV[3]     the caller's visibility timeout, ms (recorded in P..'vis';
+--             also the timeout of a holder that recorded none)
 -- ARGV[4]     max deliveries (>= 2): an entry delivered more often is poison
--- ARGV[5]     key prefix P      ARGV[6] queue name    ARGV[7] COUNT (most entries taken)
+-- ARGV[5]     key prefix P      ARGV[6] queue name
+-- ARGV[7]     COUNT: the most entries the caller takes to run (0: it only
+--             moves stale entries to the stale pool, for any worker)
 -- ARGV[8]     '1' if the caller runs nothing now and can run one item alone
--- returns     the same flat form as fetch (leading due time 0); attempt
---             numbers count every delivery
+-- returns     the same flat form as fetch, after a leading integer: how many
+--             entries this call moved to the stale pool (more work for the
+--             fleet); attempt numbers count every delivery
 --
+-- Runs on every worker's timer, whether it has free slots or not, so the
+-- items of a dead worker are found within a second or so of their
+-- visibility timeout under any queue depth. An entry is stale when it has
+-- been idle longer than its holder's own visibility timeout (P..'vis', so
+-- workers with different --visibility never take from each other early).
 -- Candidates come from XPENDING with an IDLE filter, which also tells how
--- often each was delivered, before anything is claimed (XAUTOCLAIM would
--- claim first, and claiming counts a delivery). Then, per entry, with d the
--- deliveries so far:
+-- often each was delivered, a bounded number of pages per stream. Then,
+-- per entry, with d the deliveries so far:
 --   d + 1 > max:   poison. It was delivered max times and never finished
 --                  (it kills or stalls its worker): failed for good with the
 --                  reason, dead-lettered, acknowledged and deleted.
---   d + 1 == max:  its last chance. It is claimed only by a caller that runs
---                  nothing else (ARGV[8]), one per call, and runs alone: if
---                  it kills that worker it alone is counted again. So items
---                  that merely shared a worker with a poison item are never
---                  dead-lettered with it.
---   otherwise:     claimed (XCLAIM, counting the delivery) and run.
--- Entries whose stream entry was deleted meanwhile are dropped from the
--- pending list. Consumers of workers that no longer beat (no P..'w:NAME'
--- key) and have nothing pending are removed from the group; never one with
--- pending entries, which XGROUP DELCONSUMER would drop.
+--   d + 1 == max:  its last chance: it waits under SL_ALONE and is claimed
+--                  only by a caller that runs nothing else (ARGV[8]), one
+--                  per call, and runs alone: if it kills that worker it
+--                  alone is counted again. So items that merely shared a
+--                  worker with a poison item are never dead-lettered with it.
+--   otherwise:     claimed by the caller (counting a delivery) while it has
+--                  room (ARGV[7]); the rest go to the stale pool SL_STALE
+--                  without counting a delivery, where every worker's fetch
+--                  takes them before new entries (sl_take_stale).
+-- With room left, the caller also takes from the stale pool. Entries whose
+-- stream entry was deleted meanwhile are dropped from the pending list.
+-- Consumers of workers that no longer beat (no P..'w:NAME' key) and have
+-- nothing pending are removed from the group, and their P..'vis' field;
+-- never one with pending entries, which XGROUP DELCONSUMER would drop.
 do local denied = sl_worker_only(KEYS[1]) if denied then return denied end end
-local group, me, idle, maxdel = ARGV[1], ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])
+local group, me, myvis, maxdel = ARGV[1], ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])
 local prefix, queue, want, alone_ok = ARGV[5], ARGV[6], tonumber(ARGV[7]), ARGV[8] == '1'
-local ctx = {prefix = prefix, status = {}, touched = {}, started = {}, again = true, vis = idle}
+local ctx = {prefix = prefix, status = {}, touched = {}, started = {}, again = true, vis = myvis}
 local out = {0}
 local finished = {}
+local moved = 0
+local PAGE, PAGES = 200, 8 -- entries examined per stream and call: at most PAGE * PAGES
 ctx.now = sl_now_ms()
 
+-- Every holder's visibility timeout; the scan looks at entries idle longer
+-- than the smallest.
+local vkey = prefix .. 'vis'
+redis.call('HSET', vkey, me, myvis)
+local vis = {}
+local minvis = myvis
+do
+  local all = redis.call('HGETALL', vkey)
+  for k = 1, #all, 2 do
+    local v = tonumber(all[k + 1]) or myvis
+    vis[all[k]] = v
+    if v < minvis then minvis = v end
+  end
+end
+
 for s = 1, 3 do
-  if want <= 0 then break end
-  local pending = redis.call('XPENDING', KEYS[s], group, 'IDLE', idle, '-', '+', want * 4)
-  for _, p in ipairs(pending) do
-    if want <= 0 then break end
-    local eid, owner, d = p[1], p[2], tonumber(p[4])
+  local start = '-'
+  for _ = 1, PAGES do
+    local pending = redis.call('XPENDING', KEYS[s], group, 'IDLE', minvis, start, '+', PAGE)
+    for _, p in ipairs(pending) do
+      local eid, owner, idle, d = p[1], p[2], tonumber(p[3]), tonumber(p[4])
+      if owner ~= SL_STALE and owner ~= SL_ALONE and idle >= (vis[owner] or myvis) then
+        local r = redis.call('XRANGE', KEYS[s], eid, eid)
+        local f = r[1] and r[1][2]
+        if not f then
+          redis.call('XACK', KEYS[s], group, eid) -- deleted meanwhile
+        elseif d + 1 > maxdel then
+          local bkey = prefix .. 'b:' .. f[2]
+          local reason = string.format('poison: delivered %d times without finishing (max-deliveries %d);' ..
+                                       ' it killed or stalled its worker every time (last: %s)', d, maxdel, owner)
+          local ok, item = pcall(cjson.decode, f[8])
+          local res = cjson.encode({id = (ok and type(item) == 'table' and item.id) or f[4],
+                                    status = 'failed', attempts = tonumber(f[6]) + d - 1,
+                                    started_at = cjson.null, finished_at = ctx.now,
+                                    duration_ms = cjson.null, worker = cjson.null, error = reason})
+          if redis.call('EXISTS', bkey) == 1 and redis.call('HSETNX', bkey .. ':r', f[4], res) == 1 then
+            redis.call('HINCRBY', bkey, 'failed', 1)
+            redis.call('HINCRBY', bkey, 'done', 1)
+            sl_dead(prefix, f[2], f[4], s, f, tonumber(f[6]) + d - 1, reason, ctx.now)
+            finished[f[2]] = true
+          end
+          redis.call('XACK', KEYS[s], group, eid)
+          redis.call('XDEL', KEYS[s], eid)
+        elseif d + 1 == maxdel then
+          redis.call('XCLAIM', KEYS[s], group, SL_ALONE, 0, eid, 'JUSTID')
+          sl_taken(prefix, s, eid, SL_ALONE, ctx.now)
+        elseif want > 0 then
+          if #redis.call('XCLAIM', KEYS[s], group, me, 0, eid) > 0 and
+             sl_admit(ctx, s, KEYS[s], group, eid, f) then
+            sl_taken(prefix, s, eid, me, ctx.now)
+            sl_emit(ctx, out, s, eid, f, tonumber(f[6]) + d)
+            want = want - 1
+          end
+        else
+          redis.call('XCLAIM', KEYS[s], group, SL_STALE, 0, eid, 'JUSTID')
+          sl_taken(prefix, s, eid, SL_STALE, ctx.now)
+          moved = moved + 1
+        end
+      end
+    end
+    if #pending < PAGE then break end
+    start = '(' .. pending[#pending][1]
+  end
+  if want > 0 then
+    want = want - sl_take_stale(ctx, out, s, KEYS[s], group, me, want)
+  end
+end
+-- One item on its last allowed delivery, for a caller that runs nothing.
+for s = 1, 3 do
+  if not alone_ok or #out > 1 then break end
+  for _, p in ipairs(redis.call('XPENDING', KEYS[s], group, '-', '+', 1, SL_ALONE)) do
+    local eid, d = p[1], tonumber(p[4])
     local r = redis.call('XRANGE', KEYS[s], eid, eid)
     local f = r[1] and r[1][2]
     if not f then
-      redis.call('XACK', KEYS[s], group, eid) -- deleted meanwhile
-    elseif d + 1 > maxdel then
-      local bkey = prefix .. 'b:' .. f[2]
-      local reason = string.format('poison: delivered %d times without finishing (max-deliveries %d);' ..
-                                   ' it killed or stalled its worker every time (last: %s)', d, maxdel, owner)
-      local ok, item = pcall(cjson.decode, f[8])
-      local res = cjson.encode({id = (ok and type(item) == 'table' and item.id) or f[4],
-                                status = 'failed', attempts = tonumber(f[6]) + d - 1,
-                                started_at = cjson.null, finished_at = ctx.now,
-                                duration_ms = cjson.null, worker = cjson.null, error = reason})
-      if redis.call('EXISTS', bkey) == 1 and redis.call('HSETNX', bkey .. ':r', f[4], res) == 1 then
-        redis.call('HINCRBY', bkey, 'failed', 1)
-        redis.call('HINCRBY', bkey, 'done', 1)
-        sl_dead(prefix, f[2], f[4], s, f, tonumber(f[6]) + d - 1, reason, ctx.now)
-        finished[f[2]] = true
-      end
       redis.call('XACK', KEYS[s], group, eid)
-      redis.call('XDEL', KEYS[s], eid)
-    elseif d + 1 < maxdel or (alone_ok and #out == 1) then
-      local alone = d + 1 == maxdel
-      if #redis.call('XCLAIM', KEYS[s], group, me, idle, eid) > 0 and
-         sl_admit(ctx, s, KEYS[s], group, eid, f) then
-        sl_emit(ctx, out, s, eid, f, tonumber(f[6]) + d, alone)
-        want = want - 1
-      end
-      if alone then
-        want = 0 -- it runs alone: nothing else this call
-        alone_ok = false
-      end
+    elseif #redis.call('XCLAIM', KEYS[s], group, me, 0, eid) > 0 and
+           sl_admit(ctx, s, KEYS[s], group, eid, f) then
+      sl_taken(prefix, s, eid, me, ctx.now)
+      sl_emit(ctx, out, s, eid, f, tonumber(f[6]) + d, true)
     end
   end
 end
+out[1] = moved
 for batch in pairs(finished) do
   sl_maybe_finish(prefix .. 'b:' .. batch, ctx.now)
   ctx.touched[batch] = true
@@ -98,6 +155,7 @@ for s = 1, 3 do
     local name, npending = c[2], c[4]
     if name ~= me and npending == 0 and redis.call('EXISTS', prefix .. 'w:' .. name) == 0 then
       redis.call('XGROUP', 'DELCONSUMER', KEYS[s], group, name)
+      if s == 3 then redis.call('HDEL', vkey, name) end
     end
   end
 end

@@ -9,11 +9,15 @@
  *   block     the blocking XREADGROUP (BLOCK block_ms) on its own
  *             connection; what it reads goes through sluice_v1_accept, which
  *             applies the same admission rules as fetch;
- *   reclaim   every visibility / 4 (at most 5 s) while slots are free:
- *             sluice_v1_reclaim takes over items idle longer than the
- *             visibility timeout (their worker died) and fails poison items;
- *             only an idle worker may take an item on its last allowed
- *             delivery (it runs alone).
+ *   reclaim   every visibility / 4 (at most 1 s), busy or not:
+ *             sluice_v1_reclaim finds items idle longer than their holder's
+ *             visibility timeout (their worker died or stalled), takes as
+ *             many as it has free slots and moves the rest to the stale
+ *             pool, which every worker's fetch serves before new items; it
+ *             fails poison items; only an idle worker may take an item on
+ *             its last allowed delivery (it runs alone). A beat that is due
+ *             goes first, so a worker that was stopped (SIGSTOP) and goes on
+ *             renews its own items before it looks for stale ones.
  *
  * Every reply becomes jobs in the backlog (sched.c). Timers: `delayed`,
  * armed for the next due retry or scheduled item that a fetch reports (a
@@ -228,8 +232,30 @@ static void on_reclaim(redisAsyncContext *ac, void *reply, void *priv) {
     return;
   n = take_items(w, r, 1);
   if (n > 0)
-    sl__log_info("took over %d items whose worker stopped (visibility %lld ms)", n, (long long)w->visibility_ms);
+    sl__log_info("took over %d items whose worker stopped beating", n);
+  if (r->type == REDIS_REPLY_ARRAY && r->elements > 0 && r->element[0]->type == REDIS_REPLY_INTEGER &&
+      r->element[0]->integer > 0) {
+    sl__log_info("%lld items of workers that stopped beating are waiting for any worker to run them again",
+                 r->element[0]->integer);
+    w->idle = 0; /* fetch, do not block: the stale pool is served first */
+  }
   sl__worker_kick(w);
+}
+
+/* How often the reclaim timer runs, ms. */
+static int64_t reclaim_every(const sl_worker_t *w) {
+  int64_t every = w->visibility_ms / 4;
+
+  if (every > 1000)
+    every = 1000;
+  if (every < 100)
+    every = 100;
+  return every;
+}
+
+/* A give back holds new starts (lease.c): take nothing to run now. */
+static int held(sl_worker_t *w) {
+  return uv_is_active((uv_handle_t *)&w->hold);
 }
 
 static void on_reclaim_timer(uv_timer_t *t) {
@@ -238,16 +264,16 @@ static void on_reclaim_timer(uv_timer_t *t) {
   char idle[24];
   char maxdel[16];
   char count[16];
-  int64_t every = w->visibility_ms / 4;
+  int64_t every = reclaim_every(w);
   int alone_ok;
 
-  if (every > 5000)
-    every = 5000;
-  if (every < 100)
-    every = 100;
   uv_timer_start(&w->reclaim, on_reclaim_timer, (uint64_t)sl__jitter(every), 0);
-  if (!w->cmd_up || w->reclaiming || w->stopping || free_slots <= 0)
+  if (!w->cmd_up || w->reclaiming || w->stopping)
     return;
+  if (free_slots < 0 || w->alone_job != NULL || held(w))
+    free_slots = 0;
+  if (!w->beating && uv_now(w->loop) - w->beat_sent_at >= (uint64_t)w->beat_ms)
+    sl__lease_beat(w); /* ahead of the reclaim on the same connection */
   snprintf(idle, sizeof(idle), "%lld", (long long)w->visibility_ms);
   snprintf(maxdel, sizeof(maxdel), "%d", w->max_deliveries);
   snprintf(count, sizeof(count), "%d", free_slots < RECLAIM_MAX ? free_slots : RECLAIM_MAX);
@@ -263,7 +289,5 @@ static void on_reclaim_timer(uv_timer_t *t) {
 }
 
 void sl__intake_start(sl_worker_t *w) {
-  int64_t every = w->visibility_ms / 4 < 5000 ? w->visibility_ms / 4 : 5000;
-
-  uv_timer_start(&w->reclaim, on_reclaim_timer, (uint64_t)sl__jitter(every), 0);
+  uv_timer_start(&w->reclaim, on_reclaim_timer, (uint64_t)sl__jitter(reclaim_every(w)), 0);
 }

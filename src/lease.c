@@ -36,9 +36,42 @@
 #include "id.h"
 #include "job.h"
 #include "log.h"
+#include "outcome.h"
 
 #define RELEASE_MAX 500         /* items per release call */
 #define GIVE_BACK_HOLD_MS 1000  /* no new starts after a give back, ms (+-20%) */
+
+void sl__lease_lost(sl_worker_t *w, const char *eid, int aborted, const char *how) {
+  sl_job_t *prev = NULL;
+
+  for (sl_job_t *j = w->active; j != NULL; j = j->next) {
+    if (!j->ended && strcmp(j->eid, eid) == 0) {
+      w->n_fenced++;
+      if (aborted)
+        sl__log_info("item %s of batch %s: the batch was cancelled with --abort; stopping this attempt", j->idx,
+                     j->batch);
+      else
+        sl__log_warn("attempt fenced: item %s of batch %s was taken over by another worker (%s); stopping this "
+                     "attempt", j->idx, j->batch, how);
+      sl__job_abort(j, aborted ? "aborted" : "taken over", 0);
+      break;
+    }
+  }
+  for (sl_job_t *j = w->backlog; j != NULL; prev = j, j = j->next) {
+    if (strcmp(j->eid, eid) == 0) {
+      if (prev != NULL)
+        prev->next = j->next;
+      else
+        w->backlog = j->next;
+      if (w->backlog_tail == j)
+        w->backlog_tail = prev;
+      w->nbacklog--;
+      sl__job_free(j);
+      break;
+    }
+  }
+  sl__worker_kick(w);
+}
 
 /* Stops the attempts of items another worker owns now (fencing). */
 static void on_beat(redisAsyncContext *ac, void *reply, void *priv) {
@@ -51,43 +84,17 @@ static void on_beat(redisAsyncContext *ac, void *reply, void *priv) {
     return;
   for (size_t i = 0; r->type == REDIS_REPLY_ARRAY && i < r->elements; i++) {
     const char *eid = r->element[i]->str;
-    int aborted = eid[0] == '!'; /* its batch was cancelled with --abort */
-    sl_job_t *prev = NULL;
 
-    if (aborted)
-      eid++;
-    for (sl_job_t *j = w->active; j != NULL; j = j->next) {
-      if (!j->ended && strcmp(j->eid, eid) == 0) {
-        w->n_fenced++;
-        if (aborted)
-          sl__log_info("item %s of batch %s: the batch was cancelled with --abort; stopping this attempt", j->idx,
-                       j->batch);
-        else
-          sl__log_warn("item %s of batch %s was taken over by another worker; stopping this attempt", j->idx,
-                       j->batch);
-        sl__job_abort(j, aborted ? "aborted" : "taken over", 0);
-        break;
-      }
-    }
-    for (sl_job_t *j = w->backlog; j != NULL; prev = j, j = j->next) {
-      if (strcmp(j->eid, eid) == 0) {
-        if (prev != NULL)
-          prev->next = j->next;
-        else
-          w->backlog = j->next;
-        if (w->backlog_tail == j)
-          w->backlog_tail = prev;
-        w->nbacklog--;
-        sl__job_free(j);
-        break;
-      }
-    }
+    if (eid[0] == '!') /* its batch was cancelled with --abort */
+      sl__lease_lost(w, eid + 1, 1, "aborted");
+    else
+      sl__lease_lost(w, eid, 0, "its heartbeat found it held by another");
   }
   sl__worker_kick(w);
 }
 
 void sl__lease_beat(sl_worker_t *w) {
-  size_t max = 16 + 2 * ((size_t)w->concurrency + (size_t)w->nbacklog + (size_t)w->ngiven + 16);
+  size_t max = 16 + 2 * ((size_t)w->concurrency + (size_t)w->nbacklog + (size_t)w->ngiven + (size_t)w->ndone + 16);
   const char **av = sl_malloc(max * sizeof(*av));
   size_t *al = sl_malloc(max * sizeof(*al));
   char wkey[sizeof(w->keys.prefix) + sizeof(w->id) + 4];
@@ -140,6 +147,17 @@ void sl__lease_beat(sl_worker_t *w) {
     al[k++] = 1;
     av[k] = j->eid;
     al[k] = strlen(j->eid);
+    k++;
+  }
+  /* Attempts that finished and whose completion is not written yet: the
+   * item is still this worker's until Redis has its outcome, or another
+   * worker would run it again meanwhile. (A completion call in flight is
+   * ahead of this beat on the same connection.) */
+  for (const sl_done *d = w->done; d != NULL && k + 2 <= max; d = d->next) {
+    av[k] = sl__prio_arg[d->prio];
+    al[k++] = 1;
+    av[k] = d->eid;
+    al[k] = strlen(d->eid);
     k++;
   }
   for (int list = 0; list < 2; list++) {

@@ -40,3 +40,12 @@ void sl__log(const char *level, const char *fmt, ...) {
   if (write(STDERR_FILENO, line, (size_t)n) < 0)
     return;
 }
+
+void sl__log_fmt_time(char *buf, size_t len, long long ms) {
+  time_t secs = (time_t)(ms / 1000);
+  struct tm tm;
+
+  gmtime_r(&secs, &tm);
+  snprintf(buf, len, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday,
+           tm.tm_hour, tm.tm_min, tm.tm_sec, (int)(ms % 1000));
+}

@@ -18,6 +18,7 @@
 
 #include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "worker.h"
@@ -113,6 +114,41 @@ static void done_requeue(sl_worker_t *w, sl_done *head, int n) {
   w->ndone += n;
 }
 
+/* A completion Redis refused because this worker no longer held the entry
+ * (sluice_v1_complete's "WORKER MS"): the outcome of this attempt is not
+ * the item's; the attempt that counts is another one. */
+static void fenced(sl_worker_t *w, const sl_done *d, const char *why) {
+  char who[160];
+  long long at = 0;
+  const char *sp = strrchr(why, ' ');
+  size_t wl = sp != NULL ? (size_t)(sp - why) : strlen(why);
+
+  w->n_fenced++;
+  if (sp != NULL)
+    at = strtoll(sp + 1, NULL, 10);
+  snprintf(who, sizeof(who), "%.*s", (int)(wl < sizeof(who) - 1 ? wl : sizeof(who) - 1), why);
+  if (strcmp(who, "-") == 0) {
+    sl__log_warn("attempt fenced: item %s of batch %s is no longer held by this worker and nobody holds it (Redis "
+                 "lost this worker's read of it: a rollback or failover?); its outcome is not recorded, the item "
+                 "runs again", d->idx, d->batch);
+    return;
+  }
+  if (strcmp(who, "~stale") == 0)
+    snprintf(who, sizeof(who), "the fleet (waiting for a worker to run it again)");
+  else if (strcmp(who, "~alone") == 0)
+    snprintf(who, sizeof(who), "the fleet (waiting for a worker to run it alone)");
+  if (at > 0) {
+    char ts[40];
+
+    sl__log_fmt_time(ts, sizeof(ts), at);
+    sl__log_warn("attempt fenced: item %s of batch %s was taken over by %s at %s; this worker's outcome is not "
+                 "recorded", d->idx, d->batch, who, ts);
+  } else {
+    sl__log_warn("attempt fenced: item %s of batch %s was taken over by %s; this worker's outcome is not recorded",
+                 d->idx, d->batch, who);
+  }
+}
+
 static void on_complete(redisAsyncContext *ac, void *reply, void *priv) {
   flush_ctx *f = priv;
   sl_worker_t *w = f->w;
@@ -130,8 +166,13 @@ static void on_complete(redisAsyncContext *ac, void *reply, void *priv) {
     sl__worker_fatal(w, SL_EREDIS, "recording %d finished items failed: %s", f->n,
           r->type == REDIS_REPLY_ERROR ? r->str : "unexpected reply");
   } else {
-    for (size_t i = 0; i < r->elements; i++) {
-      if (r->element[i]->integer == 0)
+    d = f->head;
+    for (size_t i = 0; i < r->elements && d != NULL; i++, d = d->next) {
+      const redisReply *e = r->element[i];
+
+      if (e->type == REDIS_REPLY_STRING)
+        fenced(w, d, e->str);
+      else if (e->integer == 0)
         w->n_dup++;
     }
   }
@@ -145,7 +186,7 @@ static void on_complete(redisAsyncContext *ac, void *reply, void *priv) {
 
 void sl__outcome_flush(sl_worker_t *w) {
   int n = w->ndone < SL_WORKER_FLUSH_MAX ? w->ndone : SL_WORKER_FLUSH_MAX;
-  int argc = 9 + 9 * n;
+  int argc = 10 + 9 * n;
   const char **av = sl_malloc((size_t)argc * sizeof(*av));
   size_t *al = sl_malloc((size_t)argc * sizeof(*al));
   char (*delays)[24] = sl_malloc((size_t)n * sizeof(*delays));
@@ -161,6 +202,7 @@ void sl__outcome_flush(sl_worker_t *w) {
   sl__push_arg(av, al, &k, SL_GROUP);
   sl__push_arg(av, al, &k, w->keys.prefix);
   sl__push_arg(av, al, &k, w->keys.queue);
+  sl__push_arg(av, al, &k, w->id);
   d = w->done;
   for (int i = 0; i < n; i++, d = d->next) {
     snprintf(delays[i], sizeof(delays[i]), "%lld", (long long)d->delay_ms);
@@ -220,6 +262,21 @@ out:
   sl_free(f);
 }
 
+/* Progress of entries this worker no longer holds was refused: those
+ * attempts stop (fencing). */
+static void on_progress(redisAsyncContext *ac, void *reply, void *priv) {
+  sl_worker_t *w = ac->data;
+  redisReply *r = reply;
+
+  (void)priv;
+  if (r == NULL || r->type != REDIS_REPLY_ARRAY)
+    return; /* best effort: the next beat checks ownership too */
+  for (size_t i = 0; i < r->elements; i++) {
+    if (r->element[i]->type == REDIS_REPLY_STRING)
+      sl__lease_lost(w, r->element[i]->str, 0, "its progress report was refused");
+  }
+}
+
 static void on_progress_timer(uv_timer_t *t) {
   sl_worker_t *w = t->data;
   size_t max = 8;
@@ -235,7 +292,7 @@ static void on_progress_timer(uv_timer_t *t) {
     n += j->progress_dirty && !j->ended;
   if (n == 0)
     return;
-  max += 3 * n;
+  max += 5 * n;
   av = sl_malloc(max * sizeof(*av));
   al = sl_malloc(max * sizeof(*al));
   pcts = sl_malloc(n * sizeof(*pcts));
@@ -247,6 +304,8 @@ static void on_progress_timer(uv_timer_t *t) {
     av[k++] = "0";
     av[k++] = w->keys.prefix;
     av[k++] = w->keys.queue;
+    av[k++] = SL_GROUP;
+    av[k++] = w->id;
     for (size_t m = 0; m < k; m++)
       al[m] = strlen(av[m]);
     for (sl_job_t *j = w->active; j != NULL && i < n; j = j->next) {
@@ -254,6 +313,11 @@ static void on_progress_timer(uv_timer_t *t) {
         continue;
       j->progress_dirty = 0;
       snprintf(pcts[i], sizeof(pcts[i]), "%d", j->progress);
+      av[k] = sl__prio_arg[j->prio];
+      al[k++] = 1;
+      av[k] = j->eid;
+      al[k] = strlen(j->eid);
+      k++;
       av[k] = j->batch;
       al[k] = strlen(j->batch);
       k++;
@@ -265,7 +329,7 @@ static void on_progress_timer(uv_timer_t *t) {
       k++;
       i++;
     }
-    redisAsyncCommandArgv(w->cmd, NULL, NULL, (int)k, av, al);
+    redisAsyncCommandArgv(w->cmd, on_progress, NULL, (int)k, av, al);
   }
   sl_free(av);
   sl_free(al);

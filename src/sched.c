@@ -2,8 +2,8 @@
  * The scheduler: slots, the backlog and the run-alone rule.
  *
  * pump() runs on the loop turn after anything changed (sl__worker_kick):
- * it starts backlog items while slots are free, has finished attempts
- * written (outcome.c), and when slots are free and no read is in flight,
+ * it has finished attempts written (outcome.c) first, then starts backlog
+ * items while slots are free, and when slots are free and no read is in flight,
  * reads more (intake.c): a fetch, or, when the last fetch came back short,
  * a blocking read, so an idle worker sends one command per block_ms
  * instead of polling. A stopping worker gives back what it took and did not
@@ -81,6 +81,11 @@ static void pump(sl_worker_t *w) {
       sl__worker_close_all(w);
     return;
   }
+  /* Finished attempts are written before new ones start: starting one
+   * (a spawn) takes loop time, and an outcome that waits is an item that
+   * looks abandoned. */
+  if (!w->paused && w->ndone > 0 && w->flushing < 2 && w->cmd_up)
+    sl__outcome_flush(w);
   if (w->stopping) {
     /* Items still waiting for their rate limit have not started: give
      * them back with the backlog. */
@@ -113,7 +118,7 @@ static void pump(sl_worker_t *w) {
   if (w->paused)
     return;
   if (w->ndone > 0 && w->flushing < 2 && w->cmd_up)
-    sl__outcome_flush(w);
+    sl__outcome_flush(w); /* those that finished at once on starting */
   if (!w->stopping && !held && w->cmd_up && w->blk_up && !w->fetching && !w->blocking && !w->isolating &&
       w->alone_job == NULL && (w->backlog == NULL || !w->backlog->alone)) {
     int free_slots = w->concurrency - w->running - w->nbacklog;

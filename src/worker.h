@@ -68,7 +68,7 @@ struct sl_worker {
   int blk_up;                /* [aredis] blk connected and authenticated */
   uint64_t cmd_since;        /* [aredis] loop time (uv_now, ms) cmd's connect or setup began */
   uint64_t blk_since;        /* [aredis] the same for blk */
-  uint64_t beat_sent_at;     /* [lease] loop time (uv_now, ms) the beat in flight was sent */
+  uint64_t beat_sent_at;     /* [lease] loop time (uv_now, ms) the last beat was sent */
   uint64_t block_sent_at;    /* [intake] loop time (uv_now, ms) the blocking read in flight was sent */
   long long blk_client_id;   /* [aredis] CLIENT ID of blk, to CLIENT UNBLOCK it on stop */
   int running;               /* [sched] jobs started, not yet finished */
@@ -125,7 +125,7 @@ struct sl_worker {
   uint64_t n_failed;         /* [outcome] items failed here */
   uint64_t n_dup;            /* [outcome] completions Redis had already seen */
   uint64_t n_retry;          /* [outcome] attempts sent to retry */
-  uint64_t n_fenced;         /* [lease] attempts stopped because another worker took the item */
+  uint64_t n_fenced;         /* [lease, outcome] attempts stopped or outcomes refused: another worker took the item */
   uint64_t n_given;          /* [lease] attempts given back uncounted (out of descriptors) */
   char errstr[512];          /* [worker] cause of a fatal error */
 };
@@ -178,7 +178,13 @@ void sl__worker_penalize(sl_worker_t *w, const char *rate_key, int64_t ms);
 
 /* ---- lease.c: heartbeats, fencing, release ---- */
 
+/* Sends a heartbeat now (sluice_v1_beat): every item the worker holds,
+ * running, finished but not yet written, taken and not started. */
 void sl__lease_beat(sl_worker_t *w);
+/* The worker no longer holds entry eid (fenced: taken over, or aborted
+ * when `aborted`; how says how it learnt it): its running attempt stops,
+ * nothing of it is recorded, and a backlog copy is dropped. */
+void sl__lease_lost(sl_worker_t *w, const char *eid, int aborted, const char *how);
 /* Gives back up to RELEASE_MAX items in one call: those handlers gave back,
  * then, when stopping, the backlog (taken, not started). */
 void sl__lease_release(sl_worker_t *w);

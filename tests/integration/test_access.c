@@ -301,7 +301,7 @@ static void test_acl_users(void) {
     freeReplyObject(r);
     /* worker functions refuse a user that may not XACK, before any write */
     r = redisCommand(pc, "FCALL sluice_v1_complete 3 sluice:{acl}:s:high sluice:{acl}:s:normal sluice:{acl}:s:low "
-                         "workers sluice:{acl}: acl 2 1-1 %s 0 s {} 0 '' ''", b1);
+                         "workers sluice:{acl}: acl a 2 1-1 %s 0 s {} 0 '' ''", b1);
     CHECK(r->type == REDIS_REPLY_ERROR);
     CHECK_CONTAINS(r->str, "NOPERM sluice worker functions need a Redis user that may XACK");
     freeReplyObject(r);

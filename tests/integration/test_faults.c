@@ -672,7 +672,7 @@ static void test_complete_race(void) {
 
       /* Pipelined, one call per item, as fast as possible. */
       for (int i = 0; i < 1000; i++)
-        redisAppendCommand(kc, "FCALL sluice_v1_complete 3 sluice:{%s}:s:high sluice:{%s}:s:normal sluice:{%s}:s:low workers sluice:{%s}: %s 2 %s %s %s %s %s 0 %s %s",
+        redisAppendCommand(kc, "FCALL sluice_v1_complete 3 sluice:{%s}:s:high sluice:{%s}:s:normal sluice:{%s}:s:low workers sluice:{%s}: %s zombie 2 %s %s %s %s %s 0 %s %s",
                            q, q, q, q, q, eids[i], batch, idx[i], k == 0 ? "s" : "f",
                            k == 0 ? "{\"status\":\"succeeded\"}" : "{\"status\":\"failed\",\"error\":\"x\"}",
                            k == 0 ? "" : "{\"id\":\"x\",\"type\":\"noop\",\"payload\":null}", "");
@@ -829,7 +829,7 @@ static void test_stalled_worker_fenced(void) {
   ITEST_WAIT_INT(itest_pending_of(c, q, bid), ==, 1, 20000, "worker B to take the stalled worker's item over");
   kill(a, SIGCONT);
   itest_wait_batch(c, q, batch, 20);
-  log = itest_wait_file(errpath, "was taken over by another worker; stopping this attempt", 10000);
+  log = itest_wait_file(errpath, "attempt fenced: item 0 of batch", 10000);
   free(log);
   itest_stop_ok(a);
   itest_stop_ok(b);

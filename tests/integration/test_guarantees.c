@@ -97,7 +97,7 @@ static void test_complete_twice(void) {
   CHECK_STR(r->str, "running");
   freeReplyObject(r);
 
-  r = itest_cmd(c, "FCALL sluice_v1_complete 3 sluice:{%s}:s:high sluice:{%s}:s:normal sluice:{%s}:s:low workers sluice:{%s}: %s 2 %s %s 0 s %s 0 %s %s",
+  r = itest_cmd(c, "FCALL sluice_v1_complete 3 sluice:{%s}:s:high sluice:{%s}:s:normal sluice:{%s}:s:low workers sluice:{%s}: %s a 2 %s %s 0 s %s 0 %s %s",
                 q, q, q, q, q, eid, batch, first_line, "", "");
   CHECK(r->type == REDIS_REPLY_ARRAY && r->elements == 1);
   CHECK_INT(r->element[0]->integer, ==, 1);
@@ -105,7 +105,7 @@ static void test_complete_twice(void) {
   /* The second completion (another outcome, another stream id, as after a
    * retry) is recognized and changes nothing. */
   for (int i = 0; i < 3; i++) {
-    r = itest_cmd(c, "FCALL sluice_v1_complete 3 sluice:{%s}:s:high sluice:{%s}:s:normal sluice:{%s}:s:low workers sluice:{%s}: %s 2 %s %s 0 f %s 0 %s %s",
+    r = itest_cmd(c, "FCALL sluice_v1_complete 3 sluice:{%s}:s:high sluice:{%s}:s:normal sluice:{%s}:s:low workers sluice:{%s}: %s a 2 %s %s 0 f %s 0 %s %s",
                   q, q, q, q, q, i == 0 ? eid : "1-1", batch, second_line, "{}", "");
     CHECK(r->type == REDIS_REPLY_ARRAY && r->elements == 1);
     CHECK_INT(r->element[0]->integer, ==, 0);
