@@ -5,6 +5,10 @@
  * connections, the worker's async ones included, get keepalive and
  * TCP_USER_TIMEOUT (sl__redis_keepalive), so a silent link fails within
  * about 30 s even when no command is waiting for a reply.
+ *
+ * Redis's error replies become the client's messages here
+ * (sl__redis_errmsg), so every command words them alike: an OOM answer
+ * names the maxmemory it hit, and is never taken for a version problem.
  */
 #include "conn.h"
 
@@ -13,6 +17,7 @@
 #include <netinet/tcp.h>
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/time.h>
@@ -104,6 +109,45 @@ int sl__redis_connect(const sl_url *u, int timeout_ms, redisContext **out, char 
   freeReplyObject(r);
   *out = rc;
   return 0;
+}
+
+/* ---- Error replies ---- */
+
+/* Redis's maxmemory in bytes, from CONFIG GET (the README's ACL users may
+ * not), else from INFO memory; 0 when neither answers or there is none. */
+static unsigned long long maxmemory(redisContext *rc) {
+  unsigned long long max = 0;
+  redisReply *r = redisCommand(rc, "CONFIG GET maxmemory");
+
+  if (r != NULL && r->type == REDIS_REPLY_ARRAY && r->elements == 2 && r->element[1]->type == REDIS_REPLY_STRING) {
+    max = strtoull(r->element[1]->str, NULL, 10);
+  } else if (r != NULL) {
+    freeReplyObject(r);
+    r = redisCommand(rc, "INFO memory");
+    if (r != NULL && r->type == REDIS_REPLY_STRING) {
+      const char *p = strstr(r->str, "\r\nmaxmemory:");
+
+      if (p != NULL)
+        max = strtoull(p + 12, NULL, 10);
+    }
+  }
+  if (r != NULL)
+    freeReplyObject(r);
+  return max;
+}
+
+void sl__redis_errmsg(redisContext *rc, const char *msg, char *out, size_t len) {
+  unsigned long long max;
+
+  if (strncmp(msg, "OOM ", 4) != 0) {
+    snprintf(out, len, "%s", msg);
+    return;
+  }
+  max = rc != NULL && rc->err == 0 ? maxmemory(rc) : 0;
+  if (max > 0)
+    snprintf(out, len, "Redis is out of memory (maxmemory %.1f MiB): %s", (double)max / 1048576.0, msg);
+  else
+    snprintf(out, len, "Redis is out of memory (maxmemory): %s", msg);
 }
 
 SL_EXTERN int sl_client_open(const char *url, sl_client_t **out, char *errbuf, size_t errlen) {
@@ -200,12 +244,21 @@ redisReply *sl__client_cmd(sl_client_t *c, int *rcode, int argc, const char **ar
     return NULL;
   }
   if (r->type == REDIS_REPLY_ERROR) {
-    *rcode = sl__client_fail(c, SL_EREDIS, "%s", r->str);
+    sl__redis_errmsg(c->rc, r->str, c->errstr, sizeof(c->errstr));
+    *rcode = SL_EREDIS;
     freeReplyObject(r);
     return NULL;
   }
   *rcode = 0;
   return r;
+}
+
+int sl__client_reconnect(sl_client_t *c, int timeout_ms) {
+  if (c->rc != NULL) {
+    redisFree(c->rc);
+    c->rc = NULL;
+  }
+  return sl__redis_connect(&c->url, timeout_ms, &c->rc, c->errstr, sizeof(c->errstr));
 }
 
 redisReply *sl__client_fcall(sl_client_t *c, int *rcode, const char *fn, int nkeys, int argc,

@@ -52,6 +52,17 @@ redisReply *sl__client_cmd(sl_client_t *c, int *rcode, int argc, const char **ar
  * it (a restart without persistence). argv holds keys then args. */
 redisReply *sl__client_fcall(sl_client_t *c, int *rcode, const char *fn, int nkeys, int argc,
                              const char **argv, const size_t *lens);
+/* Drops c's connection, if any, and opens it again (connect, AUTH, SELECT;
+ * the library is not checked again): 0, or an SL_E* code with the cause in
+ * c->errstr and c->rc left NULL. */
+int sl__client_reconnect(sl_client_t *c, int timeout_ms);
+/* Writes an error reply of Redis (msg) into out as a person should read it:
+ * an OOM answer becomes "Redis is out of memory (maxmemory N MiB): MSG",
+ * with N asked of Redis on rc (CONFIG GET, else INFO; "maxmemory" alone
+ * when neither is allowed); anything else is copied as it is. rc may be
+ * NULL; it must have no reply pending (it is used for one more command).
+ * msg must not point into out. */
+void sl__redis_errmsg(redisContext *rc, const char *msg, char *out, size_t len);
 /* Sets c->errstr; returns code. */
 int sl__client_fail(sl_client_t *c, int code, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 

@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "conn.h"
 #include "item.h"
 
 int sl__keys_init(sl_keys *k, const char *queue) {
@@ -29,15 +30,22 @@ const char *sl__library_version(void) {
   return sl__lua_library_version;
 }
 
-/* "Redis is out of memory" answers are not about versions. */
-static int redis_refused(const char *what, const redisReply *r, char *err, size_t errlen) {
-  if (strncmp(r->str, "NOPERM", 6) == 0)
+/* An error reply to a library call, explained: a missing permission, a
+ * Redis without functions (only "unknown command" says that), a full Redis
+ * (sl__redis_errmsg: an OOM answer is never about versions); anything else
+ * as Redis wrote it. Returns SL_EREDIS. */
+static int redis_refused(redisContext *rc, const char *what, const redisReply *r, char *err, size_t errlen) {
+  char msg[400];
+
+  if (strncmp(r->str, "NOPERM", 6) == 0) {
     snprintf(err, errlen, "Redis refused %s: %s (the Redis user lacks a permission; see the README's ACL users)", what,
              r->str);
-  else if (strncmp(r->str, "ERR unknown command", 19) == 0)
+  } else if (strncmp(r->str, "ERR unknown command", 19) == 0) {
     snprintf(err, errlen, "Redis refused %s: %s (sluice needs Redis 7.0 or newer)", what, r->str);
-  else
-    snprintf(err, errlen, "Redis refused %s: %s", what, r->str);
+  } else {
+    sl__redis_errmsg(rc, r->str, msg, sizeof(msg));
+    snprintf(err, errlen, "Redis refused %s: %s", what, msg);
+  }
   return SL_EREDIS;
 }
 
@@ -54,7 +62,7 @@ int sl__script_ensure(redisContext *rc, char *err, size_t errlen) {
                           "`sluice library load`", sl__lua_library_version);
     code = SL_EPROTO;
   } else if (r->type == REDIS_REPLY_ERROR) {
-    code = redis_refused("FCALL_RO sluice_v1_version", r, err, errlen);
+    code = redis_refused(rc, "FCALL_RO sluice_v1_version", r, err, errlen);
   } else if (r->type != REDIS_REPLY_STRING || strcmp(r->str, sl__lua_library_version) != 0) {
     snprintf(err, errlen, "library v%.60s is loaded, this sluice needs v%s: run `sluice library load`",
              r->type == REDIS_REPLY_STRING ? r->str : "?", sl__lua_library_version);
@@ -73,7 +81,7 @@ int sl__script_load(redisContext *rc, char *err, size_t errlen) {
     return SL_ECONN;
   }
   if (r->type == REDIS_REPLY_ERROR)
-    code = redis_refused("FUNCTION LOAD (loading the sluice function library)", r, err, errlen);
+    code = redis_refused(rc, "FUNCTION LOAD (loading the sluice function library)", r, err, errlen);
   freeReplyObject(r);
   return code;
 }

@@ -63,6 +63,12 @@ static int admission(sl_client_t *c, const sl_batch_t *b) {
       max = strtoull(p + 12, NULL, 10);
   }
   freeReplyObject(r);
+  if (max > 0 && used >= max)
+    return sl__client_fail(c, SL_ETOOBIG,
+                           "Redis is out of memory (maxmemory %.1f MiB): %.1f MiB used, it refuses writes; this "
+                           "batch of %zu items needs about %.1f MiB more; nothing was submitted (raise maxmemory or "
+                           "free memory)",
+                           (double)max / 1048576.0, (double)used / 1048576.0, b->n, (double)need / 1048576.0);
   if (max > 0 && used + need > max / 100 * 95)
     return sl__client_fail(c, SL_ETOOBIG,
                            "Redis is near its memory limit: %.1f MiB used of %.1f MiB (maxmemory); this batch of %zu "
@@ -397,10 +403,25 @@ SL_EXTERN int sl_batch_submit(sl_client_t *c, sl_batch_t *b, char **id_out) {
       goto out;
     }
     if (r->type == REDIS_REPLY_ERROR) {
-      rc = sl__client_fail(c, SL_EREDIS, "Redis refused chunk %zu of batch %s: %s", recv, id, r->str);
+      char msg[400];
+
+      /* The replies of the chunks sent after it first: the connection is
+       * then free to ask for maxmemory when the answer was OOM. */
+      snprintf(why, sizeof(why), "%s", r->str);
       freeReplyObject(r);
-      /* Drain the replies of the chunks already sent. */
       drain(c, recv + 1, sent);
+      sl__redis_errmsg(c->rc, why, msg, sizeof(msg));
+      /* A refused chunk wrote nothing (sluice_v1_submit checks before it
+       * writes, and Redis refuses OOM before the call), so the batch exists
+       * from its first chunk accepted on. */
+      if (recv == 0)
+        rc = sl__client_fail(c, SL_EREDIS, "Redis refused the first chunk of batch %s; nothing was submitted: %s",
+                             id, msg);
+      else
+        rc = sl__client_fail(c, SL_EREDIS,
+                             "Redis refused chunk %zu of %zu of batch %s (it stays incomplete; `sluice cancel %s` "
+                             "ends it): %s",
+                             recv, nchunks, id, id, msg);
       goto out;
     }
     freeReplyObject(r);

@@ -5,10 +5,22 @@
  * subscriber never has to add anything up. If nothing arrives for
  * WATCH_IDLE_MS the hash is read once more, which covers an event lost with a
  * broken connection without polling while events flow.
+ *
+ * A lost connection (Redis restarted or killed, a broken link, Redis still
+ * LOADING its data) does not end the watch: both connections are dropped and
+ * opened again, the channel subscribed again and the hash read again, which
+ * gives the state reached meanwhile, the end of the batch included. Attempts
+ * are WATCH_RETRY_MIN_MS apart at first, doubling up to WATCH_RETRY_MAX_MS,
+ * until give_up_ms (default WATCH_GIVE_UP_MS) have passed since the
+ * connection was lost; then the watch fails with SL_ECONN and the last
+ * cause. The caller hears of each outage twice through on_link: once when it
+ * begins, once when it ends.
  */
+#include <errno.h>
 #include <poll.h>
 #include <stdio.h>
 #include <string.h>
+#include <time.h>
 
 #include <cjson/cJSON.h>
 
@@ -19,31 +31,56 @@
 #include "buf.h"
 #include "conn.h"
 
-#define WATCH_IDLE_MS 5000 /* re-read the hash after this long without events */
+#define WATCH_IDLE_MS 5000      /* re-read the hash after this long without events, ms */
+#define WATCH_GIVE_UP_MS 60000  /* default: stop reconnecting this long after the loss, ms */
+#define WATCH_RETRY_MIN_MS 100  /* first wait between reconnect attempts, ms */
+#define WATCH_RETRY_MAX_MS 1000 /* longest wait between reconnect attempts, ms */
+#define WATCH_CONNECT_MIN_MS 200 /* shortest connect timeout while reconnecting, ms */
 
-/* Calls cb with the batch's state from its hash; sets *ended. */
-static int emit_state(sl_client_t *c, const sl_keys *k, const char *batch, sl_line_cb cb, void *ud,
-                      int *ended) {
+/* One watch: what it follows and its subscription. */
+typedef struct watch {
+  sl_client_t *c;        /* the client: its connection reads the hash, its errstr gets causes */
+  sl_keys k;             /* the queue's keys */
+  const char *batch;     /* the batch id */
+  char chan[256];        /* the batch's event channel */
+  sl_line_cb cb;         /* the caller's callback */
+  void *ud;              /* and its argument */
+  redisContext *sub;     /* the subscribed connection; NULL while there is none */
+  int ended;             /* the batch has ended */
+  int stopped;           /* the callback returned non-zero: its code is the result */
+} watch;
+
+static long long now_ms(void) {
+  struct timespec ts;
+
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* Calls cb with the batch's state from its hash; sets w->ended. */
+static int emit_state(watch *w) {
   char key[256];
   const char *av[2] = {"HGETALL", key};
   redisReply *h;
   sl_buf out;
   int rc;
 
-  snprintf(key, sizeof(key), "%sb:%s", k->prefix, batch);
-  h = sl__client_cmd(c, &rc, 2, av, NULL);
+  snprintf(key, sizeof(key), "%sb:%s", w->k.prefix, w->batch);
+  h = sl__client_cmd(w->c, &rc, 2, av, NULL);
   if (h == NULL)
     return rc;
   if (h->elements == 0) {
     freeReplyObject(h);
-    return sl__client_fail(c, SL_ENOTFOUND, "no batch %s in queue %s", batch, k->queue);
+    return sl__client_fail(w->c, SL_ENOTFOUND, "no batch %s in queue %s", w->batch, w->k.queue);
   }
   sl__buf_init(&out, 4096);
-  rc = sl__batch_json(&out, k, batch, h);
-  *ended = sl__batch_ended(h);
+  rc = sl__batch_json(&out, &w->k, w->batch, h);
+  w->ended = sl__batch_ended(h);
   freeReplyObject(h);
-  if (rc == 0)
-    rc = cb(out.p, out.len, ud);
+  if (rc == 0) {
+    rc = w->cb(out.p, out.len, w->ud);
+    w->stopped = rc != 0;
+  }
   sl__buf_free(&out);
   return rc;
 }
@@ -70,70 +107,178 @@ static int event_ended(const char *msg, size_t len) {
   return ended;
 }
 
-SL_EXTERN int sl_batch_watch(sl_client_t *c, const char *queue, const char *batch, sl_line_cb cb,
-                             void *ud) {
-  redisContext *sub = NULL;
-  redisReply *r = NULL;
-  char chan[256];
-  sl_keys k;
-  int ended = 0;
+/* 1 when a failure may pass by itself, so reconnecting is worth it: a
+ * broken or refused connection, or Redis busy with its data or a script. */
+static int transient(int rc, const char *err) {
+  if (rc == SL_ECONN)
+    return 1;
+  if (rc != SL_EREDIS)
+    return 0;
+  return strstr(err, "LOADING ") != NULL || strstr(err, "BUSY ") != NULL || strstr(err, "TRYAGAIN ") != NULL ||
+         strstr(err, "MASTERDOWN ") != NULL;
+}
+
+/* Opens what is missing of the two connections (each with connect timeout
+ * timeout_ms) and subscribes. 0, or an SL_E* code with the cause in
+ * w->c->errstr. */
+static int watch_connect(watch *w, int timeout_ms) {
+  redisReply *r;
   int rc;
 
-  if (sl__keys_init(&k, queue) != 0)
-    return sl__client_fail(c, SL_EINVAL, "invalid queue name \"%s\"", queue);
-  rc = sl__redis_connect(&c->url, SL_CONNECT_TIMEOUT_MS, &sub, c->errstr, sizeof(c->errstr));
-  if (rc != 0)
+  if (w->c->rc == NULL || w->c->rc->err != 0) {
+    rc = sl__client_reconnect(w->c, timeout_ms);
+    if (rc != 0)
+      return rc;
+  }
+  if (w->sub != NULL)
+    return 0;
+  rc = sl__redis_connect(&w->c->url, timeout_ms, &w->sub, w->c->errstr, sizeof(w->c->errstr));
+  if (rc != 0) {
+    w->sub = NULL;
     return rc;
-  snprintf(chan, sizeof(chan), "%sevents:%s", k.prefix, batch);
-  r = redisCommand(sub, "SUBSCRIBE %s", chan);
+  }
+  r = redisCommand(w->sub, "SUBSCRIBE %s", w->chan);
   if (r == NULL) {
-    rc = sl__client_fail(c, SL_ECONN, "lost the Redis connection: %s", sub->errstr);
-    goto out;
+    rc = sl__client_fail(w->c, SL_ECONN, "lost the Redis connection: %s", w->sub->errstr);
+    redisFree(w->sub);
+    w->sub = NULL;
+    return rc;
+  }
+  if (r->type == REDIS_REPLY_ERROR) {
+    rc = sl__client_fail(w->c, SL_EREDIS, "Redis refused SUBSCRIBE %s: %s", w->chan, r->str);
+    freeReplyObject(r);
+    redisFree(w->sub);
+    w->sub = NULL;
+    return rc;
   }
   freeReplyObject(r);
-  r = NULL;
-  rc = emit_state(c, &k, batch, cb, ud, &ended);
-  while (rc == 0 && !ended) {
-    struct pollfd pfd = {sub->fd, POLLIN, 0};
+  return 0;
+}
+
+/* Reads the hash, then follows the subscription until the batch ends (0)
+ * or something fails (an SL_E* code, the cause in w->c->errstr). */
+static int watch_follow(watch *w) {
+  int rc = emit_state(w);
+
+  while (rc == 0 && !w->ended) {
+    struct pollfd pfd = {w->sub->fd, POLLIN, 0};
+    redisReply *r = NULL;
     void *reply = NULL;
     int n;
 
-    if (redisGetReplyFromReader(sub, &reply) != REDIS_OK) {
-      rc = sl__client_fail(c, SL_EPROTO, "bad reply on the event subscription: %s", sub->errstr);
-      break;
-    }
+    if (redisGetReplyFromReader(w->sub, &reply) != REDIS_OK)
+      return sl__client_fail(w->c, SL_EPROTO, "bad reply on the event subscription: %s", w->sub->errstr);
     if (reply == NULL) {
       n = poll(&pfd, 1, WATCH_IDLE_MS);
       if (n == 0) {
-        rc = emit_state(c, &k, batch, cb, ud, &ended);
+        rc = emit_state(w);
         continue;
       }
-      if (n < 0) {
-        rc = sl__client_fail(c, SL_ECANCELED, "interrupted by a signal");
-        break;
-      }
-      if (redisBufferRead(sub) != REDIS_OK) {
-        rc = sl__client_fail(c, SL_ECONN, "lost the Redis connection while watching: %s", sub->errstr);
-        break;
-      }
+      if (n < 0)
+        return sl__client_fail(w->c, SL_ECANCELED, "interrupted by a signal");
+      if (redisBufferRead(w->sub) != REDIS_OK)
+        return sl__client_fail(w->c, SL_ECONN, "lost the Redis connection while watching: %s", w->sub->errstr);
       continue;
     }
     r = reply;
     if (r->type == REDIS_REPLY_ARRAY && r->elements == 3 && r->element[0]->type == REDIS_REPLY_STRING &&
-        strcmp(r->element[0]->str, "message") == 0) {
+        strcmp(r->element[0]->str, "message") == 0 && r->element[2]->type == REDIS_REPLY_STRING) {
       const redisReply *m = r->element[2];
 
       if (strstr(m->str, "\"type\":\"progress\"") == NULL) { /* item progress: not a batch event */
-        rc = cb(m->str, m->len, ud);
-        ended = event_ended(m->str, m->len);
+        rc = w->cb(m->str, m->len, w->ud);
+        w->stopped = rc != 0;
+        w->ended = event_ended(m->str, m->len);
       }
     }
     freeReplyObject(r);
-    r = NULL;
   }
-out:
-  if (r != NULL)
-    freeReplyObject(r);
-  redisFree(sub);
   return rc;
+}
+
+/* Waits ms; SL_ECANCELED when a caught signal interrupts the wait. */
+static int pause_ms(sl_client_t *c, long long ms) {
+  struct timespec ts = {(time_t)(ms / 1000), (long)(ms % 1000) * 1000000L};
+
+  if (nanosleep(&ts, NULL) != 0 && errno == EINTR)
+    return sl__client_fail(c, SL_ECANCELED, "interrupted by a signal");
+  return 0;
+}
+
+SL_EXTERN int sl_batch_watch_with(sl_client_t *c, const char *queue, const char *batch, const sl_watch_opts *opts,
+                                  sl_line_cb cb, void *ud) {
+  long long give_up = opts != NULL && opts->give_up_ms > 0 ? (long long)opts->give_up_ms : WATCH_GIVE_UP_MS;
+  void (*on_link)(int, const char *, void *) = opts != NULL ? opts->on_link : NULL;
+  long long lost_at = -1; /* when the connection was lost; -1 while it is up */
+  long long wait = WATCH_RETRY_MIN_MS;
+  int timeout = SL_CONNECT_TIMEOUT_MS;
+  watch w;
+  int rc;
+
+  memset(&w, 0, sizeof(w));
+  if (sl__keys_init(&w.k, queue) != 0)
+    return sl__client_fail(c, SL_EINVAL, "invalid queue name \"%s\"", queue);
+  w.c = c;
+  w.batch = batch;
+  w.cb = cb;
+  w.ud = ud;
+  snprintf(w.chan, sizeof(w.chan), "%sevents:%s", w.k.prefix, batch);
+  for (;;) {
+    long long now;
+
+    rc = watch_connect(&w, timeout);
+    if (rc == 0) {
+      if (lost_at >= 0 && on_link != NULL)
+        on_link(1, NULL, ud);
+      lost_at = -1;
+      wait = WATCH_RETRY_MIN_MS;
+      rc = watch_follow(&w);
+      if (rc == 0)
+        break; /* the batch has ended */
+    }
+    if (w.stopped || !transient(rc, c->errstr))
+      break;
+    /* Sticky: a connection that failed once is dropped, both are opened again. */
+    if (w.sub != NULL) {
+      redisFree(w.sub);
+      w.sub = NULL;
+    }
+    if (c->rc != NULL) {
+      redisFree(c->rc);
+      c->rc = NULL;
+    }
+    now = now_ms();
+    if (lost_at < 0) {
+      lost_at = now;
+      if (on_link != NULL)
+        on_link(0, c->errstr, ud);
+    }
+    if (now - lost_at >= give_up) {
+      char cause[sizeof(c->errstr)];
+
+      snprintf(cause, sizeof(cause), "%s", c->errstr);
+      rc = sl__client_fail(c, SL_ECONN, "lost the connection to Redis and could not reconnect within %lld %s: %s",
+                           give_up % 1000 == 0 ? give_up / 1000 : give_up, give_up % 1000 == 0 ? "s" : "ms", cause);
+      break;
+    }
+    if (wait > give_up - (now - lost_at))
+      wait = give_up - (now - lost_at);
+    rc = pause_ms(c, wait);
+    if (rc != 0)
+      break;
+    wait = wait * 2 > WATCH_RETRY_MAX_MS ? WATCH_RETRY_MAX_MS : wait * 2;
+    /* A connect may not run far past the give-up time. */
+    timeout = (int)(give_up - (now_ms() - lost_at));
+    if (timeout > SL_CONNECT_TIMEOUT_MS)
+      timeout = SL_CONNECT_TIMEOUT_MS;
+    if (timeout < WATCH_CONNECT_MIN_MS)
+      timeout = WATCH_CONNECT_MIN_MS;
+  }
+  if (w.sub != NULL)
+    redisFree(w.sub);
+  return rc;
+}
+
+SL_EXTERN int sl_batch_watch(sl_client_t *c, const char *queue, const char *batch, sl_line_cb cb, void *ud) {
+  return sl_batch_watch_with(c, queue, batch, NULL, cb, ud);
 }

@@ -137,12 +137,33 @@ SL_EXTERN int sl_batch_list(sl_client_t *c, const char *queue, const char *statu
 /*
  * Follows a batch live through pub/sub: calls cb with the current state at
  * once, then with every published event, until the batch has ended (status
- * completed or cancelled with done = total) or cb returns non-zero. Events
- * missed while subscribing are covered by re-reading the hash. Returns 0 when
- * the batch ended, SL_ECANCELED when a caught signal interrupted it.
+ * completed or cancelled with done = total) or cb returns non-zero (then
+ * that is returned). Events missed while subscribing are covered by
+ * re-reading the hash. A lost connection (Redis restarted, a broken link)
+ * is reconnected: the channel is subscribed again and the hash read again,
+ * so the state reached meanwhile, the end included, is not missed; after 60
+ * seconds without Redis it gives up. Returns 0 when the batch ended,
+ * SL_ECANCELED when a caught signal interrupted it, SL_ECONN when Redis
+ * could not be reached again in time (sl_client_errstr gives the last
+ * cause), SL_ENOTFOUND when there is no such batch (also when Redis came
+ * back without it).
  */
 SL_EXTERN int sl_batch_watch(sl_client_t *c, const char *queue, const char *batch, sl_line_cb cb,
                              void *ud);
+
+/* Options of sl_batch_watch_with. */
+typedef struct sl_watch_opts {
+  int64_t give_up_ms; /* after losing Redis, keep trying to reconnect this long, ms; 0 means 60000 */
+  /* Called, if not NULL, when the connection is lost (up = 0, cause: why,
+   * valid during the call) and when the watch is back on a new one (up = 1,
+   * cause NULL): once each per outage, however many attempts it takes. ud
+   * is the watch's ud. */
+  void (*on_link)(int up, const char *cause, void *ud);
+} sl_watch_opts;
+
+/* sl_batch_watch with options (NULL: the defaults). */
+SL_EXTERN int sl_batch_watch_with(sl_client_t *c, const char *queue, const char *batch, const sl_watch_opts *opts,
+                                  sl_line_cb cb, void *ud);
 
 /* Cancels a batch: no item of it starts any more. Items that are parked or
  * scheduled for later are counted cancelled at once, items still in the

@@ -76,7 +76,10 @@ int cmd_limit(int argc, char **argv);
 int cmd_stats(int argc, char **argv);
 int cmd_library(int argc, char **argv);
 
-/* Follows a batch with a progress bar; returns the exit code (0, 1 or 3). */
-int cli_watch_batch(sl_client_t *cl, const char *queue, const char *batch);
+/* Follows a batch with a progress bar; returns the exit code (0, 1 or 3).
+ * A lost connection is reconnected, and said so on stderr once per outage,
+ * for at most give_up_ms (0: CLI_GIVE_UP_MS). */
+#define CLI_GIVE_UP_MS 60000 /* watch's --give-up default, ms */
+int cli_watch_batch(sl_client_t *cl, const char *queue, const char *batch, long long give_up_ms);
 
 #endif

@@ -287,9 +287,11 @@ void cli_progress(const char *json, size_t len, int final) {
 }
 
 typedef struct watch_state {
-  long long failed;  /* failed items in the last state seen */
-  char last[2048];   /* the last state seen */
-  size_t lastlen;    /* its length */
+  const char *batch;   /* the batch id */
+  long long give_up_ms; /* --give-up, ms */
+  long long failed;    /* failed items in the last state seen */
+  char last[2048];     /* the last state seen */
+  size_t lastlen;      /* its length */
 } watch_state;
 
 static int on_watch(const char *json, size_t len, void *ud) {
@@ -308,14 +310,52 @@ static int on_watch(const char *json, size_t len, void *ud) {
   return 0;
 }
 
-int cli_watch_batch(sl_client_t *cl, const char *queue, const char *batch) {
-  watch_state w = {0};
-  int rc = sl_batch_watch(cl, queue, batch, on_watch, &w);
+/* Formats ms as "60 s", "2.5 s" or "250 ms". */
+static void fmt_span(long long ms, char *out, size_t len) {
+  if (ms >= 1000 && ms % 1000 == 0)
+    snprintf(out, len, "%lld s", ms / 1000);
+  else if (ms >= 1000)
+    snprintf(out, len, "%.1f s", (double)ms / 1000.0);
+  else
+    snprintf(out, len, "%lld ms", ms);
+}
 
+/* The watch lost Redis, or is back: one line each per outage. */
+static void on_link(int up, const char *cause, void *ud) {
+  watch_state *w = ud;
+  char span[32];
+
+  if (w->lastlen > 0 && isatty(STDERR_FILENO))
+    fputc('\n', stderr); /* off the progress bar's line */
+  if (up) {
+    fprintf(stderr, "sluice: reconnected to Redis; following batch %s again\n", w->batch);
+  } else {
+    fmt_span(w->give_up_ms, span, sizeof(span));
+    fprintf(stderr, "sluice: lost the connection to Redis while watching batch %s (%s); reconnecting, for at most %s "
+                    "(--give-up)\n", w->batch, cli_safe(cause), span);
+  }
+  fflush(stderr);
+}
+
+int cli_watch_batch(sl_client_t *cl, const char *queue, const char *batch, long long give_up_ms) {
+  watch_state w = {0};
+  sl_watch_opts wo = {0};
+  int rc;
+
+  w.batch = batch;
+  w.give_up_ms = give_up_ms > 0 ? give_up_ms : CLI_GIVE_UP_MS;
+  wo.give_up_ms = w.give_up_ms;
+  wo.on_link = on_link;
+  rc = sl_batch_watch_with(cl, queue, batch, &wo, on_watch, &w);
   if (w.lastlen > 0)
     cli_progress(w.last, w.lastlen, 1);
+  if (rc == SL_ECONN) {
+    cli_err("watching batch %s: %s; gave up (the batch goes on: `sluice watch %s` follows it again)", batch,
+            cli_safe(sl_client_errstr(cl)), batch);
+    return EXIT_RUNTIME;
+  }
   if (rc != 0) {
-    cli_err("watching batch %s: %s", batch, sl_client_errstr(cl));
+    cli_err("watching batch %s: %s", batch, cli_safe(sl_client_errstr(cl)));
     return EXIT_RUNTIME;
   }
   return w.failed > 0 ? EXIT_FAILED_ITEMS : EXIT_OK;

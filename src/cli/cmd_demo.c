@@ -140,7 +140,7 @@ int cmd_demo(int argc, char **argv) {
           id, nitems, DEMO_WORKERS);
   for (int i = 0; i < DEMO_WORKERS; i++)
     workers[i] = spawn_worker(url, queue);
-  ret = cli_watch_batch(cl, queue, id);
+  ret = cli_watch_batch(cl, queue, id, 0);
   if (interrupted) {
     fprintf(stderr, "\nsluice demo: interrupted; stopping workers and Redis\n");
     ret = 130;

@@ -1,6 +1,7 @@
 /*
  * Reading commands: status, watch, results, batches, and cancel.
  */
+#include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -101,26 +102,39 @@ int cmd_status(int argc, char **argv) {
 }
 
 int cmd_watch(int argc, char **argv) {
+  const char *give_up_s = NULL;
+  cli_flag f[] = {{"give-up", 1, NULL, &give_up_s}};
   cli_common com;
-  int first = cli_parse(argc, argv, &com, NULL, 0);
+  int first = cli_parse(argc, argv, &com, f, 1);
+  long long give_up = CLI_GIVE_UP_MS;
   sl_client_t *cl;
   int ret;
 
-  if (need_batch(argc, argv, first, "watch BATCH") != 0)
+  if (need_batch(argc, argv, first, "watch BATCH [--give-up DURATION]") != 0)
     return EXIT_USAGE;
+  if (give_up_s != NULL && (give_up = cli_parse_duration(give_up_s)) < 1) {
+    cli_err("--give-up: expected a duration like 60000 (ms), 30s, 10m or 1h, got \"%s\"", give_up_s);
+    return EXIT_USAGE;
+  }
   cl = cli_open(&com);
   if (cl == NULL)
     return cli_open_exit();
-  ret = cli_watch_batch(cl, com.queue, argv[first]);
+  ret = cli_watch_batch(cl, com.queue, argv[first], give_up);
   sl_client_close(cl);
   return ret;
 }
+
+static int write_errno; /* errno of the failed write to stdout */
 
 static int print_line(const char *json, size_t len, void *ud) {
   (void)ud;
   fwrite(json, 1, len, stdout);
   fputc('\n', stdout);
-  return ferror(stdout) ? SL_EIO : 0;
+  if (ferror(stdout)) {
+    write_errno = errno;
+    return SL_EIO;
+  }
+  return 0;
 }
 
 int cmd_results(int argc, char **argv) {
@@ -137,8 +151,10 @@ int cmd_results(int argc, char **argv) {
   if (cl == NULL)
     return cli_open_exit();
   rc = sl_batch_results(cl, com.queue, argv[first], failed ? SL_RESULTS_FAILED : 0, print_line, NULL);
-  if (rc != 0)
-    cli_err("%s", rc == SL_EIO ? "cannot write the results" : sl_client_errstr(cl));
+  if (rc == SL_EIO)
+    cli_err("cannot write the results to standard output: %s", strerror(write_errno));
+  else if (rc != 0)
+    cli_err("%s", sl_client_errstr(cl));
   sl_client_close(cl);
   return rc == 0 ? EXIT_OK : EXIT_RUNTIME;
 }

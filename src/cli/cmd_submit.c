@@ -12,6 +12,7 @@
  * newline, never read whole, so the input can be any size and the memory of
  * the command stays that of the library's batch (see src/collect.c).
  */
+#include <errno.h>
 #include <getopt.h>
 #include <stdlib.h>
 #include <string.h>
@@ -314,8 +315,13 @@ int cmd_submit(int argc, char **argv) {
   if (sl_batch_skipped_count(b) > 0)
     fprintf(stderr, "sluice: %zu of %zu items skipped: their dedupe key was seen in this queue within the dedupe TTL\n",
             sl_batch_skipped_count(b), sl_batch_count(b));
-  fflush(stdout);
-  ret = wait ? cli_watch_batch(cl, com.queue, id) : EXIT_OK;
+  if (fflush(stdout) != 0 || ferror(stdout)) {
+    /* The batch is in Redis: whoever reads stderr must learn its id. */
+    cli_err("batch %s was submitted, but its id could not be written to standard output: %s", id, strerror(errno));
+    ret = EXIT_RUNTIME;
+    goto out;
+  }
+  ret = wait ? cli_watch_batch(cl, com.queue, id, 0) : EXIT_OK;
 out:
   free(rd.buf);
   if (in != stdin)

@@ -116,6 +116,7 @@ static int spawn(sl_devredis *d, const char *const *extra, char *err, size_t err
      * output pipes (it logs to its file). */
     setpgid(0, 0);
     prctl(PR_SET_PDEATHSIG, SIGTERM);
+    signal(SIGPIPE, SIG_DFL); /* sluice ignores it; the server sets its own */
     if (null >= 0) {
       dup2(null, 0);
       dup2(null, 1);

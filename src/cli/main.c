@@ -1,7 +1,15 @@
 /*
  * sluice: the command line. Each command lives in cmd_*.c and uses only the
  * public API of libsluice (include/sluice/sluice.h).
+ *
+ * SIGPIPE is ignored: a Redis connection that closes under a write, or a
+ * reader of the output that went away (`sluice results B | head`), is an
+ * error with its cause (EPIPE), reported and exited 1, never a silent death
+ * with status 141. Children (redis-server for the demo, exec items of a
+ * worker) get the default disposition back.
  */
+#include <errno.h>
+#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -29,7 +37,8 @@ static const char usage[] =
     "                              --load-library (load the function library first: an operator's act)\n"
     "                              $SLUICE_WEBHOOK_SECRET=whsec_... signs completion webhooks\n"
     "  status BATCH [--json]       counters, percent and timings of a batch\n"
-    "  watch BATCH                 live progress until the batch ends (exit 3: items failed)\n"
+    "  watch BATCH [--give-up DURATION]   live progress until the batch ends (exit 3: items failed);\n"
+    "                              reconnects across a Redis restart, gives up after DURATION (60s)\n"
     "  results BATCH [--failed]    one JSON line per finished item\n"
     "  batches [--status S] [--limit N] [--json]   the queue's batches, newest first\n"
     "  cancel [--abort] BATCH      no item of the batch starts any more (--abort: stop running ones too)\n"
@@ -51,6 +60,18 @@ static const char usage[] =
     "URLs: redis://[user:password@]host[:port][/db], unix:///path/to/redis.sock\n"
     "Exit codes: 0 ok, 1 runtime failure, 2 usage error, 3 batch ended with failed items.\n";
 
+/* The command's exit code, made 1 when its output could not be written
+ * (and said so, when the command itself thought all went well). */
+static int finish(int ret) {
+  int err = fflush(stdout) != 0 ? errno : 0;
+
+  if ((err != 0 || ferror(stdout)) && ret == EXIT_OK) {
+    cli_err("cannot write to standard output: %s", err != 0 ? strerror(err) : "write error");
+    ret = EXIT_RUNTIME;
+  }
+  return ret;
+}
+
 int main(int argc, char **argv) {
   static const struct {
     const char *name;
@@ -64,18 +85,19 @@ int main(int argc, char **argv) {
       {"library", cmd_library},
   };
 
+  signal(SIGPIPE, SIG_IGN);
   if (argc < 2 || strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "--help") == 0 ||
       strcmp(argv[1], "help") == 0) {
     fputs(usage, argc < 2 ? stderr : stdout);
-    return argc < 2 ? EXIT_USAGE : EXIT_OK;
+    return finish(argc < 2 ? EXIT_USAGE : EXIT_OK);
   }
   if (strcmp(argv[1], "version") == 0 || strcmp(argv[1], "--version") == 0) {
     printf("sluice %s\n", SL_VERSION_STRING);
-    return EXIT_OK;
+    return finish(EXIT_OK);
   }
   for (size_t i = 0; i < sizeof(cmds) / sizeof(cmds[0]); i++) {
     if (strcmp(argv[1], cmds[i].name) == 0)
-      return cmds[i].fn(argc - 1, argv + 1);
+      return finish(cmds[i].fn(argc - 1, argv + 1));
   }
   cli_err("unknown command \"%s\" (see sluice --help)", argv[1]);
   return EXIT_USAGE;
