@@ -1,15 +1,21 @@
 /*
- * Starting a command in a contained child: the fork, what the child does
+ * Starting a command in a contained child: the clone, what the child does
  * before execve, and how a failure of those steps comes back; see spawn.h
  * for the child's whole life.
  *
- * Everything the child needs is prepared before fork (argv, environment,
- * descriptors, limits), because between fork and execve the child may only
- * make async-signal-safe calls: the worker has other threads (curl's
- * resolver), and a lock one of them held at the fork would never be
- * released in the child. The child reports the step that failed and its
- * errno on a close-on-exec status pipe; the parent reads it until end of
- * file, which means execve succeeded.
+ * Everything the child needs is prepared before the clone (argv,
+ * environment, descriptors, limits), because between clone and execve the
+ * child may only make async-signal-safe calls: it shares the worker's
+ * memory, the worker has other threads (curl's resolver), and a lock one of
+ * them held would never be released in the child. The child writes nothing
+ * of the worker's memory but its own stack (a buffer in sl__forkexec's
+ * frame, which waits until execve). The child reports the step that failed and its
+ * errno on a close-on-exec status pipe. The parent does not wait for it:
+ * on a loaded machine a new child may wait tens of milliseconds for a CPU
+ * before it reaches execve, and a worker starting many commands would stall
+ * its loop for seconds (heartbeats missed, items taken over). It reads the
+ * pipe once the child has exited (sl__forkexec_report): a report means the
+ * set-up failed, end of file that execve succeeded.
  */
 #define _GNU_SOURCE /* pipe2, O_CLOEXEC, F_DUPFD_CLOEXEC */
 
@@ -18,6 +24,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
@@ -33,11 +40,12 @@
 #include "fdlimit.h"
 
 #define FD_SCAN_MAX (1 << 20) /* descriptors closed one by one without close_range */
+#define CHILD_STACK_BYTES (64 * 1024) /* the child's stack between clone and execve */
 
 /* Steps of the child's set-up, reported with errno on the status pipe. */
-enum { STEP_SETSID = 1, STEP_PDEATHSIG, STEP_DUP, STEP_EXEC };
+enum { STEP_SETPGID = 1, STEP_PDEATHSIG, STEP_DUP, STEP_EXEC };
 
-/* What the child needs, all of it prepared before fork. */
+/* What the child needs, all of it prepared before the clone. */
 typedef struct child_setup {
   char *argv[4];       /* /bin/sh -c COMMAND NULL */
   char *const *env;    /* its environment, NULL-terminated */
@@ -79,7 +87,7 @@ static void close_fds(unsigned lo, unsigned hi, long fd_max) {
     close((int)fd);
 }
 
-/* The child between fork and execve: async-signal-safe calls only. */
+/* The child between clone and execve: async-signal-safe calls only. */
 __attribute__((noreturn)) static void child(const child_setup *cs) {
   struct sigaction dfl;
   sigset_t none;
@@ -90,8 +98,13 @@ __attribute__((noreturn)) static void child(const child_setup *cs) {
 
   if (st < 0)
     _exit(127);
-  if (setsid() < 0)
-    child_fail(st, STEP_SETSID);
+  /* A process group of its own, in the worker's session: setsid would
+   * also make it a session, and with the kernel's autogroup scheduling
+   * every session gets a CPU share as large as the worker's own, so fifty
+   * busy children would starve their worker of the CPU it needs for its
+   * heartbeats. */
+  if (setpgid(0, 0) < 0)
+    child_fail(st, STEP_SETPGID);
   if (prctl(PR_SET_PDEATHSIG, SIGKILL) != 0)
     child_fail(st, STEP_PDEATHSIG);
   if (getppid() != cs->parent)
@@ -119,9 +132,13 @@ __attribute__((noreturn)) static void child(const child_setup *cs) {
   child_fail(st, STEP_EXEC);
 }
 
+static int child_main(void *arg) {
+  child(arg);
+}
+
 static const char *step_name(int step) {
   switch (step) {
-  case STEP_SETSID: return "setsid";
+  case STEP_SETPGID: return "setpgid";
   case STEP_PDEATHSIG: return "prctl(PR_SET_PDEATHSIG)";
   case STEP_DUP: return "dup2";
   default: return "execve /bin/sh";
@@ -134,22 +151,23 @@ static void close_fd(int *fd) {
   *fd = -1;
 }
 
-pid_t sl__forkexec(const char *command, char *const *env, int in, int out, int err, int *code, char *why,
-                   size_t whylen) {
+pid_t sl__forkexec(const char *command, char *const *env, int in, int out, int err, int *status_fd, int *code,
+                   char *why, size_t whylen) {
   static char sh[] = "/bin/sh";
   static char dash_c[] = "-c";
   int st[2] = {-1, -1};
-  int report[2] = {0, 0};
   child_setup cs;
   struct rlimit rl;
   sigset_t all;
   sigset_t old;
-  ssize_t n;
   pid_t pid;
   int saved;
+  /* the child's stack until execve (this frame waits for that moment) */
+  _Alignas(16) char child_stack[CHILD_STACK_BYTES];
 
   *code = SL_EIO;
-  if (pipe2(st, O_CLOEXEC) != 0) {
+  *status_fd = -1;
+  if (pipe2(st, O_CLOEXEC | O_NONBLOCK) != 0) {
     saved = errno;
     *code = sl__fd_exhausted(saved) ? SL__ENOFDS : SL_EIO;
     snprintf(why, whylen, "pipe2: %s", sl__fd_strerror(saved));
@@ -172,13 +190,17 @@ pid_t sl__forkexec(const char *command, char *const *env, int in, int out, int e
   if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY && rl.rlim_cur < FD_SCAN_MAX)
     cs.fd_max = (long)rl.rlim_cur;
   cs.restore = sl__fd_child_limit(&cs.nofile);
-  /* Signals stay blocked across fork, so that none runs the worker's
+  /* Signals stay blocked across the clone, so that none runs the worker's
    * handlers in the child before its dispositions are reset. */
   sigfillset(&all);
   pthread_sigmask(SIG_SETMASK, &all, &old);
-  pid = fork();
-  if (pid == 0)
-    child(&cs);
+  /* clone(CLONE_VM | CLONE_VFORK), as posix_spawn does: the child runs in
+   * the worker's memory on a stack of its own until execve, and the worker
+   * waits for that moment. A fork would copy the page tables and
+   * write-protect every page of the worker, whose next writes then fault
+   * one by one (with TLB shootdowns across CPUs): most of a busy exec
+   * worker's CPU went there, and a starved worker misses heartbeats. */
+  pid = clone(child_main, child_stack + sizeof(child_stack), CLONE_VM | CLONE_VFORK | SIGCHLD, &cs);
   saved = errno;
   pthread_sigmask(SIG_SETMASK, &old, NULL);
   close_fd(&in);
@@ -187,26 +209,29 @@ pid_t sl__forkexec(const char *command, char *const *env, int in, int out, int e
   close_fd(&st[1]);
   if (pid < 0) {
     close_fd(&st[0]);
-    snprintf(why, whylen, "fork: %s", strerror(saved));
+    snprintf(why, whylen, "clone: %s", strerror(saved));
     return -1;
   }
-  /* End of file: execve succeeded (the status pipe is close-on-exec). */
-  do {
-    n = read(st[0], report, sizeof(report));
-  } while (n < 0 && errno == EINTR);
-  close_fd(&st[0]);
-  if (n > 0) {
-    while (waitpid(pid, NULL, 0) < 0 && errno == EINTR) {
-    }
-    if (n == (ssize_t)sizeof(report) && sl__fd_exhausted(report[1])) {
-      snprintf(why, whylen, "%s: %s", step_name(report[0]), sl__fd_strerror(report[1]));
-      *code = SL__ENOFDS; /* the worker's descriptors, not the command, are at fault */
-      return -1;
-    }
-    snprintf(why, whylen, "%s: %s", step_name(report[0]),
-             n == (ssize_t)sizeof(report) ? strerror(report[1]) : "no reason given");
-    *code = SL_EINVAL;
-    return -1;
-  }
+  *status_fd = st[0];
   return pid;
+}
+
+int sl__forkexec_report(int status_fd, int *code, char *why, size_t whylen) {
+  int report[2] = {0, 0};
+  ssize_t n;
+
+  do {
+    n = read(status_fd, report, sizeof(report));
+  } while (n < 0 && errno == EINTR);
+  if (n <= 0)
+    return 0; /* end of file: execve succeeded */
+  if (n == (ssize_t)sizeof(report) && sl__fd_exhausted(report[1])) {
+    snprintf(why, whylen, "%s: %s", step_name(report[0]), sl__fd_strerror(report[1]));
+    *code = SL__ENOFDS; /* the worker's descriptors, not the command, are at fault */
+    return -1;
+  }
+  snprintf(why, whylen, "%s: %s", step_name(report[0]),
+           n == (ssize_t)sizeof(report) ? strerror(report[1]) : "no reason given");
+  *code = SL_EINVAL;
+  return -1;
 }

@@ -55,6 +55,7 @@ struct sl_child {
   uint64_t ended_at;           /* when the attempt ended, loop ms */
   uint64_t next_scan;          /* the next /proc scan, loop ms */
   int open_pipes;              /* stdout and stderr not yet closed */
+  int status_fd;               /* the set-up report pipe (forkexec.c), read once the child exited; -1 */
   int handles;                 /* handles not yet closed */
   char *input;                 /* what goes to stdin */
   size_t input_len;            /* bytes */
@@ -69,6 +70,8 @@ static void handle_closed(uv_handle_t *h) {
   sl_child *c = h->data;
 
   if (--c->handles == 0) {
+    if (c->status_fd >= 0)
+      close(c->status_fd);
     sl_free(c->input);
     sl_free(c);
   }
@@ -104,6 +107,10 @@ static void unregister(sl_child *c) {
 
 /* The group is gone: the end callback, then the handles close. */
 static void finish(sl_child *c) {
+  if (c->status_fd >= 0) {
+    close(c->status_fd);
+    c->status_fd = -1;
+  }
   unregister(c);
   uv_timer_stop(&c->tick);
   close_pipes(c);
@@ -160,6 +167,18 @@ static int group_only_zombies(pid_t pgid) {
   return zombies_only;
 }
 
+/* The direct child is gone: did it reach execve? (forkexec.c) */
+static void read_report(sl_child *c) {
+  int code = 0;
+
+  if (c->status_fd < 0)
+    return;
+  if (sl__forkexec_report(c->status_fd, &code, c->end.setup_why, sizeof(c->end.setup_why)) != 0)
+    c->end.setup_failed = code;
+  close(c->status_fd);
+  c->status_fd = -1;
+}
+
 /* Waits for the group's members that are our children, the leader first. */
 static void reap(sl_child *c) {
   pid_t p;
@@ -175,6 +194,8 @@ static void reap(sl_child *c) {
       c->reaped = 1;
       c->end.status_lost = 1;
     }
+    if (c->reaped)
+      read_report(c);
   }
   if (!c->ending)
     return;
@@ -375,6 +396,7 @@ int sl__spawn(sl_spawner *s, const char *command, char *const *env, const char *
     return SL_ENOMEM;
   }
   c->s = s;
+  c->status_fd = -1;
   c->cb = *cb;
   c->ud = ud;
   c->input = sl_malloc(len + 1);
@@ -426,17 +448,9 @@ int sl__spawn(sl_spawner *s, const char *command, char *const *env, const char *
   }
   errp[0] = -1;
 
-  pid = sl__forkexec(command, env, in[0], outp[1], errp[1], &fail_code, why_buf, sizeof(why_buf));
+  pid = sl__forkexec(command, env, in[0], outp[1], errp[1], &c->status_fd, &fail_code, why_buf, sizeof(why_buf));
   in[0] = outp[1] = errp[1] = -1; /* closed by sl__forkexec */
   if (pid < 0) {
-    if (fail_code == SL_EINVAL) {
-      close_handle((uv_handle_t *)&c->in);
-      close_handle((uv_handle_t *)&c->out);
-      close_handle((uv_handle_t *)&c->err);
-      close_handle((uv_handle_t *)&c->tick);
-      snprintf(errmsg, errlen, "%s", why_buf);
-      return SL_EINVAL;
-    }
     why = why_buf;
     code = fail_code; /* SL_EIO or SL__ENOFDS */
     goto fail;

@@ -3,7 +3,9 @@
  * into it and nothing of it outlives its attempt.
  *
  * The child runs `/bin/sh -c COMMAND` after a fork on the loop thread:
- *   - its own session and process group (setsid), killed as a whole;
+ *   - its own process group (setpgid), killed as a whole, in the worker's
+ *     session (a session of its own would also be a scheduling group of its
+ *     own: see forkexec.c);
  *   - PR_SET_PDEATHSIG SIGKILL: the direct child dies with the forking
  *     thread (the loop thread), even when the worker is killed with SIGKILL;
  *   - descriptors 0, 1 and 2 only, pipes to the worker: every other one is
@@ -16,8 +18,11 @@
  *     own (fdlimit.h).
  * Between fork and execve the child makes only async-signal-safe calls (the
  * worker has other threads: curl's resolver). A failed step writes {step,
- * errno} to a close-on-exec status pipe, which the parent reads until end of
- * file (execve succeeded) before going on.
+ * errno} to a close-on-exec status pipe. The worker does not wait for the
+ * child to reach execve (on a loaded machine that can take tens of ms per
+ * child, seconds of stalled loop for a burst of starts): it reads the pipe
+ * when the child has exited, and a failed set-up comes to the end callback
+ * (sl_child_end.setup_failed).
  *
  * A child is live (in its spawner's registry) from fork until its process
  * group is gone:
@@ -69,6 +74,8 @@ typedef struct sl_child_end {
   int stuck;        /* it did not end SL_SPAWN_GROUP_WAIT_MS after SIGKILL */
   int abandoned;    /* sl__child_abandon ended it */
   int output_cut;   /* the pipes were closed before end of file */
+  int setup_failed; /* the child never ran the command: SL_EINVAL, or SL__ENOFDS (out of descriptors) */
+  char setup_why[160]; /* then: the step and its errno ("execve /bin/sh: Argument list too long") */
 } sl_child_end;
 
 typedef struct sl_child_cb {
@@ -82,10 +89,10 @@ sl_spawner *sl__spawner_new(uv_loop_t *loop);
 /*
  * Starts `command` with environment `env` (NULL-terminated, copied before
  * the call returns) and writes input[0..len) to its stdin, then end of file.
- * On success *out is the child and cb is called as documented; on failure
+ * On success *out is the child and cb is called as documented (a child
+ * whose set-up or execve failed ends with setup_failed); on failure
  * (SL_ENOMEM, SL_EIO before fork: retryable; SL__ENOFDS: out of file
- * descriptors, fdlimit.h; SL_EINVAL: the command could not be started, its
- * step and errno in err) nothing is called.
+ * descriptors, fdlimit.h) nothing is called.
  */
 int sl__spawn(sl_spawner *s, const char *command, char *const *env, const char *input, size_t len,
               const sl_child_cb *cb, void *ud, sl_child **out, char *err, size_t errlen);

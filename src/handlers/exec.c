@@ -73,6 +73,7 @@ typedef struct run {
   sl_job_t *job;               /* until completed */
   sl_child *child;             /* its contained child */
   char type[SL_NAME_MAX + 1];  /* the item type, for messages */
+  const char *command;         /* its command (the worker's mapping outlives the run) */
   int base64;                  /* stdout stored as base64 */
   sl_buf stdout_buf;           /* stdout, capped */
   int truncated;               /* stdout went past the cap */
@@ -153,6 +154,10 @@ static void on_end(void *ud, const sl_child_end *e) {
 
   if (e->abandoned) {
     sl_job_fail(j, "exec: cancelled (process group killed)"); /* ignored: the worker ended the attempt */
+  } else if (e->setup_failed == SL__ENOFDS) {
+    sl_job_give_back(j, "exec: cannot start \"%s\": %s", r->command, e->setup_why); /* the worker's shortage */
+  } else if (e->setup_failed) {
+    sl_job_fail_final(j, "exec: cannot start \"%s\": %s", r->command, e->setup_why);
   } else {
     stderr_tail(r, tail, sizeof(tail));
     if (e->stuck) {
@@ -311,6 +316,7 @@ static void exec_start(sl_job_t *j, void *ud) {
   }
   r->job = j;
   snprintf(r->type, sizeof(r->type), "%s", cmd->type);
+  r->command = cmd->command;
   r->base64 = cmd->base64;
   sl__buf_init(&r->stdout_buf, EXEC_STDOUT_MAX + 1);
   rc = sl__spawn(x->spawner, cmd->command, env, p, plen, &cb, r, &r->child, err, sizeof(err));
@@ -319,8 +325,6 @@ static void exec_start(sl_job_t *j, void *ud) {
     sl_free(r);
     if (rc == SL__ENOFDS || rc == SL_ENOMEM)
       sl_job_give_back(j, "exec: cannot start \"%s\": %s", cmd->command, err); /* the worker's shortage */
-    else if (rc == SL_EINVAL)
-      sl_job_fail_final(j, "exec: cannot start \"%s\": %s", cmd->command, err);
     else
       sl_job_fail(j, "exec: cannot start \"%s\": %s", cmd->command, err);
     return;

@@ -185,10 +185,11 @@ static void test_large_io(void) {
 
 /* /bin/sh cannot be made to vanish, but execve can be made to fail for
  * real: a command string past the kernel's limit for one argument
- * (MAX_ARG_STRLEN, 128 KiB) gives E2BIG. sl__spawn then returns SL_EINVAL
- * with the step and errno, and calls nothing. sl__forkexec itself reports
+ * (MAX_ARG_STRLEN, 128 KiB) gives E2BIG. sl__spawn does not wait for the
+ * child to reach execve: the child ends at once, and the end callback says
+ * the set-up failed, with the step and errno. sl__forkexec_report reports
  * a failed set-up step the same way (a stdin descriptor that is not open:
- * dup2), and a child that never existed leaves no zombie. */
+ * dup2) once the child has exited. */
 static void test_start_failures(void) {
   uv_loop_t loop;
   sl_spawner *s;
@@ -199,6 +200,8 @@ static void test_start_failures(void) {
   int code = 0;
   int o[2];
   int e[2];
+  int sfd = -1;
+  int wst = 0;
   pid_t pid;
 
   memset(cmd, ':', 300000);
@@ -206,9 +209,12 @@ static void test_start_failures(void) {
   uv_loop_init(&loop);
   the_loop = &loop;
   s = sl__spawner_new(&loop);
-  CHECK_INT(sl__spawn(s, cmd, env, "", 0, &cbs, &r, &c, err, sizeof(err)), ==, SL_EINVAL);
-  CHECK_STR(err, "execve /bin/sh: Argument list too long");
-  CHECK(c == NULL);
+  CHECK_INT(sl__spawn(s, cmd, env, "", 0, &cbs, &r, &c, err, sizeof(err)), ==, 0);
+  run_until(&loop, ended, &r, 5000);
+  CHECK_INT(r.ends, ==, 1);
+  CHECK_INT(r.end.setup_failed, ==, SL_EINVAL);
+  CHECK_STR(r.end.setup_why, "execve /bin/sh: Argument list too long");
+  memset(&r, 0, sizeof(r));
   /* the spawner still works */
   spawn_ok(s, "echo fine", "", &r);
   run_until(&loop, ended, &r, 5000);
@@ -221,12 +227,15 @@ static void test_start_failures(void) {
   CHECK_INT(pipe2(e, O_CLOEXEC), ==, 0);
   close(o[0]);
   close(e[0]);
-  pid = sl__forkexec("echo never", env, 1000, o[1], e[1], &code, err, sizeof(err));
-  CHECK_INT(pid, ==, -1);
+  pid = sl__forkexec("echo never", env, 1000, o[1], e[1], &sfd, &code, err, sizeof(err));
+  CHECK(pid > 0);
+  CHECK(fcntl(o[1], F_GETFD) < 0); /* closed in every case */
+  CHECK_INT(waitpid(pid, &wst, 0), ==, pid);
+  CHECK(WIFEXITED(wst) && WEXITSTATUS(wst) == 127);
+  CHECK_INT(sl__forkexec_report(sfd, &code, err, sizeof(err)), ==, -1);
   CHECK_INT(code, ==, SL_EINVAL);
   CHECK_STR(err, "dup2: Bad file descriptor");
-  CHECK(waitpid(-1, NULL, WNOHANG) < 0 && errno == ECHILD); /* reaped already */
-  CHECK(fcntl(o[1], F_GETFD) < 0); /* closed in every case */
+  close(sfd);
 }
 
 /* ---- Ending a child's attempt ---- */
