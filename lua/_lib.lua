@@ -25,14 +25,16 @@ local function sl_num(v)
   return tonumber(v) or 0
 end
 
--- The queue's relocation counter P..'moves': every call that moves an
--- unfinished item from one place to another (stream, delayed set, parked or
--- waiting list) without passing through the results adds one. `sluice
--- repair` reads it before and after it looks for an item everywhere: the
--- same value means no item slipped past the search (sluice_v1_repair).
--- streams[1] is P..'s:high'.
-local function sl_moved(streams)
-  redis.call('INCR', string.sub(streams[1], 1, -7) .. 'moves')
+-- A batch's counter of backward moves (field `moves` of its hash): every
+-- call that moves an unfinished item of the batch to a place `sluice
+-- repair` may already have read adds one: from a stream to the delayed
+-- set (a retry), to the batch's parked stream (a pause) or to a limit's
+-- waiting stream, and from the results back to a stream (retry, dead
+-- requeue). Moves to the end of a stream are not counted: the search reads
+-- the streams last, to their end. A search that began and ended at the
+-- same value saw every item somewhere (sluice_v1_repair).
+local function sl_moved(bkey)
+  redis.call('HINCRBY', bkey, 'moves', 1)
 end
 
 -- Publishes the batch's absolute counters as one JSON object on the queue's
@@ -175,7 +177,7 @@ local function sl_admit_batch(ctx, s, key, group, eid, f)
     if sl_cancel_item(bkey, idx, att, d, ctx.now) then ctx.touched[batch] = true end
   elseif st == 'paused' then
     redis.call('XADD', bkey .. ':p', '*', 'p', s, unpack(f))
-    redis.call('INCR', ctx.prefix .. 'moves')
+    sl_moved(bkey)
   elseif st ~= '-' then
     return true
   end
@@ -274,7 +276,6 @@ local function sl_putback(streams, f)
     fields[#fields + 1] = '1'
   end
   redis.call('XADD', streams[tonumber(f[2])], '*', unpack(fields))
-  sl_moved(streams)
 end
 
 -- The most waiting items one function call wakes for one limit (sl_wake's
@@ -355,7 +356,7 @@ local function sl_lease(ctx, s, key, group, eid, f)
     return true
   end
   redis.call('XADD', ctx.prefix .. 'cw:' .. name, '*', 'p', s, unpack(f))
-  redis.call('INCR', ctx.prefix .. 'moves')
+  sl_moved(ctx.prefix .. 'b:' .. f[2])
   redis.call('XACK', key, group, eid)
   redis.call('XDEL', key, eid)
   return false
@@ -495,7 +496,6 @@ local function sl_promote(prefix, streams, now, max)
         fields[#fields + 1] = errs
       end
       redis.call('XADD', streams[s], '*', unpack(fields))
-      sl_moved(streams)
     end
   end
   local nxt = redis.call('ZRANGE', dkey, 0, 0, 'WITHSCORES')
@@ -555,7 +555,7 @@ local function sl_requeue(bkey, streams, batch, idx, s, d)
   redis.call('HDEL', bkey .. ':r', idx)
   redis.call('HDEL', bkey .. ':f', idx)
   redis.call('XADD', streams[s], '*', 'b', batch, 'i', idx, 'a', 1, 'd', d)
-  sl_moved(streams)
+  sl_moved(bkey)
 end
 
 -- Takes n re-queued items off a batch's `failed` and `done` counters; a

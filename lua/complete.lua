@@ -95,7 +95,7 @@ for i = 5, #ARGV, 9 do
       local m = s .. '\n' .. batch .. '\n' .. idx .. '\n' .. (tonumber(f[6]) + deliveries) .. '\n' ..
                 text .. '\n' .. f[8]
       redis.call('ZADD', prefix .. 'delayed', now + tonumber(ARGV[i + 6]), m)
-      redis.call('INCR', prefix .. 'moves')
+      sl_moved(bkey)
       first = 1
     end
     -- replaced by the retry just written, or the item ended, or its batch is gone

@@ -32,6 +32,11 @@
 --                  room (ARGV[7]); the rest go to the stale pool SL_STALE
 --                  without counting a delivery, where every worker's fetch
 --                  takes them before new entries (sl_take_stale).
+-- The caller's own entries are left alone until three times its timeout:
+-- what it still runs its heartbeats renew (a due beat goes out before this
+-- call), and one that stalled and woke up must not take its own running
+-- items over; only an entry it lost track of (its record could not be
+-- kept) comes back this way when it is the only worker.
 -- With room left, the caller also takes from the stale pool. Entries whose
 -- stream entry was deleted meanwhile are dropped from the pending list.
 -- Consumers of workers that no longer beat (no P..'w:NAME' key) and have
@@ -68,7 +73,9 @@ for s = 1, 3 do
     local pending = redis.call('XPENDING', KEYS[s], group, 'IDLE', minvis, start, '+', PAGE)
     for _, p in ipairs(pending) do
       local eid, owner, idle, d = p[1], p[2], tonumber(p[3]), tonumber(p[4])
-      if owner ~= SL_STALE and owner ~= SL_ALONE and idle >= (vis[owner] or myvis) then
+      local limit = vis[owner] or myvis
+      if owner == me then limit = 3 * myvis end -- its own: see above
+      if owner ~= SL_STALE and owner ~= SL_ALONE and idle >= limit then
         local r = redis.call('XRANGE', KEYS[s], eid, eid)
         local f = r[1] and r[1][2]
         if not f then

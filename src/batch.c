@@ -271,6 +271,15 @@ static int cancel(sl_client_t *c, const char *queue, const char *batch, int abor
     return rc;
   }
   freeReplyObject(r);
+  /* A cancelled batch always ends: items Redis lost (nowhere to be met by
+   * a worker) are counted cancelled now. Best effort: `sluice repair`
+   * does the same later. */
+  {
+    sl_repair_report rep;
+
+    sl_batch_repair(c, queue, batch, &rep);
+    c->errstr[0] = '\0';
+  }
   return 0;
 }
 

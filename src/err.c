@@ -15,6 +15,7 @@ SL_EXTERN const char *sl_strerror(int code) {
   case SL_ETOOBIG: return "size limit exceeded";
   case SL_EIO: return "input/output error";
   case SL_ETIMEDOUT: return "timed out";
+  case SL_EAGAIN: return "the state kept changing: run it again";
   }
   return "invalid sluice error code";
 }
@@ -33,6 +34,7 @@ SL_EXTERN const char *sl_err_name(int code) {
   case SL_ETOOBIG: return "SL_ETOOBIG";
   case SL_EIO: return "SL_EIO";
   case SL_ETIMEDOUT: return "SL_ETIMEDOUT";
+  case SL_EAGAIN: return "SL_EAGAIN";
   }
   return "SL_E?";
 }

@@ -40,6 +40,7 @@
 
 #define RELEASE_MAX 500         /* items per release call */
 #define GIVE_BACK_HOLD_MS 1000  /* no new starts after a give back, ms (+-20%) */
+#define STALL_TICK_MS 50        /* the stall watch's tick, ms */
 
 void sl__lease_lost(sl_worker_t *w, const char *eid, int aborted, const char *how) {
   sl_job_t *prev = NULL;
@@ -116,9 +117,11 @@ void sl__lease_beat(sl_worker_t *w) {
     snprintf(host, sizeof(host), "%.*s", (int)(hl < 63 ? hl : 63), w->id);
     snprintf(info, sizeof(info),
              "{\"id\":\"%s\",\"host\":\"%s\",\"pid\":%d,\"queue\":\"%s\",\"running\":%d,\"concurrency\":%d,"
-             "\"started_at\":%lld,\"succeeded\":%llu,\"failed\":%llu,\"retried\":%llu,\"version\":\"%s\"}",
+             "\"started_at\":%lld,\"succeeded\":%llu,\"failed\":%llu,\"retried\":%llu,\"fenced\":%llu,"
+             "\"visibility_ms\":%lld,\"max_stall_ms\":%llu,\"version\":\"%s\"}",
              w->id, host, (int)getpid(), w->keys.queue, w->running, w->concurrency, (long long)w->started_at,
              (unsigned long long)w->n_ok, (unsigned long long)w->n_failed, (unsigned long long)w->n_retry,
+             (unsigned long long)w->n_fenced, (long long)w->visibility_ms, (unsigned long long)w->max_stall_ms,
              SL_VERSION_STRING);
   }
   k = (size_t)sl__fcall_head(w, "sluice_v1_beat", "5", av, al);
@@ -287,6 +290,30 @@ void sl__lease_give_back(sl_worker_t *w, const sl_job_t *j, const char *why) {
   sl__worker_kick(w);
 }
 
+/* The stall watch: a tick every STALL_TICK_MS; how much later than that
+ * it comes is how long the loop was busy elsewhere (a spawn, a large
+ * reply, a starved CPU). A stall of half a beat interval puts the
+ * worker's items at risk of a takeover: it is logged (at most every 10 s),
+ * and the longest one is reported in the fleet registry (max_stall_ms) and
+ * when the worker stops. */
+static void on_stall_tick(uv_timer_t *t) {
+  sl_worker_t *w = t->data;
+  uint64_t now = uv_hrtime();
+  uint64_t late = (now - w->stall_at) / 1000000;
+
+  w->stall_at = now;
+  late = late > STALL_TICK_MS ? late - STALL_TICK_MS : 0;
+  if (late > w->max_stall_ms)
+    w->max_stall_ms = late;
+  if (late * 2 >= (uint64_t)w->beat_ms && now - w->stall_warned_at >= 10000000000ull) {
+    w->stall_warned_at = now;
+    sl__log_warn("the worker's loop stalled for %llu ms (a beat is due every %lld ms; a stall near the visibility "
+                 "timeout lets other workers take its items over)", (unsigned long long)late, (long long)w->beat_ms);
+  }
+}
+
 void sl__lease_start(sl_worker_t *w) {
   uv_timer_start(&w->beat, on_beat_timer, (uint64_t)w->beat_ms, (uint64_t)w->beat_ms);
+  w->stall_at = uv_hrtime();
+  uv_timer_start(&w->stall, on_stall_tick, STALL_TICK_MS, STALL_TICK_MS);
 }

@@ -9,6 +9,9 @@
  * instead of polling. A stopping worker gives back what it took and did not
  * start (lease.c) and closes once nothing is running, held or in flight.
  *
+ * One turn starts items for at most START_BUDGET_NS and then kicks again,
+ * so a burst of slow starts never holds back a heartbeat.
+ *
  * The backlog holds items taken from Redis and not started, in order. An
  * item on its last allowed delivery (max-deliveries) runs alone: it waits
  * until nothing else runs, and nothing starts beside it, so items that only
@@ -22,6 +25,11 @@
  */
 
 #include "worker.h"
+
+/* Starting items takes loop time (an exec item forks, which on a loaded
+ * machine can take tens of ms): one turn starts items for at most this
+ * long, then lets due timers (the heartbeat) and replies run first. */
+#define START_BUDGET_NS (10 * 1000000ull)
 
 #include "id.h"
 #include "job.h"
@@ -102,9 +110,15 @@ static void pump(sl_worker_t *w) {
       a = next;
     }
   } else {
+    uint64_t began = uv_hrtime();
+
     while (w->running < w->concurrency && w->alone_job == NULL && w->backlog != NULL && !held) {
       if (w->backlog->alone && w->running > 0)
         break; /* it waits until nothing else runs */
+      if (uv_hrtime() - began >= START_BUDGET_NS) {
+        sl__worker_kick(w); /* the rest on the next turn, after due timers and replies */
+        break;
+      }
       j = sl__sched_pop(w);
       w->running++;
       if (j->alone)

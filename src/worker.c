@@ -108,8 +108,9 @@ void sl__worker_close_all(sl_worker_t *w) {
   w->closed = 1;
   if (w->timers_up) {
     /* not the watchdog: it outlives this until the connections are gone */
-    uv_timer_t *timers[] = {&w->kick,  &w->beat,  &w->reclaim, &w->delayed, &w->reconnect,
-                            &w->drain, &w->pause, &w->progress, &w->webhook, &w->hold};
+    uv_timer_t *timers[] = {&w->kick,  &w->beat,  &w->reclaim,  &w->delayed, &w->reconnect,
+                            &w->drain, &w->pause, &w->progress, &w->webhook, &w->hold, &w->stall,
+                            &w->repair};
 
     for (size_t i = 0; i < sizeof(timers) / sizeof(timers[0]); i++) {
       uv_timer_stop(timers[i]);
@@ -128,9 +129,10 @@ void sl__worker_close_all(sl_worker_t *w) {
     redisAsyncCommand(w->cmd, NULL, NULL, "ZREM %sworkers %s", w->keys.prefix, w->id);
   }
   sl__aredis_close(w);
-  sl__log_info("worker %s stopped: %llu succeeded, %llu failed, %llu retried, %llu given back%s", w->id,
-               (unsigned long long)w->n_ok, (unsigned long long)w->n_failed, (unsigned long long)w->n_retry,
-               (unsigned long long)w->n_given, w->n_dup ? " (some completions were already recorded)" : "");
+  sl__log_info("worker %s stopped: %llu succeeded, %llu failed, %llu retried, %llu given back, %llu fenced; "
+               "longest loop stall %llu ms%s", w->id, (unsigned long long)w->n_ok, (unsigned long long)w->n_failed,
+               (unsigned long long)w->n_retry, (unsigned long long)w->n_given, (unsigned long long)w->n_fenced,
+               (unsigned long long)w->max_stall_ms, w->n_dup ? " (some completions were already recorded)" : "");
 }
 
 static void on_drain_timer(uv_timer_t *t) {
@@ -384,8 +386,9 @@ SL_EXTERN int sl_worker_run(sl_worker_t *w) {
     return rc;
   }
   {
-    uv_timer_t *timers[] = {&w->kick,  &w->beat,  &w->reclaim, &w->delayed, &w->reconnect,
-                            &w->drain, &w->pause, &w->progress, &w->webhook, &w->hold, &w->watchdog};
+    uv_timer_t *timers[] = {&w->kick,  &w->beat,  &w->reclaim,  &w->delayed, &w->reconnect, &w->drain,
+                            &w->pause, &w->progress, &w->webhook, &w->hold,    &w->watchdog,  &w->stall,
+                            &w->repair};
 
     for (size_t i = 0; i < sizeof(timers) / sizeof(timers[0]); i++) {
       uv_timer_init(w->loop, timers[i]);
@@ -407,6 +410,7 @@ SL_EXTERN int sl_worker_run(sl_worker_t *w) {
   sl__lease_start(w);
   sl__webhook_start(w);
   sl__intake_start(w);
+  sl__selfrepair_start(w);
   sl__aredis_start(w);
   for (int i = 0; i < w->nhandlers; i++)
     off += (size_t)snprintf(served + off, sizeof(served) - off, "%s%s", i ? ", " : "", w->handlers[i].type);

@@ -101,6 +101,13 @@ struct sl_worker {
   uv_timer_t pause;          /* [aredis] ends a pause after LOADING/BUSY answers */
   uv_timer_t progress;       /* [outcome] sends reported progress, at most every 500 ms */
   uv_timer_t webhook;        /* [webhook] looks for due completion webhooks */
+  uv_timer_t repair;         /* [selfrepair] looks for items Redis lost while the queue is empty */
+  int repairing;             /* [selfrepair] a repair call is in flight */
+  long long repair_ended;    /* [selfrepair] lost items ended so far in the batch being walked */
+  uv_timer_t stall;          /* [lease] measures how late the loop runs its timers */
+  uint64_t stall_at;         /* [lease] uv_hrtime (ns) of the last stall tick */
+  uint64_t max_stall_ms;     /* [lease] the longest the loop was late, ms, since the start */
+  uint64_t stall_warned_at;  /* [lease] uv_hrtime (ns) of the last warning about a stall */
   int webhook_busy;          /* [webhook] a webhook_take call is in flight */
   unsigned char webhook_key[SL_WEBHOOK_KEY_MAX]; /* [webhook] HMAC key of webhook signatures: SLUICE_WEBHOOK_SECRET decoded */
   size_t webhook_keylen;     /* [webhook] its length, bytes (24-64); 0: no secret, webhooks go out unsigned */
@@ -192,8 +199,13 @@ void sl__lease_release(sl_worker_t *w);
  * be released uncharged, the reason logged, and new starts held (the `hold`
  * timer, which pump() respects). */
 void sl__lease_give_back(sl_worker_t *w, const sl_job_t *j, const char *why);
-/* Starts the beat timer. */
+/* Starts the beat timer and the loop's stall watch. */
 void sl__lease_start(sl_worker_t *w);
+
+/* ---- selfrepair.c: lost items of an idle queue ---- */
+
+/* Starts the repair timer. */
+void sl__selfrepair_start(sl_worker_t *w);
 
 /* ---- aredis.c: the Redis connections ---- */
 

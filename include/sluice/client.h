@@ -176,6 +176,31 @@ SL_EXTERN int sl_batch_cancel(sl_client_t *c, const char *queue, const char *bat
  * cancelled. */
 SL_EXTERN int sl_batch_abort(sl_client_t *c, const char *queue, const char *batch);
 
+/* What sl_batch_repair found and did. */
+typedef struct sl_repair_report {
+  char status[16];     /* the batch's status before the repair */
+  long long total;     /* its items */
+  long long done;      /* its items ended before the repair */
+  int whole;           /* 1 once every item was submitted (only such a batch is searched) */
+  int searches;        /* searches run (one more each time an item moved during one) */
+  long long missing;   /* items found nowhere, not even stuck in a stream */
+  long long put_back;  /* stuck stream entries put back at the end of their stream */
+  long long ended;     /* missing items ended: `failed` as lost (`cancelled` in a cancelled batch) */
+} sl_repair_report;
+
+/*
+ * Finds the items of an unfinished batch that are nowhere (no stream,
+ * retry set, parked or waiting list, no result: Redis lost them, or they
+ * were deleted by hand) and makes the batch able to end: entries stuck in a
+ * stream where no worker reads them any more are put back; items whose
+ * data is gone are ended, `failed` with an error that says so (`cancelled`
+ * in a cancelled batch), and counted in the batch's `lost` field. Reads the
+ * queue in bounded steps (never one long call); a batch still being
+ * submitted or already ended is left alone. SL_ENOTFOUND: no such batch;
+ * SL_EAGAIN: items kept moving during every search (run it again).
+ */
+SL_EXTERN int sl_batch_repair(sl_client_t *c, const char *queue, const char *batch, sl_repair_report *rep);
+
 /* ---- Failed items, dead letters and the fleet ---- */
 
 /*

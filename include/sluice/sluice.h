@@ -62,6 +62,7 @@ extern "C" {
 #define SL_ETOOBIG -9     /* a size limit was exceeded */
 #define SL_EIO -10        /* an I/O error reading input or talking to a child */
 #define SL_ETIMEDOUT -11  /* a deadline passed */
+#define SL_EAGAIN -12     /* the state kept changing under the operation: run it again */
 
 /* A short description of an SL_E* code ("cannot reach Redis"). Never NULL. */
 SL_EXTERN const char *sl_strerror(int code);

@@ -44,6 +44,8 @@ static const char usage[] =
     "  cancel [--abort] BATCH      no item of the batch starts any more (--abort: stop running ones too)\n"
     "  pause BATCH | resume BATCH  hold the batch's items (running ones finish), then continue\n"
     "  retry BATCH                 run the failed items of a batch again (attempts start at 1)\n"
+    "  repair [BATCH]              after Redis lost data (rollback, failover): put back or end the items of\n"
+    "                              unfinished batches that are nowhere, so the batches can end\n"
     "  dead list [--limit N] [--json]   dead letters (items that failed for good), newest first\n"
     "  dead requeue ID...|--all|--limit N   run the items of dead letters again (--limit: oldest N)\n"
     "  dead purge                  delete every dead letter; failed results stay\n"
@@ -82,7 +84,7 @@ int main(int argc, char **argv) {
       {"cancel", cmd_cancel},   {"demo", cmd_demo},       {"retry", cmd_retry},
       {"pause", cmd_pause},     {"resume", cmd_resume},
       {"dead", cmd_dead},       {"workers", cmd_workers}, {"limit", cmd_limit},     {"stats", cmd_stats},
-      {"library", cmd_library},
+      {"library", cmd_library}, {"repair", cmd_repair},
   };
 
   signal(SIGPIPE, SIG_IGN);

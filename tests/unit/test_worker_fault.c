@@ -9,7 +9,8 @@
  * its exit, under LeakSanitizer) is pinned to its N. Afterwards a normal
  * worker with a short visibility timeout (300 ms) takes over whatever the
  * faulty run left pending (an outcome it could not record stays pending and
- * runs again) and finishes the batch. Then the counts must be exact: no item
+ * runs again; the faulty worker's claims carry the same 300 ms) and
+ * finishes the batch. Then the counts must be exact: no item
  * lost and none counted twice, one results line per item, each with the
  * status its type calls for, one dead letter per failure for good.
  *
@@ -189,6 +190,7 @@ static void faulty_run(const char *q, const char *batch, long n, int once, long 
   o.concurrency = 4;
   o.block_ms = 100;
   o.drain_timeout_ms = 500;
+  o.visibility_ms = 300; /* its claims expire as the finishing worker's do */
   o.quiet = 1;
   before = sl__alloc_count();
   if (n >= 0) {
