@@ -124,6 +124,13 @@ static void fenced(sl_worker_t *w, const sl_done *d, const char *why) {
   size_t wl = sp != NULL ? (size_t)(sp - why) : strlen(why);
 
   w->n_fenced++;
+  /* counted when it finished (sl__worker_finish); it is not this worker's */
+  if (d->outcome == 's')
+    w->n_ok--;
+  else if (d->outcome == 'r')
+    w->n_retry--;
+  else
+    w->n_failed--;
   if (sp != NULL)
     at = strtoll(sp + 1, NULL, 10);
   snprintf(who, sizeof(who), "%.*s", (int)(wl < sizeof(who) - 1 ? wl : sizeof(who) - 1), why);

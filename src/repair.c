@@ -510,10 +510,9 @@ SL_EXTERN int sl_batch_repair(sl_client_t *c, const char *queue, const char *bat
       break;
   }
   if (rc == SL_EAGAIN)
-    rc = sl__client_fail(c, SL_EAGAIN, "batch %s is not stuck: its items kept moving (retries, a pause or a limit "
+    rc = sl__client_fail(c, SL_EAGAIN, "the batch is not stuck: its items kept moving (retries, a pause or a limit "
                          "at work) during %d searches, so a missing item cannot be told from a moving one; nothing "
-                         "was changed. Run the repair again once the batch stops making progress", batch,
-                         SEARCH_TRIES);
+                         "was changed. Run the repair again once the batch stops making progress", SEARCH_TRIES);
   sl_free(s.seen);
   sl_free(s.stuck);
   return rc;
