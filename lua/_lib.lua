@@ -4,7 +4,7 @@
 
 -- Server time in ms since the epoch: one clock for the whole fleet.
 -- Worker functions (fetch, accept, complete, beat, reclaim, release,
--- progress, penalize, the webhook pair, init) refuse a Redis user that may
+-- progress, penalize, the webhook pair, init, repair) refuse a Redis user that may
 -- not acknowledge stream entries: ACLs cannot tell one function from
 -- another, but the README's producer and dashboard users lack XACK, so they
 -- cannot take items or record outcomes through FCALL. Checked before any
@@ -439,12 +439,14 @@ end
 -- not record it: "WORKER MS", who took it over and when (MS 0: unknown),
 -- or "- 0" when nobody holds it although it is still in the stream (Redis
 -- lost the caller's read: a rollback or a failover). nil when the entry is
--- gone and was never taken over: the item ended by this caller's own
--- earlier call (a completion sent again after a lost reply).
-local function sl_fence(prefix, s, key, eid, p)
+-- gone and was never taken over, or taken over by the caller itself: the
+-- item ended by this caller's own earlier call (a completion sent again
+-- after a lost reply).
+local function sl_fence(prefix, s, key, eid, p, me)
   local tk = redis.call('GET', prefix .. 'tk:' .. s .. ':' .. eid)
   if p then return tk or (p[2] .. ' 0') end
   if #redis.call('XRANGE', key, eid, eid) > 0 then return '- 0' end
+  if tk and string.sub(tk, 1, #me + 1) == me .. ' ' then return nil end -- it took the entry over itself
   return tk or nil
 end
 

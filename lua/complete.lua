@@ -97,7 +97,7 @@ for i = 5, #ARGV, 9 do
   local first = 0
   local fenced = nil
   if not p or p[2] ~= me then
-    fenced = sl_fence(prefix, s, KEYS[s], eid, p)
+    fenced = sl_fence(prefix, s, KEYS[s], eid, p, me)
   elseif outcome ~= string.lower(outcome) then
     -- an upper-case outcome: the attempt reported progress; it ends here
     redis.call('HDEL', bkey .. ':progress', idx)

@@ -21,13 +21,16 @@
 --             stream entry, pending or not, no delayed item, no waiting
 --             item), so that every unfinished item of a batch is truly
 --             nowhere. With '' it picks the newest batch (of the last 100)
---             that is queued or running, whole, not done and has nothing
---             parked. Ends the missing items among the next 1000 indexes as
+--             that is queued, running or cancelled, whole, not done and has
+--             nothing parked. Ends the missing items among the next 1000 indexes as
 --             'lost' does.
 --             returns {batch, next index (-1: done), items ended}, or an
 --             empty array when the queue is not empty or no batch qualifies
 --             (KEYS[4] is then P..'batches')
 -- returns     the number of items put back or ended
+--
+-- A worker function (sl_worker_only: a user that may XACK): it trusts the
+-- caller's search, so producers and dashboards may not call it.
 -- errors      'SLUICE_ARGS' (malformed arguments; nothing was written),
 --             'SLUICE_NOTFOUND' (no such batch),
 --             'SLUICE_MOVED' ('lost' only: an item moved between places
@@ -40,6 +43,7 @@
 -- place, so an item it did not see is truly nowhere. An index with a
 -- result by now is
 -- skipped, so a step sent twice ends nothing twice.
+do local denied = sl_worker_only(KEYS[1]) if denied then return denied end end
 local prefix, queue, group, batch, mode = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
 local bkey = KEYS[4]
 local streams = {KEYS[1], KEYS[2], KEYS[3]}
@@ -78,17 +82,19 @@ if mode == 'empty' then
     if redis.call('XLEN', streams[s]) > 0 then return {} end
   end
   if redis.call('ZCARD', prefix .. 'delayed') > 0 then return {} end
-  for _, name in ipairs(redis.call('HKEYS', prefix .. 'limits')) do
-    if redis.call('XLEN', prefix .. 'cw:' .. name) > 0 then return {} end
+  local lims = redis.call('HGETALL', prefix .. 'limits')
+  for k = 1, #lims, 2 do
+    if redis.call('XLEN', prefix .. 'cw:' .. lims[k]) > 0 then return {} end
   end
   local function stalled(b)
     local v = redis.call('HMGET', prefix .. 'b:' .. b, 'status', 'total', 'done', 'whole')
-    return (v[1] == 'running' or v[1] == 'queued') and v[4] == '1' and sl_num(v[3]) < sl_num(v[2]) and
+    return (v[1] == 'running' or v[1] == 'queued' or v[1] == 'cancelled') and v[4] == '1' and
+           sl_num(v[3]) < sl_num(v[2]) and
            redis.call('XLEN', prefix .. 'b:' .. b .. ':p') == 0, sl_num(v[2]), v[1]
   end
   batch = ARGV[6] or ''
   if batch == '' then
-    for _, b in ipairs(redis.call('ZREVRANGE', prefix .. 'batches', 0, 99)) do
+    for _, b in ipairs(redis.call('ZRANGE', prefix .. 'batches', 0, 99, 'REV')) do
       if stalled(b) then batch = b break end
     end
     if batch == '' then return {} end

@@ -9,13 +9,13 @@
  * memory, the worker has other threads (curl's resolver), and a lock one of
  * them held would never be released in the child. The child writes nothing
  * of the worker's memory but its own stack (a buffer in sl__forkexec's
- * frame, which waits until execve). The child reports the step that failed and its
- * errno on a close-on-exec status pipe. The parent does not wait for it:
- * on a loaded machine a new child may wait tens of milliseconds for a CPU
- * before it reaches execve, and a worker starting many commands would stall
- * its loop for seconds (heartbeats missed, items taken over). It reads the
- * pipe once the child has exited (sl__forkexec_report): a report means the
- * set-up failed, end of file that execve succeeded.
+ * frame: CLONE_VFORK holds the worker until the child calls execve or
+ * exits, which is short, since nothing is copied). The child reports the
+ * step that failed and its errno on a close-on-exec status pipe, which the
+ * worker does not wait on: it reads the pipe once the child has exited
+ * (sl__forkexec_report), a report meaning the set-up failed, end of file
+ * that execve succeeded. (Sanitizer builds fork, and there the child may
+ * wait for a CPU long after the fork returned.)
  */
 #define _GNU_SOURCE /* pipe2, O_CLOEXEC, F_DUPFD_CLOEXEC */
 

@@ -343,13 +343,13 @@ static int search_once(search *s) {
     return rc;
   {
     char lkey[SL_NAME_MAX + 32];
-    const char *av[] = {"HKEYS", lkey, NULL};
+    const char *av[] = {"HGETALL", lkey, NULL};
 
     snprintf(lkey, sizeof(lkey), "%slimits", s->k->prefix);
     r = run(s->c, &rc, av);
     if (r == NULL)
       return rc;
-    for (size_t i = 0; rc == 0 && i < r->elements; i++) {
+    for (size_t i = 0; rc == 0 && i + 1 < r->elements; i += 2) {
       snprintf(key, sizeof(key), "%scw:%s", s->k->prefix, r->element[i]->str);
       rc = read_stream(s, key, 0, NULL, 0, NULL);
     }

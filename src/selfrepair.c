@@ -44,8 +44,8 @@ static void on_repair(redisAsyncContext *ac, void *reply, void *priv) {
   }
   if (total > 0)
     sl__log_warn("batch %s waited with an empty queue for %lld items that exist nowhere (Redis lost them: a "
-                 "rollback or failover?); they are ended as failed (lost), the batch can end", r->element[0]->str,
-                 total);
+                 "rollback or failover?); they are ended as lost (failed, or cancelled in a cancelled batch), the "
+                 "batch can end", r->element[0]->str, total);
   w->repair_ended = 0;
 }
 

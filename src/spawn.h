@@ -18,9 +18,9 @@
  *     own (fdlimit.h).
  * Between fork and execve the child makes only async-signal-safe calls (the
  * worker has other threads: curl's resolver). A failed step writes {step,
- * errno} to a close-on-exec status pipe. The worker does not wait for the
- * child to reach execve (on a loaded machine that can take tens of ms per
- * child, seconds of stalled loop for a burst of starts): it reads the pipe
+ * errno} to a close-on-exec status pipe. The child is cloned into the
+ * worker's memory (CLONE_VM | CLONE_VFORK: nothing copied, the worker held
+ * only until the child calls execve); the worker reads the status pipe
  * when the child has exited, and a failed set-up comes to the end callback
  * (sl_child_end.setup_failed).
  *
