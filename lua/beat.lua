@@ -6,16 +6,21 @@
 -- ARGV[1]     consumer group    ARGV[2] consumer name = worker id
 -- ARGV[3]     registry TTL, ms (the hash expires when beats stop)
 -- ARGV[4]     the worker's description: JSON object (host, pid, queue, running, ...)
--- ARGV[5..]   per item held: priority (1-3), stream entry id
+-- ARGV[5..]   per item held: priority (1-3), stream entry id, batch id
 -- returns     the entry ids the worker no longer owns (taken over, or ended):
 --             it must stop those attempts (fencing); an id prefixed with '!'
 --             belongs to a batch cancelled with --abort: the item is counted
 --             cancelled here, and the worker stops the attempt
 --
--- XCLAIM does not check who owns an entry, so a late heartbeat of a worker
--- that lost an item would take it back: ownership is checked with XPENDING
--- in the same script. XCLAIM ... JUSTID resets the idle time without
--- counting a delivery.
+-- Its cost is O(items held), and it reads no item body: per stream, the
+-- caller's own pending entries come from one XPENDING with the consumer
+-- filter (one per entry when it holds only a few there), the batches'
+-- status and abort flag from one HMGET per batch, and the claims are
+-- renewed by multi-id XCLAIM ... JUSTID calls (which reset the idle time
+-- without counting a delivery). Only an aborted item's entry is read, to
+-- write its cancelled result. XCLAIM does not check who owns an entry, so
+-- a late heartbeat of a worker that lost an item would take it back:
+-- ownership is checked here, in the same call.
 do local denied = sl_worker_only(KEYS[1]) if denied then return denied end end
 local group, me = ARGV[1], ARGV[2]
 local now = sl_now_ms()
@@ -23,39 +28,80 @@ local lost = {}
 local prefix = string.sub(KEYS[4], 1, -8) -- P..'workers' -> P
 local aborting = {}
 local touched = {}
+local CLAIM_MAX = 1000 -- entry ids per XCLAIM (Lua's unpack has a limit)
 redis.call('HSET', KEYS[5], 'info', ARGV[4], 'beat', now)
 redis.call('PEXPIRE', KEYS[5], ARGV[3])
 redis.call('ZADD', KEYS[4], now, me)
 redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', now - 24 * 3600 * 1000)
-for i = 5, #ARGV, 2 do
-  local s, eid = tonumber(ARGV[i]), ARGV[i + 1]
-  local p = redis.call('XPENDING', KEYS[s], group, eid, eid, 1)
-  if p[1] and p[1][2] == me then
-    local r = redis.call('XRANGE', KEYS[s], eid, eid)
-    local f = r[1] and r[1][2]
-    local abort = false
-    if f then
-      local batch = f[2]
-      if aborting[batch] == nil then
-        local v = redis.call('HMGET', prefix .. 'b:' .. batch, 'status', 'abort')
-        aborting[batch] = v[1] == 'cancelled' and v[2] == '1'
+
+local held = {{}, {}, {}}
+for i = 5, #ARGV - 2, 3 do
+  local s = tonumber(ARGV[i])
+  if held[s] then
+    local h = held[s]
+    h[#h + 1] = {ARGV[i + 1], ARGV[i + 2]}
+  end
+end
+
+local function abort_of(batch)
+  if aborting[batch] == nil then
+    local v = redis.call('HMGET', prefix .. 'b:' .. batch, 'status', 'abort')
+    aborting[batch] = v[1] == 'cancelled' and v[2] == '1'
+  end
+  return aborting[batch]
+end
+
+for s = 1, 3 do
+  local h = held[s]
+  if #h > 0 then
+    local mine, partial = nil, false
+    if #h > 8 then
+      local limit = #h + 1000
+      local pending = redis.call('XPENDING', KEYS[s], group, '-', '+', limit, me)
+      mine = {}
+      for _, p in ipairs(pending) do
+        mine[p[1]] = true
       end
-      abort = aborting[batch]
+      partial = #pending == limit -- more of its own than that: look the rest up one by one
     end
-    if abort then
-      local bkey = prefix .. 'b:' .. f[2]
-      sl_lease_return({prefix = prefix}, KEYS, s, eid, f[8])
-      sl_cancel_item(bkey, f[4], tonumber(f[6]) + 1, f[8], now,
-                     'cancelled: aborted while running (sluice cancel --abort)')
-      redis.call('XACK', KEYS[s], group, eid)
-      redis.call('XDEL', KEYS[s], eid)
-      touched[f[2]] = true
-      lost[#lost + 1] = '!' .. eid
-    else
-      redis.call('XCLAIM', KEYS[s], group, me, 0, eid, 'JUSTID')
+    local claim = {}
+    for _, e in ipairs(h) do
+      local eid, batch = e[1], e[2]
+      local owned
+      if mine and (mine[eid] or not partial) then
+        owned = mine[eid] or false
+      else
+        local p = sl_holder(KEYS[s], group, eid)
+        owned = p ~= nil and p[2] == me
+      end
+      if not owned then
+        lost[#lost + 1] = eid
+      elseif abort_of(batch) then
+        local r = redis.call('XRANGE', KEYS[s], eid, eid)
+        local f = r[1] and r[1][2]
+        if f then
+          local bkey = prefix .. 'b:' .. f[2]
+          sl_lease_return({prefix = prefix}, KEYS, s, eid, f[8])
+          sl_cancel_item(bkey, f[4], tonumber(f[6]) + 1, f[8], now,
+                         'cancelled: aborted while running (sluice cancel --abort)')
+          touched[f[2]] = true
+        end
+        redis.call('XACK', KEYS[s], group, eid)
+        redis.call('XDEL', KEYS[s], eid)
+        lost[#lost + 1] = '!' .. eid
+      else
+        claim[#claim + 1] = eid
+        if #claim == CLAIM_MAX then
+          claim[#claim + 1] = 'JUSTID'
+          redis.call('XCLAIM', KEYS[s], group, me, 0, unpack(claim))
+          claim = {}
+        end
+      end
     end
-  else
-    lost[#lost + 1] = eid
+    if #claim > 0 then
+      claim[#claim + 1] = 'JUSTID'
+      redis.call('XCLAIM', KEYS[s], group, me, 0, unpack(claim))
+    end
   end
 end
 for batch in pairs(touched) do

@@ -41,7 +41,9 @@
 -- stream entry was deleted meanwhile are dropped from the pending list.
 -- Consumers of workers that no longer beat (no P..'w:NAME' key) and have
 -- nothing pending are removed from the group, and their P..'vis' field;
--- never one with pending entries, which XGROUP DELCONSUMER would drop.
+-- never one with pending entries, which XGROUP DELCONSUMER would drop. That
+-- walk reads every consumer, so one call a minute per queue makes it
+-- (P..'cleanup', SET NX with a 60 s expiry), not every call of every worker.
 do local denied = sl_worker_only(KEYS[1]) if denied then return denied end end
 local group, me, myvis, maxdel = ARGV[1], ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])
 local prefix, queue, want, alone_ok = ARGV[5], ARGV[6], tonumber(ARGV[7]), ARGV[8] == '1'
@@ -156,8 +158,9 @@ for k = 1, #lims, 2 do
   end
 end
 
--- Consumers of dead workers with nothing pending.
-for s = 1, 3 do
+-- Consumers of dead workers with nothing pending: at most once a minute
+-- per queue, fleet-wide (P..'cleanup' is the minute's token).
+for s = 1, (redis.call('SET', prefix .. 'cleanup', me, 'PX', 60000, 'NX') and 3 or 0) do
   for _, c in ipairs(redis.call('XINFO', 'CONSUMERS', KEYS[s], group)) do
     local name, npending = c[2], c[4]
     if name ~= me and npending == 0 and redis.call('EXISTS', prefix .. 'w:' .. name) == 0 then

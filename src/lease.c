@@ -94,8 +94,20 @@ static void on_beat(redisAsyncContext *ac, void *reply, void *priv) {
   sl__worker_kick(w);
 }
 
+/* One held item of a beat: priority, entry id, batch id. */
+static void push_held(const char **av, size_t *al, size_t *k, int prio, const char *eid, const char *batch) {
+  av[*k] = sl__prio_arg[prio];
+  al[(*k)++] = 1;
+  av[*k] = eid;
+  al[*k] = strlen(eid);
+  (*k)++;
+  av[*k] = batch;
+  al[*k] = strlen(batch);
+  (*k)++;
+}
+
 void sl__lease_beat(sl_worker_t *w) {
-  size_t max = 16 + 2 * ((size_t)w->concurrency + (size_t)w->nbacklog + (size_t)w->ngiven + (size_t)w->ndone + 16);
+  size_t max = 16 + 3 * ((size_t)w->concurrency + (size_t)w->nbacklog + (size_t)w->ngiven + (size_t)w->ndone + 16);
   const char **av = sl_malloc(max * sizeof(*av));
   size_t *al = sl_malloc(max * sizeof(*al));
   char wkey[sizeof(w->keys.prefix) + sizeof(w->id) + 4];
@@ -143,36 +155,21 @@ void sl__lease_beat(sl_worker_t *w) {
   av[k] = info;
   al[k] = strlen(av[k]);
   k++;
-  for (sl_job_t *j = w->active; j != NULL && k + 2 <= max; j = j->next) {
-    if (j->ended)
-      continue;
-    av[k] = sl__prio_arg[j->prio];
-    al[k++] = 1;
-    av[k] = j->eid;
-    al[k] = strlen(j->eid);
-    k++;
+  for (sl_job_t *j = w->active; j != NULL && k + 3 <= max; j = j->next) {
+    if (!j->ended)
+      push_held(av, al, &k, j->prio, j->eid, j->batch);
   }
   /* Attempts that finished and whose completion is not written yet: the
    * item is still this worker's until Redis has its outcome, or another
    * worker would run it again meanwhile. (A completion call in flight is
    * ahead of this beat on the same connection.) */
-  for (const sl_done *d = w->done; d != NULL && k + 2 <= max; d = d->next) {
-    av[k] = sl__prio_arg[d->prio];
-    al[k++] = 1;
-    av[k] = d->eid;
-    al[k] = strlen(d->eid);
-    k++;
-  }
+  for (const sl_done *d = w->done; d != NULL && k + 3 <= max; d = d->next)
+    push_held(av, al, &k, d->prio, d->eid, d->batch);
   for (int list = 0; list < 2; list++) {
     /* the backlog, and items given back but not yet released: neither may
      * look abandoned, or a takeover would count it a delivery */
-    for (sl_job_t *j = list == 0 ? w->backlog : w->given; j != NULL && k + 2 <= max; j = j->next) {
-      av[k] = sl__prio_arg[j->prio];
-      al[k++] = 1;
-      av[k] = j->eid;
-      al[k] = strlen(j->eid);
-      k++;
-    }
+    for (sl_job_t *j = list == 0 ? w->backlog : w->given; j != NULL && k + 3 <= max; j = j->next)
+      push_held(av, al, &k, j->prio, j->eid, j->batch);
   }
   if (redisAsyncCommandArgv(w->cmd, on_beat, NULL, (int)k, av, al) == REDIS_OK) {
     w->beating = 1;
