@@ -311,7 +311,7 @@ static void take_field(search *s, const char *idx) {
 
 /* Reads the batch's `moves`. */
 static int read_moves(search *s, char *out, size_t len) {
-  char key[SL_NAME_MAX + 128];
+  char key[1024];
   const char *av[] = {"HGET", key, "moves", NULL};
   redisReply *r;
   int rc = 0;
@@ -327,8 +327,8 @@ static int read_moves(search *s, char *out, size_t len) {
 
 /* One search (steps 2 of the header). */
 static int search_once(search *s) {
-  char key[SL_NAME_MAX + 256];
-  char match[128];
+  char key[1024];
+  char match[1024];
   redisReply *r;
   int rc = 0;
 
@@ -342,7 +342,7 @@ static int search_once(search *s) {
   if ((rc = read_stream(s, key, 0, NULL, 0, NULL)) != 0)
     return rc;
   {
-    char lkey[SL_NAME_MAX + 32];
+    char lkey[1024];
     const char *av[] = {"HGETALL", lkey, NULL};
 
     snprintf(lkey, sizeof(lkey), "%slimits", s->k->prefix);
@@ -376,7 +376,7 @@ static int search_once(search *s) {
 /* FCALL sluice_v1_repair with the words after the mode. Returns the
  * count it answered in *n; SL_EAGAIN when the counter moved. */
 static int step(search *s, const char *mode, const char **words, size_t nwords, long long *n) {
-  char bkey[SL_NAME_MAX + 128];
+  char bkey[1024];
   const char **av = sl_malloc((9 + nwords) * sizeof(*av));
   redisReply *r;
   int rc = 0;
@@ -452,7 +452,7 @@ static int fix(search *s, const char *moves, sl_repair_report *rep) {
 SL_EXTERN int sl_batch_repair(sl_client_t *c, const char *queue, const char *batch, sl_repair_report *rep) {
   sl_keys k;
   search s = {0};
-  char bkey[SL_NAME_MAX + 128];
+  char bkey[1024];
   const char *av[] = {"HMGET", bkey, "status", "total", "done", "whole", NULL};
   redisReply *r;
   int rc = 0;
@@ -460,6 +460,8 @@ SL_EXTERN int sl_batch_repair(sl_client_t *c, const char *queue, const char *bat
   memset(rep, 0, sizeof(*rep));
   if (sl__keys_init(&k, queue) != 0)
     return sl__client_fail(c, SL_EINVAL, "invalid queue name \"%s\"", queue);
+  if (strlen(batch) > SL_NAME_MAX)
+    return sl__client_fail(c, SL_EINVAL, "invalid batch id: longer than %d bytes", SL_NAME_MAX);
   snprintf(bkey, sizeof(bkey), "%sb:%s", k.prefix, batch);
   r = run(c, &rc, av);
   if (r == NULL)
