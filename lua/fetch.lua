@@ -23,7 +23,10 @@
 -- stream, so the streams are read one at a time, high first, each until it
 -- has no new entries or COUNT is reached. Entries that may not run
 -- (cancelled or vanished batch, item already ended; see sl_admit) are
--- finished here and do not count against COUNT.
+-- finished here and do not count against COUNT, but every entry read
+-- counts against the call's budget (2 x COUNT + 100): a fetch that meets a
+-- long run of a cancelled batch's entries returns short, and the next call
+-- goes on.
 do local denied = sl_worker_only(KEYS[1]) if denied then return denied end end
 local group, consumer, want = ARGV[1], ARGV[2], tonumber(ARGV[3])
 local ctx = {prefix = ARGV[4], status = {}, touched = {}, started = {}, vis = tonumber(ARGV[8])}
@@ -31,17 +34,21 @@ ctx.now = sl_now_ms()
 local out = {sl_promote(ARGV[4], KEYS, ctx.now, 500)}
 if ctx.vis then redis.call('HSET', ARGV[4] .. 'vis', consumer, ctx.vis) end
 
+-- Entries one call reads from the streams at most, runnable or not (those
+-- of a cancelled or paused batch are finished or parked as they are met):
+-- a call never examines more than this, whatever the queue holds.
+local budget = math.max(want, 1) * 2 + 100
+
 -- Reads up to n runnable entries from stream s; returns how many it took.
 local function take(s, n)
   local got = sl_take_stale(ctx, out, s, KEYS[s], group, consumer, n)
-  local rounds = 0
-  while n - got > 0 and rounds < 16 do
-    rounds = rounds + 1
-    local r = redis.call('XREADGROUP', 'GROUP', group, consumer, 'COUNT', n - got,
+  while n - got > 0 and budget > 0 do
+    local r = redis.call('XREADGROUP', 'GROUP', group, consumer, 'COUNT', math.min(n - got, budget),
                          'STREAMS', KEYS[s], '>')
     if not r then break end
     local entries = r[1][2]
     if #entries == 0 then break end
+    budget = budget - #entries
     for _, e in ipairs(entries) do
       local f = e[2]
       ctx.extra = #f > 8
