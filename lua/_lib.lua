@@ -278,6 +278,31 @@ local function sl_putback(streams, f)
   redis.call('XADD', streams[tonumber(f[2])], '*', unpack(fields))
 end
 
+-- One bounded step of a resume (sluice_v1_resume; reclaim finishes what a
+-- resume whose client died left): puts back at most max of the items
+-- parked in P..'b:BATCH:p' while the batch was paused, oldest first, at the
+-- ends of their streams (sl_putback). A batch that is paused again or was
+-- cancelled keeps them (the next resume, or cancel, deals with them). The
+-- batch leaves P..'unpark' once nothing is left to do. Returns true when
+-- parked items are left to put back.
+local function sl_unpark(prefix, streams, batch, max)
+  local bkey = prefix .. 'b:' .. batch
+  local st = redis.call('HGET', bkey, 'status')
+  if not st or st == 'paused' or st == 'cancelled' then
+    redis.call('ZREM', prefix .. 'unpark', batch)
+    return false
+  end
+  local pkey = bkey .. ':p'
+  for _, e in ipairs(redis.call('XRANGE', pkey, '-', '+', 'COUNT', max)) do
+    sl_putback(streams, e[2])
+    redis.call('XDEL', pkey, e[1])
+  end
+  if redis.call('XLEN', pkey) > 0 then return true end
+  redis.call('DEL', pkey)
+  redis.call('ZREM', prefix .. 'unpark', batch)
+  return false
+end
+
 -- The most waiting items one function call wakes for one limit (sl_wake's
 -- callers cap n with it): Redis serves nobody else while a function runs,
 -- so no call does work that grows with the number of items waiting.

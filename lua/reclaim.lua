@@ -146,6 +146,12 @@ for batch in pairs(finished) do
 end
 sl_admit_done(ctx, queue)
 
+-- A resume whose client died between its steps: one step of it here.
+do
+  local b = redis.call('ZRANGE', prefix .. 'unpark', 0, 0)[1]
+  if b then sl_unpark(prefix, KEYS, b, 1000) end
+end
+
 -- Concurrency leases that lapsed (their worker died) free places: wake as
 -- many waiting items, at most SL_WAKE_MAX per limit in one call.
 local lims = redis.call('HGETALL', prefix .. 'limits')

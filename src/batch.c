@@ -18,6 +18,7 @@
 #include "json.h"
 
 #define RESULTS_PAGE 1000 /* HMGET fields per call */
+#define RESUME_STEP "1000" /* parked items one resume call puts back */
 
 static const char *hfield(const redisReply *h, const char *name) {
   for (size_t i = 0; i + 1 < h->elements; i += 2) {
@@ -295,7 +296,7 @@ SL_EXTERN int sl_batch_abort(sl_client_t *c, const char *queue, const char *batc
 static int pause_resume(sl_client_t *c, const char *queue, const char *batch, int resume) {
   sl_keys k;
   char bkey[256];
-  const char *av[7];
+  const char *av[8];
   redisReply *r;
   int rc;
 
@@ -310,7 +311,19 @@ static int pause_resume(sl_client_t *c, const char *queue, const char *batch, in
     av[4] = k.prefix;
     av[5] = k.queue;
     av[6] = batch;
-    r = sl__client_fcall(c, &rc, "resume", 4, 7, av, NULL);
+    av[7] = RESUME_STEP;
+    /* bounded steps: the first resumes, each puts back parked items */
+    for (;;) {
+      r = sl__client_fcall(c, &rc, "resume", 4, 8, av, NULL);
+      if (r == NULL || r->type != REDIS_REPLY_ARRAY || r->elements != 2 ||
+          r->element[1]->type != REDIS_REPLY_INTEGER || r->element[1]->integer == 0)
+        break;
+      freeReplyObject(r);
+    }
+    if (r != NULL && r->type == REDIS_REPLY_ARRAY && r->elements == 2) {
+      freeReplyObject(r);
+      return 0;
+    }
   } else {
     av[0] = bkey;
     av[1] = k.prefix;

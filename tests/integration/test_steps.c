@@ -1,0 +1,143 @@
+/*
+ * Operations that work in bounded steps (no function call does work that
+ * grows with a batch), interrupted between their steps as a client that
+ * dies would leave them.
+ *
+ *   resume_interrupted   A batch of 50,000 items is paused while two workers
+ *                        run it; the workers park what they meet. One step
+ *                        of a resume is sent by hand, as a `sluice resume`
+ *                        killed after its first call leaves it: the batch
+ *                        runs again at once, and the workers put the rest of
+ *                        the parked items back by themselves (their reclaim
+ *                        timers), with no client at all. A second `sluice
+ *                        resume` finishes what is left. Every item ends
+ *                        exactly once, counters exact, nothing left parked.
+ *
+ * Every wait polls with a deadline.
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "itest.h"
+
+#define STEP_ITEMS 50000 /* items of the batch */
+#define STEP_MAX "1000"  /* parked items one resume step puts back */
+
+static pid_t worker(const char *q) {
+  const char *args[] = {"worker", "--redis", itest_url(), "--queue", q, "--concurrency", "50", "--block-ms", "300",
+                        "--quiet", NULL};
+
+  return itest_spawn(args, NULL, NULL);
+}
+
+static long long num(redisContext *c, const char *fmt, const char *q, const char *batch) {
+  redisReply *r = itest_cmd(c, fmt, q, batch);
+  long long n = r->type == REDIS_REPLY_INTEGER ? r->integer : -1;
+
+  freeReplyObject(r);
+  return n;
+}
+
+/* Entries of the batch still in the streams or pending: 0 once every item
+ * is parked, running nowhere. */
+static long long in_streams(redisContext *c, const char *q) {
+  static const char *const s[3] = {"high", "normal", "low"};
+  long long n = 0;
+
+  for (int i = 0; i < 3; i++) {
+    redisReply *r = itest_cmd(c, "XLEN sluice:{%s}:s:%s", q, s[i]);
+
+    n += r->integer;
+    freeReplyObject(r);
+  }
+  return n;
+}
+
+static void test_resume_interrupted(void) {
+  const char *q = itest_queue("steps");
+  const char *path = itest_path("steps.jsonl");
+  redisContext *c = itest_conn();
+  size_t cap = (size_t)STEP_ITEMS * 40;
+  char *buf = malloc(cap);
+  size_t len = 0;
+  char batch[64];
+  pid_t w[2];
+  long long parked;
+  long long after_step;
+  redisReply *r;
+
+  for (int i = 0; i < STEP_ITEMS; i++)
+    len += (size_t)snprintf(buf + len, cap - len, "{\"type\":\"noop\",\"payload\":%d}\n", i);
+  itest_write(path, buf, len);
+  free(buf);
+  {
+    const char *args[] = {"submit", "--redis", itest_url(), "--queue", q, path, NULL};
+    char *out = NULL;
+
+    CHECK_INT(itest_run(args, &out, NULL, 120), ==, 0);
+    snprintf(batch, sizeof(batch), "%.26s", out);
+    free(out);
+  }
+  w[0] = worker(q);
+  w[1] = worker(q);
+  ITEST_WAIT_INT(itest_batch_num(c, q, batch, "done"), >=, 1000, 30000, "1,000 items done");
+  {
+    const char *args[] = {"pause", "--redis", itest_url(), "--queue", q, batch, NULL};
+
+    CHECK_INT(itest_run(args, NULL, NULL, 30), ==, 0);
+  }
+  /* The workers park every entry of the batch they meet. */
+  ITEST_WAIT_INT(in_streams(c, q), ==, 0, 60000, "every entry of the paused batch parked or ended");
+  parked = num(c, "XLEN sluice:{%s}:b:%s:p", q, batch);
+  printf("    paused with %lld items done, %lld parked\n", itest_batch_num(c, q, batch, "done"), parked);
+  CHECK(parked > 0);
+  CHECK_INT(itest_batch_num(c, q, batch, "done") + parked, ==, STEP_ITEMS);
+
+  /* One step of a resume, and its client gone. */
+  r = itest_cmd(c, "FCALL sluice_v1_resume 4 sluice:{%s}:b:%s sluice:{%s}:s:high sluice:{%s}:s:normal "
+                   "sluice:{%s}:s:low sluice:{%s}: %s %s " STEP_MAX,
+                q, batch, q, q, q, q, q, batch);
+  CHECK(r->type == REDIS_REPLY_ARRAY && r->elements == 2);
+  CHECK_STR(r->element[0]->str, "running");
+  CHECK_INT(r->element[1]->integer, ==, parked > 1000 ? 1 : 0);
+  freeReplyObject(r);
+  after_step = num(c, "XLEN sluice:{%s}:b:%s:p", q, batch);
+  CHECK_INT(after_step, ==, parked > 1000 ? parked - 1000 : 0);
+  r = itest_cmd(c, "ZSCORE sluice:{%s}:unpark %s", q, batch);
+  CHECK(r->type == (parked > 1000 ? REDIS_REPLY_STRING : REDIS_REPLY_NIL));
+  freeReplyObject(r);
+
+  /* The workers go on with it by themselves. */
+  if (after_step > 2000)
+    ITEST_WAIT_INT(num(c, "XLEN sluice:{%s}:b:%s:p", q, batch), <, after_step - 1000, 20000,
+                   "the workers to put parked items back without a client");
+  printf("    after one step by hand: %lld parked; the workers, with no client: %lld parked\n", after_step,
+         num(c, "XLEN sluice:{%s}:b:%s:p", q, batch));
+  {
+    const char *args[] = {"resume", "--redis", itest_url(), "--queue", q, batch, NULL};
+
+    CHECK_INT(itest_run(args, NULL, NULL, 60), ==, 0); /* a second resume finishes what is left */
+  }
+  CHECK_INT(num(c, "EXISTS sluice:{%s}:b:%s:p", q, batch), ==, 0);
+  itest_wait_batch(c, q, batch, 120);
+  itest_stop_ok(w[0]);
+  itest_stop_ok(w[1]);
+  CHECK_INT(itest_batch_num(c, q, batch, "done"), ==, STEP_ITEMS);
+  CHECK_INT(itest_batch_num(c, q, batch, "succeeded"), ==, STEP_ITEMS);
+  CHECK_INT(num(c, "HLEN sluice:{%s}:b:%s:r", q, batch), ==, STEP_ITEMS);
+  CHECK_INT(in_streams(c, q), ==, 0);
+  r = itest_cmd(c, "ZCARD sluice:{%s}:unpark", q);
+  CHECK_INT(r->integer, ==, 0);
+  freeReplyObject(r);
+  redisFree(c);
+}
+
+static const sl_test tests[] = {
+    {"resume_interrupted", test_resume_interrupted, 300},
+    {NULL, NULL, 0},
+};
+
+int main(int argc, char **argv) {
+  itest_use_redis();
+  return sl_test_main(argc, argv, tests);
+}
