@@ -98,7 +98,13 @@ elseif seq == 0 then
   if dedupe_ttl then redis.call('HSET', bkey, 'dedupe_ttl_ms', math.floor(dedupe_ttl)) end
   if webhook then redis.call('HSET', bkey, 'webhook', webhook) end
   redis.call('ZADD', KEYS[5], now, batch)
-  -- The index forgets batches older than the longest retention anyone uses.
+  -- The index forgets batches whose keys expired (their retention after
+  -- they ended): the 10 oldest are looked at with each new batch, so it
+  -- shrinks at least as fast as batches come; and anything older than 90
+  -- days, whatever happened to it.
+  for _, old in ipairs(redis.call('ZRANGE', KEYS[5], 0, 9)) do
+    if redis.call('EXISTS', prefix .. 'b:' .. old) == 0 then redis.call('ZREM', KEYS[5], old) end
+  end
   redis.call('ZREMRANGEBYSCORE', KEYS[5], '-inf', now - 90 * 24 * 3600 * 1000)
 else
   return redis.error_reply('SLUICE_ORDER batch ' .. batch .. ' has no first chunk')

@@ -19,6 +19,7 @@
 
 #define RESULTS_PAGE 1000 /* HMGET fields per call */
 #define RESUME_STEP "1000" /* parked items one resume call puts back */
+#define LIST_PAGE 100     /* batches per round trip of sl_batch_list */
 
 static const char *hfield(const redisReply *h, const char *name) {
   for (size_t i = 0; i + 1 < h->elements; i += 2) {
@@ -201,49 +202,101 @@ out:
   return rc;
 }
 
-SL_EXTERN int sl_batch_list(sl_client_t *c, const char *queue, const char *status, size_t limit,
-                            sl_line_cb cb, void *ud) {
+/* The hashes of ids[0..n) in one pipelined round trip: h[i] gets each
+ * reply (an empty array for a batch that expired meanwhile). */
+static int page_hashes(sl_client_t *c, const sl_keys *k, const redisReply *ids, redisReply **h) {
+  char key[1024];
+
+  if (c->rc == NULL)
+    return sl__client_fail(c, SL_ECONN, "the connection to Redis is gone");
+  for (size_t i = 0; i < ids->elements; i++) {
+    const char *av[2] = {"HGETALL", key};
+
+    snprintf(key, sizeof(key), "%sb:%s", k->prefix, ids->element[i]->str);
+    if (redisAppendCommandArgv(c->rc, 2, av, NULL) != REDIS_OK)
+      return sl__client_fail(c, SL_ENOMEM, "out of memory listing batches");
+  }
+  for (size_t i = 0; i < ids->elements; i++) {
+    void *r = NULL;
+
+    if (redisGetReply(c->rc, &r) != REDIS_OK) {
+      int code = sl__client_fail(c, SL_ECONN, "lost the Redis connection listing batches: %s", c->rc->errstr);
+
+      while (i > 0)
+        freeReplyObject(h[--i]);
+      return code;
+    }
+    h[i] = r;
+  }
+  return 0;
+}
+
+SL_EXTERN int sl_batch_list_after(sl_client_t *c, const char *queue, const char *status, size_t limit,
+                                  const char *after, sl_line_cb cb, void *ud) {
   sl_keys k;
-  redisReply *ids;
   sl_buf out;
   size_t shown = 0;
+  long long start = 0;
   int rc = 0;
 
   if (sl__keys_init(&k, queue) != 0)
     return sl__client_fail(c, SL_EINVAL, "invalid queue name \"%s\"", queue);
-  {
-    const char *zv[6] = {"ZRANGE", k.batches, "+inf", "-inf", "BYSCORE", "REV"};
+  if (after != NULL) {
+    const char *zv[3] = {"ZREVRANK", k.batches, after};
+    redisReply *r = sl__client_cmd(c, &rc, 3, zv, NULL);
 
-    ids = sl__client_cmd(c, &rc, 6, zv, NULL);
+    if (r == NULL)
+      return rc;
+    if (r->type != REDIS_REPLY_INTEGER) {
+      freeReplyObject(r);
+      return sl__client_fail(c, SL_ENOTFOUND, "batch %s is not in the list of queue %s (it expired, or the id is "
+                             "wrong): list again without --after", after, k.queue);
+    }
+    start = r->integer + 1;
+    freeReplyObject(r);
   }
-  if (ids == NULL)
-    return rc;
   sl__buf_init(&out, 4096);
-  for (size_t i = 0; i < ids->elements && rc == 0; i++) {
-    const char *batch = ids->element[i]->str;
-    redisReply *h = batch_hash(c, &k, batch, &rc);
-    const char *st;
+  while (rc == 0 && (limit == 0 || shown < limit)) {
+    char from[24];
+    char to[24];
+    const char *zv[5] = {"ZRANGE", k.batches, from, to, "REV"};
+    redisReply *ids;
+    redisReply *h[LIST_PAGE];
 
-    if (h == NULL) {
-      if (rc == SL_ENOTFOUND)
-        rc = 0; /* expired between the two reads */
-      continue;
-    }
-    st = hfield(h, "status");
-    if (status == NULL || (st != NULL && strcmp(st, status) == 0)) {
-      sl__buf_reset(&out);
-      rc = sl__batch_json(&out, &k, batch, h);
-      if (rc == 0)
-        rc = cb(out.p, out.len, ud);
-      shown++;
-    }
-    freeReplyObject(h);
-    if (limit > 0 && shown >= limit)
+    /* By rank from the newest: batches added meanwhile come before the
+     * page, so each batch is shown once. */
+    snprintf(from, sizeof(from), "%lld", start);
+    snprintf(to, sizeof(to), "%lld", start + LIST_PAGE - 1);
+    ids = sl__client_cmd(c, &rc, 5, zv, NULL);
+    if (ids == NULL)
       break;
+    if (ids->elements == 0 || (rc = page_hashes(c, &k, ids, h)) != 0) {
+      freeReplyObject(ids);
+      break;
+    }
+    for (size_t i = 0; i < ids->elements; i++) {
+      const char *st = h[i]->type == REDIS_REPLY_ARRAY && h[i]->elements > 0 ? hfield(h[i], "status") : NULL;
+
+      if (rc == 0 && st != NULL && (status == NULL || strcmp(st, status) == 0) &&
+          (limit == 0 || shown < limit)) {
+        sl__buf_reset(&out);
+        rc = sl__batch_json(&out, &k, ids->element[i]->str, h[i]);
+        if (rc == 0)
+          rc = cb(out.p, out.len, ud);
+        shown++;
+      }
+      freeReplyObject(h[i]);
+    }
+    start += (long long)ids->elements;
+    freeReplyObject(ids);
   }
   sl__buf_free(&out);
-  freeReplyObject(ids);
   return rc;
+}
+
+SL_EXTERN int sl_batch_list(sl_client_t *c, const char *queue, const char *status, size_t limit,
+                            sl_line_cb cb, void *ud) {
+  return sl_batch_list_after(c, queue, status, limit, NULL, cb, ud);
 }
 
 /* cancel, with or without aborting running items. */

@@ -133,6 +133,13 @@ SL_EXTERN int sl_batch_results(sl_client_t *c, const char *queue, const char *ba
  * when not NULL; at most `limit` (0: all). */
 SL_EXTERN int sl_batch_list(sl_client_t *c, const char *queue, const char *status, size_t limit,
                             sl_line_cb cb, void *ud);
+/* The same, starting after batch `after` (NULL: from the newest), the way
+ * to page: pass the last batch of one page to get the next. Batches are
+ * read 100 per round trip; batches added meanwhile are newer than the
+ * page, so every batch is shown once. SL_ENOTFOUND when `after` is not in
+ * the list (it expired). */
+SL_EXTERN int sl_batch_list_after(sl_client_t *c, const char *queue, const char *status, size_t limit,
+                                  const char *after, sl_line_cb cb, void *ud);
 
 /*
  * Follows a batch live through pub/sub: calls cb with the current state at

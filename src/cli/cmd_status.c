@@ -173,19 +173,43 @@ static int print_batch_row(const char *json, size_t len, void *ud) {
   return 0;
 }
 
+/* A page of `sluice batches`: rows or JSON lines, and the last batch shown
+ * (for --after). */
+typedef struct list_page {
+  int json;
+  long long shown;
+  char last[SL_NAME_MAX + 1];
+} list_page;
+
+static int print_page(const char *json, size_t len, void *ud) {
+  list_page *p = ud;
+  cJSON *j = cJSON_ParseWithLength(json, len);
+  const cJSON *b = j ? cJSON_GetObjectItemCaseSensitive(j, "batch") : NULL;
+
+  if (cJSON_IsString(b))
+    snprintf(p->last, sizeof(p->last), "%s", b->valuestring);
+  cJSON_Delete(j);
+  p->shown++;
+  return p->json ? print_line(json, len, NULL) : print_batch_row(json, len, NULL);
+}
+
 int cmd_batches(int argc, char **argv) {
   int json = 0;
   const char *status = NULL;
   const char *limit_s = NULL;
-  cli_flag f[] = {{"json", 0, &json, NULL}, {"status", 1, NULL, &status}, {"limit", 1, NULL, &limit_s}};
+  const char *after = NULL;
+  cli_flag f[] = {{"json", 0, &json, NULL},
+                  {"status", 1, NULL, &status},
+                  {"limit", 1, NULL, &limit_s},
+                  {"after", 1, NULL, &after}};
   cli_common com;
-  int first = cli_parse(argc, argv, &com, f, 3);
+  int first = cli_parse(argc, argv, &com, f, 4);
   long long limit = 0;
   sl_client_t *cl;
   int rc;
 
   if (first < 0 || first != argc) {
-    cli_err("usage: sluice batches [--status S] [--limit N] [--json]");
+    cli_err("usage: sluice batches [--status S] [--limit N] [--after BATCH] [--json]");
     return EXIT_USAGE;
   }
   if (limit_s != NULL && (limit = cli_parse_int(limit_s, 1000000000)) < 0) {
@@ -197,7 +221,14 @@ int cmd_batches(int argc, char **argv) {
     return cli_open_exit();
   if (!json)
     printf("%-26s  %-10s  %19s  %8s  %-20s  %s\n", "BATCH", "STATUS", "DONE/TOTAL", "FAILED", "CREATED", "NAME");
-  rc = sl_batch_list(cl, com.queue, status, (size_t)limit, json ? print_line : print_batch_row, NULL);
+  {
+    list_page page = {json, 0, ""};
+
+    rc = sl_batch_list_after(cl, com.queue, status, (size_t)limit, after, print_page, &page);
+    if (rc == 0 && limit > 0 && page.shown == limit && !json)
+      fprintf(stderr, "sluice: %lld batches shown; the next ones: sluice batches --limit %lld --after %s\n",
+              page.shown, limit, cli_safe(page.last));
+  }
   if (rc != 0)
     cli_err("%s", sl_client_errstr(cl));
   sl_client_close(cl);

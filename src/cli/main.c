@@ -40,7 +40,7 @@ static const char usage[] =
     "  watch BATCH [--give-up DURATION]   live progress until the batch ends (exit 3: items failed);\n"
     "                              reconnects across a Redis restart, gives up after DURATION (60s)\n"
     "  results BATCH [--failed]    one JSON line per finished item\n"
-    "  batches [--status S] [--limit N] [--json]   the queue's batches, newest first\n"
+    "  batches [--status S] [--limit N] [--after BATCH] [--json]   the queue's batches, newest first (pages)\n"
     "  cancel [--abort] BATCH      no item of the batch starts any more (--abort: stop running ones too)\n"
     "  pause BATCH | resume BATCH  hold the batch's items (running ones finish), then continue\n"
     "  retry BATCH                 run the failed items of a batch again (attempts start at 1)\n"

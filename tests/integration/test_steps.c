@@ -13,6 +13,12 @@
  *                        resume` finishes what is left. Every item ends
  *                        exactly once, counters exact, nothing left parked.
  *
+ *   batches_paging         `sluice batches --limit 40 --after LAST` pages
+ *                          through 250 batches while more are submitted:
+ *                          each listed exactly once.
+ *   batches_index_trimmed  batches whose keys expired leave the index as
+ *                          new batches come.
+ *
  * Every wait polls with a deadline.
  */
 #include <stdlib.h>
@@ -132,8 +138,103 @@ static void test_resume_interrupted(void) {
   redisFree(c);
 }
 
+/* Submits a one-item batch to queue q with the given extra option (or
+ * NULL); returns its id (a static buffer). */
+static const char *one_batch(const char *q, const char *opt1, const char *opt2) {
+  static char id[64];
+  const char *path = itest_path("one.jsonl");
+  const char *args[] = {"submit", "--redis", itest_url(), "--queue", q, path, opt1, opt2, NULL};
+  char *out = NULL;
+  const char *item = "{\"type\":\"noop\",\"payload\":null}\n";
+
+  itest_write(path, item, strlen(item));
+  CHECK_INT(itest_run(args, &out, NULL, 30), ==, 0);
+  snprintf(id, sizeof(id), "%.26s", out);
+  free(out);
+  return id;
+}
+
+/* Pages of `sluice batches --limit 40 --json`, each after the last batch of
+ * the one before, while new batches are submitted between the pages: every
+ * batch that existed at the start is listed exactly once, and the pages
+ * hold nothing twice. */
+static void test_batches_paging(void) {
+  const char *q = itest_queue("paging");
+  enum { N = 250 };
+  static char ids[N][27];
+  static int seen[N];
+  char after[64] = "";
+  int pages = 0;
+  int added = 0;
+  int total_shown = 0;
+
+  for (int i = 0; i < N; i++)
+    snprintf(ids[i], sizeof(ids[i]), "%s", one_batch(q, NULL, NULL));
+  for (;;) {
+    const char *args[] = {"batches", "--redis", itest_url(), "--queue", q, "--limit", "40", "--json",
+                          after[0] ? "--after" : NULL, after, NULL};
+    char *out = NULL;
+    char *line;
+    char *save = NULL;
+    int n = 0;
+
+    CHECK_INT(itest_run(args, &out, NULL, 30), ==, 0);
+    for (line = strtok_r(out, "\n", &save); line != NULL; line = strtok_r(NULL, "\n", &save)) {
+      const char *b = strstr(line, "\"batch\":\"");
+
+      CHECK(b != NULL);
+      snprintf(after, sizeof(after), "%.26s", b + 9);
+      for (int i = 0; i < N; i++) {
+        if (strcmp(ids[i], after) == 0)
+          seen[i]++;
+      }
+      n++;
+    }
+    free(out);
+    total_shown += n;
+    pages++;
+    if (n < 40)
+      break;
+    for (int k = 0; k < 3; k++, added++)
+      one_batch(q, NULL, NULL); /* newer than every page: never listed after this */
+  }
+  printf("    %d pages, %d batches shown, %d added while paging\n", pages, total_shown, added);
+  for (int i = 0; i < N; i++)
+    CHECK_INT(seen[i], ==, 1);
+  CHECK_INT(total_shown, ==, N);
+}
+
+/* Batches whose keys expired (retention 1 s after they ended) leave the
+ * index: each new batch looks at the 10 oldest. */
+static void test_batches_index_trimmed(void) {
+  const char *q = itest_queue("trim");
+  redisContext *c = itest_conn();
+  char last[64];
+  pid_t w;
+  redisReply *r;
+
+  for (int i = 0; i < 20; i++)
+    snprintf(last, sizeof(last), "%s", one_batch(q, "--retention", "1s"));
+  w = worker(q);
+  itest_wait_batch(c, q, last, 30);
+  itest_stop_ok(w);
+  ITEST_WAIT_INT(num(c, "EXISTS sluice:{%s}:b:%s", q, last), ==, 0, 10000, "the ended batches to expire");
+  r = itest_cmd(c, "ZCARD sluice:{%s}:batches", q);
+  CHECK_INT(r->integer, ==, 20);
+  freeReplyObject(r);
+  one_batch(q, NULL, NULL);
+  one_batch(q, NULL, NULL);
+  r = itest_cmd(c, "ZCARD sluice:{%s}:batches", q);
+  printf("    20 expired batches in the index; after two new batches: %lld\n", r->integer);
+  CHECK_INT(r->integer, ==, 2);
+  freeReplyObject(r);
+  redisFree(c);
+}
+
 static const sl_test tests[] = {
     {"resume_interrupted", test_resume_interrupted, 300},
+    {"batches_paging", test_batches_paging, 120},
+    {"batches_index_trimmed", test_batches_index_trimmed, 120},
     {NULL, NULL, 0},
 };
 
