@@ -135,6 +135,53 @@ local function sl_cancel_item(bkey, idx, att, d, now, why)
   return false
 end
 
+-- One bounded step of a cancel (sluice_v1_cancel; reclaim finishes what a
+-- cancel whose client died left): finishes as `cancelled` at most about
+-- max of the batch's items that are in no stream: parked ones first, then
+-- its members of the delayed set, found by a ZSCAN (MATCH on the batch id)
+-- whose cursor the batch keeps in cancel_cursor between steps. The batch
+-- leaves P..'drain' when both are done. Returns true when there is more.
+local function sl_cancel_step(prefix, batch, dkey, max, now)
+  if not redis.call('ZSCORE', prefix .. 'drain', batch) then return false end
+  local bkey = prefix .. 'b:' .. batch
+  local pkey = bkey .. ':p'
+  local budget = max
+  for _, e in ipairs(redis.call('XRANGE', pkey, '-', '+', 'COUNT', budget)) do
+    local f = e[2] -- p, s, b, B, i, IDX, a, A, d, D, ...
+    sl_cancel_item(bkey, f[6], f[8], f[10], now)
+    redis.call('XDEL', pkey, e[1])
+    budget = budget - 1
+  end
+  if redis.call('XLEN', pkey) > 0 then return true end
+  redis.call('DEL', pkey)
+  -- Delayed members of this batch: "p\nBATCH\nidx\nattempt\nerrors\nd".
+  local cursor = redis.call('HGET', bkey, 'cancel_cursor') or '0'
+  repeat
+    local r = redis.call('ZSCAN', dkey, cursor, 'MATCH', '?\n' .. batch .. '\n*', 'COUNT', math.min(budget, 1000))
+    cursor = r[1]
+    budget = budget - math.min(budget, 1000)
+    for k = 1, #r[2], 2 do
+      local m = r[2][k]
+      if redis.call('ZREM', dkey, m) == 1 then
+        local p1 = string.find(m, '\n', 1, true)
+        local p2 = string.find(m, '\n', p1 + 1, true)
+        local p3 = string.find(m, '\n', p2 + 1, true)
+        local p4 = string.find(m, '\n', p3 + 1, true)
+        local p5 = string.find(m, '\n', p4 + 1, true)
+        sl_cancel_item(bkey, string.sub(m, p2 + 1, p3 - 1), string.sub(m, p3 + 1, p4 - 1),
+                       string.sub(m, p5 + 1), now)
+      end
+    end
+  until cursor == '0' or budget <= 0
+  if cursor ~= '0' then
+    redis.call('HSET', bkey, 'cancel_cursor', cursor)
+    return true
+  end
+  redis.call('HDEL', bkey, 'cancel_cursor')
+  redis.call('ZREM', prefix .. 'drain', batch)
+  return false
+end
+
 -- Decides whether a delivered stream entry may run (used by fetch, accept
 -- and reclaim). ctx = {prefix, status = {}, touched = {}, started = {}, now,
 -- again, extra}; s is the entry's priority, f its fields (b, i, a, d, ...).

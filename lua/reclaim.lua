@@ -146,10 +146,17 @@ for batch in pairs(finished) do
 end
 sl_admit_done(ctx, queue)
 
--- A resume whose client died between its steps: one step of it here.
+-- A resume or a cancel whose client died between its steps: one step of
+-- each here.
 do
   local b = redis.call('ZRANGE', prefix .. 'unpark', 0, 0)[1]
   if b then sl_unpark(prefix, KEYS, b, 1000) end
+  b = redis.call('ZRANGE', prefix .. 'drain', 0, 0)[1]
+  if b then
+    sl_cancel_step(prefix, b, prefix .. 'delayed', 1000, ctx.now)
+    sl_maybe_finish(prefix .. 'b:' .. b, ctx.now)
+    sl_publish(prefix, queue, b, ctx.now)
+  end
 end
 
 -- Concurrency leases that lapsed (their worker died) free places: wake as

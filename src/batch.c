@@ -20,6 +20,7 @@
 #define RESULTS_PAGE 1000 /* HMGET fields per call */
 #define RESUME_STEP "1000" /* parked items one resume call puts back */
 #define LIST_PAGE 100     /* batches per round trip of sl_batch_list */
+#define CANCEL_STEP "1000" /* parked or delayed entries one cancel call examines */
 
 static const char *hfield(const redisReply *h, const char *name) {
   for (size_t i = 0; i + 1 < h->elements; i += 2) {
@@ -304,7 +305,7 @@ static int cancel(sl_client_t *c, const char *queue, const char *batch, int abor
   sl_keys k;
   char bkey[256];
   char dkey[128];
-  const char *av[6];
+  const char *av[7];
   redisReply *r;
   int rc;
 
@@ -318,11 +319,19 @@ static int cancel(sl_client_t *c, const char *queue, const char *batch, int abor
   av[3] = k.queue;
   av[4] = batch;
   av[5] = abort_running ? "1" : "0";
-  r = sl__client_fcall(c, &rc, "cancel", 2, 6, av, NULL);
-  if (r == NULL) {
-    if (strstr(c->errstr, "SLUICE_NOTFOUND") != NULL)
-      return sl__client_fail(c, SL_ENOTFOUND, "no batch %s in queue %s", batch, k.queue);
-    return rc;
+  av[6] = CANCEL_STEP;
+  /* bounded steps: the first cancels, each finishes parked and delayed items */
+  for (;;) {
+    r = sl__client_fcall(c, &rc, "cancel", 2, 7, av, NULL);
+    if (r == NULL) {
+      if (strstr(c->errstr, "SLUICE_NOTFOUND") != NULL)
+        return sl__client_fail(c, SL_ENOTFOUND, "no batch %s in queue %s", batch, k.queue);
+      return rc;
+    }
+    if (r->type != REDIS_REPLY_ARRAY || r->elements != 2 || r->element[1]->type != REDIS_REPLY_INTEGER ||
+        r->element[1]->integer == 0)
+      break;
+    freeReplyObject(r);
   }
   freeReplyObject(r);
   /* A cancelled batch always ends: items Redis lost (nowhere to be met by

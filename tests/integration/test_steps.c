@@ -13,6 +13,10 @@
  *                        resume` finishes what is left. Every item ends
  *                        exactly once, counters exact, nothing left parked.
  *
+ *   cancel_interrupted   50,000 items, half scheduled an hour ahead, two
+ *                        workers busy: one cancel step by hand, then no
+ *                        client: no item starts after it, the workers end
+ *                        the scheduled ones as cancelled, the batch ends.
  *   batches_paging         `sluice batches --limit 40 --after LAST` pages
  *                          through 250 batches while more are submitted:
  *                          each listed exactly once.
@@ -231,7 +235,94 @@ static void test_batches_index_trimmed(void) {
   redisFree(c);
 }
 
+/* A batch of 50,000 items, half of them scheduled an hour ahead (in the
+ * delayed set), cancelled while two workers run the rest: one step of the
+ * cancel is sent by hand, as a `sluice cancel` killed after its first call
+ * leaves it. No item starts after that step returned (beyond one round
+ * trip); the workers finish the scheduled items as cancelled by themselves,
+ * and the batch ends: done = total, its keys with their retention. */
+static void test_cancel_interrupted(void) {
+  const char *q = itest_queue("cancelsteps");
+  const char *path = itest_path("cancel.jsonl");
+  redisContext *c = itest_conn();
+  size_t cap = (size_t)STEP_ITEMS * 80;
+  char *buf = malloc(cap);
+  size_t len = 0;
+  char batch[64];
+  pid_t w[2];
+  long long stepped_at;
+  long long late = 0;
+  long long cancelled;
+  redisReply *r;
+
+  for (int i = 0; i < STEP_ITEMS; i++)
+    len += (size_t)snprintf(buf + len, cap - len, "{\"type\":\"sleep\",\"payload\":{\"ms\":20}%s}\n",
+                            i % 2 ? ",\"delay_ms\":3600000" : "");
+  itest_write(path, buf, len);
+  free(buf);
+  {
+    const char *args[] = {"submit", "--redis", itest_url(), "--queue", q, path, NULL};
+    char *out = NULL;
+
+    CHECK_INT(itest_run(args, &out, NULL, 120), ==, 0);
+    snprintf(batch, sizeof(batch), "%.26s", out);
+    free(out);
+  }
+  r = itest_cmd(c, "ZCARD sluice:{%s}:delayed", q);
+  CHECK_INT(r->integer, ==, STEP_ITEMS / 2);
+  freeReplyObject(r);
+  w[0] = worker(q);
+  w[1] = worker(q);
+  ITEST_WAIT_INT(itest_batch_num(c, q, batch, "done"), >=, 1000, 60000, "1,000 items done");
+
+  /* One step of a cancel, and its client gone. */
+  r = itest_cmd(c, "FCALL sluice_v1_cancel 2 sluice:{%s}:b:%s sluice:{%s}:delayed sluice:{%s}: %s %s 0 " STEP_MAX,
+                q, batch, q, q, q, batch);
+  CHECK(r->type == REDIS_REPLY_ARRAY && r->elements == 2);
+  CHECK_STR(r->element[0]->str, "cancelled");
+  CHECK_INT(r->element[1]->integer, ==, 1);
+  freeReplyObject(r);
+  r = itest_cmd(c, "TIME");
+  stepped_at = strtoll(r->element[0]->str, NULL, 10) * 1000 + strtoll(r->element[1]->str, NULL, 10) / 1000;
+  freeReplyObject(r);
+  r = itest_cmd(c, "ZSCORE sluice:{%s}:drain %s", q, batch);
+  CHECK(r->type == REDIS_REPLY_STRING);
+  freeReplyObject(r);
+
+  /* The workers finish it by themselves: the scheduled items end cancelled. */
+  ITEST_WAIT_INT(num(c, "ZCARD sluice:{%s}:delayed", q, NULL), ==, 0, 90000,
+                 "the workers to finish the cancel's delayed items without a client");
+  itest_wait_batch(c, q, batch, 60);
+  itest_stop_ok(w[0]);
+  itest_stop_ok(w[1]);
+  cancelled = itest_batch_num(c, q, batch, "cancelled");
+  printf("    cancelled after %lld items succeeded; %lld cancelled (the %d scheduled ones among them)\n",
+         itest_batch_num(c, q, batch, "succeeded"), cancelled, STEP_ITEMS / 2);
+  CHECK_INT(itest_batch_num(c, q, batch, "done"), ==, STEP_ITEMS);
+  CHECK_INT(itest_batch_num(c, q, batch, "succeeded") + cancelled, ==, STEP_ITEMS);
+  CHECK(cancelled >= STEP_ITEMS / 2);
+  CHECK_INT(num(c, "HLEN sluice:{%s}:b:%s:r", q, batch), ==, STEP_ITEMS);
+  CHECK(num(c, "PTTL sluice:{%s}:b:%s", q, batch) > 0);
+  r = itest_cmd(c, "ZCARD sluice:{%s}:drain", q);
+  CHECK_INT(r->integer, ==, 0);
+  freeReplyObject(r);
+  /* No item started after the step returned, beyond one round trip (what a
+   * worker had taken just before may still start). */
+  r = itest_cmd(c, "HVALS sluice:{%s}:b:%s:r", q, batch);
+  for (size_t i = 0; i < r->elements; i++) {
+    const char *st = strstr(r->element[i]->str, "\"started_at\":");
+
+    if (st != NULL && strstr(r->element[i]->str, "\"status\":\"succeeded\"") != NULL &&
+        strtoll(st + 13, NULL, 10) > stepped_at + 200)
+      late++;
+  }
+  freeReplyObject(r);
+  CHECK_INT(late, ==, 0);
+  redisFree(c);
+}
+
 static const sl_test tests[] = {
+    {"cancel_interrupted", test_cancel_interrupted, 300},
     {"resume_interrupted", test_resume_interrupted, 300},
     {"batches_paging", test_batches_paging, 120},
     {"batches_index_trimmed", test_batches_index_trimmed, 120},
