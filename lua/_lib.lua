@@ -25,6 +25,18 @@ local function sl_num(v)
   return tonumber(v) or 0
 end
 
+-- The parts of a delayed member "PRIORITY\nBATCH\nINDEX\nATTEMPT\nERRORS\nD":
+-- priority (a number), batch, index, attempt, errors, item JSON.
+local function sl_delayed_parts(m)
+  local p1 = string.find(m, '\n', 1, true)
+  local p2 = string.find(m, '\n', p1 + 1, true)
+  local p3 = string.find(m, '\n', p2 + 1, true)
+  local p4 = string.find(m, '\n', p3 + 1, true)
+  local p5 = string.find(m, '\n', p4 + 1, true)
+  return tonumber(string.sub(m, 1, p1 - 1)), string.sub(m, p1 + 1, p2 - 1), string.sub(m, p2 + 1, p3 - 1),
+         string.sub(m, p3 + 1, p4 - 1), string.sub(m, p4 + 1, p5 - 1), string.sub(m, p5 + 1)
+end
+
 -- A batch's counter of backward moves (field `moves` of its hash): every
 -- call that moves an unfinished item of the batch to a place `sluice
 -- repair` may already have read adds one: from a stream to the delayed
@@ -163,13 +175,8 @@ local function sl_cancel_step(prefix, batch, dkey, max, now)
     for k = 1, #r[2], 2 do
       local m = r[2][k]
       if redis.call('ZREM', dkey, m) == 1 then
-        local p1 = string.find(m, '\n', 1, true)
-        local p2 = string.find(m, '\n', p1 + 1, true)
-        local p3 = string.find(m, '\n', p2 + 1, true)
-        local p4 = string.find(m, '\n', p3 + 1, true)
-        local p5 = string.find(m, '\n', p4 + 1, true)
-        sl_cancel_item(bkey, string.sub(m, p2 + 1, p3 - 1), string.sub(m, p3 + 1, p4 - 1),
-                       string.sub(m, p5 + 1), now)
+        local _, _, idx, att, _, d = sl_delayed_parts(m)
+        sl_cancel_item(bkey, idx, att, d, now)
       end
     end
   until cursor == '0' or budget <= 0
@@ -556,15 +563,8 @@ local function sl_promote(prefix, streams, now, max)
   local due = redis.call('ZRANGEBYSCORE', dkey, '-inf', now, 'LIMIT', 0, max)
   for _, m in ipairs(due) do
     if redis.call('ZREM', dkey, m) == 1 then
-      local p1 = string.find(m, '\n', 1, true)
-      local p2 = string.find(m, '\n', p1 + 1, true)
-      local p3 = string.find(m, '\n', p2 + 1, true)
-      local p4 = string.find(m, '\n', p3 + 1, true)
-      local p5 = string.find(m, '\n', p4 + 1, true)
-      local s = tonumber(string.sub(m, 1, p1 - 1))
-      local fields = {'b', string.sub(m, p1 + 1, p2 - 1), 'i', string.sub(m, p2 + 1, p3 - 1),
-                      'a', string.sub(m, p3 + 1, p4 - 1), 'd', string.sub(m, p5 + 1)}
-      local errs = string.sub(m, p4 + 1, p5 - 1)
+      local s, batch, idx, att, errs, d = sl_delayed_parts(m)
+      local fields = {'b', batch, 'i', idx, 'a', att, 'd', d}
       if errs ~= '' then
         fields[#fields + 1] = 'e'
         fields[#fields + 1] = errs
