@@ -25,10 +25,17 @@
 
 static int started; /* attempts the handler has begun */
 
-static void hold_start(sl_job_t *j, void *ud) {
-  (void)j;
+/* The stop gives the attempt up and calls this: the handler still ends
+ * its job (the outcome is ignored). */
+static void hold_cancel(sl_job_t *j, void *ud) {
   (void)ud;
-  started++; /* never finished: it holds its slot until the stop gives it up */
+  sl_job_fail(j, "given up by the stop");
+}
+
+static void hold_start(sl_job_t *j, void *ud) {
+  (void)ud;
+  started++; /* not finished: it holds its slot until the stop gives it up */
+  sl_job_on_cancel(j, hold_cancel, NULL);
 }
 
 /* calls=N of cmdstat_NAME in INFO commandstats, 0 when absent. */
