@@ -54,19 +54,7 @@
 /* Submits the JSON Lines `items` on queue q; returns the batch id (a static
  * buffer). */
 static const char *submit(const char *q, const char *items, size_t len) {
-  static char batch[64];
-  const char *path = itest_path("items.jsonl");
-  const char *args[] = {"submit", "--redis", itest_url(), "--queue", q, path, NULL};
-  char *out = NULL;
-  char *err = NULL;
-
-  itest_write(path, items, len);
-  if (itest_run(args, &out, &err, 60) != 0)
-    sl_test_fail(__FILE__, __LINE__, "submit failed: %s", err != NULL ? err : "");
-  snprintf(batch, sizeof(batch), "%.26s", out);
-  free(out);
-  free(err);
-  return batch;
+  return itest_submit(q, items, len, NULL);
 }
 
 /* Reads /proc/PID/stat: the state letter into *state and the parent's pid

@@ -65,7 +65,6 @@ static long long in_streams(redisContext *c, const char *q) {
 
 static void test_resume_interrupted(void) {
   const char *q = itest_queue("steps");
-  const char *path = itest_path("steps.jsonl");
   redisContext *c = itest_conn();
   size_t cap = (size_t)STEP_ITEMS * 40;
   char *buf = malloc(cap);
@@ -78,16 +77,8 @@ static void test_resume_interrupted(void) {
 
   for (int i = 0; i < STEP_ITEMS; i++)
     len += (size_t)snprintf(buf + len, cap - len, "{\"type\":\"noop\",\"payload\":%d}\n", i);
-  itest_write(path, buf, len);
+  snprintf(batch, sizeof(batch), "%s", itest_submit(q, buf, len, NULL));
   free(buf);
-  {
-    const char *args[] = {"submit", "--redis", itest_url(), "--queue", q, path, NULL};
-    char *out = NULL;
-
-    CHECK_INT(itest_run(args, &out, NULL, 120), ==, 0);
-    snprintf(batch, sizeof(batch), "%.26s", out);
-    free(out);
-  }
   w[0] = worker(q);
   w[1] = worker(q);
   ITEST_WAIT_INT(itest_batch_num(c, q, batch, "done"), >=, 1000, 30000, "1,000 items done");
@@ -145,17 +136,10 @@ static void test_resume_interrupted(void) {
 /* Submits a one-item batch to queue q with the given extra option (or
  * NULL); returns its id (a static buffer). */
 static const char *one_batch(const char *q, const char *opt1, const char *opt2) {
-  static char id[64];
-  const char *path = itest_path("one.jsonl");
-  const char *args[] = {"submit", "--redis", itest_url(), "--queue", q, path, opt1, opt2, NULL};
-  char *out = NULL;
   const char *item = "{\"type\":\"noop\",\"payload\":null}\n";
+  const char *opts[] = {opt1, opt2, NULL};
 
-  itest_write(path, item, strlen(item));
-  CHECK_INT(itest_run(args, &out, NULL, 30), ==, 0);
-  snprintf(id, sizeof(id), "%.26s", out);
-  free(out);
-  return id;
+  return itest_submit(q, item, strlen(item), opts);
 }
 
 /* Pages of `sluice batches --limit 40 --json`, each after the last batch of
@@ -243,7 +227,6 @@ static void test_batches_index_trimmed(void) {
  * and the batch ends: done = total, its keys with their retention. */
 static void test_cancel_interrupted(void) {
   const char *q = itest_queue("cancelsteps");
-  const char *path = itest_path("cancel.jsonl");
   redisContext *c = itest_conn();
   size_t cap = (size_t)STEP_ITEMS * 80;
   char *buf = malloc(cap);
@@ -258,16 +241,8 @@ static void test_cancel_interrupted(void) {
   for (int i = 0; i < STEP_ITEMS; i++)
     len += (size_t)snprintf(buf + len, cap - len, "{\"type\":\"sleep\",\"payload\":{\"ms\":20}%s}\n",
                             i % 2 ? ",\"delay_ms\":3600000" : "");
-  itest_write(path, buf, len);
+  snprintf(batch, sizeof(batch), "%s", itest_submit(q, buf, len, NULL));
   free(buf);
-  {
-    const char *args[] = {"submit", "--redis", itest_url(), "--queue", q, path, NULL};
-    char *out = NULL;
-
-    CHECK_INT(itest_run(args, &out, NULL, 120), ==, 0);
-    snprintf(batch, sizeof(batch), "%.26s", out);
-    free(out);
-  }
   r = itest_cmd(c, "ZCARD sluice:{%s}:delayed", q);
   CHECK_INT(r->integer, ==, STEP_ITEMS / 2);
   freeReplyObject(r);

@@ -553,3 +553,23 @@ void itest_wait_batch_at(const char *file, int line, redisContext *c, const char
     usleep(20000);
   }
 }
+
+const char *itest_submit(const char *q, const char *items, size_t len, const char *const *opts) {
+  static char batch[64];
+  const char *path = itest_path("submit.jsonl");
+  const char *args[24] = {"submit", "--redis", itest_url(), "--queue", q, path};
+  size_t k = 6;
+  char *out = NULL;
+  char *err = NULL;
+
+  for (size_t i = 0; opts != NULL && opts[i] != NULL && k < 23; i++)
+    args[k++] = opts[i];
+  args[k] = NULL;
+  itest_write(path, items, len);
+  if (itest_run(args, &out, &err, 120) != 0)
+    sl_test_fail(__FILE__, __LINE__, "submit failed: %s", err != NULL ? err : "");
+  snprintf(batch, sizeof(batch), "%.26s", out != NULL ? out : "");
+  free(out);
+  free(err);
+  return batch;
+}

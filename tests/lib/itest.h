@@ -52,6 +52,12 @@ void itest_fds_release(int *fds, int n);
  * (if not NULL) get its stdout and stderr (free them). Killed after
  * timeout_s. */
 int itest_run(const char *const *args, char **out, char **err, int timeout_s);
+/* Writes items (JSON Lines, len bytes) to a file of the test's temp dir
+ * and submits them to queue q of the test Redis with `sluice submit` and
+ * the extra options opts (NULL-terminated; NULL for none); fails the test
+ * when that fails. Returns the batch id (a static buffer, valid until the
+ * next call). */
+const char *itest_submit(const char *q, const char *items, size_t len, const char *const *opts);
 /* Starts a worker on queue q with the given concurrency. */
 pid_t itest_worker(const char *q, int concurrency);
 
