@@ -580,15 +580,33 @@ end
 -- Records that an item has failed for good: its item JSON goes to the
 -- batch's failed-items hash (so `sluice retry BATCH` can run it again) and a
 -- dead letter goes to the queue's dead-letter stream, capped at about
--- DEAD_MAX entries (the oldest are trimmed). f holds the stream entry's
--- fields (b, i, a, d[, e]); reason is the readable error.
+-- DEAD_MAX entries (the oldest are trimmed) and in bytes: a letter keeps
+-- the item whole up to DEAD_ITEM_MAX bytes, else only its id and type
+-- ({"id":...,"type":...}) with `dcut` = the item's size (the whole item
+-- stays in the failed-items hash, which dead requeue reads then), and the
+-- first DEAD_ERROR_MAX bytes of the error (the results line keeps it
+-- whole). f holds the stream entry's fields (b, i, a, d[, e]); reason is
+-- the readable error.
 local DEAD_MAX = 100000
+local DEAD_ITEM_MAX = 1024
+local DEAD_ERROR_MAX = 2048
 local function sl_dead(prefix, batch, idx, s, f, attempts, reason, now)
   local d = f and f[8] or ''
   local id = prefix .. 'dead'
   local before = redis.call('XLEN', id)
-  local did = redis.call('XADD', id, 'MAXLEN', '~', DEAD_MAX, '*', 'b', batch, 'i', idx,
-                         'p', s, 'a', attempts, 'at', now, 'error', reason, 'd', d)
+  local letter = {'b', batch, 'i', idx, 'p', s, 'a', attempts, 'at', now, 'error',
+                  string.sub(reason, 1, DEAD_ERROR_MAX), 'd', d}
+  if #d > DEAD_ITEM_MAX then
+    -- a normalized item begins {"id":"...","type":"...", (sl_rate_key)
+    local p = string.find(d, '","type":"', 1, true)
+    local q = p and string.find(d, '"', p + 10, true)
+    local head = '{}'
+    if q and q < DEAD_ITEM_MAX and string.sub(d, 1, 6) == '{"id":' then head = string.sub(d, 1, q) .. '}' end
+    letter[14] = head
+    letter[15] = 'dcut'
+    letter[16] = #d
+  end
+  local did = redis.call('XADD', id, 'MAXLEN', '~', DEAD_MAX, '*', unpack(letter))
   local dropped = before + 1 - redis.call('XLEN', id)
   if dropped > 0 then
     -- the cap trimmed the oldest dead letters: counted, so list and stats can say so

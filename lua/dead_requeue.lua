@@ -67,7 +67,7 @@ local function one(eid, f)
       local fs, fdid, fd = sl_failed_parse(redis.call('HGET', bkey .. ':f', idx))
       local s, d = tonumber(m.p), m.d
       if s ~= 1 and s ~= 2 and s ~= 3 then s = fs end
-      if d == nil or d == '' then d = fd end
+      if d == nil or d == '' or m.dcut then d = fd end -- a letter with a cut item: the whole one
       if st == 'cancelled' or not s or d == nil or d == '' then
         skipped = skipped + 1 -- still failed, but cannot run again: the letter stays
         return

@@ -784,8 +784,87 @@ static void test_workers(void) {
   redisFree(c);
 }
 
+/* A dead letter is capped in bytes: an item of 300 KB that fails for good
+ * leaves a letter with only its id and type (and `dcut`, its size) and the
+ * first 2,048 bytes of the error; `dead list` still names it, and `dead
+ * requeue` puts the whole item back, read from the batch's failed list. */
+static void test_dead_letter_bytes(void) {
+  const char *q = itest_queue("deadbytes");
+  enum { PAD = 300000 };
+  size_t cap = PAD + 256;
+  char *item = malloc(cap);
+  const char *opts[] = {"--max-attempts", "1", NULL};
+  redisContext *c = itest_conn();
+  char batch[64];
+  size_t len;
+  size_t full;
+  pid_t w;
+  redisReply *r;
+  char *out = NULL;
+
+  len = (size_t)snprintf(item, cap, "{\"id\":\"big\",\"type\":\"nohandler\",\"payload\":\"");
+  memset(item + len, 'x', PAD);
+  len += PAD;
+  len += (size_t)snprintf(item + len, cap - len, "\"}\n");
+  snprintf(batch, sizeof(batch), "%s", itest_submit(q, item, len, opts));
+  free(item);
+  r = itest_cmd(c, "XRANGE sluice:{%s}:s:normal - +", q);
+  CHECK_INT(r->elements, ==, 1);
+  full = r->element[0]->element[1]->element[7]->len; /* b B i I a A d D: the normalized item */
+  freeReplyObject(r);
+  w = worker(q);
+  itest_wait_batch(c, q, batch, 30);
+  itest_stop_ok(w);
+  r = itest_cmd(c, "XRANGE sluice:{%s}:dead - +", q);
+  CHECK_INT(r->elements, ==, 1);
+  {
+    const redisReply *f = r->element[0]->element[1];
+    const char *d = NULL;
+    const char *cut = NULL;
+    size_t dlen = 0;
+    size_t elen = 0;
+
+    for (size_t i = 0; i + 1 < f->elements; i += 2) {
+      if (strcmp(f->element[i]->str, "d") == 0) {
+        d = f->element[i + 1]->str;
+        dlen = f->element[i + 1]->len;
+      } else if (strcmp(f->element[i]->str, "dcut") == 0) {
+        cut = f->element[i + 1]->str;
+      } else if (strcmp(f->element[i]->str, "error") == 0) {
+        elen = f->element[i + 1]->len;
+      }
+    }
+    printf("    a %zu-byte item failed for good: its letter keeps %zu bytes of it (%s), dcut %s, error %zu bytes\n",
+           full, dlen, d != NULL ? d : "-", cut != NULL ? cut : "-", elen);
+    CHECK(d != NULL && dlen <= 1024);
+    CHECK_CONTAINS(d, "\"type\":\"nohandler\"");
+    CHECK(cut != NULL && strtoull(cut, NULL, 10) == full);
+    CHECK(elen <= 2048);
+  }
+  freeReplyObject(r);
+  {
+    const char *args[] = {"dead", "list", "--json", NULL};
+
+    CHECK_INT(sluice(q, args, &out, NULL), ==, 0);
+    CHECK_CONTAINS(out, "\"type\":\"nohandler\"");
+    free(out);
+  }
+  {
+    const char *args[] = {"dead", "requeue", "--all", NULL};
+
+    CHECK_INT(sluice(q, args, NULL, NULL), ==, 0);
+  }
+  /* No worker runs: the item back in its stream is the whole one. */
+  r = itest_cmd(c, "XRANGE sluice:{%s}:s:normal - +", q);
+  CHECK_INT(r->elements, ==, 1);
+  CHECK_INT(r->element[0]->element[1]->element[7]->len, ==, full);
+  freeReplyObject(r);
+  redisFree(c);
+}
+
 static const sl_test tests[] = {
     {"dead_letters", test_dead_letters, 90},
+    {"dead_letter_bytes", test_dead_letter_bytes, 90},
     {"retry", test_retry, 120},
     {"retry_steps", test_retry_steps, 90},
     {"requeue_and_purge", test_requeue_and_purge, 120},
