@@ -536,11 +536,13 @@ static void test_concurrency_raised(void) {
   redisFree(c);
 }
 
-/* `limit rm` with 3,000 items waiting (concurrency 1, its one lease held
+/* `limit rm` with 50,000 items waiting (concurrency 1, its one lease held
  * by nothing that runs): every item runs, and the waking was done in
  * several calls of at most 1,000 items each, counted in SLOWLOG (logging
  * every command for the length of the `limit rm`). Before, limit_rm woke
  * them all in one call. */
+#define RM_WAITING 50000 /* items waiting for the limit limit_rm_in_steps removes */
+
 static void test_limit_rm_in_steps(void) {
   const char *q = itest_queue("rmsteps");
   redisContext *c = itest_conn();
@@ -561,11 +563,11 @@ static void test_limit_rm_in_steps(void) {
   freeReplyObject(r);
   r = itest_cmd(c, "ZADD sluice:{%s}:cl:gpu %lld 2:0-1", q, now + 600000);
   freeReplyObject(r);
-  submit_sleeps(q, "rmsteps.jsonl", 3000, 0, "gpu", "", batch);
+  submit_sleeps(q, "rmsteps.jsonl", RM_WAITING, 0, "gpu", "", batch);
   for (int i = 0; i < 2; i++)
     w[i] = itest_worker(q, 20);
-  wait_waiting(c, q, "gpu", 3000, 1, 60);
-  freeReplyObject(itest_cmd(c, "CONFIG SET slowlog-max-len 100000"));
+  wait_waiting(c, q, "gpu", RM_WAITING, 1, 120);
+  freeReplyObject(itest_cmd(c, "CONFIG SET slowlog-max-len 2000000"));
   freeReplyObject(itest_cmd(c, "CONFIG SET slowlog-log-slower-than 0"));
   freeReplyObject(itest_cmd(c, "SLOWLOG RESET"));
   {
@@ -589,12 +591,12 @@ static void test_limit_rm_in_steps(void) {
       longest = e->element[2]->integer;
   }
   freeReplyObject(r);
-  itest_wait_batch(c, q, batch, 90);
+  itest_wait_batch(c, q, batch, 180);
   for (int i = 0; i < 2; i++)
     itest_stop(w[i]);
-  printf("    limit rm: 3000 waiting items woken in %d calls, the longest %lld us\n", calls, longest);
-  CHECK_INT(calls, >=, 3);
-  CHECK_INT(itest_batch_num(c, q, batch, "succeeded"), ==, 3000);
+  printf("    limit rm: %d waiting items woken in %d calls, the longest %lld us\n", RM_WAITING, calls, longest);
+  CHECK_INT(calls, >=, RM_WAITING / 1000);
+  CHECK_INT(itest_batch_num(c, q, batch, "succeeded"), ==, RM_WAITING);
   CHECK_INT(cmd_int(c, "EXISTS sluice:{%s}:cw:%s", q, "gpu"), ==, 0);
   redisFree(c);
 }
@@ -645,7 +647,7 @@ static void test_lease_covers_rate_wait(void) {
 static const sl_test tests[] = {
     {"concurrency_removed", test_concurrency_removed, 90},
     {"concurrency_raised", test_concurrency_raised, 90},
-    {"limit_rm_in_steps", test_limit_rm_in_steps, 180},
+    {"limit_rm_in_steps", test_limit_rm_in_steps, 300},
     {"lease_covers_rate_wait", test_lease_covers_rate_wait, 90},
     {"queue_default_limit", test_queue_default_limit, 60},
     {"retry_after_pushes_fleet_back", test_retry_after_pushes_fleet_back, 60},
