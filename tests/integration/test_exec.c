@@ -89,24 +89,6 @@ static void wait_ended(pid_t pid, int ms) {
   }
 }
 
-/* Waits until a script has written a pid and a newline to path. */
-static pid_t wait_pid_file(const char *path, int ms) {
-  long long t0 = itest_ms();
-
-  for (;;) {
-    size_t len = 0;
-    char *s = itest_read(path, &len);
-    long v = s != NULL && len > 1 && s[len - 1] == '\n' ? strtol(s, NULL, 10) : 0;
-
-    free(s);
-    if (v > 0)
-      return (pid_t)v;
-    if (itest_ms() - t0 > ms)
-      sl_test_fail(__FILE__, __LINE__, "no pid in %s after %d ms", path, ms);
-    usleep(10000);
-  }
-}
-
 /* Waits for process pid to exit; returns its wait status. Fails the test
  * (after killing it) when it is still there after ms. */
 static int wait_exit(pid_t pid, int ms) {
@@ -233,7 +215,7 @@ static void test_exec_outcomes(void) {
   CHECK_CONTAINS(cJSON_GetObjectItemCaseSensitive(j, "error")->valuestring, "timed out after 400 ms");
   cJSON_Delete(j);
   /* The grandchild is gone too (or a zombie waiting for init): no orphan runs on. */
-  wait_ended(wait_pid_file(pidfile, 1000), 3000);
+  wait_ended(itest_wait_pid_file(pidfile, 1000), 3000);
   j = result_of(c, q, batch, 5); /* a producer cannot choose a command */
   CHECK_CONTAINS(cJSON_GetObjectItemCaseSensitive(j, "error")->valuestring, "no handler for type \"rm-rf\"");
   cJSON_Delete(j);
@@ -568,8 +550,8 @@ static void test_abort_kills_group(void) {
   }
   snprintf(batch, sizeof(batch), "%s", submit(q, "{\"type\":\"long\",\"payload\":null,\"timeout_ms\":60000}\n"));
   {
-    pid_t child = wait_pid_file(cp, 10000);
-    pid_t grandchild = wait_pid_file(gp, 10000);
+    pid_t child = itest_wait_pid_file(cp, 10000);
+    pid_t grandchild = itest_wait_pid_file(gp, 10000);
     const char *args[] = {"cancel", "--abort", "--redis", itest_url(), "--queue", q, batch, NULL};
 
     CHECK_INT(itest_run(args, NULL, NULL, 30), ==, 0);
@@ -603,8 +585,8 @@ static void test_drain_kills_group(void) {
     w = itest_spawn(args, NULL, NULL);
   }
   submit(q, "{\"type\":\"long\",\"payload\":null,\"timeout_ms\":60000}\n");
-  child = wait_pid_file(cp, 10000);
-  grandchild = wait_pid_file(gp, 10000);
+  child = itest_wait_pid_file(cp, 10000);
+  grandchild = itest_wait_pid_file(gp, 10000);
   kill(w, SIGTERM);
   st = wait_exit(w, 10000);
   CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0);
@@ -637,13 +619,13 @@ static void test_orphan_sigterm(void) {
     w = itest_spawn(args, NULL, NULL);
   }
   snprintf(batch, sizeof(batch), "%s", submit(q, "{\"type\":\"orphan\",\"payload\":null}\n"));
-  wait_pid_file(gp, 10000);
+  itest_wait_pid_file(gp, 10000);
   kill(w, SIGTERM);
   t0 = itest_ms();
   st = wait_exit(w, 5000);
   CHECK_INT(itest_ms() - t0, <, 2000);
   CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0);
-  CHECK(pid_ended(wait_pid_file(gp, 100)));
+  CHECK(pid_ended(itest_wait_pid_file(gp, 100)));
   itest_wait_batch(c, q, batch, 5);
   j = result_of(c, q, batch, 0);
   CHECK_STR(cJSON_GetObjectItemCaseSensitive(j, "status")->valuestring, "succeeded");
@@ -675,8 +657,8 @@ static void test_second_signal(void) {
     w = itest_spawn(args, NULL, errpath);
   }
   submit(q, "{\"type\":\"long\",\"payload\":null,\"timeout_ms\":60000}\n");
-  child = wait_pid_file(cp, 10000);
-  grandchild = wait_pid_file(gp, 10000);
+  child = itest_wait_pid_file(cp, 10000);
+  grandchild = itest_wait_pid_file(gp, 10000);
   kill(w, SIGTERM);
   t0 = itest_ms();
   for (;;) {
@@ -857,8 +839,8 @@ static void test_free_reaps(void) {
   CHECK_INT(sl_worker_register(leave_w, "probe", probe_start, NULL), ==, 0);
   submit(q, "{\"type\":\"probe\",\"payload\":null}\n{\"type\":\"long\",\"payload\":null,\"timeout_ms\":60000}\n");
   CHECK_INT(sl_worker_run(leave_w), ==, 0); /* returns at uv_stop */
-  child = wait_pid_file(leave_pidfile, 100);
-  grandchild = wait_pid_file(gp, 5000);
+  child = itest_wait_pid_file(leave_pidfile, 100);
+  grandchild = itest_wait_pid_file(gp, 5000);
   sl_worker_free(leave_w);
   CHECK(pid_ended(child));
   CHECK(pid_ended(grandchild));

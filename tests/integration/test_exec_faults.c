@@ -90,25 +90,6 @@ static int pid_ended(pid_t pid) {
   return state == 'Z' || state == 'X';
 }
 
-/* The pid a command wrote to path ("PID\n"), once it is there; fails the
- * test after ms. */
-static pid_t wait_pid_file(const char *path, int ms) {
-  long long t0 = itest_ms();
-
-  for (;;) {
-    size_t len = 0;
-    char *s = itest_read(path, &len);
-    long v = s != NULL && len > 1 && s[len - 1] == '\n' ? strtol(s, NULL, 10) : 0;
-
-    free(s);
-    if (v > 0)
-      return (pid_t)v;
-    if (itest_ms() - t0 > ms)
-      sl_test_fail(__FILE__, __LINE__, "no pid in %s after %d ms", path, ms);
-    usleep(10000);
-  }
-}
-
 /* Starts a process that spins on a CPU until it is killed, or until this
  * test process dies (PR_SET_PDEATHSIG), so a failed test leaves none
  * behind. It keeps the nice value it inherits (0 under ctest). */
@@ -171,7 +152,7 @@ static void test_orphans(void) {
     len += (size_t)snprintf(items + len, sizeof(items) - len, "{\"type\":\"park\",\"payload\":null,\"timeout_ms\":120000}\n");
   submit(q, items, len);
   for (int i = 0; i < ORPHANS; i++)
-    pid[i] = wait_pid_file(pidfile[i], 20000);
+    pid[i] = itest_wait_pid_file(pidfile[i], 20000);
   /* All 10 run, each a direct child of the worker: what PR_SET_PDEATHSIG covers. */
   for (int i = 0; i < ORPHANS; i++) {
     char state = '?';

@@ -64,7 +64,6 @@ static const char *submit_file(const char *url, const char *q, const char *path,
  * left in the streams, the pending lists or the delayed set. Returns the
  * number of items with more than one attempt. */
 static long check_exact(redisContext *c, const char *q, const char *batch, long total, long want_failed) {
-  static const char *const s[3] = {"high", "normal", "low"};
   redisReply *r;
   long again = 0;
 
@@ -86,17 +85,7 @@ static long check_exact(redisContext *c, const char *q, const char *batch, long 
   r = itest_cmd(c, "HLEN sluice:{%s}:b:%s:r", q, batch);
   CHECK_INT(r->integer, ==, total);
   freeReplyObject(r);
-  for (int i = 0; i < 3; i++) {
-    r = itest_cmd(c, "XLEN sluice:{%s}:s:%s", q, s[i]);
-    CHECK_INT(r->integer, ==, 0);
-    freeReplyObject(r);
-    r = itest_cmd(c, "XPENDING sluice:{%s}:s:%s workers", q, s[i]);
-    CHECK_INT(r->element[0]->integer, ==, 0);
-    freeReplyObject(r);
-  }
-  r = itest_cmd(c, "ZCARD sluice:{%s}:delayed", q);
-  CHECK_INT(r->integer, ==, 0);
-  freeReplyObject(r);
+  itest_check_drained(c, q);
   /* Results: every line parses, and count the items that ran again. */
   r = itest_cmd(c, "HVALS sluice:{%s}:b:%s:r", q, batch);
   for (size_t i = 0; i < r->elements; i++) {

@@ -75,7 +75,6 @@ static const char *submit(const char *q, const char *items, size_t len) {
  * per item, nothing left in the streams, the pending lists or the delayed
  * set. */
 static void check_exact(redisContext *c, const char *q, const char *batch, long total) {
-  static const char *const s[3] = {"high", "normal", "low"};
   redisReply *r;
 
   CHECK_INT(itest_batch_num(c, q, batch, "total"), ==, total);
@@ -85,17 +84,7 @@ static void check_exact(redisContext *c, const char *q, const char *batch, long 
   r = itest_cmd(c, "HLEN sluice:{%s}:b:%s:r", q, batch);
   CHECK_INT(r->integer, ==, total);
   freeReplyObject(r);
-  for (int i = 0; i < 3; i++) {
-    r = itest_cmd(c, "XLEN sluice:{%s}:s:%s", q, s[i]);
-    CHECK_INT(r->integer, ==, 0);
-    freeReplyObject(r);
-    r = itest_cmd(c, "XPENDING sluice:{%s}:s:%s workers", q, s[i]);
-    CHECK_INT(r->element[0]->integer, ==, 0);
-    freeReplyObject(r);
-  }
-  r = itest_cmd(c, "ZCARD sluice:{%s}:delayed", q);
-  CHECK_INT(r->integer, ==, 0);
-  freeReplyObject(r);
+  itest_check_drained(c, q);
 }
 
 /* The results line of item idx of the batch, parsed (cJSON_Delete it);

@@ -50,19 +50,6 @@ static const char *submit(const char *q, const char *path, const char *extra) {
   return id;
 }
 
-static void check_queue_drained(redisContext *c, const char *q) {
-  static const char *const s[3] = {"high", "normal", "low"};
-
-  for (int i = 0; i < 3; i++) {
-    redisReply *r = itest_cmd(c, "XLEN sluice:{%s}:s:%s", q, s[i]);
-
-    CHECK_INT(r->integer, ==, 0);
-    freeReplyObject(r);
-    r = itest_cmd(c, "XPENDING sluice:{%s}:s:%s workers", q, s[i]);
-    CHECK_INT(r->element[0]->integer, ==, 0);
-    freeReplyObject(r);
-  }
-}
 
 /* 10,000 noop items, two worker processes: completed, exact, drained. */
 static void test_noop_10k_two_workers(void) {
@@ -91,7 +78,7 @@ static void test_noop_10k_two_workers(void) {
   freeReplyObject(r);
   itest_stop_ok(w1);
   itest_stop_ok(w2);
-  check_queue_drained(c, q);
+  itest_check_drained(c, q);
 
   /* results: exactly 10,000 lines with 10,000 distinct ids, all fields. */
   CHECK_INT(itest_run(args, &out, NULL, 60), ==, 0);

@@ -270,7 +270,6 @@ static void batch_status(redisContext *c, const char *q, const char *batch, char
  * succeeded + failed + cancelled, the status, nothing in the streams, the
  * pending lists or the delayed set. */
 static void check_ended(redisContext *c, const char *q, const char *batch, long total, const char *status) {
-  static const char *const s[3] = {"high", "normal", "low"};
   long long ok = itest_batch_num(c, q, batch, "succeeded");
   long long failed = itest_batch_num(c, q, batch, "failed");
   long long cancelled = itest_batch_num(c, q, batch, "cancelled");
@@ -301,18 +300,7 @@ static void check_ended(redisContext *c, const char *q, const char *batch, long 
     cJSON_Delete(j);
     freeReplyObject(r);
   }
-  for (int i = 0; i < 3; i++) {
-    r = itest_cmd(c, "XLEN sluice:{%s}:s:%s", q, s[i]);
-    CHECK_INT(r->integer, ==, 0);
-    freeReplyObject(r);
-    r = itest_cmd(c, "XPENDING sluice:{%s}:s:%s workers", q, s[i]);
-    CHECK(r->type == REDIS_REPLY_ARRAY && r->elements == 4);
-    CHECK_INT(r->element[0]->integer, ==, 0);
-    freeReplyObject(r);
-  }
-  r = itest_cmd(c, "ZCARD sluice:{%s}:delayed", q);
-  CHECK_INT(r->integer, ==, 0);
-  freeReplyObject(r);
+  itest_check_drained(c, q);
   printf("    batch %s: %s, %ld items, %lld succeeded, %lld failed, %lld cancelled (%lld of them ended as lost by "
          "repair)\n", batch, st, total, ok < 0 ? 0 : ok, failed < 0 ? 0 : failed, cancelled < 0 ? 0 : cancelled,
          lost < 0 ? 0 : lost);

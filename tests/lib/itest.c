@@ -573,3 +573,38 @@ const char *itest_submit(const char *q, const char *items, size_t len, const cha
   free(err);
   return batch;
 }
+
+void itest_check_drained(redisContext *c, const char *q) {
+  static const char *const s[3] = {"high", "normal", "low"};
+  redisReply *r;
+
+  for (int i = 0; i < 3; i++) {
+    r = itest_cmd(c, "XLEN sluice:{%s}:s:%s", q, s[i]);
+    CHECK_INT(r->integer, ==, 0);
+    freeReplyObject(r);
+    r = itest_cmd(c, "XPENDING sluice:{%s}:s:%s workers", q, s[i]);
+    CHECK(r->type == REDIS_REPLY_ARRAY && r->elements == 4);
+    CHECK_INT(r->element[0]->integer, ==, 0);
+    freeReplyObject(r);
+  }
+  r = itest_cmd(c, "ZCARD sluice:{%s}:delayed", q);
+  CHECK_INT(r->integer, ==, 0);
+  freeReplyObject(r);
+}
+
+pid_t itest_wait_pid_file(const char *path, int ms) {
+  long long t0 = itest_ms();
+
+  for (;;) {
+    size_t len = 0;
+    char *s = itest_read(path, &len);
+    long v = s != NULL && len > 1 && s[len - 1] == '\n' ? strtol(s, NULL, 10) : 0;
+
+    free(s);
+    if (v > 0)
+      return (pid_t)v;
+    if (itest_ms() - t0 > ms)
+      sl_test_fail(__FILE__, __LINE__, "no pid in %s after %d ms", path, ms);
+    usleep(10000);
+  }
+}

@@ -58,6 +58,12 @@ int itest_run(const char *const *args, char **out, char **err, int timeout_s);
  * when that fails. Returns the batch id (a static buffer, valid until the
  * next call). */
 const char *itest_submit(const char *q, const char *items, size_t len, const char *const *opts);
+/* Checks that queue q is drained: its three streams are empty, nothing is
+ * pending in the consumer group, and its delayed set is empty. */
+void itest_check_drained(redisContext *c, const char *q);
+/* Waits until a command has written its pid and a newline to path and
+ * returns the pid; fails the test after ms. */
+pid_t itest_wait_pid_file(const char *path, int ms);
 /* Starts a worker on queue q with the given concurrency. */
 pid_t itest_worker(const char *q, int concurrency);
 
