@@ -189,6 +189,63 @@ local function sl_cancel_step(prefix, batch, dkey, max, now)
   return false
 end
 
+-- ---- The claim index ----
+--
+-- P..'claims' is a sorted set of the stream entries workers hold, member
+-- "S:ENTRY" (priority, entry id), score = when the claim runs out (ms since
+-- the epoch): the holder's last fetch, accept, takeover or heartbeat plus
+-- its visibility timeout. Reclaim reads only the members that ran out
+-- (ZRANGEBYSCORE ... LIMIT), so finding a dead worker's items costs
+-- O(log n + k) however long the pending list is. The index is a hint, the
+-- pending list the truth: reclaim checks each candidate's holder and idle
+-- time with XPENDING before it takes anything, drops members whose entry
+-- is no longer pending, and moves a member whose holder renewed it to the
+-- true time. So a member left behind (an entry acknowledged elsewhere)
+-- costs one look when it runs out, and an entry that entered the pending
+-- list outside a function (the worker's blocking XREADGROUP, when the
+-- worker died before its accept call) is indexed by reclaim's sweep of
+-- the pending list, a bounded page per call.
+local SL_VIS_DEFAULT = 30000
+local SL_CLAIMS_CHUNK = 500 -- members per ZADD / ZREM (Lua's unpack has a limit)
+
+-- Queues a claim on entry eid of stream s in ctx.claims (written by
+-- sl_claims_write): it runs out at ctx.now plus the caller's visibility.
+local function sl_claim(ctx, s, eid)
+  ctx.now = ctx.now or sl_now_ms()
+  local c = ctx.claims
+  if not c then
+    c = {}
+    ctx.claims = c
+  end
+  c[#c + 1] = ctx.now + (ctx.vis or SL_VIS_DEFAULT)
+  c[#c + 1] = s .. ':' .. eid
+end
+
+-- ZADD of a flat score/member list (flags: nil or 'NX'), in chunks.
+local function sl_claims_write(prefix, list, flags)
+  if not list then return end
+  local key = prefix .. 'claims'
+  for i = 1, #list, 2 * SL_CLAIMS_CHUNK do
+    local args = {}
+    for k = i, math.min(i + 2 * SL_CLAIMS_CHUNK - 1, #list) do args[#args + 1] = list[k] end
+    if flags then
+      redis.call('ZADD', key, flags, unpack(args))
+    else
+      redis.call('ZADD', key, unpack(args))
+    end
+  end
+end
+
+-- ZREM of a list of members ("S:ENTRY"), in chunks.
+local function sl_claims_drop(prefix, members)
+  local key = prefix .. 'claims'
+  for i = 1, #members, SL_CLAIMS_CHUNK do
+    local args = {}
+    for k = i, math.min(i + SL_CLAIMS_CHUNK - 1, #members) do args[#args + 1] = members[k] end
+    redis.call('ZREM', key, unpack(args))
+  end
+end
+
 -- Decides whether a delivered stream entry may run (used by fetch, accept
 -- and reclaim). ctx = {prefix, status = {}, touched = {}, started = {}, now,
 -- again, extra}; s is the entry's priority, f its fields (b, i, a, d, ...).
@@ -240,8 +297,11 @@ local function sl_admit_batch(ctx, s, key, group, eid, f)
   return false
 end
 
--- Publishes the state of every batch that sl_admit changed.
+-- Writes the claims of the entries handed out (sl_emit) and publishes the
+-- state of every batch that sl_admit changed.
 local function sl_admit_done(ctx, queue)
+  sl_claims_write(ctx.prefix, ctx.claims)
+  ctx.claims = nil
   for batch in pairs(ctx.touched) do
     if ctx.status[batch] == 'cancelled' then
       sl_maybe_finish(ctx.prefix .. 'b:' .. batch, ctx.now)
@@ -464,6 +524,7 @@ end
 -- (its rate limit; 0: at once), and the limit whose concurrency lease it
 -- holds ('' for none; the worker hands it back with the completion).
 local function sl_emit(ctx, out, s, eid, f, attempt, alone)
+  sl_claim(ctx, s, eid)
   out[#out + 1] = s
   out[#out + 1] = eid
   out[#out + 1] = f[2]

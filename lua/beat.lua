@@ -17,7 +17,9 @@
 -- filter (one per entry when it holds only a few there), the batches'
 -- status and abort flag from one HMGET per batch, and the claims are
 -- renewed by multi-id XCLAIM ... JUSTID calls (which reset the idle time
--- without counting a delivery). Only an aborted item's entry is read, to
+-- without counting a delivery), and in the claim index (P..'claims', one
+-- ZADD per CLAIM_MAX entries: each claim now runs out one visibility
+-- timeout from now). Only an aborted item's entry is read, to
 -- write its cancelled result. XCLAIM does not check who owns an entry, so
 -- a late heartbeat of a worker that lost an item would take it back:
 -- ownership is checked here, in the same call.
@@ -29,6 +31,8 @@ local prefix = string.sub(KEYS[4], 1, -8) -- P..'workers' -> P
 local aborting = {}
 local touched = {}
 local CLAIM_MAX = 1000 -- entry ids per XCLAIM (Lua's unpack has a limit)
+local ctx = {prefix = prefix, now = now, vis = tonumber(redis.call('HGET', prefix .. 'vis', me))}
+local gone = {}
 redis.call('HSET', KEYS[5], 'info', ARGV[4], 'beat', now)
 redis.call('PEXPIRE', KEYS[5], ARGV[3])
 redis.call('ZADD', KEYS[4], now, me)
@@ -88,9 +92,11 @@ for s = 1, 3 do
         end
         redis.call('XACK', KEYS[s], group, eid)
         redis.call('XDEL', KEYS[s], eid)
+        gone[#gone + 1] = s .. ':' .. eid
         lost[#lost + 1] = '!' .. eid
       else
         claim[#claim + 1] = eid
+        sl_claim(ctx, s, eid)
         if #claim == CLAIM_MAX then
           claim[#claim + 1] = 'JUSTID'
           redis.call('XCLAIM', KEYS[s], group, me, 0, unpack(claim))
@@ -104,6 +110,8 @@ for s = 1, 3 do
     end
   end
 end
+sl_claims_write(prefix, ctx.claims)
+sl_claims_drop(prefix, gone)
 for batch in pairs(touched) do
   sl_maybe_finish(prefix .. 'b:' .. batch, now)
   local q = redis.call('HGET', prefix .. 'b:' .. batch, 'queue') or ''

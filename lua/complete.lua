@@ -89,6 +89,7 @@ local function holder(s, eid)
 end
 
 local returned = {}
+local gone = {} -- claims of the entries acknowledged here (P..'claims')
 for i = 5, #ARGV, 9 do
   local s, eid, batch, idx, outcome, text = tonumber(ARGV[i]), ARGV[i + 1], ARGV[i + 2],
                                            ARGV[i + 3], ARGV[i + 4], ARGV[i + 5]
@@ -106,6 +107,7 @@ for i = 5, #ARGV, 9 do
   if exists[batch] == nil then
     exists[batch] = redis.call('EXISTS', bkey) == 1
   end
+  if p and p[2] == me then gone[#gone + 1] = ARGV[i] .. ':' .. eid end
   if not p or p[2] ~= me then
     -- not this caller's any more (fenced), or ended by its own earlier call
   elseif outcome == 'r' then
@@ -165,6 +167,7 @@ for s = 1, 3 do
     redis.call('XDEL', KEYS[s], unpack(acks[s]))
   end
 end
+sl_claims_drop(prefix, gone)
 -- Throughput: items ended per minute (sluice stats).
 local ended = 0
 for _, c in pairs(counts) do ended = ended + c.s + c.f + c.x end

@@ -8,18 +8,24 @@
 -- ARGV[7]     COUNT: the most entries the caller takes to run (0: it only
 --             moves stale entries to the stale pool, for any worker)
 -- ARGV[8]     '1' if the caller runs nothing now and can run one item alone
--- returns     the same flat form as fetch, after a leading integer: how many
---             entries this call moved to the stale pool (more work for the
---             fleet); attempt numbers count every delivery
+-- returns     the same flat form as fetch, after two leading integers: how
+--             many entries this call moved to the stale pool (more work for
+--             the fleet), and 1 when more claims ran out than one call
+--             examines (call again soon), else 0; attempt numbers count
+--             every delivery
 --
 -- Runs on every worker's timer, whether it has free slots or not, so the
 -- items of a dead worker are found within a second or so of their
--- visibility timeout under any queue depth. An entry is stale when it has
--- been idle longer than its holder's own visibility timeout (P..'vis', so
--- workers with different --visibility never take from each other early).
--- Candidates come from XPENDING with an IDLE filter, which also tells how
--- often each was delivered, a bounded number of pages per stream. Then,
--- per entry, with d the deliveries so far:
+-- visibility timeout under any queue depth and any length of the pending
+-- list. An entry is stale when it has been idle longer than its holder's
+-- own visibility timeout (P..'vis', so workers with different --visibility
+-- never take from each other early). Candidates come from the claim index
+-- (P..'claims', see _lib.lua): the members whose claim ran out, at most
+-- CANDIDATES per call, oldest first, O(log n + k). Each is checked against
+-- the pending list (XPENDING of that one entry: holder, idle time,
+-- deliveries); a member whose entry is no longer pending is dropped, one
+-- whose holder renewed it is moved to its true expiry. Then, per stale
+-- entry, with d the deliveries so far:
 --   d + 1 > max:   poison. It was delivered max times and never finished
 --                  (it kills or stalls its worker): failed for good with the
 --                  reason, dead-lettered, acknowledged and deleted.
@@ -39,6 +45,12 @@
 -- kept) comes back this way when it is the only worker.
 -- With room left, the caller also takes from the stale pool. Entries whose
 -- stream entry was deleted meanwhile are dropped from the pending list.
+-- The sweep: each call reads the next SWEEP entries of the group's pending
+-- list (XPENDING from a cursor kept in P..'claims:at', one stream after
+-- the other) and indexes those the claim index lacks (ZADD NX): entries a
+-- worker read with its blocking XREADGROUP and died before its accept
+-- call, or that an older version left. A whole pass over a pending list of
+-- n entries takes n / SWEEP calls of the fleet.
 -- Consumers of workers that no longer beat (no P..'w:NAME' key) and have
 -- nothing pending are removed from the group, and their P..'vis' field;
 -- never one with pending entries, which XGROUP DELCONSUMER would drop. That
@@ -48,84 +60,118 @@ do local denied = sl_worker_only(KEYS[1]) if denied then return denied end end
 local group, me, myvis, maxdel = ARGV[1], ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])
 local prefix, queue, want, alone_ok = ARGV[5], ARGV[6], tonumber(ARGV[7]), ARGV[8] == '1'
 local ctx = {prefix = prefix, status = {}, touched = {}, started = {}, again = true, vis = myvis}
-local out = {0}
+local out = {0, 0}
 local finished = {}
 local moved = 0
-local PAGE, PAGES = 200, 8 -- entries examined per stream and call: at most PAGE * PAGES
+local CANDIDATES = 500 -- claims examined per call
+local SWEEP = 100 -- pending entries the sweep reads per call
+local claims = prefix .. 'claims'
 ctx.now = sl_now_ms()
 
--- Every holder's visibility timeout; the scan looks at entries idle longer
--- than the smallest.
+-- Every holder's visibility timeout.
 local vkey = prefix .. 'vis'
 redis.call('HSET', vkey, me, myvis)
 local vis = {}
-local minvis = myvis
 do
   local all = redis.call('HGETALL', vkey)
   for k = 1, #all, 2 do
-    local v = tonumber(all[k + 1]) or myvis
-    vis[all[k]] = v
-    if v < minvis then minvis = v end
+    vis[all[k]] = tonumber(all[k + 1]) or myvis
   end
+end
+-- How long an entry of owner may stay idle.
+local function limit_of(owner)
+  if owner == me then return 3 * myvis end -- its own: see above
+  return vis[owner] or myvis
+end
+
+local drop, later = {}, {}
+local due = redis.call('ZRANGEBYSCORE', claims, '-inf', ctx.now, 'LIMIT', 0, CANDIDATES)
+if #due == CANDIDATES then out[2] = 1 end
+for _, m in ipairs(due) do
+  local s, eid = tonumber(string.sub(m, 1, 1)), string.sub(m, 3)
+  local p = KEYS[s] and sl_holder(KEYS[s], group, eid)
+  local owner = p and p[2]
+  local idle, d = p and tonumber(p[3]), p and tonumber(p[4])
+  if not p or owner == SL_STALE or owner == SL_ALONE then
+    drop[#drop + 1] = m -- ended, or waiting in a pool (no claim there)
+  elseif idle < limit_of(owner) then
+    later[#later + 1] = ctx.now + limit_of(owner) - idle -- renewed meanwhile
+    later[#later + 1] = m
+  else
+    drop[#drop + 1] = m -- a claim to the caller comes back through sl_emit
+    local r = redis.call('XRANGE', KEYS[s], eid, eid)
+    local f = r[1] and r[1][2]
+    if not f then
+      redis.call('XACK', KEYS[s], group, eid) -- deleted meanwhile
+    elseif d + 1 > maxdel then
+      local bkey = prefix .. 'b:' .. f[2]
+      local reason = string.format('poison: delivered %d times without finishing (max-deliveries %d);' ..
+                                   ' it killed or stalled its worker every time (last: %s)', d, maxdel, owner)
+      local ok, item = pcall(cjson.decode, f[8])
+      local res = cjson.encode({id = (ok and type(item) == 'table' and item.id) or f[4],
+                                status = 'failed', attempts = tonumber(f[6]) + d - 1,
+                                started_at = cjson.null, finished_at = ctx.now,
+                                duration_ms = cjson.null, worker = cjson.null, error = reason})
+      if redis.call('EXISTS', bkey) == 1 and redis.call('HSETNX', bkey .. ':r', f[4], res) == 1 then
+        redis.call('HINCRBY', bkey, 'failed', 1)
+        redis.call('HINCRBY', bkey, 'done', 1)
+        sl_dead(prefix, f[2], f[4], s, f, tonumber(f[6]) + d - 1, reason, ctx.now)
+        finished[f[2]] = true
+      end
+      redis.call('XACK', KEYS[s], group, eid)
+      redis.call('XDEL', KEYS[s], eid)
+    elseif d + 1 == maxdel then
+      redis.call('XCLAIM', KEYS[s], group, SL_ALONE, 0, eid, 'JUSTID')
+      sl_taken(prefix, s, eid, SL_ALONE, ctx.now)
+    elseif want > 0 then
+      if #redis.call('XCLAIM', KEYS[s], group, me, 0, eid) > 0 and
+         sl_admit(ctx, s, KEYS[s], group, eid, f) then
+        sl_taken(prefix, s, eid, me, ctx.now)
+        sl_emit(ctx, out, s, eid, f, tonumber(f[6]) + d)
+        want = want - 1
+      end
+    else
+      redis.call('XCLAIM', KEYS[s], group, SL_STALE, 0, eid, 'JUSTID')
+      sl_taken(prefix, s, eid, SL_STALE, ctx.now)
+      moved = moved + 1
+    end
+  end
+end
+sl_claims_drop(prefix, drop)
+sl_claims_write(prefix, later)
+
+-- The sweep: the next page of the pending list, indexed where the claim
+-- index lacks it.
+do
+  local at = redis.call('HMGET', claims .. ':at', 's', 'e')
+  local s, start = tonumber(at[1]) or 1, at[2] or '-'
+  if not KEYS[s] then s, start = 1, '-' end
+  local pending = redis.call('XPENDING', KEYS[s], group, start, '+', SWEEP)
+  local add = {}
+  for _, p in ipairs(pending) do
+    local owner = p[2]
+    if owner ~= SL_STALE and owner ~= SL_ALONE then
+      add[#add + 1] = ctx.now + math.max(0, limit_of(owner) - tonumber(p[3]))
+      add[#add + 1] = s .. ':' .. p[1]
+    end
+  end
+  sl_claims_write(prefix, add, 'NX')
+  if #pending == SWEEP then
+    start = '(' .. pending[#pending][1]
+  else
+    s, start = s % 3 + 1, '-'
+  end
+  redis.call('HSET', claims .. ':at', 's', s, 'e', start)
 end
 
 for s = 1, 3 do
-  local start = '-'
-  for _ = 1, PAGES do
-    local pending = redis.call('XPENDING', KEYS[s], group, 'IDLE', minvis, start, '+', PAGE)
-    for _, p in ipairs(pending) do
-      local eid, owner, idle, d = p[1], p[2], tonumber(p[3]), tonumber(p[4])
-      local limit = vis[owner] or myvis
-      if owner == me then limit = 3 * myvis end -- its own: see above
-      if owner ~= SL_STALE and owner ~= SL_ALONE and idle >= limit then
-        local r = redis.call('XRANGE', KEYS[s], eid, eid)
-        local f = r[1] and r[1][2]
-        if not f then
-          redis.call('XACK', KEYS[s], group, eid) -- deleted meanwhile
-        elseif d + 1 > maxdel then
-          local bkey = prefix .. 'b:' .. f[2]
-          local reason = string.format('poison: delivered %d times without finishing (max-deliveries %d);' ..
-                                       ' it killed or stalled its worker every time (last: %s)', d, maxdel, owner)
-          local ok, item = pcall(cjson.decode, f[8])
-          local res = cjson.encode({id = (ok and type(item) == 'table' and item.id) or f[4],
-                                    status = 'failed', attempts = tonumber(f[6]) + d - 1,
-                                    started_at = cjson.null, finished_at = ctx.now,
-                                    duration_ms = cjson.null, worker = cjson.null, error = reason})
-          if redis.call('EXISTS', bkey) == 1 and redis.call('HSETNX', bkey .. ':r', f[4], res) == 1 then
-            redis.call('HINCRBY', bkey, 'failed', 1)
-            redis.call('HINCRBY', bkey, 'done', 1)
-            sl_dead(prefix, f[2], f[4], s, f, tonumber(f[6]) + d - 1, reason, ctx.now)
-            finished[f[2]] = true
-          end
-          redis.call('XACK', KEYS[s], group, eid)
-          redis.call('XDEL', KEYS[s], eid)
-        elseif d + 1 == maxdel then
-          redis.call('XCLAIM', KEYS[s], group, SL_ALONE, 0, eid, 'JUSTID')
-          sl_taken(prefix, s, eid, SL_ALONE, ctx.now)
-        elseif want > 0 then
-          if #redis.call('XCLAIM', KEYS[s], group, me, 0, eid) > 0 and
-             sl_admit(ctx, s, KEYS[s], group, eid, f) then
-            sl_taken(prefix, s, eid, me, ctx.now)
-            sl_emit(ctx, out, s, eid, f, tonumber(f[6]) + d)
-            want = want - 1
-          end
-        else
-          redis.call('XCLAIM', KEYS[s], group, SL_STALE, 0, eid, 'JUSTID')
-          sl_taken(prefix, s, eid, SL_STALE, ctx.now)
-          moved = moved + 1
-        end
-      end
-    end
-    if #pending < PAGE then break end
-    start = '(' .. pending[#pending][1]
-  end
   if want > 0 then
     want = want - sl_take_stale(ctx, out, s, KEYS[s], group, me, want)
   end
 end
 -- One item on its last allowed delivery, for a caller that runs nothing.
 for s = 1, 3 do
-  if not alone_ok or #out > 1 then break end
+  if not alone_ok or #out > 2 then break end
   for _, p in ipairs(redis.call('XPENDING', KEYS[s], group, '-', '+', 1, SL_ALONE)) do
     local eid, d = p[1], tonumber(p[4])
     local r = redis.call('XRANGE', KEYS[s], eid, eid)

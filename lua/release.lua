@@ -11,6 +11,7 @@
 do local denied = sl_worker_only(KEYS[1]) if denied then return denied end end
 local group, me = ARGV[1], ARGV[2]
 local n = 0
+local gone = {} -- their claims (P..'claims')
 local ctx = {prefix = string.sub(KEYS[1], 1, -7)} -- P..'s:high' -> P
 for i = 3, #ARGV, 2 do
   local s, eid = tonumber(ARGV[i]), ARGV[i + 1]
@@ -33,6 +34,8 @@ for i = 3, #ARGV, 2 do
     end
     redis.call('XACK', KEYS[s], group, eid)
     redis.call('XDEL', KEYS[s], eid)
+    gone[#gone + 1] = s .. ':' .. eid
   end
 end
+sl_claims_drop(ctx.prefix, gone)
 return n

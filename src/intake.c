@@ -37,6 +37,7 @@
 
 #define FETCH_MAX 1000          /* items per fetch call */
 #define RECLAIM_MAX 100         /* items per reclaim call */
+#define RECLAIM_AGAIN_MS 10     /* the next reclaim call when one found more than it examines */
 
 static void on_delayed(uv_timer_t *t);
 
@@ -220,6 +221,8 @@ void sl__intake_block(sl_worker_t *w) {
   }
 }
 
+static void on_reclaim_timer(uv_timer_t *t);
+
 static void on_reclaim(redisAsyncContext *ac, void *reply, void *priv) {
   sl_worker_t *w = ac->data;
   redisReply *r = reply;
@@ -230,9 +233,14 @@ static void on_reclaim(redisAsyncContext *ac, void *reply, void *priv) {
   w->isolating = 0;
   if (!sl__aredis_reply(w, r, 0, "taking over items"))
     return;
-  n = take_items(w, r, 1);
+  n = take_items(w, r, 2);
   if (n > 0)
     sl__log_info("took over %d items whose worker stopped beating", n);
+  /* More claims ran out than one call examines: the next call goes soon,
+   * not a timer period later. */
+  if (r->type == REDIS_REPLY_ARRAY && r->elements > 1 && r->element[1]->type == REDIS_REPLY_INTEGER &&
+      r->element[1]->integer > 0 && !w->stopping)
+    uv_timer_start(&w->reclaim, on_reclaim_timer, RECLAIM_AGAIN_MS, 0);
   if (r->type == REDIS_REPLY_ARRAY && r->elements > 0 && r->element[0]->type == REDIS_REPLY_INTEGER &&
       r->element[0]->integer > 0) {
     sl__log_info("%lld items of workers that stopped beating are waiting for any worker to run them again",
