@@ -272,8 +272,173 @@ static void test_deep_queue(void) {
   redisFree(c);
 }
 
+/*
+ * Takeover through the claim index with a long pending list: 100,000
+ * entries held by live holders (four consumers that took them through the
+ * worker's own fetch function with a 10-minute visibility, so none of them
+ * is stale) come first in the stream; then a real worker takes 100 sleep
+ * items and is killed with SIGKILL. A second worker must start every one
+ * of the 100 again within the visibility plus 2 s of the kill, and take
+ * nothing of the live holders'. A scan of the pending list from its start
+ * (XPENDING ... IDLE) never reaches the dead worker's entries behind the
+ * 100,000 live ones.
+ */
+#define LP_LIVE 100000
+#define LP_HOLDERS 4
+#define LP_DEAD 100
+#define LP_VISIBILITY_MS 3000
+#define LP_GRACE_MS 2000
+
+static void test_long_pending_list(void) {
+  const char *q = itest_queue("long");
+  redisContext *c = itest_conn();
+  size_t cap = (size_t)LP_LIVE * 48;
+  char *buf = malloc(cap);
+  size_t len = 0;
+  char live[64];
+  char batch[64];
+  char streams[3][96];
+  char prefix[64];
+  char dead_id[128];
+  char taker_id[128];
+  long long held = 0;
+  long long killed_at;
+  long long worst = 0;
+  int restarted = 0;
+  pid_t dead;
+  pid_t taker;
+
+  CHECK(buf != NULL);
+  for (long i = 0; i < LP_LIVE; i++)
+    len += (size_t)snprintf(buf + len, cap - len, "{\"type\":\"noop\",\"payload\":null}\n");
+  snprintf(live, sizeof(live), "%s", itest_submit(q, buf, len, NULL));
+  snprintf(prefix, sizeof(prefix), "sluice:{%s}:", q);
+  snprintf(streams[0], sizeof(streams[0]), "%ss:high", prefix);
+  snprintf(streams[1], sizeof(streams[1]), "%ss:normal", prefix);
+  snprintf(streams[2], sizeof(streams[2]), "%ss:low", prefix);
+  /* The live holders take every entry, 1,000 per call, as a worker's
+   * fetch would, with a visibility of 10 minutes. */
+  for (int call = 0; held < LP_LIVE && call < 2 * LP_LIVE / 1000; call++) {
+    char consumer[32];
+    redisReply *r;
+
+    snprintf(consumer, sizeof(consumer), "live-%d", call % LP_HOLDERS);
+    r = itest_cmd(c, "FCALL sluice_v1_fetch 3 %s %s %s workers %s 1000 %s %s '' 0 600000", streams[0], streams[1],
+                  streams[2], consumer, prefix, q);
+    CHECK(r->type == REDIS_REPLY_ARRAY);
+    held += (long long)(r->elements - 1) / 10;
+    freeReplyObject(r);
+  }
+  CHECK_INT(held, ==, LP_LIVE);
+  CHECK_INT(itest_pending(c, q), ==, LP_LIVE);
+
+  /* The worker that dies holds 100 items of 5 s each. */
+  len = 0;
+  for (int i = 0; i < LP_DEAD; i++)
+    len += (size_t)snprintf(buf + len, cap - len, "{\"type\":\"sleep\",\"payload\":{\"ms\":5000}}\n");
+  snprintf(batch, sizeof(batch), "%s", itest_submit(q, buf, len, NULL));
+  {
+    const char *args[] = {"worker", "--redis", itest_url(), "--queue", q, "--concurrency", "100", "--visibility",
+                          "3000", "--quiet", NULL};
+
+    dead = itest_spawn(args, NULL, NULL);
+    itest_wait_worker(c, q, dead, dead_id, sizeof(dead_id), 20000);
+    ITEST_WAIT_INT(itest_pending_of(c, q, dead_id), ==, LP_DEAD, 20000, "the worker to take the 100 items");
+    taker = itest_spawn(args, NULL, NULL);
+    itest_wait_worker(c, q, taker, taker_id, sizeof(taker_id), 20000);
+  }
+  kill(dead, SIGKILL);
+  killed_at = wall_ms();
+  waitpid(dead, NULL, 0);
+  itest_wait_batch(c, q, batch, 60);
+
+  /* Each of the 100 started again, on the taker, within the deadline. */
+  for (int i = 0; i < LP_DEAD; i++) {
+    redisReply *r = itest_cmd(c, "HGET %sb:%s:r %d", prefix, batch, i);
+    cJSON *j = r->type == REDIS_REPLY_STRING ? cJSON_Parse(r->str) : NULL;
+    const cJSON *by = cJSON_GetObjectItemCaseSensitive(j, "worker");
+    const cJSON *st = cJSON_GetObjectItemCaseSensitive(j, "started_at");
+    const cJSON *a = cJSON_GetObjectItemCaseSensitive(j, "attempts");
+
+    CHECK(cJSON_IsString(by) && cJSON_IsNumber(st) && cJSON_IsNumber(a));
+    CHECK_STR(by->valuestring, taker_id);
+    CHECK_INT((int)a->valuedouble, ==, 2);
+    if ((long long)st->valuedouble - killed_at > worst)
+      worst = (long long)st->valuedouble - killed_at;
+    restarted++;
+    cJSON_Delete(j);
+    freeReplyObject(r);
+  }
+  printf("    %d items of the killed worker started again on the other, the last %.2f s after the kill "
+         "(visibility %.1f s, allowed %.1f s), behind %d live entries\n",
+         restarted, (double)worst / 1000.0, LP_VISIBILITY_MS / 1000.0, (LP_VISIBILITY_MS + LP_GRACE_MS) / 1000.0,
+         LP_LIVE);
+  CHECK_INT(worst, <=, LP_VISIBILITY_MS + LP_GRACE_MS);
+
+  /* Nothing of the live holders was taken: their 100,000 entries are still
+   * theirs, nothing of that batch ran. */
+  {
+    long long still = 0;
+    redisReply *r;
+
+    for (int k = 0; k < LP_HOLDERS; k++) {
+      char consumer[32];
+
+      snprintf(consumer, sizeof(consumer), "live-%d", k);
+      still += itest_pending_of(c, q, consumer);
+    }
+    CHECK_INT(still, ==, LP_LIVE);
+    r = itest_cmd(c, "HLEN %sb:%s:r", prefix, live);
+    CHECK_INT(r->integer, ==, 0);
+    freeReplyObject(r);
+  }
+  itest_stop_ok(taker);
+  free(buf);
+  redisFree(c);
+}
+
+/*
+ * Entries that entered the pending list outside a function (a worker's
+ * blocking XREADGROUP, the worker dead before its accept call) are in no
+ * claim index: reclaim's sweep of the pending list indexes them, and they
+ * run again. Here a consumer reads 10 entries with a bare XREADGROUP and
+ * never comes back.
+ */
+static void test_unindexed_entries(void) {
+  const char *q = itest_queue("unindexed");
+  redisContext *c = itest_conn();
+  char items[64 * 10];
+  size_t len = 0;
+  char batch[64];
+  pid_t w;
+  redisReply *r;
+
+  for (int i = 0; i < 10; i++)
+    len += (size_t)snprintf(items + len, sizeof(items) - len, "{\"type\":\"noop\",\"payload\":%d}\n", i);
+  snprintf(batch, sizeof(batch), "%s", itest_submit(q, items, len, NULL));
+  r = itest_cmd(c, "XREADGROUP GROUP workers ghost COUNT 100 STREAMS sluice:{%s}:s:normal >", q);
+  CHECK(r->type == REDIS_REPLY_ARRAY);
+  freeReplyObject(r);
+  CHECK_INT(itest_pending_of(c, q, "ghost"), ==, 10);
+  r = itest_cmd(c, "ZCARD sluice:{%s}:claims", q);
+  CHECK_INT(r->integer, ==, 0);
+  freeReplyObject(r);
+  {
+    const char *args[] = {"worker", "--redis", itest_url(), "--queue", q, "--visibility", "1000", "--quiet", NULL};
+
+    w = itest_spawn(args, NULL, NULL);
+  }
+  itest_wait_batch(c, q, batch, 30);
+  CHECK_INT(itest_batch_num(c, q, batch, "succeeded"), ==, 10);
+  CHECK_INT(itest_pending_of(c, q, "ghost"), ==, 0);
+  itest_stop_ok(w);
+  redisFree(c);
+}
+
 static const sl_test tests[] = {
+    {"unindexed_entries", test_unindexed_entries, 60},
     {"deep_queue", test_deep_queue, 170},
+    {"long_pending_list", test_long_pending_list, 120},
     {NULL, NULL, 0},
 };
 

@@ -574,6 +574,14 @@ const char *itest_submit(const char *q, const char *items, size_t len, const cha
   return batch;
 }
 
+static long long zcard(redisContext *c, const char *q, const char *key) {
+  redisReply *r = itest_cmd(c, "ZCARD sluice:{%s}:%s", q, key);
+  long long n = r->integer;
+
+  freeReplyObject(r);
+  return n;
+}
+
 void itest_check_drained(redisContext *c, const char *q) {
   static const char *const s[3] = {"high", "normal", "low"};
   redisReply *r;
@@ -590,6 +598,10 @@ void itest_check_drained(redisContext *c, const char *q) {
   r = itest_cmd(c, "ZCARD sluice:{%s}:delayed", q);
   CHECK_INT(r->integer, ==, 0);
   freeReplyObject(r);
+  /* The claim index holds nothing either. A member whose entry ended
+   * outside the functions (a test that deletes entries, as a partial loss
+   * would) drops when its claim runs out and a worker's reclaim looks. */
+  ITEST_WAIT_INT(zcard(c, q, "claims"), ==, 0, 35000, "the claim index to empty");
 }
 
 pid_t itest_wait_pid_file(const char *path, int ms) {

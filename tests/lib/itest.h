@@ -59,7 +59,8 @@ int itest_run(const char *const *args, char **out, char **err, int timeout_s);
  * next call). */
 const char *itest_submit(const char *q, const char *items, size_t len, const char *const *opts);
 /* Checks that queue q is drained: its three streams are empty, nothing is
- * pending in the consumer group, and its delayed set is empty. */
+ * pending in the consumer group, its delayed set is empty, and its claim
+ * index empties (waited for, up to 35 s). */
 void itest_check_drained(redisContext *c, const char *q);
 /* Waits until a command has written its pid and a newline to path and
  * returns the pid; fails the test after ms. */
