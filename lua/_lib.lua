@@ -25,16 +25,41 @@ local function sl_num(v)
   return tonumber(v) or 0
 end
 
--- The parts of a delayed member "PRIORITY\nBATCH\nINDEX\nATTEMPT\nERRORS\nD":
--- priority (a number), batch, index, attempt, errors, item JSON.
-local function sl_delayed_parts(m)
+-- A delayed item (a retry, or an item scheduled for later) is a member
+-- "PRIORITY\nBATCH\nINDEX\nATTEMPT" of the queue's set P..'delayed',
+-- score = when it is due (ms), and a field "INDEX\nATTEMPT" of its batch's
+-- hash P..'b:BATCH:dl' with the value "PRIORITY\nERRORS\nD" (its earlier
+-- errors, a JSON array or '', and the item JSON). The hash is the batch's
+-- own index of its delayed items: a cancel reads it, not the queue's whole
+-- set, and the set's members stay short. Members of an older version
+-- carry "\nERRORS\nD" themselves; they are read as such.
+local function sl_delay(prefix, s, batch, idx, att, errs, d, due)
+  redis.call('HSET', prefix .. 'b:' .. batch .. ':dl', idx .. '\n' .. att, s .. '\n' .. errs .. '\n' .. d)
+  redis.call('ZADD', prefix .. 'delayed', due, s .. '\n' .. batch .. '\n' .. idx .. '\n' .. att)
+end
+
+-- The parts of delayed member m, which the caller removed from the set:
+-- priority (a number), batch, index, attempt, errors, item JSON (nil when
+-- the batch's hash no longer has it: the batch was deleted). Removes its
+-- field of the batch's hash.
+local function sl_delayed_take(prefix, m)
   local p1 = string.find(m, '\n', 1, true)
   local p2 = string.find(m, '\n', p1 + 1, true)
   local p3 = string.find(m, '\n', p2 + 1, true)
   local p4 = string.find(m, '\n', p3 + 1, true)
-  local p5 = string.find(m, '\n', p4 + 1, true)
-  return tonumber(string.sub(m, 1, p1 - 1)), string.sub(m, p1 + 1, p2 - 1), string.sub(m, p2 + 1, p3 - 1),
-         string.sub(m, p3 + 1, p4 - 1), string.sub(m, p4 + 1, p5 - 1), string.sub(m, p5 + 1)
+  local s, batch, idx = tonumber(string.sub(m, 1, p1 - 1)), string.sub(m, p1 + 1, p2 - 1), string.sub(m, p2 + 1, p3 - 1)
+  if p4 then -- an older member, whole
+    local p5 = string.find(m, '\n', p4 + 1, true)
+    return s, batch, idx, string.sub(m, p3 + 1, p4 - 1), string.sub(m, p4 + 1, p5 - 1), string.sub(m, p5 + 1)
+  end
+  local att = string.sub(m, p3 + 1)
+  local hkey = prefix .. 'b:' .. batch .. ':dl'
+  local v = redis.call('HGET', hkey, idx .. '\n' .. att)
+  if not v then return s, batch, idx, att, '', nil end
+  redis.call('HDEL', hkey, idx .. '\n' .. att)
+  local q1 = string.find(v, '\n', 1, true)
+  local q2 = string.find(v, '\n', q1 + 1, true)
+  return s, batch, idx, att, string.sub(v, q1 + 1, q2 - 1), string.sub(v, q2 + 1)
 end
 
 -- A batch's counter of backward moves (field `moves` of its hash): every
@@ -94,7 +119,7 @@ local function sl_maybe_finish(bkey, now)
       redis.call('ZADD', prefix .. 'webhooks', now, string.match(bkey, 'b:([^:]*)$'))
     end
     local keep = tonumber(v[5]) or SL_RETENTION_MS
-    for _, k in ipairs({bkey, bkey .. ':r', bkey .. ':f', bkey .. ':skip', bkey .. ':progress'}) do
+    for _, k in ipairs({bkey, bkey .. ':r', bkey .. ':f', bkey .. ':skip', bkey .. ':progress', bkey .. ':dl'}) do
       redis.call('PEXPIRE', k, keep)
     end
   end
@@ -150,8 +175,10 @@ end
 -- One bounded step of a cancel (sluice_v1_cancel; reclaim finishes what a
 -- cancel whose client died left): finishes as `cancelled` at most about
 -- max of the batch's items that are in no stream: parked ones first, then
--- its members of the delayed set, found by a ZSCAN (MATCH on the batch id)
--- whose cursor the batch keeps in cancel_cursor between steps. The batch
+-- its delayed items, found in its own index P..'b:BATCH:dl' (sl_delay) by
+-- an HSCAN whose cursor the batch keeps in cancel_cursor between steps
+-- (members of an older version, not in that index, are finished when they
+-- fall due: admission ends the items of a cancelled batch). The batch
 -- leaves P..'drain' when both are done. Returns true when there is more.
 local function sl_cancel_step(prefix, batch, dkey, max, now)
   if not redis.call('ZSCORE', prefix .. 'drain', batch) then return false end
@@ -166,18 +193,23 @@ local function sl_cancel_step(prefix, batch, dkey, max, now)
   end
   if redis.call('XLEN', pkey) > 0 then return true end
   redis.call('DEL', pkey)
-  -- Delayed members of this batch: "p\nBATCH\nidx\nattempt\nerrors\nd".
+  -- Its delayed items, from its own index (sl_delay): "INDEX\nATTEMPT" ->
+  -- "PRIORITY\nERRORS\nD".
+  local dl = bkey .. ':dl'
   local cursor = redis.call('HGET', bkey, 'cancel_cursor') or '0'
   repeat
-    local r = redis.call('ZSCAN', dkey, cursor, 'MATCH', '?\n' .. batch .. '\n*', 'COUNT', math.min(budget, 1000))
+    local r = redis.call('HSCAN', dl, cursor, 'COUNT', math.min(budget, 1000))
     cursor = r[1]
-    budget = budget - math.min(budget, 1000)
+    budget = budget - math.max(#r[2] / 2, 100)
     for k = 1, #r[2], 2 do
-      local m = r[2][k]
-      if redis.call('ZREM', dkey, m) == 1 then
-        local _, _, idx, att, _, d = sl_delayed_parts(m)
-        sl_cancel_item(bkey, idx, att, d, now)
+      local field, v = r[2][k], r[2][k + 1]
+      local q = string.find(field, '\n', 1, true)
+      local p1 = string.find(v, '\n', 1, true)
+      local p2 = p1 and string.find(v, '\n', p1 + 1, true)
+      if q and p2 and redis.call('ZREM', dkey, string.sub(v, 1, p1 - 1) .. '\n' .. batch .. '\n' .. field) == 1 then
+        sl_cancel_item(bkey, string.sub(field, 1, q - 1), string.sub(field, q + 1), string.sub(v, p2 + 1), now)
       end
+      redis.call('HDEL', dl, field)
     end
   until cursor == '0' or budget <= 0
   if cursor ~= '0' then
@@ -623,8 +655,9 @@ local function sl_promote(prefix, streams, now, max)
   local dkey = prefix .. 'delayed'
   local due = redis.call('ZRANGEBYSCORE', dkey, '-inf', now, 'LIMIT', 0, max)
   for _, m in ipairs(due) do
-    if redis.call('ZREM', dkey, m) == 1 then
-      local s, batch, idx, att, errs, d = sl_delayed_parts(m)
+    local s, batch, idx, att, errs, d
+    if redis.call('ZREM', dkey, m) == 1 then s, batch, idx, att, errs, d = sl_delayed_take(prefix, m) end
+    if d then
       local fields = {'b', batch, 'i', idx, 'a', att, 'd', d}
       if errs ~= '' then
         fields[#fields + 1] = 'e'

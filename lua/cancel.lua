@@ -19,8 +19,10 @@
 -- producer may have died) gets its final total, the items written so far.
 -- The items that are not in a stream are finished in steps (sl_cancel_step):
 -- those parked by a pause (P..'b:ID:p'), then those waiting in the delayed
--- set (scheduled for later, or a retry), found with a ZSCAN whose cursor
--- the batch keeps in its field cancel_cursor. Until that is done the batch
+-- set (scheduled for later, or a retry), found in the batch's own index of
+-- them (P..'b:ID:dl', sl_delay) with an HSCAN whose cursor the batch keeps
+-- in its field cancel_cursor: a step's work depends on the batch's delayed
+-- items, never on the rest of the queue's delayed set. Until that is done the batch
 -- is listed in P..'drain', so a cancel whose client died between steps is
 -- finished by any worker (reclaim) or by the next cancel call.
 local bkey, dkey, prefix, batch = KEYS[1], KEYS[2], ARGV[1], ARGV[3]

@@ -116,9 +116,7 @@ for i = 5, #ARGV, 9 do
     local f = entry(s, eid)
     redis.call('XACK', KEYS[s], group, eid)
     if f and exists[batch] and redis.call('HEXISTS', bkey .. ':r', idx) == 0 then
-      local m = s .. '\n' .. batch .. '\n' .. idx .. '\n' .. (tonumber(f[6]) + deliveries) .. '\n' ..
-                text .. '\n' .. f[8]
-      redis.call('ZADD', prefix .. 'delayed', now + tonumber(ARGV[i + 6]), m)
+      sl_delay(prefix, s, batch, idx, tonumber(f[6]) + deliveries, text, f[8], now + tonumber(ARGV[i + 6]))
       sl_moved(bkey)
       first = 1
     end

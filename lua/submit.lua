@@ -128,8 +128,7 @@ for i = 8, #ARGV, 3 do
   if not s then
     -- skipped as a duplicate
   elseif due and due > now then
-    redis.call('ZADD', prefix .. 'delayed', due,
-               s .. '\n' .. batch .. '\n' .. ARGV[i + 1] .. '\n1\n\n' .. ARGV[i + 2])
+    sl_delay(prefix, s, batch, ARGV[i + 1], 1, '', ARGV[i + 2], due)
   else
     redis.call('XADD', KEYS[1 + s], '*', 'b', batch, 'i', ARGV[i + 1], 'a', 1, 'd', ARGV[i + 2])
   end
