@@ -17,6 +17,15 @@
  *                        workers busy: one cancel step by hand, then no
  *                        client: no item starts after it, the workers end
  *                        the scheduled ones as cancelled, the batch ends.
+ *   cancel_own_delayed   a batch with 10 scheduled items beside another
+ *                        batch's 50,000: one cancel step ends it, and the
+ *                        other batch's items stay scheduled. The step reads
+ *                        the batch's own index of its delayed items; a scan
+ *                        of the queue's whole delayed set (1,000 members a
+ *                        step) would need about 50 steps.
+ *   old_delayed_member   a delayed member in the older whole form
+ *                        (PRIORITY\nBATCH\nINDEX\nATTEMPT\nERRORS\nD) still
+ *                        runs when due.
  *   batches_paging         `sluice batches --limit 40 --after LAST` pages
  *                          through 250 batches while more are submitted:
  *                          each listed exactly once.
@@ -296,8 +305,69 @@ static void test_cancel_interrupted(void) {
   redisFree(c);
 }
 
+static void test_cancel_own_delayed(void) {
+  const char *q = itest_queue("owndelayed");
+  redisContext *c = itest_conn();
+  size_t cap = (size_t)STEP_ITEMS * 80;
+  char *buf = malloc(cap);
+  size_t len = 0;
+  char other[64];
+  char batch[64];
+  redisReply *r;
+
+  CHECK(buf != NULL);
+  for (int i = 0; i < STEP_ITEMS; i++)
+    len += (size_t)snprintf(buf + len, cap - len, "{\"type\":\"noop\",\"payload\":%d,\"delay_ms\":3600000}\n", i);
+  snprintf(other, sizeof(other), "%s", itest_submit(q, buf, len, NULL));
+  len = 0;
+  for (int i = 0; i < 10; i++)
+    len += (size_t)snprintf(buf + len, cap - len, "{\"type\":\"noop\",\"payload\":%d,\"delay_ms\":3600000}\n", i);
+  snprintf(batch, sizeof(batch), "%s", itest_submit(q, buf, len, NULL));
+  free(buf);
+  CHECK_INT(num(c, "ZCARD sluice:{%s}:delayed", q, NULL), ==, STEP_ITEMS + 10);
+
+  r = itest_cmd(c, "FCALL sluice_v1_cancel 2 sluice:{%s}:b:%s sluice:{%s}:delayed sluice:{%s}: %s %s 0 " STEP_MAX,
+                q, batch, q, q, q, batch);
+  CHECK(r->type == REDIS_REPLY_ARRAY && r->elements == 2);
+  CHECK_STR(r->element[0]->str, "cancelled");
+  CHECK_INT(r->element[1]->integer, ==, 0); /* nothing left for a second step */
+  freeReplyObject(r);
+  CHECK_INT(itest_batch_num(c, q, batch, "done"), ==, 10);
+  CHECK_INT(itest_batch_num(c, q, batch, "cancelled"), ==, 10);
+  CHECK_INT(num(c, "ZCARD sluice:{%s}:delayed", q, NULL), ==, STEP_ITEMS);
+  CHECK_INT(num(c, "ZSCORE sluice:{%s}:drain %s", q, batch), ==, -1);
+  CHECK_INT(itest_batch_num(c, q, other, "done"), ==, 0);
+  CHECK_INT(num(c, "HLEN sluice:{%s}:b:%s:dl", q, other), ==, STEP_ITEMS);
+  redisFree(c);
+}
+
+static void test_old_delayed_member(void) {
+  const char *q = itest_queue("olddelayed");
+  redisContext *c = itest_conn();
+  const char *item = "{\"type\":\"noop\",\"payload\":7,\"delay_ms\":3600000}\n";
+  char batch[64];
+  pid_t w;
+  redisReply *r;
+
+  snprintf(batch, sizeof(batch), "%s", itest_submit(q, item, strlen(item), NULL));
+  r = itest_cmd(c, "HGET sluice:{%s}:b:%s:dl 0\n1", q, batch);
+  CHECK(r->type == REDIS_REPLY_STRING && strncmp(r->str, "2\n\n", 3) == 0);
+  /* the same item as a whole member, due now, and nothing in the index */
+  freeReplyObject(itest_cmd(c, "DEL sluice:{%s}:b:%s:dl", q, batch));
+  freeReplyObject(itest_cmd(c, "DEL sluice:{%s}:delayed", q));
+  freeReplyObject(itest_cmd(c, "ZADD sluice:{%s}:delayed 1 2\n%s\n0\n1\n\n%s", q, batch, r->str + 3));
+  freeReplyObject(r);
+  w = worker(q);
+  itest_wait_batch(c, q, batch, 30);
+  CHECK_INT(itest_batch_num(c, q, batch, "succeeded"), ==, 1);
+  itest_stop_ok(w);
+  redisFree(c);
+}
+
 static const sl_test tests[] = {
+    {"old_delayed_member", test_old_delayed_member, 60},
     {"cancel_interrupted", test_cancel_interrupted, 300},
+    {"cancel_own_delayed", test_cancel_own_delayed, 120},
     {"resume_interrupted", test_resume_interrupted, 300},
     {"batches_paging", test_batches_paging, 120},
     {"batches_index_trimmed", test_batches_index_trimmed, 120},
