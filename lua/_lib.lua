@@ -74,6 +74,21 @@ local function sl_moved(bkey)
   redis.call('HINCRBY', bkey, 'moves', 1)
 end
 
+-- The batch index by status: P..'bs:STATUS' (submitting, queued, running,
+-- paused, completed, cancelled) lists the batches in that status, with the
+-- score they have in P..'batches' (created_at, ms), so `sluice batches
+-- --status S` pages one set instead of reading every batch's hash. Every
+-- change of a batch's status goes through here, in the call that makes it;
+-- the sets are trimmed with P..'batches' (submit). from: the status it
+-- leaves (nil for a new batch).
+local SL_STATUSES = {'submitting', 'queued', 'running', 'paused', 'completed', 'cancelled'}
+local function sl_set_status(prefix, batch, from, to)
+  if from == to then return end
+  if from then redis.call('ZREM', prefix .. 'bs:' .. from, batch) end
+  local score = redis.call('ZSCORE', prefix .. 'batches', batch)
+  if score then redis.call('ZADD', prefix .. 'bs:' .. to, score, batch) end
+end
+
 -- Publishes the batch's absolute counters as one JSON object on the queue's
 -- channel and on the batch's own channel (DESIGN: Events). Returns nothing.
 local function sl_publish(prefix, queue, batch, now)
@@ -106,6 +121,7 @@ local function sl_maybe_finish(bkey, now)
     local ended = false
     if v[1] ~= 'cancelled' and v[1] ~= 'completed' then
       redis.call('HSET', bkey, 'status', 'completed', 'finished_at', now)
+      sl_set_status(string.match(bkey, '^(.*)b:[^:]*$'), string.match(bkey, 'b:([^:]*)$'), v[1], 'completed')
       ended = true
     elseif v[1] == 'cancelled' then
       ended = redis.call('HSETNX', bkey, 'finished_at', now) == 1
@@ -308,6 +324,7 @@ local function sl_admit_batch(ctx, s, key, group, eid, f)
     ctx.now = ctx.now or sl_now_ms()
     if st == 'queued' then
       redis.call('HSET', bkey, 'status', 'running')
+      sl_set_status(ctx.prefix, batch, 'queued', 'running')
       ctx.status[batch] = 'running'
       ctx.touched[batch] = true
     end
@@ -752,6 +769,7 @@ local function sl_reopen(bkey, n)
   sl_keep_batch(bkey) -- no expiry while it runs again
   if redis.call('HGET', bkey, 'status') == 'completed' then
     redis.call('HSET', bkey, 'status', 'running')
+    sl_set_status(string.match(bkey, '^(.*)b:[^:]*$'), string.match(bkey, 'b:([^:]*)$'), 'completed', 'running')
     redis.call('HDEL', bkey, 'finished_at')
   end
 end

@@ -38,6 +38,7 @@ if v[1] == 'completed' then return {'completed', 0} end
 local now = sl_now_ms()
 if v[1] ~= 'cancelled' then
   redis.call('HSET', bkey, 'status', 'cancelled', 'cancelled_at', now)
+  sl_set_status(prefix, batch, v[1], 'cancelled')
   if v[2] ~= '1' then
     redis.call('HSET', bkey, 'whole', 1, 'total', v[3])
   end

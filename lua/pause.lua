@@ -17,5 +17,6 @@ end
 if st == 'completed' or st == 'cancelled' or st == 'paused' then return st end
 local now = sl_now_ms()
 redis.call('HSET', bkey, 'status', 'paused', 'paused_from', st, 'paused_at', now)
+sl_set_status(ARGV[1], ARGV[3], st, 'paused')
 sl_publish(ARGV[1], ARGV[2], ARGV[3], now)
 return 'paused'

@@ -29,6 +29,7 @@ local now = sl_now_ms()
 if st == 'paused' then
   st = v[2] or 'running'
   redis.call('HSET', bkey, 'status', st, 'resumed_at', now)
+  sl_set_status(ARGV[1], batch, 'paused', st)
   redis.call('HDEL', bkey, 'paused_from')
   redis.call('ZADD', ARGV[1] .. 'unpark', now, batch)
   sl_maybe_finish(bkey, now)

@@ -98,14 +98,21 @@ elseif seq == 0 then
   if dedupe_ttl then redis.call('HSET', bkey, 'dedupe_ttl_ms', math.floor(dedupe_ttl)) end
   if webhook then redis.call('HSET', bkey, 'webhook', webhook) end
   redis.call('ZADD', KEYS[5], now, batch)
+  sl_set_status(prefix, batch, nil, 'submitting')
   -- The index forgets batches whose keys expired (their retention after
   -- they ended): the 10 oldest are looked at with each new batch, so it
   -- shrinks at least as fast as batches come; and anything older than 90
   -- days, whatever happened to it.
   for _, old in ipairs(redis.call('ZRANGE', KEYS[5], 0, 9)) do
-    if redis.call('EXISTS', prefix .. 'b:' .. old) == 0 then redis.call('ZREM', KEYS[5], old) end
+    if redis.call('EXISTS', prefix .. 'b:' .. old) == 0 then
+      redis.call('ZREM', KEYS[5], old)
+      for _, st in ipairs(SL_STATUSES) do redis.call('ZREM', prefix .. 'bs:' .. st, old) end
+    end
   end
   redis.call('ZREMRANGEBYSCORE', KEYS[5], '-inf', now - 90 * 24 * 3600 * 1000)
+  for _, st in ipairs(SL_STATUSES) do
+    redis.call('ZREMRANGEBYSCORE', prefix .. 'bs:' .. st, '-inf', now - 90 * 24 * 3600 * 1000)
+  end
 else
   return redis.error_reply('SLUICE_ORDER batch ' .. batch .. ' has no first chunk')
 end
@@ -139,10 +146,12 @@ redis.call('HINCRBY', bkey, 'indexed', n + skipped)
 local submitted = redis.call('HINCRBY', bkey, 'submitted', n)
 redis.call('HINCRBY', bkey, 'chunks', 1)
 if last then
-  if redis.call('HGET', bkey, 'status') == 'paused' then
+  local st = redis.call('HGET', bkey, 'status')
+  if st == 'paused' then
     redis.call('HSET', bkey, 'total', submitted, 'whole', 1, 'paused_from', 'queued', 'queued_at', now)
   else
     redis.call('HSET', bkey, 'total', submitted, 'whole', 1, 'status', 'queued', 'queued_at', now)
+    sl_set_status(prefix, batch, st, 'queued')
   end
   sl_maybe_finish(bkey, now)
 else

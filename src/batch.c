@@ -20,6 +20,7 @@
 #define RESULTS_PAGE 1000 /* HMGET fields per call */
 #define RESUME_STEP "1000" /* parked items one resume call puts back */
 #define LIST_PAGE 100     /* batches per round trip of sl_batch_list */
+#define SL_LIST_ID_MAX 128 /* longest batch id the listing carries */
 #define CANCEL_STEP "1000" /* parked or delayed entries one cancel call examines */
 
 static const char *hfield(const redisReply *h, const char *name) {
@@ -205,19 +206,19 @@ out:
 
 /* The hashes of ids[0..n) in one pipelined round trip: h[i] gets each
  * reply (an empty array for a batch that expired meanwhile). */
-static int page_hashes(sl_client_t *c, const sl_keys *k, const redisReply *ids, redisReply **h) {
+static int page_hashes(sl_client_t *c, const sl_keys *k, char (*ids)[SL_LIST_ID_MAX], size_t n, redisReply **h) {
   char key[1024];
 
   if (c->rc == NULL)
     return sl__client_fail(c, SL_ECONN, "the connection to Redis is gone");
-  for (size_t i = 0; i < ids->elements; i++) {
+  for (size_t i = 0; i < n; i++) {
     const char *av[2] = {"HGETALL", key};
 
-    snprintf(key, sizeof(key), "%sb:%s", k->prefix, ids->element[i]->str);
+    snprintf(key, sizeof(key), "%sb:%s", k->prefix, ids[i]);
     if (redisAppendCommandArgv(c->rc, 2, av, NULL) != REDIS_OK)
       return sl__client_fail(c, SL_ENOMEM, "out of memory listing batches");
   }
-  for (size_t i = 0; i < ids->elements; i++) {
+  for (size_t i = 0; i < n; i++) {
     void *r = NULL;
 
     if (redisGetReply(c->rc, &r) != REDIS_OK) {
@@ -232,66 +233,118 @@ static int page_hashes(sl_client_t *c, const sl_keys *k, const redisReply *ids, 
   return 0;
 }
 
+static const char *const statuses[] = {"submitting", "queued", "running", "paused", "completed", "cancelled", NULL};
+
+/* The listing pages one sorted set by score (created_at), newest first:
+ * P batches, or P bs:STATUS with --status (kept by the functions at every
+ * change of status, so a filter reads only the batches it shows). The
+ * cursor is the last batch shown and its score: the next page is what
+ * comes after it in (score, id) order, both descending, as ZRANGE ... REV
+ * orders them. Batches added meanwhile are newer, so none is shown twice
+ * or missed; one that changes status meanwhile may leave the set or join
+ * it, as it would between two listings. */
 SL_EXTERN int sl_batch_list_after(sl_client_t *c, const char *queue, const char *status, size_t limit,
                                   const char *after, sl_line_cb cb, void *ud) {
   sl_keys k;
   sl_buf out;
+  char key[320];
+  char max[64] = "+inf"; /* the cursor's score, inclusive */
+  char cur[SL_LIST_ID_MAX] = "";
+  char(*ids)[SL_LIST_ID_MAX] = NULL;
+  redisReply *h[LIST_PAGE];
   size_t shown = 0;
-  long long start = 0;
+  long long off = 0; /* members at the cursor's score passed over already */
   int rc = 0;
 
   if (sl__keys_init(&k, queue) != 0)
     return sl__client_fail(c, SL_EINVAL, "invalid queue name \"%s\"", queue);
+  snprintf(key, sizeof(key), "%s", k.batches);
+  if (status != NULL) {
+    size_t i = 0;
+
+    while (statuses[i] != NULL && strcmp(statuses[i], status) != 0)
+      i++;
+    if (statuses[i] == NULL)
+      return sl__client_fail(c, SL_EINVAL, "unknown status \"%s\" (submitting, queued, running, paused, completed "
+                             "or cancelled)", status);
+    snprintf(key, sizeof(key), "%sbs:%s", k.prefix, status);
+  }
   if (after != NULL) {
-    const char *zv[3] = {"ZREVRANK", k.batches, after};
+    const char *zv[3] = {"ZSCORE", k.batches, after};
     redisReply *r = sl__client_cmd(c, &rc, 3, zv, NULL);
 
     if (r == NULL)
       return rc;
-    if (r->type != REDIS_REPLY_INTEGER) {
+    if (r->type != REDIS_REPLY_STRING || strlen(after) >= sizeof(cur)) {
       freeReplyObject(r);
       return sl__client_fail(c, SL_ENOTFOUND, "batch %s is not in the list of queue %s (it expired, or the id is "
                              "wrong): list again without --after", after, k.queue);
     }
-    start = r->integer + 1;
+    snprintf(max, sizeof(max), "%s", r->str);
+    snprintf(cur, sizeof(cur), "%s", after);
     freeReplyObject(r);
   }
+  ids = sl_malloc(sizeof(*ids) * LIST_PAGE);
+  if (ids == NULL)
+    return sl__client_fail(c, SL_ENOMEM, "out of memory listing batches");
   sl__buf_init(&out, 4096);
   while (rc == 0 && (limit == 0 || shown < limit)) {
-    char from[24];
-    char to[24];
-    const char *zv[5] = {"ZRANGE", k.batches, from, to, "REV"};
-    redisReply *ids;
-    redisReply *h[LIST_PAGE];
+    char offs[24];
+    char page[24];
+    const char *zv[10] = {"ZRANGE", key, max, "-inf", "BYSCORE", "REV", "LIMIT", offs, page, "WITHSCORES"};
+    redisReply *r;
+    size_t n = 0;
+    size_t got;
+    char last_score[64] = "";
 
-    /* By rank from the newest: batches added meanwhile come before the
-     * page, so each batch is shown once. */
-    snprintf(from, sizeof(from), "%lld", start);
-    snprintf(to, sizeof(to), "%lld", start + LIST_PAGE - 1);
-    ids = sl__client_cmd(c, &rc, 5, zv, NULL);
-    if (ids == NULL)
+    snprintf(offs, sizeof(offs), "%lld", off);
+    snprintf(page, sizeof(page), "%d", LIST_PAGE);
+    r = sl__client_cmd(c, &rc, 10, zv, NULL);
+    if (r == NULL)
       break;
-    if (ids->elements == 0 || (rc = page_hashes(c, &k, ids, h)) != 0) {
-      freeReplyObject(ids);
-      break;
+    got = r->elements / 2;
+    for (size_t i = 0; i + 1 < r->elements; i += 2) {
+      const redisReply *m = r->element[i];
+      const redisReply *sc = r->element[i + 1];
+
+      /* at the cursor's score, the ids at or above the cursor's came before */
+      if (cur[0] != '\0' && strcmp(sc->str, max) == 0 && strcmp(m->str, cur) >= 0)
+        continue;
+      if (m->len >= SL_LIST_ID_MAX)
+        continue; /* no batch id is that long */
+      memcpy(ids[n], m->str, m->len + 1);
+      snprintf(last_score, sizeof(last_score), "%s", sc->str);
+      n++;
     }
-    for (size_t i = 0; i < ids->elements; i++) {
+    freeReplyObject(r);
+    if (n == 0) {
+      if (got < LIST_PAGE)
+        break;
+      off += (long long)got; /* a page of ties at the cursor's score, all shown already */
+      continue;
+    }
+    if ((rc = page_hashes(c, &k, ids, n, h)) != 0)
+      break;
+    for (size_t i = 0; i < n; i++) {
       const char *st = h[i]->type == REDIS_REPLY_ARRAY && h[i]->elements > 0 ? hfield(h[i], "status") : NULL;
 
-      if (rc == 0 && st != NULL && (status == NULL || strcmp(st, status) == 0) &&
-          (limit == 0 || shown < limit)) {
+      if (rc == 0 && st != NULL && (status == NULL || strcmp(st, status) == 0) && (limit == 0 || shown < limit)) {
         sl__buf_reset(&out);
-        rc = sl__batch_json(&out, &k, ids->element[i]->str, h[i]);
+        rc = sl__batch_json(&out, &k, ids[i], h[i]);
         if (rc == 0)
           rc = cb(out.p, out.len, ud);
         shown++;
       }
       freeReplyObject(h[i]);
     }
-    start += (long long)ids->elements;
-    freeReplyObject(ids);
+    if (got < LIST_PAGE)
+      break;
+    snprintf(max, sizeof(max), "%s", last_score);
+    snprintf(cur, sizeof(cur), "%s", ids[n - 1]);
+    off = 0;
   }
   sl__buf_free(&out);
+  sl_free(ids);
   return rc;
 }
 
