@@ -357,6 +357,8 @@ static void test_acl_users(void) {
                                            {"watch", "--queue", "acl", "B1", NULL},
                                            {"results", "--queue", "acl", "B1", NULL},
                                            {"batches", "--queue", "acl", NULL},
+                                           {"batches", "--queue", "acl", "--limit", "1", "--after", "B1", NULL},
+                                           {"batches", "--queue", "acl", "--status", "completed", NULL},
                                            {"stats", "--queue", "acl", NULL},
                                            {"workers", "--queue", "acl", NULL},
                                            {"dead", "list", "--queue", "acl", NULL},

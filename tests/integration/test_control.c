@@ -119,6 +119,7 @@ static void test_cancel_mid_batch(void) {
   CHECK_INT(itest_batch_num(c, q, batch, "cancelled"), >, 0);
   CHECK_INT(last_start(c, q, batch, &count), <=, t_cancel + SLACK_MS);
   CHECK_INT(count, ==, 400); /* one results line per item, cancelled ones included */
+  itest_check_status_index(c, q);
   redisFree(c);
 }
 
@@ -165,6 +166,7 @@ static void test_pause_resume(void) {
   r = itest_cmd(c, "EXISTS sluice:{%s}:b:%s:p", q, batch);
   CHECK_INT(r->integer, ==, 0);
   freeReplyObject(r);
+  itest_check_status_index(c, q);
   redisFree(c);
 }
 
@@ -191,6 +193,7 @@ static void test_cancel_scheduled_and_parked(void) {
   r = itest_cmd(c, "HGET sluice:{%s}:b:%s:r 7", q, batch);
   CHECK_CONTAINS(r->str, "\"status\":\"cancelled\"");
   freeReplyObject(r);
+  itest_check_status_index(c, q);
   redisFree(c);
 }
 
@@ -454,6 +457,7 @@ static void test_cancel_parked(void) {
   r = itest_cmd(c, "EXISTS sluice:{%s}:b:%s:p", q, batch);
   CHECK_INT(r->integer, ==, 0);
   freeReplyObject(r);
+  itest_check_status_index(c, q);
   redisFree(c);
 }
 
@@ -503,6 +507,7 @@ static void test_cancel_abort(void) {
   snprintf(b2, sizeof(b2), "%s", make_batch(q, "ab2.jsonl", 4, "{\"ms\":1}", ""));
   itest_wait_batch(c, q, b2, 10);
   itest_stop_ok(w);
+  itest_check_status_index(c, q);
   redisFree(c);
 }
 

@@ -31,6 +31,8 @@
  *                          each listed exactly once.
  *   batches_index_trimmed  batches whose keys expired leave the index as
  *                          new batches come.
+ *   batches_by_status      `sluice batches --status S` reads only the
+ *                          batches in status S.
  *
  * Every wait polls with a deadline.
  */
@@ -225,6 +227,88 @@ static void test_batches_index_trimmed(void) {
   printf("    20 expired batches in the index; after two new batches: %lld\n", r->integer);
   CHECK_INT(r->integer, ==, 2);
   freeReplyObject(r);
+  r = itest_cmd(c, "ZCARD sluice:{%s}:bs:completed", q); /* the status index goes with it */
+  CHECK_INT(r->integer, ==, 0);
+  freeReplyObject(r);
+  redisFree(c);
+}
+
+/* Lines of `sluice batches --status S --json`, each batch id into ids (when
+ * not NULL); returns how many. */
+static int list_status(const char *q, const char *status, char (*ids)[27], int max) {
+  const char *args[] = {"batches", "--redis", itest_url(), "--queue", q, "--status", status, "--json", NULL};
+  char *out = NULL;
+  char *save = NULL;
+  int n = 0;
+
+  CHECK_INT(itest_run(args, &out, NULL, 30), ==, 0);
+  for (char *line = strtok_r(out, "\n", &save); line != NULL; line = strtok_r(NULL, "\n", &save)) {
+    const char *b = strstr(line, "\"batch\":\"");
+    const char *st = strstr(line, "\"status\":\"");
+
+    CHECK(b != NULL && st != NULL && strncmp(st + 10, status, strlen(status)) == 0);
+    if (ids != NULL && n < max)
+      snprintf(ids[n], sizeof(ids[n]), "%.26s", b + 9);
+    n++;
+  }
+  free(out);
+  return n;
+}
+
+static long long hgetall_calls(redisContext *c) {
+  redisReply *r = itest_cmd(c, "INFO commandstats");
+  const char *p = strstr(r->str, "cmdstat_hgetall:calls=");
+  long long n = p != NULL ? strtoll(p + 22, NULL, 10) : 0;
+
+  freeReplyObject(r);
+  return n;
+}
+
+/* `sluice batches --status S` reads the status index, not every batch:
+ * 300 completed batches and two each queued, paused and cancelled; each
+ * status lists exactly its batches, and listing the two paused ones reads
+ * two batch hashes (INFO commandstats), not 306. */
+static void test_batches_by_status(void) {
+  const char *q = itest_queue("bystatus");
+  redisContext *c = itest_conn();
+  const char *later = "{\"type\":\"noop\",\"payload\":null,\"delay_ms\":3600000}\n";
+  static char done[300][27];
+  char held[6][27];
+  char got[4][27];
+  pid_t w;
+
+  for (int i = 0; i < 300; i++)
+    snprintf(done[i], sizeof(done[i]), "%s", one_batch(q, NULL, NULL));
+  w = worker(q);
+  itest_wait_batch(c, q, done[299], 60);
+  ITEST_WAIT_INT(num(c, "ZCARD sluice:{%s}:bs:completed", q, NULL), ==, 300, 30000, "300 completed batches");
+  itest_stop_ok(w);
+  for (int i = 0; i < 6; i++)
+    snprintf(held[i], sizeof(held[i]), "%s", itest_submit(q, later, strlen(later), NULL));
+  for (int i = 0; i < 2; i++) {
+    const char *cancel[] = {"cancel", "--redis", itest_url(), "--queue", q, held[i], NULL};
+    const char *pause[] = {"pause", "--redis", itest_url(), "--queue", q, held[2 + i], NULL};
+
+    CHECK_INT(itest_run(cancel, NULL, NULL, 30), ==, 0);
+    CHECK_INT(itest_run(pause, NULL, NULL, 30), ==, 0);
+  }
+  CHECK_INT(list_status(q, "completed", NULL, 0), ==, 300);
+  CHECK_INT(list_status(q, "running", NULL, 0), ==, 0);
+  CHECK_INT(list_status(q, "cancelled", got, 4), ==, 2);
+  CHECK_STR(got[0], held[1]); /* newest first */
+  CHECK_STR(got[1], held[0]);
+  CHECK_INT(list_status(q, "queued", got, 4), ==, 2);
+  CHECK_STR(got[0], held[5]);
+  CHECK_STR(got[1], held[4]);
+  {
+    long long before = hgetall_calls(c);
+
+    CHECK_INT(list_status(q, "paused", got, 4), ==, 2);
+    printf("    batches --status paused among 306 batches read %lld batch hashes\n", hgetall_calls(c) - before);
+    CHECK_INT(hgetall_calls(c) - before, ==, 2);
+  }
+  CHECK_STR(got[0], held[3]);
+  CHECK_STR(got[1], held[2]);
   redisFree(c);
 }
 
@@ -371,6 +455,7 @@ static const sl_test tests[] = {
     {"resume_interrupted", test_resume_interrupted, 300},
     {"batches_paging", test_batches_paging, 120},
     {"batches_index_trimmed", test_batches_index_trimmed, 120},
+    {"batches_by_status", test_batches_by_status, 180},
     {NULL, NULL, 0},
 };
 

@@ -602,6 +602,38 @@ void itest_check_drained(redisContext *c, const char *q) {
    * outside the functions (a test that deletes entries, as a partial loss
    * would) drops when its claim runs out and a worker's reclaim looks. */
   ITEST_WAIT_INT(zcard(c, q, "claims"), ==, 0, 35000, "the claim index to empty");
+  itest_check_status_index(c, q);
+}
+
+void itest_check_status_index(redisContext *c, const char *q) {
+  static const char *const st[] = {"submitting", "queued", "running", "paused", "completed", "cancelled"};
+  redisReply *ids = itest_cmd(c, "ZRANGE sluice:{%s}:batches 0 -1", q);
+  long long listed = 0;
+
+  for (size_t i = 0; i < ids->elements; i++) {
+    const char *b = ids->element[i]->str;
+    redisReply *h = itest_cmd(c, "HGET sluice:{%s}:b:%s status", q, b);
+
+    for (size_t k = 0; k < sizeof(st) / sizeof(st[0]); k++) {
+      redisReply *z = itest_cmd(c, "ZSCORE sluice:{%s}:bs:%s %s", q, st[k], b);
+      int in = z->type == REDIS_REPLY_STRING;
+      int want = h->type == REDIS_REPLY_STRING && strcmp(h->str, st[k]) == 0;
+
+      if (in != want)
+        sl_test_fail(__FILE__, __LINE__, "batch %s (status %s) is %s the status index bs:%s", b,
+                     h->type == REDIS_REPLY_STRING ? h->str : "gone", in ? "in" : "not in", st[k]);
+      freeReplyObject(z);
+    }
+    freeReplyObject(h);
+  }
+  for (size_t k = 0; k < sizeof(st) / sizeof(st[0]); k++) {
+    char key[32];
+
+    snprintf(key, sizeof(key), "bs:%s", st[k]);
+    listed += zcard(c, q, key);
+  }
+  CHECK_INT(listed, <=, (long long)ids->elements);
+  freeReplyObject(ids);
 }
 
 pid_t itest_wait_pid_file(const char *path, int ms) {

@@ -62,6 +62,9 @@ const char *itest_submit(const char *q, const char *items, size_t len, const cha
  * pending in the consumer group, its delayed set is empty, and its claim
  * index empties (waited for, up to 35 s). */
 void itest_check_drained(redisContext *c, const char *q);
+/* Checks the batch index by status (sluice:{Q}:bs:STATUS): every batch of
+ * the queue's index is in the set of its hash's status and in no other. */
+void itest_check_status_index(redisContext *c, const char *q);
 /* Waits until a command has written its pid and a newline to path and
  * returns the pid; fails the test after ms. */
 pid_t itest_wait_pid_file(const char *path, int ms);
