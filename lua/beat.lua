@@ -12,8 +12,10 @@
 --             belongs to a batch cancelled with --abort: the item is counted
 --             cancelled here, and the worker stops the attempt
 --
--- Its cost is O(items held), and it reads no item body: per stream, the
--- caller's own pending entries come from one XPENDING with the consumer
+-- Its cost is O(items in the call), and it reads no item body: a worker
+-- holding many items sends one call per 1,000 (src/lease.c), sorted by
+-- priority and id. Per stream, the caller's own pending entries between the
+-- call's lowest and highest id come from one XPENDING with the consumer
 -- filter (one per entry when it holds only a few there), the batches'
 -- status and abort flag from one HMGET per batch, and the claims are
 -- renewed by multi-id XCLAIM ... JUSTID calls (which reset the idle time
@@ -47,6 +49,15 @@ for i = 5, #ARGV - 2, 3 do
   end
 end
 
+-- Stream entry id a < b ("MS-SEQ", compared as numbers).
+local function id_lt(a, b)
+  local am, as = string.match(a, '^(%d+)-(%d+)$')
+  local bm, bs = string.match(b, '^(%d+)-(%d+)$')
+  am, bm = tonumber(am) or 0, tonumber(bm) or 0
+  if am ~= bm then return am < bm end
+  return (tonumber(as) or 0) < (tonumber(bs) or 0)
+end
+
 local function abort_of(batch)
   if aborting[batch] == nil then
     local v = redis.call('HMGET', prefix .. 'b:' .. batch, 'status', 'abort')
@@ -60,8 +71,15 @@ for s = 1, 3 do
   if #h > 0 then
     local mine, partial = nil, false
     if #h > 8 then
+      -- the caller's own entries between the lowest and the highest id of
+      -- this call (the worker sends them sorted, a contiguous range per call)
+      local lo, hi = h[1][1], h[1][1]
+      for k = 2, #h do
+        if id_lt(h[k][1], lo) then lo = h[k][1] end
+        if id_lt(hi, h[k][1]) then hi = h[k][1] end
+      end
       local limit = #h + 1000
-      local pending = redis.call('XPENDING', KEYS[s], group, '-', '+', limit, me)
+      local pending = redis.call('XPENDING', KEYS[s], group, lo, hi, limit, me)
       mine = {}
       for _, p in ipairs(pending) do
         mine[p[1]] = true

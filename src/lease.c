@@ -1,9 +1,9 @@
 /*
  * Leases on items: heartbeats, fencing, abort, release.
  *
- * Every beat_ms (visibility / 3, at most 10 s; timer `beat`) one
- * sluice_v1_beat call registers the worker in the fleet (P..workers,
- * P..w:ID with a TTL of three beats) and keeps the claim on every item it
+ * Every beat_ms (visibility / 3, at most 10 s; timer `beat`) the
+ * sluice_v1_beat calls (one per BEAT_CHUNK held items) register the worker
+ * in the fleet (P..workers, P..w:ID with a TTL of three beats) and keep the claim on every item it
  * holds alive, owner-checked: a beat never takes an item back. Its reply
  * names the items this worker no longer owns (another worker took them
  * over: fencing) and those whose batch was cancelled with --abort; their
@@ -27,6 +27,7 @@
  */
 
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -39,6 +40,7 @@
 #include "outcome.h"
 
 #define RELEASE_MAX 500         /* items per release call */
+#define BEAT_CHUNK 1000         /* held items per beat call: one call stays within a few ms */
 #define GIVE_BACK_HOLD_MS 1000  /* no new starts after a give back, ms (+-20%) */
 #define STALL_TICK_MS 50        /* the stall watch's tick, ms */
 
@@ -80,7 +82,8 @@ static void on_beat(redisAsyncContext *ac, void *reply, void *priv) {
   redisReply *r = reply;
 
   (void)priv;
-  w->beating = 0;
+  if (w->beating > 0)
+    w->beating--;
   if (!sl__aredis_reply(w, r, 0, "heartbeat"))
     return;
   for (size_t i = 0; r->type == REDIS_REPLY_ARRAY && i < r->elements; i++) {
@@ -94,7 +97,6 @@ static void on_beat(redisAsyncContext *ac, void *reply, void *priv) {
   sl__worker_kick(w);
 }
 
-/* One held item of a beat: priority, entry id, batch id. */
 static void push_held(const char **av, size_t *al, size_t *k, int prio, const char *eid, const char *batch) {
   av[*k] = sl__prio_arg[prio];
   al[(*k)++] = 1;
@@ -106,17 +108,78 @@ static void push_held(const char **av, size_t *al, size_t *k, int prio, const ch
   (*k)++;
 }
 
+/* One held item of a beat: priority, entry id, batch id. */
+typedef struct held {
+  int prio;
+  const char *eid;
+  const char *batch;
+} held;
+
+/* A stream entry id "MS-SEQ" as two numbers, for sorting. */
+static void eid_parts(const char *eid, unsigned long long *ms, unsigned long long *seq) {
+  char *end;
+
+  *ms = strtoull(eid, &end, 10);
+  *seq = *end == '-' ? strtoull(end + 1, NULL, 10) : 0;
+}
+
+static int held_cmp(const void *pa, const void *pb) {
+  const held *a = pa;
+  const held *b = pb;
+  unsigned long long am, as, bm, bs;
+
+  if (a->prio != b->prio)
+    return a->prio < b->prio ? -1 : 1;
+  eid_parts(a->eid, &am, &as);
+  eid_parts(b->eid, &bm, &bs);
+  if (am != bm)
+    return am < bm ? -1 : 1;
+  return as < bs ? -1 : as > bs;
+}
+
+static size_t collect_held(const sl_worker_t *w, held *h, size_t max) {
+  size_t n = 0;
+
+  for (sl_job_t *j = w->active; j != NULL && n < max; j = j->next) {
+    if (!j->ended)
+      h[n++] = (held){j->prio, j->eid, j->batch};
+  }
+  /* Attempts that finished and whose completion is not written yet: the
+   * item is still this worker's until Redis has its outcome, or another
+   * worker would run it again meanwhile. (A completion call in flight is
+   * ahead of this beat on the same connection.) */
+  for (const sl_done *d = w->done; d != NULL && n < max; d = d->next)
+    h[n++] = (held){d->prio, d->eid, d->batch};
+  for (int list = 0; list < 2; list++) {
+    /* the backlog, and items given back but not yet released: neither may
+     * look abandoned, or a takeover would count it a delivery */
+    for (sl_job_t *j = list == 0 ? w->backlog : w->given; j != NULL && n < max; j = j->next)
+      h[n++] = (held){j->prio, j->eid, j->batch};
+  }
+  return n;
+}
+
+/*
+ * A beat is one sluice_v1_beat call per BEAT_CHUNK held items (at least
+ * one call, which registers the worker): each call's work is bounded
+ * whatever the worker holds. The items go sorted by priority and entry id,
+ * so each call's entries of a stream are one contiguous range, which the
+ * function reads with one XPENDING of that range.
+ */
 void sl__lease_beat(sl_worker_t *w) {
-  size_t max = 16 + 3 * ((size_t)w->concurrency + (size_t)w->nbacklog + (size_t)w->ngiven + (size_t)w->ndone + 16);
-  const char **av = sl_malloc(max * sizeof(*av));
-  size_t *al = sl_malloc(max * sizeof(*al));
+  size_t max = 16 + (size_t)w->concurrency + (size_t)w->nbacklog + (size_t)w->ngiven + (size_t)w->ndone;
+  held *h = sl_malloc(max * sizeof(*h));
+  const char **av = sl_malloc((16 + 3 * BEAT_CHUNK) * sizeof(*av));
+  size_t *al = sl_malloc((16 + 3 * BEAT_CHUNK) * sizeof(*al));
   char wkey[sizeof(w->keys.prefix) + sizeof(w->id) + 4];
   char zkey[sizeof(w->keys.prefix) + 16];
   char ttl[24];
   char info[1024];
-  size_t k;
+  size_t head;
+  size_t n;
+  size_t at = 0;
 
-  if (av == NULL || al == NULL)
+  if (h == NULL || av == NULL || al == NULL)
     goto out;
   snprintf(wkey, sizeof(wkey), "%sw:%s", w->keys.prefix, w->id);
   snprintf(zkey, sizeof(zkey), "%sworkers", w->keys.prefix);
@@ -136,46 +199,30 @@ void sl__lease_beat(sl_worker_t *w) {
              (unsigned long long)w->n_fenced, (long long)w->visibility_ms, (unsigned long long)w->max_stall_ms,
              SL_VERSION_STRING);
   }
-  k = (size_t)sl__fcall_head(w, "sluice_v1_beat", "5", av, al);
-  av[k] = zkey;
-  al[k] = strlen(av[k]);
-  k++;
-  av[k] = wkey;
-  al[k] = strlen(av[k]);
-  k++;
-  av[k] = SL_GROUP;
-  al[k] = strlen(av[k]);
-  k++;
-  av[k] = w->id;
-  al[k] = strlen(av[k]);
-  k++;
-  av[k] = ttl;
-  al[k] = strlen(av[k]);
-  k++;
-  av[k] = info;
-  al[k] = strlen(av[k]);
-  k++;
-  for (sl_job_t *j = w->active; j != NULL && k + 3 <= max; j = j->next) {
-    if (!j->ended)
-      push_held(av, al, &k, j->prio, j->eid, j->batch);
-  }
-  /* Attempts that finished and whose completion is not written yet: the
-   * item is still this worker's until Redis has its outcome, or another
-   * worker would run it again meanwhile. (A completion call in flight is
-   * ahead of this beat on the same connection.) */
-  for (const sl_done *d = w->done; d != NULL && k + 3 <= max; d = d->next)
-    push_held(av, al, &k, d->prio, d->eid, d->batch);
-  for (int list = 0; list < 2; list++) {
-    /* the backlog, and items given back but not yet released: neither may
-     * look abandoned, or a takeover would count it a delivery */
-    for (sl_job_t *j = list == 0 ? w->backlog : w->given; j != NULL && k + 3 <= max; j = j->next)
-      push_held(av, al, &k, j->prio, j->eid, j->batch);
-  }
-  if (redisAsyncCommandArgv(w->cmd, on_beat, NULL, (int)k, av, al) == REDIS_OK) {
-    w->beating = 1;
+  head = (size_t)sl__fcall_head(w, "sluice_v1_beat", "5", av, al);
+  av[head] = zkey;
+  av[head + 1] = wkey;
+  av[head + 2] = SL_GROUP;
+  av[head + 3] = w->id;
+  av[head + 4] = ttl;
+  av[head + 5] = info;
+  for (size_t i = head; i < head + 6; i++)
+    al[i] = strlen(av[i]);
+  head += 6;
+  n = collect_held(w, h, max);
+  qsort(h, n, sizeof(*h), held_cmp);
+  do {
+    size_t k = head;
+
+    for (; at < n && k < head + 3 * BEAT_CHUNK; at++)
+      push_held(av, al, &k, h[at].prio, h[at].eid, h[at].batch);
+    if (redisAsyncCommandArgv(w->cmd, on_beat, NULL, (int)k, av, al) != REDIS_OK)
+      break;
+    w->beating++;
     w->beat_sent_at = uv_now(w->loop); /* aredis.c's watchdog waits for its reply */
-  }
+  } while (at < n);
 out:
+  sl_free(h);
   sl_free(av);
   sl_free(al);
 }

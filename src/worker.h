@@ -116,7 +116,7 @@ struct sl_worker {
   int paused;                /* [aredis] Redis asked us to wait: no calls until the pause timer */
   int drained;               /* [worker] the drain timeout passed: close even with completions held */
   int timers_up;             /* [worker] the timers above are initialized */
-  int beating;               /* [lease] a beat call is in flight */
+  int beating;               /* [lease] beat calls in flight (one beat: one call per BEAT_CHUNK items) */
   int reclaiming;            /* [intake] a reclaim call is in flight */
   int releasing;             /* [lease] a release call is in flight */
   int release_oom;           /* [lease] the last release call could not be built (out of memory) */
