@@ -174,12 +174,14 @@ end
 -- Finishes one item of a cancelled batch as `cancelled` (exactly once:
 -- HSETNX of its results line). Returns true if this call counted it.
 local function sl_cancel_item(bkey, idx, att, d, now, why)
-  local ok, item = pcall(cjson.decode, d)
-  local id = (ok and type(item) == 'table' and item.id) or idx
-  local res = cjson.encode({id = id, status = 'cancelled', attempts = (tonumber(att) or 1) - 1,
-                            started_at = cjson.null, finished_at = now,
-                            duration_ms = cjson.null, worker = cjson.null,
-                            error = why or 'cancelled: the batch was cancelled before this item started'})
+  -- The item's id, still JSON-escaped, without decoding the item (which
+  -- may be large): a normalized item begins {"id":"...","type":" and the
+  -- first '","type":"' ends the id (quotes inside it are escaped).
+  local id = string.match(d, '^{"id":"(.-)","type":"')
+  id = id and ('"' .. id .. '"') or cjson.encode(tostring(idx))
+  local res = '{"id":' .. id .. ',"status":"cancelled","attempts":' .. ((tonumber(att) or 1) - 1) ..
+              ',"started_at":null,"finished_at":' .. now .. ',"duration_ms":null,"worker":null,"error":' ..
+              cjson.encode(why or 'cancelled: the batch was cancelled before this item started') .. '}'
   if redis.call('HSETNX', bkey .. ':r', idx, res) == 1 then
     redis.call('HINCRBY', bkey, 'cancelled', 1)
     redis.call('HINCRBY', bkey, 'done', 1)

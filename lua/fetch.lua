@@ -24,7 +24,7 @@
 -- has no new entries or COUNT is reached. Entries that may not run
 -- (cancelled or vanished batch, item already ended; see sl_admit) are
 -- finished here and do not count against COUNT, but every entry read
--- counts against the call's budget (2 x COUNT + 100): a fetch that meets a
+-- counts against the call's budget (COUNT + 100): a fetch that meets a
 -- long run of a cancelled batch's entries returns short, and the next call
 -- goes on.
 do local denied = sl_worker_only(KEYS[1]) if denied then return denied end end
@@ -37,7 +37,7 @@ if ctx.vis then redis.call('HSET', ARGV[4] .. 'vis', consumer, ctx.vis) end
 -- Entries one call reads from the streams at most, runnable or not (those
 -- of a cancelled or paused batch are finished or parked as they are met):
 -- a call never examines more than this, whatever the queue holds.
-local budget = math.max(want, 1) * 2 + 100
+local budget = math.max(want, 1) + 100
 
 -- Reads up to n runnable entries from stream s; returns how many it took.
 local function take(s, n)

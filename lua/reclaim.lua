@@ -63,7 +63,7 @@ local ctx = {prefix = prefix, status = {}, touched = {}, started = {}, again = t
 local out = {0, 0}
 local finished = {}
 local moved = 0
-local CANDIDATES = 500 -- claims examined per call
+local CANDIDATES = 200 -- claims examined per call
 local SWEEP = 100 -- pending entries the sweep reads per call
 local claims = prefix .. 'claims'
 ctx.now = sl_now_ms()
@@ -196,10 +196,10 @@ sl_admit_done(ctx, queue)
 -- each here.
 do
   local b = redis.call('ZRANGE', prefix .. 'unpark', 0, 0)[1]
-  if b then sl_unpark(prefix, KEYS, b, 1000) end
+  if b then sl_unpark(prefix, KEYS, b, 200) end
   b = redis.call('ZRANGE', prefix .. 'drain', 0, 0)[1]
   if b then
-    sl_cancel_step(prefix, b, prefix .. 'delayed', 1000, ctx.now)
+    sl_cancel_step(prefix, b, prefix .. 'delayed', 200, ctx.now)
     sl_maybe_finish(prefix .. 'b:' .. b, ctx.now)
     sl_publish(prefix, queue, b, ctx.now)
   end

@@ -4,7 +4,7 @@
  *
  * sl_batch_add validates and normalizes one line (sl__item_parse) and puts
  * the result into the chunk being filled, in the form its submit call needs
- * (spool.h). A chunk closes at `chunk_items` items (default 2,000) or when
+ * (spool.h). A chunk closes at `chunk_items` items (default 1,000) or when
  * its call arguments would pass CHUNK_MAX_BYTES (8 MiB), whichever comes
  * first; as items are at most about 1 MiB, no call is much over 8 MiB, well
  * under Redis's 1 GB query-buffer limit. When the next chunk begins, the full
@@ -38,7 +38,7 @@
 #include "spool.h"
 #include "submit.h"
 
-#define DEFAULT_CHUNK 2000                 /* items per call */
+#define DEFAULT_CHUNK 1000                 /* items per call: about 10 ms of Redis for small items */
 #define DEFAULT_TIMEOUT_MS 30000           /* per attempt */
 
 SL_EXTERN int sl_batch_new(const sl_batch_opts *opts, sl_batch_t **out, char *errbuf, size_t errlen) {

@@ -26,8 +26,8 @@
 #include "json.h"
 #include "script.h"
 
-#define STEP_MAX 1000          /* items or letters per function call */
-#define STEP_MAX_S "1000"      /* the same, as an argument */
+#define STEP_MAX 250           /* items or letters per function call (a few ms of Redis) */
+#define STEP_MAX_S "250"       /* the same, as an argument */
 #define LIST_PAGE 1000         /* letters per XREVRANGE */
 #define LINE_MAX_BYTES (4 * SL_ITEM_MAX_LINE) /* one listed letter or worker, bytes */
 #define ITEM_MEMBERS 32        /* top-level fields read from an item's JSON */

@@ -60,7 +60,7 @@ typedef struct sl_batch_opts {
   int64_t retention_ms;  /* keep the ended batch and its results this long, ms; 0: 7 days */
   int64_t dedupe_ttl_ms; /* remember dedupe keys this long, ms; 0: 24 hours */
   const char *webhook;   /* POST the batch summary here when it ends (Standard Webhooks, see README), or NULL */
-  size_t chunk_items;    /* items per submit call, at most (a call also ends at 8 MiB); 0 means 2000 */
+  size_t chunk_items;    /* items per submit call, at most (a call also ends at 8 MiB); 0 means 1000 */
 } sl_batch_opts;
 
 /*
@@ -215,7 +215,7 @@ SL_EXTERN int sl_batch_repair(sl_client_t *c, const char *queue, const char *bat
  * `failed` loses that result and its dead letter and goes back to its
  * priority stream as attempt 1; the batch's `failed` and `done` counters go
  * down by as many, and a completed batch is running again. Items are moved in
- * atomic steps of up to 1,000 (one event each); a second call finds nothing
+ * atomic steps of up to 250 (one event each); a second call finds nothing
  * left to move. *requeued (may be NULL) gets the number of items put back, on
  * success only. SL_ENOTFOUND: no such batch; SL_ECANCELED: the batch was
  * cancelled, so its items would not run; SL_EINVAL: a bad queue or batch id.

@@ -284,14 +284,14 @@ static void test_small_batch_stays_in_memory(void) {
   sl_batch_t *b = mk_batch(NULL);
 
   CHECK(b != NULL);
-  add_items(b, 0, 2000, 10);
+  add_items(b, 0, 1000, 10);
   CHECK_INT(sl__batch_spooled(b), ==, 0);
   CHECK_INT(sl__batch_nchunks(b), ==, 1);
-  check_chunks(b, 2000, 2000, CHUNK_MAX_BYTES);
-  add_items(b, 2000, 2001, 10);
+  check_chunks(b, 1000, 1000, CHUNK_MAX_BYTES);
+  add_items(b, 1000, 1001, 10);
   CHECK_INT(sl__batch_spooled(b), ==, 1);
   CHECK_INT(sl__batch_nchunks(b), ==, 2);
-  check_chunks(b, 2001, 2000, CHUNK_MAX_BYTES);
+  check_chunks(b, 1001, 1000, CHUNK_MAX_BYTES);
   sl_batch_free(b);
 }
 
@@ -310,14 +310,14 @@ static void test_spool_several_chunks(void) {
   sl_batch_free(b);
 }
 
-/* Chunks of big items close at the byte cap (8 MiB), long before 2,000
+/* Chunks of big items close at the byte cap (8 MiB), long before 1,000
  * items: 45 items of 400 KB make chunks of 20, 20 and 5. */
 static void test_byte_capped_chunks(void) {
   sl_batch_t *b = mk_batch(NULL);
 
   CHECK(b != NULL);
   add_items(b, 0, 45, 400 * 1000);
-  CHECK_INT(check_chunks(b, 45, 2000, CHUNK_MAX_BYTES), ==, 3);
+  CHECK_INT(check_chunks(b, 45, 1000, CHUNK_MAX_BYTES), ==, 3);
   sl_batch_free(b);
   /* a small cap (the test hook): closed by bytes, with items of mixed sizes */
   b = mk_batch(NULL);
@@ -325,7 +325,7 @@ static void test_byte_capped_chunks(void) {
   sl__batch_set_chunk_bytes(b, 2000);
   for (long i = 0; i < 300; i++)
     add_items(b, i, i + 1, (size_t)(i * 37 % 900));
-  CHECK_INT(check_chunks(b, 300, 2000, 2000), >, 60);
+  CHECK_INT(check_chunks(b, 300, 1000, 2000), >, 60);
   sl_batch_free(b);
 }
 
