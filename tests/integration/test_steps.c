@@ -17,6 +17,9 @@
  *                        workers busy: one cancel step by hand, then no
  *                        client: no item starts after it, the workers end
  *                        the scheduled ones as cancelled, the batch ends.
+ *   abort_interrupted    the same with --abort, the workers' slots full of
+ *                        minute-long items: they are stopped and counted
+ *                        cancelled ("aborted while running").
  *   cancel_own_delayed   a batch with 10 scheduled items beside another
  *                        batch's 50,000: one cancel step ends it, and the
  *                        other batch's items stay scheduled. The step reads
@@ -318,8 +321,8 @@ static void test_batches_by_status(void) {
  * leaves it. No item starts after that step returned (beyond one round
  * trip); the workers finish the scheduled items as cancelled by themselves,
  * and the batch ends: done = total, its keys with their retention. */
-static void test_cancel_interrupted(void) {
-  const char *q = itest_queue("cancelsteps");
+static void cancel_interrupted(int abort_running) {
+  const char *q = itest_queue(abort_running ? "abortsteps" : "cancelsteps");
   redisContext *c = itest_conn();
   size_t cap = (size_t)STEP_ITEMS * 80;
   char *buf = malloc(cap);
@@ -332,8 +335,8 @@ static void test_cancel_interrupted(void) {
   redisReply *r;
 
   for (int i = 0; i < STEP_ITEMS; i++)
-    len += (size_t)snprintf(buf + len, cap - len, "{\"type\":\"sleep\",\"payload\":{\"ms\":20}%s}\n",
-                            i % 2 ? ",\"delay_ms\":3600000" : "");
+    len += (size_t)snprintf(buf + len, cap - len, "{\"type\":\"sleep\",\"payload\":{\"ms\":%d}%s}\n",
+                            abort_running ? 60000 : 20, i % 2 ? ",\"delay_ms\":3600000" : "");
   snprintf(batch, sizeof(batch), "%s", itest_submit(q, buf, len, NULL));
   free(buf);
   r = itest_cmd(c, "ZCARD sluice:{%s}:delayed", q);
@@ -341,11 +344,14 @@ static void test_cancel_interrupted(void) {
   freeReplyObject(r);
   w[0] = worker(q);
   w[1] = worker(q);
-  ITEST_WAIT_INT(itest_batch_num(c, q, batch, "done"), >=, 1000, 60000, "1,000 items done");
+  if (abort_running) /* every slot runs an item of a minute */
+    ITEST_WAIT_INT(itest_pending(c, q), >=, 100, 60000, "the workers to fill their slots");
+  else
+    ITEST_WAIT_INT(itest_batch_num(c, q, batch, "done"), >=, 1000, 60000, "1,000 items done");
 
   /* One step of a cancel, and its client gone. */
-  r = itest_cmd(c, "FCALL sluice_v1_cancel 2 sluice:{%s}:b:%s sluice:{%s}:delayed sluice:{%s}: %s %s 0 " STEP_MAX,
-                q, batch, q, q, q, batch);
+  r = itest_cmd(c, "FCALL sluice_v1_cancel 2 sluice:{%s}:b:%s sluice:{%s}:delayed sluice:{%s}: %s %s %s " STEP_MAX,
+                q, batch, q, q, q, batch, abort_running ? "1" : "0");
   CHECK(r->type == REDIS_REPLY_ARRAY && r->elements == 2);
   CHECK_STR(r->element[0]->str, "cancelled");
   CHECK_INT(r->element[1]->integer, ==, 1);
@@ -386,7 +392,25 @@ static void test_cancel_interrupted(void) {
   }
   freeReplyObject(r);
   CHECK_INT(late, ==, 0);
+  if (abort_running) {
+    /* the running items were stopped, not waited for: nothing succeeded */
+    CHECK_INT(itest_batch_num(c, q, batch, "succeeded"), ==, 0);
+    r = itest_cmd(c, "HGET sluice:{%s}:b:%s:r 0", q, batch);
+    CHECK(r->type == REDIS_REPLY_STRING && strstr(r->str, "aborted while running") != NULL);
+    freeReplyObject(r);
+  }
   redisFree(c);
+}
+
+static void test_cancel_interrupted(void) {
+  cancel_interrupted(0);
+}
+
+/* The same with --abort: the 100 items running when the step was sent (a
+ * minute each) are stopped by the workers' next heartbeats and counted
+ * cancelled; the step's client is gone as before. */
+static void test_abort_interrupted(void) {
+  cancel_interrupted(1);
 }
 
 static void test_cancel_own_delayed(void) {
@@ -451,6 +475,7 @@ static void test_old_delayed_member(void) {
 static const sl_test tests[] = {
     {"old_delayed_member", test_old_delayed_member, 60},
     {"cancel_interrupted", test_cancel_interrupted, 300},
+    {"abort_interrupted", test_abort_interrupted, 300},
     {"cancel_own_delayed", test_cancel_own_delayed, 120},
     {"resume_interrupted", test_resume_interrupted, 300},
     {"batches_paging", test_batches_paging, 120},
