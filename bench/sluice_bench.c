@@ -51,6 +51,7 @@
 #include <hiredis/hiredis.h>
 #include <sluice/sluice.h>
 
+#include "clock.h"
 #include "devredis.h"
 
 #ifndef SLUICE_BIN
@@ -74,20 +75,6 @@ static void on_signal(int sig) {
 }
 
 /* ---- Small helpers ---- */
-
-static double now_s(void) {
-  struct timespec ts;
-
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
-static void sleep_ms(long ms) {
-  struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
-
-  /* An interrupting signal ends the sleep early; the caller checks the flag. */
-  nanosleep(&ts, NULL);
-}
 
 /* Parses a decimal integer from 1 to max; -1 when it is not one. */
 static long parse_count(const char *s, long max) {
