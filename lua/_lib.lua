@@ -472,7 +472,7 @@ end
 -- callers cap n with it): Redis serves nobody else while a function runs,
 -- so no call does work that grows with the number of items waiting.
 -- sl_limit_set and sl_limit_rm (src/limit.c) wake the rest in more calls.
-local SL_WAKE_MAX = 1000
+local SL_WAKE_MAX = 250
 
 -- Moves up to n items waiting for a concurrency lease of limit NAME
 -- (P..'cw:NAME') back to the ends of their streams, oldest first. Returns
@@ -743,11 +743,12 @@ local function sl_failed_parse(v)
   return s, string.sub(v, p1 + 1, p2 - 1), string.sub(v, p2 + 1)
 end
 
--- True when a results line's own status is `failed`.
+-- The decoded results line when its own status is `failed`, else nil.
 local function sl_result_failed(line)
-  if not line then return false end
+  if not line then return nil end
   local ok, r = pcall(cjson.decode, line)
-  return ok and type(r) == 'table' and r.status == 'failed'
+  if ok and type(r) == 'table' and r.status == 'failed' then return r end
+  return nil
 end
 
 -- Puts a failed item back at the end of its priority stream as a fresh first

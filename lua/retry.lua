@@ -7,8 +7,14 @@
 -- ARGV[1]     key prefix P    ARGV[2] queue name    ARGV[3] batch id
 -- ARGV[4]     the most items this call re-queues (1-10000)
 -- ARGV[5]     consumer group
--- returns     {requeued, more}: the items this call put back, and 1 when it
---             stopped at ARGV[4] with failed items left (call it again), else 0
+-- ARGV[6]     optional: the HSCAN cursor of the caller's walk ('0' or absent:
+--             from the start)
+-- ARGV[7]     optional: the time the retry began (ms, server clock): items
+--             whose failure was recorded at or after it are left failed (they
+--             failed again while this retry ran: a retry moves each failed
+--             item once, however fast workers fail it again)
+-- returns     {requeued, more, cursor}: the items this call put back, 1 when
+--             the walk goes on (call it again with the cursor), else 0
 -- errors      'SLUICE_ARGS' (malformed arguments; nothing was written),
 --             'SLUICE_NOTFOUND' (no such batch), 'SLUICE_CANCELLED' (the batch
 --             was cancelled: its items would not run)
@@ -22,6 +28,8 @@
 -- its item stays failed. A moved item has no result any more, so HSCAN
 -- returning it twice does not move it twice, and a second call (or a call
 -- sent again after a lost reply) finds nothing left: retry is idempotent.
+-- Each call examines about ARGV[4] entries (whole HSCAN pages) from the
+-- caller's cursor, so its work is bounded whatever the hash holds.
 -- One event is published when anything moved.
 local bkey, rkey, fkey, dkey = KEYS[1], KEYS[2], KEYS[3], KEYS[7]
 local streams = {KEYS[4], KEYS[5], KEYS[6]}
@@ -44,22 +52,23 @@ for s = 1, 3 do
   if e then return e end
 end
 
-local moved, more, refused = 0, 0, 0
-local cursor = '0'
+local moved, refused, examined = 0, 0, 0
+local cursor = ARGV[6] or '0'
+local before = tonumber(ARGV[7] or '')
 repeat
   local page = redis.call('HSCAN', fkey, cursor, 'COUNT', max)
   cursor = page[1]
   local kv = page[2]
   for j = 1, #kv, 2 do
-    if moved >= max then
-      more = 1
-      break
-    end
+    examined = examined + 1
     local idx = kv[j]
     local s, did, d = sl_failed_parse(kv[j + 1])
     local line = redis.call('HGET', rkey, idx)
-    if not sl_result_failed(line) then
+    local res = sl_result_failed(line)
+    if not res then
       redis.call('HDEL', fkey, idx) -- stale: the item has no failed result
+    elseif before and (tonumber(res.finished_at) or 0) >= before then
+      -- failed again since this retry began: it stays failed
     elseif s and d ~= '' then
       if string.find(line, '"refused":true', 1, true) then refused = refused + 1 end
       sl_requeue(bkey, streams, batch, idx, s, d)
@@ -67,11 +76,12 @@ repeat
       moved = moved + 1
     end
   end
-until cursor == '0' or more == 1
+until cursor == '0' or examined >= max
+local more = cursor == '0' and 0 or 1
 
 if moved > 0 then
   sl_reopen(bkey, moved)
   if refused > 0 then redis.call('HINCRBY', bkey, 'refused', -refused) end
   sl_publish(prefix, queue, batch, sl_now_ms())
 end
-return {moved, more}
+return {moved, more, cursor}

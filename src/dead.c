@@ -26,8 +26,8 @@
 #include "json.h"
 #include "script.h"
 
-#define STEP_MAX 250           /* items or letters per function call (a few ms of Redis) */
-#define STEP_MAX_S "250"       /* the same, as an argument */
+#define STEP_MAX 100           /* items or letters per function call (a few ms of Redis) */
+#define STEP_MAX_S "100"       /* the same, as an argument */
 #define LIST_PAGE 1000         /* letters per XREVRANGE */
 #define LINE_MAX_BYTES (4 * SL_ITEM_MAX_LINE) /* one listed letter or worker, bytes */
 #define ITEM_MEMBERS 32        /* top-level fields read from an item's JSON */
@@ -82,8 +82,9 @@ static void errstr_copy(const sl_client_t *c, char *out, size_t len) {
 
 /*
  * FCALL sluice_v1_retry 7 BKEY BKEY:r BKEY:f HIGH NORMAL LOW DEAD
- *       PREFIX QUEUE BATCH MAX GROUP
- * until it answers more = 0.
+ *       PREFIX QUEUE BATCH MAX GROUP CURSOR SINCE
+ * until it answers more = 0, each call from the cursor the last answered;
+ * SINCE is the server's time when the retry began.
  */
 SL_EXTERN int sl_batch_retry(sl_client_t *c, const char *queue, const char *batch, size_t *requeued) {
   sl_keys k;
@@ -91,7 +92,9 @@ SL_EXTERN int sl_batch_retry(sl_client_t *c, const char *queue, const char *batc
   char rkey[164];
   char fkey[164];
   char dkey[sizeof(k.prefix) + 8];
-  const char *av[12];
+  const char *av[14];
+  char cursor[32] = "0"; /* the walk over the failed-items hash */
+  char since[32];        /* when the retry began, ms, server clock */
   size_t total = 0;
   int more = 1;
   int rc = 0;
@@ -117,8 +120,25 @@ SL_EXTERN int sl_batch_retry(sl_client_t *c, const char *queue, const char *batc
   av[9] = batch;
   av[10] = STEP_MAX_S;
   av[11] = SL_GROUP;
+  av[12] = cursor;
+  av[13] = since;
+  {
+    /* the server's clock: items that fail again after this stay failed */
+    const char *tv[1] = {"TIME"};
+    redisReply *t = sl__client_cmd(c, &rc, 1, tv, NULL);
+
+    if (t == NULL)
+      return rc;
+    if (t->type != REDIS_REPLY_ARRAY || t->elements != 2) {
+      freeReplyObject(t);
+      return sl__client_fail(c, SL_EPROTO, "TIME answered something other than {seconds, microseconds}");
+    }
+    snprintf(since, sizeof(since), "%lld",
+             strtoll(t->element[0]->str, NULL, 10) * 1000 + strtoll(t->element[1]->str, NULL, 10) / 1000);
+    freeReplyObject(t);
+  }
   while (more) {
-    redisReply *r = sl__client_fcall(c, &rc, "retry", 7, 12, av, NULL);
+    redisReply *r = sl__client_fcall(c, &rc, "retry", 7, 14, av, NULL);
 
     if (r == NULL) {
       char cause[sizeof(c->errstr)];
@@ -135,13 +155,15 @@ SL_EXTERN int sl_batch_retry(sl_client_t *c, const char *queue, const char *batc
                                cause);
       return rc;
     }
-    if (r->type != REDIS_REPLY_ARRAY || r->elements != 2 || r->element[0]->type != REDIS_REPLY_INTEGER ||
-        r->element[1]->type != REDIS_REPLY_INTEGER || r->element[0]->integer < 0) {
+    if (r->type != REDIS_REPLY_ARRAY || r->elements != 3 || r->element[0]->type != REDIS_REPLY_INTEGER ||
+        r->element[1]->type != REDIS_REPLY_INTEGER || r->element[0]->integer < 0 ||
+        r->element[2]->type != REDIS_REPLY_STRING || r->element[2]->len >= sizeof(cursor)) {
       freeReplyObject(r);
-      return sl__client_fail(c, SL_EPROTO, "sluice_v1_retry answered something other than {requeued, more}");
+      return sl__client_fail(c, SL_EPROTO, "sluice_v1_retry answered something other than {requeued, more, cursor}");
     }
     total += (size_t)r->element[0]->integer;
     more = r->element[1]->integer != 0;
+    memcpy(cursor, r->element[2]->str, r->element[2]->len + 1);
     freeReplyObject(r);
   }
   if (requeued != NULL)

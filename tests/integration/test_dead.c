@@ -398,12 +398,15 @@ static void test_retry(void) {
 }
 
 /* sluice_v1_retry in steps: 300 failed items (a failed-items hash big enough
- * to be a real hash table, walked by HSCAN) moved 7 at a time, each exactly
- * once, with a `more` flag that ends the loop. */
+ * to be a real hash table, walked by HSCAN from the cursor each call
+ * returns) moved about 7 at a time, each exactly once, with a `more` flag
+ * that ends the loop; a retry that began before the items failed moves
+ * none. */
 static void test_retry_steps(void) {
   const char *q = itest_queue("steps");
   redisContext *c = itest_conn();
   char batch[64];
+  char cursor[32] = "0";
   char *seen = calloc(300, 1);
   long long moved = 0;
   int calls = 0;
@@ -415,28 +418,38 @@ static void test_retry_steps(void) {
   itest_wait_batch(c, q, batch, 60);
   itest_stop_ok(w);
   check_counts(c, q, batch, 300, 300, 300);
+  /* A retry that began before the items failed (time 1 ms) moves none of
+   * them: they failed again since, as far as it knows. */
+  r = itest_cmd(c,
+                "FCALL sluice_v1_retry 7 sluice:{%s}:b:%s sluice:{%s}:b:%s:r sluice:{%s}:b:%s:f "
+                "sluice:{%s}:s:high sluice:{%s}:s:normal sluice:{%s}:s:low sluice:{%s}:dead "
+                "sluice:{%s}: %s %s 1000 workers 0 1",
+                q, batch, q, batch, q, batch, q, q, q, q, q, q, batch);
+  CHECK(r->type == REDIS_REPLY_ARRAY && r->elements == 3);
+  CHECK_INT(r->element[0]->integer, ==, 0);
+  freeReplyObject(r);
   for (;;) {
     r = itest_cmd(c,
                   "FCALL sluice_v1_retry 7 sluice:{%s}:b:%s sluice:{%s}:b:%s:r sluice:{%s}:b:%s:f "
                   "sluice:{%s}:s:high sluice:{%s}:s:normal sluice:{%s}:s:low sluice:{%s}:dead "
-                  "sluice:{%s}: %s %s 7 workers",
-                  q, batch, q, batch, q, batch, q, q, q, q, q, q, batch);
-    CHECK(r->type == REDIS_REPLY_ARRAY && r->elements == 2);
-    CHECK_INT(r->element[0]->integer, <=, 7);
+                  "sluice:{%s}: %s %s 7 workers %s",
+                  q, batch, q, batch, q, batch, q, q, q, q, q, q, batch, cursor);
+    CHECK(r->type == REDIS_REPLY_ARRAY && r->elements == 3);
+    CHECK_INT(r->element[0]->integer, <=, 30); /* whole HSCAN pages of about 7 */
     moved += r->element[0]->integer;
     calls++;
     CHECK_INT(itest_batch_num(c, q, batch, "failed"), ==, 300 - moved);
     CHECK_INT(itest_batch_num(c, q, batch, "done"), ==, 300 - moved);
+    snprintf(cursor, sizeof(cursor), "%s", r->element[2]->str);
     if (r->element[1]->integer == 0) {
       freeReplyObject(r);
       break;
     }
-    CHECK_INT(r->element[0]->integer, ==, 7);
     freeReplyObject(r);
-    CHECK(calls < 100);
+    CHECK(calls < 200);
   }
   CHECK_INT(moved, ==, 300);
-  CHECK_INT(calls, >=, 43);
+  CHECK_INT(calls, >=, 20);
   CHECK_INT(batch_key_len(c, "HLEN", q, batch, ":f"), ==, 0);
   CHECK_INT(key_len(c, "XLEN", q, "dead"), ==, 0);
   r = itest_cmd(c, "XRANGE sluice:{%s}:s:normal - +", q);
@@ -459,6 +472,38 @@ static void test_retry_steps(void) {
   CHECK_CONTAINS(r->str, "SLUICE_ARGS");
   freeReplyObject(r);
   free(seen);
+  redisFree(c);
+}
+
+/* `sluice retry` while workers fail the re-queued items again at once:
+ * the retry moves each of the 2,000 failed items once and ends (items that
+ * failed again after it began stay failed); before, it chased them. */
+static void test_retry_while_failing(void) {
+  const char *q = itest_queue("chase");
+  redisContext *c = itest_conn();
+  char batch[64];
+  char *err = NULL;
+  pid_t w[2];
+  long moved = -1;
+
+  submit(q, write_items("c.jsonl", 2000, "c", "sleep", "{\"ms\":0,\"fail_rate\":1}"), 1, batch);
+  w[0] = worker(q);
+  w[1] = worker(q);
+  itest_wait_batch(c, q, batch, 60);
+  {
+    const char *args[] = {"retry", "--redis", itest_url(), "--queue", q, batch, NULL};
+
+    CHECK_INT(itest_run(args, NULL, &err, 60), ==, 0);
+  }
+  CHECK(err != NULL && sscanf(strstr(err, "re-queued ") ? strstr(err, "re-queued ") : "", "re-queued %ld", &moved) == 1);
+  printf("    %s", err);
+  CHECK_INT(moved, <=, 2000);
+  CHECK_INT(moved, >, 0);
+  free(err);
+  itest_wait_batch(c, q, batch, 60);
+  itest_stop_ok(w[0]);
+  itest_stop_ok(w[1]);
+  CHECK_INT(itest_batch_num(c, q, batch, "failed"), ==, 2000);
   redisFree(c);
 }
 
@@ -869,6 +914,7 @@ static const sl_test tests[] = {
     {"dead_letter_bytes", test_dead_letter_bytes, 90},
     {"retry", test_retry, 120},
     {"retry_steps", test_retry_steps, 90},
+    {"retry_while_failing", test_retry_while_failing, 120},
     {"requeue_and_purge", test_requeue_and_purge, 120},
     {"workers", test_workers, 60},
     {"dead_cap", test_dead_cap, 120},
