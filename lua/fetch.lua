@@ -24,9 +24,9 @@
 -- has no new entries or COUNT is reached. Entries that may not run
 -- (cancelled or vanished batch, item already ended; see sl_admit) are
 -- finished here and do not count against COUNT, but every entry read
--- counts against the call's budget (COUNT + 100): a fetch that meets a
--- long run of a cancelled batch's entries returns short, and the next call
--- goes on.
+-- counts against the call's budget (COUNT + 100, and at most 100 that do
+-- not run): a fetch that meets a long run of a cancelled batch's entries
+-- returns short, and the next call goes on.
 do local denied = sl_worker_only(KEYS[1]) if denied then return denied end end
 local group, consumer, want = ARGV[1], ARGV[2], tonumber(ARGV[3])
 local ctx = {prefix = ARGV[4], status = {}, touched = {}, started = {}, vis = tonumber(ARGV[8])}
@@ -37,13 +37,19 @@ if ctx.vis then redis.call('HSET', ARGV[4] .. 'vis', consumer, ctx.vis) end
 -- Entries one call reads from the streams at most, runnable or not (those
 -- of a cancelled or paused batch are finished or parked as they are met):
 -- a call never examines more than this, whatever the queue holds.
+-- Finishing or parking an entry costs more than handing one out, so those
+-- are bounded on their own (SKIP_MAX), and entries are read READ_MAX at a
+-- time: a call that meets a long run of a cancelled batch stops after
+-- SKIP_MAX of them.
 local budget = math.max(want, 1) + 100
+local READ_MAX, SKIP_MAX = 100, 100
+local skipped = 0
 
 -- Reads up to n runnable entries from stream s; returns how many it took.
 local function take(s, n)
   local got = sl_take_stale(ctx, out, s, KEYS[s], group, consumer, n)
-  while n - got > 0 and budget > 0 do
-    local r = redis.call('XREADGROUP', 'GROUP', group, consumer, 'COUNT', math.min(n - got, budget),
+  while n - got > 0 and budget > 0 and skipped < SKIP_MAX do
+    local r = redis.call('XREADGROUP', 'GROUP', group, consumer, 'COUNT', math.min(n - got, budget, READ_MAX),
                          'STREAMS', KEYS[s], '>')
     if not r then break end
     local entries = r[1][2]
@@ -55,6 +61,8 @@ local function take(s, n)
       if sl_admit(ctx, s, KEYS[s], group, e[1], f) then
         sl_emit(ctx, out, s, e[1], f)
         got = got + 1
+      else
+        skipped = skipped + 1
       end
     end
   end

@@ -3,7 +3,7 @@
 -- ARGV[1]     key prefix P    ARGV[2] limit name
 -- returns     1 if the limit existed, 0 if not
 --
--- The bucket and the leases are deleted, and up to SL_WAKE_MAX (1000) of
+-- The bucket and the leases are deleted, and up to SL_WAKE_MAX (250) of
 -- the items waiting for one of its leases go back to the ends of their
 -- streams (they are not limited any more). Any left are woken by
 -- sluice_v1_limit_wake, which sl_limit_rm calls next until none is left;

@@ -3,7 +3,7 @@
 -- after sluice_v1_limit_set or sluice_v1_limit_rm until nothing is left.
 -- KEYS[1]     P..'limits'     KEYS[2..4] streams P..'s:high', P..'s:normal', P..'s:low'
 -- ARGV[1]     key prefix P    ARGV[2] limit name
--- ARGV[3]     the most items this call wakes, 1 to SL_WAKE_MAX (1000)
+-- ARGV[3]     the most items this call wakes, 1 to SL_WAKE_MAX (250)
 -- returns     {moved, more}, as sluice_v1_limit_set
 -- errors      'SLUICE_ARGS' (ARGV[3] malformed; nothing written)
 --

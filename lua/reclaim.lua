@@ -11,8 +11,9 @@
 -- returns     the same flat form as fetch, after two leading integers: how
 --             many entries this call moved to the stale pool (more work for
 --             the fleet), and 1 when more claims ran out than one call
---             examines (call again soon), else 0; attempt numbers count
---             every delivery
+--             examines, or a resume or cancel it stepped has more left
+--             (call again soon), else 0; attempt numbers count every
+--             delivery
 --
 -- Runs on every worker's timer, whether it has free slots or not, so the
 -- items of a dead worker are found within a second or so of their
@@ -193,13 +194,14 @@ end
 sl_admit_done(ctx, queue)
 
 -- A resume or a cancel whose client died between its steps: one step of
--- each here.
+-- each here; with more left, the reply says so and the worker calls again
+-- soon.
 do
   local b = redis.call('ZRANGE', prefix .. 'unpark', 0, 0)[1]
-  if b then sl_unpark(prefix, KEYS, b, 200) end
+  if b and sl_unpark(prefix, KEYS, b, 200) then out[2] = 1 end
   b = redis.call('ZRANGE', prefix .. 'drain', 0, 0)[1]
   if b then
-    sl_cancel_step(prefix, b, prefix .. 'delayed', 200, ctx.now)
+    if sl_cancel_step(prefix, b, prefix .. 'delayed', 200, ctx.now) then out[2] = 1 end
     sl_maybe_finish(prefix .. 'b:' .. b, ctx.now)
     sl_publish(prefix, queue, b, ctx.now)
   end

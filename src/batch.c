@@ -18,10 +18,10 @@
 #include "json.h"
 
 #define RESULTS_PAGE 1000 /* HMGET fields per call */
-#define RESUME_STEP "500" /* parked items one resume call puts back (a few ms of Redis) */
+#define RESUME_STEP "250" /* parked items one resume call puts back (a few ms of Redis) */
 #define LIST_PAGE 100     /* batches per round trip of sl_batch_list */
 #define SL_LIST_ID_MAX 128 /* longest batch id the listing carries */
-#define CANCEL_STEP "500" /* parked or delayed entries one cancel call examines */
+#define CANCEL_STEP "200" /* parked or delayed entries one cancel call examines */
 
 static const char *hfield(const redisReply *h, const char *name) {
   for (size_t i = 0; i + 1 < h->elements; i += 2) {

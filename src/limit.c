@@ -37,7 +37,7 @@
 #include "limit.h"
 #include "script.h"
 
-#define WAKE_STEP 1000     /* waiting items woken per call: SL_WAKE_MAX in lua/_lib.lua */
+#define WAKE_STEP 250      /* waiting items woken per call: SL_WAKE_MAX in lua/_lib.lua */
 
 /* ---- Waking waiting items in steps ---- */
 

@@ -215,7 +215,7 @@ SL_EXTERN int sl_batch_repair(sl_client_t *c, const char *queue, const char *bat
  * `failed` loses that result and its dead letter and goes back to its
  * priority stream as attempt 1; the batch's `failed` and `done` counters go
  * down by as many, and a completed batch is running again. Items are moved in
- * atomic steps of up to 250 (one event each); a second call finds nothing
+ * atomic steps of about 100 (one event each); a second call finds nothing
  * left to move. *requeued (may be NULL) gets the number of items put back, on
  * success only. SL_ENOTFOUND: no such batch; SL_ECANCELED: the batch was
  * cancelled, so its items would not run; SL_EINVAL: a bad queue or batch id.
