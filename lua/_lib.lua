@@ -513,7 +513,10 @@ local function sl_wake_step(prefix, lkey, streams, name, max)
   if free and free < n then n = free end
   local moved = sl_wake(prefix, streams, name, n)
   local left = redis.call('XLEN', cwkey)
-  if left == 0 then redis.call('DEL', cwkey) end
+  if left == 0 then
+    redis.call('DEL', cwkey)
+    redis.call('ZREM', prefix .. 'rmlimit', name) -- a removal's items are all woken
+  end
   local more = left
   if free and free - moved < more then more = free - moved end
   return {moved, more}

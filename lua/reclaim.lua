@@ -193,9 +193,9 @@ for batch in pairs(finished) do
 end
 sl_admit_done(ctx, queue)
 
--- A resume or a cancel whose client died between its steps: one step of
--- each here; with more left, the reply says so and the worker calls again
--- soon.
+-- A resume, a cancel or a limit removal whose client died between its
+-- steps: one step of each here; with more left, the reply says so and the
+-- worker calls again soon.
 do
   local b = redis.call('ZRANGE', prefix .. 'unpark', 0, 0)[1]
   if b and sl_unpark(prefix, KEYS, b, 200) then out[2] = 1 end
@@ -204,6 +204,13 @@ do
     if sl_cancel_step(prefix, b, prefix .. 'delayed', 200, ctx.now) then out[2] = 1 end
     sl_maybe_finish(prefix .. 'b:' .. b, ctx.now)
     sl_publish(prefix, queue, b, ctx.now)
+  end
+  -- and of a limit removal (limit rm): its waiting items go back
+  local name = redis.call('ZRANGE', prefix .. 'rmlimit', 0, 0)[1]
+  if name and redis.call('HEXISTS', prefix .. 'limits', name) == 1 then
+    redis.call('ZREM', prefix .. 'rmlimit', name) -- set again since: its leases wake them
+  elseif name and sl_wake_step(prefix, prefix .. 'limits', KEYS, name, 200)[2] > 0 then
+    out[2] = 1
   end
 end
 
