@@ -22,6 +22,8 @@
  *                        cancelled ("aborted while running").
  *   cancel_cli_killed    a real `sluice cancel` killed with SIGKILL after
  *                        its first steps: a worker finishes the rest.
+ *   resume_cli_killed    a real `sluice resume` killed with SIGKILL after
+ *                        its first steps: the worker puts the rest back.
  *   cancel_own_delayed   a batch with 10 scheduled items beside another
  *                        batch's 50,000: one cancel step ends it, and the
  *                        other batch's items stay scheduled. The step reads
@@ -470,6 +472,61 @@ static void test_cancel_cli_killed(void) {
   redisFree(c);
 }
 
+/* A real `sluice resume` killed with SIGKILL after its first steps: 50,000
+ * items parked by a paused batch, one worker running. Right after the kill
+ * the batch runs again with part of its items still parked and listed in
+ * the unpark set; the worker puts the rest back by itself, and every item
+ * ends exactly once. */
+static void test_resume_cli_killed(void) {
+  const char *q = itest_queue("resumekilled");
+  redisContext *c = itest_conn();
+  size_t cap = (size_t)STEP_ITEMS * 48;
+  char *buf = malloc(cap);
+  size_t len = 0;
+  char batch[64];
+  char pkey[128];
+  long long left;
+  pid_t cli;
+  pid_t w;
+  redisReply *r;
+
+  CHECK(buf != NULL);
+  for (int i = 0; i < STEP_ITEMS; i++)
+    len += (size_t)snprintf(buf + len, cap - len, "{\"type\":\"noop\",\"payload\":%d}\n", i);
+  snprintf(batch, sizeof(batch), "%s", itest_submit(q, buf, len, NULL));
+  free(buf);
+  snprintf(pkey, sizeof(pkey), "sluice:{%s}:b:%s:p", q, batch);
+  {
+    const char *args[] = {"pause", "--redis", itest_url(), "--queue", q, batch, NULL};
+
+    CHECK_INT(itest_run(args, NULL, NULL, 30), ==, 0);
+  }
+  w = worker(q);
+  ITEST_WAIT_INT(num(c, "XLEN %s", pkey, NULL), ==, STEP_ITEMS, 60000, "the worker to park every item");
+  {
+    const char *args[] = {"resume", "--redis", itest_url(), "--queue", q, batch, NULL};
+
+    cli = itest_spawn(args, NULL, NULL);
+  }
+  ITEST_WAIT_INT(num(c, "XLEN %s", pkey, NULL), <, STEP_ITEMS, 30000, "the resume's first step");
+  kill(cli, SIGKILL);
+  waitpid(cli, NULL, 0);
+  left = num(c, "XLEN %s", pkey, NULL);
+  printf("    resume killed with %lld of %d items still parked\n", left, STEP_ITEMS);
+  CHECK_INT(left, >, 0);
+  r = itest_cmd(c, "ZSCORE sluice:{%s}:unpark %s", q, batch);
+  CHECK(r->type == REDIS_REPLY_STRING);
+  freeReplyObject(r);
+  itest_wait_batch(c, q, batch, 120);
+  itest_stop_ok(w);
+  CHECK_INT(itest_batch_num(c, q, batch, "succeeded"), ==, STEP_ITEMS);
+  CHECK_INT(num(c, "HLEN sluice:{%s}:b:%s:r", q, batch), ==, STEP_ITEMS);
+  CHECK_INT(num(c, "EXISTS %s", pkey, NULL), ==, 0);
+  CHECK_INT(num(c, "ZCARD sluice:{%s}:unpark", q, NULL), ==, 0);
+  itest_check_drained(c, q);
+  redisFree(c);
+}
+
 static void test_cancel_own_delayed(void) {
   const char *q = itest_queue("owndelayed");
   redisContext *c = itest_conn();
@@ -534,6 +591,7 @@ static const sl_test tests[] = {
     {"cancel_interrupted", test_cancel_interrupted, 300},
     {"abort_interrupted", test_abort_interrupted, 300},
     {"cancel_cli_killed", test_cancel_cli_killed, 300},
+    {"resume_cli_killed", test_resume_cli_killed, 300},
     {"cancel_own_delayed", test_cancel_own_delayed, 120},
     {"resume_interrupted", test_resume_interrupted, 300},
     {"batches_paging", test_batches_paging, 120},
