@@ -356,7 +356,7 @@ static long long last_beat(const char *id) {
   return cmd_int("HGET " P "w:%s beat", id);
 }
 
-#define BEAT_CHUNK 1000 /* held items per heartbeat call, as src/lease.c sends them */
+#define BEAT_CHUNK 500 /* held items per heartbeat call, as src/lease.c sends them */
 
 /* One heartbeat of the holder: av[0..k) holds the call's head (12
  * arguments) and then 3 per item; sent as one call per BEAT_CHUNK items,

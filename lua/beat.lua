@@ -13,7 +13,7 @@
 --             cancelled here, and the worker stops the attempt
 --
 -- Its cost is O(items in the call), and it reads no item body: a worker
--- holding many items sends one call per 1,000 (src/lease.c), sorted by
+-- holding many items sends one call per 500 (src/lease.c), sorted by
 -- priority and id. Per stream, the caller's own pending entries between the
 -- call's lowest and highest id come from one XPENDING with the consumer
 -- filter (one per entry when it holds only a few there), the batches'

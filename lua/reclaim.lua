@@ -64,7 +64,7 @@ local ctx = {prefix = prefix, status = {}, touched = {}, started = {}, again = t
 local out = {0, 0}
 local finished = {}
 local moved = 0
-local CANDIDATES = 200 -- claims examined per call
+local CANDIDATES = 100 -- claims examined per call
 local SWEEP = 100 -- pending entries the sweep reads per call
 local claims = prefix .. 'claims'
 ctx.now = sl_now_ms()

@@ -40,7 +40,7 @@
 #include "outcome.h"
 
 #define RELEASE_MAX 500         /* items per release call */
-#define BEAT_CHUNK 1000         /* held items per beat call: one call stays within a few ms */
+#define BEAT_CHUNK 500          /* held items per beat call: one call stays within a few ms */
 #define GIVE_BACK_HOLD_MS 1000  /* no new starts after a give back, ms (+-20%) */
 #define STALL_TICK_MS 50        /* the stall watch's tick, ms */
 

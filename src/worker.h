@@ -28,7 +28,7 @@
 #include "webhook.h"
 
 #define SL_WORKER_MAX_HANDLERS 32  /* types one worker serves */
-#define SL_WORKER_FLUSH_MAX 500    /* completions per complete call (failures write dead letters: a few ms) */
+#define SL_WORKER_FLUSH_MAX 250    /* completions per complete call (failures write dead letters: a few ms) */
 
 struct sl_done;
 
