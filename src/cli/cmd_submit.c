@@ -1,11 +1,13 @@
 /*
  * sluice submit [--priority P] [--max-attempts N] [--timeout MS] [--name NAME]
  *               [--backoff MS] [--backoff-max MS] [--rate-key NAME] [--run-at TIME]
- *               [--delay DURATION] [--retention DURATION] [--wait] FILE|-
+ *               [--delay DURATION] [--retention DURATION] [--wait] [--check] FILE|-
  *
  * Reads JSON Lines, validates every line before anything is written (errors
  * name the file, line and field; exit 2, nothing enqueued), submits, and
- * prints the batch id alone on stdout.
+ * prints the batch id alone on stdout. With --check it stops after the
+ * validation, connects to nothing, and prints the valid items by type and
+ * priority (tally.c): exit 0, or 2 with the errors.
  *
  * Lines are read into one buffer of READ_BUF bytes: a line longer than an
  * item may be (SL_ITEM_MAX_LINE) is reported as too long and skipped to its
@@ -20,6 +22,7 @@
 #include <cjson/cJSON.h>
 
 #include "cli.h"
+#include "tally.h"
 
 #define MAX_REPORTED 20                        /* invalid lines listed before "... and N more" */
 #define LINE_KEEP (SL_ITEM_MAX_LINE + 1)       /* longest line kept whole: an item and a '\r', bytes */
@@ -116,6 +119,7 @@ int cmd_submit(int argc, char **argv) {
       {"retention", required_argument, NULL, 'K'},
       {"dedupe-ttl", required_argument, NULL, 'U'}, {"json", no_argument, NULL, 'J'},
       {"webhook", required_argument, NULL, 'W'},       {"redis-password-file", required_argument, NULL, 'P'},
+      {"check", no_argument, NULL, 'C'},
       {NULL, 0, NULL, 0}};
   cli_common com = {getenv("SLUICE_REDIS"), NULL};
   sl_batch_opts bo = {0};
@@ -131,6 +135,8 @@ int cmd_submit(int argc, char **argv) {
   long bad = 0;
   int wait = 0;
   int json = 0;
+  int check = 0;
+  cli_tally *tally = NULL;
   int ch;
   int ret = EXIT_RUNTIME;
   char err[512];
@@ -203,6 +209,7 @@ int cmd_submit(int argc, char **argv) {
         bo.backoff_max_ms = v;
       break;
     case 'w': wait = 1; break;
+    case 'C': check = 1; break;
     case 'c':
       if ((v = cli_parse_int(optarg, 100000)) < 1) {
         cli_err("--chunk: expected items per call from 1 to 100000, got \"%s\"", optarg);
@@ -231,7 +238,9 @@ int cmd_submit(int argc, char **argv) {
   }
   rd.in = in;
   rd.buf = malloc(READ_BUF);
-  if (rd.buf == NULL) {
+  if (check)
+    tally = cli_tally_new();
+  if (rd.buf == NULL || (check && tally == NULL)) {
     cli_err("out of memory reading %s", path);
     goto out;
   }
@@ -268,6 +277,8 @@ int cmd_submit(int argc, char **argv) {
       if (bad < MAX_REPORTED)
         fprintf(stderr, "sluice: %s:%ld: %s\n", strcmp(path, "-") == 0 ? "stdin" : path, lineno, err);
       bad++;
+    } else if (tally != NULL) {
+      cli_tally_add(tally, line + k, len - k, bo.priority);
     }
   }
   if (got < 0) {
@@ -279,6 +290,12 @@ int cmd_submit(int argc, char **argv) {
       cli_err("... and %ld more invalid lines", bad - MAX_REPORTED);
     cli_err("%ld of %ld lines are invalid; nothing was submitted", bad, lineno);
     ret = EXIT_USAGE;
+    goto out;
+  }
+  if (tally != NULL) {
+    /* --check: valid; nothing is written, nothing connected to */
+    cli_tally_print(tally, stdout);
+    ret = EXIT_OK;
     goto out;
   }
   if (sl_batch_count(b) == 0) {
@@ -329,5 +346,6 @@ out:
   sl_free(id);
   sl_batch_free(b);
   sl_client_close(cl);
+  cli_tally_free(tally);
   return ret;
 }

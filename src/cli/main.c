@@ -18,7 +18,7 @@
 static const char usage[] =
     "usage: sluice COMMAND [options]\n"
     "\n"
-    "  submit [opts] FILE|-        submit a batch of JSON Lines items; prints the batch id\n"
+    "  submit [opts] FILE|-        submit a batch of JSON Lines items; prints the batch id (--check: only validate)\n"
     "         --priority P --max-attempts N --timeout MS --name NAME --wait\n"
     "         --backoff MS --backoff-max MS   (retry delay: full jitter up to min(max, MS * 2^n))\n"
     "         --rate-key NAME      (the items' rate limit, see `sluice limit`)\n"

@@ -411,7 +411,57 @@ static void test_memory_bounded(void) {
 #endif
 }
 
+/* `sluice submit --check FILE` validates and summarizes, writes nothing
+ * and connects to nothing: a valid file prints its items by type and
+ * priority and exits 0 even with no Redis at the given address; a file
+ * with errors exits 2 naming each line and field; the test Redis holds no
+ * key of the queue afterwards. */
+static void test_check_only(void) {
+  const char *q = itest_queue("check");
+  const char *ok = itest_path("check-ok.jsonl");
+  const char *bad = itest_path("check-bad.jsonl");
+  static const char good[] = "{\"type\":\"noop\",\"payload\":1}\n"
+                             "{\"type\":\"noop\",\"payload\":2,\"priority\":\"high\"}\n"
+                             "\n"
+                             "{\"type\":\"sleep\",\"payload\":{\"ms\":1}}\n";
+  static const char wrong[] = "{\"type\":\"noop\",\"payload\":1}\n"
+                              "{\"type\":\"noop\",\"priority\":\"urgent\",\"payload\":1}\n"
+                              "{\"type\":\"noop\",\"payload\":1,\"max_attempts\":0}\n";
+  redisContext *c = itest_conn();
+  redisReply *r;
+  char *out = NULL;
+  char *err = NULL;
+
+  itest_write(ok, good, sizeof(good) - 1);
+  itest_write(bad, wrong, sizeof(wrong) - 1);
+  {
+    const char *args[] = {"submit", "--check", "--redis", "unix:///nonexistent/redis.sock", "--queue", q, ok, NULL};
+
+    CHECK_INT(itest_run(args, &out, &err, 30), ==, 0);
+  }
+  CHECK_CONTAINS(out, "3 items");
+  CHECK(strstr(out, "noop") != NULL && strstr(out, "high") != NULL && strstr(out, "sleep") != NULL);
+  free(out);
+  free(err);
+  out = err = NULL;
+  {
+    const char *args[] = {"submit", "--check", "--redis", itest_url(), "--queue", q, bad, NULL};
+
+    CHECK_INT(itest_run(args, &out, &err, 30), ==, 2);
+  }
+  CHECK_CONTAINS(err, "check-bad.jsonl:2: field \"priority\"");
+  CHECK_CONTAINS(err, "check-bad.jsonl:3: field \"max_attempts\"");
+  CHECK_CONTAINS(err, "2 of 3 lines are invalid; nothing was submitted");
+  free(out);
+  free(err);
+  r = itest_cmd(c, "KEYS sluice:{%s}:*", q);
+  CHECK_INT(r->elements, ==, 0);
+  freeReplyObject(r);
+  redisFree(c);
+}
+
 static const sl_test tests[] = {
+    {"check_only", test_check_only, 60},
     {"spooled_batch_exactly_once", test_spooled_batch_exactly_once, 120},
     {"big_items_cut_by_bytes", test_big_items_cut_by_bytes, 120},
     {"spool_disk_full", test_spool_disk_full, 60},
