@@ -82,6 +82,12 @@ end
 -- the sets are trimmed with P..'batches' (submit). from: the status it
 -- leaves (nil for a new batch).
 local SL_STATUSES = {'submitting', 'queued', 'running', 'paused', 'completed', 'cancelled'}
+
+-- The key prefix P and the batch id of a batch hash key P..'b:'..BATCH.
+local function sl_bkey_split(bkey)
+  return string.match(bkey, '^(.*)b:([^:]*)$')
+end
+
 local function sl_set_status(prefix, batch, from, to)
   if from == to then return end
   if from then redis.call('ZREM', prefix .. 'bs:' .. from, batch) end
@@ -121,7 +127,8 @@ local function sl_maybe_finish(bkey, now)
     local ended = false
     if v[1] ~= 'cancelled' and v[1] ~= 'completed' then
       redis.call('HSET', bkey, 'status', 'completed', 'finished_at', now)
-      sl_set_status(string.match(bkey, '^(.*)b:[^:]*$'), string.match(bkey, 'b:([^:]*)$'), v[1], 'completed')
+      local prefix, batch = sl_bkey_split(bkey)
+      sl_set_status(prefix, batch, v[1], 'completed')
       ended = true
     elseif v[1] == 'cancelled' then
       ended = redis.call('HSETNX', bkey, 'finished_at', now) == 1
@@ -129,10 +136,10 @@ local function sl_maybe_finish(bkey, now)
     if ended and v[6] then
       -- its completion webhook is due now (sluice_v1_webhook_take): a new
       -- message (sl_webhook_id) with tries of its own, nothing delivered yet
-      local prefix = string.match(bkey, '^(.*)b:[^:]*$')
+      local prefix, batch = sl_bkey_split(bkey)
       redis.call('HINCRBY', bkey, 'webhook_end', 1)
       redis.call('HDEL', bkey, 'webhook_attempts', 'webhook_at', 'webhook_error')
-      redis.call('ZADD', prefix .. 'webhooks', now, string.match(bkey, 'b:([^:]*)$'))
+      redis.call('ZADD', prefix .. 'webhooks', now, batch)
     end
     local keep = tonumber(v[5]) or SL_RETENTION_MS
     for _, k in ipairs({bkey, bkey .. ':r', bkey .. ':f', bkey .. ':skip', bkey .. ':progress', bkey .. ':dl'}) do
@@ -775,7 +782,8 @@ local function sl_reopen(bkey, n)
   sl_keep_batch(bkey) -- no expiry while it runs again
   if redis.call('HGET', bkey, 'status') == 'completed' then
     redis.call('HSET', bkey, 'status', 'running')
-    sl_set_status(string.match(bkey, '^(.*)b:[^:]*$'), string.match(bkey, 'b:([^:]*)$'), 'completed', 'running')
+    local prefix, batch = sl_bkey_split(bkey)
+    sl_set_status(prefix, batch, 'completed', 'running')
     redis.call('HDEL', bkey, 'finished_at')
   end
 end
