@@ -132,7 +132,9 @@ static void test_resume_interrupted(void) {
   CHECK_INT(r->element[1]->integer, ==, parked > 1000 ? 1 : 0);
   freeReplyObject(r);
   after_step = num(c, "XLEN sluice:{%s}:b:%s:p", q, batch);
-  CHECK_INT(after_step, ==, parked > 1000 ? parked - 1000 : 0);
+  /* the step put 1,000 back; the workers' reclaim (200 a call, 10 ms
+   * apart while more is left) may already have put back more */
+  CHECK_INT(after_step, <=, parked > 1000 ? parked - 1000 : 0);
   r = itest_cmd(c, "ZSCORE sluice:{%s}:unpark %s", q, batch);
   CHECK(r->type == (parked > 1000 ? REDIS_REPLY_STRING : REDIS_REPLY_NIL));
   freeReplyObject(r);
