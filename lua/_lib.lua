@@ -368,16 +368,24 @@ local function sl_admit_done(ctx, queue)
   end
 end
 
--- The rate key of a normalized item, or nil. The item JSON starts
--- {"id":"...","type":"...", and a rate key comes right after the type:
--- the first '","type":"' is the item's own (quotes inside the id string are
--- escaped), and types and rate keys are plain names.
-local function sl_rate_key(d)
+-- The rate key and timeout (ms) of a stored item. Items are stored in
+-- the canonical form (_lib_item.lua), which begins
+-- {"type":"T"[,"rate_key":"K"],"timeout_ms":N, so one anchored match reads
+-- both. Entries written by sluice before 0.2 began {"id":"...","type":"..."
+-- with the rate key after the type and the timeout later: read as they
+-- were written then, by position (the first '","type":"' is the item's own,
+-- quotes inside the id string are escaped).
+local function sl_item_head(d)
+  local k, t = string.match(d, '^{"type":"[%w_.:-]+","rate_key":"([%w_.:-]+)","timeout_ms":(%d+),')
+  if k then return k, tonumber(t) end
+  t = string.match(d, '^{"type":"[%w_.:-]+","timeout_ms":(%d+),')
+  if t then return nil, tonumber(t) end
+  if string.sub(d, 1, 7) ~= '{"id":"' then return nil, nil end
   local p = string.find(d, '","type":"', 1, true)
-  if not p then return nil end
-  local q = string.find(d, '"', p + 10, true)
-  if not q or string.sub(d, q, q + 13) ~= '","rate_key":"' then return nil end
-  return string.match(d, '^([%w_.:-]+)"', q + 14)
+  local q = p and string.find(d, '"', p + 10, true)
+  if q and string.sub(d, q, q + 13) == '","rate_key":"' then k = string.match(d, '^([%w_.:-]+)"', q + 14) end
+  t = string.match(d, ',"timeout_ms":(%d+),"backoff_ms":%d+,"backoff_max_ms":%d+}$')
+  return k, tonumber(t)
 end
 
 -- Token bucket as GCRA, on the server's clock, with reservations: an item
@@ -389,7 +397,7 @@ end
 -- The rate key an item runs under: its own, else the queue's default
 -- (field rate_key of P..'config', set by `sluice limit set ... --default`).
 local function sl_item_key(ctx, d)
-  local key = sl_rate_key(d)
+  local key = sl_item_head(d)
   if key then return key end
   if ctx.default_key == nil then
     ctx.default_key = redis.call('HGET', ctx.prefix .. 'config', 'rate_key') or false
@@ -548,8 +556,8 @@ local function sl_lease(ctx, s, key, group, eid, f)
   local member = s .. ':' .. eid
   redis.call('ZREMRANGEBYSCORE', ckey, '-inf', ctx.now)
   if redis.call('ZSCORE', ckey, member) or redis.call('ZCARD', ckey) < lim.conc then
-    local timeout = 30000
-    for t in string.gmatch(f[8], '"timeout_ms":(%d+)') do timeout = tonumber(t) end -- the item's own: the last one
+    local _, timeout = sl_item_head(f[8])
+    timeout = timeout or 30000
     ctx.lease_exp = ctx.now + timeout + (ctx.vis or 30000)
     redis.call('ZADD', ckey, ctx.lease_exp, member)
     ctx.lease = name
@@ -720,11 +728,18 @@ local function sl_dead(prefix, batch, idx, s, f, attempts, reason, now)
   local letter = {'b', batch, 'i', idx, 'p', s, 'a', attempts, 'at', now, 'error',
                   string.sub(reason, 1, DEAD_ERROR_MAX), 'd', d}
   if #d > DEAD_ITEM_MAX then
-    -- a normalized item begins {"id":"...","type":"...", (sl_rate_key)
-    local p = string.find(d, '","type":"', 1, true)
-    local q = p and string.find(d, '"', p + 10, true)
+    -- a canonical item: everything before its payload (type, rate key,
+    -- limits and id); one written before 0.2: {"id":...,"type":...}
     local head = '{}'
-    if q and q < DEAD_ITEM_MAX and string.sub(d, 1, 6) == '{"id":' then head = string.sub(d, 1, q) .. '}' end
+    local q = string.match(d, '^{"type":"[%w_.:-]+"[^{]-,"id":()')
+    local e = q and string.byte(d, q) == 34 and sl_json_string(d, q)
+    if e and e < DEAD_ITEM_MAX then
+      head = string.sub(d, 1, e - 1) .. '}'
+    elseif not q and string.sub(d, 1, 6) == '{"id":' then
+      local p = string.find(d, '","type":"', 1, true)
+      q = p and string.find(d, '"', p + 10, true)
+      if q and q < DEAD_ITEM_MAX then head = string.sub(d, 1, q) .. '}' end
+    end
     letter[14] = head
     letter[15] = 'dcut'
     letter[16] = #d

@@ -11,16 +11,27 @@
 --             the ended batch and its results are kept, ms, default 7 days;
 --             M: how long a dedupe key is remembered, ms, default 24 h)
 -- ARGV[7]     consumer group name
--- ARGV[8..]   per item: priority (1 high, 2 normal, 3 low), item index, item JSON.
---             The priority may be followed by a start time: "2@T" (not
---             before T, ms since the epoch) or "2+D" (D ms from now, on the
---             server's clock). Such items wait in the delayed set
---             (P..'delayed') until then, like retries. Last, "#KEY" gives
---             the item's dedupe key (any bytes to the end): an item whose
---             key was seen in the queue within the TTL is skipped (not
---             written, not counted; its index goes to P..'b:ID:skip').
+-- ARGV[8]     'items': each further argument is one item object, exactly as
+--             in the README's JSON Lines format, in any formatting. Items
+--             take the next indexes of the batch, in order (chunk 0 starts
+--             at 0). Every field is checked (_lib_item.lua); an item without
+--             an id gets its position in the batch, from 1.
+--             'normalized': sluice's C client, which checked the items
+--             itself: per item a priority argument, the item index and the
+--             canonical item (_lib_item.lua, verified byte for byte). The
+--             priority argument is 1 (high), 2 (normal) or 3 (low), then
+--             optionally "@T" (not before T, ms since the epoch) or "+D" (D
+--             ms from now, on the server's clock), then optionally "#KEY"
+--             (the dedupe key, any bytes to the end).
+--             An item with a start time waits in the delayed set
+--             (P..'delayed') until then, like retries. An item with a dedupe
+--             key seen in the queue within the TTL is skipped (not written,
+--             not counted; its index goes to P..'b:ID:skip').
 -- returns     the number of items of the batch written so far
--- errors      'SLUICE_ARGS' (malformed arguments; nothing was written),
+-- errors      'SLUICE_ITEM item index I (id "ID"): field "F": ...' (an item
+--             refused, with the same words as `sluice submit`; nothing of
+--             the chunk was written),
+--             'SLUICE_ARGS' (other malformed arguments; nothing was written),
 --             'SLUICE_CANCELLED' (the batch was cancelled meanwhile),
 --             'SLUICE_ORDER' (a chunk is missing before this one),
 --             'SLUICE_WHOLE' (a chunk after the last one)
@@ -36,8 +47,10 @@ local seq, last = tonumber(ARGV[4]), ARGV[5] == '1'
 if not string.match(batch, '^[0-9A-Za-z_-]+$') or #batch > 64 then
   return redis.error_reply('SLUICE_ARGS batch id must be 1-64 characters of [0-9A-Za-z_-]')
 end
-if not string.match(ARGV[4], '^%d+$') or (#ARGV - 7) % 3 ~= 0 then
-  return redis.error_reply('SLUICE_ARGS chunk number or item triples malformed')
+local mode = ARGV[8]
+if not string.match(ARGV[4], '^%d+$') or (mode ~= 'items' and mode ~= 'normalized') or
+   (mode == 'normalized' and (#ARGV - 8) % 3 ~= 0) then
+  return redis.error_reply("SLUICE_ARGS chunk number, mode ('items' or 'normalized') or item triples malformed")
 end
 -- The priority argument: "2", then optionally "@T" or "+D" (start time),
 -- then optionally "#KEY" (dedupe key, any bytes to the end).
@@ -51,13 +64,45 @@ local function parse_prio(p)
   return s, mark, tonumber(t), rest ~= '' and string.sub(rest, 2) or nil
 end
 
-for i = 8, #ARGV, 3 do
-  local p = ARGV[i]
-  if not parse_prio(p) then
-    return redis.error_reply('SLUICE_ARGS item priority must be 1, 2 or 3 (optionally @MS or +MS, then #KEY), got ' .. p)
+-- The chunk's items, all checked before anything is written: per item its
+-- priority (1-3), index, canonical item, start (mark '@' or '+' and t) and
+-- dedupe key.
+local items = {}
+if mode == 'normalized' then
+  for i = 9, #ARGV, 3 do
+    local s, mark, t, key = parse_prio(ARGV[i])
+    if not s then
+      return redis.error_reply('SLUICE_ARGS item priority must be 1, 2 or 3 (optionally @MS or +MS, then #KEY), got ' ..
+                               string.sub(ARGV[i], 1, 80))
+    end
+    if not string.match(ARGV[i + 1], '^%d+$') then
+      return redis.error_reply('SLUICE_ARGS item index must be a number, got ' .. string.sub(ARGV[i + 1], 1, 40))
+    end
+    local bad = sl_item_verify(ARGV[i + 2])
+    if bad then
+      return redis.error_reply('SLUICE_ITEM item index ' .. ARGV[i + 1] .. ': not a canonical item (' .. bad ..
+                               '); send it as an item object instead')
+    end
+    items[#items + 1] = {s, ARGV[i + 1], ARGV[i + 2], mark, t, key}
   end
-  if not string.match(ARGV[i + 1], '^%d+$') then
-    return redis.error_reply('SLUICE_ARGS item index must be a number, got ' .. ARGV[i + 1])
+else
+  local first = tonumber(redis.call('HGET', bkey, 'indexed') or '0')
+  for i = 9, #ARGV do
+    local idx = first + i - 9
+    local it, why = sl_item_read(ARGV[i], idx + 1)
+    if not it then
+      local ok, o = pcall(cjson.decode, ARGV[i])
+      local id = ok and type(o) == 'table' and (type(o.id) == 'string' or type(o.id) == 'number') and
+                 sl_json_quote(string.sub(tostring(o.id), 1, 60))
+      return redis.error_reply('SLUICE_ITEM item index ' .. idx .. (id and (' (id ' .. id .. ')') or '') .. ': ' .. why)
+    end
+    local mark, t = '', nil
+    if it.start_at ~= 0 then
+      mark, t = '@', it.start_at
+    elseif it.delay ~= 0 then
+      mark, t = '+', it.delay
+    end
+    items[#items + 1] = {it.prio, tostring(idx), it.d, mark, t, it.dedupe}
   end
 end
 
@@ -119,15 +164,15 @@ end
 
 local n, skipped = 0, 0
 local ttl = nil
-for i = 8, #ARGV, 3 do
-  local s, mark, t, key = parse_prio(ARGV[i])
+for _, it in ipairs(items) do
+  local s, idx, d, mark, t, key = it[1], it[2], it[3], it[4], it[5], it[6]
   local due = mark == '@' and t or (mark == '+' and now + t) or nil
   if key then
     -- Dedupe: the first item with this key within the TTL wins, across
     -- batches of the queue; later ones are skipped, recorded in P..b:ID:skip.
     ttl = ttl or tonumber(redis.call('HGET', bkey, 'dedupe_ttl_ms') or '') or 86400000
-    if not redis.call('SET', prefix .. 'dd:' .. key, batch .. ':' .. ARGV[i + 1], 'NX', 'PX', ttl) then
-      redis.call('SADD', bkey .. ':skip', ARGV[i + 1])
+    if not redis.call('SET', prefix .. 'dd:' .. key, batch .. ':' .. idx, 'NX', 'PX', ttl) then
+      redis.call('SADD', bkey .. ':skip', idx)
       skipped = skipped + 1
       s = nil
     end
@@ -135,9 +180,9 @@ for i = 8, #ARGV, 3 do
   if not s then
     -- skipped as a duplicate
   elseif due and due > now then
-    sl_delay(prefix, s, batch, ARGV[i + 1], 1, '', ARGV[i + 2], due)
+    sl_delay(prefix, s, batch, idx, 1, '', d, due)
   else
-    redis.call('XADD', KEYS[1 + s], '*', 'b', batch, 'i', ARGV[i + 1], 'a', 1, 'd', ARGV[i + 2])
+    redis.call('XADD', KEYS[1 + s], '*', 'b', batch, 'i', idx, 'a', 1, 'd', d)
   end
   if s then n = n + 1 end
 end

@@ -56,6 +56,40 @@ static int key_is(const sl_json_member *m, const char *k) {
   return m->keylen == strlen(k) && memcmp(m->key, k, m->keylen) == 0;
 }
 
+/* The decoded text of a string value into out[0..cap) with a NUL after it,
+ * so escapes never change what a name or time means ("h\u0069gh" is
+ * "high"). Returns its length; STR_BAD when the value is not a string,
+ * does not fit or holds \u0000; SL_ENOMEM when memory ran out. */
+#define STR_BAD (-100)
+static long str_value(const sl_json_member *f, char *out, size_t cap) {
+  sl_buf b;
+  long n = STR_BAD;
+  int rc;
+
+  if (f->val[0] != '"' || f->vallen < 2)
+    return STR_BAD;
+  if (memchr(f->val, '\\', f->vallen) == NULL) {
+    if (f->vallen - 2 >= cap || memchr(f->val + 1, '\0', f->vallen - 2) != NULL)
+      return STR_BAD;
+    memcpy(out, f->val + 1, f->vallen - 2);
+    out[f->vallen - 2] = '\0';
+    return (long)(f->vallen - 2);
+  }
+  sl__buf_init(&b, cap - 1);
+  rc = sl__json_unescape(f->val, f->vallen, &b);
+  if (rc == SL_ENOMEM) {
+    n = SL_ENOMEM;
+  } else if (rc == 0 && b.len == 0) {
+    out[0] = '\0';
+    n = 0;
+  } else if (rc == 0 && memchr(b.p, '\0', b.len) == NULL) {
+    memcpy(out, b.p, b.len + 1);
+    n = (long)b.len;
+  }
+  sl__buf_free(&b);
+  return n;
+}
+
 /* Validates the payload of the built-in types that have a schema. */
 static int check_payload(const char *type, const sl_json_member *p, char *err, size_t errlen) {
   sl_json_member m[MAX_MEMBERS];
@@ -211,13 +245,23 @@ int sl__rfc3339_parse(const char *s, size_t n, int64_t *ms) {
   return sl__rfc3339_check(s, n, ms, NULL, 0);
 }
 
+#define NOMEM_IF(n)                                                                                \
+  do {                                                                                             \
+    if ((n) == SL_ENOMEM) {                                                                        \
+      snprintf(err, errlen, "out of memory");                                                      \
+      return SL_ENOMEM;                                                                            \
+    }                                                                                              \
+  } while (0)
+
 int sl__item_parse(const char *line, size_t len, long lineno, const sl_item_defaults *def,
                    sl_item *out, char *err, size_t errlen) {
   sl_json_member m[MAX_MEMBERS];
+  char keys[MAX_MEMBERS][SL_NAME_MAX + 1]; /* names with escapes, decoded */
   const sl_json_member *f_id = NULL;
   const sl_json_member *f_type = NULL;
   const sl_json_member *f_payload = NULL;
-  const sl_json_member *f_rate = NULL;
+  char rate[SL_NAME_MAX + 1];
+  int has_rate = 0;
   const sl_json_member *f_dedupe = NULL;
   sl_buf dedupe;
   int has_start = 0;
@@ -270,17 +314,24 @@ int sl__item_parse(const char *line, size_t len, long lineno, const sl_item_defa
     return SL_EINVAL;
   }
 
+  /* The strict scan refused a key given twice, by its decoded text. */
   for (size_t i = 0; i < n; i++) {
     const sl_json_member *f = &m[i];
-    int keylen = (int)(f->keylen > 40 ? 40 : f->keylen);
+    int keylen;
     int vallen = (int)(f->vallen > 40 ? 40 : f->vallen);
 
-    for (size_t j = 0; j < i; j++) {
-      if (m[j].keylen == f->keylen && memcmp(m[j].key, f->key, f->keylen) == 0) {
-        snprintf(err, errlen, "field \"%.*s\": given twice", keylen, f->key);
-        return SL_EINVAL;
+    /* A name is read after its escapes are decoded: "r\u0061te_key" is rate_key. */
+    if (memchr(m[i].key, '\\', m[i].keylen) != NULL) {
+      sl_json_member tok = {NULL, 0, m[i].key - 1, m[i].keylen + 2};
+      long kn = str_value(&tok, keys[i], sizeof(keys[i]));
+
+      NOMEM_IF(kn);
+      if (kn >= 0) {
+        m[i].key = keys[i];
+        m[i].keylen = (size_t)kn;
       }
     }
+    keylen = (int)(f->keylen > 40 ? 40 : f->keylen);
     if (key_is(f, "id")) {
       f_id = f;
       if (f->val[0] != '"' && !(f->val[0] == '-' || (f->val[0] >= '0' && f->val[0] <= '9'))) {
@@ -292,7 +343,11 @@ int sl__item_parse(const char *line, size_t len, long lineno, const sl_item_defa
     } else if (key_is(f, "payload")) {
       f_payload = f;
     } else if (key_is(f, "priority")) {
-      if (f->val[0] != '"' || (prio = sl__prio_parse(f->val + 1, f->vallen - 2)) < 0) {
+      char pname[8];
+      long pn = str_value(f, pname, sizeof(pname));
+
+      NOMEM_IF(pn);
+      if (pn < 0 || (prio = sl__prio_parse(pname, (size_t)pn)) < 0) {
         snprintf(err, errlen, "field \"priority\": unknown priority %.*s (expected \"high\", \"normal\" or \"low\")",
                  vallen, f->val);
         return SL_EINVAL;
@@ -318,16 +373,24 @@ int sl__item_parse(const char *line, size_t len, long lineno, const sl_item_defa
         return SL_EINVAL;
       }
     } else if (key_is(f, "rate_key")) {
-      if (f->val[0] != '"' || !sl__name_valid(f->val + 1, f->vallen - 2)) {
+      long rn = str_value(f, rate, sizeof(rate));
+
+      NOMEM_IF(rn);
+      if (rn < 0 || !sl__name_valid(rate, (size_t)rn)) {
         snprintf(err, errlen, "field \"rate_key\": expected a limit name of 1-%d characters [A-Za-z0-9_.:-], got %.*s",
                  SL_NAME_MAX, vallen, f->val);
         return SL_EINVAL;
       }
-      f_rate = f;
+      has_rate = 1;
     } else if (key_is(f, "run_at")) {
       char why[96] = "not a string";
+      char when[64];
+      long wn = str_value(f, when, sizeof(when));
 
-      if (f->val[0] != '"' || sl__rfc3339_check(f->val + 1, f->vallen - 2, &start_at, why, sizeof(why)) != 0) {
+      NOMEM_IF(wn);
+      if (f->val[0] == '"' && wn < 0)
+        snprintf(why, sizeof(why), "not of the form 2026-11-23T10:00:00Z");
+      if (wn < 0 || sl__rfc3339_check(when, (size_t)wn, &start_at, why, sizeof(why)) != 0) {
         snprintf(err, errlen,
                  "field \"run_at\": expected an RFC 3339 time like \"2026-11-23T10:00:00Z\", got %.*s: %s",
                  vallen, f->val, why);
@@ -368,13 +431,16 @@ int sl__item_parse(const char *line, size_t len, long lineno, const sl_item_defa
     snprintf(err, errlen, "field \"type\": missing (which handler runs the item, e.g. \"http\")");
     return SL_EINVAL;
   }
-  if (f_type->val[0] != '"' || !sl__name_valid(f_type->val + 1, f_type->vallen - 2)) {
-    snprintf(err, errlen, "field \"type\": expected a name of 1-%d characters [A-Za-z0-9_.:-], got %.*s",
-             SL_NAME_MAX, (int)(f_type->vallen > 40 ? 40 : f_type->vallen), f_type->val);
-    return SL_EINVAL;
+  {
+    long tn = str_value(f_type, type, sizeof(type));
+
+    NOMEM_IF(tn);
+    if (tn < 0 || !sl__name_valid(type, (size_t)tn)) {
+      snprintf(err, errlen, "field \"type\": expected a name of 1-%d characters [A-Za-z0-9_.:-], got %.*s",
+               SL_NAME_MAX, (int)(f_type->vallen > 40 ? 40 : f_type->vallen), f_type->val);
+      return SL_EINVAL;
+    }
   }
-  memcpy(type, f_type->val + 1, f_type->vallen - 2);
-  type[f_type->vallen - 2] = '\0';
   if (f_payload == NULL) {
     snprintf(err, errlen, "field \"payload\": missing (use {} or null for none)");
     return SL_EINVAL;
@@ -425,27 +491,23 @@ int sl__item_parse(const char *line, size_t len, long lineno, const sl_item_defa
     sl__buf_free(&id);
     return SL_ETOOBIG;
   }
+  /* The canonical form (item.h): what the functions read comes first. */
   if (rc == 0)
-    rc = sl__buf_puts(&d, "{\"id\":");
+    rc = sl__buf_printf(&d, "{\"type\":\"%s\"", type);
+  if (rc == 0 && (has_rate || def->rate_key != NULL))
+    rc = sl__buf_printf(&d, ",\"rate_key\":\"%s\"", has_rate ? rate : def->rate_key);
+  if (rc == 0)
+    rc = sl__buf_printf(&d, ",\"timeout_ms\":%lld,\"max_attempts\":%lld,\"backoff_ms\":%lld,\"backoff_max_ms\":%lld,\"id\":",
+                        (long long)timeout_ms, (long long)max_attempts, (long long)backoff_ms,
+                        (long long)backoff_max_ms);
   if (rc == 0)
     rc = sl__json_put_str(&d, id.p, id.len);
-  if (rc == 0)
-    rc = sl__buf_printf(&d, ",\"type\":\"%s\"", type);
-  /* The rate key comes right after the type: fetch finds it there. */
-  if (rc == 0 && (f_rate != NULL || def->rate_key != NULL)) {
-    if (f_rate != NULL)
-      rc = sl__buf_printf(&d, ",\"rate_key\":%.*s", (int)f_rate->vallen, f_rate->val);
-    else
-      rc = sl__buf_printf(&d, ",\"rate_key\":\"%s\"", def->rate_key);
-  }
   if (rc == 0)
     rc = sl__buf_puts(&d, ",\"payload\":");
   if (rc == 0)
     rc = sl__buf_append(&d, f_payload->val, f_payload->vallen);
   if (rc == 0)
-    rc = sl__buf_printf(&d, ",\"max_attempts\":%lld,\"timeout_ms\":%lld,\"backoff_ms\":%lld,\"backoff_max_ms\":%lld}",
-                        (long long)max_attempts, (long long)timeout_ms, (long long)backoff_ms,
-                        (long long)backoff_max_ms);
+    rc = sl__buf_putc(&d, '}');
   sl__buf_init(&dedupe, SL_DEDUPE_MAX + 8);
   if (rc == 0 && f_dedupe != NULL) {
     int urc = sl__json_unescape(f_dedupe->val, f_dedupe->vallen, &dedupe);

@@ -4,13 +4,17 @@
  * A producer's line is checked completely before anything is written (see
  * DESIGN, Guarantee 6): size, JSON syntax, UTF-8, nesting, known fields with
  * the right types, and the payload of built-in types. What is stored in the
- * stream's `d` field is the normalized item, fields always in this order:
+ * stream's `d` field is the canonical item, fields always in this order:
  *
- *   {"id":"row-17","type":"sleep"[,"rate_key":"openai"],"payload":<raw text>,"max_attempts":1,
- *    "timeout_ms":30000,"backoff_ms":1000,"backoff_max_ms":60000}
+ *   {"type":"sleep"[,"rate_key":"openai"],"timeout_ms":30000,"max_attempts":1,"backoff_ms":1000,
+ *    "backoff_max_ms":60000,"id":"row-17","payload":<raw text>}
  *
- * The rate key, when there is one, comes right after the type (the fetch
- * function finds it there without decoding the JSON).
+ * The functions read the type, rate key and timeout with one anchored match
+ * at its start, and sluice_v1_submit verifies that an item sent in this
+ * form is exactly in it (lua/_lib_item.lua writes the same form from an item
+ * object sent by any other client). Names and times are read after their
+ * escapes are decoded, and numbers in any spelling of an exact integer (5,
+ * 5.0, 5e0), so no formatting of a line changes how its item runs.
  *
  * The payload is kept byte for byte as the producer wrote it. When you change
  * this format, bump the protocol version (docs/PROTOCOL.md) and keep workers

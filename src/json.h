@@ -72,9 +72,9 @@ int sl__json_elements(const char *buf, size_t len, sl_json_member *out, size_t m
  * SL_EINVAL for a lone UTF-16 surrogate escape. */
 int sl__json_unescape(const char *tok, size_t len, sl_buf *out);
 
-/* Parses a JSON number token that must be an exact integer written in
- * decimal (5 or 5.0; not 5.5, not 5e0): SL_EINVAL if it is not one,
- * SL_ETOOBIG if it lies outside [lo, hi]. */
+/* Parses a JSON number token that must be an exact integer, in any
+ * spelling (5, 5.0, 5e0, 0.5e1; not 5.5, not 1e-3): SL_EINVAL if it is not
+ * one, SL_ETOOBIG if it lies outside [lo, hi] or has more than 16 digits. */
 int sl__json_int(const char *tok, size_t len, int64_t lo, int64_t hi, int64_t *out);
 /* Parses any JSON number token. */
 int sl__json_double(const char *tok, size_t len, double *out);

@@ -148,45 +148,96 @@ int sl__json_unescape(const char *tok, size_t len, sl_buf *out) {
 
 int sl__json_int(const char *tok, size_t len, int64_t lo, int64_t hi, int64_t *out) {
   size_t i = 0;
-  size_t digits;
   int neg = 0;
-  uint64_t mag = 0;
-  int overflow = 0;
+  uint64_t mag = 0;  /* the first SIG_KEEP significant digits */
+  size_t nsig = 0;   /* significant digits (leading zeros dropped) */
+  size_t zrun = 0;   /* trailing zeros among them */
+  size_t nfrac = 0;  /* digits after the point */
+  int64_t e = 0;     /* the exponent as written */
+  size_t digits;
+  size_t kept;
+  int64_t shift;
+  uint64_t v;
 
-  /* Exact decimal only: -?digits, optionally followed by .000 (zeros). */
+  enum { SIG_KEEP = 19, EXP_CAP = 100000 }; /* 19 digits fit in 64 bits */
+
+  /* Any JSON spelling of an exact integer: 5, 5.0, 5e0, 0.5e1, 500e-2.
+   * lua/_lib_item.lua's sl_json_int reads numbers the same way. */
   if (i < len && tok[i] == '-') {
     neg = 1;
     i++;
   }
   digits = i;
-  while (i < len && isdigit_c((unsigned char)tok[i])) {
-    unsigned d = (unsigned)(tok[i] - '0');
+  for (int frac = 0; frac < 2; frac++) {
+    size_t start = i;
 
-    if (mag > (UINT64_MAX - d) / 10)
-      overflow = 1;
-    else
-      mag = mag * 10 + d;
+    while (i < len && isdigit_c((unsigned char)tok[i])) {
+      unsigned d = (unsigned)(tok[i] - '0');
+
+      if (frac)
+        nfrac++;
+      if (nsig > 0 || d != 0) {
+        nsig++;
+        zrun = d == 0 ? zrun + 1 : 0;
+        if (nsig <= SIG_KEEP)
+          mag = mag * 10 + d;
+      }
+      i++;
+    }
+    if (!frac && i == digits)
+      return SL_EINVAL;
+    if (frac && i == start)
+      return SL_EINVAL; /* "5." */
+    if (frac || i >= len || tok[i] != '.')
+      break;
     i++;
   }
-  if (i == digits)
-    return SL_EINVAL;
-  if (i < len && tok[i] == '.') {
+  if (i < len && (tok[i] == 'e' || tok[i] == 'E')) {
+    int eneg = 0;
+    size_t e0;
+
     i++;
-    if (i == len)
-      return SL_EINVAL;
-    while (i < len && tok[i] == '0')
+    if (i < len && (tok[i] == '+' || tok[i] == '-'))
+      eneg = tok[i++] == '-';
+    e0 = i;
+    while (i < len && isdigit_c((unsigned char)tok[i])) {
+      if (e < EXP_CAP)
+        e = e * 10 + (tok[i] - '0');
       i++;
+    }
+    if (i == e0)
+      return SL_EINVAL;
+    if (eneg)
+      e = -e;
   }
   if (i != len)
-    return SL_EINVAL; /* a fraction, an exponent, or not a number */
-  if (overflow || mag > (uint64_t)INT64_MAX + (neg ? 1u : 0u))
+    return SL_EINVAL;
+  kept = nsig - zrun;
+  if (kept == 0) {
+    v = 0;
+  } else {
+    shift = e - (int64_t)nfrac + (int64_t)zrun;
+    if (shift < 0)
+      return SL_EINVAL; /* a fraction */
+    if ((int64_t)kept + shift > SIG_KEEP)
+      return SL_ETOOBIG;
+    for (size_t k = kept; k < (nsig < SIG_KEEP ? nsig : SIG_KEEP); k++)
+      mag /= 10;
+    v = mag;
+    for (int64_t k = 0; k < shift; k++) {
+      if (v > UINT64_MAX / 10)
+        return SL_ETOOBIG;
+      v *= 10;
+    }
+  }
+  if (v > (uint64_t)INT64_MAX + (neg ? 1u : 0u))
     return SL_ETOOBIG;
   {
-    int64_t v = neg ? (mag == (uint64_t)INT64_MAX + 1u ? INT64_MIN : -(int64_t)mag) : (int64_t)mag;
+    int64_t sv = neg ? (v == (uint64_t)INT64_MAX + 1u ? INT64_MIN : -(int64_t)v) : (int64_t)v;
 
-    if (v < lo || v > hi)
+    if (sv < lo || sv > hi)
       return SL_ETOOBIG;
-    *out = v;
+    *out = sv;
   }
   return 0;
 }

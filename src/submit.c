@@ -171,6 +171,7 @@ static int send_chunk(redisContext *rc, const sl_batch_t *b, const sl_chunk *ch,
   av[k++] = last ? "1" : "0";
   av[k++] = opts;
   av[k++] = SL_GROUP;
+  av[k++] = "normalized"; /* items checked here, sent in their canonical form */
   for (int i = 0; i < k; i++)
     al[i] = strlen(av[i]);
   for (size_t i = 0; i < ch->n; i++) {

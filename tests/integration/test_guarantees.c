@@ -20,7 +20,7 @@ static redisReply *submit_chunk(redisContext *c, const char *q, const char *batc
                                 int first_idx, int n) {
   const char *argv[256];
   size_t lens[256];
-  char bkey[128], s1[128], s2[128], s3[128], idx_s[64][16], d[64][128], prefix[96], seq_s[16];
+  char bkey[128], s1[128], s2[128], s3[128], d[64][128], prefix[96], seq_s[16];
   int k = 0;
 
   snprintf(bkey, sizeof(bkey), "sluice:{%s}:b:%s", q, batch);
@@ -49,12 +49,10 @@ static redisReply *submit_chunk(redisContext *c, const char *q, const char *batc
   argv[k++] = last ? "1" : "0";
   argv[k++] = "";
   argv[k++] = "workers";
+  argv[k++] = "items"; /* the items take the batch's next indexes: first_idx on */
   for (int i = 0; i < n && i < 64; i++) {
-    snprintf(idx_s[i], sizeof(idx_s[i]), "%d", first_idx + i);
     snprintf(d[i], sizeof(d[i]), "{\"id\":\"x-%d\",\"type\":\"noop\",\"payload\":{},\"max_attempts\":1,\"timeout_ms\":1000}",
              first_idx + i);
-    argv[k++] = "2";
-    argv[k++] = idx_s[i];
     argv[k++] = d[i];
   }
   for (int i = 0; i < k; i++)

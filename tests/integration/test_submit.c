@@ -123,8 +123,8 @@ static void test_spooled_batch_exactly_once(void) {
       CHECK(fi != NULL && fd != NULL);
       if (strtol(fi->str, NULL, 10) != next)
         sl_test_fail(__FILE__, __LINE__, "entry %ld has index %s, expected %ld", seen, fi->str, next);
-      snprintf(want, sizeof(want), "{\"id\":\"it-%ld\",", next);
-      CHECK(strncmp(fd->str, want, strlen(want)) == 0);
+      snprintf(want, sizeof(want), ",\"id\":\"it-%ld\",\"payload\":", next);
+      CHECK(strstr(fd->str, want) != NULL);
       next++;
       seen++;
     }

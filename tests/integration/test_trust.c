@@ -99,13 +99,13 @@ static const char *jstr(const cJSON *j, const char *k) {
   return cJSON_IsString(v) ? v->valuestring : "";
 }
 
-/* Writes the stored items d[0..n) as a whole batch through FCALL
- * sluice_v1_submit: what a producer in another language could write. */
-static void raw_submit(redisContext *c, const char *q, const char *batch, const char *const *d, int n) {
+/* Writes the item objects d[0..n) as a whole batch through FCALL
+ * sluice_v1_submit: what a producer in another language could write (the
+ * function checks the item's fields, the worker its payload). */
+static redisReply *raw_submit_reply(redisContext *c, const char *q, const char *batch, const char *const *d, int n) {
   const char *av[16 + 3 * 128];
   char keys[5][200];
   char prefix[120];
-  char idx[128][16];
   int k = 0;
   redisReply *r;
 
@@ -128,20 +128,23 @@ static void raw_submit(redisContext *c, const char *q, const char *batch, const 
   av[k++] = "1";
   av[k++] = "raw";
   av[k++] = "workers";
-  for (int i = 0; i < n; i++) {
-    snprintf(idx[i], sizeof(idx[i]), "%d", i);
-    av[k++] = "2";
-    av[k++] = idx[i];
+  av[k++] = "items";
+  for (int i = 0; i < n; i++)
     av[k++] = d[i];
-  }
   r = redisCommandArgv(c, k, av, NULL);
   CHECK(r != NULL);
+  return r;
+}
+
+static void raw_submit(redisContext *c, const char *q, const char *batch, const char *const *d, int n) {
+  redisReply *r = raw_submit_reply(c, q, batch, d, n);
+
   if (r->type == REDIS_REPLY_ERROR)
     sl_test_fail(__FILE__, __LINE__, "FCALL sluice_v1_submit: %s", r->str);
   freeReplyObject(r);
 }
 
-/* A stored http item (as sluice_v1_submit stores them) with this payload. */
+/* An http item object with this payload. */
 static char *stored(int i, const char *payload) {
   size_t n = strlen(payload) + 256;
   char *d = malloc(n);
@@ -264,6 +267,18 @@ static void test_smuggling_in_worker(void) {
       n++;
       for (int k = a; k < a + 4 && k < nattacks; k++) {
         snprintf(payload, sizeof(payload), attacks[k].payload, server_port, server_port);
+        if (strcmp(attacks[k].field, "payload.url") == 0) {
+          /* "url" twice is not JSON sluice reads: the submit function refuses it, naming the item */
+          char *one = stored(0, payload);
+          redisReply *r = raw_submit_reply(c, q, "rawsmuggle0", (const char *const *)&one, 1);
+
+          CHECK(r->type == REDIS_REPLY_ERROR);
+          CHECK_CONTAINS(r->str, "SLUICE_ITEM item index 0 (id \"i0\"): invalid JSON at column");
+          CHECK_CONTAINS(r->str, "key \"url\" appears twice");
+          freeReplyObject(r);
+          free(one);
+          continue;
+        }
         owned[n] = stored(n, payload);
         d[n] = owned[n];
         n++;

@@ -86,7 +86,7 @@ static void test_minimal_item(void) {
   parse_ok_def("{\"type\":\"noop\",\"payload\":{}}", 7, &def_normal, &it);
   CHECK_STR(it.id, "7");
   CHECK_INT(it.prio, ==, SL_PRIO_NORMAL);
-  CHECK_STR(it.d, "{\"id\":\"7\",\"type\":\"noop\",\"payload\":{},\"max_attempts\":1,\"timeout_ms\":30000,\"backoff_ms\":1000,\"backoff_max_ms\":60000}");
+  CHECK_STR(it.d, "{\"type\":\"noop\",\"timeout_ms\":30000,\"max_attempts\":1,\"backoff_ms\":1000,\"backoff_max_ms\":60000,\"id\":\"7\",\"payload\":{}}");
   sl__item_free(&it);
   CHECK(it.id == NULL && it.d == NULL && it.dlen == 0);
 }
@@ -99,8 +99,8 @@ static void test_normalized_field_order(void) {
            &it);
   CHECK_STR(it.id, "row-17");
   CHECK_INT(it.prio, ==, SL_PRIO_HIGH);
-  CHECK_STR(it.d, "{\"id\":\"row-17\",\"type\":\"email.send\",\"payload\":{\"b\": [1, 2], \"a\":\"x\"},"
-                  "\"max_attempts\":3,\"timeout_ms\":5000,\"backoff_ms\":1000,\"backoff_max_ms\":60000}");
+  CHECK_STR(it.d, "{\"type\":\"email.send\",\"timeout_ms\":5000,\"max_attempts\":3,\"backoff_ms\":1000,"
+                  "\"backoff_max_ms\":60000,\"id\":\"row-17\",\"payload\":{\"b\": [1, 2], \"a\":\"x\"}}");
   sl__item_free(&it);
 }
 
@@ -110,25 +110,25 @@ static void test_payload_kept_byte_for_byte(void) {
   parse_ok("{\"type\":\"t\",\"payload\":{\"n\":12345678901234567890,\"f\":1.50,\"e\":1E+2,"
            "\"s\":\"\\u00e9\\n\\/\",\"u\":\"\xc3\xa9\",\"z\":[ ]}}",
            &it);
-  CHECK_STR(it.d, "{\"id\":\"1\",\"type\":\"t\",\"payload\":{\"n\":12345678901234567890,\"f\":1.50,"
-                  "\"e\":1E+2,\"s\":\"\\u00e9\\n\\/\",\"u\":\"\xc3\xa9\",\"z\":[ ]},\"max_attempts\":1,"
-                  "\"timeout_ms\":30000,\"backoff_ms\":1000,\"backoff_max_ms\":60000}");
+  CHECK_STR(it.d, "{\"type\":\"t\",\"timeout_ms\":30000,\"max_attempts\":1,\"backoff_ms\":1000,"
+                  "\"backoff_max_ms\":60000,\"id\":\"1\",\"payload\":{\"n\":12345678901234567890,\"f\":1.50,"
+                  "\"e\":1E+2,\"s\":\"\\u00e9\\n\\/\",\"u\":\"\xc3\xa9\",\"z\":[ ]}}");
   sl__item_free(&it);
 
   parse_ok("{\"type\":\"t\",\"payload\":12345678901234567890}", &it);
-  CHECK_CONTAINS(it.d, ",\"payload\":12345678901234567890,");
+  CHECK_CONTAINS(it.d, ",\"payload\":12345678901234567890}");
   sl__item_free(&it);
 
   parse_ok("{\"type\":\"t\",\"payload\":null}", &it);
-  CHECK_CONTAINS(it.d, ",\"payload\":null,");
+  CHECK_CONTAINS(it.d, ",\"payload\":null}");
   sl__item_free(&it);
 
   parse_ok("{\"type\":\"t\",\"payload\":\"a\\\"b\"}", &it);
-  CHECK_CONTAINS(it.d, ",\"payload\":\"a\\\"b\",");
+  CHECK_CONTAINS(it.d, ",\"payload\":\"a\\\"b\"}");
   sl__item_free(&it);
 
   parse_ok("{\"type\":\"t\",\"payload\":[1,\"two\",{\"3\":false}]}", &it);
-  CHECK_CONTAINS(it.d, ",\"payload\":[1,\"two\",{\"3\":false}],");
+  CHECK_CONTAINS(it.d, ",\"payload\":[1,\"two\",{\"3\":false}]}");
   sl__item_free(&it);
 }
 
@@ -168,7 +168,7 @@ static void test_id_default_line_number(void) {
 
   parse_ok_def("{\"type\":\"t\",\"payload\":{}}", 123456, &def_normal, &it);
   CHECK_STR(it.id, "123456");
-  CHECK_CONTAINS(it.d, "{\"id\":\"123456\",");
+  CHECK_CONTAINS(it.d, ",\"id\":\"123456\",");
   sl__item_free(&it);
 }
 
@@ -177,7 +177,7 @@ static void test_id_integer_becomes_string(void) {
 
   parse_ok("{\"id\":42,\"type\":\"t\",\"payload\":{}}", &it);
   CHECK_STR(it.id, "42");
-  CHECK_CONTAINS(it.d, "{\"id\":\"42\",");
+  CHECK_CONTAINS(it.d, ",\"id\":\"42\",");
   sl__item_free(&it);
 
   parse_ok("{\"id\":-5,\"type\":\"t\",\"payload\":{}}", &it);
@@ -188,10 +188,13 @@ static void test_id_integer_becomes_string(void) {
   CHECK_STR(it.id, "5");
   sl__item_free(&it);
 
-  /* An exponent is not an exact decimal integer: use a string. */
+  /* 1e3 is the integer 1000, whatever its spelling; 1.5e0 is not an integer. */
+  parse_ok("{\"id\":1e3,\"type\":\"t\",\"payload\":{}}", &it);
+  CHECK_STR(it.id, "1000");
+  sl__item_free(&it);
   {
     char err[256] = "";
-    const char *l = "{\"id\":1e3,\"type\":\"t\",\"payload\":{}}";
+    const char *l = "{\"id\":1.5e0,\"type\":\"t\",\"payload\":{}}";
 
     CHECK_INT(sl__item_parse(l, strlen(l), 1, &def_normal, &it, err, sizeof(err)), ==, SL_EINVAL);
     CHECK_CONTAINS(err, "field \"id\"");
@@ -212,12 +215,12 @@ static void test_id_string_unescaped(void) {
   parse_ok("{\"id\":\"a\\\"b\\u00e9\\/c\",\"type\":\"t\",\"payload\":{}}", &it);
   CHECK_STR(it.id, "a\"b\xc3\xa9/c");
   /* d holds it re-escaped by sl__json_put_str */
-  CHECK_CONTAINS(it.d, "{\"id\":\"a\\\"b\xc3\xa9/c\",");
+  CHECK_CONTAINS(it.d, ",\"id\":\"a\\\"b\xc3\xa9/c\",");
   sl__item_free(&it);
 
   parse_ok("{\"id\":\"tab\\there\\u0001\",\"type\":\"t\",\"payload\":{}}", &it);
   CHECK_STR(it.id, "tab\there\x01");
-  CHECK_CONTAINS(it.d, "{\"id\":\"tab\\there\\u0001\",");
+  CHECK_CONTAINS(it.d, ",\"id\":\"tab\\there\\u0001\",");
   sl__item_free(&it);
 
   /* a numeric-looking string stays a string, as written */
@@ -272,7 +275,7 @@ static void test_defaults_applied(void) {
 
   parse_ok_def("{\"type\":\"t\",\"payload\":{}}", 3, &def, &it);
   CHECK_INT(it.prio, ==, SL_PRIO_LOW);
-  CHECK_STR(it.d, "{\"id\":\"3\",\"type\":\"t\",\"payload\":{},\"max_attempts\":5,\"timeout_ms\":1234,\"backoff_ms\":1000,\"backoff_max_ms\":60000}");
+  CHECK_STR(it.d, "{\"type\":\"t\",\"timeout_ms\":1234,\"max_attempts\":5,\"backoff_ms\":1000,\"backoff_max_ms\":60000,\"id\":\"3\",\"payload\":{}}");
   sl__item_free(&it);
 }
 
@@ -284,19 +287,19 @@ static void test_defaults_overridden(void) {
                "\"timeout_ms\":99,\"backoff_ms\":1000,\"backoff_max_ms\":60000}",
                3, &def, &it);
   CHECK_INT(it.prio, ==, SL_PRIO_HIGH);
-  CHECK_STR(it.d, "{\"id\":\"3\",\"type\":\"t\",\"payload\":{},\"max_attempts\":2,\"timeout_ms\":99,\"backoff_ms\":1000,\"backoff_max_ms\":60000}");
+  CHECK_STR(it.d, "{\"type\":\"t\",\"timeout_ms\":99,\"max_attempts\":2,\"backoff_ms\":1000,\"backoff_max_ms\":60000,\"id\":\"3\",\"payload\":{}}");
   sl__item_free(&it);
 
   /* each field alone overrides only itself; bounds are inclusive */
   parse_ok_def("{\"type\":\"t\",\"payload\":{},\"priority\":\"normal\"}", 3, &def, &it);
   CHECK_INT(it.prio, ==, SL_PRIO_NORMAL);
-  CHECK_CONTAINS(it.d, "\"max_attempts\":5,\"timeout_ms\":1234,\"backoff_ms\":1000,\"backoff_max_ms\":60000}");
+  CHECK_CONTAINS(it.d, "\"timeout_ms\":1234,\"max_attempts\":5,\"backoff_ms\":1000,\"backoff_max_ms\":60000,");
   sl__item_free(&it);
 
   parse_ok_def("{\"type\":\"t\",\"payload\":{},\"max_attempts\":1000,\"timeout_ms\":86400000,\"backoff_ms\":1000,\"backoff_max_ms\":60000}", 3, &def,
                &it);
   CHECK_INT(it.prio, ==, SL_PRIO_LOW);
-  CHECK_CONTAINS(it.d, "\"max_attempts\":1000,\"timeout_ms\":86400000,\"backoff_ms\":1000,\"backoff_max_ms\":60000}");
+  CHECK_CONTAINS(it.d, "\"timeout_ms\":86400000,\"max_attempts\":1000,\"backoff_ms\":1000,\"backoff_max_ms\":60000,");
   sl__item_free(&it);
 
   parse_ok_def("{\"type\":\"t\",\"payload\":{},\"max_attempts\":5.0}", 3, &def, &it);
@@ -331,7 +334,19 @@ static void test_err_type(void) {
   parse_err("{\"type\":\"\",\"payload\":{}}", "field \"type\"", "1-64 characters");
   parse_err("{\"type\":\"a/b\",\"payload\":{}}", "field \"type\"", NULL);
   parse_err("{\"type\":\"caf\xc3\xa9\",\"payload\":{}}", "field \"type\"", NULL);
-  parse_err("{\"type\":\"a\\u0062\",\"payload\":{}}", "field \"type\"", NULL);
+  parse_err("{\"type\":\"a\\u0020b\",\"payload\":{}}", "field \"type\"", NULL);
+}
+
+/* Escapes never change what a name means: "a\u0062" is the type "ab". */
+static void test_escaped_names(void) {
+  sl_item it;
+
+  parse_ok("{\"typ\\u0065\":\"a\\u0062\",\"p\\u0061yload\":{},\"priority\":\"h\\u0069gh\","
+           "\"rate_\\u006bey\":\"open\\u0061i\",\"timeout_ms\":3e4}",
+           &it);
+  CHECK_STR(it.d, "{\"type\":\"ab\",\"rate_key\":\"openai\",\"timeout_ms\":30000,\"max_attempts\":1,\"backoff_ms\":1000,\"backoff_max_ms\":60000,\"id\":\"1\",\"payload\":{}}");
+  CHECK_INT(it.prio, ==, SL_PRIO_HIGH);
+  sl__item_free(&it);
 }
 
 static void test_type_length(void) {
@@ -385,7 +400,7 @@ static void test_err_line_too_big(void) {
   line = make_line(pre, ' ', SL_ITEM_MAX_LINE - strlen(pre) - 1, "}", &len);
   CHECK_INT(len, ==, SL_ITEM_MAX_LINE);
   CHECK_INT(sl__item_parse(line, len, 1, &def_normal, &it, err, sizeof(err)), ==, 0);
-  CHECK_STR(it.d, "{\"id\":\"1\",\"type\":\"t\",\"payload\":{},\"max_attempts\":1,\"timeout_ms\":30000,\"backoff_ms\":1000,\"backoff_max_ms\":60000}");
+  CHECK_STR(it.d, "{\"type\":\"t\",\"timeout_ms\":30000,\"max_attempts\":1,\"backoff_ms\":1000,\"backoff_max_ms\":60000,\"id\":\"1\",\"payload\":{}}");
   sl__item_free(&it);
   free(line);
 
@@ -454,18 +469,17 @@ static void test_dedupe_key(void) {
 }
 
 /* rate_key: a limit name, placed right after the type in the stored item
- * (the fetch function reads it there); the batch default applies too. */
+ * (the functions read it there); the batch default applies too. */
 static void test_rate_key(void) {
   sl_item_defaults def = def_normal;
   sl_item it;
 
   parse_ok("{\"id\":\"a\",\"type\":\"http\",\"payload\":{\"url\":\"http://x/\"},\"rate_key\":\"openai\"}", &it);
-  CHECK_STR(it.d, "{\"id\":\"a\",\"type\":\"http\",\"rate_key\":\"openai\",\"payload\":{\"url\":\"http://x/\"},"
-                  "\"max_attempts\":1,\"timeout_ms\":30000,\"backoff_ms\":1000,\"backoff_max_ms\":60000}");
+  CHECK_STR(it.d, "{\"type\":\"http\",\"rate_key\":\"openai\",\"timeout_ms\":30000,\"max_attempts\":1,\"backoff_ms\":1000,\"backoff_max_ms\":60000,\"id\":\"a\",\"payload\":{\"url\":\"http://x/\"}}");
   sl__item_free(&it);
   def.rate_key = "batchwide";
   parse_ok_def("{\"type\":\"noop\",\"payload\":null}", 3, &def, &it);
-  CHECK_CONTAINS(it.d, "\"type\":\"noop\",\"rate_key\":\"batchwide\",\"payload\":null");
+  CHECK_CONTAINS(it.d, "{\"type\":\"noop\",\"rate_key\":\"batchwide\",\"timeout_ms\":");
   sl__item_free(&it);
   parse_ok_def("{\"type\":\"noop\",\"payload\":null,\"rate_key\":\"own\"}", 3, &def, &it);
   CHECK_CONTAINS(it.d, "\"rate_key\":\"own\"");
@@ -524,7 +538,7 @@ static void test_sleep_payload(void) {
   parse_ok("{\"type\":\"sleep\",\"payload\":{}}", &it);
   sl__item_free(&it);
   parse_ok("{\"type\":\"sleep\",\"payload\":null}", &it);
-  CHECK_CONTAINS(it.d, "\"payload\":null,");
+  CHECK_CONTAINS(it.d, "\"payload\":null}");
   sl__item_free(&it);
 }
 
@@ -802,7 +816,7 @@ static void test_bom(void) {
   }
   /* not at the start: an ordinary character or an ordinary error */
   parse_ok("{\"type\":\"t\",\"payload\":\"\xef\xbb\xbf\"}", &it);
-  CHECK_CONTAINS(it.d, ",\"payload\":\"\xef\xbb\xbf\",");
+  CHECK_CONTAINS(it.d, ",\"payload\":\"\xef\xbb\xbf\"}");
   sl__item_free(&it);
   parse_err(" \xef\xbb\xbf{\"type\":\"t\",\"payload\":{}}", "invalid JSON at column 2", NULL);
   /* two bytes of it are not a byte order mark */
@@ -856,7 +870,7 @@ static void test_http_items_at_submit(void) {
            &it);
   CHECK_CONTAINS(it.d, ",\"payload\":{\"url\":\"https://api.example.com/\",\"headers\":{\"Authorization\":"
                        "\"Bearer ${env:API_TOKEN}\",\"X-Tab\":\"a\\tb\"},"
-                       "\"json\":{\"k\":\"\\u0024{env:API_TOKEN}\"}},");
+                       "\"json\":{\"k\":\"\\u0024{env:API_TOKEN}\"}}}");
   sl__item_free(&it);
 }
 
@@ -895,6 +909,7 @@ static const sl_test tests[] = {
   {"err_invalid_json", test_err_invalid_json, 10},
   {"err_not_object", test_err_not_object, 10},
   {"err_type", test_err_type, 10},
+  {"escaped_names", test_escaped_names, 10},
   {"type_length", test_type_length, 10},
   {"err_payload_missing", test_err_payload_missing, 10},
   {"err_payload_too_big", test_err_payload_too_big, 10},

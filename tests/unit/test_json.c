@@ -527,13 +527,28 @@ static void test_int_integral_floats(void) {
   CHECK_INT(v, ==, 5);
   CHECK_INT(jint("5.000", 1, 10, &v), ==, 0);
   CHECK_INT(v, ==, 5);
-  /* exponents are not exact decimal integers */
-  CHECK_INT(jint("1e3", 0, 10000, &v), ==, SL_EINVAL);
-  CHECK_INT(jint("1E2", 0, 10000, &v), ==, SL_EINVAL);
-  CHECK_INT(jint("-2.0e1", -100, 100, &v), ==, SL_EINVAL);
-  CHECK_INT(jint("2.5e1", 0, 100, &v), ==, SL_EINVAL);
-  CHECK_INT(jint("1500e-3", 0, 100, &v), ==, SL_EINVAL);
-  CHECK_INT(jint("15000e-3", 0, 100, &v), ==, SL_EINVAL);
+  /* an exact integer in any spelling: 1e3 is 1000 (lua/_lib_item.lua reads it alike) */
+  CHECK_INT(jint("1e3", 0, 10000, &v), ==, 0);
+  CHECK_INT(v, ==, 1000);
+  CHECK_INT(jint("1E2", 0, 10000, &v), ==, 0);
+  CHECK_INT(v, ==, 100);
+  CHECK_INT(jint("-2.0e1", -100, 100, &v), ==, 0);
+  CHECK_INT(v, ==, -20);
+  CHECK_INT(jint("2.5e1", 0, 100, &v), ==, 0);
+  CHECK_INT(v, ==, 25);
+  CHECK_INT(jint("15000e-3", 0, 100, &v), ==, 0);
+  CHECK_INT(v, ==, 15);
+  CHECK_INT(jint("0.5e1", 0, 100, &v), ==, 0);
+  CHECK_INT(v, ==, 5);
+  CHECK_INT(jint("3E+4", 0, 100000, &v), ==, 0);
+  CHECK_INT(v, ==, 30000);
+  CHECK_INT(jint("0e999999999", 0, 100, &v), ==, 0);
+  CHECK_INT(v, ==, 0);
+  v = 77;
+  CHECK_INT(jint("1500e-3", 0, 100, &v), ==, SL_EINVAL); /* 1.5 */
+  CHECK_INT(jint("1e", 0, 100, &v), ==, SL_EINVAL);
+  CHECK_INT(jint("1.", 0, 100, &v), ==, SL_EINVAL);
+  CHECK_INT(v, ==, 77);
 }
 
 static void test_int_not_integer(void) {
@@ -551,7 +566,8 @@ static void test_int_not_integer(void) {
   CHECK_INT(jint("5x", 0, 10, &v), ==, SL_EINVAL);
   CHECK_INT(jint("[5]", 0, 10, &v), ==, SL_EINVAL);
   CHECK_INT(jint("{\"a\":1.0}", 0, 10, &v), ==, SL_EINVAL);
-  CHECK_INT(jint("1e400", 0, 10, &v), ==, SL_EINVAL);
+  CHECK_INT(jint("1e-400", 0, 10, &v), ==, SL_EINVAL);
+  CHECK_INT(jint("1e400", 0, 10, &v), ==, SL_ETOOBIG);
   CHECK_INT(v, ==, 77); /* untouched on failure */
 }
 
@@ -566,7 +582,7 @@ static void test_int_range(void) {
   CHECK_INT(jint("1001", 1, 1000, &v), ==, SL_ETOOBIG);
   CHECK_INT(jint("-5", 0, 1000, &v), ==, SL_ETOOBIG);
   CHECK_INT(jint("1001.0", 1, 1000, &v), ==, SL_ETOOBIG);
-  CHECK_INT(jint("1e4", 1, 1000, &v), ==, SL_EINVAL);
+  CHECK_INT(jint("1e4", 1, 1000, &v), ==, SL_ETOOBIG);
   CHECK_INT(v, ==, 77);
 }
 
@@ -592,7 +608,12 @@ static void test_int_2_53_bounds(void) {
   CHECK_INT(jint("9223372036854775808", INT64_MIN, INT64_MAX, &v), ==, SL_ETOOBIG);
   CHECK_INT(jint("-9223372036854775808", INT64_MIN, INT64_MAX, &v), ==, 0);
   CHECK_INT(v, ==, INT64_MIN);
-  CHECK_INT(jint("1e16", INT64_MIN, INT64_MAX, &v), ==, SL_EINVAL);
+  CHECK_INT(jint("1e16", INT64_MIN, INT64_MAX, &v), ==, 0);
+  CHECK(v == 10000000000000000LL);
+  CHECK_INT(jint("9.223372036854775807e18", INT64_MIN, INT64_MAX, &v), ==, 0);
+  CHECK(v == INT64_MAX);
+  CHECK_INT(jint("9.223372036854775808e18", INT64_MIN, INT64_MAX, &v), ==, SL_ETOOBIG);
+  CHECK_INT(jint("1e19", INT64_MIN, INT64_MAX, &v), ==, SL_ETOOBIG);
   /* the item id range: exactly +-(2^53 - 1) */
   CHECK_INT(jint("9007199254740992", -(big - 1), big - 1, &v), ==, SL_ETOOBIG);
   CHECK_INT(jint("-9007199254740992", -(big - 1), big - 1, &v), ==, SL_ETOOBIG);

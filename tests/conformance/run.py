@@ -1,0 +1,232 @@
+#!/usr/bin/python3
+"""Runs the item conformance corpus (items.jsonl) through every way in.
+
+Each case of items.jsonl is an item (`item`: a JSON value; `line`: the exact
+text; `line_hex`: its bytes in hex, for text that is not UTF-8) and its
+expected outcome: accepted (`stored`: fields the stored item must have,
+`priority`, `delayed`, `dedupe`) or refused (`field`: the field the error
+must name; "json" for invalid JSON, "object" when it is not an object).
+
+An `item` case is also sent in adversarial forms: Python's default
+formatting (spaces, \\u escapes for non-ASCII), its fields in reverse order,
+every field name escaped, and its top-level numbers spelled 1e3 and 1000.0.
+
+Every form goes through each path: `sluice submit` (the C client, which
+checks the item and sends it in the canonical form) and a raw
+`FCALL sluice_v1_submit ... items ITEM` (what any other language sends).
+Each must give the same outcome: the same stored item byte for byte, or the
+same error message word for word, naming the expected field. The checks
+against a real redis-server started here on a unix socket.
+
+usage: run.py   (SLUICE_BIN names the sluice binary; exit 0 when all hold)
+"""
+
+import json
+import os
+import secrets
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+
+import redis
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+SLUICE = os.environ.get("SLUICE_BIN", "sluice")
+
+
+class Failure(Exception):
+    pass
+
+
+def start_redis(tmp):
+    sock = os.path.join(tmp, "redis.sock")
+    proc = subprocess.Popen(["redis-server", "--port", "0", "--unixsocket", sock, "--save", "",
+                             "--appendonly", "no", "--dir", tmp, "--logfile", os.path.join(tmp, "redis.log")],
+                            stdin=subprocess.DEVNULL)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            if redis.Redis(unix_socket_path=sock).ping():
+                return proc, sock
+        except (redis.ConnectionError, FileNotFoundError):
+            time.sleep(0.02)
+    proc.kill()
+    raise Failure("redis-server did not answer within 10 s")
+
+
+def spell_int(v, how):
+    """An integer in another JSON spelling: '1e3' or '1000.0'."""
+    if how == "fraction":
+        return "%d.0" % v
+    digits = str(abs(v)).rstrip("0") or "0"
+    exp = len(str(abs(v))) - len(digits)
+    if len(digits) > 1:
+        mant = digits[0] + "." + digits[1:]
+        exp += len(digits) - 1
+    else:
+        mant = digits
+    return ("-" if v < 0 else "") + mant + "e" + str(exp)
+
+
+def forms(case):
+    """(name, bytes) of every form of a case."""
+    if "line_hex" in case:
+        return [("as given", bytes.fromhex(case["line_hex"]))]
+    if "line" in case:
+        return [("as given", case["line"].encode())]
+    item = case["item"]
+    out = [("compact", json.dumps(item, separators=(",", ":"), ensure_ascii=False).encode()),
+           ("python default", json.dumps(item).encode())]
+    if isinstance(item, dict):
+        rev = dict(reversed(list(item.items())))
+        out.append(("reversed", json.dumps(rev, separators=(",", ":"), ensure_ascii=False).encode()))
+        esc = "{" + ",".join('"\\u%04x%s":%s' % (ord(k[0]), json.dumps(k)[2:-1], json.dumps(v, ensure_ascii=False))
+                             for k, v in item.items()) + "}"
+        out.append(("escaped names", esc.encode()))
+        for how in ("exponent", "fraction"):
+            if any(type(v) is int for v in item.values()):
+                parts = ['%s:%s' % (json.dumps(k), spell_int(v, how) if type(v) is int else
+                                    json.dumps(v, ensure_ascii=False)) for k, v in item.items()]
+                out.append(("numbers as " + how, ("{" + ",".join(parts) + "}").encode()))
+    return out
+
+
+class Paths:
+    def __init__(self, sock):
+        self.sock = sock
+        self.url = "unix://" + sock
+        self.r = redis.Redis(unix_socket_path=sock)
+        self.n = 0
+
+    def queue(self):
+        self.n += 1
+        return "conf%d" % self.n
+
+    def stored(self, q, batch):
+        """(priority name, d bytes, delayed?) of the one item of batch in q."""
+        p = "sluice:{%s}:" % q
+        for prio in ("high", "normal", "low"):
+            for _, f in self.r.xrange(p + "s:" + prio):
+                return prio, f[b"d"], False
+        for _, v in self.r.hgetall(p + "b:" + batch + ":dl").items():
+            s, _, rest = v.partition(b"\n")
+            _, _, d = rest.partition(b"\n")
+            return ("high", "normal", "low")[int(s) - 1], d, True
+        return None, None, False
+
+    def cli(self, text, tmp):
+        """('accepted', (prio, d, delayed, dedupe keys)) or ('refused', message)."""
+        q = self.queue()
+        path = os.path.join(tmp, "item.jsonl")
+        with open(path, "wb") as f:
+            f.write(text + b"\n")
+        out = subprocess.run([SLUICE, "submit", path, "--redis", self.url, "--queue", q],
+                             capture_output=True, timeout=60)
+        err = out.stderr.decode(errors="replace")
+        if out.returncode == 2:
+            first = err.splitlines()[0]
+            prefix = "sluice: " + path + ":1: "
+            if not first.startswith(prefix):
+                raise Failure("sluice submit: unexpected error form: %r" % first)
+            return "refused", first[len(prefix):]
+        if out.returncode != 0:
+            raise Failure("sluice submit exited %d: %s" % (out.returncode, err))
+        batch = out.stdout.decode().strip()
+        return "accepted", self.stored(q, batch) + (self.dedupe_keys(q),)
+
+    def fcall(self, text):
+        q = self.queue()
+        p = "sluice:{%s}:" % q
+        batch = secrets.token_hex(8)
+        try:
+            self.r.execute_command("FCALL", "sluice_v1_submit", 5, p + "b:" + batch, p + "s:high", p + "s:normal",
+                                   p + "s:low", p + "batches", batch, q, p, 0, 1, "", "workers", "items", text)
+        except redis.ResponseError as e:
+            msg = str(e)
+            head = "SLUICE_ITEM item index 0"
+            if not msg.startswith(head):
+                raise Failure("FCALL: unexpected error form: %r" % msg)
+            return "refused", msg[msg.index(": ", len(head)) + 2:]
+        return "accepted", self.stored(q, batch) + (self.dedupe_keys(q),)
+
+    def dedupe_keys(self, q):
+        p = ("sluice:{%s}:dd:" % q).encode()
+        return sorted(k[len(p):] for k in self.r.scan_iter(match=p + b"*"))
+
+
+def check_outcome(case, name, path, outcome):
+    kind, v = outcome
+    where = "%s, %s, %s" % (case["case"], name, path)
+    if "field" in case:
+        if kind != "refused":
+            raise Failure("%s: accepted, expected a refusal naming %s" % (where, case["field"]))
+        f = case["field"]
+        ok = (v.startswith("invalid JSON at column") if f == "json" else
+              "must be a JSON object" in v if f == "object" else v.startswith('field "%s": ' % f))
+        if not ok:
+            raise Failure("%s: the error does not name %s: %s" % (where, f, v))
+        return
+    if kind != "accepted":
+        raise Failure("%s: refused (%s), expected accepted" % (where, v))
+    prio, d, delayed, dedupe = v
+    if d is None:
+        raise Failure("%s: accepted but no item is stored" % where)
+    stored = json.loads(d)
+    for k, want in case.get("stored", {}).items():
+        if stored.get(k, "<missing>") != want:
+            raise Failure("%s: stored %s is %r, expected %r (stored item %s)" % (where, k, stored.get(k), want, d))
+    if prio != case.get("priority", "normal"):
+        raise Failure("%s: stored at priority %s, expected %s" % (where, prio, case.get("priority", "normal")))
+    if delayed != case.get("delayed", False):
+        raise Failure("%s: delayed is %s, expected %s" % (where, delayed, case.get("delayed", False)))
+    want_dd = [case["dedupe"].encode()] if "dedupe" in case else []
+    if dedupe != want_dd:
+        raise Failure("%s: dedupe keys %r, expected %r" % (where, dedupe, want_dd))
+
+
+def main():
+    tmp = tempfile.mkdtemp(prefix="sluice-conformance-")
+    proc = None
+    try:
+        proc, sock = start_redis(tmp)
+        out = subprocess.run([SLUICE, "library", "load", "--redis", "unix://" + sock], capture_output=True, timeout=30)
+        if out.returncode != 0:
+            raise Failure("sluice library load: %s" % out.stderr.decode())
+        paths = Paths(sock)
+        cases = [json.loads(line) for line in open(os.path.join(HERE, "items.jsonl"), encoding="utf-8")]
+        nforms = 0
+        for case in cases:
+            reference = None
+            for name, text in forms(case):
+                nforms += 1
+                got = {"sluice submit": paths.cli(text, tmp), "FCALL items": paths.fcall(text)}
+                for path, outcome in got.items():
+                    check_outcome(case, name, path, outcome)
+                a, b = got["sluice submit"], got["FCALL items"]
+                if a != b:
+                    raise Failure("%s, %s: the paths differ:\n  sluice submit: %r\n  FCALL items:   %r"
+                                  % (case["case"], name, a, b))
+                # Every form of an item is stored alike (its payload as written).
+                if a[0] == "accepted":
+                    mine = dict(json.loads(a[1][1]), payload=None)
+                    if reference is None:
+                        reference = mine
+                    elif mine != reference:
+                        raise Failure("%s: form %s is stored as %r, the first form as %r"
+                                      % (case["case"], name, mine, reference))
+        print("conformance: %d cases, %d forms, 2 paths each: all agree" % (len(cases), nforms))
+        return 0
+    except Failure as e:
+        print("conformance: FAILED: %s" % e, file=sys.stderr)
+        return 1
+    finally:
+        if proc is not None:
+            proc.kill()
+            proc.wait()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
