@@ -4,6 +4,12 @@
 # sluice_v1_version (read-only, so FCALL_RO may call it), which returns
 # "VERSION+SHA12": the sluice version and the first 12 hex digits of the SHA1
 # of the library text, so clients can tell exactly which library is loaded.
+#
+# -DOUT=FILE     the C file holding the library (compiled into libsluice)
+# -DLIB_DIR=DIR  optional: also writes DIR/library.lua (the library text, as
+#                FUNCTION LOAD takes it) and DIR/library.version (its
+#                version, no newline), which the client packages ship
+#                (cmake/stage_clients.cmake)
 file(GLOB FILES ${LUA_DIR}/*.lua)
 list(SORT FILES)
 # Files whose name starts with '_' hold shared helpers and go first, unwrapped.
@@ -29,3 +35,7 @@ string(HEX "${lib}" hex)
 string(REGEX REPLACE "([0-9a-f][0-9a-f])" "0x\\1," hex "${hex}")
 string(REGEX REPLACE "(0x..,0x..,0x..,0x..,0x..,0x..,0x..,0x..,0x..,0x..,0x..,0x..,0x..,0x..,0x..,0x..,)" "\\1\n" hex "${hex}")
 file(WRITE ${OUT} "/* Generated from the files in lua/ by cmake/embed_lua.cmake. Do not edit. */\n#include <stddef.h>\nconst char sl__lua_library[] = {\n${hex}0x00};\nconst size_t sl__lua_library_len = ${len};\nconst char sl__lua_library_version[] = \"${version}\";\n")
+if(LIB_DIR)
+  file(WRITE ${LIB_DIR}/library.lua "${lib}")
+  file(WRITE ${LIB_DIR}/library.version "${version}")
+endif()
