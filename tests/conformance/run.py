@@ -12,10 +12,13 @@ formatting (spaces, \\u escapes for non-ASCII), its fields in reverse order,
 every field name escaped, and its top-level numbers spelled 1e3 and 1000.0.
 
 Every form goes through each path: `sluice submit` (the C client, which
-checks the item and sends it in the canonical form) and a raw
-`FCALL sluice_v1_submit ... items ITEM` (what any other language sends).
-Each must give the same outcome: the same stored item byte for byte, or the
-same error message word for word, naming the expected field.
+checks the item and sends it in the canonical form), a raw
+`FCALL sluice_v1_submit ... items ITEM` (what any other language sends), the
+Python client (clients/python) and the Node client (clients/node), both
+staged by the build in $SLUICE_CLIENTS. Each must give the same outcome: the
+same stored item byte for byte, or the same error message word for word,
+naming the expected field. An `item` case is also given to each client as an
+object, which the client encodes itself (json.dumps, JSON.stringify).
 
 The C client's own path (`normalized`: the item already in the canonical
 form) must take exactly the canonical items: every stored item sent again
@@ -25,9 +28,11 @@ after a canonical one with the same head (the function remembers checked
 heads within a call). All against a real redis-server started here on a
 unix socket.
 
-usage: run.py   (SLUICE_BIN names the sluice binary; exit 0 when all hold)
+usage: run.py   (SLUICE_BIN names the sluice binary, SLUICE_CLIENTS the staged
+                 clients, NODE_PATH where ioredis is; exit 0 when all hold)
 """
 
+import base64
 import json
 import os
 import secrets
@@ -41,6 +46,9 @@ import redis
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 SLUICE = os.environ.get("SLUICE_BIN", "sluice")
+CLIENTS = os.environ.get("SLUICE_CLIENTS", "")
+sys.path.insert(0, os.path.join(CLIENTS, "python"))
+import sluice  # noqa: E402  (the staged Python client)
 
 
 class Failure(Exception):
@@ -106,6 +114,7 @@ class Paths:
         self.url = "unix://" + sock
         self.r = redis.Redis(unix_socket_path=sock)
         self.n = 0
+        self.node_proc = None
 
     def queue(self):
         self.n += 1
@@ -180,9 +189,54 @@ class Paths:
             raise Failure("FCALL normalized: stored %r, sent %r" % (got, ds))
         return None
 
+    def client_outcome(self, q, batch, err):
+        if err is None:
+            return "accepted", self.stored(q, batch) + (self.dedupe_keys(q),)
+        head = "SLUICE_ITEM item index 0"
+        if not err.startswith(head):
+            raise Failure("client: unexpected error form: %r" % err)
+        return "refused", err[err.index(": ", len(head)) + 2:]
+
+    def python(self, item):
+        """The Python client; item is bytes (sent as they are) or a dict."""
+        q = self.queue()
+        try:
+            batch = sluice.Client(self.r, queue=q).submit([item])
+        except sluice.ItemError as e:
+            return self.client_outcome(q, None, e.message)
+        return self.client_outcome(q, batch, None)
+
+    def node(self, item):
+        """The Node client, through node_path.js; item is bytes or a dict."""
+        q = self.queue()
+        req = {"queue": q}
+        if isinstance(item, bytes):
+            req["text"] = base64.b64encode(item).decode()
+        else:
+            req["object"] = item
+        self.node_proc.stdin.write(json.dumps(req) + "\n")
+        self.node_proc.stdin.flush()
+        line = self.node_proc.stdout.readline()
+        if not line:
+            raise Failure("node_path.js stopped: %s" % self.node_proc.stderr.read())
+        ans = json.loads(line)
+        if "error" in ans and ans["class"] != "ItemError":
+            raise Failure("Node client: %s: %s" % (ans["class"], ans["error"]))
+        return self.client_outcome(q, ans.get("batch"), ans.get("error"))
+
     def dedupe_keys(self, q):
         p = ("sluice:{%s}:dd:" % q).encode()
         return sorted(k[len(p):] for k in self.r.scan_iter(match=p + b"*"))
+
+
+def same_but_payload(outcome):
+    """An outcome with the stored payload decoded (its text depends on the encoder)."""
+    kind, v = outcome
+    if kind != "accepted":
+        return outcome
+    prio, d, delayed, dedupe = v
+    item = json.loads(d)
+    return kind, (prio, json.dumps(item, sort_keys=True), delayed, dedupe)
 
 
 def check_outcome(case, name, path, outcome):
@@ -255,13 +309,15 @@ def check_normalized(paths, canonical, others):
 
 def main():
     tmp = tempfile.mkdtemp(prefix="sluice-conformance-")
-    proc = None
+    proc = paths = None
     try:
         proc, sock = start_redis(tmp)
         out = subprocess.run([SLUICE, "library", "load", "--redis", "unix://" + sock], capture_output=True, timeout=30)
         if out.returncode != 0:
             raise Failure("sluice library load: %s" % out.stderr.decode())
         paths = Paths(sock)
+        paths.node_proc = subprocess.Popen(["node", os.path.join(HERE, "node_path.js"), sock], text=True,
+                                           stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         cases = [json.loads(line) for line in open(os.path.join(HERE, "items.jsonl"), encoding="utf-8")]
         nforms = 0
         canonical, others = [], []
@@ -269,13 +325,22 @@ def main():
             reference = None
             for name, text in forms(case):
                 nforms += 1
-                got = {"sluice submit": paths.cli(text, tmp), "FCALL items": paths.fcall(text)}
+                got = {"sluice submit": paths.cli(text, tmp), "FCALL items": paths.fcall(text),
+                       "Python client": paths.python(text), "Node client": paths.node(text)}
+                a = got["sluice submit"]
                 for path, outcome in got.items():
                     check_outcome(case, name, path, outcome)
-                a, b = got["sluice submit"], got["FCALL items"]
-                if a != b:
-                    raise Failure("%s, %s: the paths differ:\n  sluice submit: %r\n  FCALL items:   %r"
-                                  % (case["case"], name, a, b))
+                    if outcome != a:
+                        raise Failure("%s, %s: the paths differ:\n  sluice submit: %r\n  %s: %r"
+                                      % (case["case"], name, a, path, outcome))
+                if name == "compact" and isinstance(case["item"], dict):
+                    # Encoded by the client: the same outcome, the payload as that encoder wrote it.
+                    for path, outcome in (("Python client, object", paths.python(case["item"])),
+                                          ("Node client, object", paths.node(case["item"]))):
+                        check_outcome(case, name, path, outcome)
+                        if same_but_payload(outcome) != same_but_payload(a):
+                            raise Failure("%s: the paths differ:\n  sluice submit: %r\n  %s: %r"
+                                          % (case["case"], a, path, outcome))
                 # Every form of an item is stored alike (its payload as written).
                 if a[0] == "accepted":
                     if a[1][1] not in canonical:
@@ -289,13 +354,17 @@ def main():
                         raise Failure("%s: form %s is stored as %r, the first form as %r"
                                       % (case["case"], name, mine, reference))
         nnorm = check_normalized(paths, canonical, others)
-        print("conformance: %d cases, %d forms, 2 paths each: all agree; normalized path: %d canonical items "
+        print("conformance: %d cases, %d forms, 4 paths each (and each item case as an object through both "
+              "clients): all agree; normalized path: %d canonical items "
               "stored as sent, %d other forms refused" % (len(cases), nforms, len(canonical), nnorm))
         return 0
     except Failure as e:
         print("conformance: FAILED: %s" % e, file=sys.stderr)
         return 1
     finally:
+        if paths is not None and paths.node_proc is not None:
+            paths.node_proc.stdin.close()
+            paths.node_proc.wait(timeout=30)
         if proc is not None:
             proc.kill()
             proc.wait()
