@@ -7,9 +7,14 @@
 -- ARGV[4]     chunk number, from 0
 -- ARGV[5]     '1' if this is the last chunk, else '0'
 -- ARGV[6]     chunk 0 only: the batch name, or a JSON object of batch options
---             {"name":"...","retention_ms":N,"dedupe_ttl_ms":M,"webhook":URL} (N: how long
---             the ended batch and its results are kept, ms, default 7 days;
---             M: how long a dedupe key is remembered, ms, default 24 h)
+--             {"name":"...","retention_ms":N,"dedupe_ttl_ms":M,"webhook":URL,
+--             "idempotency_key":K,"idempotency_ttl_ms":T} (N: how long the
+--             ended batch and its results are kept, ms, default 7 days; M: how
+--             long a dedupe key is remembered, ms, default 24 h; K: 1-256
+--             bytes naming this submit, T: how long K is remembered, ms,
+--             default 24 h). A batch created with K is remembered in
+--             P..'idem:'..K; chunk 0 of another batch with the same K within T
+--             writes nothing and answers 'SLUICE_IDEMPOTENT FIRST_BATCH_ID'.
 -- ARGV[7]     consumer group name
 -- ARGV[8]     'items': each further argument is one item object, exactly as
 --             in the README's JSON Lines format, in any formatting. Items
@@ -26,12 +31,16 @@
 --             An item with a start time waits in the delayed set
 --             (P..'delayed') until then, like retries. An item with a dedupe
 --             key seen in the queue within the TTL is skipped (not written,
---             not counted; its index goes to P..'b:ID:skip').
+--             not counted; P..'b:ID:skip' maps its index to BATCH:INDEX of the
+--             item that holds the key).
 -- returns     the number of items of the batch written so far
 -- errors      'SLUICE_ITEM item index I (id "ID"): field "F": ...' (an item
 --             refused, with the same words as `sluice submit`; nothing of
 --             the chunk was written),
 --             'SLUICE_ARGS' (other malformed arguments; nothing was written),
+--             'SLUICE_IDEMPOTENT ID' (chunk 0 of a batch whose idempotency key
+--             batch ID took first, within its TTL: nothing was written; the
+--             caller reports batch ID),
 --             'SLUICE_CANCELLED' (the batch was cancelled meanwhile),
 --             'SLUICE_ORDER' (a chunk is missing before this one),
 --             'SLUICE_WHOLE' (a chunk after the last one)
@@ -122,7 +131,7 @@ if v[1] then
     return redis.error_reply('SLUICE_ORDER batch ' .. batch .. ' chunk ' .. seq .. ' before ' .. chunks)
   end
 elseif seq == 0 then
-  local name, retention, dedupe_ttl, webhook = ARGV[6], nil, nil, nil
+  local name, retention, dedupe_ttl, webhook, idem, idem_ttl = ARGV[6], nil, nil, nil, nil, 86400000
   if string.sub(name, 1, 1) == '{' then
     local ok, o = pcall(cjson.decode, name)
     if not ok or type(o) ~= 'table' then
@@ -132,6 +141,25 @@ elseif seq == 0 then
     retention = tonumber(o.retention_ms)
     dedupe_ttl = tonumber(o.dedupe_ttl_ms)
     webhook = type(o.webhook) == 'string' and o.webhook or nil
+    if o.idempotency_key ~= nil then
+      idem = o.idempotency_key
+      if type(idem) ~= 'string' or #idem < 1 or #idem > 256 or string.find(idem, '%z') then
+        return redis.error_reply('SLUICE_ARGS idempotency_key must be a string of 1-256 bytes without \\u0000')
+      end
+    end
+    if o.idempotency_ttl_ms ~= nil then
+      idem_ttl = tonumber(o.idempotency_ttl_ms)
+      if not idem_ttl or idem_ttl < 1 or idem_ttl > 31536000000 or idem_ttl % 1 ~= 0 then
+        return redis.error_reply('SLUICE_ARGS idempotency_ttl_ms must be an integer from 1 to 31536000000')
+      end
+    end
+  end
+  -- Idempotency: the first batch to take the key within its TTL is the
+  -- answer to every later submit with it (itself included: a chunk 0 sent
+  -- again after a lost reply finds its own id).
+  if idem then
+    local first = redis.call('SET', prefix .. 'idem:' .. idem, batch, 'NX', 'PX', idem_ttl, 'GET')
+    if first and first ~= batch then return redis.error_reply('SLUICE_IDEMPOTENT ' .. first) end
   end
   for i = 2, 4 do
     local e = sl_ensure_group(KEYS[i], ARGV[7])
@@ -172,8 +200,9 @@ for _, it in ipairs(items) do
     -- Dedupe: the first item with this key within the TTL wins, across
     -- batches of the queue; later ones are skipped, recorded in P..b:ID:skip.
     ttl = ttl or tonumber(redis.call('HGET', bkey, 'dedupe_ttl_ms') or '') or 86400000
-    if not redis.call('SET', prefix .. 'dd:' .. key, batch .. ':' .. idx, 'NX', 'PX', ttl) then
-      redis.call('SADD', bkey .. ':skip', idx)
+    local holder = redis.call('SET', prefix .. 'dd:' .. key, batch .. ':' .. idx, 'NX', 'PX', ttl, 'GET')
+    if holder then
+      redis.call('HSET', bkey .. ':skip', idx, holder)
       skipped = skipped + 1
       s = nil
     end

@@ -55,6 +55,7 @@ SL_EXTERN int sl_batch_new(const sl_batch_opts *opts, sl_batch_t **out, char *er
   sl__chunk_init(&b->cur, CHUNK_MAX_BYTES + CHUNK_SLACK);
   sl__chunk_init(&b->look, CHUNK_MAX_BYTES + CHUNK_SLACK);
   sl__buf_init(&b->skipped_ids, SIZE_MAX / 2);
+  sl__buf_init(&b->skipped_by, SIZE_MAX / 2);
   b->chunk_bytes = CHUNK_MAX_BYTES;
   if (sl__idtab_init(&b->ids) != 0) {
     snprintf(errbuf, errlen, "cannot read random bytes for the id hash key");
@@ -111,6 +112,23 @@ SL_EXTERN int sl_batch_new(const sl_batch_opts *opts, sl_batch_t **out, char *er
     goto invalid;
   }
   b->dedupe_ttl_ms = opts->dedupe_ttl_ms;
+  if (opts->idempotency_key != NULL) {
+    size_t n = strlen(opts->idempotency_key);
+
+    if (n < 1 || n > SL_IDEM_KEY_MAX) {
+      snprintf(errbuf, errlen, "idempotency key of %zu bytes: expected 1-%d", n, SL_IDEM_KEY_MAX);
+      goto invalid;
+    }
+    b->idem_key = sl_strdup(opts->idempotency_key);
+    if (b->idem_key == NULL)
+      goto oom;
+  }
+  if (opts->idempotency_ttl_ms < 0 || opts->idempotency_ttl_ms > 31536000000LL) {
+    snprintf(errbuf, errlen, "idempotency TTL %lld ms out of range (at most 365 days)",
+             (long long)opts->idempotency_ttl_ms);
+    goto invalid;
+  }
+  b->idem_ttl_ms = opts->idempotency_ttl_ms;
   if (opts->webhook != NULL) {
     if (strncmp(opts->webhook, "http://", 7) != 0 && strncmp(opts->webhook, "https://", 8) != 0) {
       snprintf(errbuf, errlen, "webhook \"%.80s\" must be an http:// or https:// URL", opts->webhook);
@@ -160,6 +178,9 @@ SL_EXTERN void sl_batch_free(sl_batch_t *b) {
   sl_free(b->skipped);
   sl_free(b->skipped_off);
   sl__buf_free(&b->skipped_ids);
+  sl_free(b->skipped_by_off);
+  sl__buf_free(&b->skipped_by);
+  sl_free(b->idem_key);
   sl_free(b->webhook);
   sl_free(b);
 }
@@ -170,6 +191,14 @@ SL_EXTERN size_t sl_batch_skipped_count(const sl_batch_t *b) {
 
 SL_EXTERN const char *sl_batch_skipped_id(const sl_batch_t *b, size_t i) {
   return i < b->nskipped ? b->skipped_ids.p + b->skipped_off[i] : NULL;
+}
+
+SL_EXTERN const char *sl_batch_skipped_holder(const sl_batch_t *b, size_t i) {
+  return i < b->nskipped ? b->skipped_by.p + b->skipped_by_off[i] : NULL;
+}
+
+SL_EXTERN int sl_batch_reused(const sl_batch_t *b) {
+  return b->reused;
 }
 
 SL_EXTERN size_t sl_batch_count(const sl_batch_t *b) {

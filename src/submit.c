@@ -32,7 +32,9 @@
 #include "submit.h"
 
 #define SUBMIT_PIPELINE 4                  /* chunk calls in flight */
-#define SKIP_SCAN_COUNT "1000"             /* SSCAN COUNT when reading the skipped items */
+#define BATCH_ID_MAX 64                    /* a batch id another client made, characters */
+#define BATCH_ID_CHARS "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz_-"
+#define SKIP_SCAN_COUNT "1000"             /* HSCAN COUNT when reading the skipped items */
 #define SEND_GROUP 480                     /* call arguments per sendmsg: two iovecs each, under IOV_MAX */
 
 /* ---- Submit ---- */
@@ -204,7 +206,7 @@ static void drain(sl_client_t *c, size_t recv, size_t sent) {
   }
 }
 
-/* Parses an item index from the skip set; -1 when it is not one below n. */
+/* Parses an item index from the skip hash; -1 when it is not one below n. */
 static int parse_index(const redisReply *e, size_t n, size_t *out) {
   char *end;
   unsigned long long v;
@@ -218,87 +220,114 @@ static int parse_index(const redisReply *e, size_t n, size_t *out) {
   return 0;
 }
 
-static int cmp_size(const void *a, const void *b) {
-  size_t x = *(const size_t *)a;
-  size_t y = *(const size_t *)b;
+/* A skipped item while the skip hash is read: its index and where its
+ * holder is in b->skipped_by. */
+typedef struct skip_pair {
+  size_t idx;
+  size_t by;
+} skip_pair;
+
+static int cmp_pair(const void *a, const void *b) {
+  size_t x = ((const skip_pair *)a)->idx;
+  size_t y = ((const skip_pair *)b)->idx;
 
   return x < y ? -1 : x > y;
 }
 
+/* Adds one field of the skip hash (index -> "BATCH:INDEX" of the holder). */
+static int skip_add(sl_client_t *c, sl_batch_t *b, skip_pair **pairs, size_t *cap, const redisReply *f,
+                    const redisReply *v, const char *skey) {
+  skip_pair p;
+
+  if (parse_index(f, b->n, &p.idx) != 0 || v->type != REDIS_REPLY_STRING)
+    return sl__client_fail(c, SL_EPROTO, "%s holds \"%.40s\", not an item index and its holder", skey,
+                           f->type == REDIS_REPLY_STRING ? f->str : "?");
+  if (b->nskipped == *cap) {
+    size_t nc = *cap ? *cap * 2 : 64;
+    skip_pair *np = sl_realloc(*pairs, nc * sizeof(*np));
+
+    if (np == NULL)
+      return sl__client_fail(c, SL_ENOMEM, "out of memory");
+    *pairs = np;
+    *cap = nc;
+  }
+  p.by = b->skipped_by.len;
+  if (sl__buf_append(&b->skipped_by, v->str, v->len) != 0 || sl__buf_putc(&b->skipped_by, '\0') != 0)
+    return sl__client_fail(c, SL_ENOMEM, "out of memory");
+  (*pairs)[b->nskipped++] = p;
+  return 0;
+}
+
 /*
  * After the last chunk: the items skipped because their dedupe key was
- * taken. Their indexes come from b:ID:skip by SSCAN, and their ids from the
- * spool in one pass in index order. Returns 0 or an SL_E* code with the
- * cause in c->errstr.
+ * taken. Their indexes and the holders of their keys come from b:ID:skip by
+ * HSCAN, and their ids from the spool in one pass in index order. Returns 0
+ * or an SL_E* code with the cause in c->errstr.
  */
 static int read_skipped(sl_client_t *c, sl_batch_t *b, const char *bkey) {
-  char skey[sizeof(b->keys.prefix) + SL_ID_LEN + 16];
+  char skey[sizeof(b->keys.prefix) + BATCH_ID_MAX + 16];
   char cursor[32] = "0";
+  skip_pair *pairs = NULL;
+  size_t cap = 0;
   int rc = 0;
 
   snprintf(skey, sizeof(skey), "%s:skip", bkey);
   do {
-    const char *av[5] = {"SSCAN", skey, cursor, "COUNT", SKIP_SCAN_COUNT};
+    const char *av[5] = {"HSCAN", skey, cursor, "COUNT", SKIP_SCAN_COUNT};
     redisReply *r = sl__client_cmd(c, &rc, 5, av, NULL);
     const redisReply *m;
 
     if (r == NULL)
-      return rc;
+      goto out;
     if (r->type != REDIS_REPLY_ARRAY || r->elements != 2 || r->element[0]->type != REDIS_REPLY_STRING ||
         r->element[0]->len >= sizeof(cursor) || r->element[1]->type != REDIS_REPLY_ARRAY) {
       freeReplyObject(r);
-      return sl__client_fail(c, SL_EPROTO, "unexpected SSCAN reply for %s", skey);
+      rc = sl__client_fail(c, SL_EPROTO, "unexpected HSCAN reply for %s", skey);
+      goto out;
     }
     snprintf(cursor, sizeof(cursor), "%s", r->element[0]->str);
     m = r->element[1];
-    for (size_t k = 0; k < m->elements; k++) {
-      if (b->nskipped == b->skipped_cap) {
-        size_t nc = b->skipped_cap ? b->skipped_cap * 2 : 64;
-        size_t *ns = sl_realloc(b->skipped, nc * sizeof(*ns));
-
-        if (ns == NULL) {
-          freeReplyObject(r);
-          return sl__client_fail(c, SL_ENOMEM, "out of memory");
-        }
-        b->skipped = ns;
-        b->skipped_cap = nc;
-      }
-      if (parse_index(m->element[k], b->n, &b->skipped[b->nskipped]) != 0) {
-        freeReplyObject(r);
-        return sl__client_fail(c, SL_EPROTO, "%s holds \"%.40s\", not an item index", skey,
-                               m->element[k]->type == REDIS_REPLY_STRING ? m->element[k]->str : "?");
-      }
-      b->nskipped++;
-    }
+    for (size_t k = 0; rc == 0 && k + 1 < m->elements; k += 2)
+      rc = skip_add(c, b, &pairs, &cap, m->element[k], m->element[k + 1], skey);
     freeReplyObject(r);
-  } while (strcmp(cursor, "0") != 0);
-  if (b->nskipped == 0)
-    return 0;
-  qsort(b->skipped, b->nskipped, sizeof(*b->skipped), cmp_size);
+  } while (rc == 0 && strcmp(cursor, "0") != 0);
+  if (rc != 0 || b->nskipped == 0)
+    goto out;
+  qsort(pairs, b->nskipped, sizeof(*pairs), cmp_pair);
+  b->skipped = sl_malloc(b->nskipped * sizeof(*b->skipped));
   b->skipped_off = sl_malloc(b->nskipped * sizeof(*b->skipped_off));
-  if (b->skipped_off == NULL)
-    return sl__client_fail(c, SL_ENOMEM, "out of memory");
+  b->skipped_by_off = sl_malloc(b->nskipped * sizeof(*b->skipped_by_off));
+  if (b->skipped == NULL || b->skipped_off == NULL || b->skipped_by_off == NULL) {
+    rc = sl__client_fail(c, SL_ENOMEM, "out of memory");
+    goto out;
+  }
   for (size_t k = 0; k < b->nskipped; k++) {
     const char *sid;
     size_t slen;
     long line;
 
+    b->skipped[k] = pairs[k].idx;
+    b->skipped_by_off[k] = pairs[k].by;
     rc = sl__batch_id_at(b, b->skipped[k], &sid, &slen, &line, c->errstr, sizeof(c->errstr));
     if (rc != 0)
-      return rc; /* the cause is in c->errstr */
+      goto out; /* the cause is in c->errstr */
     b->skipped_off[k] = b->skipped_ids.len;
     rc = sl__buf_append(&b->skipped_ids, sid, slen);
     if (rc == 0)
       rc = sl__buf_putc(&b->skipped_ids, '\0');
-    if (rc != 0)
-      return sl__client_fail(c, SL_ENOMEM, "out of memory");
+    if (rc != 0) {
+      rc = sl__client_fail(c, SL_ENOMEM, "out of memory");
+      goto out;
+    }
   }
-  return 0;
+out:
+  sl_free(pairs);
+  return rc;
 }
 
 SL_EXTERN int sl_batch_submit(sl_client_t *c, sl_batch_t *b, char **id_out) {
-  char id[SL_ID_LEN + 1];
-  char bkey[sizeof(b->keys.prefix) + SL_ID_LEN + 4];
+  char id[BATCH_ID_MAX + 1]; /* ours (SL_ID_LEN), or the first batch of an idempotency key */
+  char bkey[sizeof(b->keys.prefix) + BATCH_ID_MAX + 4];
   char why[512];
   size_t nchunks;
   size_t sent = 0;
@@ -337,7 +366,8 @@ SL_EXTERN int sl_batch_submit(sl_client_t *c, sl_batch_t *b, char **id_out) {
   al = sl_malloc((FIXED_ARGS + 3 * b->max_chunk_n) * sizeof(*al));
   /* Batch options: the name alone, or a JSON object when there is more (or
    * when the name itself starts with '{'). */
-  if (b->retention_ms > 0 || b->dedupe_ttl_ms > 0 || b->webhook != NULL || (b->name != NULL && b->name[0] == '{')) {
+  if (b->retention_ms > 0 || b->dedupe_ttl_ms > 0 || b->webhook != NULL || b->idem_key != NULL ||
+      (b->name != NULL && b->name[0] == '{')) {
     rc = sl__buf_puts(&opts, "{\"name\":");
     if (rc == 0)
       rc = sl__json_put_str(&opts, b->name ? b->name : "", b->name ? strlen(b->name) : 0);
@@ -349,6 +379,12 @@ SL_EXTERN int sl_batch_submit(sl_client_t *c, sl_batch_t *b, char **id_out) {
       rc = sl__buf_puts(&opts, ",\"webhook\":");
     if (rc == 0 && b->webhook != NULL)
       rc = sl__json_put_str(&opts, b->webhook, strlen(b->webhook));
+    if (rc == 0 && b->idem_key != NULL)
+      rc = sl__buf_puts(&opts, ",\"idempotency_key\":");
+    if (rc == 0 && b->idem_key != NULL)
+      rc = sl__json_put_str(&opts, b->idem_key, strlen(b->idem_key));
+    if (rc == 0 && b->idem_ttl_ms > 0)
+      rc = sl__buf_printf(&opts, ",\"idempotency_ttl_ms\":%lld", (long long)b->idem_ttl_ms);
     if (rc == 0)
       rc = sl__buf_putc(&opts, '}');
   } else if (b->name != NULL) {
@@ -368,7 +404,9 @@ SL_EXTERN int sl_batch_submit(sl_client_t *c, sl_batch_t *b, char **id_out) {
   while (recv < nchunks) {
     redisReply *r;
 
-    while (sent < nchunks && sent - recv < SUBMIT_PIPELINE) {
+    /* With an idempotency key, chunk 0 alone first: it may answer that
+     * another batch holds the key, and then nothing else is sent. */
+    while (sent < nchunks && sent - recv < SUBMIT_PIPELINE && (b->idem_key == NULL || recv > 0 || sent == 0)) {
       const sl_chunk *ch;
 
       rc = sl__batch_chunk(b, sent, &rd, &ch, why, sizeof(why));
@@ -403,6 +441,20 @@ SL_EXTERN int sl_batch_submit(sl_client_t *c, sl_batch_t *b, char **id_out) {
       c->rc = NULL;
       goto out;
     }
+    if (r->type == REDIS_REPLY_ERROR && recv == 0 && strncmp(r->str, "SLUICE_IDEMPOTENT ", 18) == 0) {
+      /* The key is taken: the first batch is the answer; nothing was written. */
+      const char *first = r->str + 18;
+
+      if (strlen(first) > BATCH_ID_MAX || strspn(first, BATCH_ID_CHARS) != strlen(first) || !first[0]) {
+        rc = sl__client_fail(c, SL_EPROTO, "sluice_v1_submit answered \"%.80s\"", r->str);
+        freeReplyObject(r);
+        goto out;
+      }
+      snprintf(id, sizeof(id), "%s", first);
+      freeReplyObject(r);
+      b->reused = 1;
+      break;
+    }
     if (r->type == REDIS_REPLY_ERROR) {
       char msg[400];
 
@@ -430,7 +482,7 @@ SL_EXTERN int sl_batch_submit(sl_client_t *c, sl_batch_t *b, char **id_out) {
   }
   sl__chunk_free(&rd);
   /* Which items were skipped as duplicates (only when some had a key). */
-  if (b->ndedupe > 0) {
+  if (b->ndedupe > 0 && !b->reused) {
     rc = read_skipped(c, b, bkey);
     if (rc != 0) {
       b->nskipped = 0;

@@ -40,6 +40,9 @@ struct sl_batch {
   int64_t retention_ms;  /* how long the ended batch is kept, ms; 0: the default */
   int64_t dedupe_ttl_ms; /* how long dedupe keys are remembered, ms; 0: the default */
   char *webhook;         /* POSTed the batch summary when it ends, or NULL */
+  char *idem_key;        /* idempotency key, or NULL */
+  int64_t idem_ttl_ms;   /* how long it is remembered, ms; 0: the default */
+  int reused;            /* after submit: the key was taken, the id is the first batch's */
   sl_item_defaults def;  /* item defaults from the options */
   size_t chunk_items;    /* items per chunk, at most */
   size_t chunk_bytes;    /* call arguments per chunk, at most, bytes (CHUNK_MAX_BYTES) */
@@ -58,9 +61,10 @@ struct sl_batch {
   size_t look_chunk;     /* which: its dir index + 1; 0: none */
   size_t *skipped;       /* after submit: indexes of the items skipped as duplicates, ascending */
   size_t nskipped;       /* how many */
-  size_t skipped_cap;    /* entries allocated */
   sl_buf skipped_ids;    /* their ids, each NUL-terminated, back to back */
   size_t *skipped_off;   /* offset of each id in skipped_ids */
+  sl_buf skipped_by;     /* the holders of their keys, "BATCH:INDEX", NUL-terminated, back to back */
+  size_t *skipped_by_off; /* offset of each holder in skipped_by */
 };
 
 

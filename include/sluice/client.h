@@ -61,6 +61,11 @@ typedef struct sl_batch_opts {
   int64_t dedupe_ttl_ms; /* remember dedupe keys this long, ms; 0: 24 hours */
   const char *webhook;   /* POST the batch summary here when it ends (Standard Webhooks, see README), or NULL */
   size_t chunk_items;    /* items per submit call, at most (a call also ends at 8 MiB); 0 means 1000 */
+  /* Names this submit (1-256 bytes), or NULL: a second submit with the same
+   * key within its TTL writes nothing, and sl_batch_submit gives the id of
+   * the first batch (sl_batch_reused then says so), whatever its state. */
+  const char *idempotency_key;
+  int64_t idempotency_ttl_ms; /* how long the key is remembered, ms; 0: 24 hours */
 } sl_batch_opts;
 
 /*
@@ -107,6 +112,12 @@ SL_EXTERN int sl_batch_submit(sl_client_t *c, sl_batch_t *b, char **id_out);
  * in submit order (borrowed from the batch; NULL past the end). */
 SL_EXTERN size_t sl_batch_skipped_count(const sl_batch_t *b);
 SL_EXTERN const char *sl_batch_skipped_id(const sl_batch_t *b, size_t i);
+/* The item that holds the i-th skipped item's dedupe key, as "BATCH:INDEX"
+ * (an earlier item of this batch, or of another batch); NULL past the end. */
+SL_EXTERN const char *sl_batch_skipped_holder(const sl_batch_t *b, size_t i);
+/* After sl_batch_submit: 1 when its idempotency key had been used within its
+ * TTL, so nothing was written and the id given is the first batch's; else 0. */
+SL_EXTERN int sl_batch_reused(const sl_batch_t *b);
 
 /* ---- Batches: inspect ---- */
 

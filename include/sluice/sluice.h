@@ -80,6 +80,7 @@ SL_EXTERN void sl_free(void *p);
 #define SL_ITEM_MAX_ID 128               /* an item id, bytes */
 #define SL_NAME_MAX 64                   /* queue, type and batch names, bytes */
 #define SL_DEDUPE_MAX 256                /* a dedupe key, bytes */
+#define SL_IDEM_KEY_MAX 256              /* an idempotency key, bytes */
 #define SL_RESULT_MAX (1024 * 1024)      /* an item's result in its results line, bytes (once escaped) */
 
 /* Opaque objects, defined by the library. */

@@ -1,11 +1,16 @@
 /*
  * sluice submit [--priority P] [--max-attempts N] [--timeout MS] [--name NAME]
  *               [--backoff MS] [--backoff-max MS] [--rate-key NAME] [--run-at TIME]
- *               [--delay DURATION] [--retention DURATION] [--wait] [--check] FILE|-
+ *               [--delay DURATION] [--retention DURATION] [--idempotency-key KEY]
+ *               [--idempotency-ttl DURATION] [--json] [--wait] [--check] FILE|-
  *
  * Reads JSON Lines, validates every line before anything is written (errors
  * name the file, line and field; exit 2, nothing enqueued), submits, and
- * prints the batch id alone on stdout. With --check it stops after the
+ * prints the batch id alone on stdout. With --idempotency-key, a second
+ * submit with the same key within its TTL (default 24 h) writes nothing and
+ * prints the first batch's id (exit 0), with a line on stderr that says so
+ * and gives that batch's status. With --json the id, the counts and each
+ * item skipped as a duplicate, with the batch and index holding its key. With --check it stops after the
  * validation, connects to nothing, and prints the valid items by type and
  * priority (tally.c): exit 0, or 2 with the errors.
  *
@@ -107,6 +112,83 @@ static int next_line(line_reader *r, const char **line, size_t *len) {
   }
 }
 
+/* --json: {"batch":ID,"reused":BOOL,"submitted":N,"skipped":M,"skipped_ids":[...],
+ * "skipped_in":[{"id":ID,"batch":B,"index":I},...]}, the skipped items in
+ * submit order with the item that holds each one's dedupe key. */
+static void print_json(const sl_batch_t *b, const char *id) {
+  size_t ns = sl_batch_skipped_count(b);
+  int reused = sl_batch_reused(b);
+  cJSON *o = cJSON_CreateObject();
+  cJSON *ids;
+  cJSON *in;
+  char *t;
+
+  cJSON_AddStringToObject(o, "batch", id);
+  cJSON_AddBoolToObject(o, "reused", reused);
+  cJSON_AddNumberToObject(o, "submitted", reused ? 0 : (double)(sl_batch_count(b) - ns));
+  cJSON_AddNumberToObject(o, "skipped", (double)ns);
+  ids = cJSON_AddArrayToObject(o, "skipped_ids");
+  in = cJSON_AddArrayToObject(o, "skipped_in");
+  for (size_t i = 0; i < ns; i++) {
+    const char *holder = sl_batch_skipped_holder(b, i);
+    const char *colon = strrchr(holder, ':');
+    cJSON *e = cJSON_CreateObject();
+    char hb[SL_IDEM_KEY_MAX];
+
+    cJSON_AddItemToArray(ids, cJSON_CreateString(sl_batch_skipped_id(b, i)));
+    cJSON_AddStringToObject(e, "id", sl_batch_skipped_id(b, i));
+    snprintf(hb, sizeof(hb), "%.*s", colon ? (int)(colon - holder) : 0, holder);
+    cJSON_AddStringToObject(e, "batch", hb);
+    cJSON_AddNumberToObject(e, "index", colon ? strtod(colon + 1, NULL) : -1);
+    cJSON_AddItemToArray(in, e);
+  }
+  t = cJSON_PrintUnformatted(o);
+  printf("%s\n", t ? t : "{}");
+  cJSON_free(t);
+  cJSON_Delete(o);
+}
+
+/* stderr: the idempotency key was taken; the first batch's state. */
+static void report_reused(sl_client_t *cl, const char *queue, const char *key, const char *id) {
+  char *js = NULL;
+  cJSON *st = NULL;
+
+  if (sl_batch_status(cl, queue, id, &js) == 0)
+    st = cJSON_Parse(js);
+  if (st != NULL) {
+    cJSON *s = cJSON_GetObjectItem(st, "status");
+
+    fprintf(stderr,
+            "sluice: idempotency key \"%s\" was used by batch %s within its TTL; nothing was submitted. "
+            "That batch is %s, %.0f of %.0f items done\n",
+            cli_safe(key), id, cJSON_IsString(s) ? cli_safe(s->valuestring) : "?",
+            cJSON_GetNumberValue(cJSON_GetObjectItem(st, "done")),
+            cJSON_GetNumberValue(cJSON_GetObjectItem(st, "total")));
+  } else {
+    fprintf(stderr,
+            "sluice: idempotency key \"%s\" was used by batch %s within its TTL; nothing was submitted. "
+            "That batch's state cannot be read: %s\n",
+            cli_safe(key), id, sl_client_errstr(cl));
+  }
+  cJSON_Delete(st);
+  sl_free(js);
+}
+
+/* stderr: items skipped as duplicates, and where they are. */
+static void report_skipped(const sl_batch_t *b, const char *id) {
+  size_t ns = sl_batch_skipped_count(b);
+
+  if (ns == 0)
+    return;
+  fprintf(stderr, "sluice: %zu of %zu items skipped: their dedupe key was seen in this queue within the dedupe TTL "
+                  "(the first is held by item %s)\n",
+          ns, sl_batch_count(b), cli_safe(sl_batch_skipped_holder(b, 0)));
+  if (ns == sl_batch_count(b))
+    fprintf(stderr, "sluice: every item was skipped: batch %s is empty and completed (0 of 0); the items are in the "
+                    "batches named by --json (skipped_in)\n",
+            id);
+}
+
 int cmd_submit(int argc, char **argv) {
   static const struct option opts[] = {
       {"redis", required_argument, NULL, 'R'},   {"queue", required_argument, NULL, 'Q'},
@@ -120,6 +202,7 @@ int cmd_submit(int argc, char **argv) {
       {"dedupe-ttl", required_argument, NULL, 'U'}, {"json", no_argument, NULL, 'J'},
       {"webhook", required_argument, NULL, 'W'},       {"redis-password-file", required_argument, NULL, 'P'},
       {"check", no_argument, NULL, 'C'},
+      {"idempotency-key", required_argument, NULL, 'I'}, {"idempotency-ttl", required_argument, NULL, 'L'},
       {NULL, 0, NULL, 0}};
   cli_common com = {getenv("SLUICE_REDIS"), NULL};
   sl_batch_opts bo = {0};
@@ -175,6 +258,20 @@ int cmd_submit(int argc, char **argv) {
     case 'J': json = 1; break;
     case 'W': bo.webhook = optarg; break;
     case 'P': cli_password_file = optarg; break;
+    case 'I':
+      if (optarg[0] == '\0' || strlen(optarg) > SL_IDEM_KEY_MAX) {
+        cli_err("--idempotency-key: expected 1-%d bytes, got %zu", SL_IDEM_KEY_MAX, strlen(optarg));
+        return EXIT_USAGE;
+      }
+      bo.idempotency_key = optarg;
+      break;
+    case 'L':
+      if ((v = cli_parse_duration(optarg)) < 1) {
+        cli_err("--idempotency-ttl: expected a duration like 86400000 (ms), 30s, 10m, 2h or 1d, got \"%s\"", optarg);
+        return EXIT_USAGE;
+      }
+      bo.idempotency_ttl_ms = v;
+      break;
     case 'U':
       if ((v = cli_parse_duration(optarg)) < 1) {
         cli_err("--dedupe-ttl: expected a duration like 86400000 (ms), 30s, 10m, 2h or 1d, got \"%s\"", optarg);
@@ -312,26 +409,14 @@ int cmd_submit(int argc, char **argv) {
     cli_err("submit failed: %s", sl_client_errstr(cl));
     goto out;
   }
-  if (json) {
-    /* {"batch":ID,"submitted":N,"skipped":M,"skipped_ids":[...]} */
-    size_t ns = sl_batch_skipped_count(b);
-
-    printf("{\"batch\":\"%s\",\"submitted\":%zu,\"skipped\":%zu,\"skipped_ids\":[", id, sl_batch_count(b) - ns, ns);
-    for (size_t i = 0; i < ns; i++) {
-      cJSON *s = cJSON_CreateString(sl_batch_skipped_id(b, i));
-      char *t = s ? cJSON_PrintUnformatted(s) : NULL;
-
-      printf("%s%s", i ? "," : "", t ? t : "null");
-      cJSON_free(t);
-      cJSON_Delete(s);
-    }
-    printf("]}\n");
-  } else {
+  if (json)
+    print_json(b, id);
+  else
     printf("%s\n", id);
-  }
-  if (sl_batch_skipped_count(b) > 0)
-    fprintf(stderr, "sluice: %zu of %zu items skipped: their dedupe key was seen in this queue within the dedupe TTL\n",
-            sl_batch_skipped_count(b), sl_batch_count(b));
+  if (sl_batch_reused(b))
+    report_reused(cl, com.queue, bo.idempotency_key, id);
+  else
+    report_skipped(b, id);
   if (fflush(stdout) != 0 || ferror(stdout)) {
     /* The batch is in Redis: whoever reads stderr must learn its id. */
     cli_err("batch %s was submitted, but its id could not be written to standard output: %s", id, strerror(errno));
