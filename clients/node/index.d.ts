@@ -9,7 +9,16 @@ export interface SubmitOptions {
   retentionMs?: number;
   dedupeTtlMs?: number;
   webhook?: string;
+  idempotencyKey?: string;
+  idempotencyTtlMs?: number;
   batchId?: string;
+}
+
+export interface SubmitReport {
+  batch: string;
+  reused: boolean;
+  submitted: number;
+  skipped: Array<{index: number; heldBy: {batch: string; index: number}}>;
 }
 
 export interface BatchEvent {
@@ -67,7 +76,8 @@ export class Client {
   readonly queue: string;
   close(): Promise<void>;
   libraryVersion(): Promise<string>;
-  submit(items: Iterable<Item> | AsyncIterable<Item>, options?: SubmitOptions): Promise<string>;
+  submit(items: Iterable<Item> | AsyncIterable<Item>, options?: SubmitOptions & {report?: false}): Promise<string>;
+  submit(items: Iterable<Item> | AsyncIterable<Item>, options: SubmitOptions & {report: true}): Promise<SubmitReport>;
   status(batch: string): Promise<BatchStatus>;
   results(batch: string): AsyncGenerator<ResultLine>;
   events(batch: string, options?: {timeoutMs?: number; progress?: boolean; idleMs?: number}):

@@ -15,6 +15,12 @@
 //             the batch is cancelled with the chunks written before
 //   control   pause, resume, cancel (the workers finish it cancelled), retry
 //             of failed items, and an events() timeout on a paused batch
+//   readme_acl with the README's producer ACL user (its lines run as they
+//             are): submit, status, events, results, pause, resume, cancel,
+//             retry all work
+//   idempotency the same key twice gives one batch; a second submit while
+//             the first is still sending gets the first batch (submitting);
+//             items skipped by dedupe name the batch and index holding them
 //
 // usage: node test_node.js [CASE...]  (SLUICE_BIN, SLUICE_CLIENTS, NODE_PATH
 // with ioredis; exit 0 when all hold)
@@ -214,7 +220,83 @@ async function testControl(env) {
   console.log('  control: pause, resume, cancel, retry, timeout, not found');
 }
 
-const CASES = {library: testLibrary, follow: testFollow, late: testLate, bad_item: testBadItem, control: testControl};
+async function testIdempotency(env) {
+  const c = new sluice.Client(env.r, {queue: 'idem'});
+  const noops = (n) => Array.from({length: n}, (_, i) => noop({payload: {n: i}}));
+  const a = await c.submit(noops(300), {idempotencyKey: 'k1'});
+  const b = await c.submit(noops(300), {idempotencyKey: 'k1', report: true});
+  check(b.batch === a && b.reused === true && b.submitted === 0, `the same key twice: ${JSON.stringify(b)}`);
+  check(await env.r.xlen('sluice:{idem}:s:normal') === 300, 'the second submit wrote items');
+
+  // During: the first submit is held after two chunks (500 items) until the second one is answered.
+  let release;
+  let held;
+  const gate = new Promise((r) => { release = r; });
+  const started = new Promise((r) => { held = r; });
+  async function* gated() {
+    for (let i = 0; i < 1000; i++) {
+      if (i === 600) {
+        held();
+        await gate;
+      }
+      yield noop();
+    }
+  }
+  const first = c.submit(gated(), {idempotencyKey: 'k2'});
+  await started;
+  const second = await c.submit(noops(1000), {idempotencyKey: 'k2', report: true});
+  const st = await c.status(second.batch);
+  release();
+  const firstId = await first;
+  check(second.reused && second.batch === firstId, `during: ${JSON.stringify(second)}, first ${firstId}`);
+  check(st.status === 'submitting' && st.submitted === 500, `during, the first batch: ${JSON.stringify(st)}`);
+  check((await c.status(firstId)).total === 1000, 'the first batch did not get all its items');
+
+  const d1 = await c.submit([0, 1, 2].map((i) => noop({dedupe: `img-${i}`})));
+  const d2 = await c.submit([2, 3, 0].map((i) => noop({dedupe: `img-${i}`})), {report: true});
+  const want = [{index: 0, heldBy: {batch: d1, index: 2}}, {index: 2, heldBy: {batch: d1, index: 0}}];
+  check(d2.submitted === 1 && JSON.stringify(d2.skipped) === JSON.stringify(want), `dedupe: ${JSON.stringify(d2)}`);
+  console.log('  idempotency: twice, during (first batch submitting, 500 items), dedupe holders');
+}
+
+// Runs the README's `redis-cli ACL SETUSER ...` lines (between its acl markers).
+async function readmeAcl(r) {
+  const text = fs.readFileSync(path.join(__dirname, '..', '..', 'README.md'), 'utf8');
+  const block = text.slice(text.indexOf('<!-- acl:begin'), text.indexOf('<!-- acl:end')).replace(/\\\n/g, ' ');
+  let users = 0;
+  for (const line of block.split('\n')) {
+    if (!line.startsWith('redis-cli ACL SETUSER ')) continue;
+    const words = [...line.matchAll(/'([^']*)'|(\S+)/g)].map((m) => (m[1] !== undefined ? m[1] : m[2]));
+    await r.call(...words.slice(1));
+    users++;
+  }
+  check(users === 3, `the README has ${users} ACL users, not 3`);
+}
+
+async function testReadmeAcl(env) {
+  await readmeAcl(env.r);
+  await new sluice.Client(env.r, {queue: 'acl'}).libraryVersion(); // an operator loads it
+  const pr = new Redis({path: env.sock, username: 'sluice-producer', password: 'producer-password'});
+  const c = new sluice.Client(pr, {queue: 'acl'});
+  const b = await c.submit(Array.from({length: 50}, () => ({type: 'sleep', payload: {ms: 0, fail_rate: 1}})));
+  check(await c.pause(b) === 'paused' && await c.resume(b) === 'queued', 'pause and resume as the producer');
+  env.worker('acl');
+  let events = await collect(c.events(b, {timeoutMs: 60000}));
+  check(events[events.length - 1].failed === 50, 'events as the producer');
+  check((await collect(c.results(b))).length === 50, 'results as the producer');
+  check(await c.retry(b) === 50, 'retry as the producer');
+  events = await collect(c.events(b, {timeoutMs: 60000}));
+  check(events[events.length - 1].failed === 50, 'events after retry');
+  const b2 = await c.submit([noop()], {idempotencyKey: 'acl-1'});
+  check(await c.submit([noop()], {idempotencyKey: 'acl-1'}) === b2, 'idempotency as the producer');
+  check(['cancelled', 'completed'].includes(await c.cancel(b2)), 'cancel as the producer');
+  pr.disconnect();
+  await env.stopWorkers();
+  console.log("  readme_acl: the README's producer user submits, follows and controls a batch");
+}
+
+const CASES = {library: testLibrary, follow: testFollow, late: testLate, bad_item: testBadItem, control: testControl,
+               idempotency: testIdempotency, readme_acl: testReadmeAcl};
 
 (async () => {
   const names = process.argv.slice(2).length ? process.argv.slice(2) : Object.keys(CASES);

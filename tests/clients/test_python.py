@@ -13,16 +13,25 @@ redis-server and real `sluice worker` processes.
               field; the batch is cancelled with the chunks written before
   control     pause, resume, cancel (the workers finish it cancelled),
               retry of failed items, and an events() timeout on a paused batch
+  readme_acl  with the README's producer ACL user (its lines run as they
+              are): submit, status, events, results, pause, resume, cancel,
+              retry all work
+  idempotency the same key twice gives one batch; a second submit while the
+              first is still sending gets the first batch (submitting); a
+              producer killed (SIGKILL) midway, then a resubmit: the batch it
+              left, nothing written; items skipped by dedupe name their holder
 
 usage: test_python.py [CASE...]   (SLUICE_BIN, SLUICE_CLIENTS; exit 0 when all hold)
 """
 
 import os
+import shlex
 import shutil
 import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 
 import redis
@@ -197,7 +206,109 @@ def test_control(env):
     print("  control: pause, resume, cancel, retry, timeout, not found")
 
 
-CASES = {"library": test_library, "follow": test_follow, "bad_item": test_bad_item, "control": test_control}
+def readme_acl(r):
+    """Runs the README's `redis-cli ACL SETUSER ...` lines (between its acl markers) on r."""
+    text = open(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "README.md")).read()
+    block = text[text.index("<!-- acl:begin"):text.index("<!-- acl:end")].replace("\\\n", " ")
+    users = 0
+    for line in block.splitlines():
+        if line.startswith("redis-cli ACL SETUSER "):
+            r.execute_command(*shlex.split(line)[1:])
+            users += 1
+    check(users == 3, "the README has %d ACL users, not 3" % users)
+
+
+def test_readme_acl(env):
+    readme_acl(env.r)
+    sluice.Client(env.r, queue="acl").library_version()   # an operator loads it
+    pr = redis.Redis(unix_socket_path=env.sock, username="sluice-producer", password="producer-password")
+    c = sluice.Client(pr, queue="acl")
+    b = c.submit([{"type": "sleep", "payload": {"ms": 0, "fail_rate": 1}} for _ in range(50)], report=True)["batch"]
+    check(c.pause(b) == "paused" and c.resume(b) == "queued", "pause and resume as the producer")
+    env.worker("acl")
+    last = list(c.events(b, timeout=60))[-1]
+    check((last["status"], last["failed"]) == ("completed", 50), "events as the producer: %r" % last)
+    check(len(list(c.results(b))) == 50, "results as the producer")
+    check(c.retry(b) == 50, "retry as the producer")
+    check(list(c.events(b, timeout=60))[-1]["failed"] == 50, "events after retry")
+    b2 = c.submit([{"type": "noop", "payload": {}}], idempotency_key="acl-1")
+    check(c.submit([{"type": "noop", "payload": {}}], idempotency_key="acl-1") == b2, "idempotency as the producer")
+    check(c.cancel(b2) in ("cancelled", "completed"), "cancel as the producer")
+    env.stop_workers()
+    print("  readme_acl: the README's producer user submits, follows and controls a batch")
+
+
+def noops(n, start=0):
+    return ({"type": "noop", "payload": {"n": i}} for i in range(start, start + n))
+
+
+KILLED_PRODUCER = """
+import sys, time
+sys.path.insert(0, sys.argv[1])
+import redis, sluice
+def items():
+    for i in range(600):
+        yield {"type": "noop", "payload": {}}
+    print("sent", flush=True)
+    time.sleep(600)
+    yield {"type": "noop", "payload": {}}
+sluice.Client(redis.Redis(unix_socket_path=sys.argv[2]), queue="idem").submit(items(), idempotency_key="k3")
+"""
+
+
+def test_idempotency(env):
+    c = sluice.Client(env.r, queue="idem")
+    a = c.submit(noops(300), idempotency_key="k1")
+    b = c.submit(noops(300), idempotency_key="k1", report=True)
+    check(b == {"batch": a, "reused": True, "submitted": 0, "skipped": []}, "the same key twice: %r" % b)
+    check(env.r.xlen("sluice:{idem}:s:normal") == 300, "the second submit wrote items")
+
+    # During: the first submit is held after two chunks (500 items) until the second one is answered.
+    gate, held, res = threading.Event(), threading.Event(), []
+
+    def gated():
+        for i, item in enumerate(noops(1000)):
+            if i == 600:
+                held.set()
+                gate.wait(60)
+            yield item
+
+    t = threading.Thread(target=lambda: res.append(sluice.Client(env.r, queue="idem").submit(gated(),
+                                                                                          idempotency_key="k2")))
+    t.start()
+    check(held.wait(30), "the first submit did not get going")
+    second = c.submit(noops(1000), idempotency_key="k2", report=True)
+    st = c.status(second["batch"])
+    gate.set()
+    t.join(60)
+    check(second["reused"] and res == [second["batch"]], "during: %r, first %r" % (second, res))
+    check(st["status"] == "submitting" and st["submitted"] == 500, "during, the first batch: %r" % st)
+    check(c.status(res[0])["total"] == 1000, "the first batch did not get all its items")
+
+    # Killed midway.
+    prod = subprocess.Popen([sys.executable, "-c", KILLED_PRODUCER, os.path.join(os.environ["SLUICE_CLIENTS"],
+                                                                                    "python"), env.sock],
+                            stdout=subprocess.PIPE, text=True)
+    check(prod.stdout.readline().strip() == "sent", "the producer did not send its chunks")
+    prod.kill()
+    prod.wait()
+    again = c.submit(noops(600), idempotency_key="k3", report=True)
+    st = c.status(again["batch"])
+    check(again["reused"] and st["status"] == "submitting" and st["submitted"] == 500,
+          "after a killed producer: %r %r" % (again, st))
+    check(c.cancel(again["batch"]) == "cancelled", "cancel of the left batch")
+
+    # Dedupe: the holder of each skipped item.
+    d1 = c.submit([{"type": "noop", "payload": {}, "dedupe": "img-%d" % i} for i in range(3)])
+    d2 = c.submit([{"type": "noop", "payload": {}, "dedupe": "img-%d" % i} for i in (2, 3, 0)], report=True)
+    check(d2["submitted"] == 1 and d2["skipped"] == [{"index": 0, "held_by": {"batch": d1, "index": 2}},
+                                                     {"index": 2, "held_by": {"batch": d1, "index": 0}}],
+          "dedupe report: %r" % d2)
+    print("  idempotency: twice, during (first batch submitting, 500 items), killed producer, dedupe holders")
+
+
+CASES = {"library": test_library, "follow": test_follow, "bad_item": test_bad_item, "control": test_control,
+         "idempotency": test_idempotency, "readme_acl": test_readme_acl}
 
 
 def main():

@@ -97,17 +97,24 @@ class Client {
   // Submits items as one batch; resolves to its id. items: an array or
   // (async) iterable of item objects, or their JSON text. options: name,
   // defaults (fields every object item gets unless it has them),
-  // retentionMs, dedupeTtlMs, webhook, batchId. A refused item throws
+  // retentionMs, dedupeTtlMs, webhook, batchId; idempotencyKey (1-256
+  // bytes: another submit with the same key within idempotencyTtlMs,
+  // default 24 h, writes nothing and resolves to the first batch's id,
+  // whatever its state); report (resolve to {batch, reused, submitted,
+  // skipped: [{index, heldBy: {batch, index}}]} instead of the id). A refused item throws
   // ItemError before anything of its chunk is written; if earlier chunks
   // were, the batch is cancelled first and error.batch names it.
   async submit(items, options = {}) {
-    const {name = '', defaults = null, retentionMs, dedupeTtlMs, webhook} = options;
+    const {name = '', defaults = null, retentionMs, dedupeTtlMs, webhook, idempotencyKey, idempotencyTtlMs,
+           report = false} = options;
     const batch = options.batchId || newBatchId();
     const opts = {};
     if (name) opts.name = name;
     if (retentionMs) opts.retention_ms = retentionMs;
     if (dedupeTtlMs) opts.dedupe_ttl_ms = dedupeTtlMs;
     if (webhook) opts.webhook = webhook;
+    if (idempotencyKey) opts.idempotency_key = idempotencyKey;
+    if (idempotencyTtlMs) opts.idempotency_ttl_ms = idempotencyTtlMs;
     const first = Object.keys(opts).some((k) => k !== 'name') || name.startsWith('{') ? JSON.stringify(opts) : name;
     const keys = [this.bkey(batch), ...this.streams(), `${this.prefix}batches`];
     await this.checkRoom(Array.isArray(items) ? items.length : 1);
@@ -116,6 +123,7 @@ class Client {
     let seq = 0;
     let chunk = [];
     let size = 0;
+    let sent = 0;
     for (;;) {
       if (!next.done) {
         const b = itemArg(next.value, defaults);
@@ -127,8 +135,19 @@ class Client {
       if (!last && chunk.length < CHUNK_ITEMS && size < CHUNK_BYTES) continue;
       const args = [batch, this.queue, this.prefix, seq, last ? 1 : 0, seq === 0 ? first : '', GROUP, 'items',
                     ...chunk];
-      await this.send(keys, args, batch, seq);
-      if (last) return batch;
+      sent += chunk.length;
+      let written;
+      try {
+        written = Number(await this.send(keys, args, batch, seq));
+      } catch (e) {
+        if (e.code !== 'SLUICE_IDEMPOTENT' || seq !== 0) throw e;
+        const firstBatch = e.message.split(' ')[1];
+        return report ? {batch: firstBatch, reused: true, submitted: 0, skipped: []} : firstBatch;
+      }
+      if (last) {
+        if (!report) return batch;
+        return {batch, reused: false, submitted: written, skipped: written < sent ? await this.skipped(batch) : []};
+      }
       seq++;
       chunk = [];
       size = 0;
@@ -152,7 +171,7 @@ class Client {
           throw e;
         }
         if (e instanceof SluiceError) {
-          e.batch = batch;
+          if (e.code !== 'SLUICE_IDEMPOTENT') e.batch = batch;
           throw e;
         }
         if (attempt === SEND_TRIES - 1) {
@@ -165,6 +184,22 @@ class Client {
         delay = Math.min(delay * 2, 2000);
       }
     }
+  }
+
+  // The items of a batch skipped as duplicates, in item order, with the
+  // item that holds each one's dedupe key.
+  async skipped(batch) {
+    const out = [];
+    let cursor = '0';
+    do {
+      const [next, kv] = await this.redis.hscan(`${this.bkey(batch)}:skip`, cursor, 'COUNT', 1000);
+      cursor = next;
+      for (let i = 0; i + 1 < kv.length; i += 2) {
+        const at = kv[i + 1].lastIndexOf(':');
+        out.push({index: Number(kv[i]), heldBy: {batch: kv[i + 1].slice(0, at), index: Number(kv[i + 1].slice(at + 1))}});
+      }
+    } while (cursor !== '0');
+    return out.sort((a, b) => a.index - b.index);
   }
 
   // Refuses a batch that would take Redis past 95% of maxmemory

@@ -9,6 +9,7 @@ README's JSON Lines format; the function checks every field.
 """
 
 import json
+import logging
 import secrets
 import time
 from collections.abc import Mapping
@@ -21,6 +22,8 @@ from .errors import (BatchCancelledError, BatchNotFoundError, BatchStateError, I
 from .follow import follow
 
 __all__ = ["Client", "new_batch_id"]
+
+log = logging.getLogger("sluice")
 
 GROUP = "workers"          # the consumer group of every queue
 CHUNK_ITEMS = 250          # items per submit call: each call checks every item (~30 us each)
@@ -110,7 +113,7 @@ class Client:
     # ---- submit ----
 
     def submit(self, items, *, name="", defaults=None, retention_ms=None, dedupe_ttl_ms=None, webhook=None,
-               batch_id=None):
+               idempotency_key=None, idempotency_ttl_ms=None, batch_id=None, report=False):
         """Submits items as one batch and returns its id.
 
         ``items``: an iterable of item objects (dicts, or their JSON text),
@@ -120,6 +123,16 @@ class Client:
         delay_ms, type). ``name``, ``retention_ms``, ``dedupe_ttl_ms`` and
         ``webhook`` are the batch options (PROTOCOL.md, section 5).
 
+        ``idempotency_key`` (1-256 bytes) names this submit: another submit
+        with the same key within ``idempotency_ttl_ms`` (default 24 h)
+        writes nothing and returns the first batch's id, whatever state that
+        batch is in (still submitting, or left so by a producer that died).
+
+        With ``report`` it returns a dict instead: ``batch``, ``reused``
+        (the key had been used), ``submitted``, and ``skipped``: the items
+        skipped because their ``dedupe`` key was taken, each as ``{"index",
+        "held_by": {"batch", "index"}}``.
+
         A refused item raises ItemError (its index, id and field) before
         anything of its chunk is written; if earlier chunks were written,
         the batch is cancelled first (so it ends, with the items written so
@@ -127,11 +140,13 @@ class Client:
         """
         batch = batch_id or new_batch_id()
         opts = {k: v for k, v in (("name", name), ("retention_ms", retention_ms),
-                                  ("dedupe_ttl_ms", dedupe_ttl_ms), ("webhook", webhook)) if v}
+                                  ("dedupe_ttl_ms", dedupe_ttl_ms), ("webhook", webhook),
+                                  ("idempotency_key", idempotency_key),
+                                  ("idempotency_ttl_ms", idempotency_ttl_ms)) if v}
         first = json.dumps(opts) if set(opts) - {"name"} or name.startswith("{") else name
         keys = [self._bkey(batch)] + self._streams() + [self.prefix + "batches"]
         self._check_room(items)
-        seq, chunk, size = 0, [], 0
+        seq, chunk, size, sent = 0, [], 0, 0
         it = iter(items)
         nxt = next(it, _END)
         while True:
@@ -145,9 +160,22 @@ class Client:
                 continue
             args = [batch, self.queue, self.prefix, seq, 1 if last else 0, first if seq == 0 else "", GROUP,
                     "items"] + chunk
-            self._send(keys, args, batch, seq)
+            sent += len(chunk)
+            try:
+                written = self._send(keys, args, batch, seq)
+            except SluiceError as e:
+                if e.code != "SLUICE_IDEMPOTENT" or seq != 0:
+                    raise
+                first_batch = e.message.split(" ", 1)[1]
+                log.info("idempotency key %r was used by batch %s: nothing was submitted", idempotency_key,
+                         first_batch)
+                return {"batch": first_batch, "reused": True, "submitted": 0, "skipped": []} if report \
+                    else first_batch
             if last:
-                return batch
+                if not report:
+                    return batch
+                return {"batch": batch, "reused": False, "submitted": int(written),
+                        "skipped": self._skipped(batch) if int(written) < sent else []}
             seq, chunk, size = seq + 1, [], 0
 
     def _send(self, keys, args, batch, seq):
@@ -176,6 +204,19 @@ class Client:
             except BatchCancelledError as e:
                 e.batch = batch
                 raise
+            except SluiceError as e:
+                if e.code != "SLUICE_IDEMPOTENT":
+                    e.batch = batch
+                raise
+
+    def _skipped(self, batch):
+        """The items of a batch skipped as duplicates, in item order, with
+        the item that holds each one's dedupe key."""
+        out = []
+        for idx, holder in self.r.hscan_iter(self._bkey(batch) + ":skip", count=1000):
+            b, _, i = _s(holder).rpartition(":")
+            out.append({"index": int(idx), "held_by": {"batch": b, "index": int(i)}})
+        return sorted(out, key=lambda x: x["index"])
 
     def _check_room(self, items):
         """Refuses a batch that would take Redis past 95% of maxmemory
