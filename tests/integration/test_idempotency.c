@@ -7,7 +7,8 @@
  *   and says so on stderr with the first batch's status; a different key is
  *   a new batch;
  * - during: a second submit while the first is still writing (200,000
- *   items in chunks of 50) gets the first batch, `submitting`;
+ *   items in chunks of 50, the producer held with SIGSTOP midway) gets the
+ *   first batch, `submitting`; the first then finishes whole;
  * - killed: a producer killed with SIGKILL midway; a resubmit with the same
  *   key gets the batch it left (still `submitting`, which is its real
  *   status) and writes nothing; `cancel` ends it;
@@ -140,7 +141,11 @@ static void test_during(void) {
                          path, NULL};
   int status;
 
+  /* Held (SIGSTOP) midway, so the second submit surely meets it unfinished
+   * however slow this machine is; it carries on (SIGCONT) afterwards. */
+  kill(prod, SIGSTOP);
   CHECK_INT(itest_run(again, &out, &err, 120), ==, 0);
+  kill(prod, SIGCONT);
   CHECK(strncmp(out, batch, strlen(batch)) == 0);
   CHECK_CONTAINS(err, "was used by batch ");
   /* still being written: the real status of the first batch */
