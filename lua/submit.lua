@@ -8,13 +8,16 @@
 -- ARGV[5]     '1' if this is the last chunk, else '0'
 -- ARGV[6]     chunk 0 only: the batch name, or a JSON object of batch options
 --             {"name":"...","retention_ms":N,"dedupe_ttl_ms":M,"webhook":URL,
---             "idempotency_key":K,"idempotency_ttl_ms":T} (N: how long the
+--             "idempotency_key":K,"idempotency_ttl_ms":T,"tenant":U} (N: how long the
 --             ended batch and its results are kept, ms, default 7 days; M: how
 --             long a dedupe key is remembered, ms, default 24 h; K: 1-256
 --             bytes naming this submit, T: how long K is remembered, ms,
 --             default 24 h). A batch created with K is remembered in
 --             P..'idem:'..K; chunk 0 of another batch with the same K within T
 --             writes nothing and answers 'SLUICE_IDEMPOTENT FIRST_BATCH_ID'.
+--             U: the tenant the batch belongs to (sluice serve), a name of
+--             [A-Za-z0-9_.-], 1-64 characters, kept in the hash's `tenant`;
+--             with a tenant, K is that tenant's (P..'idem:'..U..':'..K).
 -- ARGV[7]     consumer group name
 -- ARGV[8]     'items': each further argument is one item object, exactly as
 --             in the README's JSON Lines format, in any formatting. Items
@@ -131,7 +134,7 @@ if v[1] then
     return redis.error_reply('SLUICE_ORDER batch ' .. batch .. ' chunk ' .. seq .. ' before ' .. chunks)
   end
 elseif seq == 0 then
-  local name, retention, dedupe_ttl, webhook, idem, idem_ttl = ARGV[6], nil, nil, nil, nil, 86400000
+  local name, retention, dedupe_ttl, webhook, idem, idem_ttl, tenant = ARGV[6], nil, nil, nil, nil, 86400000, nil
   if string.sub(name, 1, 1) == '{' then
     local ok, o = pcall(cjson.decode, name)
     if not ok or type(o) ~= 'table' then
@@ -147,6 +150,12 @@ elseif seq == 0 then
         return redis.error_reply('SLUICE_ARGS idempotency_key must be a string of 1-256 bytes without \\u0000')
       end
     end
+    if o.tenant ~= nil then
+      tenant = o.tenant
+      if type(tenant) ~= 'string' or not string.match(tenant, '^[%w_.-]+$') or #tenant > 64 then
+        return redis.error_reply('SLUICE_ARGS tenant must be 1-64 characters of [A-Za-z0-9_.-]')
+      end
+    end
     if o.idempotency_ttl_ms ~= nil then
       idem_ttl = tonumber(o.idempotency_ttl_ms)
       if not idem_ttl or idem_ttl < 1 or idem_ttl > 31536000000 or idem_ttl % 1 ~= 0 then
@@ -158,7 +167,8 @@ elseif seq == 0 then
   -- answer to every later submit with it (itself included: a chunk 0 sent
   -- again after a lost reply finds its own id).
   if idem then
-    local first = redis.call('SET', prefix .. 'idem:' .. idem, batch, 'NX', 'PX', idem_ttl, 'GET')
+    local ikey = prefix .. 'idem:' .. (tenant and (tenant .. ':') or '') .. idem
+    local first = redis.call('SET', ikey, batch, 'NX', 'PX', idem_ttl, 'GET')
     if first and first ~= batch then return redis.error_reply('SLUICE_IDEMPOTENT ' .. first) end
   end
   for i = 2, 4 do
@@ -171,6 +181,7 @@ elseif seq == 0 then
   if retention then redis.call('HSET', bkey, 'retention_ms', math.floor(retention)) end
   if dedupe_ttl then redis.call('HSET', bkey, 'dedupe_ttl_ms', math.floor(dedupe_ttl)) end
   if webhook then redis.call('HSET', bkey, 'webhook', webhook) end
+  if tenant then redis.call('HSET', bkey, 'tenant', tenant) end
   redis.call('ZADD', KEYS[5], now, batch)
   sl_set_status(prefix, batch, nil, 'submitting')
   -- The index forgets batches whose keys expired (their retention after

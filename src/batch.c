@@ -61,6 +61,11 @@ int sl__batch_json(sl_buf *out, const sl_keys *k, const char *batch, const redis
   rc = sl__buf_printf(out, "{\"queue\":\"%s\",\"batch\":", k->queue);
   if (rc == 0)
     rc = sl__json_put_str(out, batch, strlen(batch));
+  if (rc == 0 && hfield(h, "tenant") != NULL) {
+    rc = sl__buf_puts(out, ",\"tenant\":");
+    if (rc == 0)
+      rc = sl__json_put_str(out, hfield(h, "tenant"), strlen(hfield(h, "tenant")));
+  }
   if (rc == 0)
     rc = sl__buf_puts(out, ",\"name\":");
   if (rc == 0)

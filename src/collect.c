@@ -40,6 +40,7 @@
 
 #define DEFAULT_CHUNK 1000                 /* items per call: about 10 ms of Redis for small items */
 #define DEFAULT_TIMEOUT_MS 30000           /* per attempt */
+#define TENANT_CHARS "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz_.-" /* of a tenant name */
 
 SL_EXTERN int sl_batch_new(const sl_batch_opts *opts, sl_batch_t **out, char *errbuf, size_t errlen) {
   sl_batch_opts none = {0};
@@ -129,6 +130,18 @@ SL_EXTERN int sl_batch_new(const sl_batch_opts *opts, sl_batch_t **out, char *er
     goto invalid;
   }
   b->idem_ttl_ms = opts->idempotency_ttl_ms;
+  if (opts->tenant != NULL) {
+    size_t n = strlen(opts->tenant);
+
+    if (n < 1 || n > SL_NAME_MAX || strspn(opts->tenant, TENANT_CHARS) != n) {
+      snprintf(errbuf, errlen, "tenant \"%.80s\": expected 1-%d characters of [A-Za-z0-9_.-]", opts->tenant,
+               SL_NAME_MAX);
+      goto invalid;
+    }
+    b->tenant = sl_strdup(opts->tenant);
+    if (b->tenant == NULL)
+      goto oom;
+  }
   if (opts->webhook != NULL) {
     if (strncmp(opts->webhook, "http://", 7) != 0 && strncmp(opts->webhook, "https://", 8) != 0) {
       snprintf(errbuf, errlen, "webhook \"%.80s\" must be an http:// or https:// URL", opts->webhook);
@@ -181,6 +194,7 @@ SL_EXTERN void sl_batch_free(sl_batch_t *b) {
   sl_free(b->skipped_by_off);
   sl__buf_free(&b->skipped_by);
   sl_free(b->idem_key);
+  sl_free(b->tenant);
   sl_free(b->webhook);
   sl_free(b);
 }

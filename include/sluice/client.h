@@ -66,6 +66,9 @@ typedef struct sl_batch_opts {
    * the first batch (sl_batch_reused then says so), whatever its state. */
   const char *idempotency_key;
   int64_t idempotency_ttl_ms; /* how long the key is remembered, ms; 0: 24 hours */
+  /* The tenant the batch belongs to (sluice serve), 1-64 characters of
+   * [A-Za-z0-9_.-], or NULL; an idempotency key is then that tenant's. */
+  const char *tenant;
 } sl_batch_opts;
 
 /*
