@@ -75,6 +75,7 @@ int cmd_workers(int argc, char **argv);
 int cmd_limit(int argc, char **argv);
 int cmd_stats(int argc, char **argv);
 int cmd_library(int argc, char **argv);
+int cmd_serve(int argc, char **argv);
 int cmd_repair(int argc, char **argv);
 
 /* Follows a batch with a progress bar; returns the exit code (0, 1 or 3).

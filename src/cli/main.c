@@ -36,6 +36,8 @@ static const char usage[] =
     "                              --exec-env NAME (repeatable: pass $NAME on to exec commands)\n"
     "                              --load-library (load the function library first: an operator's act)\n"
     "                              $SLUICE_WEBHOOK_SECRET=whsec_... signs completion webhooks\n"
+    "  serve [opts]                the HTTP API: --listen HOST:PORT (127.0.0.1:8080) --tokens FILE\n"
+    "                              --queue Q (repeatable) --max-body BYTES --cors ORIGIN; --hash-token\n"
     "  status BATCH [--json]       counters, percent and timings of a batch\n"
     "  watch BATCH [--give-up DURATION]   live progress until the batch ends (exit 3: items failed);\n"
     "                              reconnects across a Redis restart, gives up after DURATION (60s)\n"
@@ -84,7 +86,7 @@ int main(int argc, char **argv) {
       {"cancel", cmd_cancel},   {"demo", cmd_demo},       {"retry", cmd_retry},
       {"pause", cmd_pause},     {"resume", cmd_resume},
       {"dead", cmd_dead},       {"workers", cmd_workers}, {"limit", cmd_limit},     {"stats", cmd_stats},
-      {"library", cmd_library}, {"repair", cmd_repair},
+      {"library", cmd_library}, {"repair", cmd_repair},   {"serve", cmd_serve},
   };
 
   signal(SIGPIPE, SIG_IGN);

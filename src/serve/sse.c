@@ -1,0 +1,516 @@
+/*
+ * Live events of `sluice serve`: GET /v1/batches/{id}/events.
+ *
+ * One async Redis connection per served queue SUBSCRIBEs to the queue's
+ * channel (sluice:{Q}:events, which carries every batch's events) when the
+ * server starts, and stays subscribed: every event stream of the queue is
+ * fed from it, so a thousand followers cost Redis one subscriber.
+ *
+ * A stream is registered with its queue before its batch hash is read (on
+ * the thread pool): events that arrive meanwhile wait, and once the state
+ * is read it is sent first, then the waiting events that are newer than it
+ * (by their counters: an event that the read already covers is dropped),
+ * then each live event. The stream of a batch ends after the batch's final
+ * event (completed, or cancelled with done = total). Each event has an id,
+ * TS-DONE; a client that reconnects with Last-Event-ID gets the state read
+ * anew as its first event, so an end it missed is never lost. A comment
+ * line goes out every 15 s (--keepalive) so proxies keep the stream open. Progress
+ * events of the batch are passed on as `event: progress`.
+ *
+ * MHD asks the stream for bytes (reader); with none to give, the stream
+ * suspends its connection, and the next event or comment resumes it. When
+ * the subscription breaks, it is made again (1 s apart), and every stream
+ * of the queue reads its batch's state again, since events may have been
+ * lost meanwhile.
+ */
+#include <fcntl.h>
+#include <stdio.h>
+#include <string.h>
+
+#include <cjson/cJSON.h>
+#include <hiredis/async.h>
+#include <sluice/client.h>
+
+#include "alloc.h"
+#include "conn.h"
+#include "json.h"
+#include "srv.h"
+#include "url.h"
+#include "uvredis.h"
+
+#define RECONNECT_MS 1000    /* the subscription is made again this long after it broke */
+#define STREAM_BUF_MAX (8 * 1024 * 1024) /* bytes a slow client may have pending before it is dropped */
+#define WAITING_MAX 1024     /* events kept while the state is being read */
+
+typedef struct stream stream;
+
+/* One queue's subscription. */
+typedef struct sub {
+  srv_hub *hub;
+  const char *queue;
+  char chan[SL_NAME_MAX + 32];
+  redisAsyncContext *ac;
+  int up;                    /* subscribed */
+} sub;
+
+struct srv_hub {
+  sl_srv *s;
+  sl_url url;
+  sub q[SRV_MAX_QUEUES];
+  size_t nq;
+  stream *streams;           /* every open stream */
+  uv_timer_t keepalive;
+  uv_timer_t reconnect;
+  int stopping;
+  int open_handles;          /* while closing: timers not closed yet */
+};
+
+struct stream {
+  srv_hub *hub;
+  struct MHD_Connection *con;
+  const char *queue;
+  char batch[80];
+  srv_principal who;
+  sl_buf out;                /* bytes to send */
+  size_t sent;               /* of out, already given to MHD */
+  int suspended;             /* its connection waits for bytes */
+  int ended;                 /* the last bytes are in out */
+  int closed;                /* MHD dropped the response: only the pending job keeps it */
+  int reading;               /* a state read is running */
+  int have_state;
+  long long done, total;     /* of the newest state sent */
+  int rank;                  /* of its status */
+  char *waiting[WAITING_MAX]; /* events that came during the read */
+  size_t nwaiting;
+  stream *next, *prev;
+};
+
+static int rank_of(const char *s) {
+  if (strcmp(s, "submitting") == 0)
+    return 0;
+  if (strcmp(s, "queued") == 0)
+    return 1;
+  if (strcmp(s, "running") == 0 || strcmp(s, "paused") == 0)
+    return 2;
+  return 3;
+}
+
+static void wake(stream *st) {
+  if (st->suspended && !st->closed) {
+    st->suspended = 0;
+    MHD_resume_connection(st->con);
+    srv_kick(st->hub->s);
+  }
+}
+
+static void append(stream *st, const char *text) {
+  if (st->ended || st->closed)
+    return;
+  if (st->out.len - st->sent + strlen(text) > STREAM_BUF_MAX || sl__buf_puts(&st->out, text) != 0) {
+    /* a client that reads nothing for so long is dropped */
+    st->ended = 1;
+  }
+  wake(st);
+}
+
+/* Sends a batch event (the JSON of the state or of a PUBLISHed event),
+ * unless the state sent already covers it; ends the stream after the end. */
+static void send_batch_event(stream *st, const char *json, int from_state) {
+  cJSON *e = cJSON_Parse(json);
+  const cJSON *s = e ? cJSON_GetObjectItemCaseSensitive(e, "status") : NULL;
+  long long done = (long long)cJSON_GetNumberValue(cJSON_GetObjectItemCaseSensitive(e, "done"));
+  long long total = (long long)cJSON_GetNumberValue(cJSON_GetObjectItemCaseSensitive(e, "total"));
+  long long ts = (long long)cJSON_GetNumberValue(cJSON_GetObjectItemCaseSensitive(e, "ts"));
+  int rank;
+  char head[96];
+
+  if (e == NULL || !cJSON_IsString(s)) {
+    cJSON_Delete(e);
+    return;
+  }
+  rank = rank_of(s->valuestring);
+  if (!from_state && st->have_state &&
+      (done < st->done || total < st->total || (done == st->done && total == st->total && rank <= st->rank &&
+                                                strcmp(s->valuestring, "paused") != 0))) {
+    cJSON_Delete(e);
+    return; /* older than, or the same as, what was sent */
+  }
+  st->have_state = 1;
+  st->done = done;
+  st->total = total;
+  st->rank = rank;
+  snprintf(head, sizeof(head), "id: %lld-%lld\nevent: batch\ndata: ", ts, done);
+  append(st, head);
+  append(st, json);
+  append(st, "\n\n");
+  if (strcmp(s->valuestring, "completed") == 0 || (strcmp(s->valuestring, "cancelled") == 0 && done >= total))
+    st->ended = 1;
+  cJSON_Delete(e);
+  wake(st);
+}
+
+static void send_progress(stream *st, const char *json) {
+  append(st, "event: progress\ndata: ");
+  append(st, json);
+  append(st, "\n\n");
+}
+
+/* ---- The state read, on the thread pool ---- */
+
+typedef struct read_job {
+  stream *st;
+  char queue[SL_NAME_MAX + 1];
+  char batch[80];
+  srv_principal who;
+  char *json;      /* the state, or NULL */
+  int rc;
+  char err[512];
+} read_job;
+
+static void stream_free(stream *st) {
+  for (size_t i = 0; i < st->nwaiting; i++)
+    sl_free(st->waiting[i]);
+  sl__buf_free(&st->out);
+  sl_free(st);
+}
+
+static void on_read(sl_client_t *c, const char *open_err, void *arg) {
+  read_job *j = arg;
+  cJSON *o;
+  const cJSON *t;
+
+  if (c == NULL) {
+    j->rc = SL_ECONN;
+    snprintf(j->err, sizeof(j->err), "%s", open_err);
+    return;
+  }
+  j->rc = sl_batch_status(c, j->queue, j->batch, &j->json);
+  if (j->rc != 0) {
+    snprintf(j->err, sizeof(j->err), "%s", sl_client_errstr(c));
+    if (j->rc == SL_ECONN)
+      srv_pool_discard(c);
+    return;
+  }
+  o = cJSON_Parse(j->json);
+  t = o ? cJSON_GetObjectItemCaseSensitive(o, "tenant") : NULL;
+  if (o == NULL || (j->who.role != ROLE_ADMIN && strcmp(cJSON_IsString(t) ? t->valuestring : "", j->who.tenant) != 0)) {
+    sl_free(j->json);
+    j->json = NULL;
+    j->rc = SL_ENOTFOUND;
+  }
+  cJSON_Delete(o);
+}
+
+static void on_read_done(void *arg) {
+  read_job *j = arg;
+  stream *st = j->st;
+
+  st->reading = 0;
+  if (st->closed) {
+    stream_free(st);
+  } else if (j->json != NULL) {
+    send_batch_event(st, j->json, 1);
+    for (size_t i = 0; i < st->nwaiting; i++) {
+      send_batch_event(st, st->waiting[i], 0);
+      sl_free(st->waiting[i]);
+    }
+    st->nwaiting = 0;
+    if (st->hub->stopping) {
+      st->ended = 1;
+      wake(st);
+    }
+  } else if (!st->have_state) {
+    char line[900];
+
+    if (j->rc == SL_ENOTFOUND)
+      snprintf(line, sizeof(line), "event: error\ndata: {\"error\":{\"code\":\"not_found\",\"message\":\"no batch %s "
+               "in queue %s\"}}\n\n", j->batch, j->queue);
+    else
+      snprintf(line, sizeof(line), "event: error\ndata: {\"error\":{\"code\":\"redis_unavailable\",\"message\":"
+               "\"the batch cannot be read now; reconnect later\"}}\n\n");
+    append(st, line);
+    st->ended = 1;
+    wake(st);
+  }
+  sl_free(j->json);
+  sl_free(j);
+}
+
+/* Reads the stream's batch state again (on open, after a resubscribe). */
+static void read_state(stream *st) {
+  read_job *j = sl_malloc(sizeof(*j));
+
+  if (j == NULL || st->reading)
+    goto fail;
+  memset(j, 0, sizeof(*j));
+  j->st = st;
+  j->who = st->who;
+  snprintf(j->queue, sizeof(j->queue), "%s", st->queue);
+  snprintf(j->batch, sizeof(j->batch), "%s", st->batch);
+  if (srv_work(st->hub->s, on_read, on_read_done, j) != 0)
+    goto fail;
+  st->reading = 1;
+  return;
+fail:
+  sl_free(j);
+  if (!st->reading && !st->have_state) {
+    append(st, "event: error\ndata: {\"error\":{\"code\":\"out_of_memory\",\"message\":\"the server is out of memory\"}}\n\n");
+    st->ended = 1;
+  }
+}
+
+/* ---- MHD's side of a stream ---- */
+
+static ssize_t reader(void *cls, uint64_t pos, char *buf, size_t max) {
+  stream *st = cls;
+  size_t n = st->out.len - st->sent;
+
+  (void)pos;
+  if (n > 0) {
+    if (n > max)
+      n = max;
+    memcpy(buf, st->out.p + st->sent, n);
+    st->sent += n;
+    if (st->sent == st->out.len) {
+      sl__buf_reset(&st->out);
+      st->sent = 0;
+    }
+    return (ssize_t)n;
+  }
+  if (st->ended)
+    return MHD_CONTENT_READER_END_OF_STREAM;
+  st->suspended = 1;
+  MHD_suspend_connection(st->con);
+  return 0;
+}
+
+static void on_free(void *cls) {
+  stream *st = cls;
+
+  if (st->prev != NULL)
+    st->prev->next = st->next;
+  else if (st->hub->streams == st)
+    st->hub->streams = st->next;
+  if (st->next != NULL)
+    st->next->prev = st->prev;
+  st->closed = 1;
+  if (!st->reading)
+    stream_free(st);
+}
+
+struct MHD_Response *srv_sse_open(sl_srv *s, struct MHD_Connection *con, const char *queue, const char *batch,
+                                  const srv_principal *p) {
+  srv_hub *h = s->hub;
+  stream *st = sl_malloc(sizeof(*st));
+  struct MHD_Response *r;
+
+  if (st == NULL)
+    return NULL;
+  memset(st, 0, sizeof(*st));
+  st->hub = h;
+  st->con = con;
+  st->queue = queue;
+  st->who = *p;
+  snprintf(st->batch, sizeof(st->batch), "%s", batch);
+  sl__buf_init(&st->out, STREAM_BUF_MAX + 64 * 1024);
+  r = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 16 * 1024, reader, st, on_free);
+  if (r == NULL) {
+    stream_free(st);
+    return NULL;
+  }
+  MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, "text/event-stream");
+  MHD_add_response_header(r, "X-Accel-Buffering", "no");
+  /* registered before the read: no event can fall between the two */
+  st->next = h->streams;
+  if (h->streams != NULL)
+    h->streams->prev = st;
+  h->streams = st;
+  append(st, "retry: 2000\n\n");
+  read_state(st);
+  return r;
+}
+
+/* ---- The subscriptions ---- */
+
+static void sub_connect(sub *q);
+static void on_reconnect(uv_timer_t *t);
+
+static void on_message(redisAsyncContext *ac, void *reply, void *priv) {
+  sub *q = priv;
+  redisReply *r = reply;
+  cJSON *e;
+  const cJSON *b;
+  int progress;
+
+  (void)ac;
+  if (r == NULL || r->type != REDIS_REPLY_ARRAY || r->elements != 3)
+    return;
+  if (strcmp(r->element[0]->str, "subscribe") == 0) {
+    int was = q->up;
+
+    q->up = 1;
+    if (was)
+      return;
+    /* (re)subscribed: what happened meanwhile is read from the hashes */
+    for (stream *st = q->hub->streams; st != NULL; st = st->next) {
+      if (st->queue == q->queue && st->have_state && !st->ended)
+        read_state(st);
+    }
+    return;
+  }
+  if (strcmp(r->element[0]->str, "message") != 0 || r->element[2]->type != REDIS_REPLY_STRING)
+    return;
+  e = cJSON_Parse(r->element[2]->str);
+  b = e ? cJSON_GetObjectItemCaseSensitive(e, "batch") : NULL;
+  progress = e != NULL && cJSON_GetObjectItemCaseSensitive(e, "type") != NULL;
+  for (stream *st = q->hub->streams; b != NULL && cJSON_IsString(b) && st != NULL; st = st->next) {
+    if (st->queue != q->queue || strcmp(st->batch, b->valuestring) != 0 || st->ended)
+      continue;
+    if (progress) {
+      if (st->have_state)
+        send_progress(st, r->element[2]->str);
+    } else if (st->reading || !st->have_state) {
+      if (st->nwaiting < WAITING_MAX) {
+        st->waiting[st->nwaiting] = sl_strdup(r->element[2]->str);
+        if (st->waiting[st->nwaiting] != NULL)
+          st->nwaiting++;
+      }
+    } else {
+      send_batch_event(st, r->element[2]->str, 0);
+    }
+  }
+  cJSON_Delete(e);
+}
+
+static void on_disconnect(const redisAsyncContext *ac, int status) {
+  sub *q = ac->data;
+
+  (void)status;
+  q->ac = NULL;
+  q->up = 0;
+  if (!q->hub->stopping) {
+    srv_log(q->hub->s, 1, "lost the event subscription of queue %s; subscribing again", q->queue);
+    if (!uv_is_active((uv_handle_t *)&q->hub->reconnect))
+      uv_timer_start(&q->hub->reconnect, on_reconnect, RECONNECT_MS, 0);
+  }
+}
+
+static void on_connect(const redisAsyncContext *ac, int status) {
+  if (status != REDIS_OK)
+    on_disconnect(ac, status);
+}
+
+static void sub_connect(sub *q) {
+  srv_hub *h = q->hub;
+  redisAsyncContext *ac = h->url.path != NULL ? redisAsyncConnectUnix(h->url.path)
+                                              : redisAsyncConnect(h->url.host, h->url.port);
+
+  if (ac == NULL || ac->err) {
+    if (ac != NULL)
+      redisAsyncFree(ac);
+    uv_timer_start(&h->reconnect, on_reconnect, RECONNECT_MS, 0);
+    return;
+  }
+  fcntl(ac->c.fd, F_SETFD, FD_CLOEXEC);
+  if (h->url.path == NULL)
+    sl__redis_keepalive(ac->c.fd);
+  if (sl__uvredis_attach(&h->s->loop, ac) != 0) {
+    redisAsyncFree(ac);
+    uv_timer_start(&h->reconnect, on_reconnect, RECONNECT_MS, 0);
+    return;
+  }
+  ac->data = q;
+  q->ac = ac;
+  redisAsyncSetConnectCallback(ac, on_connect);
+  redisAsyncSetDisconnectCallback(ac, on_disconnect);
+  if (h->url.password != NULL && h->url.user != NULL)
+    redisAsyncCommand(ac, NULL, NULL, "AUTH %s %s", h->url.user, h->url.password);
+  else if (h->url.password != NULL)
+    redisAsyncCommand(ac, NULL, NULL, "AUTH %s", h->url.password);
+  redisAsyncCommand(ac, on_message, q, "SUBSCRIBE %s", q->chan);
+}
+
+static void on_reconnect(uv_timer_t *t) {
+  srv_hub *h = t->data;
+
+  for (size_t i = 0; i < h->nq; i++) {
+    if (h->q[i].ac == NULL)
+      sub_connect(&h->q[i]);
+  }
+}
+
+static void on_keepalive(uv_timer_t *t) {
+  srv_hub *h = t->data;
+
+  for (stream *st = h->streams; st != NULL; st = st->next)
+    append(st, ": keepalive\n\n");
+}
+
+int srv_hub_start(sl_srv *s) {
+  srv_hub *h = sl_malloc(sizeof(*h));
+  char err[256];
+
+  if (h == NULL)
+    return SL_ENOMEM;
+  memset(h, 0, sizeof(*h));
+  h->s = s;
+  if (sl__url_parse(s->redis_url, &h->url, err, sizeof(err)) != 0) {
+    sl_free(h);
+    return SL_EINVAL;
+  }
+  s->hub = h;
+  uv_timer_init(&s->loop, &h->keepalive);
+  uv_timer_init(&s->loop, &h->reconnect);
+  h->keepalive.data = h;
+  h->reconnect.data = h;
+  uv_timer_start(&h->keepalive, on_keepalive, s->keepalive_ms, s->keepalive_ms);
+  uv_timer_start(&h->reconnect, on_reconnect, 0, 0); /* the first subscriptions, at once */
+  for (size_t i = 0; i < s->nqueues; i++) {
+    sub *q = &h->q[h->nq++];
+
+    q->hub = h;
+    q->queue = s->queues[i];
+    snprintf(q->chan, sizeof(q->chan), "sluice:{%s}:events", q->queue);
+  }
+  return 0;
+}
+
+void srv_hub_stop(sl_srv *s) {
+  srv_hub *h = s->hub;
+
+  if (h == NULL)
+    return;
+  h->stopping = 1;
+  for (stream *st = h->streams; st != NULL; st = st->next) {
+    if (st->reading)
+      continue; /* a state being read is sent first: on_read_done ends it */
+    st->ended = 1;
+    wake(st);
+  }
+  uv_timer_stop(&h->keepalive);
+  uv_timer_stop(&h->reconnect);
+  for (size_t i = 0; i < h->nq; i++) {
+    if (h->q[i].ac != NULL)
+      redisAsyncDisconnect(h->q[i].ac);
+  }
+}
+
+static void on_closed(uv_handle_t *t) {
+  srv_hub *h = t->data;
+
+  if (--h->open_handles == 0) { /* libuv closes in no set order: the last one frees */
+    sl__url_free(&h->url);
+    sl_free(h);
+  }
+}
+
+void srv_hub_free(sl_srv *s) {
+  srv_hub *h = s->hub;
+
+  if (h == NULL)
+    return;
+  s->hub = NULL;
+  h->open_handles = 2;
+  uv_close((uv_handle_t *)&h->keepalive, on_closed);
+  uv_close((uv_handle_t *)&h->reconnect, on_closed);
+}

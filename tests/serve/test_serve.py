@@ -1,0 +1,463 @@
+#!/usr/bin/python3
+"""`sluice serve` against a real redis-server, real workers and real HTTP.
+
+The server runs as its own process on a loopback port; requests go through
+Python's http.client (and curl for one case), event streams are read as a
+client reads them, line by line.
+
+  probes      /healthz, /readyz; Redis killed: /readyz 503 and requests
+              503 with Retry-After; Redis back on the same socket: ready
+              again without a restart
+  auth        no token and a bad token 401; a read token cannot submit
+              (403); two tenants: neither reads, cancels nor follows the
+              other's batch (404); SIGHUP reloads the tokens file
+  submit      NDJSON and JSON bodies; the CLI's messages with line numbers;
+              415, 413, malformed JSON, unknown member, unknown option, an
+              empty body; Idempotency-Key gives the same batch
+  events      a batch followed to its end through its event stream (the
+              first event is the state, the stream ends after the final
+              event); a reconnect with Last-Event-ID midway still gets the
+              end
+  control     pause, resume, cancel, retry, and 409 where the state forbids
+  same        one file through the CLI and through the API: the same
+              counters and results lines (times and worker aside)
+  timeouts    a paused batch's stream gets a keepalive comment (--keepalive
+              1); an upload that stalls midway is closed (--idle-timeout 3)
+  shutdown    SIGTERM with an event stream open: the stream ends, exit 0
+
+usage: test_serve.py [CASE...]   (SLUICE_BIN; exit 0 when all hold)
+"""
+
+import hashlib
+import http.client
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+
+SLUICE = os.environ.get("SLUICE_BIN", "sluice")
+
+
+class Failure(Exception):
+    pass
+
+
+def check(cond, msg):
+    if not cond:
+        raise Failure(msg)
+
+
+def wait_for(cond, timeout, what):
+    deadline = time.monotonic() + timeout
+    while not cond():
+        if time.monotonic() > deadline:
+            raise Failure("waited %.0f s for %s, in vain" % (timeout, what))
+        time.sleep(0.02)
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Env:
+    def __init__(self):
+        self.tmp = tempfile.mkdtemp(prefix="sluice-serve-")
+        self.sock = os.path.join(self.tmp, "redis.sock")
+        self.url = "unix://" + self.sock
+        self.redis = None
+        self.start_redis()
+        out = subprocess.run([SLUICE, "library", "load", "--redis", self.url], capture_output=True, text=True)
+        check(out.returncode == 0, "library load: %s" % out.stderr)
+        self.tokens = os.path.join(self.tmp, "tokens")
+        self.write_tokens({"tok-a": ("acme", "submit"), "tok-b": ("bravo", "submit"), "tok-r": ("acme", "read"),
+                           "tok-admin": ("ops", "admin")})
+        self.port = free_port()
+        self.server = None
+        self.workers = []
+
+    def start_redis(self):
+        self.redis = subprocess.Popen(["redis-server", "--port", "0", "--unixsocket", self.sock, "--save", "",
+                                       "--appendonly", "no", "--dir", self.tmp,
+                                       "--logfile", os.path.join(self.tmp, "redis.log")])
+        wait_for(lambda: subprocess.run(["redis-cli", "-s", self.sock, "PING"], capture_output=True).stdout
+                 == b"PONG\n", 10, "redis-server")
+
+    def write_tokens(self, tokens):
+        with open(self.tokens, "w") as f:
+            f.write("# tenant role sha256(token)\n")
+            for tok, (tenant, role) in tokens.items():
+                f.write("%s %s %s\n" % (tenant, role, hashlib.sha256(tok.encode()).hexdigest()))
+
+    def serve(self, *extra, tokens=True):
+        args = [SLUICE, "serve", "--redis", self.url, "--listen", "127.0.0.1:%d" % self.port, "--queue", "api",
+                "--queue", "other"] + (["--tokens", self.tokens] if tokens else []) + list(extra)
+        self.server = subprocess.Popen(args, stderr=open(os.path.join(self.tmp, "serve.log"), "ab"))
+
+        def up():
+            try:
+                return self.get("/healthz")[0] == 200
+            except OSError:
+                return False
+        wait_for(up, 10, "sluice serve to listen")
+
+    def stop_server(self):
+        if self.server is not None:
+            self.server.send_signal(signal.SIGTERM)
+            code = self.server.wait(timeout=30)
+            self.server = None
+            return code
+        return None
+
+    def worker(self, queue="api"):
+        self.workers.append(subprocess.Popen([SLUICE, "worker", "--redis", self.url, "--queue", queue,
+                                              "--concurrency", "100", "--quiet"]))
+
+    def stop_workers(self):
+        for w in self.workers:
+            w.send_signal(signal.SIGTERM)
+        for w in self.workers:
+            w.wait(timeout=30)
+        self.workers = []
+
+    def request(self, method, path, body=None, token="tok-a", headers=None):
+        c = http.client.HTTPConnection("127.0.0.1", self.port, timeout=60)
+        h = dict(headers or {})
+        if token is not None:
+            h["Authorization"] = "Bearer " + token
+        c.request(method, path, body=body, headers=h)
+        r = c.getresponse()
+        data = r.read()
+        c.close()
+        ctype = r.getheader("Content-Type", "")
+        check(ctype == "application/json", "%s %s answered Content-Type %r: %r" % (method, path, ctype, data[:200]))
+        return r.status, json.loads(data), r
+
+    def get(self, path, token="tok-a"):
+        return self.request("GET", path, token=token)
+
+    def submit(self, lines, token="tok-a", query="", headers=None):
+        body = "".join(json.dumps(x) + "\n" for x in lines).encode()
+        h = {"Content-Type": "application/x-ndjson"}
+        h.update(headers or {})
+        return self.request("POST", "/v1/batches?queue=api" + query, body, token, h)
+
+    def events(self, batch, token="tok-a", last_id=None, stop_after=None):
+        """Reads the batch's event stream; returns the events (id, event, data)
+        and whether the server ended the stream."""
+        c = http.client.HTTPConnection("127.0.0.1", self.port, timeout=60)
+        h = {"Authorization": "Bearer " + token}
+        if last_id:
+            h["Last-Event-ID"] = last_id
+        c.request("GET", "/v1/batches/%s/events?queue=api" % batch, headers=h)
+        r = c.getresponse()
+        check(r.status == 200, "events: status %d" % r.status)
+        check(r.getheader("Content-Type") == "text/event-stream", "events: %r" % r.getheader("Content-Type"))
+        out, cur = [], {}
+        while True:
+            line = r.readline()
+            if not line:
+                c.close()
+                return out, True
+            line = line.decode().rstrip("\n")
+            if line == "":
+                if "data" in cur:
+                    out.append(cur)
+                    if stop_after is not None and len(out) >= stop_after:
+                        c.close()
+                        return out, False
+                cur = {}
+            elif line.startswith(":"):
+                continue
+            else:
+                k, _, v = line.partition(": ")
+                cur[k] = v
+
+    def close(self):
+        for w in self.workers:
+            w.kill()
+        if self.server is not None:
+            self.server.kill()
+        if self.redis is not None:
+            self.redis.kill()
+            self.redis.wait()
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+
+def noops(n, **kw):
+    return [dict({"type": "noop", "payload": {}}, **kw) for _ in range(n)]
+
+
+def test_probes(env):
+    st, body, _ = env.get("/healthz", token=None)
+    check(st == 200 and body == {"ok": True}, "healthz: %d %r" % (st, body))
+    st, body, _ = env.get("/readyz", token=None)
+    check(st == 200 and body["ready"] is True, "readyz: %d %r" % (st, body))
+    env.redis.kill()
+    env.redis.wait()
+    st, body, _ = env.get("/readyz", token=None)
+    check(st == 503 and body["error"]["code"] == "not_ready", "readyz with Redis gone: %d %r" % (st, body))
+    st, body, r = env.submit(noops(3))
+    check(st == 503 and r.getheader("Retry-After") == "5", "submit with Redis gone: %d %r" % (st, body))
+    check(env.get("/healthz", token=None)[0] == 200, "healthz with Redis gone")
+    env.start_redis()
+    subprocess.run([SLUICE, "library", "load", "--redis", env.url], capture_output=True, check=True)
+    wait_for(lambda: env.get("/readyz", token=None)[0] == 200, 20, "readyz after Redis came back")
+    st, body, _ = env.submit(noops(3))
+    check(st == 201, "submit after Redis came back: %d %r" % (st, body))
+    print("  probes: healthz, readyz 503 while Redis is down (submit 503, Retry-After 5), ready again after")
+
+
+def test_auth(env):
+    st, body, r = env.get("/v1/batches/X", token=None)
+    check(st == 401 and body["error"]["code"] == "unauthorized" and r.getheader("WWW-Authenticate"),
+          "no token: %d %r" % (st, body))
+    st, body, _ = env.get("/v1/batches/X", token="nope")
+    check(st == 401, "bad token: %d" % st)
+    st, body, _ = env.submit(noops(1), token="tok-r")
+    check(st == 403 and body["error"]["code"] == "forbidden", "read token submits: %d %r" % (st, body))
+    st, a, _ = env.submit(noops(2), token="tok-a")
+    check(st == 201 and a["status"]["tenant"] == "acme", "tenant a: %d %r" % (st, a))
+    ba = a["batch"]
+    check(env.get("/v1/batches/%s?queue=api" % ba, token="tok-r")[0] == 200, "a read token of the tenant reads")
+    for method, path in (("GET", "/v1/batches/%s?queue=api"), ("POST", "/v1/batches/%s/cancel?queue=api"),
+                         ("POST", "/v1/batches/%s/pause?queue=api")):
+        st, body, _ = env.request(method, path % ba, token="tok-b")
+        check(st == 404 and body["error"]["code"] == "not_found", "tenant b on a's batch: %s %d %r"
+              % (method, st, body))
+    ev, ended = env.events(ba, token="tok-b")
+    check(ended and ev and ev[0].get("event") == "error" and "not_found" in ev[0]["data"],
+          "tenant b follows a's batch: %r" % ev)
+    check(env.get("/v1/batches/%s?queue=api" % ba, token="tok-admin")[0] == 200, "admin reads every tenant")
+    # SIGHUP reloads: tok-b removed.
+    env.write_tokens({"tok-a": ("acme", "submit")})
+    env.server.send_signal(signal.SIGHUP)
+    wait_for(lambda: env.get("/healthz", token=None)[0] == 200 and
+             env.get("/v1/batches/X", token="tok-b")[0] == 401, 10, "tok-b refused after SIGHUP")
+    env.write_tokens({"tok-a": ("acme", "submit"), "tok-b": ("bravo", "submit"), "tok-r": ("acme", "read"),
+                      "tok-admin": ("ops", "admin")})
+    env.server.send_signal(signal.SIGHUP)
+    wait_for(lambda: env.get("/v1/batches/X", token="tok-b")[0] == 404, 10, "tok-b back after SIGHUP")
+    print("  auth: 401 without or with a bad token, 403 for a read token, tenants see only their own, SIGHUP")
+
+
+def test_submit(env):
+    st, body, _ = env.submit([{"type": "noop", "payload": {}}, {"type": "noop", "payload": {}, "priority": "urgent"},
+                              {"type": "noop"}])
+    e = body["error"]
+    check(st == 400 and e["code"] == "invalid_items" and e["line"] == 2 and e["field"] == "priority" and
+          len(e["errors"]) == 2 and e["errors"][1] == {"line": 3, "field": "payload",
+                                                     "message": "field \"payload\": missing (use {} or null for none)"},
+          "bad lines: %d %r" % (st, body))
+    out = subprocess.run([SLUICE, "submit", "--check", "-"], input=b'{"type":"noop","payload":{},"priority":"urgent"}\n',
+                         capture_output=True)
+    check(e["errors"][0]["message"] in out.stderr.decode(), "not the CLI's words: %r vs %r" % (e, out.stderr))
+    st, body, _ = env.request("POST", "/v1/batches?queue=api", b"x", headers={"Content-Type": "text/plain"})
+    check(st == 415, "text/plain: %d %r" % (st, body))
+    st, body, _ = env.request("POST", "/v1/batches?queue=api", b'{"items":[{"type":"noop","payload":{}}',
+                              headers={"Content-Type": "application/json"})
+    check(st == 400 and body["error"]["code"] == "invalid_json", "cut JSON: %d %r" % (st, body))
+    st, body, _ = env.request("POST", "/v1/batches?queue=api", b'{"items":[],"colour":1}',
+                              headers={"Content-Type": "application/json"})
+    check(st == 400 and body["error"]["code"] == "unknown_field", "unknown member: %d %r" % (st, body))
+    st, body, _ = env.submit(noops(1), query="&colour=red")
+    check(st == 400 and body["error"]["field"] == "options.colour", "unknown option: %d %r" % (st, body))
+    st, body, _ = env.request("POST", "/v1/batches?queue=api", b"", headers={"Content-Type": "application/x-ndjson"})
+    check(st == 400 and body["error"]["code"] == "no_items", "empty body: %d %r" % (st, body))
+    # Over --max-body: refused from its Content-Length, before the body is read (curl reads the early answer;
+    # http.client would fail writing the rest).
+    big = os.path.join(env.tmp, "big.ndjson")
+    with open(big, "wb") as f:
+        f.write(b'{"type":"noop","payload":"' + b"a" * 3000000 + b'"}\n')
+    out = subprocess.run(["curl", "-s", "-o", "-", "-w", "\n%{http_code}", "-X", "POST", "-H",
+                          "Authorization: Bearer tok-a", "-H", "Content-Type: application/x-ndjson",
+                          "--data-binary", "@" + big, "http://127.0.0.1:%d/v1/batches?queue=api" % env.port],
+                         capture_output=True, text=True, timeout=60)
+    body, _, code = out.stdout.rpartition("\n")
+    check(code == "413" and json.loads(body)["error"]["code"] == "body_too_large", "over --max-body: %r" % out.stdout)
+    # JSON form, options after items; the ids are the items' positions.
+    items = [{"type": "noop", "payload": {"n": i}} for i in range(1000)]
+    st, body, _ = env.request("POST", "/v1/batches?queue=api",
+                              json.dumps({"items": items, "options": {"name": "json", "max_attempts": 2}}).encode(),
+                              headers={"Content-Type": "application/json"})
+    check(st == 201 and body["submitted"] == 1000 and body["status"]["name"] == "json", "JSON body: %d %r"
+          % (st, str(body)[:300]))
+    items[500] = {"type": "noop", "payload": {}, "timeout_ms": 0}
+    st, body, _ = env.request("POST", "/v1/batches?queue=api", json.dumps({"options": {}, "items": items}).encode(),
+                              headers={"Content-Type": "application/json"})
+    check(st == 400 and body["error"]["line"] == 501 and body["error"]["field"] == "timeout_ms",
+          "JSON body, bad item 501: %d %r" % (st, body))
+    # Idempotency-Key
+    st1, b1, _ = env.submit(noops(5), headers={"Idempotency-Key": "order-9"})
+    st2, b2, _ = env.submit(noops(5), headers={"Idempotency-Key": "order-9"})
+    check(st1 == 201 and st2 == 200 and b2["reused"] and b1["batch"] == b2["batch"], "Idempotency-Key: %r %r"
+          % (b1, b2))
+    st3, b3, _ = env.submit(noops(5), token="tok-b", headers={"Idempotency-Key": "order-9"})
+    check(st3 == 201 and b3["batch"] != b1["batch"], "another tenant's key is its own: %r" % b3)
+    print("  submit: CLI messages with lines, 415, 413, invalid JSON, unknown member and option, empty body, "
+          "JSON form (item 501 named), Idempotency-Key per tenant")
+
+
+def test_events(env):
+    st, b, _ = env.submit([{"type": "sleep", "payload": {"ms": 100}} for _ in range(2000)])
+    batch = b["batch"]
+    first, ended = env.events(batch, stop_after=1)
+    check(json.loads(first[0]["data"])["status"] == "queued", "first event: %r" % first)
+    env.worker()
+    ev, ended = env.events(batch)
+    check(ended, "the stream did not end after the batch did")
+    last = json.loads(ev[-1]["data"])
+    check(last["status"] == "completed" and last["done"] == 2000 and last["succeeded"] == 2000,
+          "last event: %r" % last)
+    check(len(ev) >= 5, "only %d events while 2,000 items of 100 ms ran" % len(ev))
+    dones = [json.loads(e["data"])["done"] for e in ev if e.get("event") == "batch"]
+    check(dones == sorted(dones), "done went down: %r" % dones)
+    # A reconnect with Last-Event-ID (here after the end): the end comes again, from the hash.
+    again, ended = env.events(batch, last_id=ev[len(ev) // 2].get("id"))
+    check(ended and json.loads(again[0]["data"])["status"] == "completed", "reconnect: %r" % again[:2])
+    # Midway: a slow batch, read 2 events, drop, reconnect with the last id, read to the end.
+    st, b, _ = env.submit([{"type": "sleep", "payload": {"ms": 100}} for _ in range(1000)])
+    part, part_ended = env.events(b["batch"], stop_after=2)
+    rest, ended = env.events(b["batch"], last_id=part[-1].get("id"))
+    check(not part_ended and json.loads(part[-1]["data"])["done"] < 1000, "the first reading was not midway: %r" % part)
+    check(ended and json.loads(rest[-1]["data"])["done"] == 1000, "reconnect midway: %r" % rest[-1:])
+    env.stop_workers()
+    print("  events: %d events to the end of 2,000 items, monotonic; Last-Event-ID reconnects (after the end, and "
+          "midway at done=%s) get the end" % (len(ev), json.loads(part[-1]["data"])["done"]))
+
+
+def test_control(env):
+    st, b, _ = env.submit(noops(50))
+    batch = b["batch"]
+    p = "/v1/batches/%s/%%s?queue=api" % batch
+    st, body, _ = env.request("POST", p % "resume")
+    check(st == 409 and body["error"]["code"] == "conflict", "resume of a queued batch: %d %r" % (st, body))
+    st, body, _ = env.request("POST", p % "pause")
+    check(st == 200 and body["status"] == "paused", "pause: %d %r" % (st, body))
+    st, body, _ = env.request("POST", p % "resume")
+    check(st == 200 and body["status"] == "queued", "resume: %d %r" % (st, body))
+    st, body, _ = env.request("POST", p % "cancel")
+    check(st == 200 and body["status"] == "cancelled", "cancel: %d %r" % (st, body))
+    st, body, _ = env.request("POST", p % "cancel")
+    check(st == 409, "cancel twice: %d %r" % (st, body))
+    st, body, _ = env.request("POST", p % "retry")
+    check(st == 409, "retry of a cancelled batch: %d %r" % (st, body))
+    st, b, _ = env.submit([{"type": "sleep", "payload": {"ms": 0, "fail_rate": 1}} for _ in range(20)])
+    env.worker()
+    ev, _ = env.events(b["batch"])
+    check(json.loads(ev[-1]["data"])["failed"] == 20, "failing batch: %r" % ev[-1])
+    st, body, _ = env.request("POST", "/v1/batches/%s/retry?queue=api" % b["batch"])
+    check(st == 200 and body["requeued"] == 20, "retry: %d %r" % (st, body))
+    env.stop_workers()
+    print("  control: pause, resume, cancel, retry; 409 for resume of a queued, a second cancel, retry of cancelled")
+
+
+def strip_times(line):
+    d = json.loads(line)
+    for k in ("started_at", "finished_at", "duration_ms", "worker"):
+        d.pop(k, None)
+    return d
+
+
+def test_same(env):
+    items = [{"id": "i%d" % i, "type": "sleep", "payload": {"ms": 0, "fail_rate": 1 if i % 7 == 0 else 0}}
+             for i in range(300)]
+    path = os.path.join(env.tmp, "same.jsonl")
+    with open(path, "w") as f:
+        f.write("".join(json.dumps(x) + "\n" for x in items))
+    cli = subprocess.run([SLUICE, "submit", "--redis", env.url, "--queue", "api", path], capture_output=True,
+                         text=True).stdout.strip()
+    st, b, _ = env.submit(items)
+    env.worker()
+    for batch in (cli, b["batch"]):
+        env.events(batch, token="tok-admin")
+    env.stop_workers()
+    counters = []
+    results = []
+    for batch in (cli, b["batch"]):
+        st, s, _ = env.get("/v1/batches/%s?queue=api" % batch, token="tok-admin")
+        counters.append({k: s[k] for k in ("status", "total", "done", "succeeded", "failed", "cancelled")})
+        out = subprocess.run([SLUICE, "results", "--redis", env.url, "--queue", "api", batch], capture_output=True,
+                             text=True).stdout
+        results.append([strip_times(x) for x in out.splitlines()])
+    check(counters[0] == counters[1], "counters differ: CLI %r, API %r" % tuple(counters))
+    check(results[0] == results[1], "results lines differ")
+    print("  same: the CLI and the API give the same counters (%r) and 300 results lines" % counters[0])
+
+
+def test_timeouts(env):
+    st, b, _ = env.submit(noops(3))
+    env.request("POST", "/v1/batches/%s/pause?queue=api" % b["batch"])
+    c = http.client.HTTPConnection("127.0.0.1", env.port, timeout=30)
+    c.request("GET", "/v1/batches/%s/events?queue=api" % b["batch"], headers={"Authorization": "Bearer tok-a"})
+    r = c.getresponse()
+    t0 = time.monotonic()
+    while True:
+        line = r.readline()
+        check(line != b"" and time.monotonic() - t0 < 10, "no keepalive comment within 10 s")
+        if line == b": keepalive\n":
+            break
+    c.close()
+    waited = time.monotonic() - t0
+    s = socket.create_connection(("127.0.0.1", env.port), timeout=30)
+    s.sendall(b"POST /v1/batches?queue=api HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer tok-a\r\n"
+              b"Content-Type: application/x-ndjson\r\nContent-Length: 1000\r\n\r\n{\"type\":")
+    t0 = time.monotonic()
+    got = s.recv(65536)
+    while got:
+        got = s.recv(65536)
+    closed = time.monotonic() - t0
+    s.close()
+    check(2 <= closed < 10, "a stalled upload was closed after %.1f s (--idle-timeout 3)" % closed)
+    print("  timeouts: keepalive comment after %.1f s, a stalled upload closed after %.1f s" % (waited, closed))
+
+
+def test_shutdown(env):
+    st, b, _ = env.submit(noops(5))
+    c = http.client.HTTPConnection("127.0.0.1", env.port, timeout=30)
+    c.request("GET", "/v1/batches/%s/events?queue=api" % b["batch"], headers={"Authorization": "Bearer tok-a"})
+    r = c.getresponse()
+    check(r.readline().startswith(b"retry:"), "the stream did not start")
+    t0 = time.monotonic()
+    code = env.stop_server()
+    rest = r.read()
+    check(code == 0, "sluice serve exited %r after SIGTERM" % code)
+    check(b"event: batch" in rest, "the open stream did not get its state before closing: %r" % rest[:200])
+    print("  shutdown: SIGTERM with an open stream: it ended, exit 0 in %.2f s" % (time.monotonic() - t0))
+
+
+CASES = {"probes": test_probes, "auth": test_auth, "submit": test_submit, "events": test_events,
+         "control": test_control, "same": test_same, "timeouts": test_timeouts, "shutdown": test_shutdown}
+
+
+def main():
+    names = sys.argv[1:] or list(CASES)
+    env = Env()
+    try:
+        flags = ("--max-body", "2000000", "--keepalive", "1", "--idle-timeout", "3")
+        env.serve(*flags)
+        for name in names:
+            if env.server is None:
+                env.serve(*flags)
+            CASES[name](env)
+        print("sluice serve: %d cases passed" % len(names))
+        return 0
+    except (Failure, OSError, KeyError, ValueError) as e:
+        print("sluice serve: FAILED: %s: %s" % (type(e).__name__, e), file=sys.stderr)
+        try:
+            print(open(os.path.join(env.tmp, "serve.log")).read()[-3000:], file=sys.stderr)
+        except OSError:
+            pass
+        return 1
+    finally:
+        env.close()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
