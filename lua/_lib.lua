@@ -100,7 +100,7 @@ end
 local function sl_publish(prefix, queue, batch, now)
   local bkey = prefix .. 'b:' .. batch
   local v = redis.call('HMGET', bkey, 'status', 'total', 'done', 'succeeded', 'failed',
-                       'cancelled', 'whole')
+                       'cancelled', 'whole', 'tenant')
   if not v[1] then return end
   local total, done = sl_num(v[2]), sl_num(v[3])
   local pct = '0'
@@ -111,8 +111,9 @@ local function sl_publish(prefix, queue, batch, now)
   end
   local msg = string.format(
     '{"queue":"%s","batch":"%s","status":"%s","total":%d,"done":%d,"succeeded":%d,' ..
-    '"failed":%d,"cancelled":%d,"pct":%s,"ts":%d}',
-    queue, batch, v[1], total, done, sl_num(v[4]), sl_num(v[5]), sl_num(v[6]), pct, now)
+    '"failed":%d,"cancelled":%d,"pct":%s,"ts":%d%s}',
+    queue, batch, v[1], total, done, sl_num(v[4]), sl_num(v[5]), sl_num(v[6]), pct, now,
+    v[8] and (',"tenant":"' .. v[8] .. '"') or '')
   redis.call('PUBLISH', prefix .. 'events', msg)
   redis.call('PUBLISH', prefix .. 'events:' .. batch, msg)
 end

@@ -181,7 +181,17 @@ elseif seq == 0 then
   if retention then redis.call('HSET', bkey, 'retention_ms', math.floor(retention)) end
   if dedupe_ttl then redis.call('HSET', bkey, 'dedupe_ttl_ms', math.floor(dedupe_ttl)) end
   if webhook then redis.call('HSET', bkey, 'webhook', webhook) end
-  if tenant then redis.call('HSET', bkey, 'tenant', tenant) end
+  if tenant then
+    -- The tenant's own index of its batches (sluice serve lists from it),
+    -- trimmed like the queue's: the 10 oldest looked at, 90 days at most.
+    local tkey = prefix .. 'bt:' .. tenant
+    redis.call('HSET', bkey, 'tenant', tenant)
+    redis.call('ZADD', tkey, now, batch)
+    for _, old in ipairs(redis.call('ZRANGE', tkey, 0, 9)) do
+      if redis.call('EXISTS', prefix .. 'b:' .. old) == 0 then redis.call('ZREM', tkey, old) end
+    end
+    redis.call('ZREMRANGEBYSCORE', tkey, '-inf', now - 90 * 24 * 3600 * 1000)
+  end
   redis.call('ZADD', KEYS[5], now, batch)
   sl_set_status(prefix, batch, nil, 'submitting')
   -- The index forgets batches whose keys expired (their retention after

@@ -153,23 +153,26 @@ static int line_failed(const char *line) {
   return st != NULL && strncmp(st + 9, "\"failed\"", 8) == 0;
 }
 
-SL_EXTERN int sl_batch_results(sl_client_t *c, const char *queue, const char *batch, int flags,
-                               sl_line_cb cb, void *ud) {
+SL_EXTERN int sl_batch_results_page(sl_client_t *c, const char *queue, const char *batch, int flags, size_t from,
+                                    size_t limit, size_t *next, sl_line_cb cb, void *ud) {
   sl_keys k;
   char rkey[256];
   char (*nums)[24] = NULL;
   const char **av = NULL;
   redisReply *h;
-  long long submitted;
+  long long indexed;
+  size_t given = 0;
   int rc;
 
+  if (next != NULL)
+    *next = 0;
   if (sl__keys_init(&k, queue) != 0)
     return sl__client_fail(c, SL_EINVAL, "invalid queue name \"%s\"", queue);
   h = batch_hash(c, &k, batch, &rc);
   if (h == NULL)
     return rc;
   /* Item indexes run to `indexed` (items skipped as duplicates have one too). */
-  submitted = hfield(h, "indexed") ? hnum(h, "indexed") : hnum(h, "submitted");
+  indexed = hfield(h, "indexed") ? hnum(h, "indexed") : hnum(h, "submitted");
   freeReplyObject(h);
   snprintf(rkey, sizeof(rkey), "%sb:%s:r", k.prefix, batch);
   nums = sl_malloc(RESULTS_PAGE * sizeof(*nums));
@@ -181,8 +184,8 @@ SL_EXTERN int sl_batch_results(sl_client_t *c, const char *queue, const char *ba
   av[0] = "HMGET";
   av[1] = rkey;
   /* Pages of HMGET by item index keep submit order without sorting. */
-  for (long long first = 0; first < submitted && rc == 0; first += RESULTS_PAGE) {
-    long long n = submitted - first < RESULTS_PAGE ? submitted - first : RESULTS_PAGE;
+  for (long long first = (long long)from; first < indexed && rc == 0; first += RESULTS_PAGE) {
+    long long n = indexed - first < RESULTS_PAGE ? indexed - first : RESULTS_PAGE;
     redisReply *r;
 
     for (long long i = 0; i < n; i++) {
@@ -195,11 +198,18 @@ SL_EXTERN int sl_batch_results(sl_client_t *c, const char *queue, const char *ba
     for (size_t i = 0; i < r->elements && rc == 0; i++) {
       const redisReply *e = r->element[i];
 
+      if (limit > 0 && given == limit) {
+        if (next != NULL)
+          *next = (size_t)first + i; /* the page is full: the rest from here */
+        freeReplyObject(r);
+        goto out;
+      }
       if (e->type != REDIS_REPLY_STRING)
         continue; /* not finished yet */
       if ((flags & SL_RESULTS_FAILED) && !line_failed(e->str))
         continue;
       rc = cb(e->str, e->len, ud);
+      given++;
     }
     freeReplyObject(r);
   }
@@ -207,6 +217,11 @@ out:
   sl_free(nums);
   sl_free(av);
   return rc;
+}
+
+SL_EXTERN int sl_batch_results(sl_client_t *c, const char *queue, const char *batch, int flags,
+                               sl_line_cb cb, void *ud) {
+  return sl_batch_results_page(c, queue, batch, flags, 0, 0, NULL, cb, ud);
 }
 
 /* The hashes of ids[0..n) in one pipelined round trip: h[i] gets each
@@ -248,8 +263,12 @@ static const char *const statuses[] = {"submitting", "queued", "running", "pause
  * orders them. Batches added meanwhile are newer, so none is shown twice
  * or missed; one that changes status meanwhile may leave the set or join
  * it, as it would between two listings. */
-SL_EXTERN int sl_batch_list_after(sl_client_t *c, const char *queue, const char *status, size_t limit,
-                                  const char *after, sl_line_cb cb, void *ud) {
+SL_EXTERN int sl_batch_list_with(sl_client_t *c, const char *queue, const sl_list_opts *o, sl_line_cb cb,
+                                 void *ud) {
+  const char *status = o->status;
+  const char *after = o->after;
+  size_t limit = o->limit;
+  size_t examined = 0;
   sl_keys k;
   sl_buf out;
   char key[320];
@@ -264,6 +283,10 @@ SL_EXTERN int sl_batch_list_after(sl_client_t *c, const char *queue, const char 
   if (sl__keys_init(&k, queue) != 0)
     return sl__client_fail(c, SL_EINVAL, "invalid queue name \"%s\"", queue);
   snprintf(key, sizeof(key), "%s", k.batches);
+  if (o->last != NULL)
+    o->last[0] = '\0';
+  if (o->tenant != NULL && (strlen(o->tenant) == 0 || strlen(o->tenant) > SL_NAME_MAX))
+    return sl__client_fail(c, SL_EINVAL, "invalid tenant \"%.80s\"", o->tenant);
   if (status != NULL) {
     size_t i = 0;
 
@@ -274,6 +297,8 @@ SL_EXTERN int sl_batch_list_after(sl_client_t *c, const char *queue, const char 
                              "or cancelled)", status);
     snprintf(key, sizeof(key), "%sbs:%s", k.prefix, status);
   }
+  if (o->tenant != NULL)
+    snprintf(key, sizeof(key), "%sbt:%s", k.prefix, o->tenant); /* the tenant's own index; status from the hash */
   if (after != NULL) {
     const char *zv[3] = {"ZSCORE", k.batches, after};
     redisReply *r = sl__client_cmd(c, &rc, 3, zv, NULL);
@@ -332,18 +357,30 @@ SL_EXTERN int sl_batch_list_after(sl_client_t *c, const char *queue, const char 
       break;
     for (size_t i = 0; i < n; i++) {
       const char *st = h[i]->type == REDIS_REPLY_ARRAY && h[i]->elements > 0 ? hfield(h[i], "status") : NULL;
+      const char *tn = st != NULL ? hfield(h[i], "tenant") : NULL;
+      const char *nm = st != NULL ? hfield(h[i], "name") : NULL;
 
-      if (rc == 0 && st != NULL && (status == NULL || strcmp(st, status) == 0) && (limit == 0 || shown < limit)) {
+      if (rc == 0 && st != NULL && (status == NULL || strcmp(st, status) == 0) &&
+          (o->tenant == NULL || (tn != NULL && strcmp(tn, o->tenant) == 0)) &&
+          (o->name == NULL || (nm != NULL && strcmp(nm, o->name) == 0)) && (limit == 0 || shown < limit)) {
         sl__buf_reset(&out);
         rc = sl__batch_json(&out, &k, ids[i], h[i]);
         if (rc == 0)
           rc = cb(out.p, out.len, ud);
         shown++;
+        if (o->last != NULL && limit > 0 && shown == limit)
+          snprintf(o->last, SL_LIST_CURSOR_MAX, "%s", ids[i]); /* a full page: more may follow */
       }
       freeReplyObject(h[i]);
     }
+    examined += n;
     if (got < LIST_PAGE)
       break;
+    if (o->max_examined > 0 && examined >= o->max_examined && (limit == 0 || shown < limit)) {
+      if (o->last != NULL)
+        snprintf(o->last, SL_LIST_CURSOR_MAX, "%s", ids[n - 1]); /* enough looked at: go on from here */
+      break;
+    }
     snprintf(max, sizeof(max), "%s", last_score);
     snprintf(cur, sizeof(cur), "%s", ids[n - 1]);
     off = 0;
@@ -351,6 +388,13 @@ SL_EXTERN int sl_batch_list_after(sl_client_t *c, const char *queue, const char 
   sl__buf_free(&out);
   sl_free(ids);
   return rc;
+}
+
+SL_EXTERN int sl_batch_list_after(sl_client_t *c, const char *queue, const char *status, size_t limit,
+                                  const char *after, sl_line_cb cb, void *ud) {
+  sl_list_opts o = {status, NULL, NULL, after, limit, 0, NULL};
+
+  return sl_batch_list_with(c, queue, &o, cb, ud);
 }
 
 SL_EXTERN int sl_batch_list(sl_client_t *c, const char *queue, const char *status, size_t limit,

@@ -142,6 +142,11 @@ typedef int (*sl_line_cb)(const char *json, size_t len, void *ud);
 /* Every finished item's result, in submit order. */
 SL_EXTERN int sl_batch_results(sl_client_t *c, const char *queue, const char *batch, int flags,
                                sl_line_cb cb, void *ud);
+/* A page of them: from item index `from`, at most `limit` lines (0: all).
+ * *next (may be NULL) gets the index to go on from, or 0 when the batch's
+ * items have all been looked at. */
+SL_EXTERN int sl_batch_results_page(sl_client_t *c, const char *queue, const char *batch, int flags, size_t from,
+                                    size_t limit, size_t *next, sl_line_cb cb, void *ud);
 
 /* The queue's batches, newest first, as status objects; `status` filters
  * when not NULL; at most `limit` (0: all). */
@@ -154,6 +159,20 @@ SL_EXTERN int sl_batch_list(sl_client_t *c, const char *queue, const char *statu
  * the list (it expired). */
 SL_EXTERN int sl_batch_list_after(sl_client_t *c, const char *queue, const char *status, size_t limit,
                                   const char *after, sl_line_cb cb, void *ud);
+
+/* What sl_batch_list_with lists. */
+typedef struct sl_list_opts {
+  const char *status;   /* only batches in this status, or NULL */
+  const char *tenant;   /* only this tenant's batches (its own index), or NULL */
+  const char *name;     /* only batches of this name, or NULL */
+  const char *after;    /* start after this batch (a cursor), or NULL: from the newest */
+  size_t limit;         /* at most this many (0: all) */
+  size_t max_examined;  /* stop after looking at about this many batches (0: no bound) */
+  char *last;           /* SL_LIST_CURSOR_MAX bytes, or NULL: gets the cursor to go on from ("" at the end) */
+} sl_list_opts;
+#define SL_LIST_CURSOR_MAX 128
+/* The queue's batches that match o, newest first, as status objects. */
+SL_EXTERN int sl_batch_list_with(sl_client_t *c, const char *queue, const sl_list_opts *o, sl_line_cb cb, void *ud);
 
 /*
  * Follows a batch live through pub/sub: calls cb with the current state at

@@ -36,10 +36,8 @@ typedef struct call {
   srv_principal who;
   sl_batch_t *b;          /* OP_SUBMIT: the batch (the upload keeps it) */
   /* results */
-  unsigned status;
-  char *json;             /* the answer, or NULL with an error below */
-  const char *code;       /* error code */
-  char err[700];          /* error message */
+  char *json;             /* the answer, or NULL with the error in f */
+  srv_failure f;
 } call;
 
 static int role_ok(srv_req *req, srv_role need) {
@@ -50,50 +48,72 @@ static int role_ok(srv_req *req, srv_role need) {
   return 0;
 }
 
-/* Maps a failed library call to the call's error. */
-static void fail(call *k, sl_client_t *c, int rc, const char *what) {
+void srv_fail(srv_failure *f, sl_client_t *c, int rc, const char *what) {
   const char *e = c != NULL ? sl_client_errstr(c) : "";
 
-  snprintf(k->err, sizeof(k->err), "%s: %s", what, e[0] ? e : sl_strerror(rc));
+  snprintf(f->err, sizeof(f->err), "%s: %s", what, e[0] ? e : sl_strerror(rc));
   if (rc == SL_ECONN) {
-    k->status = 503;
-    k->code = "redis_unavailable";
+    f->status = 503;
+    f->code = "redis_unavailable";
     srv_pool_discard(c);
   } else if (rc == SL_ENOTFOUND) {
-    k->status = 404;
-    k->code = "not_found";
-    snprintf(k->err, sizeof(k->err), "no batch %s in queue %s", k->batch, k->queue);
+    f->status = 404;
+    f->code = "not_found";
+    snprintf(f->err, sizeof(f->err), "%s", what);
   } else if (rc == SL_ETOOBIG || strstr(e, "out of memory") != NULL || strstr(e, "OOM") != NULL) {
-    k->status = 503;
-    k->code = "redis_full";
+    f->status = 503;
+    f->code = "redis_full";
   } else if (rc == SL_EPROTO) {
-    k->status = 503;
-    k->code = "library";
+    f->status = 503;
+    f->code = "library";
+  } else if (rc == SL_EINVAL) {
+    f->status = 400;
+    f->code = "invalid";
   } else {
-    k->status = 502;
-    k->code = "redis_error";
+    f->status = 502;
+    f->code = "redis_error";
   }
 }
 
-/* The batch's state, as JSON; checks that the caller may see it (another
- * tenant's batch is "not found"). 0, or -1 with the error set. */
-static int load_status(call *k, sl_client_t *c, char **json, cJSON **parsed) {
-  int rc = sl_batch_status(c, k->queue, k->batch, json);
+int srv_batch_state(sl_client_t *c, const char *queue, const char *batch, const srv_principal *who, char **json,
+                    cJSON **parsed) {
+  int rc = sl_batch_status(c, queue, batch, json);
   cJSON *t;
 
-  if (rc != 0) {
-    fail(k, c, rc, "reading the batch");
-    return -1;
-  }
+  *parsed = NULL;
+  if (rc != 0)
+    return rc;
   *parsed = cJSON_Parse(*json);
   t = *parsed != NULL ? cJSON_GetObjectItemCaseSensitive(*parsed, "tenant") : NULL;
   if (*parsed == NULL ||
-      (k->who.role != ROLE_ADMIN && strcmp(cJSON_IsString(t) ? t->valuestring : "", k->who.tenant) != 0)) {
+      (who->role != ROLE_ADMIN && strcmp(cJSON_IsString(t) ? t->valuestring : "", who->tenant) != 0)) {
     sl_free(*json);
     cJSON_Delete(*parsed);
     *json = NULL;
     *parsed = NULL;
-    fail(k, c, SL_ENOTFOUND, "");
+    return SL_ENOTFOUND;
+  }
+  return 0;
+}
+
+/* Maps a failed library call to the call's error. */
+static void fail(call *k, sl_client_t *c, int rc, const char *what) {
+  char nf[200];
+
+  if (rc == SL_ENOTFOUND) {
+    snprintf(nf, sizeof(nf), "no batch %s in queue %s", k->batch, k->queue);
+    what = nf;
+  }
+  srv_fail(&k->f, c, rc, what);
+}
+
+/* The batch's state, as JSON, if the caller may see it (another tenant's
+ * batch is "not found"). 0, or -1 with the error set. */
+static int load_status(call *k, sl_client_t *c, char **json, cJSON **parsed) {
+  int rc = srv_batch_state(c, k->queue, k->batch, &k->who, json, parsed);
+
+  if (rc != 0) {
+    fail(k, c, rc, "reading the batch");
     return -1;
   }
   return 0;
@@ -122,9 +142,9 @@ static void run_control(call *k, sl_client_t *c) {
       (k->what == OP_RESUME && strcmp(s, "paused") != 0) || (k->what == OP_RETRY && strcmp(s, "cancelled") == 0)) {
     static const char *const verb[] = {"", "", "", "cancelled", "paused", "resumed", "retried"};
 
-    k->status = 409;
-    k->code = "conflict";
-    snprintf(k->err, sizeof(k->err), "batch %s is %s: it cannot be %s", k->batch, s, verb[k->what]);
+    k->f.status = 409;
+    k->f.code = "conflict";
+    snprintf(k->f.err, sizeof(k->f.err), "batch %s is %s: it cannot be %s", k->batch, s, verb[k->what]);
     goto out;
   }
   if (k->what == OP_CANCEL)
@@ -136,9 +156,9 @@ static void run_control(call *k, sl_client_t *c) {
   else
     rc = sl_batch_retry(c, k->queue, k->batch, &requeued);
   if (rc == SL_EINVAL || rc == SL_ECANCELED) {
-    k->status = 409;
-    k->code = "conflict";
-    snprintf(k->err, sizeof(k->err), "%s", sl_client_errstr(c));
+    k->f.status = 409;
+    k->f.code = "conflict";
+    snprintf(k->f.err, sizeof(k->f.err), "%s", sl_client_errstr(c));
     goto out;
   }
   if (rc != 0) {
@@ -162,7 +182,7 @@ static void run_control(call *k, sl_client_t *c) {
     k->json = json;
     json = NULL;
   }
-  k->status = 200;
+  k->f.status = 200;
 out:
   sl_free(json);
   cJSON_Delete(st);
@@ -204,7 +224,7 @@ static void run_submit(call *k, sl_client_t *c) {
   if (rc == 0)
     rc = sl__buf_printf(&b, "],\"status\":%s}", json);
   k->json = rc == 0 ? sl__buf_take(&b) : NULL;
-  k->status = sl_batch_reused(k->b) ? 200 : 201;
+  k->f.status = sl_batch_reused(k->b) ? 200 : 201;
   sl__buf_free(&b);
   sl_free(json);
   sl_free(id);
@@ -216,9 +236,9 @@ static void run_ready(call *k, sl_client_t *c, const char *open_err) {
   int rc;
 
   if (c == NULL) {
-    k->status = 503;
-    k->code = "not_ready";
-    snprintf(k->err, sizeof(k->err), "%s", open_err);
+    k->f.status = 503;
+    k->f.code = "not_ready";
+    snprintf(k->f.err, sizeof(k->f.err), "%s", open_err);
     return;
   }
   /* one round trip: a batch that does not exist */
@@ -226,11 +246,11 @@ static void run_ready(call *k, sl_client_t *c, const char *open_err) {
   sl_free(json);
   if (rc != 0 && rc != SL_ENOTFOUND) {
     fail(k, c, rc, "Redis does not answer");
-    k->status = 503;
-    k->code = "not_ready";
+    k->f.status = 503;
+    k->f.code = "not_ready";
     return;
   }
-  k->status = 200;
+  k->f.status = 200;
   k->json = sl_strdup("{\"ready\":true}");
   {
     sl_buf b;
@@ -252,9 +272,9 @@ static void on_run(sl_client_t *c, const char *open_err, void *arg) {
     return;
   }
   if (c == NULL) {
-    k->status = 503;
-    k->code = strstr(open_err, "library") != NULL ? "library" : "redis_unavailable";
-    snprintf(k->err, sizeof(k->err), "%s", open_err);
+    k->f.status = 503;
+    k->f.code = strstr(open_err, "library") != NULL ? "library" : "redis_unavailable";
+    snprintf(k->f.err, sizeof(k->f.err), "%s", open_err);
     return;
   }
   switch (k->what) {
@@ -262,7 +282,7 @@ static void on_run(sl_client_t *c, const char *open_err, void *arg) {
     cJSON *st = NULL;
 
     if (load_status(k, c, &k->json, &st) == 0)
-      k->status = 200;
+      k->f.status = 200;
     cJSON_Delete(st);
     break;
   }
@@ -276,12 +296,12 @@ static void on_done(void *arg) {
   srv_req *req = k->req;
 
   if (k->json != NULL) {
-    srv_answer(req, k->status, k->json);
+    srv_answer(req, k->f.status, k->json);
   } else {
-    if (k->status == 503)
+    if (k->f.status == 503)
       snprintf(req->retry_after, sizeof(req->retry_after), "5");
-    srv_error(req, k->status ? k->status : 503, k->code ? k->code : "out_of_memory", NULL, 0, "%s",
-              k->err[0] ? k->err : "the server is out of memory");
+    srv_error(req, k->f.status ? k->f.status : 503, k->f.code ? k->f.code : "out_of_memory", NULL, 0, "%s",
+              k->f.err[0] ? k->f.err : "the server is out of memory");
   }
   sl_free(k);
   srv_resume(req);
@@ -353,8 +373,8 @@ static enum MHD_Result first(srv_req *req) {
   }
   if (req->batch[0] != '\0' && req->action[0] == '\0' && get)
     return start(req, OP_STATUS, NULL);
-  if (req->batch[0] != '\0' && strcmp(req->action, "events") == 0 && get) {
-    req->stream = srv_sse_open(req->s, req->con, req->queue, req->batch, &req->who);
+  if (((req->batch[0] != '\0' && strcmp(req->action, "events") == 0) || strcmp(p, "/v1/events") == 0) && get) {
+    req->stream = srv_sse_open(req->s, req->con, req->queue, req->batch[0] ? req->batch : NULL, &req->who);
     if (req->stream == NULL)
       srv_error(req, 503, "out_of_memory", NULL, 0, "the server is out of memory");
     else
@@ -370,6 +390,8 @@ static enum MHD_Result first(srv_req *req) {
         return role_ok(req, ROLE_SUBMIT) ? start(req, ops[i], NULL) : MHD_YES;
     }
   }
+  if (srv_api_queue(req))
+    return MHD_YES;
   if (strcmp(p, "/healthz") == 0 || strcmp(p, "/readyz") == 0 || strcmp(p, "/v1/batches") == 0 ||
       (req->batch[0] != '\0' && (req->action[0] == '\0' || strcmp(req->action, "events") == 0 ||
                                  strcmp(req->action, "cancel") == 0 || strcmp(req->action, "pause") == 0 ||
@@ -384,6 +406,14 @@ static enum MHD_Result first(srv_req *req) {
 enum MHD_Result srv_api(srv_req *req, const char *upload, size_t *upload_size) {
   if (!req->started)
     return first(req); /* the headers' call */
+  if (req->want_body) {
+    if (*upload_size > 0 && sl__buf_append(&req->small, upload, *upload_size) != 0)
+      srv_error(req, 413, "body_too_large", NULL, 0, "this body must be under 64 KiB");
+    else if (*upload_size == 0)
+      srv_api_queue_body(req);
+    *upload_size = 0;
+    return MHD_YES;
+  }
   if (req->up == NULL) {
     *upload_size = 0; /* a body nobody asked for is dropped */
     return MHD_YES;

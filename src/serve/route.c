@@ -88,7 +88,7 @@ static enum MHD_Result send_answer(srv_req *req) {
     r = MHD_create_response_from_buffer(req->body.len, req->body.p, MHD_RESPMEM_MUST_COPY);
     if (r == NULL)
       return MHD_NO;
-    MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, "application/json");
+    MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, req->ctype ? req->ctype : "application/json");
   }
   MHD_add_response_header(r, MHD_HTTP_HEADER_CACHE_CONTROL, "no-store");
   if (req->s->cors_origin != NULL) {
@@ -97,6 +97,8 @@ static enum MHD_Result send_answer(srv_req *req) {
   }
   if (req->retry_after[0] != '\0')
     MHD_add_response_header(r, MHD_HTTP_HEADER_RETRY_AFTER, req->retry_after);
+  if (req->next_cursor[0] != '\0')
+    MHD_add_response_header(r, "X-Next-Cursor", req->next_cursor);
   if (status == 401)
     MHD_add_response_header(r, MHD_HTTP_HEADER_WWW_AUTHENTICATE, "Bearer realm=\"sluice\"");
   ret = MHD_queue_response(req->con, status, r);
@@ -155,6 +157,7 @@ static srv_req *begin(sl_srv *s, struct MHD_Connection *con, const char *url, co
   req->s = s;
   req->con = con;
   sl__buf_init(&req->body, 16 * 1024 * 1024);
+  sl__buf_init(&req->small, 64 * 1024);
   snprintf(req->method, sizeof(req->method), "%s", method);
   if (s->stopping) {
     srv_error(req, 503, "shutting_down", NULL, 0, "the server is stopping");
@@ -258,6 +261,7 @@ void srv_on_completed(void *cls, struct MHD_Connection *con, void **con_cls, enu
   if (req->stream != NULL)
     MHD_destroy_response(req->stream);
   sl__buf_free(&req->body);
+  sl__buf_free(&req->small);
   sl_free(req);
   *con_cls = NULL;
 }

@@ -271,8 +271,9 @@ SL_EXTERN int sl_serve_run(const sl_serve_opts *o, char *errbuf, size_t errlen) 
   }
   signal(SIGPIPE, SIG_IGN);
   s->mhd = MHD_start_daemon(MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG | (v6 ? MHD_USE_IPv6 : 0),
-                            0, NULL, NULL, srv_on_request, s, MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&ss,
-                            MHD_OPTION_NOTIFY_COMPLETED, srv_on_completed, s, MHD_OPTION_EXTERNAL_LOGGER, mhd_log, s, MHD_OPTION_CONNECTION_TIMEOUT,
+                            0, NULL, NULL, srv_on_request, s, MHD_OPTION_EXTERNAL_LOGGER, mhd_log, s,
+                            MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&ss,
+                            MHD_OPTION_NOTIFY_COMPLETED, srv_on_completed, s, MHD_OPTION_CONNECTION_TIMEOUT,
                             s->idle_timeout_s, MHD_OPTION_CONNECTION_LIMIT, (unsigned int)CONN_LIMIT,
                             MHD_OPTION_END);
   if (s->mhd == NULL) {

@@ -12,7 +12,8 @@
  *             with a blocking client from a small pool
  *   upload.c  request bodies as they stream in: NDJSON lines, or the items
  *             of a JSON {"items":[...],"options":{...}}, into a batch
- *   api.c     the /v1 endpoints on batches
+ *   api.c     the /v1 endpoints on batches and the probes
+ *   api_queue.c  results pages, queue stats, workers, dead letters, limits
  *   sse.c     live events: one subscription per queue, shared by every
  *             event stream of that queue
  *
@@ -97,8 +98,12 @@ typedef struct srv_req {
   unsigned status;          /* HTTP status of the answer */
   sl_buf body;              /* JSON of the answer */
   char retry_after[24];     /* a Retry-After value, or "" */
+  const char *ctype;        /* the answer's Content-Type; NULL: application/json */
+  char next_cursor[SL_LIST_CURSOR_MAX]; /* an X-Next-Cursor value, or "" */
   struct MHD_Response *stream; /* an event stream to send instead, or NULL */
   srv_upload *up;           /* the body of POST /v1/batches as it arrives, or NULL */
+  int want_body;            /* a small JSON body is read into `small` (limits, dead letters) */
+  sl_buf small;
   size_t body_len;          /* body bytes seen */
   int body_refused;         /* the body was refused (too large, bad): the rest is skipped */
   char batch[80];           /* the batch of the path, or "" */
@@ -121,6 +126,31 @@ const char *srv_arg(srv_req *req, const char *name);
 /* Handles a request whose route and principal are known; for a body, each
  * piece as it comes (upload_size > 0) and then once more with none. */
 enum MHD_Result srv_api(srv_req *req, const char *upload, size_t *upload_size);
+
+/* ---- api.c: shared with api_queue.c ---- */
+typedef struct cJSON cJSON;
+/* What went wrong with a Redis job: the answer's status, code, message. */
+typedef struct srv_failure {
+  unsigned status;
+  const char *code;
+  char err[700];
+} srv_failure;
+/* A failed library call (rc, with c's errstr) as a failure; what says
+ * what was being done (for SL_ENOTFOUND: the whole message). */
+void srv_fail(srv_failure *f, sl_client_t *c, int rc, const char *what);
+/* The batch's state if who may see it: 0, SL_ENOTFOUND (also for another
+ * tenant's batch), or the library's error. *json (sl_free) and *parsed
+ * (cJSON_Delete) are set on success. */
+int srv_batch_state(sl_client_t *c, const char *queue, const char *batch, const srv_principal *who, char **json,
+                    cJSON **parsed);
+
+/* ---- api_queue.c ---- */
+/* Results pages, queue stats, workers, dead letters and limits: 1 when
+ * the request was one of these (answered or started), 0 when not. */
+int srv_api_queue(srv_req *req);
+/* Bodies of PUT /v1/limits/{name} and POST /v1/dead/requeue, when the
+ * whole body was read (req->small). */
+void srv_api_queue_body(srv_req *req);
 
 /* ---- upload.c ---- */
 /* The body of POST /v1/batches: NDJSON lines or JSON {"items","options"}. */

@@ -1,5 +1,8 @@
 /*
- * Live events of `sluice serve`: GET /v1/batches/{id}/events.
+ * Live events of `sluice serve`: GET /v1/batches/{id}/events, and
+ * GET /v1/events for every batch of a queue the caller may see (its
+ * tenant's; an admin's: all): a first `snapshot` event with the newest 50
+ * batches, then each batch event, never ended by the server.
  *
  * One async Redis connection per served queue SUBSCRIBEs to the queue's
  * channel (sluice:{Q}:events, which carries every batch's events) when the
@@ -41,6 +44,7 @@
 #define RECONNECT_MS 1000    /* the subscription is made again this long after it broke */
 #define STREAM_BUF_MAX (8 * 1024 * 1024) /* bytes a slow client may have pending before it is dropped */
 #define WAITING_MAX 1024     /* events kept while the state is being read */
+#define SNAPSHOT_MAX 50      /* batches in the first event of a queue stream */
 
 typedef struct stream stream;
 
@@ -69,7 +73,7 @@ struct stream {
   srv_hub *hub;
   struct MHD_Connection *con;
   const char *queue;
-  char batch[80];
+  char batch[80];            /* "" for a stream of the whole queue */
   srv_principal who;
   sl_buf out;                /* bytes to send */
   size_t sent;               /* of out, already given to MHD */
@@ -149,6 +153,24 @@ static void send_batch_event(stream *st, const char *json, int from_state) {
   wake(st);
 }
 
+/* A batch event on a queue stream: every one the caller may see. */
+static void send_queue_event(stream *st, const char *json) {
+  cJSON *e = cJSON_Parse(json);
+  const cJSON *t = e ? cJSON_GetObjectItemCaseSensitive(e, "tenant") : NULL;
+  long long ts = (long long)cJSON_GetNumberValue(cJSON_GetObjectItemCaseSensitive(e, "ts"));
+  long long done = (long long)cJSON_GetNumberValue(cJSON_GetObjectItemCaseSensitive(e, "done"));
+  char head[96];
+
+  if (e != NULL && (st->who.role == ROLE_ADMIN || strcmp(cJSON_IsString(t) ? t->valuestring : "",
+                                                         st->who.tenant) == 0)) {
+    snprintf(head, sizeof(head), "id: %lld-%lld\nevent: batch\ndata: ", ts, done);
+    append(st, head);
+    append(st, json);
+    append(st, "\n\n");
+  }
+  cJSON_Delete(e);
+}
+
 static void send_progress(stream *st, const char *json) {
   append(st, "event: progress\ndata: ");
   append(st, json);
@@ -174,6 +196,15 @@ static void stream_free(stream *st) {
   sl_free(st);
 }
 
+/* The snapshot of a queue stream: the caller's newest batches. */
+static int snap_line(const char *json, size_t len, void *ud) {
+  sl_buf *b = ud;
+
+  if (b->p[b->len - 1] != '[' && sl__buf_putc(b, ',') != 0)
+    return SL_ENOMEM;
+  return sl__buf_append(b, json, len) == 0 ? 0 : SL_ENOMEM;
+}
+
 static void on_read(sl_client_t *c, const char *open_err, void *arg) {
   read_job *j = arg;
   cJSON *o;
@@ -182,6 +213,26 @@ static void on_read(sl_client_t *c, const char *open_err, void *arg) {
   if (c == NULL) {
     j->rc = SL_ECONN;
     snprintf(j->err, sizeof(j->err), "%s", open_err);
+    return;
+  }
+  if (j->batch[0] == '\0') {
+    sl_list_opts lo = {NULL, j->who.role == ROLE_ADMIN ? NULL : j->who.tenant, NULL, NULL, SNAPSHOT_MAX, 10000,
+                       NULL};
+    sl_buf b;
+
+    if (lo.tenant != NULL && lo.tenant[0] == '\0')
+      lo.tenant = NULL;
+    sl__buf_init(&b, 64 * 1024 * 1024);
+    j->rc = sl__buf_puts(&b, "{\"batches\":[");
+    if (j->rc == 0)
+      j->rc = sl_batch_list_with(c, j->queue, &lo, snap_line, &b);
+    if (j->rc == 0)
+      j->rc = sl__buf_puts(&b, "]}");
+    if (j->rc == 0)
+      j->json = sl__buf_take(&b);
+    else if (j->rc == SL_ECONN)
+      srv_pool_discard(c);
+    sl__buf_free(&b);
     return;
   }
   j->rc = sl_batch_status(c, j->queue, j->batch, &j->json);
@@ -208,6 +259,21 @@ static void on_read_done(void *arg) {
   st->reading = 0;
   if (st->closed) {
     stream_free(st);
+  } else if (j->json != NULL && st->batch[0] == '\0') {
+    /* a queue stream: the snapshot, then what came meanwhile; it goes on */
+    append(st, "event: snapshot\ndata: ");
+    append(st, j->json);
+    append(st, "\n\n");
+    st->have_state = 1;
+    for (size_t i = 0; i < st->nwaiting; i++) {
+      send_queue_event(st, st->waiting[i]);
+      sl_free(st->waiting[i]);
+    }
+    st->nwaiting = 0;
+    if (st->hub->stopping) {
+      st->ended = 1;
+      wake(st);
+    }
   } else if (j->json != NULL) {
     send_batch_event(st, j->json, 1);
     for (size_t i = 0; i < st->nwaiting; i++) {
@@ -311,7 +377,7 @@ struct MHD_Response *srv_sse_open(sl_srv *s, struct MHD_Connection *con, const c
   st->con = con;
   st->queue = queue;
   st->who = *p;
-  snprintf(st->batch, sizeof(st->batch), "%s", batch);
+  snprintf(st->batch, sizeof(st->batch), "%s", batch ? batch : "");
   sl__buf_init(&st->out, STREAM_BUF_MAX + 64 * 1024);
   r = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 16 * 1024, reader, st, on_free);
   if (r == NULL) {
@@ -353,7 +419,7 @@ static void on_message(redisAsyncContext *ac, void *reply, void *priv) {
       return;
     /* (re)subscribed: what happened meanwhile is read from the hashes */
     for (stream *st = q->hub->streams; st != NULL; st = st->next) {
-      if (st->queue == q->queue && st->have_state && !st->ended)
+      if (st->queue == q->queue && st->have_state && !st->ended && st->batch[0] != '\0')
         read_state(st);
     }
     return;
@@ -364,7 +430,20 @@ static void on_message(redisAsyncContext *ac, void *reply, void *priv) {
   b = e ? cJSON_GetObjectItemCaseSensitive(e, "batch") : NULL;
   progress = e != NULL && cJSON_GetObjectItemCaseSensitive(e, "type") != NULL;
   for (stream *st = q->hub->streams; b != NULL && cJSON_IsString(b) && st != NULL; st = st->next) {
-    if (st->queue != q->queue || strcmp(st->batch, b->valuestring) != 0 || st->ended)
+    if (st->queue != q->queue || st->ended)
+      continue;
+    if (st->batch[0] == '\0') {
+      if (progress)
+        continue; /* a queue stream carries batch events only */
+      if (!st->have_state) {
+        if (st->nwaiting < WAITING_MAX && (st->waiting[st->nwaiting] = sl_strdup(r->element[2]->str)) != NULL)
+          st->nwaiting++;
+      } else {
+        send_queue_event(st, r->element[2]->str);
+      }
+      continue;
+    }
+    if (strcmp(st->batch, b->valuestring) != 0)
       continue;
     if (progress) {
       if (st->have_state)

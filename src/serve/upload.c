@@ -120,7 +120,7 @@ static int set_option(srv_upload *u, const char *k, const char *sval, const cJSO
     }
     if (u->nopt == sizeof(u->optstore) / sizeof(u->optstore[0]))
       return -1;
-    v = sl_strdup(jval != NULL ? jval->valuestring : sval);
+    v = sl_strdup(jval != NULL ? jval->valuestring : sval != NULL ? sval : "");
     if (v == NULL)
       return -1;
     u->optstore[u->nopt++] = v;
@@ -149,7 +149,7 @@ static int set_option(srv_upload *u, const char *k, const char *sval, const cJSO
         return -1;
       }
       v = (int64_t)jval->valuedouble;
-    } else if (sl__json_int(sval, strlen(sval), 0, 31536000000LL, &v) != 0) {
+    } else if (sval == NULL || sl__json_int(sval, strlen(sval), 0, 31536000000LL, &v) != 0) {
       srv_error(u->req, 400, "invalid_option", field, 0, "option \"%s\" must be an integer from 0 to 31536000000, got "
                 "\"%.40s\"", k, sval);
       return -1;

@@ -18,7 +18,16 @@ client reads them, line by line.
               first event is the state, the stream ends after the final
               event); a reconnect with Last-Event-ID midway still gets the
               end
+  queue_events  GET /v1/events: a snapshot of the tenant's batches first, then
+              the events of its batches only (another tenant's batch, run at
+              the same time, never shows)
   control     pause, resume, cancel, retry, and 409 where the state forbids
+  list        GET /v1/batches: a tenant lists only its own batches; pages
+              by cursor give each once; status and name filters; an admin
+              lists one tenant's with ?tenant=
+  queue       results as NDJSON pages (cursor, status=failed); queue stats
+              equal to `sluice stats --json`; workers, dead letters and
+              their requeue, limits set, read and removed (admin only)
   same        one file through the CLI and through the API: the same
               counters and results lines (times and worker aside)
   timeouts    a paused batch's stream gets a keepalive comment (--keepalive
@@ -332,6 +341,44 @@ def test_events(env):
           "midway at done=%s) get the end" % (len(ev), json.loads(part[-1]["data"])["done"]))
 
 
+def test_queue_events(env):
+    c = http.client.HTTPConnection("127.0.0.1", env.port, timeout=60)
+    c.request("GET", "/v1/events?queue=api", headers={"Authorization": "Bearer tok-a"})
+    r = c.getresponse()
+    check(r.status == 200 and r.getheader("Content-Type") == "text/event-stream", "queue events: %d" % r.status)
+
+    def next_event():
+        cur = {}
+        while True:
+            line = r.readline()
+            check(line != b"", "the queue stream ended")
+            line = line.decode().rstrip("\n")
+            if line == "" and "data" in cur:
+                return cur
+            if line and not line.startswith(":"):
+                k, _, v = line.partition(": ")
+                cur[k] = v
+    first = next_event()
+    check(first.get("event") == "snapshot" and all(b.get("tenant") == "acme"
+                                                  for b in json.loads(first["data"])["batches"]),
+          "snapshot: %r" % first)
+    theirs = env.submit(noops(50), token="tok-b")[1]["batch"]
+    mine = env.submit(noops(50), token="tok-a")[1]["batch"]
+    env.worker()
+    seen = set()
+    while True:
+        ev = json.loads(next_event()["data"])
+        seen.add(ev["batch"])
+        check(ev.get("tenant") == "acme", "another tenant's event on a's queue stream: %r" % ev)
+        if ev["batch"] == mine and ev["status"] == "completed":
+            break
+    c.close()
+    env.events(theirs, token="tok-b")
+    env.stop_workers()
+    check(theirs not in seen, "b's batch was seen")
+    print("  queue_events: a snapshot, then only the tenant's own batches' events, to the end of its batch")
+
+
 def test_control(env):
     st, b, _ = env.submit(noops(50))
     batch = b["batch"]
@@ -356,6 +403,99 @@ def test_control(env):
     check(st == 200 and body["requeued"] == 20, "retry: %d %r" % (st, body))
     env.stop_workers()
     print("  control: pause, resume, cancel, retry; 409 for resume of a queued, a second cancel, retry of cancelled")
+
+
+def raw(env, method, path, body=None, token="tok-admin"):
+    c = http.client.HTTPConnection("127.0.0.1", env.port, timeout=60)
+    c.request(method, path, body=body, headers={"Authorization": "Bearer " + token})
+    r = c.getresponse()
+    data = r.read()
+    c.close()
+    return r.status, data, r
+
+
+def test_list(env):
+    mine = []
+    for i in range(5):
+        mine.append(env.submit(noops(1), query="&name=list-a%d" % i, token="tok-a")[1]["batch"])
+    theirs = [env.submit(noops(1), query="&name=list-b", token="tok-b")[1]["batch"] for _ in range(3)]
+    seen, cursor = [], None
+    while True:
+        st, page, r = env.get("/v1/batches?queue=api&limit=2" + ("&cursor=" + cursor if cursor else ""))
+        check(st == 200, "list: %d %r" % (st, page))
+        seen += [b["batch"] for b in page["batches"]]
+        check(all(b["tenant"] == "acme" for b in page["batches"]), "another tenant's batch listed: %r" % page)
+        cursor = page["next"]
+        check(cursor == r.getheader("X-Next-Cursor"), "next and X-Next-Cursor differ")
+        if cursor is None:
+            break
+    check(len(seen) == len(set(seen)) and set(mine) <= set(seen) and not set(theirs) & set(seen),
+          "tenant a's pages: %r" % seen)
+    check(seen.index(mine[4]) < seen.index(mine[0]), "not newest first")
+    st, page, _ = env.get("/v1/batches?queue=api&name=list-a3")
+    check([b["batch"] for b in page["batches"]] == [mine[3]], "name filter: %r" % page)
+    st, page, _ = env.get("/v1/batches?queue=api&status=queued&limit=1000")
+    check(set(mine) <= {b["batch"] for b in page["batches"]} and all(b["status"] == "queued" for b in page["batches"]),
+          "status filter: %r" % page)
+    st, page, _ = env.get("/v1/batches?queue=api&tenant=bravo&limit=1000", token="tok-admin")
+    check({b["batch"] for b in page["batches"]} >= set(theirs) and all(b["tenant"] == "bravo" for b in page["batches"]),
+          "admin lists bravo's: %r" % page)
+    check(env.get("/v1/batches?queue=api&tenant=bravo")[0] == 403, "a tenant lists another's")
+    print("  list: a tenant lists its own only, paged by cursor, newest first; name, status and admin filters")
+
+
+def test_queue(env):
+    items = [{"id": "q%d" % i, "type": "sleep", "payload": {"ms": 0, "fail_rate": 1 if i % 10 == 0 else 0}}
+             for i in range(250)]
+    st, b, _ = env.submit(items)
+    batch = b["batch"]
+    env.worker()
+    env.events(batch)
+    # Results, paged: 100 per page, the cursor in X-Next-Cursor, in item order.
+    lines, cursor = [], 0
+    while True:
+        st, data, r = raw(env, "GET", "/v1/batches/%s/results?queue=api&limit=100&cursor=%d" % (batch, cursor),
+                          token="tok-a")
+        check(st == 200 and r.getheader("Content-Type") == "application/x-ndjson", "results: %d %r" % (st, data[:100]))
+        lines += [json.loads(x) for x in data.splitlines()]
+        nxt = r.getheader("X-Next-Cursor")
+        if nxt is None:
+            break
+        cursor = int(nxt)
+    check([x["id"] for x in lines] == ["q%d" % i for i in range(250)], "results pages: %d lines" % len(lines))
+    st, data, _ = raw(env, "GET", "/v1/batches/%s/results?queue=api&status=failed" % batch, token="tok-a")
+    check(len(data.splitlines()) == 25, "failed results: %d" % len(data.splitlines()))
+    check(raw(env, "GET", "/v1/batches/%s/results?queue=api" % batch, token="tok-b")[0] == 404,
+          "another tenant's results")
+    # Stats: equal to sluice stats --json (but the moving minute figures).
+    st, stats, _ = env.get("/v1/queues/api/stats", token="tok-a")
+    cli = json.loads(subprocess.run([SLUICE, "stats", "--json", "--redis", env.url, "--queue", "api"],
+                                    capture_output=True, text=True).stdout)
+    for k in ("ended_last_minute", "per_s"):
+        stats.pop(k, None)
+        cli.pop(k, None)
+    check(stats == cli, "stats differ: API %r, CLI %r" % (stats, cli))
+    check(stats["dead"] >= 25, "dead letters in stats: %r" % stats)
+    st, workers, _ = env.get("/v1/workers?queue=api", token="tok-admin")
+    check(st == 200 and len(workers) == 1 and workers[0]["queue"] == "api", "workers: %r" % workers)
+    check(env.get("/v1/workers?queue=api", token="tok-a")[0] == 403, "workers for a submit token")
+    st, dead, _ = env.get("/v1/dead?queue=api&limit=5", token="tok-admin")
+    check(st == 200 and len(dead) == 5 and dead[0]["batch"], "dead: %r" % dead[:1])
+    st, body, _ = env.request("POST", "/v1/dead/requeue?queue=api", json.dumps({"ids": [dead[0]["id"]]}).encode(),
+                              token="tok-admin")
+    check(st == 200 and body == {"requeued": 1, "skipped": 0}, "requeue: %d %r" % (st, body))
+    st, body, _ = env.request("PUT", "/v1/limits/openai?queue=api", b'{"rate":"50/s","burst":5}', token="tok-admin")
+    check(st == 200 and body["name"] == "openai" and body["burst"] == 5, "limit put: %d %r" % (st, body))
+    st, body, _ = env.get("/v1/limits/openai?queue=api", token="tok-admin")
+    check(st == 200 and body["rate"] == "50/s", "limit get: %d %r" % (st, body))
+    st, body, _ = env.request("PUT", "/v1/limits/openai?queue=api", b'{"rate":"fast"}', token="tok-admin")
+    check(st == 400, "a bad rate: %d %r" % (st, body))
+    st, body, _ = env.request("DELETE", "/v1/limits/openai?queue=api", token="tok-admin")
+    check(st == 200, "limit delete: %d %r" % (st, body))
+    check(env.get("/v1/limits/openai?queue=api", token="tok-admin")[0] == 404, "the limit is gone")
+    env.stop_workers()
+    print("  queue: 250 results in pages of 100, 25 failed; stats equal to sluice stats; workers, dead letters, "
+          "requeue, limits")
 
 
 def strip_times(line):
@@ -432,8 +572,8 @@ def test_shutdown(env):
     print("  shutdown: SIGTERM with an open stream: it ended, exit 0 in %.2f s" % (time.monotonic() - t0))
 
 
-CASES = {"probes": test_probes, "auth": test_auth, "submit": test_submit, "events": test_events,
-         "control": test_control, "same": test_same, "timeouts": test_timeouts, "shutdown": test_shutdown}
+CASES = {"probes": test_probes, "auth": test_auth, "submit": test_submit, "events": test_events, "queue_events": test_queue_events,
+         "control": test_control, "list": test_list, "queue": test_queue, "same": test_same, "timeouts": test_timeouts, "shutdown": test_shutdown}
 
 
 def main():
