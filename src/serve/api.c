@@ -22,6 +22,7 @@
 #include <sluice/client.h>
 
 #include "alloc.h"
+#include "conn.h"
 #include "json.h"
 #include "srv.h"
 
@@ -35,6 +36,8 @@ typedef struct call {
   char batch[80];
   srv_principal who;
   sl_batch_t *b;          /* OP_SUBMIT: the batch (the upload keeps it) */
+  char idem[SL_IDEM_KEY_MAX + 1]; /* OP_SUBMIT: its Idempotency-Key, or "" */
+  long long retry_after_s; /* a quota's wait, s */
   /* results */
   char *json;             /* the answer, or NULL with the error in f */
   srv_failure f;
@@ -188,14 +191,86 @@ out:
   cJSON_Delete(st);
 }
 
+/* The tenant's submit quotas (lua/quota.lua), charged for this batch: 0,
+ * or -1 with the error set (429 and the wait; 413 when it can never fit).
+ * A submit whose Idempotency-Key was used before costs nothing: it writes
+ * nothing. */
+static int charge_quota(call *k, sl_client_t *c) {
+  const srv_principal *w = &k->who;
+  char keys[2][SL_NAME_MAX + SRV_TENANT_MAX + 48];
+  char nums[6][24];
+  const char *av[8];
+  size_t n = sl_batch_count(k->b);
+  redisReply *r;
+  int rc;
+
+  if (w->batches_t_us == 0 && w->items_t_us == 0)
+    return 0;
+  if (w->items_t_us > 0 && n > w->items_burst) {
+    k->f.status = 413;
+    k->f.code = "over_quota";
+    snprintf(k->f.err, sizeof(k->f.err), "a batch of %zu items can never fit tenant %s's quota of %llu items: split "
+             "it", n, w->tenant, (unsigned long long)w->items_burst);
+    return -1;
+  }
+  if (k->idem[0] != '\0') {
+    char ik[SL_NAME_MAX + SRV_TENANT_MAX + SL_IDEM_KEY_MAX + 32];
+    const char *ev[2] = {"EXISTS", ik};
+
+    snprintf(ik, sizeof(ik), "sluice:{%s}:idem:%s:%s", k->queue, w->tenant, k->idem);
+    r = sl__client_cmd(c, &rc, 2, ev, NULL);
+    if (r != NULL && r->type == REDIS_REPLY_INTEGER && r->integer == 1) {
+      freeReplyObject(r);
+      return 0;
+    }
+    freeReplyObject(r);
+  }
+  snprintf(keys[0], sizeof(keys[0]), "sluice:{%s}:quota:%s:batches", k->queue, w->tenant);
+  snprintf(keys[1], sizeof(keys[1]), "sluice:{%s}:quota:%s:items", k->queue, w->tenant);
+  snprintf(nums[0], sizeof(nums[0]), "%llu", (unsigned long long)w->batches_t_us);
+  snprintf(nums[1], sizeof(nums[1]), "%llu", (unsigned long long)w->batches_burst);
+  snprintf(nums[2], sizeof(nums[2]), "1");
+  snprintf(nums[3], sizeof(nums[3]), "%llu", (unsigned long long)w->items_t_us);
+  snprintf(nums[4], sizeof(nums[4]), "%llu", (unsigned long long)w->items_burst);
+  snprintf(nums[5], sizeof(nums[5]), "%zu", n);
+  av[0] = keys[0];
+  av[1] = keys[1];
+  for (int i = 0; i < 6; i++)
+    av[2 + i] = nums[i];
+  r = sl__client_fcall(c, &rc, "quota", 2, 8, av, NULL);
+  if (r == NULL) {
+    fail(k, c, rc, "charging the tenant's quota");
+    return -1;
+  }
+  if (r->type == REDIS_REPLY_ARRAY && r->elements == 2 && r->element[0]->type == REDIS_REPLY_INTEGER &&
+      r->element[0]->integer > 0) {
+    int items = r->element[1]->type == REDIS_REPLY_STRING && strcmp(r->element[1]->str, "items") == 0;
+
+    k->f.status = 429;
+    k->f.code = "quota_exceeded";
+    k->retry_after_s = (r->element[0]->integer + 999) / 1000;
+    snprintf(k->f.err, sizeof(k->f.err), "tenant %s has used its quota of %llu %s per %.0f s; this batch fits in "
+             "%lld s (Retry-After)", w->tenant,
+             (unsigned long long)(items ? w->items_burst : w->batches_burst), items ? "items" : "batches",
+             (double)(items ? w->items_t_us * w->items_burst : w->batches_t_us * w->batches_burst) / 1e6,
+             k->retry_after_s);
+    freeReplyObject(r);
+    return -1;
+  }
+  freeReplyObject(r);
+  return 0;
+}
+
 static void run_submit(call *k, sl_client_t *c) {
   char *id = NULL;
   char *json = NULL;
   cJSON *st = NULL;
-  int rc = sl_batch_submit(c, k->b, &id);
+  int rc = charge_quota(k, c) != 0 ? SL_EINVAL : sl_batch_submit(c, k->b, &id);
   sl_buf b;
   size_t ns;
 
+  if (rc == SL_EINVAL && k->f.status != 0)
+    return; /* over the quota: the error is set */
   if (rc != 0) {
     fail(k, c, rc, "the submit failed");
     return;
@@ -300,6 +375,8 @@ static void on_done(void *arg) {
   } else {
     if (k->f.status == 503)
       snprintf(req->retry_after, sizeof(req->retry_after), "5");
+    if (k->f.status == 429)
+      snprintf(req->retry_after, sizeof(req->retry_after), "%lld", k->retry_after_s > 0 ? k->retry_after_s : 1);
     srv_error(req, k->f.status ? k->f.status : 503, k->f.code ? k->f.code : "out_of_memory", NULL, 0, "%s",
               k->f.err[0] ? k->f.err : "the server is out of memory");
   }
@@ -322,6 +399,11 @@ static enum MHD_Result start(srv_req *req, op what, sl_batch_t *b) {
   k->who = req->who;
   snprintf(k->queue, sizeof(k->queue), "%s", req->queue ? req->queue : "default");
   snprintf(k->batch, sizeof(k->batch), "%s", req->batch);
+  if (what == OP_SUBMIT) {
+    const char *key = MHD_lookup_connection_value(req->con, MHD_HEADER_KIND, "Idempotency-Key");
+
+    snprintf(k->idem, sizeof(k->idem), "%s", key ? key : "");
+  }
   if (srv_work(req->s, on_run, on_done, k) != 0) {
     sl_free(k);
     srv_error(req, 503, "out_of_memory", NULL, 0, "the server cannot start the work");

@@ -3,14 +3,18 @@
  *
  * The tokens file holds no token, only its SHA-256: one line per token,
  *
- *   TENANT ROLE SHA256-HEX
+ *   TENANT ROLE SHA256-HEX [batches=N/UNIT] [items=N/UNIT]
  *
  * TENANT is 1-64 characters of [A-Za-z0-9_.-], ROLE is read, submit or
  * admin, and the hash is of the token's bytes (`sluice serve --hash-token`
  * prints it for a token read from standard input). Blank lines and lines
  * starting with '#' are skipped; any other line that is not of this form
  * makes the whole file refused, naming the line, so a typo never opens or
- * closes a door silently. A request's token is hashed and compared with
+ * closes a door silently. The optional quotas limit the tenant's submits
+ * (api.c, lua/quota.lua): N batches, or N items, per UNIT (s, m, h or d,
+ * optionally a multiple: 100/10s),
+ * as a token bucket whose burst is N. A tenant's quota is the last one a
+ * line of it gives. A request's token is hashed and compared with
  * every line in constant time (CRYPTO_memcmp), so neither a match nor its
  * position shows in the timing.
  */
@@ -66,14 +70,56 @@ static int unhex(const char *h, unsigned char out[32]) {
   return h[64] == '\0' ? 0 : -1;
 }
 
+/* "N/UNIT" or "N/KUNIT" (100/10s) into an emission interval (us) and a
+ * burst; -1 if it is not one. */
+static int parse_quota(const char *v, uint64_t *t_us, uint64_t *burst) {
+  char *end;
+  char *u;
+  unsigned long long n = strtoull(v, &end, 10);
+  unsigned long long k = 1;
+  uint64_t window;
+
+  if (end == v || n < 1 || n > 1000000000ULL || end[0] != '/')
+    return -1;
+  if (end[1] >= '1' && end[1] <= '9') {
+    k = strtoull(end + 1, &u, 10);
+    if (k < 1 || k > 100000)
+      return -1;
+  } else {
+    u = end + 1;
+  }
+  if (u[0] == '\0' || u[1] != '\0')
+    return -1;
+  switch (u[0]) {
+  case 's': window = 1000000ULL; break;
+  case 'm': window = 60ULL * 1000000; break;
+  case 'h': window = 3600ULL * 1000000; break;
+  case 'd': window = 86400ULL * 1000000; break;
+  default: return -1;
+  }
+  window *= k;
+  *t_us = window / n > 0 ? window / n : 1;
+  *burst = n;
+  return 0;
+}
+
 /* Parses one line into *t; NULL, or what is wrong with it. */
 static const char *parse_line(char *line, token *t) {
   char *tenant = strtok(line, " \t");
   char *role = strtok(NULL, " \t");
   char *hash = strtok(NULL, " \t");
+  char *q;
 
-  if (tenant == NULL || role == NULL || hash == NULL || strtok(NULL, " \t") != NULL)
-    return "expected three fields: TENANT ROLE SHA256-HEX";
+  memset(&t->who, 0, sizeof(t->who));
+  if (tenant == NULL || role == NULL || hash == NULL)
+    return "expected TENANT ROLE SHA256-HEX [batches=N/UNIT] [items=N/UNIT]";
+  while ((q = strtok(NULL, " \t")) != NULL) {
+    if (strncmp(q, "batches=", 8) == 0 && parse_quota(q + 8, &t->who.batches_t_us, &t->who.batches_burst) == 0)
+      continue;
+    if (strncmp(q, "items=", 6) == 0 && parse_quota(q + 6, &t->who.items_t_us, &t->who.items_burst) == 0)
+      continue;
+    return "after the hash only batches=N/UNIT and items=N/UNIT (UNIT s, m, h or d) may follow";
+  }
   if (strlen(tenant) > SRV_TENANT_MAX || strspn(tenant, TENANT_CHARS) != strlen(tenant))
     return "the tenant must be 1-64 characters of [A-Za-z0-9_.-]";
   if (strcmp(role, "read") == 0)
@@ -142,6 +188,21 @@ int srv_auth_load(const char *path, srv_auth **out, char *err, size_t errlen) {
       goto bad;
     }
     a->n++;
+  }
+  /* a tenant's quota is the last its lines give: every token of it gets it */
+  for (size_t k = 0; k < a->n; k++) {
+    for (size_t i = a->n; i-- > 0;) {
+      const srv_principal *q = &a->t[i].who;
+      srv_principal *w = &a->t[k].who;
+
+      if ((q->batches_t_us > 0 || q->items_t_us > 0) && strcmp(w->tenant, q->tenant) == 0) {
+        w->batches_t_us = q->batches_t_us;
+        w->batches_burst = q->batches_burst;
+        w->items_t_us = q->items_t_us;
+        w->items_burst = q->items_burst;
+        break;
+      }
+    }
   }
   if (ferror(f)) {
     snprintf(err, errlen, "cannot read the tokens file %s: %s", path, strerror(errno));

@@ -94,6 +94,13 @@ static enum MHD_Result send_answer(srv_req *req) {
   if (req->s->cors_origin != NULL) {
     MHD_add_response_header(r, MHD_HTTP_HEADER_ACCESS_CONTROL_ALLOW_ORIGIN, req->s->cors_origin);
     MHD_add_response_header(r, "Vary", "Origin");
+    MHD_add_response_header(r, "Access-Control-Expose-Headers", "Retry-After, X-Next-Cursor");
+    if (strcmp(req->method, "OPTIONS") == 0) {
+      MHD_add_response_header(r, "Access-Control-Allow-Methods", "GET, POST, PUT, DELETE, OPTIONS");
+      MHD_add_response_header(r, "Access-Control-Allow-Headers",
+                              "Authorization, Content-Type, Idempotency-Key, Last-Event-ID");
+      MHD_add_response_header(r, "Access-Control-Max-Age", "600");
+    }
   }
   if (req->retry_after[0] != '\0')
     MHD_add_response_header(r, MHD_HTTP_HEADER_RETRY_AFTER, req->retry_after);
@@ -169,7 +176,11 @@ static srv_req *begin(sl_srv *s, struct MHD_Connection *con, const char *url, co
   }
   snprintf(req->path, sizeof(req->path), "%s", url);
   if (strcmp(method, "OPTIONS") == 0) {
-    srv_answer(req, 204, sl_strdup(""));
+    /* a CORS preflight: answered only with --cors ORIGIN */
+    if (s->cors_origin != NULL)
+      srv_answer(req, 204, sl_strdup(""));
+    else
+      srv_error(req, 405, "method_not_allowed", NULL, 0, "OPTIONS is answered only with --cors ORIGIN");
     return req;
   }
   if (strcmp(url, "/healthz") == 0 || strcmp(url, "/readyz") == 0)

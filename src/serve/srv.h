@@ -49,6 +49,10 @@ typedef enum srv_role {
 typedef struct srv_principal {
   char tenant[SRV_TENANT_MAX + 1]; /* "" when the server has no tokens file */
   srv_role role;
+  /* submit quotas of the tenant (a token bucket each): emission interval
+   * (us) and burst; 0: none */
+  uint64_t batches_t_us, items_t_us;
+  uint64_t batches_burst, items_burst;
 } srv_principal;
 
 typedef struct srv_auth srv_auth;

@@ -21,6 +21,10 @@ client reads them, line by line.
   queue_events  GET /v1/events: a snapshot of the tenant's batches first, then
               the events of its batches only (another tenant's batch, run at
               the same time, never shows)
+  quota       a tenant of 2 batches an hour gets 429 for its third (Retry-After
+              about 30 min; a repeated Idempotency-Key still answers); a
+              tenant of 100 items per 10 s gets 429 for 50 after 60, waits
+              the Retry-After and gets 201; a batch over the quota is 413
   control     pause, resume, cancel, retry, and 409 where the state forbids
   list        GET /v1/batches: a tenant lists only its own batches; pages
               by cursor give each once; status and name filters; an admin
@@ -30,6 +34,8 @@ client reads them, line by line.
               their requeue, limits set, read and removed (admin only)
   same        one file through the CLI and through the API: the same
               counters and results lines (times and worker aside)
+  cors        no CORS headers and OPTIONS 405 without --cors; with --cors
+              ORIGIN the origin on answers and a preflight answered (204)
   timeouts    a paused batch's stream gets a keepalive comment (--keepalive
               1); an upload that stalls midway is closed (--idle-timeout 3)
   shutdown    SIGTERM with an event stream open: the stream ends, exit 0
@@ -86,7 +92,8 @@ class Env:
         check(out.returncode == 0, "library load: %s" % out.stderr)
         self.tokens = os.path.join(self.tmp, "tokens")
         self.write_tokens({"tok-a": ("acme", "submit"), "tok-b": ("bravo", "submit"), "tok-r": ("acme", "read"),
-                           "tok-admin": ("ops", "admin")})
+                           "tok-admin": ("ops", "admin"), "tok-q": ("quota", "submit", "batches=2/h"),
+                           "tok-qi": ("quotai", "submit", "items=100/10s")})
         self.port = free_port()
         self.server = None
         self.workers = []
@@ -101,8 +108,10 @@ class Env:
     def write_tokens(self, tokens):
         with open(self.tokens, "w") as f:
             f.write("# tenant role sha256(token)\n")
-            for tok, (tenant, role) in tokens.items():
-                f.write("%s %s %s\n" % (tenant, role, hashlib.sha256(tok.encode()).hexdigest()))
+            for tok, spec in tokens.items():
+                tenant, role = spec[0], spec[1]
+                f.write("%s %s %s %s\n" % (tenant, role, hashlib.sha256(tok.encode()).hexdigest(),
+                                           spec[2] if len(spec) > 2 else ""))
 
     def serve(self, *extra, tokens=True):
         args = [SLUICE, "serve", "--redis", self.url, "--listen", "127.0.0.1:%d" % self.port, "--queue", "api",
@@ -250,7 +259,8 @@ def test_auth(env):
     wait_for(lambda: env.get("/healthz", token=None)[0] == 200 and
              env.get("/v1/batches/X", token="tok-b")[0] == 401, 10, "tok-b refused after SIGHUP")
     env.write_tokens({"tok-a": ("acme", "submit"), "tok-b": ("bravo", "submit"), "tok-r": ("acme", "read"),
-                      "tok-admin": ("ops", "admin")})
+                      "tok-admin": ("ops", "admin"), "tok-q": ("quota", "submit", "batches=2/h"),
+                           "tok-qi": ("quotai", "submit", "items=100/10s")})
     env.server.send_signal(signal.SIGHUP)
     wait_for(lambda: env.get("/v1/batches/X", token="tok-b")[0] == 404, 10, "tok-b back after SIGHUP")
     print("  auth: 401 without or with a bad token, 403 for a read token, tenants see only their own, SIGHUP")
@@ -377,6 +387,29 @@ def test_queue_events(env):
     env.stop_workers()
     check(theirs not in seen, "b's batch was seen")
     print("  queue_events: a snapshot, then only the tenant's own batches' events, to the end of its batch")
+
+
+def test_quota(env):
+    first = env.submit(noops(3), token="tok-q", headers={"Idempotency-Key": "q-1"})
+    second = env.submit(noops(3), token="tok-q")
+    check(first[0] == 201 and second[0] == 201, "the first two batches: %r %r" % (first[1], second[1]))
+    st, body, r = env.submit(noops(3), token="tok-q")
+    hour_wait = int(r.getheader("Retry-After") or 0)
+    check(st == 429 and body["error"]["code"] == "quota_exceeded" and 1700 <= hour_wait <= 1800,
+          "the third batch: %d %r Retry-After %r" % (st, body, hour_wait))
+    st, body, _ = env.submit(noops(3), token="tok-q", headers={"Idempotency-Key": "q-1"})
+    check(st == 200 and body["reused"] and body["batch"] == first[1]["batch"], "a repeated key: %d %r" % (st, body))
+    check(env.submit(noops(60), token="tok-qi")[0] == 201, "60 items")
+    st, body, r = env.submit(noops(50), token="tok-qi")
+    wait = int(r.getheader("Retry-After") or 0)
+    check(st == 429 and 1 <= wait <= 2, "50 more items: %d %r Retry-After %r" % (st, body, wait))
+    time.sleep(wait)  # honouring the server's Retry-After is the point here
+    st, body, _ = env.submit(noops(50), token="tok-qi")
+    check(st == 201, "after Retry-After: %d %r" % (st, body))
+    st, body, _ = env.submit(noops(150), token="tok-qi")
+    check(st == 413 and body["error"]["code"] == "over_quota", "150 items: %d %r" % (st, body))
+    print("  quota: 429 with Retry-After %d s for a third batch in the hour; items quota honoured after Retry-After; "
+          "413 for a batch that can never fit" % hour_wait)
 
 
 def test_control(env):
@@ -531,6 +564,22 @@ def test_same(env):
     print("  same: the CLI and the API give the same counters (%r) and 300 results lines" % counters[0])
 
 
+def test_cors(env):
+    st, data, r = raw(env, "OPTIONS", "/v1/batches")
+    check(st == 405 and r.getheader("Access-Control-Allow-Origin") is None, "OPTIONS without --cors: %d" % st)
+    st, data, r = raw(env, "GET", "/healthz")
+    check(r.getheader("Access-Control-Allow-Origin") is None, "a CORS header without --cors")
+    env.stop_server()
+    env.serve("--cors", "https://dash.example.com")
+    st, data, r = raw(env, "OPTIONS", "/v1/batches")
+    check(st == 204 and r.getheader("Access-Control-Allow-Origin") == "https://dash.example.com" and
+          "Authorization" in r.getheader("Access-Control-Allow-Headers", ""), "preflight with --cors: %d" % st)
+    st, data, r = raw(env, "GET", "/healthz")
+    check(r.getheader("Access-Control-Allow-Origin") == "https://dash.example.com", "GET with --cors")
+    env.stop_server()
+    print("  cors: no CORS header and OPTIONS 405 without --cors; with it the origin, and a preflight answered")
+
+
 def test_timeouts(env):
     st, b, _ = env.submit(noops(3))
     env.request("POST", "/v1/batches/%s/pause?queue=api" % b["batch"])
@@ -572,8 +621,8 @@ def test_shutdown(env):
     print("  shutdown: SIGTERM with an open stream: it ended, exit 0 in %.2f s" % (time.monotonic() - t0))
 
 
-CASES = {"probes": test_probes, "auth": test_auth, "submit": test_submit, "events": test_events, "queue_events": test_queue_events,
-         "control": test_control, "list": test_list, "queue": test_queue, "same": test_same, "timeouts": test_timeouts, "shutdown": test_shutdown}
+CASES = {"probes": test_probes, "auth": test_auth, "submit": test_submit, "events": test_events, "queue_events": test_queue_events, "quota": test_quota,
+         "control": test_control, "list": test_list, "queue": test_queue, "same": test_same, "cors": test_cors, "timeouts": test_timeouts, "shutdown": test_shutdown}
 
 
 def main():
