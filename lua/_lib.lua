@@ -180,13 +180,24 @@ local function sl_ensure_group(key, group)
 end
 
 -- Finishes one item of a cancelled batch as `cancelled` (exactly once:
--- HSETNX of its results line). Returns true if this call counted it.
-local function sl_cancel_item(bkey, idx, att, d, now, why)
-  -- The item's id, still JSON-escaped, without decoding the item (which
-  -- may be large): a normalized item begins {"id":"...","type":" and the
-  -- first '","type":"' ends the id (quotes inside it are escaped).
+-- HSETNX of its results line), with the item's own id. Returns true if
+-- this call counted it.
+local function sl_item_id(d)
+  -- The item's id as its JSON string token, without decoding the item
+  -- (which may be large). The canonical item (_lib_item.lua) has no quote
+  -- in its head, so the first ',"id":"' begins the id; items stored before
+  -- that form begin {"id":"...","type":" (quotes inside an id are escaped).
+  local q = string.find(d, ',"id":"', 1, true)
+  if q and string.sub(d, 1, 9) == '{"type":"' then
+    local e = sl_json_string(d, q + 6)
+    if e then return string.sub(d, q + 6, e - 1) end
+  end
   local id = string.match(d, '^{"id":"(.-)","type":"')
-  id = id and ('"' .. id .. '"') or cjson.encode(tostring(idx))
+  return id and ('"' .. id .. '"') or nil
+end
+
+local function sl_cancel_item(bkey, idx, att, d, now, why)
+  local id = sl_item_id(d) or cjson.encode(tostring(idx))
   local res = '{"id":' .. id .. ',"status":"cancelled","attempts":' .. ((tonumber(att) or 1) - 1) ..
               ',"started_at":null,"finished_at":' .. now .. ',"duration_ms":null,"worker":null,"error":' ..
               cjson.encode(why or 'cancelled: the batch was cancelled before this item started') .. '}'

@@ -190,6 +190,9 @@ def test_control(env):
     env.worker("ctl")
     last = list(c.events(b, timeout=60))[-1]
     check((last["status"], last["done"], last["cancelled"]) == ("cancelled", 500, 500), "cancelled end: %r" % last)
+    ids = [(line["index"], line["id"], line["status"]) for line in c.results(b)]
+    check(ids == [(i, str(i + 1), "cancelled") for i in range(500)],
+          "cancelled lines carry the items' own ids: %r" % ids[:3])
     e = expect(sluice.BatchStateError, c.pause, b)
     check(e.status == "cancelled", "pause of a cancelled batch: %r" % e.status)
 
