@@ -196,6 +196,26 @@ local function sl_item_id(d)
   return id and ('"' .. id .. '"') or nil
 end
 
+-- The queue's counters for /metrics (sluice serve), in the hash P..'metrics':
+-- ended:succeeded, ended:failed, ended:cancelled (items that ended),
+-- retries (failed attempts sent to be retried), takeovers (entries taken
+-- from workers that stopped beating), rate_waits (items that had to wait
+-- for their rate limit), and the durations of the attempts that ended items
+-- as a histogram: dur:I counts those of at most SL_DUR_BUCKETS_MS[I] ms
+-- (not cumulative; I past the last: longer), dur_sum_ms and dur_count.
+-- One HINCRBY per field a call changes: never one per item on the paths
+-- that handle many.
+local SL_DUR_BUCKETS_MS = {5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000, 60000, 120000, 300000}
+local function sl_metric(prefix, field, n)
+  if n and n > 0 then redis.call('HINCRBY', prefix .. 'metrics', field, n) end
+end
+local function sl_dur_bucket(ms)
+  for i, b in ipairs(SL_DUR_BUCKETS_MS) do
+    if ms <= b then return i end
+  end
+  return #SL_DUR_BUCKETS_MS + 1
+end
+
 local function sl_cancel_item(bkey, idx, att, d, now, why)
   local id = sl_item_id(d) or cjson.encode(tostring(idx))
   local res = '{"id":' .. id .. ',"status":"cancelled","attempts":' .. ((tonumber(att) or 1) - 1) ..
@@ -204,6 +224,7 @@ local function sl_cancel_item(bkey, idx, att, d, now, why)
   if redis.call('HSETNX', bkey .. ':r', idx, res) == 1 then
     redis.call('HINCRBY', bkey, 'cancelled', 1)
     redis.call('HINCRBY', bkey, 'done', 1)
+    sl_metric((sl_bkey_split(bkey)), 'ended:cancelled', 1)
     return true
   end
   return false
@@ -449,6 +470,7 @@ local function sl_rate_wait(ctx, d)
   redis.call('SET', rkey, string.format('%.0f', new_tat), 'PX',
              math.floor((new_tat - now) / 1000) + 1000)
   if allow_at <= now then return 0 end
+  sl_metric(ctx.prefix, 'rate_waits', 1)
   return math.ceil((allow_at - now) / 1000)
 end
 

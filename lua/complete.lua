@@ -90,6 +90,8 @@ end
 
 local returned = {}
 local gone = {} -- claims of the entries acknowledged here (P..'claims')
+local retries, dur = 0, {} -- for P..'metrics': retries, and durations by bucket
+local dur_sum, dur_n = 0, 0
 for i = 5, #ARGV, 9 do
   local s, eid, batch, idx, outcome, text = tonumber(ARGV[i]), ARGV[i + 1], ARGV[i + 2],
                                            ARGV[i + 3], ARGV[i + 4], ARGV[i + 5]
@@ -119,6 +121,7 @@ for i = 5, #ARGV, 9 do
       sl_delay(prefix, s, batch, idx, tonumber(f[6]) + deliveries, text, f[8], now + tonumber(ARGV[i + 6]))
       sl_moved(bkey)
       first = 1
+      retries = retries + 1
     end
     -- replaced by the retry just written, or the item ended, or its batch is gone
     redis.call('XDEL', KEYS[s], eid)
@@ -133,6 +136,14 @@ for i = 5, #ARGV, 9 do
         counts[batch] = c
       end
       c[outcome] = c[outcome] + 1
+      -- the results line of a worker: "duration_ms" comes before any text
+      -- of the item's own (its id, a JSON string, holds no bare quote)
+      local ms = tonumber(string.match(text, '"duration_ms":(%d+)'))
+      if ms then
+        local b = sl_dur_bucket(ms)
+        dur[b] = (dur[b] or 0) + 1
+        dur_sum, dur_n = dur_sum + ms, dur_n + 1
+      end
       if outcome == 'x' then
         -- refused: kept for `retry` (no dead letter id), not a dead letter
         local f = entry(s, eid)
@@ -167,8 +178,17 @@ for s = 1, 3 do
 end
 sl_claims_drop(prefix, gone)
 -- Throughput: items ended per minute (sluice stats).
-local ended = 0
-for _, c in pairs(counts) do ended = ended + c.s + c.f + c.x end
+local ended, ok_n = 0, 0
+for _, c in pairs(counts) do
+  ended = ended + c.s + c.f + c.x
+  ok_n = ok_n + c.s
+end
+sl_metric(prefix, 'ended:succeeded', ok_n)
+sl_metric(prefix, 'ended:failed', ended - ok_n)
+sl_metric(prefix, 'retries', retries)
+for b, n in pairs(dur) do sl_metric(prefix, 'dur:' .. b, n) end
+sl_metric(prefix, 'dur_sum_ms', dur_sum)
+sl_metric(prefix, 'dur_count', dur_n)
 if ended > 0 then
   local tkey = prefix .. 'tput:' .. math.floor(now / 60000)
   redis.call('INCRBY', tkey, ended)

@@ -63,7 +63,7 @@ local prefix, queue, want, alone_ok = ARGV[5], ARGV[6], tonumber(ARGV[7]), ARGV[
 local ctx = {prefix = prefix, status = {}, touched = {}, started = {}, again = true, vis = myvis}
 local out = {0, 0}
 local finished = {}
-local moved = 0
+local moved, taken = 0, 0 -- taken: entries of workers that stopped beating, for P..metrics
 local CANDIDATES = 100 -- claims examined per call
 local SWEEP = 100 -- pending entries the sweep reads per call
 local claims = prefix .. 'claims'
@@ -117,6 +117,7 @@ for _, m in ipairs(due) do
         redis.call('HINCRBY', bkey, 'failed', 1)
         redis.call('HINCRBY', bkey, 'done', 1)
         sl_dead(prefix, f[2], f[4], s, f, tonumber(f[6]) + d - 1, reason, ctx.now)
+        sl_metric(prefix, 'ended:failed', 1)
         finished[f[2]] = true
       end
       redis.call('XACK', KEYS[s], group, eid)
@@ -130,11 +131,13 @@ for _, m in ipairs(due) do
         sl_taken(prefix, s, eid, me, ctx.now)
         sl_emit(ctx, out, s, eid, f, tonumber(f[6]) + d)
         want = want - 1
+        taken = taken + 1
       end
     else
       redis.call('XCLAIM', KEYS[s], group, SL_STALE, 0, eid, 'JUSTID')
       sl_taken(prefix, s, eid, SL_STALE, ctx.now)
       moved = moved + 1
+      taken = taken + 1
     end
   end
 end
@@ -187,6 +190,7 @@ for s = 1, 3 do
   end
 end
 out[1] = moved
+sl_metric(prefix, 'takeovers', taken)
 for batch in pairs(finished) do
   sl_maybe_finish(prefix .. 'b:' .. batch, ctx.now)
   ctx.touched[batch] = true

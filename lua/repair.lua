@@ -64,6 +64,7 @@ local function end_lost(bkey, batch, st, idx)
     redis.call('HINCRBY', bkey, 'failed', 1)
     redis.call('HINCRBY', bkey, 'done', 1)
     sl_dead(prefix, batch, idx, 2, nil, 0, why, now)
+    sl_metric(prefix, 'ended:failed', 1)
     return true
   end
   return false

@@ -26,6 +26,10 @@
 #include "json.h"
 #include "srv.h"
 
+/* docs/openapi.json, embedded by cmake/embed_file.cmake. */
+extern const char sl__openapi[];
+extern const size_t sl__openapi_len;
+
 typedef enum op { OP_READY, OP_STATUS, OP_SUBMIT, OP_CANCEL, OP_PAUSE, OP_RESUME, OP_RETRY } op;
 
 /* One Redis job of a request. */
@@ -443,6 +447,18 @@ static enum MHD_Result first(srv_req *req) {
   }
   if (strcmp(p, "/readyz") == 0 && get)
     return start(req, OP_READY, NULL);
+  if (strcmp(p, "/v1/openapi.json") == 0 && get) {
+    char *doc = sl_malloc(sl__openapi_len + 1);
+
+    if (doc != NULL)
+      memcpy(doc, sl__openapi, sl__openapi_len + 1);
+    srv_answer(req, 200, doc);
+    return MHD_YES;
+  }
+  if (strcmp(p, "/metrics") == 0 && get) {
+    srv_metrics(req);
+    return MHD_YES;
+  }
   if (strcmp(p, "/v1/batches") == 0 && post) {
     int nd;
 

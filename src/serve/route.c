@@ -183,8 +183,8 @@ static srv_req *begin(sl_srv *s, struct MHD_Connection *con, const char *url, co
       srv_error(req, 405, "method_not_allowed", NULL, 0, "OPTIONS is answered only with --cors ORIGIN");
     return req;
   }
-  if (strcmp(url, "/healthz") == 0 || strcmp(url, "/readyz") == 0)
-    return req; /* no token needed: probes */
+  if (strcmp(url, "/healthz") == 0 || strcmp(url, "/readyz") == 0 || strcmp(url, "/v1/openapi.json") == 0)
+    return req; /* no token needed: probes and the API's description */
   if (authenticate(req) != 0)
     return req;
   q = srv_arg(req, "queue");

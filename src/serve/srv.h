@@ -14,6 +14,7 @@
  *             of a JSON {"items":[...],"options":{...}}, into a batch
  *   api.c     the /v1 endpoints on batches and the probes
  *   api_queue.c  results pages, queue stats, workers, dead letters, limits
+ *   metrics.c GET /metrics, in the Prometheus text format
  *   sse.c     live events: one subscription per queue, shared by every
  *             event stream of that queue
  *
@@ -155,6 +156,10 @@ int srv_api_queue(srv_req *req);
 /* Bodies of PUT /v1/limits/{name} and POST /v1/dead/requeue, when the
  * whole body was read (req->small). */
 void srv_api_queue_body(srv_req *req);
+
+/* ---- metrics.c ---- */
+/* GET /metrics (answered or started); returns 1. */
+int srv_metrics(srv_req *req);
 
 /* ---- upload.c ---- */
 /* The body of POST /v1/batches: NDJSON lines or JSON {"items","options"}. */

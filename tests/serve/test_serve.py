@@ -32,6 +32,10 @@ client reads them, line by line.
   queue       results as NDJSON pages (cursor, status=failed); queue stats
               equal to `sluice stats --json`; workers, dead letters and
               their requeue, limits set, read and removed (admin only)
+  metrics     /metrics after known batches on a fresh queue: promtool check
+              metrics passes; ended by outcome, retries, rate-limit waits,
+              the duration histogram and the gauges are exact, and agree
+              with sluice stats; only an admin token may read it
   same        one file through the CLI and through the API: the same
               counters and results lines (times and worker aside)
   cors        no CORS headers and OPTIONS 405 without --cors; with --cors
@@ -39,6 +43,9 @@ client reads them, line by line.
   timeouts    a paused batch's stream gets a keepalive comment (--keepalive
               1); an upload that stalls midway is closed (--idle-timeout 3)
   shutdown    SIGTERM with an event stream open: the stream ends, exit 0
+  openapi     /v1/openapi.json is docs/openapi.json; every JSON answer the
+              cases above got (path, method, status and body) is described
+              by it, checked with a real validator (python3-jsonschema)
 
 usage: test_serve.py [CASE...]   (SLUICE_BIN; exit 0 when all hold)
 """
@@ -97,6 +104,7 @@ class Env:
         self.port = free_port()
         self.server = None
         self.workers = []
+        self.log = []   # (method, path, status, content type, body) of every answer
 
     def start_redis(self):
         self.redis = subprocess.Popen(["redis-server", "--port", "0", "--unixsocket", self.sock, "--save", "",
@@ -154,6 +162,7 @@ class Env:
         data = r.read()
         c.close()
         ctype = r.getheader("Content-Type", "")
+        self.log.append((method, path, r.status, ctype, data))
         check(ctype == "application/json", "%s %s answered Content-Type %r: %r" % (method, path, ctype, data[:200]))
         return r.status, json.loads(data), r
 
@@ -166,14 +175,14 @@ class Env:
         h.update(headers or {})
         return self.request("POST", "/v1/batches?queue=api" + query, body, token, h)
 
-    def events(self, batch, token="tok-a", last_id=None, stop_after=None):
+    def events(self, batch, token="tok-a", last_id=None, stop_after=None, queue="api"):
         """Reads the batch's event stream; returns the events (id, event, data)
         and whether the server ended the stream."""
         c = http.client.HTTPConnection("127.0.0.1", self.port, timeout=60)
         h = {"Authorization": "Bearer " + token}
         if last_id:
             h["Last-Event-ID"] = last_id
-        c.request("GET", "/v1/batches/%s/events?queue=api" % batch, headers=h)
+        c.request("GET", "/v1/batches/%s/events?queue=%s" % (batch, queue), headers=h)
         r = c.getresponse()
         check(r.status == 200, "events: status %d" % r.status)
         check(r.getheader("Content-Type") == "text/event-stream", "events: %r" % r.getheader("Content-Type"))
@@ -444,7 +453,42 @@ def raw(env, method, path, body=None, token="tok-admin"):
     r = c.getresponse()
     data = r.read()
     c.close()
+    env.log.append((method, path, r.status, r.getheader("Content-Type", ""), data))
     return r.status, data, r
+
+
+def test_openapi(env):
+    import re
+    import jsonschema
+    doc = json.load(open(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "docs",
+                                      "openapi.json")))
+    st, served, _ = env.get("/v1/openapi.json", token=None)
+    check(st == 200 and served == doc, "/v1/openapi.json is not docs/openapi.json")
+    jsonschema.Draft202012Validator.check_schema(doc["components"]["schemas"]["Error"])
+    resolver = jsonschema.RefResolver.from_schema(doc)
+    routes = [(re.compile("^" + re.sub(r"\{[^}]+\}", "[^/]+", p) + "$"), p) for p in doc["paths"]]
+    checked, ops = 0, set()
+    for method, path, status, ctype, body in env.log:
+        if not ctype.startswith("application/json"):
+            continue
+        bare = path.split("?")[0]
+        tmpl = [p for rx, p in routes if rx.match(bare)]
+        check(tmpl, "%s %s: the path is not in docs/openapi.json" % (method, bare))
+        op = doc["paths"][tmpl[-1]].get(method.lower())
+        if method == "OPTIONS":
+            continue
+        check(op is not None, "%s %s: the method is not in docs/openapi.json" % (method, tmpl[-1]))
+        resp = op["responses"].get(str(status))
+        check(resp is not None, "%s %s answered %d, which docs/openapi.json does not list" % (method, tmpl[-1], status))
+        schema = resp["content"]["application/json"]["schema"]
+        try:
+            jsonschema.Draft202012Validator(schema, resolver=resolver).validate(json.loads(body))
+        except jsonschema.ValidationError as e:
+            raise Failure("%s %s %d: the body does not match docs/openapi.json: %s (%r)"
+                          % (method, bare, status, e.message, body[:200]))
+        checked += 1
+        ops.add(op["operationId"])
+    print("  openapi: %d JSON answers of %d operations match docs/openapi.json" % (checked, len(ops)))
 
 
 def test_list(env):
@@ -529,6 +573,63 @@ def test_queue(env):
     env.stop_workers()
     print("  queue: 250 results in pages of 100, 25 failed; stats equal to sluice stats; workers, dead letters, "
           "requeue, limits")
+
+
+def parse_metrics(text):
+    out = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            name, _, value = line.rpartition(" ")
+            out[name] = float(value)
+    return out
+
+
+def test_metrics(env):
+    check(raw(env, "GET", "/metrics", token="tok-a")[0] == 403, "/metrics for a submit token")
+    env.request("PUT", "/v1/limits/slow?queue=other", b'{"rate":"5/s","burst":1}', token="tok-admin")
+    items = ([{"type": "sleep", "payload": {"ms": 30}} for _ in range(10)] +
+             [{"type": "sleep", "payload": {"ms": 0, "fail_rate": 1}, "max_attempts": 2, "backoff_ms": 0,
+               "backoff_max_ms": 0} for _ in range(5)] +
+             [{"type": "noop", "payload": {}, "rate_key": "slow"} for _ in range(3)])
+    st, b, _ = env.request("POST", "/v1/batches?queue=other", "".join(json.dumps(x) + "\n" for x in items).encode(),
+                           token="tok-admin", headers={"Content-Type": "application/x-ndjson"})
+    c = env.request("POST", "/v1/batches?queue=other", b'{"type":"noop","payload":{}}\n' * 4, token="tok-admin",
+                    headers={"Content-Type": "application/x-ndjson"})[1]["batch"]
+    env.request("POST", "/v1/batches/%s/cancel?queue=other" % c, token="tok-admin")
+    check(st == 201, "the metrics batch: %d %r" % (st, b))
+    env.worker("other")
+    ev, _ = env.events(b["batch"], token="tok-admin", queue="other")
+    last = json.loads(ev[-1]["data"])
+    check((last.get("succeeded"), last.get("failed")) == (13, 5), "the batch: %r" % last)
+    wait_for(lambda: env.get("/v1/batches/%s?queue=other" % c, token="tok-admin")[1]["done"] == 4, 30,
+             "the cancelled batch to end")
+    st, data, r = raw(env, "GET", "/metrics")
+    check(st == 200 and r.getheader("Content-Type").startswith("text/plain; version=0.0.4"), "/metrics: %d" % st)
+    out = subprocess.run(["promtool", "check", "metrics"], input=data, capture_output=True)
+    check(out.returncode == 0, "promtool check metrics: %s %s" % (out.stdout.decode(), out.stderr.decode()))
+    m = parse_metrics(data.decode())
+    q = 'queue="other"'
+    want = {'sluice_items_ended_total{%s,outcome="succeeded"}' % q: 13,
+            'sluice_items_ended_total{%s,outcome="failed"}' % q: 5,
+            'sluice_items_ended_total{%s,outcome="cancelled"}' % q: 4,
+            'sluice_item_retries_total{%s}' % q: 5,
+            'sluice_item_duration_seconds_count{%s}' % q: 18,
+            'sluice_item_duration_seconds_bucket{%s,le="0.025"}' % q: 8,
+            'sluice_dead_letters{%s}' % q: 5,
+            'sluice_workers{%s}' % q: 1,
+            'sluice_queue_items{%s,priority="normal",state="queued"}' % q: 0}
+    got = {k: m.get(k) for k in want}
+    check(got == want, "metrics: %r, expected %r" % (got, want))
+    check(m['sluice_rate_limit_waits_total{%s}' % q] >= 2, "rate-limit waits: %r" % m)
+    check(m['sluice_item_duration_seconds_sum{%s}' % q] >= 0.25, "duration sum (10 items of 30 ms): %r" % m['sluice_item_duration_seconds_sum{%s}' % q])
+    check(0 < m["sluice_redis_roundtrip_seconds"] < 1, "round trip: %r" % m)
+    stats = env.get("/v1/queues/other/stats", token="tok-admin")[1]
+    ended = sum(v for k, v in m.items() if k.startswith("sluice_items_ended_total{%s" % q))
+    check(stats["dead"] == 5 and stats["workers"] == 1 and stats["ended_last_minute"] == ended - 4,
+          "sluice stats %r against %d ended" % (stats, ended))
+    env.stop_workers()
+    print("  metrics: promtool passes; 13/5/4 ended, 5 retries, %d rate-limit waits, 18 durations; agrees with "
+          "sluice stats" % m['sluice_rate_limit_waits_total{%s}' % q])
 
 
 def strip_times(line):
@@ -622,7 +723,8 @@ def test_shutdown(env):
 
 
 CASES = {"probes": test_probes, "auth": test_auth, "submit": test_submit, "events": test_events, "queue_events": test_queue_events, "quota": test_quota,
-         "control": test_control, "list": test_list, "queue": test_queue, "same": test_same, "cors": test_cors, "timeouts": test_timeouts, "shutdown": test_shutdown}
+         "control": test_control, "list": test_list, "queue": test_queue, "metrics": test_metrics, "same": test_same, "cors": test_cors, "timeouts": test_timeouts, "shutdown": test_shutdown,
+         "openapi": test_openapi}
 
 
 def main():
