@@ -3,6 +3,7 @@
  * resume keep every counter exact and lose nothing; a cancel also ends
  * items parked by a pause or scheduled for later, at once.
  */
+#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/wait.h>
@@ -443,7 +444,14 @@ static void test_cancel_parked(void) {
     CHECK(itest_ms() - t0 < 30000);
     usleep(5000);
   }
+  /* Both workers held (SIGSTOP) while the pause runs, so the batch cannot
+   * end first however slow this machine is (200 items of 20 ms take 0.2 s
+   * on 20 slots: a pause from a second process lost that race under ASan). */
+  kill(w1, SIGSTOP);
+  kill(w2, SIGSTOP);
   CHECK_INT(op(q, "pause", batch), ==, 0);
+  kill(w1, SIGCONT);
+  kill(w2, SIGCONT);
   /* The workers meet the rest and park it (idle ones after their 1 s block). */
   ITEST_WAIT_INT(settled(c, q, batch), ==, 200, 20000, "every item of the paused batch done or parked");
   n_parked = parked(c, q, batch);
