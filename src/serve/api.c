@@ -408,13 +408,10 @@ static enum MHD_Result start(srv_req *req, op what, sl_batch_t *b) {
 
     snprintf(k->idem, sizeof(k->idem), "%s", key ? key : "");
   }
-  if (srv_work(req->s, on_run, on_done, k) != 0) {
+  if (srv_start_work(req, on_run, on_done, k) != 0) {
     sl_free(k);
     srv_error(req, 503, "out_of_memory", NULL, 0, "the server cannot start the work");
-    return MHD_YES;
   }
-  req->suspended = 1;
-  MHD_suspend_connection(req->con);
   return MHD_YES;
 }
 

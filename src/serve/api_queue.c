@@ -247,14 +247,11 @@ static qjob *job_new(srv_req *req, qop what) {
 static void job_start(qjob *j) {
   srv_req *req = j->req;
 
-  if (srv_work(req->s, on_run, on_done, j) != 0) {
+  if (srv_start_work(req, on_run, on_done, j) != 0) {
     sl__buf_free(&j->out);
     sl_free(j);
     srv_error(req, 503, "out_of_memory", NULL, 0, "the server cannot start the work");
-    return;
   }
-  req->suspended = 1;
-  MHD_suspend_connection(req->con);
 }
 
 /* A numeric query argument in [lo, hi], or def; -1 with the answer set. */

@@ -222,13 +222,10 @@ int srv_metrics(srv_req *req) {
   memset(j, 0, sizeof(*j));
   j->req = req;
   sl__buf_init(&j->out, 16 * 1024 * 1024);
-  if (srv_work(req->s, on_run, on_done, j) != 0) {
+  if (srv_start_work(req, on_run, on_done, j) != 0) {
     sl__buf_free(&j->out);
     sl_free(j);
     srv_error(req, 503, "out_of_memory", NULL, 0, "the server cannot start the work");
-    return 1;
   }
-  req->suspended = 1;
-  MHD_suspend_connection(req->con);
   return 1;
 }

@@ -75,6 +75,33 @@ void srv_resume(srv_req *req) {
   }
 }
 
+int srv_start_work(srv_req *req, srv_run_fn run, srv_done_fn done, void *arg) {
+  if (req->first_call) {
+    req->pending_run = run;
+    req->pending_done = done;
+    req->pending_arg = arg;
+    return 0;
+  }
+  if (srv_work(req->s, run, done, arg) != 0)
+    return SL_ENOMEM;
+  req->suspended = 1;
+  MHD_suspend_connection(req->con);
+  return 0;
+}
+
+/* The work asked for in the first call, started now. */
+static void start_pending(srv_req *req) {
+  srv_run_fn run = req->pending_run;
+
+  req->pending_run = NULL;
+  if (srv_work(req->s, run, req->pending_done, req->pending_arg) != 0) {
+    req->pending_done(req->pending_arg); /* answers, without Redis: it did not run */
+    return;
+  }
+  req->suspended = 1;
+  MHD_suspend_connection(req->con);
+}
+
 static enum MHD_Result send_answer(srv_req *req) {
   struct MHD_Response *r;
   enum MHD_Result ret;
@@ -217,10 +244,11 @@ static int body_too_large(srv_req *req) {
 
 /*
  * MHD calls this first with the headers alone, then once per piece of the
- * body, then once with none. An answer can be queued on the first call (a
- * refusal before the body, or work started at once) or on a call without
- * body (the last one, or a call after a resume); never in the middle of a
- * body, so errors found in a body wait for its end.
+ * body, then once with none. A refusal is queued on the first call (before
+ * any body is read; the connection then closes); every other answer on a
+ * call without body after it (the last one, or a call after a resume), so
+ * keep-alive connections stay open; never in the middle of a body, so
+ * errors found in a body wait for its end.
  */
 enum MHD_Result srv_on_request(void *cls, struct MHD_Connection *con, const char *url, const char *method,
                                const char *version, const char *upload, size_t *upload_size, void **con_cls) {
@@ -233,9 +261,14 @@ enum MHD_Result srv_on_request(void *cls, struct MHD_Connection *con, const char
     if (req == NULL)
       return MHD_NO;
     *con_cls = req;
+    req->first_call = 1;
     if (!req->ready && !body_too_large(req))
       srv_api(req, NULL, upload_size);
-    return req->ready && !req->suspended ? send_answer(req) : MHD_YES;
+    req->first_call = 0;
+    /* A refusal goes out at once, before any body is read (MHD then
+     * closes the connection); any other answer on the next call, once
+     * the request is whole, so the connection can be kept alive. */
+    return req->ready && !req->suspended && req->stream == NULL && req->status >= 400 ? send_answer(req) : MHD_YES;
   }
   if (req->suspended)
     return MHD_YES;
@@ -255,6 +288,10 @@ enum MHD_Result srv_on_request(void *cls, struct MHD_Connection *con, const char
     }
     return srv_api(req, upload, upload_size);
   }
+  if (req->pending_run != NULL) {
+    start_pending(req);
+    return req->ready && !req->suspended ? send_answer(req) : MHD_YES;
+  }
   if (!req->ready)
     srv_api(req, NULL, upload_size);
   return req->ready && !req->suspended ? send_answer(req) : MHD_YES;
@@ -268,6 +305,10 @@ void srv_on_completed(void *cls, struct MHD_Connection *con, void **con_cls, enu
   (void)toe;
   if (req == NULL)
     return;
+  if (req->pending_run != NULL) {
+    req->pending_run = NULL;
+    req->pending_done(req->pending_arg); /* frees the work that never started */
+  }
   srv_upload_free(req->up);
   if (req->stream != NULL)
     MHD_destroy_response(req->stream);

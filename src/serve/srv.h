@@ -88,6 +88,9 @@ typedef struct sl_srv {
 } sl_srv;
 
 typedef struct srv_upload srv_upload;
+/* Redis work of a request (work.c): run on the thread pool, done on the loop. */
+typedef void (*srv_run_fn)(sl_client_t *c, const char *open_err, void *arg);
+typedef void (*srv_done_fn)(void *arg);
 
 /* One HTTP request, from its first call to its completion. */
 typedef struct srv_req {
@@ -111,6 +114,10 @@ typedef struct srv_req {
   sl_buf small;
   size_t body_len;          /* body bytes seen */
   int body_refused;         /* the body was refused (too large, bad): the rest is skipped */
+  int first_call;           /* in MHD's first call (the headers alone) */
+  srv_run_fn pending_run;   /* work asked for in the first call, started on the next */
+  srv_done_fn pending_done;
+  void *pending_arg;
   char batch[80];           /* the batch of the path, or "" */
   char action[16];          /* cancel, pause, resume, retry, events, results, or "" */
 } srv_req;
@@ -124,6 +131,11 @@ void srv_error(srv_req *req, unsigned status, const char *code, const char *fiel
 void srv_answer(srv_req *req, unsigned status, char *json);
 /* Resumes a request whose Redis work ended (its answer is set). */
 void srv_resume(srv_req *req);
+/* Runs the request's Redis work and suspends it until done(arg) answers;
+ * asked for in MHD's first call, the work starts on the next one (a
+ * connection suspended before the request is whole would not be kept
+ * alive). 0, or SL_ENOMEM (nothing started; arg is the caller's). */
+int srv_start_work(srv_req *req, srv_run_fn run, srv_done_fn done, void *arg);
 /* A query argument of the request, or NULL. */
 const char *srv_arg(srv_req *req, const char *name);
 
@@ -195,8 +207,6 @@ int srv_auth_on(const srv_auth *a);
 /* Runs run(c, arg) on the thread pool with a blocking client of the
  * server's Redis (NULL if it cannot be opened: run then reports why, from
  * open_err), then done(arg) on the loop. 0, or SL_ENOMEM. */
-typedef void (*srv_run_fn)(sl_client_t *c, const char *open_err, void *arg);
-typedef void (*srv_done_fn)(void *arg);
 int srv_work(sl_srv *s, srv_run_fn run, srv_done_fn done, void *arg);
 int srv_pool_new(const char *url, srv_pool **out);
 void srv_pool_free(srv_pool *p);

@@ -5,7 +5,7 @@ The server runs as its own process on a loopback port; requests go through
 Python's http.client (and curl for one case), event streams are read as a
 client reads them, line by line.
 
-  probes      /healthz, /readyz; Redis killed: /readyz 503 and requests
+  probes      keep-alive connections; /healthz, /readyz; Redis killed: /readyz 503 and requests
               503 with Retry-After; Redis back on the same socket: ready
               again without a restart
   auth        no token and a bad token 401; a read token cannot submit
@@ -222,6 +222,14 @@ def noops(n, **kw):
 
 
 def test_probes(env):
+    # Keep-alive: answers straight away and answers of Redis work alike keep the connection open.
+    c = http.client.HTTPConnection("127.0.0.1", env.port, timeout=30)
+    for path in ("/healthz", "/v1/batches/nosuch?queue=api", "/readyz", "/v1/batches/nosuch?queue=api"):
+        c.request("GET", path, headers={"Authorization": "Bearer tok-a"})
+        r = c.getresponse()
+        r.read()
+        check(r.getheader("Connection", "").lower() != "close", "GET %s closed the connection" % path)
+    c.close()
     st, body, _ = env.get("/healthz", token=None)
     check(st == 200 and body == {"ok": True}, "healthz: %d %r" % (st, body))
     st, body, _ = env.get("/readyz", token=None)
