@@ -203,8 +203,9 @@ end
 -- for their rate limit), and the durations of the attempts that ended items
 -- as a histogram: dur:I counts those of at most SL_DUR_BUCKETS_MS[I] ms
 -- (not cumulative; I past the last: longer), dur_sum_ms and dur_count.
--- One HINCRBY per field a call changes: never one per item on the paths
--- that handle many.
+-- One HINCRBY per field a completing or reclaiming call changes; an item
+-- ended as cancelled (sl_cancel_item) adds one, as it does to its batch's
+-- counters, and a cancel step handles at most a bounded number of them.
 local SL_DUR_BUCKETS_MS = {5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000, 60000, 120000, 300000}
 local function sl_metric(prefix, field, n)
   if n and n > 0 then redis.call('HINCRBY', prefix .. 'metrics', field, n) end

@@ -329,18 +329,15 @@ static void run_ready(call *k, sl_client_t *c, const char *open_err) {
     k->f.code = "not_ready";
     return;
   }
-  k->f.status = 200;
-  k->json = sl_strdup("{\"ready\":true}");
   {
     sl_buf b;
 
     sl__buf_init(&b, 1024);
-    if (sl__buf_printf(&b, "{\"ready\":true,\"library\":\"%s\"}", sl_library_version()) == 0) {
-      sl_free(k->json);
+    if (sl__buf_printf(&b, "{\"ready\":true,\"library\":\"%s\"}", sl_library_version()) == 0)
       k->json = sl__buf_take(&b);
-    }
     sl__buf_free(&b);
   }
+  k->f.status = 200;
 }
 
 static void on_run(sl_client_t *c, const char *open_err, void *arg) {

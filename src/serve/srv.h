@@ -10,6 +10,7 @@
  *   auth.c    bearer tokens: the file of hashed tokens, tenant and role
  *   work.c    Redis calls off the loop: the loop's thread pool, each job
  *             with a blocking client from a small pool
+ *   options.c the batch options of a submit, one by one
  *   upload.c  request bodies as they stream in: NDJSON lines, or the items
  *             of a JSON {"items":[...],"options":{...}}, into a batch
  *   api.c     the /v1 endpoints on batches and the probes
@@ -172,6 +173,18 @@ void srv_api_queue_body(srv_req *req);
 /* ---- metrics.c ---- */
 /* GET /metrics (answered or started); returns 1. */
 int srv_metrics(srv_req *req);
+
+/* ---- options.c ---- */
+/* Batch options being read, and the strings they point at. */
+typedef struct srv_options {
+  sl_batch_opts opts;
+  char *store[16];
+  size_t n;
+} srv_options;
+/* One option, from a query argument (sval) or an "options" member (jval).
+ * 0, or -1 with req's answer set. */
+int srv_option_set(srv_req *req, srv_options *o, const char *k, const char *sval, const cJSON *jval);
+void srv_options_free(srv_options *o);
 
 /* ---- upload.c ---- */
 /* The body of POST /v1/batches: NDJSON lines or JSON {"items","options"}. */

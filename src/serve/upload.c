@@ -54,9 +54,7 @@ struct srv_upload {
   srv_req *req;
   int ndjson;
   sl_batch_t *b;          /* NULL until the options are known */
-  sl_batch_opts opts;
-  char *optstore[16];     /* strings the options point at */
-  size_t nopt;
+  srv_options opts;       /* the batch options (options.c) */
   char *buf;              /* the current line or element */
   size_t len;
   int too_long;           /* the current line or element passed ITEM_BUF */
@@ -81,95 +79,13 @@ struct srv_upload {
   FILE *wait;             /* items read before the options */
 };
 
-static void set_opt_int(const char *k, int64_t v, sl_batch_opts *o) {
-  if (strcmp(k, "max_attempts") == 0)
-    o->max_attempts = (int)v;
-  else if (strcmp(k, "timeout_ms") == 0)
-    o->timeout_ms = v;
-  else if (strcmp(k, "backoff_ms") == 0)
-    o->backoff_ms = v;
-  else if (strcmp(k, "backoff_max_ms") == 0)
-    o->backoff_max_ms = v;
-  else if (strcmp(k, "delay_ms") == 0)
-    o->delay_ms = v;
-  else if (strcmp(k, "retention_ms") == 0)
-    o->retention_ms = v;
-  else if (strcmp(k, "dedupe_ttl_ms") == 0)
-    o->dedupe_ttl_ms = v;
-  else if (strcmp(k, "idempotency_ttl_ms") == 0)
-    o->idempotency_ttl_ms = v;
-}
-
-/* One batch option, from a query argument or a member of "options".
- * 0, or -1 with the answer set. */
-static int set_option(srv_upload *u, const char *k, const char *sval, const cJSON *jval) {
-  static const char *const strs[] = {"name", "priority", "rate_key", "run_at", "webhook", NULL};
-  static const char *const ints[] = {"max_attempts", "timeout_ms", "backoff_ms", "backoff_max_ms", "delay_ms",
-                                     "retention_ms", "dedupe_ttl_ms", "idempotency_ttl_ms", NULL};
-  char field[80];
-
-  snprintf(field, sizeof(field), "options.%s", k);
-  for (int i = 0; strs[i] != NULL; i++) {
-    char *v;
-
-    if (strcmp(k, strs[i]) != 0)
-      continue;
-    if (jval != NULL && !cJSON_IsString(jval)) {
-      srv_error(u->req, 400, "invalid_option", field, 0, "option \"%s\" must be a string", k);
-      return -1;
-    }
-    if (u->nopt == sizeof(u->optstore) / sizeof(u->optstore[0]))
-      return -1;
-    v = sl_strdup(jval != NULL ? jval->valuestring : sval != NULL ? sval : "");
-    if (v == NULL)
-      return -1;
-    u->optstore[u->nopt++] = v;
-    if (i == 0)
-      u->opts.name = v;
-    else if (i == 1)
-      u->opts.priority = v;
-    else if (i == 2)
-      u->opts.rate_key = v;
-    else if (i == 3)
-      u->opts.run_at = v;
-    else
-      u->opts.webhook = v;
-    return 0;
-  }
-  for (int i = 0; ints[i] != NULL; i++) {
-    int64_t v;
-
-    if (strcmp(k, ints[i]) != 0)
-      continue;
-    if (jval != NULL) {
-      if (!cJSON_IsNumber(jval) || jval->valuedouble != (double)(int64_t)jval->valuedouble ||
-          jval->valuedouble < 0 || jval->valuedouble > 31536000000.0) {
-        srv_error(u->req, 400, "invalid_option", field, 0, "option \"%s\" must be an integer from 0 to 31536000000",
-                  k);
-        return -1;
-      }
-      v = (int64_t)jval->valuedouble;
-    } else if (sval == NULL || sl__json_int(sval, strlen(sval), 0, 31536000000LL, &v) != 0) {
-      srv_error(u->req, 400, "invalid_option", field, 0, "option \"%s\" must be an integer from 0 to 31536000000, got "
-                "\"%.40s\"", k, sval);
-      return -1;
-    }
-    set_opt_int(k, v, &u->opts);
-    return 0;
-  }
-  srv_error(u->req, 400, "unknown_option", field, 0,
-            "unknown batch option \"%.40s\" (name, priority, max_attempts, timeout_ms, backoff_ms, backoff_max_ms, "
-            "rate_key, run_at, delay_ms, retention_ms, dedupe_ttl_ms, webhook, idempotency_ttl_ms)", k);
-  return -1;
-}
-
 static enum MHD_Result query_option(void *cls, enum MHD_ValueKind kind, const char *k, const char *v) {
   srv_upload *u = cls;
 
   (void)kind;
   if (u->refused || strcmp(k, "queue") == 0)
     return MHD_YES;
-  if (set_option(u, k, v != NULL ? v : "", NULL) != 0) {
+  if (srv_option_set(u->req, &u->opts, k, v != NULL ? v : "", NULL) != 0) {
     u->refused = 1;
     return MHD_NO;
   }
@@ -182,15 +98,15 @@ static int make_batch(srv_upload *u) {
   const char *key = MHD_lookup_connection_value(u->req->con, MHD_HEADER_KIND, "Idempotency-Key");
   int rc;
 
-  u->opts.queue = u->req->queue;
-  u->opts.tenant = u->req->who.tenant[0] ? u->req->who.tenant : NULL;
+  u->opts.opts.queue = u->req->queue;
+  u->opts.opts.tenant = u->req->who.tenant[0] ? u->req->who.tenant : NULL;
   if (key != NULL && (key[0] == '\0' || strlen(key) > SL_IDEM_KEY_MAX)) {
     srv_error(u->req, 400, "invalid_header", "Idempotency-Key", 0, "Idempotency-Key must be 1-%d bytes",
               SL_IDEM_KEY_MAX);
     return -1;
   }
-  u->opts.idempotency_key = key;
-  rc = sl_batch_new(&u->opts, &u->b, err, sizeof(err));
+  u->opts.opts.idempotency_key = key;
+  rc = sl_batch_new(&u->opts.opts, &u->b, err, sizeof(err));
   if (rc != 0) {
     srv_error(u->req, rc == SL_ENOMEM ? 503 : 400, "invalid_option", NULL, 0, "%s", err);
     return -1;
@@ -297,8 +213,7 @@ void srv_upload_free(srv_upload *u) {
   if (u == NULL)
     return;
   sl_batch_free(u->b);
-  for (size_t i = 0; i < u->nopt; i++)
-    sl_free(u->optstore[i]);
+  srv_options_free(&u->opts);
   if (u->wait != NULL)
     fclose(u->wait);
   sl__buf_free(&u->errors);
@@ -538,7 +453,7 @@ static int json_options_then_items(srv_upload *u) {
       return -1;
     }
     for (cJSON *m = o->child; m != NULL; m = m->next) {
-      if (set_option(u, m->string, NULL, m) != 0) {
+      if (srv_option_set(u->req, &u->opts, m->string, NULL, m) != 0) {
         cJSON_Delete(o);
         return -1;
       }
