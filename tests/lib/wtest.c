@@ -102,10 +102,18 @@ typedef struct watch {
   void *ud;                  /* its argument */
   long long deadline;        /* itest_ms() past which the worker is stopped anyway */
   int *timed_out;            /* set when the deadline passed */
+  int *closing;              /* set once the timer is closed: its memory is freed with it */
 } watch;
 
 static void watch_closed(uv_handle_t *h) {
   free(h);
+}
+
+/* Closes the watch; wtest_run_until must not look at it afterwards. */
+static void watch_close(watch *wa) {
+  *wa->closing = 1;
+  uv_timer_stop(&wa->t);
+  uv_close((uv_handle_t *)&wa->t, watch_closed);
 }
 
 static void on_watch(uv_timer_t *t) {
@@ -114,7 +122,7 @@ static void on_watch(uv_timer_t *t) {
 
   if (wa->w->closed) {
     /* it stopped on its own (a fatal error) */
-    uv_close((uv_handle_t *)t, watch_closed);
+    watch_close(wa);
     return;
   }
   if (!late && !wa->until(wa->ud))
@@ -122,13 +130,13 @@ static void on_watch(uv_timer_t *t) {
   if (late)
     *wa->timed_out = 1;
   sl_worker_stop(wa->w);
-  uv_timer_stop(t);
-  uv_close((uv_handle_t *)t, watch_closed);
+  watch_close(wa);
 }
 
 int wtest_run_until(sl_worker_t *w, int (*until)(void *ud), void *ud, int timeout_ms, int *timed_out) {
   watch *wa = calloc(1, sizeof(*wa));
   int late = 0;
+  int closing = 0;
   int rc;
 
   wa->w = w;
@@ -136,12 +144,15 @@ int wtest_run_until(sl_worker_t *w, int (*until)(void *ud), void *ud, int timeou
   wa->ud = ud;
   wa->deadline = itest_ms() + timeout_ms;
   wa->timed_out = &late;
+  wa->closing = &closing;
   uv_timer_init(w->loop, &wa->t);
   uv_timer_start(&wa->t, on_watch, 10, 10);
   rc = sl_worker_run(w);
-  if (!uv_is_closing((uv_handle_t *)&wa->t)) {
-    /* run failed before its loop ran (or stopped on its own) */
-    uv_close((uv_handle_t *)&wa->t, watch_closed);
+  /* Not uv_is_closing(&wa->t): once closed, wa is freed memory (watch_closed
+   * ran inside the loop), and reading it is a use-after-free. */
+  if (!closing) {
+    /* run failed before its loop ran */
+    watch_close(wa);
     uv_run(w->loop, UV_RUN_DEFAULT);
   }
   if (timed_out != NULL)
