@@ -18,6 +18,10 @@
 --             U: the tenant the batch belongs to (sluice serve), a name of
 --             [A-Za-z0-9_.-], 1-64 characters, kept in the hash's `tenant`;
 --             with a tenant, K is that tenant's (P..'idem:'..U..':'..K).
+--             "labels": "key=value,..." or an object {"key":"value"}: up to
+--             16, a key 1-63 characters of [A-Za-z0-9_./-], a value 0-63
+--             of [A-Za-z0-9_./:@+-], each key once; kept in the hash's
+--             `labels` as "key=value,..." sorted by key.
 -- ARGV[7]     consumer group name
 -- ARGV[8]     'items': each further argument is one item object, exactly as
 --             in the README's JSON Lines format, in any formatting. Items
@@ -64,6 +68,47 @@ if not string.match(ARGV[4], '^%d+$') or (mode ~= 'items' and mode ~= 'normalize
    (mode == 'normalized' and (#ARGV - 8) % 3 ~= 0) then
   return redis.error_reply("SLUICE_ARGS chunk number, mode ('items' or 'normalized') or item triples malformed")
 end
+-- Batch labels (src/labels.c has the same rules): the stored form, or nil
+-- and why not.
+local function labels_canon(v)
+  local l, n = {}, 0
+  local function add(k, val)
+    n = n + 1
+    if n > 16 then return 'more than 16 labels' end
+    if type(k) ~= 'string' or type(val) ~= 'string' then return 'label keys and values must be strings' end
+    if not string.match(k, '^[%w_./-]+$') or #k > 63 then
+      return 'label key "' .. string.sub(k, 1, 80) .. '" must be 1-63 characters of [A-Za-z0-9_./-]'
+    end
+    if not string.match(val, '^[%w_./:@+-]*$') or #val > 63 then
+      return 'label "' .. k .. '": the value must be 0-63 characters of [A-Za-z0-9_./:@+-]'
+    end
+    if l[k] then return 'label key "' .. k .. '" given twice' end
+    l[k] = val
+    return nil
+  end
+  local e
+  if type(v) == 'string' then
+    for part in string.gmatch(v .. ',', '([^,]*),') do
+      local k, val = string.match(part, '^([^=]*)=(.*)$')
+      if not k then return nil, 'label "' .. string.sub(part, 1, 80) .. '": expected key=value' end
+      e = add(k, val)
+      if e then return nil, e end
+    end
+  elseif type(v) == 'table' then
+    for k, val in pairs(v) do
+      e = add(k, val)
+      if e then return nil, e end
+    end
+  else
+    return nil, 'labels must be "key=value,..." or an object'
+  end
+  local keys = {}
+  for k in pairs(l) do keys[#keys + 1] = k end
+  table.sort(keys)
+  for i, k in ipairs(keys) do keys[i] = k .. '=' .. l[k] end
+  return table.concat(keys, ',')
+end
+
 -- The priority argument: "2", then optionally "@T" or "+D" (start time),
 -- then optionally "#KEY" (dedupe key, any bytes to the end).
 local function parse_prio(p)
@@ -135,6 +180,7 @@ if v[1] then
   end
 elseif seq == 0 then
   local name, retention, dedupe_ttl, webhook, idem, idem_ttl, tenant = ARGV[6], nil, nil, nil, nil, 86400000, nil
+  local labels = nil
   if string.sub(name, 1, 1) == '{' then
     local ok, o = pcall(cjson.decode, name)
     if not ok or type(o) ~= 'table' then
@@ -155,6 +201,12 @@ elseif seq == 0 then
       if type(tenant) ~= 'string' or not string.match(tenant, '^[%w_.-]+$') or #tenant > 64 then
         return redis.error_reply('SLUICE_ARGS tenant must be 1-64 characters of [A-Za-z0-9_.-]')
       end
+    end
+    if o.labels ~= nil and o.labels ~= '' then
+      local why
+      labels, why = labels_canon(o.labels)
+      if not labels then return redis.error_reply('SLUICE_ARGS ' .. why) end
+      if labels == '' then labels = nil end
     end
     if o.idempotency_ttl_ms ~= nil then
       idem_ttl = tonumber(o.idempotency_ttl_ms)
@@ -181,6 +233,7 @@ elseif seq == 0 then
   if retention then redis.call('HSET', bkey, 'retention_ms', math.floor(retention)) end
   if dedupe_ttl then redis.call('HSET', bkey, 'dedupe_ttl_ms', math.floor(dedupe_ttl)) end
   if webhook then redis.call('HSET', bkey, 'webhook', webhook) end
+  if labels then redis.call('HSET', bkey, 'labels', labels) end
   if tenant then
     -- The tenant's own index of its batches (sluice serve lists from it),
     -- trimmed like the queue's: the 10 oldest looked at, 90 days at most.

@@ -16,6 +16,7 @@
 #include "conn.h"
 #include "id.h"
 #include "json.h"
+#include "labels.h"
 
 #define RESULTS_PAGE 1000 /* HMGET fields per call */
 #define RESUME_STEP "250" /* parked items one resume call puts back (a few ms of Redis) */
@@ -70,6 +71,11 @@ int sl__batch_json(sl_buf *out, const sl_keys *k, const char *batch, const redis
     rc = sl__buf_puts(out, ",\"name\":");
   if (rc == 0)
     rc = sl__json_put_str(out, name ? name : "", name ? strlen(name) : 0);
+  if (rc == 0 && hfield(h, "labels") != NULL) {
+    rc = sl__buf_puts(out, ",\"labels\":");
+    if (rc == 0)
+      rc = sl__labels_json(out, hfield(h, "labels"));
+  }
   if (rc == 0)
     rc = sl__buf_printf(out,
                         ",\"status\":\"%s\",\"total\":%lld,\"done\":%lld,\"succeeded\":%lld,"
@@ -287,6 +293,12 @@ SL_EXTERN int sl_batch_list_with(sl_client_t *c, const char *queue, const sl_lis
     o->last[0] = '\0';
   if (o->tenant != NULL && (strlen(o->tenant) == 0 || strlen(o->tenant) > SL_NAME_MAX))
     return sl__client_fail(c, SL_EINVAL, "invalid tenant \"%.80s\"", o->tenant);
+  if (o->label != NULL) {
+    char why[160];
+
+    if (sl__labels_filter_check(o->label, why, sizeof(why)) != 0)
+      return sl__client_fail(c, SL_EINVAL, "%s", why);
+  }
   if (status != NULL) {
     size_t i = 0;
 
@@ -362,7 +374,8 @@ SL_EXTERN int sl_batch_list_with(sl_client_t *c, const char *queue, const sl_lis
 
       if (rc == 0 && st != NULL && (status == NULL || strcmp(st, status) == 0) &&
           (o->tenant == NULL || (tn != NULL && strcmp(tn, o->tenant) == 0)) &&
-          (o->name == NULL || (nm != NULL && strcmp(nm, o->name) == 0)) && (limit == 0 || shown < limit)) {
+          (o->name == NULL || (nm != NULL && strcmp(nm, o->name) == 0)) &&
+          (o->label == NULL || sl__labels_match(hfield(h[i], "labels"), o->label)) && (limit == 0 || shown < limit)) {
         sl__buf_reset(&out);
         rc = sl__batch_json(&out, &k, ids[i], h[i]);
         if (rc == 0)

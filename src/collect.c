@@ -34,6 +34,7 @@
 #include "idtab.h"
 #include "item.h"
 #include "json.h"
+#include "labels.h"
 #include "script.h"
 #include "spool.h"
 #include "submit.h"
@@ -167,6 +168,22 @@ SL_EXTERN int sl_batch_new(const sl_batch_opts *opts, sl_batch_t **out, char *er
     if (b->name == NULL)
       goto oom;
   }
+  if (opts->labels != NULL && opts->labels[0] != '\0') {
+    sl_buf canon;
+    int lrc;
+
+    sl__buf_init(&canon, SL_LABELS_MAX * (2 * SL_LABEL_PART_MAX + 2) + 1);
+    lrc = sl__labels_canon(opts->labels, &canon, errbuf, errlen);
+    if (lrc == 0)
+      lrc = sl__buf_putc(&canon, '\0') != 0 ? SL_ENOMEM : 0;
+    if (lrc == 0)
+      b->labels = sl_strdup(canon.p);
+    sl__buf_free(&canon);
+    if (lrc == SL_EINVAL)
+      goto invalid;
+    if (lrc != 0 || b->labels == NULL)
+      goto oom;
+  }
   *out = b;
   return 0;
 invalid:
@@ -195,6 +212,7 @@ SL_EXTERN void sl_batch_free(sl_batch_t *b) {
   sl__buf_free(&b->skipped_by);
   sl_free(b->idem_key);
   sl_free(b->tenant);
+  sl_free(b->labels);
   sl_free(b->webhook);
   sl_free(b);
 }

@@ -367,7 +367,7 @@ SL_EXTERN int sl_batch_submit(sl_client_t *c, sl_batch_t *b, char **id_out) {
   /* Batch options: the name alone, or a JSON object when there is more (or
    * when the name itself starts with '{'). */
   if (b->retention_ms > 0 || b->dedupe_ttl_ms > 0 || b->webhook != NULL || b->idem_key != NULL ||
-      b->tenant != NULL || (b->name != NULL && b->name[0] == '{')) {
+      b->tenant != NULL || b->labels != NULL || (b->name != NULL && b->name[0] == '{')) {
     rc = sl__buf_puts(&opts, "{\"name\":");
     if (rc == 0)
       rc = sl__json_put_str(&opts, b->name ? b->name : "", b->name ? strlen(b->name) : 0);
@@ -387,6 +387,8 @@ SL_EXTERN int sl_batch_submit(sl_client_t *c, sl_batch_t *b, char **id_out) {
       rc = sl__buf_printf(&opts, ",\"idempotency_ttl_ms\":%lld", (long long)b->idem_ttl_ms);
     if (rc == 0 && b->tenant != NULL)
       rc = sl__buf_printf(&opts, ",\"tenant\":\"%s\"", b->tenant);
+    if (rc == 0 && b->labels != NULL)
+      rc = sl__buf_printf(&opts, ",\"labels\":\"%s\"", b->labels); /* no character needs escaping */
     if (rc == 0)
       rc = sl__buf_putc(&opts, '}');
   } else if (b->name != NULL) {

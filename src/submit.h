@@ -42,6 +42,7 @@ struct sl_batch {
   char *webhook;         /* POSTed the batch summary when it ends, or NULL */
   char *idem_key;        /* idempotency key, or NULL */
   char *tenant;          /* the batch's tenant, or NULL */
+  char *labels;          /* its labels, canonical (labels.c), or NULL */
   int64_t idem_ttl_ms;   /* how long it is remembered, ms; 0: the default */
   int reused;            /* after submit: the key was taken, the id is the first batch's */
   sl_item_defaults def;  /* item defaults from the options */

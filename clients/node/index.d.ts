@@ -11,6 +11,7 @@ export interface SubmitOptions {
   webhook?: string;
   idempotencyKey?: string;
   idempotencyTtlMs?: number;
+  labels?: Record<string, string>;
   batchId?: string;
 }
 
@@ -53,6 +54,7 @@ export interface BatchStatus extends BatchEvent {
   started_at: number;
   finished_at: number;
   ended: boolean;
+  labels?: Record<string, string>; // status() and the first event: the batch's labels
 }
 
 export interface ResultLine {

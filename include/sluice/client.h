@@ -69,6 +69,10 @@ typedef struct sl_batch_opts {
   /* The tenant the batch belongs to (sluice serve), 1-64 characters of
    * [A-Za-z0-9_.-], or NULL; an idempotency key is then that tenant's. */
   const char *tenant;
+  /* Labels to find the batch by, "key=value,key=value", or NULL: up to 16,
+   * a key 1-63 characters of [A-Za-z0-9_./-], a value 0-63 of
+   * [A-Za-z0-9_./:@+-], each key once. */
+  const char *labels;
 } sl_batch_opts;
 
 /*
@@ -169,6 +173,7 @@ typedef struct sl_list_opts {
   size_t limit;         /* at most this many (0: all) */
   size_t max_examined;  /* stop after looking at about this many batches (0: no bound) */
   char *last;           /* SL_LIST_CURSOR_MAX bytes, or NULL: gets the cursor to go on from ("" at the end) */
+  const char *label;    /* only batches with these labels, "key" or "key=value", comma-separated (all must hold), or NULL */
 } sl_list_opts;
 #define SL_LIST_CURSOR_MAX 128
 /* The queue's batches that match o, newest first, as status objects. */

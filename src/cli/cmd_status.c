@@ -41,6 +41,18 @@ static void print_status(const char *json) {
   printf("batch      %s%s%s%s\n", cli_safe(jstr(j, "batch")), *jstr(j, "name") ? "  (" : "", cli_safe(jstr(j, "name")),
          *jstr(j, "name") ? ")" : "");
   printf("queue      %s\n", jstr(j, "queue"));
+  {
+    const cJSON *l = cJSON_GetObjectItemCaseSensitive(j, "labels");
+    const cJSON *e;
+    int n = 0;
+
+    cJSON_ArrayForEach(e, l) {
+      if (cJSON_IsString(e))
+        printf("%s%s=%s", n++ ? "," : "labels     ", cli_safe(e->string), cli_safe(e->valuestring));
+    }
+    if (n > 0)
+      printf("\n");
+  }
   if (cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(j, "incomplete")))
     printf("status     %s: INCOMPLETE, %lld items written so far; if its producer died, "
            "`sluice cancel %s` ends it\n",
@@ -198,18 +210,19 @@ int cmd_batches(int argc, char **argv) {
   const char *status = NULL;
   const char *limit_s = NULL;
   const char *after = NULL;
-  cli_flag f[] = {{"json", 0, &json, NULL},
-                  {"status", 1, NULL, &status},
-                  {"limit", 1, NULL, &limit_s},
-                  {"after", 1, NULL, &after}};
+  const char *name = NULL;
+  const char *label = NULL;
+  cli_flag f[] = {{"json", 0, &json, NULL},         {"status", 1, NULL, &status}, {"limit", 1, NULL, &limit_s},
+                  {"after", 1, NULL, &after},       {"name", 1, NULL, &name},     {"label", 1, NULL, &label}};
   cli_common com;
-  int first = cli_parse(argc, argv, &com, f, 4);
+  int first = cli_parse(argc, argv, &com, f, 6);
   long long limit = 0;
   sl_client_t *cl;
   int rc;
 
   if (first < 0 || first != argc) {
-    cli_err("usage: sluice batches [--status S] [--limit N] [--after BATCH] [--json]");
+    cli_err("usage: sluice batches [--status S] [--name NAME] [--label KEY[=VALUE],...] [--limit N] [--after BATCH] "
+            "[--json]");
     return EXIT_USAGE;
   }
   if (limit_s != NULL && (limit = cli_parse_int(limit_s, 1000000000)) < 0) {
@@ -223,8 +236,14 @@ int cmd_batches(int argc, char **argv) {
     printf("%-26s  %-10s  %19s  %8s  %-20s  %s\n", "BATCH", "STATUS", "DONE/TOTAL", "FAILED", "CREATED", "NAME");
   {
     list_page page = {json, 0, ""};
+    sl_list_opts lo = {0};
 
-    rc = sl_batch_list_after(cl, com.queue, status, (size_t)limit, after, print_page, &page);
+    lo.status = status;
+    lo.name = name;
+    lo.label = label;
+    lo.after = after;
+    lo.limit = (size_t)limit;
+    rc = sl_batch_list_with(cl, com.queue, &lo, print_page, &page);
     if (rc == 0 && limit > 0 && page.shown == limit && !json)
       fprintf(stderr, "sluice: %lld batches shown; the next ones: sluice batches --limit %lld --after %s\n",
               page.shown, limit, cli_safe(page.last));

@@ -2,7 +2,7 @@
  * sluice submit [--priority P] [--max-attempts N] [--timeout MS] [--name NAME]
  *               [--backoff MS] [--backoff-max MS] [--rate-key NAME] [--run-at TIME]
  *               [--delay DURATION] [--retention DURATION] [--idempotency-key KEY]
- *               [--idempotency-ttl DURATION] [--json] [--wait] [--check] FILE|-
+ *               [--idempotency-ttl DURATION] [--label KEY=VALUE] [--json] [--wait] [--check] FILE|-
  *
  * Reads JSON Lines, validates every line before anything is written (errors
  * name the file, line and field; exit 2, nothing enqueued), submits, and
@@ -29,6 +29,7 @@
 #include "cli.h"
 #include "tally.h"
 
+#define SL_LABELS_ARG_MAX 2100                 /* --label values joined: 16 labels of 127 bytes and commas */
 #define MAX_REPORTED 20                        /* invalid lines listed before "... and N more" */
 #define LINE_KEEP (SL_ITEM_MAX_LINE + 1)       /* longest line kept whole: an item and a '\r', bytes */
 #define READ_BUF (LINE_KEEP + 64 * 1024)       /* the line buffer: a longest line and read-ahead, bytes */
@@ -201,7 +202,7 @@ int cmd_submit(int argc, char **argv) {
       {"retention", required_argument, NULL, 'K'},
       {"dedupe-ttl", required_argument, NULL, 'U'}, {"json", no_argument, NULL, 'J'},
       {"webhook", required_argument, NULL, 'W'},       {"redis-password-file", required_argument, NULL, 'P'},
-      {"check", no_argument, NULL, 'C'},
+      {"check", no_argument, NULL, 'C'},            {"label", required_argument, NULL, 'l'},
       {"idempotency-key", required_argument, NULL, 'I'}, {"idempotency-ttl", required_argument, NULL, 'L'},
       {NULL, 0, NULL, 0}};
   cli_common com = {getenv("SLUICE_REDIS"), NULL};
@@ -225,6 +226,7 @@ int cmd_submit(int argc, char **argv) {
   char err[512];
   char *id = NULL;
   long long v;
+  char labels[SL_LABELS_ARG_MAX] = "";
 
   optind = 1;
   while ((ch = getopt_long(argc, argv, "", opts, NULL)) != -1) {
@@ -257,6 +259,16 @@ int cmd_submit(int argc, char **argv) {
     case 'T': bo.run_at = optarg; break;
     case 'J': json = 1; break;
     case 'W': bo.webhook = optarg; break;
+    case 'l': /* repeatable; sl_batch_new checks them */
+      if (strlen(labels) + strlen(optarg) + 2 > sizeof(labels)) {
+        cli_err("--label: more than %zu bytes of labels", sizeof(labels) - 1);
+        return EXIT_USAGE;
+      }
+      if (labels[0] != '\0')
+        strcat(labels, ",");
+      strcat(labels, optarg);
+      bo.labels = labels;
+      break;
     case 'P': cli_password_file = optarg; break;
     case 'I':
       if (optarg[0] == '\0' || strlen(optarg) > SL_IDEM_KEY_MAX) {

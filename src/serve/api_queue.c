@@ -2,7 +2,7 @@
  * The endpoints of `sluice serve` about a queue as a whole, and results.
  *
  *   GET    /v1/batches               the caller's batches, newest first:
- *                                    ?status=S&name=N&cursor=ID&limit=L (X-Next-Cursor)
+ *                                    ?status=S&name=N&label=K=V,K&cursor=ID&limit=L (X-Next-Cursor)
  *   GET    /v1/batches/{id}/results  NDJSON, in item order: ?status=failed,
  *                                    ?cursor=INDEX&limit=N (X-Next-Cursor)
  *   GET    /v1/queues/{q}/stats      sluice stats --json
@@ -25,6 +25,7 @@
 
 #include "alloc.h"
 #include "json.h"
+#include "labels.h"
 #include "srv.h"
 
 #define RESULTS_LIMIT_DEFAULT 1000 /* results lines per page */
@@ -53,6 +54,7 @@ typedef struct qjob {
   int burst, concurrency;
   char status[16];          /* Q_LIST filters */
   char lname[256];
+  char label[SL_LABELS_FILTER_MAX];
   char tenant[SRV_TENANT_MAX + 1];
   char after[SL_LIST_CURSOR_MAX];
   char last[SL_LIST_CURSOR_MAX];
@@ -109,7 +111,7 @@ static void on_run(sl_client_t *c, const char *open_err, void *arg) {
   case Q_LIST: {
     sl_list_opts o = {j->status[0] ? j->status : NULL, j->tenant[0] ? j->tenant : NULL,
                       j->lname[0] ? j->lname : NULL, j->after[0] ? j->after : NULL, j->limit, LIST_EXAMINE_MAX,
-                      j->last};
+                      j->last, j->label[0] ? j->label : NULL};
 
     j->array = 1;
     rc = sl__buf_puts(&j->out, "{\"batches\":[");
@@ -302,6 +304,8 @@ int srv_api_queue(srv_req *req) {
     const char *nm = srv_arg(req, "name");
     const char *after = srv_arg(req, "cursor");
     const char *tenant = srv_arg(req, "tenant");
+    const char *label = srv_arg(req, "label");
+    char why[160];
     long long limit = num_arg(req, "limit", 1, LIST_LIMIT_MAX, LIST_LIMIT_DEFAULT);
     int ok = st == NULL;
 
@@ -317,6 +321,11 @@ int srv_api_queue(srv_req *req) {
                 "tenant are short strings");
       return 1;
     }
+    if (label != NULL && (strlen(label) >= SL_LABELS_FILTER_MAX || sl__labels_filter_check(label, why, sizeof(why)))) {
+      srv_error(req, 400, "invalid_argument", "label", 0, "label: %s",
+                strlen(label) >= SL_LABELS_FILTER_MAX ? "too long" : why);
+      return 1;
+    }
     if (tenant != NULL && req->who.role != ROLE_ADMIN) {
       srv_error(req, 403, "forbidden", "tenant", 0, "only an admin token lists another tenant's batches");
       return 1;
@@ -325,6 +334,7 @@ int srv_api_queue(srv_req *req) {
       return 1;
     snprintf(j->status, sizeof(j->status), "%s", st ? st : "");
     snprintf(j->lname, sizeof(j->lname), "%s", nm ? nm : "");
+    snprintf(j->label, sizeof(j->label), "%s", label ? label : "");
     snprintf(j->after, sizeof(j->after), "%s", after ? after : "");
     /* a tenant lists its own; an admin every batch, or one tenant's */
     snprintf(j->tenant, sizeof(j->tenant), "%s", req->who.role == ROLE_ADMIN ? (tenant ? tenant : "")

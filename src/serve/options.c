@@ -12,7 +12,9 @@
 #include <sluice/client.h>
 
 #include "alloc.h"
+#include "buf.h"
 #include "json.h"
+#include "labels.h"
 #include "srv.h"
 
 static void set_int(const char *k, int64_t v, sl_batch_opts *o) {
@@ -34,6 +36,59 @@ static void set_int(const char *k, int64_t v, sl_batch_opts *o) {
     o->idempotency_ttl_ms = v;
 }
 
+/* "labels": "key=value,..." (a query argument or a JSON string), or a JSON
+ * object {"key":"value"}; sl_batch_new checks what they say, after the
+ * sizes are checked here. */
+static int set_labels(srv_req *req, srv_options *o, const char *sval, const cJSON *jval) {
+  sl_buf b;
+  char *v;
+  int rc = 0;
+
+  if (o->n == sizeof(o->store) / sizeof(o->store[0]))
+    return -1;
+  sl__buf_init(&b, SL_LABELS_FILTER_MAX);
+  if (jval == NULL || cJSON_IsString(jval)) {
+    const char *t = jval != NULL ? jval->valuestring : sval != NULL ? sval : "";
+
+    rc = sl__buf_puts(&b, t);
+  } else if (cJSON_IsObject(jval)) {
+    const cJSON *e;
+
+    cJSON_ArrayForEach(e, jval) {
+      if (!cJSON_IsString(e)) {
+        sl__buf_free(&b);
+        srv_error(req, 400, "invalid_option", "options.labels", 0, "label \"%.63s\": the value must be a string",
+                  e->string);
+        return -1;
+      }
+      if (rc == 0)
+        rc = sl__buf_printf(&b, "%s%s=%s", b.len ? "," : "", e->string, e->valuestring);
+    }
+  } else {
+    sl__buf_free(&b);
+    srv_error(req, 400, "invalid_option", "options.labels", 0,
+              "option \"labels\" must be an object of strings or \"key=value,...\"");
+    return -1;
+  }
+  if (rc == 0)
+    rc = sl__buf_putc(&b, '\0');
+  if (rc != 0) {
+    sl__buf_free(&b);
+    if (rc != SL_ETOOBIG)
+      return -1;
+    srv_error(req, 400, "invalid_option", "options.labels", 0,
+              "labels over %d bytes: at most 16, each key and value 63 characters at most", SL_LABELS_FILTER_MAX - 1);
+    return -1;
+  }
+  v = sl_strdup(b.p);
+  sl__buf_free(&b);
+  if (v == NULL)
+    return -1;
+  o->store[o->n++] = v;
+  o->opts.labels = v;
+  return 0;
+}
+
 int srv_option_set(srv_req *req, srv_options *o, const char *k, const char *sval, const cJSON *jval) {
   static const char *const strs[] = {"name", "priority", "rate_key", "run_at", "webhook", NULL};
   static const char *const ints[] = {"max_attempts", "timeout_ms", "backoff_ms", "backoff_max_ms", "delay_ms",
@@ -41,6 +96,8 @@ int srv_option_set(srv_req *req, srv_options *o, const char *k, const char *sval
   char field[80];
 
   snprintf(field, sizeof(field), "options.%s", k);
+  if (strcmp(k, "labels") == 0)
+    return set_labels(req, o, sval, jval);
   for (int i = 0; strs[i] != NULL; i++) {
     char *v;
 
@@ -91,7 +148,7 @@ int srv_option_set(srv_req *req, srv_options *o, const char *k, const char *sval
   }
   srv_error(req, 400, "unknown_option", field, 0,
             "unknown batch option \"%.40s\" (name, priority, max_attempts, timeout_ms, backoff_ms, backoff_max_ms, "
-            "rate_key, run_at, delay_ms, retention_ms, dedupe_ttl_ms, webhook, idempotency_ttl_ms)", k);
+            "rate_key, run_at, delay_ms, retention_ms, dedupe_ttl_ms, webhook, idempotency_ttl_ms, labels)", k);
   return -1;
 }
 

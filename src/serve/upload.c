@@ -108,7 +108,8 @@ static int make_batch(srv_upload *u) {
   u->opts.opts.idempotency_key = key;
   rc = sl_batch_new(&u->opts.opts, &u->b, err, sizeof(err));
   if (rc != 0) {
-    srv_error(u->req, rc == SL_ENOMEM ? 503 : 400, "invalid_option", NULL, 0, "%s", err);
+    srv_error(u->req, rc == SL_ENOMEM ? 503 : 400, "invalid_option",
+              strncmp(err, "label", 5) == 0 || strstr(err, " labels") != NULL ? "options.labels" : NULL, 0, "%s", err);
     return -1;
   }
   return 0;

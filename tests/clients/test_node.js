@@ -188,7 +188,13 @@ async function testBadItem(env) {
   check(st.status === 'cancelled' && st.total === 750, `the batch after a refused item: ${JSON.stringify(st)}`);
   e = await expectError(sluice.ItemError, () => c.submit([{type: 'noop'}]));
   check(e.field === 'payload' && e.index === 0 && !e.batch, `missing payload: ${e.message}`);
-  console.log('  bad_item: index 800 field timeout_ms named, batch cancelled at 750 items');
+  // Labels: kept sorted, shown by status; a bad one refused by the function, naming it.
+  const b = await c.submit([noop()], {labels: {team: 'ml', env: 'prod'}});
+  const labels = (await c.status(b)).labels;
+  check(JSON.stringify(labels) === '{"env":"prod","team":"ml"}', `labels: ${JSON.stringify(labels)}`);
+  e = await expectError(sluice.ProtocolError, () => c.submit([noop()], {labels: {'bad key': 'x'}}));
+  check(e.message.includes('label key "bad key" must be'), `bad label: ${e.message}`);
+  console.log('  bad_item: index 800 field timeout_ms named, batch cancelled at 750 items; labels kept, a bad one named');
 }
 
 async function testControl(env) {

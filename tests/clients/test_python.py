@@ -176,7 +176,15 @@ def test_bad_item(env):
     e = expect(sluice.ItemError, c.submit, [{"type": "noop"}])
     check(e.field == "payload" and e.index == 0 and e.batch is None, "missing payload: %r" % e.message)
     check(env.r.exists("sluice:{bad}:b:" + str(e.batch)) == 0, "a refused first chunk left a batch")
-    print("  bad_item: index 800 field timeout_ms named, batch cancelled at 750 items")
+    # Labels: kept sorted, shown by status; a bad one refused by the function, naming it, nothing written.
+    b = c.submit([{"type": "noop", "payload": {}}], labels={"team": "ml", "env": "prod"})
+    check(c.status(b)["labels"] == {"env": "prod", "team": "ml"}, "labels: %r" % c.status(b))
+    check(env.r.hget("sluice:{bad}:b:" + b, "labels") == b"env=prod,team=ml", "stored labels")
+    before = env.r.zcard("sluice:{bad}:batches")
+    e = expect(sluice.ProtocolError, c.submit, [{"type": "noop", "payload": {}}], labels={"team": "a b"})
+    check('label "team": the value must be' in str(e), "bad label: %s" % e)
+    check(env.r.zcard("sluice:{bad}:batches") == before, "a refused label wrote a batch")
+    print("  bad_item: index 800 field timeout_ms named, batch cancelled at 750 items; labels kept, a bad one named")
 
 
 def test_control(env):

@@ -97,7 +97,8 @@ class Client {
   // Submits items as one batch; resolves to its id. items: an array or
   // (async) iterable of item objects, or their JSON text. options: name,
   // defaults (fields every object item gets unless it has them),
-  // retentionMs, dedupeTtlMs, webhook, batchId; idempotencyKey (1-256
+  // retentionMs, dedupeTtlMs, webhook, batchId; labels (an object of up
+  // to 16 labels to find the batch by, {team: 'ml'}); idempotencyKey (1-256
   // bytes: another submit with the same key within idempotencyTtlMs,
   // default 24 h, writes nothing and resolves to the first batch's id,
   // whatever its state); report (resolve to {batch, reused, submitted,
@@ -106,7 +107,7 @@ class Client {
   // were, the batch is cancelled first and error.batch names it.
   async submit(items, options = {}) {
     const {name = '', defaults = null, retentionMs, dedupeTtlMs, webhook, idempotencyKey, idempotencyTtlMs,
-           report = false} = options;
+           labels, report = false} = options;
     const batch = options.batchId || newBatchId();
     const opts = {};
     if (name) opts.name = name;
@@ -115,6 +116,7 @@ class Client {
     if (webhook) opts.webhook = webhook;
     if (idempotencyKey) opts.idempotency_key = idempotencyKey;
     if (idempotencyTtlMs) opts.idempotency_ttl_ms = idempotencyTtlMs;
+    if (labels && Object.keys(labels).length) opts.labels = labels;
     const first = Object.keys(opts).some((k) => k !== 'name') || name.startsWith('{') ? JSON.stringify(opts) : name;
     const keys = [this.bkey(batch), ...this.streams(), `${this.prefix}batches`];
     await this.checkRoom(Array.isArray(items) ? items.length : 1);
@@ -231,6 +233,10 @@ class Client {
       submitted: n('submitted'), skipped: n('skipped'), refused: n('refused'), created_at: n('created_at'),
       queued_at: n('queued_at'), started_at: n('started_at'), finished_at: n('finished_at'),
       ended: whole && done >= total && (h.status === 'completed' || h.status === 'cancelled'),
+      labels: Object.fromEntries((h.labels || '').split(',').filter((l) => l).map((l) => {
+        const eq = l.indexOf('=');
+        return [l.slice(0, eq), l.slice(eq + 1)];
+      })),
     };
   }
 

@@ -113,7 +113,7 @@ class Client:
     # ---- submit ----
 
     def submit(self, items, *, name="", defaults=None, retention_ms=None, dedupe_ttl_ms=None, webhook=None,
-               idempotency_key=None, idempotency_ttl_ms=None, batch_id=None, report=False):
+               idempotency_key=None, idempotency_ttl_ms=None, labels=None, batch_id=None, report=False):
         """Submits items as one batch and returns its id.
 
         ``items``: an iterable of item objects (dicts, or their JSON text),
@@ -122,6 +122,9 @@ class Client:
         timeout_ms, backoff_ms, backoff_max_ms, rate_key, run_at or
         delay_ms, type). ``name``, ``retention_ms``, ``dedupe_ttl_ms`` and
         ``webhook`` are the batch options (PROTOCOL.md, section 5).
+        ``labels``: a dict of up to 16 labels to find the batch by, such as
+        ``{"team": "ml"}`` (keys of [A-Za-z0-9_./-], values of
+        [A-Za-z0-9_./:@+-], 63 characters at most).
 
         ``idempotency_key`` (1-256 bytes) names this submit: another submit
         with the same key within ``idempotency_ttl_ms`` (default 24 h)
@@ -142,7 +145,7 @@ class Client:
         opts = {k: v for k, v in (("name", name), ("retention_ms", retention_ms),
                                   ("dedupe_ttl_ms", dedupe_ttl_ms), ("webhook", webhook),
                                   ("idempotency_key", idempotency_key),
-                                  ("idempotency_ttl_ms", idempotency_ttl_ms)) if v}
+                                  ("idempotency_ttl_ms", idempotency_ttl_ms), ("labels", labels)) if v}
         first = json.dumps(opts) if set(opts) - {"name"} or name.startswith("{") else name
         keys = [self._bkey(batch)] + self._streams() + [self.prefix + "batches"]
         self._check_room(items)
@@ -255,11 +258,12 @@ class Client:
                 "cancelled": n("cancelled"), "pct": pct, "ts": ts, "whole": whole, "submitted": n("submitted"),
                 "skipped": n("skipped"), "refused": n("refused"), "created_at": n("created_at"),
                 "queued_at": n("queued_at"), "started_at": n("started_at"), "finished_at": n("finished_at"),
-                "ended": whole and done >= total and h.get("status") in ("completed", "cancelled")}
+                "ended": whole and done >= total and h.get("status") in ("completed", "cancelled"),
+                "labels": dict(l.split("=", 1) for l in h.get("labels", "").split(",") if l)}
 
     def status(self, batch):
         """The batch's state now: status, counters (total, done, succeeded,
-        failed, cancelled, skipped), pct, times, and ``ended``."""
+        failed, cancelled, skipped), pct, times, ``labels`` and ``ended``."""
         ts, h = self._snapshot(batch)
         return self._state(batch, h, ts)
 
