@@ -284,6 +284,7 @@ SL_EXTERN int sl_limit_list(sl_client_t *c, const char *queue, sl_line_cb cb, vo
     int burst = 0;
     int conc = 0;
     long long held = 0;
+    long long waiting = 0;
     char rate[64] = "";
     char state[2 * SL_NAME_MAX + 32];
     long long tat = 0;
@@ -301,6 +302,17 @@ SL_EXTERN int sl_limit_list(sl_client_t *c, const char *queue, sl_line_cb cb, vo
       if (s == NULL)
         break;
       held = s->integer;
+      freeReplyObject(s);
+    }
+    {
+      char wkey[2 * SL_NAME_MAX + 32];
+      const char *av[2] = {"XLEN", wkey};
+
+      snprintf(wkey, sizeof(wkey), "%scw:%s", k.prefix, name);
+      s = sl__client_cmd(c, &rc, 2, av, NULL);
+      if (s == NULL)
+        break;
+      waiting = s->type == REDIS_REPLY_INTEGER ? s->integer : 0;
       freeReplyObject(s);
     }
     snprintf(state, sizeof(state), "%srl:%s", k.prefix, name);
@@ -321,9 +333,9 @@ SL_EXTERN int sl_limit_list(sl_client_t *c, const char *queue, sl_line_cb cb, vo
     if (rc == 0)
       rc = sl__buf_printf(&out,
                           ",\"rate\":\"%s\",\"burst\":%d,\"interval_us\":%lld,\"per_s\":%.3f,"
-                          "\"reserved_ahead_ms\":%lld,\"concurrency\":%d,\"running\":%lld}",
+                          "\"reserved_ahead_ms\":%lld,\"concurrency\":%d,\"running\":%lld,\"waiting\":%lld}",
                           rate, burst, interval, interval > 0 ? 1e6 / (double)interval : 0.0,
-                          tat > now ? (tat - now) / 1000 : 0, conc, held);
+                          tat > now ? (tat - now) / 1000 : 0, conc, held, waiting);
     if (rc == 0)
       rc = cb(out.p, out.len, ud);
   }

@@ -6,7 +6,10 @@
  * count); the delayed set (retries and scheduled items); dead letters and
  * how many the cap dropped; live workers (those that beat in the last
  * 30 s); items ended per minute (counted by the completion function); the
- * queue's default rate key and its limits (as sl_limit_list).
+ * queue's default rate key and its limits (as sl_limit_list), with the
+ * items waiting for a concurrency lease summed; and the items parked by
+ * paused batches, counted over at most PARKED_SCAN_MAX of them, 100 per
+ * round trip, so a scrape never does work that grows with the queue.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -20,6 +23,9 @@
 #include "json.h"
 #include "limit.h"
 #include "script.h"
+
+#define PARKED_PAGE 100       /* paused batches whose parked items one round trip counts */
+#define PARKED_SCAN_MAX 10000 /* paused batches looked at, at most */
 
 static long long reply_int(redisReply *r) {
   long long v = 0;
@@ -36,13 +42,67 @@ static long long reply_int(redisReply *r) {
   return v;
 }
 
+typedef struct limits_out {
+  sl_buf *b;
+  long long waiting; /* items waiting for a lease, over all limits */
+} limits_out;
+
 static int append_limit(const char *json, size_t len, void *ud) {
-  sl_buf *b = ud;
+  limits_out *o = ud;
+  const char *w = strstr(json, "\"waiting\":");
   int rc = 0;
 
-  if (b->p[b->len - 1] != '[')
-    rc = sl__buf_putc(b, ',');
-  return rc == 0 ? sl__buf_append(b, json, len) : rc;
+  if (w != NULL && w < json + len)
+    o->waiting += strtoll(w + 10, NULL, 10);
+  if (o->b->p[o->b->len - 1] != '[')
+    rc = sl__buf_putc(o->b, ',');
+  return rc == 0 ? sl__buf_append(o->b, json, len) : rc;
+}
+
+/* The items parked by the queue's paused batches (P..b:ID:p), in
+ * pipelined pages; 0, or an error code. */
+static int count_parked(sl_client_t *c, const sl_keys *k, long long *parked) {
+  char key[SL_NAME_MAX + 64];
+  int rc = 0;
+
+  *parked = 0;
+  snprintf(key, sizeof(key), "%sbs:paused", k->prefix);
+  for (long long from = 0; rc == 0 && from < PARKED_SCAN_MAX; from += PARKED_PAGE) {
+    char lo[24];
+    char hi[24];
+    const char *av[4] = {"ZRANGE", key, lo, hi};
+    redisReply *r;
+    size_t n;
+
+    snprintf(lo, sizeof(lo), "%lld", from);
+    snprintf(hi, sizeof(hi), "%lld", from + PARKED_PAGE - 1);
+    r = sl__client_cmd(c, &rc, 4, av, NULL);
+    if (r == NULL)
+      return rc;
+    n = r->type == REDIS_REPLY_ARRAY ? r->elements : 0;
+    for (size_t i = 0; i < n; i++) {
+      char pk[SL_NAME_MAX + 200];
+      const char *xl[2] = {"XLEN", pk};
+
+      snprintf(pk, sizeof(pk), "%sb:%.128s:p", k->prefix, r->element[i]->str);
+      redisAppendCommandArgv(c->rc, 2, xl, NULL);
+    }
+    for (size_t i = 0; i < n; i++) {
+      void *x = NULL;
+
+      if (redisGetReply(c->rc, &x) != REDIS_OK) {
+        freeReplyObject(r);
+        return sl__client_fail(c, SL_ECONN, "lost the Redis connection counting parked items: %s", c->rc->errstr);
+      }
+      if (((redisReply *)x)->type == REDIS_REPLY_INTEGER)
+        *parked += ((redisReply *)x)->integer;
+      freeReplyObject(x);
+    }
+    freeReplyObject(r);
+    if (n < PARKED_PAGE)
+      break;
+  }
+  return rc;
 }
 
 SL_EXTERN int sl_queue_stats(sl_client_t *c, const char *queue, char **json_out) {
@@ -57,6 +117,7 @@ SL_EXTERN int sl_queue_stats(sl_client_t *c, const char *queue, char **json_out)
   long long cur;
   long long prev;
   long long now_ms;
+  long long parked = 0;
   sl_keys k;
   sl_buf out;
   redisReply *r;
@@ -122,6 +183,8 @@ SL_EXTERN int sl_queue_stats(sl_client_t *c, const char *queue, char **json_out)
     cur = reply_int(sl__client_cmd(c, &rc, 2, a1, NULL));
     prev = reply_int(sl__client_cmd(c, &rc, 2, a2, NULL));
   }
+  if (rc == 0)
+    rc = count_parked(c, &k, &parked);
   if (rc != 0)
     return rc;
   sl__buf_init(&out, 64 * 1024);
@@ -135,10 +198,11 @@ SL_EXTERN int sl_queue_stats(sl_client_t *c, const char *queue, char **json_out)
       rc = sl__buf_printf(&out, ",\"%s\":{\"queued\":%lld,\"running\":%lld}", names[i], queued[i], running[i]);
     if (rc == 0)
       rc = sl__buf_printf(&out,
-                          ",\"queued\":%lld,\"running\":%lld,\"delayed\":%lld,\"dead\":%lld,\"dead_dropped\":%lld,"
-                          "\"workers\":%lld,\"ended_last_minute\":%.0f,\"per_s\":%.1f,\"default_rate_key\":",
-                          queued[0] + queued[1] + queued[2], running[0] + running[1] + running[2], delayed, dead,
-                          dropped, workers, last_minute, last_minute / 60.0);
+                          ",\"queued\":%lld,\"running\":%lld,\"delayed\":%lld,\"parked\":%lld,\"dead\":%lld,"
+                          "\"dead_dropped\":%lld,\"workers\":%lld,\"ended_last_minute\":%.0f,\"per_s\":%.1f,"
+                          "\"default_rate_key\":",
+                          queued[0] + queued[1] + queued[2], running[0] + running[1] + running[2], delayed, parked,
+                          dead, dropped, workers, last_minute, last_minute / 60.0);
     if (rc == 0) {
       char cfg[SL_NAME_MAX + 64];
       const char *av[3] = {"HGET", cfg, "rate_key"};
@@ -155,10 +219,14 @@ SL_EXTERN int sl_queue_stats(sl_client_t *c, const char *queue, char **json_out)
     if (rc == 0)
       rc = sl__buf_puts(&out, ",\"limits\":[");
   }
-  if (rc == 0)
-    rc = sl_limit_list(c, queue, append_limit, &out);
-  if (rc == 0)
-    rc = sl__buf_puts(&out, "]}");
+  {
+    limits_out lo = {&out, 0};
+
+    if (rc == 0)
+      rc = sl_limit_list(c, queue, append_limit, &lo);
+    if (rc == 0)
+      rc = sl__buf_printf(&out, "],\"waiting_lease\":%lld}", lo.waiting);
+  }
   if (rc != 0) {
     sl__buf_free(&out);
     return rc < 0 && c->errstr[0] ? rc : sl__client_fail(c, rc, "%s", sl_strerror(rc));

@@ -50,6 +50,10 @@ int cmd_stats(int argc, char **argv) {
     printf("%-10s %lld queued, %lld running\n", prio[i], num(p, "queued"), num(p, "running"));
   }
   printf("delayed    %lld (retries and items scheduled for later)\n", num(j, "delayed"));
+  if (num(j, "parked") > 0)
+    printf("parked     %lld (items of paused batches)\n", num(j, "parked"));
+  if (num(j, "waiting_lease") > 0)
+    printf("waiting    %lld (items waiting for a concurrency lease of their limit)\n", num(j, "waiting_lease"));
   printf("dead       %lld dead letters%s\n", num(j, "dead"), num(j, "dead_dropped") ? " (older ones were dropped: the stream is capped)" : "");
   {
     const cJSON *d = cJSON_GetObjectItemCaseSensitive(j, "default_rate_key");
@@ -64,9 +68,12 @@ int cmd_stats(int argc, char **argv) {
     const cJSON *l;
 
     cJSON_ArrayForEach(l, cJSON_GetObjectItemCaseSensitive(j, "limits")) {
-      printf("limit      %s: %s, burst %lld, starts reserved %lld ms ahead\n",
-             cJSON_GetObjectItemCaseSensitive(l, "name")->valuestring,
+      printf("limit      %s: %s, burst %lld, starts reserved %lld ms ahead", cJSON_GetObjectItemCaseSensitive(l, "name")->valuestring,
              cJSON_GetObjectItemCaseSensitive(l, "rate")->valuestring, num(l, "burst"), num(l, "reserved_ahead_ms"));
+      if (num(l, "concurrency") > 0)
+        printf(", %lld of %lld leases held, %lld items waiting", num(l, "running"), num(l, "concurrency"),
+               num(l, "waiting"));
+      printf("\n");
     }
   }
   cJSON_Delete(j);

@@ -4,7 +4,8 @@
  * counters ending in `_total`, base units (seconds), a `queue` label.
  *
  * Gauges come from the queue's state now (sl_queue_stats: queued and
- * running per priority, delayed, dead letters, live workers); counters and
+ * running per priority, delayed, parked, waiting for a lease, dead letters,
+ * live workers); counters and
  * the duration histogram from the hash sluice:{Q}:metrics that the
  * functions keep (lua/_lib.lua, sl_metric); the Redis round trip is a PING
  * timed here. An admin token is needed when the server has tokens, since
@@ -96,6 +97,8 @@ static const family FAM[] = {
     {"sluice_item_takeovers_total", "counter", "Items taken over from workers that stopped beating."},
     {"sluice_rate_limit_waits_total", "counter", "Items that had to wait for their rate limit."},
     {"sluice_item_duration_seconds", "histogram", "Duration of the attempts that ended items (succeeded or failed), seconds."},
+    {"sluice_items_parked", "gauge", "Items held by paused batches."},
+    {"sluice_items_waiting_lease", "gauge", "Items waiting for a concurrency lease of their limit."},
 };
 
 static void on_run(sl_client_t *c, const char *open_err, void *arg) {
@@ -166,6 +169,10 @@ static void on_run(sl_client_t *c, const char *open_err, void *arg) {
       case 5: sl__buf_printf(&j->out, "%s{queue=\"%s\"} %lld\n", FAM[f].name, qn, m[q].retries); break;
       case 6: sl__buf_printf(&j->out, "%s{queue=\"%s\"} %lld\n", FAM[f].name, qn, m[q].takeovers); break;
       case 7: sl__buf_printf(&j->out, "%s{queue=\"%s\"} %lld\n", FAM[f].name, qn, m[q].rate_waits); break;
+      case 9: sl__buf_printf(&j->out, "%s{queue=\"%s\"} %.0f\n", FAM[f].name, qn, num(st[q], "parked", NULL)); break;
+      case 10:
+        sl__buf_printf(&j->out, "%s{queue=\"%s\"} %.0f\n", FAM[f].name, qn, num(st[q], "waiting_lease", NULL));
+        break;
       default: {
         long long cum = 0;
 

@@ -1,9 +1,11 @@
 #!/usr/bin/python3
 """`sluice serve` against a real redis-server, real workers and real HTTP.
 
-The server runs as its own process on a loopback port; requests go through
-Python's http.client (and curl for one case), event streams are read as a
-client reads them, line by line.
+The server runs as its own process on a loopback port. Every request goes
+through curl, one process per request as a user's script sends it, and
+event streams through curl --no-buffer, read line by line as they come;
+Python's http.client only holds a connection where a case needs one:
+keep-alive, a stalled upload, SIGTERM with a stream open.
 
   probes      keep-alive connections; /healthz, /readyz; Redis killed: /readyz 503 and requests
               503 with Retry-After; Redis back on the same socket: ready
@@ -35,7 +37,9 @@ client reads them, line by line.
   metrics     /metrics after known batches on a fresh queue: promtool check
               metrics passes; ended by outcome, retries, rate-limit waits,
               the duration histogram and the gauges are exact, and agree
-              with sluice stats; only an admin token may read it
+              with sluice stats; parked items of a paused batch, items
+              waiting for a concurrency lease, and takeovers after a worker
+              is killed (-9) each show; only an admin token may read it
   same        one file through the CLI and through the API: the same
               counters and results lines (times and worker aside)
   cors        no CORS headers and OPTIONS 405 without --cors; with --cors
@@ -105,6 +109,7 @@ class Env:
         self.server = None
         self.workers = []
         self.log = []   # (method, path, status, content type, body) of every answer
+        self.every_case = False  # all cases run: openapi checks that every operation was called
 
     def start_redis(self):
         self.redis = subprocess.Popen(["redis-server", "--port", "0", "--unixsocket", self.sock, "--save", "",
@@ -141,9 +146,10 @@ class Env:
             return code
         return None
 
-    def worker(self, queue="api"):
+    def worker(self, queue="api", *extra):
         self.workers.append(subprocess.Popen([SLUICE, "worker", "--redis", self.url, "--queue", queue,
-                                              "--concurrency", "100", "--quiet"]))
+                                              "--concurrency", "100", "--quiet"] + list(extra)))
+        return self.workers[-1]
 
     def stop_workers(self):
         for w in self.workers:
@@ -152,19 +158,32 @@ class Env:
             w.wait(timeout=30)
         self.workers = []
 
-    def request(self, method, path, body=None, token="tok-a", headers=None):
-        c = http.client.HTTPConnection("127.0.0.1", self.port, timeout=60)
-        h = dict(headers or {})
+    def curl(self, method, path, body=None, token="tok-a", headers=None):
+        """One request through curl, as a user's script makes it: (status,
+        body bytes, the answer's headers)."""
+        hdr = os.path.join(self.tmp, "curl-headers")
+        args = ["curl", "-sS", "-X", method, "-D", hdr, "-o", "-", "-w", "\n%{http_code}", "--max-time", "60"]
+        for k, v in dict(headers or {}).items():
+            args += ["-H", "%s: %s" % (k, v)]
         if token is not None:
-            h["Authorization"] = "Bearer " + token
-        c.request(method, path, body=body, headers=h)
-        r = c.getresponse()
-        data = r.read()
-        c.close()
+            args += ["-H", "Authorization: Bearer " + token]
+        if body is not None:
+            args += ["--data-binary", "@-"]
+        out = subprocess.run(args + ["http://127.0.0.1:%d%s" % (self.port, path)], input=body,
+                             capture_output=True, timeout=90)
+        if out.returncode != 0:
+            raise ConnectionError("curl %s %s: exit %d: %s" % (method, path, out.returncode, out.stderr.decode()))
+        data, _, code = out.stdout.rpartition(b"\n")
+        with open(hdr, "rb") as f:
+            blocks = [b for b in f.read().decode("latin-1").split("\r\n\r\n") if b.strip()]
+        return int(code), data, Answer(blocks[-1] if blocks else "")
+
+    def request(self, method, path, body=None, token="tok-a", headers=None):
+        status, data, r = self.curl(method, path, body, token, headers)
         ctype = r.getheader("Content-Type", "")
-        self.log.append((method, path, r.status, ctype, data))
+        self.log.append((method, path, status, ctype, data))
         check(ctype == "application/json", "%s %s answered Content-Type %r: %r" % (method, path, ctype, data[:200]))
-        return r.status, json.loads(data), r
+        return status, json.loads(data), r
 
     def get(self, path, token="tok-a"):
         return self.request("GET", path, token=token)
@@ -175,36 +194,28 @@ class Env:
         h.update(headers or {})
         return self.request("POST", "/v1/batches?queue=api" + query, body, token, h)
 
+    def stream(self, path, token="tok-a", last_id=None):
+        """An event stream read through curl --no-buffer."""
+        st = Stream(self.port, path, token, last_id)
+        self.log.append(("GET", path, st.status, st.getheader("Content-Type", ""), b""))
+        return st
+
     def events(self, batch, token="tok-a", last_id=None, stop_after=None, queue="api"):
         """Reads the batch's event stream; returns the events (id, event, data)
         and whether the server ended the stream."""
-        c = http.client.HTTPConnection("127.0.0.1", self.port, timeout=60)
-        h = {"Authorization": "Bearer " + token}
-        if last_id:
-            h["Last-Event-ID"] = last_id
-        c.request("GET", "/v1/batches/%s/events?queue=%s" % (batch, queue), headers=h)
-        r = c.getresponse()
-        check(r.status == 200, "events: status %d" % r.status)
-        check(r.getheader("Content-Type") == "text/event-stream", "events: %r" % r.getheader("Content-Type"))
-        out, cur = [], {}
+        st = self.stream("/v1/batches/%s/events?queue=%s" % (batch, queue), token, last_id)
+        check(st.status == 200, "events: status %d" % st.status)
+        check(st.getheader("Content-Type") == "text/event-stream", "events: %r" % st.getheader("Content-Type"))
+        out = []
         while True:
-            line = r.readline()
-            if not line:
-                c.close()
+            ev = st.next_event()
+            if ev is None:
+                st.close()
                 return out, True
-            line = line.decode().rstrip("\n")
-            if line == "":
-                if "data" in cur:
-                    out.append(cur)
-                    if stop_after is not None and len(out) >= stop_after:
-                        c.close()
-                        return out, False
-                cur = {}
-            elif line.startswith(":"):
-                continue
-            else:
-                k, _, v = line.partition(": ")
-                cur[k] = v
+            out.append(ev)
+            if stop_after is not None and len(out) >= stop_after:
+                st.close()
+                return out, False
 
     def close(self):
         for w in self.workers:
@@ -215,6 +226,68 @@ class Env:
             self.redis.kill()
             self.redis.wait()
         shutil.rmtree(self.tmp, ignore_errors=True)
+
+
+class Answer:
+    """The headers of an answer, looked up as http.client's are."""
+
+    def __init__(self, block):
+        lines = block.split("\r\n")
+        self.status_line = lines[0]
+        self.headers = {}
+        for line in lines[1:]:
+            k, _, v = line.partition(":")
+            self.headers[k.strip().lower()] = v.strip()
+
+    def getheader(self, name, default=None):
+        return self.headers.get(name.lower(), default)
+
+
+class Stream:
+    """A server-sent event stream through curl --no-buffer: the status and
+    headers first, then one event at a time."""
+
+    def __init__(self, port, path, token, last_id=None):
+        args = ["curl", "-sS", "--no-buffer", "-i", "-H", "Authorization: Bearer " + token]
+        if last_id:
+            args += ["-H", "Last-Event-ID: " + last_id]
+        self.p = subprocess.Popen(args + ["http://127.0.0.1:%d%s" % (port, path)], stdout=subprocess.PIPE)
+        block = []
+        while True:
+            line = self.p.stdout.readline()
+            check(line != b"", "curl %s: the stream closed before its headers" % path)
+            line = line.decode("latin-1").rstrip("\r\n")
+            if line == "":
+                break
+            block.append(line)
+        self.answer = Answer("\r\n".join(block))
+        self.status = int(self.answer.status_line.split()[1])
+
+    def getheader(self, name, default=None):
+        return self.answer.getheader(name, default)
+
+    def next_event(self):
+        """The next event as {"id", "event", "data"}, skipping comments; None
+        when the server ended the stream."""
+        cur = {}
+        while True:
+            line = self.p.stdout.readline()
+            if not line:
+                return None
+            line = line.decode().rstrip("\n")
+            if line == "":
+                if "data" in cur:
+                    return cur
+                cur = {}
+            elif not line.startswith(":"):
+                k, _, v = line.partition(": ")
+                cur[k] = v
+
+    def close(self):
+        if self.p.poll() is None:
+            self.p.kill()
+        self.p.wait()
+        self.p.stdout.close()
 
 
 def noops(n, **kw):
@@ -306,17 +379,12 @@ def test_submit(env):
     check(st == 400 and body["error"]["field"] == "options.colour", "unknown option: %d %r" % (st, body))
     st, body, _ = env.request("POST", "/v1/batches?queue=api", b"", headers={"Content-Type": "application/x-ndjson"})
     check(st == 400 and body["error"]["code"] == "no_items", "empty body: %d %r" % (st, body))
-    # Over --max-body: refused from its Content-Length, before the body is read (curl reads the early answer;
-    # http.client would fail writing the rest).
-    big = os.path.join(env.tmp, "big.ndjson")
-    with open(big, "wb") as f:
+    # Over --max-body: refused from its Content-Length, before the body is read.
+    with open(os.path.join(env.tmp, "big.ndjson"), "wb") as f:
         f.write(b'{"type":"noop","payload":"' + b"a" * 3000000 + b'"}\n')
-    out = subprocess.run(["curl", "-s", "-o", "-", "-w", "\n%{http_code}", "-X", "POST", "-H",
-                          "Authorization: Bearer tok-a", "-H", "Content-Type: application/x-ndjson",
-                          "--data-binary", "@" + big, "http://127.0.0.1:%d/v1/batches?queue=api" % env.port],
-                         capture_output=True, text=True, timeout=60)
-    body, _, code = out.stdout.rpartition("\n")
-    check(code == "413" and json.loads(body)["error"]["code"] == "body_too_large", "over --max-body: %r" % out.stdout)
+    st, body, _ = env.request("POST", "/v1/batches?queue=api", open(os.path.join(env.tmp, "big.ndjson"), "rb").read(),
+                              headers={"Content-Type": "application/x-ndjson"})
+    check(st == 413 and body["error"]["code"] == "body_too_large", "over --max-body: %d %r" % (st, body))
     # JSON form, options after items; the ids are the items' positions.
     items = [{"type": "noop", "payload": {"n": i}} for i in range(1000)]
     st, body, _ = env.request("POST", "/v1/batches?queue=api",
@@ -369,22 +437,13 @@ def test_events(env):
 
 
 def test_queue_events(env):
-    c = http.client.HTTPConnection("127.0.0.1", env.port, timeout=60)
-    c.request("GET", "/v1/events?queue=api", headers={"Authorization": "Bearer tok-a"})
-    r = c.getresponse()
-    check(r.status == 200 and r.getheader("Content-Type") == "text/event-stream", "queue events: %d" % r.status)
+    st = env.stream("/v1/events?queue=api")
+    check(st.status == 200 and st.getheader("Content-Type") == "text/event-stream", "queue events: %d" % st.status)
 
     def next_event():
-        cur = {}
-        while True:
-            line = r.readline()
-            check(line != b"", "the queue stream ended")
-            line = line.decode().rstrip("\n")
-            if line == "" and "data" in cur:
-                return cur
-            if line and not line.startswith(":"):
-                k, _, v = line.partition(": ")
-                cur[k] = v
+        ev = st.next_event()
+        check(ev is not None, "the queue stream ended")
+        return ev
     first = next_event()
     check(first.get("event") == "snapshot" and all(b.get("tenant") == "acme"
                                                   for b in json.loads(first["data"])["batches"]),
@@ -399,7 +458,7 @@ def test_queue_events(env):
         check(ev.get("tenant") == "acme", "another tenant's event on a's queue stream: %r" % ev)
         if ev["batch"] == mine and ev["status"] == "completed":
             break
-    c.close()
+    st.close()
     env.events(theirs, token="tok-b")
     env.stop_workers()
     check(theirs not in seen, "b's batch was seen")
@@ -456,13 +515,9 @@ def test_control(env):
 
 
 def raw(env, method, path, body=None, token="tok-admin"):
-    c = http.client.HTTPConnection("127.0.0.1", env.port, timeout=60)
-    c.request(method, path, body=body, headers={"Authorization": "Bearer " + token})
-    r = c.getresponse()
-    data = r.read()
-    c.close()
-    env.log.append((method, path, r.status, r.getheader("Content-Type", ""), data))
-    return r.status, data, r
+    status, data, r = env.curl(method, path, body, token)
+    env.log.append((method, path, status, r.getheader("Content-Type", ""), data))
+    return status, data, r
 
 
 def test_openapi(env):
@@ -475,10 +530,8 @@ def test_openapi(env):
     jsonschema.Draft202012Validator.check_schema(doc["components"]["schemas"]["Error"])
     resolver = jsonschema.RefResolver.from_schema(doc)
     routes = [(re.compile("^" + re.sub(r"\{[^}]+\}", "[^/]+", p) + "$"), p) for p in doc["paths"]]
-    checked, ops = 0, set()
+    checked, ops, called = 0, set(), set()
     for method, path, status, ctype, body in env.log:
-        if not ctype.startswith("application/json"):
-            continue
         bare = path.split("?")[0]
         tmpl = [p for rx, p in routes if rx.match(bare)]
         check(tmpl, "%s %s: the path is not in docs/openapi.json" % (method, bare))
@@ -486,6 +539,9 @@ def test_openapi(env):
         if method == "OPTIONS":
             continue
         check(op is not None, "%s %s: the method is not in docs/openapi.json" % (method, tmpl[-1]))
+        called.add(op["operationId"])
+        if not ctype.startswith("application/json"):
+            continue
         resp = op["responses"].get(str(status))
         check(resp is not None, "%s %s answered %d, which docs/openapi.json does not list" % (method, tmpl[-1], status))
         schema = resp["content"]["application/json"]["schema"]
@@ -496,7 +552,10 @@ def test_openapi(env):
                           % (method, bare, status, e.message, body[:200]))
         checked += 1
         ops.add(op["operationId"])
-    print("  openapi: %d JSON answers of %d operations match docs/openapi.json" % (checked, len(ops)))
+    every = {o["operationId"] for v in doc["paths"].values() for o in v.values() if isinstance(o, dict)}
+    check(not env.every_case or called == every, "operations no case called: %s" % sorted(every - called))
+    print("  openapi: %d JSON answers of %d operations match docs/openapi.json; %d of %d operations called"
+          % (checked, len(ops), len(called), len(every)))
 
 
 def test_list(env):
@@ -526,7 +585,26 @@ def test_list(env):
     check({b["batch"] for b in page["batches"]} >= set(theirs) and all(b["tenant"] == "bravo" for b in page["batches"]),
           "admin lists bravo's: %r" % page)
     check(env.get("/v1/batches?queue=api&tenant=bravo")[0] == 403, "a tenant lists another's")
-    print("  list: a tenant lists its own only, paged by cursor, newest first; name, status and admin filters")
+    # Labels: given as a JSON object or a query argument, listed by key or key=value (all parts must hold).
+    st, ml, _ = env.request("POST", "/v1/batches?queue=api", json.dumps(
+        {"items": noops(1), "options": {"labels": {"team": "ml", "env": "prod"}}}).encode(),
+        headers={"Content-Type": "application/json"})
+    check(st == 201 and ml["status"]["labels"] == {"env": "prod", "team": "ml"}, "labels: %d %r" % (st, ml))
+    web = env.submit(noops(1), query="&labels=team=web,env=prod")[1]
+    env.submit(noops(1), query="&labels=team=ml", token="tok-b")
+    for flt, want in (("team=ml", [ml]), ("team", [web, ml]), ("env=prod,team=web", [web]), ("env=dev", []),
+                      ("owner", [])):
+        st, page, _ = env.get("/v1/batches?queue=api&label=" + flt)
+        check(st == 200 and [b["batch"] for b in page["batches"]] == [b["batch"] for b in want],
+              "label=%s: %r" % (flt, page))
+    st, body, _ = env.get("/v1/batches?queue=api&label=a,,b")
+    check(st == 400 and body["error"]["field"] == "label", "label=a,,b: %d %r" % (st, body))
+    for bad in ({"bad key": "x"}, {"k": "a,b"}, {"k": 1}, "k", {"k%d" % i: "v" for i in range(17)}, {"k": "v" * 9999}):
+        st, body, _ = env.request("POST", "/v1/batches?queue=api", json.dumps(
+            {"items": noops(1), "options": {"labels": bad}}).encode(), headers={"Content-Type": "application/json"})
+        check(st == 400 and body["error"]["field"] == "options.labels", "labels %.200r: %d %r" % (bad, st, body))
+    print("  list: a tenant lists its own only, paged by cursor, newest first; name, status, label and admin filters; "
+          "bad labels named")
 
 
 def test_queue(env):
@@ -573,6 +651,8 @@ def test_queue(env):
     check(st == 200 and body["name"] == "openai" and body["burst"] == 5, "limit put: %d %r" % (st, body))
     st, body, _ = env.get("/v1/limits/openai?queue=api", token="tok-admin")
     check(st == 200 and body["rate"] == "50/s", "limit get: %d %r" % (st, body))
+    st, body, _ = env.get("/v1/limits?queue=api", token="tok-admin")
+    check(st == 200 and [x["name"] for x in body] == ["openai"], "limits: %d %r" % (st, body))
     st, body, _ = env.request("PUT", "/v1/limits/openai?queue=api", b'{"rate":"fast"}', token="tok-admin")
     check(st == 400, "a bad rate: %d %r" % (st, body))
     st, body, _ = env.request("DELETE", "/v1/limits/openai?queue=api", token="tok-admin")
@@ -636,8 +716,59 @@ def test_metrics(env):
     check(stats["dead"] == 5 and stats["workers"] == 1 and stats["ended_last_minute"] == ended - 4,
           "sluice stats %r against %d ended" % (stats, ended))
     env.stop_workers()
+    parked, waiting, took = metrics_gauges(env)
     print("  metrics: promtool passes; 13/5/4 ended, 5 retries, %d rate-limit waits, 18 durations; agrees with "
-          "sluice stats" % m['sluice_rate_limit_waits_total{%s}' % q])
+          "sluice stats; %d parked, %d waiting for a lease, %d taken over" % (m['sluice_rate_limit_waits_total{%s}' % q],
+                                                                          parked, waiting, took))
+
+
+def metric(env, name):
+    st, data, _ = raw(env, "GET", "/metrics")
+    check(st == 200, "/metrics: %d" % st)
+    return parse_metrics(data.decode()).get(name)
+
+
+def metrics_gauges(env):
+    """Parked items, items waiting for a lease, and takeovers, each seen in
+    /metrics while it holds (the other queue has no worker at first)."""
+    q = 'queue="other"'
+    admin = {"token": "tok-admin", "headers": {"Content-Type": "application/x-ndjson"}}
+    # Parked: a paused batch's items, parked as a worker reads them.
+    b = env.request("POST", "/v1/batches?queue=other", b'{"type":"noop","payload":{}}\n' * 30, **admin)[1]["batch"]
+    env.request("POST", "/v1/batches/%s/pause?queue=other" % b, token="tok-admin")
+    env.worker("other")
+    wait_for(lambda: metric(env, "sluice_items_parked{%s}" % q) == 30, 30, "30 parked items in /metrics")
+    stats = env.get("/v1/queues/other/stats", token="tok-admin")[1]
+    check(stats["parked"] == 30, "stats parked: %r" % stats)
+    env.request("POST", "/v1/batches/%s/resume?queue=other" % b, token="tok-admin")
+    env.events(b, token="tok-admin", queue="other")
+    check(metric(env, "sluice_items_parked{%s}" % q) == 0, "parked items after the resume")
+    # Waiting for a lease: 5 items of 3 s under a concurrency of 1.
+    env.request("PUT", "/v1/limits/one?queue=other", b'{"concurrency":1}', token="tok-admin")
+    b = env.request("POST", "/v1/batches?queue=other", b'{"type":"sleep","payload":{"ms":3000},"rate_key":"one"}\n' * 5,
+                    **admin)[1]["batch"]
+    wait_for(lambda: metric(env, "sluice_items_waiting_lease{%s}" % q) == 4, 20, "4 items waiting for the lease")
+    lim = env.get("/v1/limits/one?queue=other", token="tok-admin")[1]
+    check(lim["waiting"] + lim["running"] >= 4, "limit one: %r" % lim)
+    env.request("POST", "/v1/batches/%s/cancel?queue=other" % b, token="tok-admin")
+    env.stop_workers()
+    # Takeovers: a worker killed with 3 items running; another takes them over after the visibility timeout.
+    before = metric(env, "sluice_item_takeovers_total{%s}" % q)
+    b = env.request("POST", "/v1/batches?queue=other", b'{"type":"sleep","payload":{"ms":1500}}\n' * 3,
+                    **admin)[1]["batch"]
+    doomed = env.worker("other", "--visibility", "1000")
+    wait_for(lambda: env.get("/v1/queues/other/stats", token="tok-admin")[1]["running"] == 3, 20,
+             "the 3 items to run")
+    doomed.kill()
+    doomed.wait()
+    env.workers.remove(doomed)
+    env.worker("other", "--visibility", "1000")
+    ev, _ = env.events(b, token="tok-admin", queue="other")
+    check(json.loads(ev[-1]["data"])["succeeded"] == 3, "the batch after the takeover: %r" % ev[-1])
+    took = metric(env, "sluice_item_takeovers_total{%s}" % q) - before
+    check(took == 3, "takeovers: %r more, expected 3" % took)
+    env.stop_workers()
+    return 30, 4, took
 
 
 def strip_times(line):
@@ -738,6 +869,7 @@ CASES = {"probes": test_probes, "auth": test_auth, "submit": test_submit, "event
 def main():
     names = sys.argv[1:] or list(CASES)
     env = Env()
+    env.every_case = names == list(CASES)
     try:
         flags = ("--max-body", "2000000", "--keepalive", "1", "--idle-timeout", "3")
         env.serve(*flags)
