@@ -47,6 +47,10 @@ keep-alive, a stalled upload, SIGTERM with a stream open.
   timeouts    a paused batch's stream gets a keepalive comment (--keepalive
               1); an upload that stalls midway is closed (--idle-timeout 3)
   shutdown    SIGTERM with an event stream open: the stream ends, exit 0
+  upload_memory  100,000 items (35 MB of NDJSON) in one POST: the server's
+              peak RSS grows by less than half the body (not checked under
+              ASan, whose allocator keeps freed memory)
+  listen      a non-loopback --listen without --tokens is refused
   openapi     /v1/openapi.json is docs/openapi.json; every JSON answer the
               cases above got (path, method, status and body) is described
               by it, checked with a real validator (python3-jsonschema)
@@ -804,6 +808,50 @@ def test_same(env):
     print("  same: the CLI and the API give the same counters (%r) and 300 results lines" % counters[0])
 
 
+def vm_kib(pid, field):
+    with open("/proc/%d/status" % pid) as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    raise Failure("no %s in /proc/%d/status" % (field, pid))
+
+
+def sanitized():
+    """True when the binary runs under ASan, whose allocator keeps freed memory (RSS says nothing then)."""
+    out = subprocess.run(["ldd", shutil.which(SLUICE) or SLUICE], capture_output=True, text=True).stdout
+    return "libasan" in out
+
+
+def test_upload_memory(env):
+    env.stop_server()
+    env.serve("--max-body", "100000000")
+    path = os.path.join(env.tmp, "upload.ndjson")
+    with open(path, "w") as f:
+        for i in range(100000):
+            f.write(json.dumps({"id": "u%d" % i, "type": "noop", "payload": {"text": "x" * 300, "n": i}}) + "\n")
+    size = os.path.getsize(path)
+    before = vm_kib(env.server.pid, "VmHWM")
+    out = subprocess.run(["curl", "-sS", "-H", "Authorization: Bearer tok-a", "-H", "Content-Type: application/x-ndjson",
+                          "--data-binary", "@" + path, "http://127.0.0.1:%d/v1/batches?queue=api" % env.port],
+                         capture_output=True, timeout=120)
+    body = json.loads(out.stdout)
+    check(body.get("submitted") == 100000, "100,000 items: %r" % body)
+    grew = vm_kib(env.server.pid, "VmHWM") - before
+    env.stop_server()  # the next case gets the usual flags back
+    if not sanitized():
+        check(grew * 1024 < size / 2, "the server's peak RSS grew %d KiB for a %d KiB upload" % (grew, size // 1024))
+    print("  upload_memory: 100,000 items (%.1f MiB) parsed as they came: the server's peak RSS grew %.1f MiB%s"
+          % (size / 1048576, grew / 1024, " (not checked under ASan)" if sanitized() else ""))
+
+
+def test_listen(env):
+    out = subprocess.run([SLUICE, "serve", "--redis", env.url, "--listen", "0.0.0.0:%d" % free_port(), "--queue",
+                          "api"], capture_output=True, text=True, timeout=30)
+    check(out.returncode == 2 and "is not a loopback address: give --tokens FILE" in out.stderr,
+          "a non-loopback --listen without tokens: exit %d %r" % (out.returncode, out.stderr))
+    print("  listen: a non-loopback address without --tokens is refused (exit 2)")
+
+
 def test_cors(env):
     st, data, r = raw(env, "OPTIONS", "/v1/batches")
     check(st == 405 and r.getheader("Access-Control-Allow-Origin") is None, "OPTIONS without --cors: %d" % st)
@@ -863,7 +911,7 @@ def test_shutdown(env):
 
 CASES = {"probes": test_probes, "auth": test_auth, "submit": test_submit, "events": test_events, "queue_events": test_queue_events, "quota": test_quota,
          "control": test_control, "list": test_list, "queue": test_queue, "metrics": test_metrics, "same": test_same, "cors": test_cors, "timeouts": test_timeouts, "shutdown": test_shutdown,
-         "openapi": test_openapi}
+         "upload_memory": test_upload_memory, "listen": test_listen, "openapi": test_openapi}
 
 
 def main():
