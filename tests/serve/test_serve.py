@@ -16,7 +16,8 @@ keep-alive, a stalled upload, SIGTERM with a stream open.
   submit      NDJSON and JSON bodies; the CLI's messages with line numbers;
               415, 413, malformed JSON, unknown member, unknown option, an
               empty body; Idempotency-Key gives the same batch
-  events      a batch followed to its end through its event stream (the
+  events      25 event streams open at once: one subscriber in Redis; a
+              batch followed to its end through its event stream (the
               first event is the state, the stream ends after the final
               event); a reconnect with Last-Event-ID midway still gets the
               end
@@ -417,6 +418,16 @@ def test_events(env):
     batch = b["batch"]
     first, ended = env.events(batch, stop_after=1)
     check(json.loads(first[0]["data"])["status"] == "queued", "first event: %r" % first)
+    # 20 followers of the batch and 5 of the queue: still one subscriber to the queue's channel in Redis.
+    streams = [env.stream("/v1/batches/%s/events?queue=api" % batch) for _ in range(20)]
+    streams += [env.stream("/v1/events?queue=api") for _ in range(5)]
+    for st in streams:
+        check(st.status == 200 and st.next_event() is not None, "a follower got no first event")
+    subs = subprocess.run(["redis-cli", "-s", env.sock, "PUBSUB", "NUMSUB", "sluice:{api}:events"],
+                          capture_output=True, text=True).stdout.split()
+    for st in streams:
+        st.close()
+    check(subs[-1] == "1", "25 streams open: %s subscribers to sluice:{api}:events, expected 1" % subs[-1])
     env.worker()
     ev, ended = env.events(batch)
     check(ended, "the stream did not end after the batch did")
@@ -436,7 +447,7 @@ def test_events(env):
     check(not part_ended and json.loads(part[-1]["data"])["done"] < 1000, "the first reading was not midway: %r" % part)
     check(ended and json.loads(rest[-1]["data"])["done"] == 1000, "reconnect midway: %r" % rest[-1:])
     env.stop_workers()
-    print("  events: %d events to the end of 2,000 items, monotonic; Last-Event-ID reconnects (after the end, and "
+    print("  events: 25 streams, 1 Redis subscriber; %d events to the end of 2,000 items, monotonic; Last-Event-ID reconnects (after the end, and "
           "midway at done=%s) get the end" % (len(ev), json.loads(part[-1]["data"])["done"]))
 
 
