@@ -118,6 +118,28 @@ local function sl_publish(prefix, queue, batch, now)
   redis.call('PUBLISH', prefix .. 'events:' .. batch, msg)
 end
 
+-- The batch log, P..'b:ID:log' (DESIGN: the story of a batch): a stream
+-- with one entry per change of the batch's state (submitted, whole,
+-- started, paused, resumed, cancelled, aborted, retried, ended, webhook)
+-- and per item event worth knowing (retry, timeout, takeover, dead,
+-- poison, refused, requeued). Each entry has e (the event), then the
+-- caller's pairs: i (the item's index) and id (its id, a JSON string), by
+-- (who acted: a worker id, or "HOST pid N (PROGRAM)" of a command), and
+-- the event's own. The stream keeps about the newest SL_LOG_MAX entries
+-- (trimmed approximately: O(1) per call) and expires with the batch
+-- (sl_maybe_finish). Nothing is logged to a batch that is gone.
+local SL_LOG_MAX = 10000
+local function sl_log(bkey, ev, ...)
+  redis.call('XADD', bkey .. ':log', 'MAXLEN', '~', SL_LOG_MAX, '*', 'e', ev, ...)
+end
+
+-- Who acted, from an optional argument of a command: at most 200 bytes of
+-- printable ASCII, else ''.
+local function sl_by(v)
+  if type(v) ~= 'string' or #v > 200 or string.find(v, '[^\32-\126]') then return '' end
+  return v
+end
+
 -- Marks the batch ended when every item of a whole batch is done.
 -- An ended batch and its results expire after its retention (default 7
 -- days), so finished work does not grow Redis without bound.
@@ -142,8 +164,14 @@ local function sl_maybe_finish(bkey, now)
       redis.call('HDEL', bkey, 'webhook_attempts', 'webhook_at', 'webhook_error')
       redis.call('ZADD', prefix .. 'webhooks', now, batch)
     end
+    if ended then
+      local c = redis.call('HMGET', bkey, 'status', 'succeeded', 'failed', 'cancelled')
+      sl_log(bkey, 'ended', 'status', c[1], 'succeeded', c[2] or '0', 'failed', c[3] or '0',
+             'cancelled', c[4] or '0')
+    end
     local keep = tonumber(v[5]) or SL_RETENTION_MS
-    for _, k in ipairs({bkey, bkey .. ':r', bkey .. ':f', bkey .. ':skip', bkey .. ':progress', bkey .. ':dl'}) do
+    for _, k in ipairs({bkey, bkey .. ':r', bkey .. ':f', bkey .. ':skip', bkey .. ':progress', bkey .. ':dl',
+                        bkey .. ':log'}) do
       redis.call('PEXPIRE', k, keep)
     end
   end
@@ -166,7 +194,7 @@ end
 
 -- A batch running again (retry, dead requeue) keeps its keys until it ends anew.
 local function sl_keep_batch(bkey)
-  for _, k in ipairs({bkey, bkey .. ':r', bkey .. ':f'}) do
+  for _, k in ipairs({bkey, bkey .. ':r', bkey .. ':f', bkey .. ':log'}) do
     redis.call('PERSIST', k)
   end
 end
@@ -371,7 +399,9 @@ local function sl_admit_batch(ctx, s, key, group, eid, f)
       ctx.status[batch] = 'running'
       ctx.touched[batch] = true
     end
-    redis.call('HSETNX', bkey, 'started_at', ctx.now)
+    if redis.call('HSETNX', bkey, 'started_at', ctx.now) == 1 then
+      sl_log(bkey, 'started', 'by', ctx.me or '')
+    end
     ctx.started[batch] = true
     return true
   end
@@ -710,6 +740,8 @@ local function sl_take_stale(ctx, out, s, key, group, me, n)
       ctx.now = ctx.now or sl_now_ms()
       ctx.extra = true -- a later delivery: admission checks it has not ended
       if sl_admit(ctx, s, key, group, eid, f) then
+        sl_log(ctx.prefix .. 'b:' .. f[2], 'taken', 'i', f[4], 'id', sl_item_id(f[8]) or '', 'att',
+               tonumber(f[6]) + d, 'by', me)
         sl_taken(ctx.prefix, s, eid, me, ctx.now)
         sl_emit(ctx, out, s, eid, f, tonumber(f[6]) + d)
         got = got + 1

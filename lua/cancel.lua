@@ -7,6 +7,7 @@
 --             items are counted cancelled
 -- ARGV[5]     the most parked or delayed entries this call examines
 --             (1-10000; optional, 1000)
+-- ARGV[6]     optional: who cancels, for the batch log (sl_by)
 -- returns     {status, more}: the batch's status after the call
 --             ('cancelled', or 'completed' when it had already ended and
 --             there was nothing to cancel), and 1 when parked or delayed
@@ -43,8 +44,11 @@ if v[1] ~= 'cancelled' then
     redis.call('HSET', bkey, 'whole', 1, 'total', v[3])
   end
   redis.call('ZADD', prefix .. 'drain', now, batch)
+  sl_log(bkey, 'cancelled', 'by', sl_by(ARGV[6]), 'from', v[1])
 end
-if ARGV[4] == '1' then redis.call('HSET', bkey, 'abort', 1) end
+if ARGV[4] == '1' and redis.call('HSETNX', bkey, 'abort', 1) == 1 then
+  sl_log(bkey, 'aborted', 'by', sl_by(ARGV[6]))
+end
 local more = sl_cancel_step(prefix, batch, dkey, max, now)
 sl_maybe_finish(bkey, now)
 sl_publish(prefix, ARGV[2], batch, now)

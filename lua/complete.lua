@@ -88,6 +88,17 @@ local function holder(s, eid)
   return sl_holder(KEYS[s], group, eid)
 end
 
+-- The batch log of a failed attempt (sl_log): a timeout first when it was
+-- one, then ev (retry, dead, refused) with the attempt and its error.
+local function log_failure(bkey, ev, idx, d, att, why, ...)
+  local id = sl_item_id(d or '') or ''
+  why = type(why) == 'string' and why or cjson.encode(why)
+  if string.sub(why, 1, 16) == 'timed out after ' then
+    sl_log(bkey, 'timeout', 'i', idx, 'id', id, 'att', att, 'by', me, 'error', why)
+  end
+  sl_log(bkey, ev, 'i', idx, 'id', id, 'att', att, 'by', me, 'error', why, ...)
+end
+
 local returned = {}
 local gone = {} -- claims of the entries acknowledged here (P..'claims')
 local retries, dur = 0, {} -- for P..'metrics': retries, and durations by bucket
@@ -118,6 +129,10 @@ for i = 5, #ARGV, 9 do
     local f = entry(s, eid)
     redis.call('XACK', KEYS[s], group, eid)
     if f and exists[batch] and redis.call('HEXISTS', bkey .. ':r', idx) == 0 then
+      local ok, errs = pcall(cjson.decode, text)
+      local why = ok and type(errs) == 'table' and type(errs[#errs]) == 'string' and errs[#errs] or text
+      log_failure(bkey, 'retry', idx, f[8], tonumber(f[6]) + deliveries - 1, why,
+                  'next_at', now + tonumber(ARGV[i + 6]))
       sl_delay(prefix, s, batch, idx, tonumber(f[6]) + deliveries, text, f[8], now + tonumber(ARGV[i + 6]))
       sl_moved(bkey)
       first = 1
@@ -148,7 +163,10 @@ for i = 5, #ARGV, 9 do
         -- refused: kept for `retry` (no dead letter id), not a dead letter
         local f = entry(s, eid)
         local d = f and f[8] or ARGV[i + 7]
+        local ok, res = pcall(cjson.decode, text)
         redis.call('HSET', bkey .. ':f', idx, s .. '\n\n' .. d)
+        log_failure(bkey, 'refused', idx, d, ok and type(res) == 'table' and res.attempts or 0,
+                    ok and type(res) == 'table' and res.error or text)
       elseif outcome == 'f' then
         local ok, res = pcall(cjson.decode, text)
         local reason = ok and type(res) == 'table' and res.error or text
@@ -158,6 +176,7 @@ for i = 5, #ARGV, 9 do
           f = {'b', batch, 'i', idx, 'a', tostring(att), 'd', ARGV[i + 7]}
         end
         sl_dead(prefix, batch, idx, s, f, att, tostring(reason), now)
+        log_failure(bkey, 'dead', idx, f and f[8] or '', att, reason)
       end
     end
   end

@@ -73,6 +73,7 @@ local function one(eid, f)
         return
       end
       sl_requeue(bkey, streams, batch, idx, s, d)
+      sl_log(bkey, 'requeued', 'i', idx, 'id', sl_item_id(d) or '', 'from', 'dead letter ' .. eid)
       if fdid and fdid ~= eid then redis.call('XDEL', dkey, fdid) end
       redis.call('XDEL', dkey, eid)
       counts[batch] = (counts[batch] or 0) + 1

@@ -29,7 +29,7 @@
 -- returns short, and the next call goes on.
 do local denied = sl_worker_only(KEYS[1]) if denied then return denied end end
 local group, consumer, want = ARGV[1], ARGV[2], tonumber(ARGV[3])
-local ctx = {prefix = ARGV[4], status = {}, touched = {}, started = {}, vis = tonumber(ARGV[8])}
+local ctx = {prefix = ARGV[4], status = {}, touched = {}, started = {}, vis = tonumber(ARGV[8]), me = consumer}
 ctx.now = sl_now_ms()
 local out = {sl_promote(ARGV[4], KEYS, ctx.now, 500)}
 if ctx.vis then redis.call('HSET', ARGV[4] .. 'vis', consumer, ctx.vis) end

@@ -60,7 +60,7 @@
 do local denied = sl_worker_only(KEYS[1]) if denied then return denied end end
 local group, me, myvis, maxdel = ARGV[1], ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])
 local prefix, queue, want, alone_ok = ARGV[5], ARGV[6], tonumber(ARGV[7]), ARGV[8] == '1'
-local ctx = {prefix = prefix, status = {}, touched = {}, started = {}, again = true, vis = myvis}
+local ctx = {prefix = prefix, status = {}, touched = {}, started = {}, again = true, vis = myvis, me = me}
 local out = {0, 0}
 local finished = {}
 local moved, taken = 0, 0 -- taken: entries of workers that stopped beating, for P..metrics
@@ -83,6 +83,17 @@ end
 local function limit_of(owner)
   if owner == me then return 3 * myvis end -- its own: see above
   return vis[owner] or myvis
+end
+
+-- The batch log of a takeover (sl_log): item f's attempt att was lost with
+-- worker from, idle for idle ms; to is the worker that runs it now, or
+-- SL_STALE (the first worker with a free slot: 'taken' is logged then).
+local function log_takeover(f, att, from, idle, to)
+  local bkey = prefix .. 'b:' .. f[2]
+  if redis.call('EXISTS', bkey) == 1 then
+    sl_log(bkey, 'takeover', 'i', f[4], 'id', sl_item_id(f[8]) or '', 'att', att, 'from', from, 'idle_ms', idle,
+           'to', to, 'by', me)
+  end
 end
 
 local drop, later = {}, {}
@@ -117,6 +128,8 @@ for _, m in ipairs(due) do
         redis.call('HINCRBY', bkey, 'failed', 1)
         redis.call('HINCRBY', bkey, 'done', 1)
         sl_dead(prefix, f[2], f[4], s, f, tonumber(f[6]) + d - 1, reason, ctx.now)
+        sl_log(bkey, 'poison', 'i', f[4], 'id', sl_item_id(f[8]) or '', 'att', tonumber(f[6]) + d - 1,
+               'from', owner, 'idle_ms', idle, 'by', me, 'error', reason)
         sl_metric(prefix, 'ended:failed', 1)
         finished[f[2]] = true
       end
@@ -125,9 +138,11 @@ for _, m in ipairs(due) do
     elseif d + 1 == maxdel then
       redis.call('XCLAIM', KEYS[s], group, SL_ALONE, 0, eid, 'JUSTID')
       sl_taken(prefix, s, eid, SL_ALONE, ctx.now)
+      log_takeover(f, tonumber(f[6]) + d - 1, owner, idle, SL_ALONE)
     elseif want > 0 then
       if #redis.call('XCLAIM', KEYS[s], group, me, 0, eid) > 0 and
          sl_admit(ctx, s, KEYS[s], group, eid, f) then
+        log_takeover(f, tonumber(f[6]) + d - 1, owner, idle, me)
         sl_taken(prefix, s, eid, me, ctx.now)
         sl_emit(ctx, out, s, eid, f, tonumber(f[6]) + d)
         want = want - 1
@@ -136,6 +151,7 @@ for _, m in ipairs(due) do
     else
       redis.call('XCLAIM', KEYS[s], group, SL_STALE, 0, eid, 'JUSTID')
       sl_taken(prefix, s, eid, SL_STALE, ctx.now)
+      log_takeover(f, tonumber(f[6]) + d - 1, owner, idle, SL_STALE)
       moved = moved + 1
       taken = taken + 1
     end

@@ -3,6 +3,7 @@
 -- KEYS[2..4]  streams P..'s:high', P..'s:normal', P..'s:low'
 -- ARGV[1]     key prefix P    ARGV[2] queue name    ARGV[3] batch id
 -- ARGV[4]     the most parked items this call puts back (1-10000)
+-- ARGV[5]     optional: who resumes, for the batch log (sl_by)
 -- returns     {status, more}: the batch's status after the call, and 1 when
 --             parked items are left to put back (call it again), else 0
 -- errors      'SLUICE_NOTFOUND' when there is no such batch,
@@ -31,6 +32,7 @@ if st == 'paused' then
   redis.call('HSET', bkey, 'status', st, 'resumed_at', now)
   sl_set_status(ARGV[1], batch, 'paused', st)
   redis.call('HDEL', bkey, 'paused_from')
+  sl_log(bkey, 'resumed', 'by', sl_by(ARGV[5]), 'to', st, 'parked', redis.call('XLEN', bkey .. ':p'))
   redis.call('ZADD', ARGV[1] .. 'unpark', now, batch)
   sl_maybe_finish(bkey, now)
   sl_publish(ARGV[1], ARGV[2], batch, now)

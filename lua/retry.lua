@@ -13,6 +13,7 @@
 --             whose failure was recorded at or after it are left failed (they
 --             failed again while this retry ran: a retry moves each failed
 --             item once, however fast workers fail it again)
+-- ARGV[8]     optional: who retries, for the batch log (sl_by)
 -- returns     {requeued, more, cursor}: the items this call put back, 1 when
 --             the walk goes on (call it again with the cursor), else 0
 -- errors      'SLUICE_ARGS' (malformed arguments; nothing was written),
@@ -80,6 +81,7 @@ until cursor == '0' or examined >= max
 local more = cursor == '0' and 0 or 1
 
 if moved > 0 then
+  sl_log(bkey, 'retried', 'by', sl_by(ARGV[8]), 'items', moved)
   sl_reopen(bkey, moved)
   if refused > 0 then redis.call('HINCRBY', bkey, 'refused', -refused) end
   sl_publish(prefix, queue, batch, sl_now_ms())

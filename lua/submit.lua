@@ -18,6 +18,7 @@
 --             U: the tenant the batch belongs to (sluice serve), a name of
 --             [A-Za-z0-9_.-], 1-64 characters, kept in the hash's `tenant`;
 --             with a tenant, K is that tenant's (P..'idem:'..U..':'..K).
+--             "by": who submits, logged with `submitted` (sl_by).
 --             "labels": "key=value,..." or an object {"key":"value"}: up to
 --             16, a key 1-63 characters of [A-Za-z0-9_./-], a value 0-63
 --             of [A-Za-z0-9_./:@+-], each key once; kept in the hash's
@@ -180,7 +181,7 @@ if v[1] then
   end
 elseif seq == 0 then
   local name, retention, dedupe_ttl, webhook, idem, idem_ttl, tenant = ARGV[6], nil, nil, nil, nil, 86400000, nil
-  local labels = nil
+  local labels, by = nil, ''
   if string.sub(name, 1, 1) == '{' then
     local ok, o = pcall(cjson.decode, name)
     if not ok or type(o) ~= 'table' then
@@ -202,6 +203,7 @@ elseif seq == 0 then
         return redis.error_reply('SLUICE_ARGS tenant must be 1-64 characters of [A-Za-z0-9_.-]')
       end
     end
+    by = sl_by(o.by)
     if o.labels ~= nil and o.labels ~= '' then
       local why
       labels, why = labels_canon(o.labels)
@@ -234,6 +236,7 @@ elseif seq == 0 then
   if dedupe_ttl then redis.call('HSET', bkey, 'dedupe_ttl_ms', math.floor(dedupe_ttl)) end
   if webhook then redis.call('HSET', bkey, 'webhook', webhook) end
   if labels then redis.call('HSET', bkey, 'labels', labels) end
+  sl_log(bkey, 'submitted', 'by', by)
   if tenant then
     -- The tenant's own index of its batches (sluice serve lists from it),
     -- trimmed like the queue's: the 10 oldest looked at, 90 days at most.
@@ -302,6 +305,7 @@ if last then
     redis.call('HSET', bkey, 'total', submitted, 'whole', 1, 'status', 'queued', 'queued_at', now)
     sl_set_status(prefix, batch, st, 'queued')
   end
+  sl_log(bkey, 'whole', 'total', submitted)
   sl_maybe_finish(bkey, now)
 else
   redis.call('HSET', bkey, 'total', submitted, 'updated_at', now)

@@ -19,6 +19,11 @@ if ARGV[5] and ARGV[5] ~= '' then
   if ARGV[5] ~= sl_webhook_id(prefix, batch, n) then return 0 end
 end
 local now = sl_now_ms()
+if redis.call('EXISTS', bkey) == 1 then
+  local n = redis.call('HGET', bkey, 'webhook_attempts') or '?'
+  sl_log(bkey, 'webhook', 'try', n, 'outcome', ARGV[3] == 'ok' and 'delivered' or ARGV[4] ~= '' and 'retry' or 'gave_up',
+         'error', ARGV[3] == 'ok' and '' or ARGV[3])
+end
 if ARGV[3] == 'ok' then
   redis.call('ZREM', key, batch)
   redis.call('HSET', bkey, 'webhook_at', now)

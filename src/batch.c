@@ -420,7 +420,7 @@ static int cancel(sl_client_t *c, const char *queue, const char *batch, int abor
   sl_keys k;
   char bkey[256];
   char dkey[128];
-  const char *av[7];
+  const char *av[8];
   redisReply *r;
   int rc;
 
@@ -435,9 +435,10 @@ static int cancel(sl_client_t *c, const char *queue, const char *batch, int abor
   av[4] = batch;
   av[5] = abort_running ? "1" : "0";
   av[6] = CANCEL_STEP;
+  av[7] = c->actor;
   /* bounded steps: the first cancels, each finishes parked and delayed items */
   for (;;) {
-    r = sl__client_fcall(c, &rc, "cancel", 2, 7, av, NULL);
+    r = sl__client_fcall(c, &rc, "cancel", 2, 8, av, NULL);
     if (r == NULL) {
       if (strstr(c->errstr, "SLUICE_NOTFOUND") != NULL)
         return sl__client_fail(c, SL_ENOTFOUND, "no batch %s in queue %s", batch, k.queue);
@@ -473,7 +474,7 @@ SL_EXTERN int sl_batch_abort(sl_client_t *c, const char *queue, const char *batc
 static int pause_resume(sl_client_t *c, const char *queue, const char *batch, int resume) {
   sl_keys k;
   char bkey[256];
-  const char *av[8];
+  const char *av[9];
   redisReply *r;
   int rc;
 
@@ -489,9 +490,10 @@ static int pause_resume(sl_client_t *c, const char *queue, const char *batch, in
     av[5] = k.queue;
     av[6] = batch;
     av[7] = RESUME_STEP;
+    av[8] = c->actor;
     /* bounded steps: the first resumes, each puts back parked items */
     for (;;) {
-      r = sl__client_fcall(c, &rc, "resume", 4, 8, av, NULL);
+      r = sl__client_fcall(c, &rc, "resume", 4, 9, av, NULL);
       if (r == NULL || r->type != REDIS_REPLY_ARRAY || r->elements != 2 ||
           r->element[1]->type != REDIS_REPLY_INTEGER || r->element[1]->integer == 0)
         break;
@@ -506,7 +508,8 @@ static int pause_resume(sl_client_t *c, const char *queue, const char *batch, in
     av[1] = k.prefix;
     av[2] = k.queue;
     av[3] = batch;
-    r = sl__client_fcall(c, &rc, "pause", 1, 4, av, NULL);
+    av[4] = c->actor;
+    r = sl__client_fcall(c, &rc, "pause", 1, 5, av, NULL);
   }
   if (r == NULL) {
     if (strstr(c->errstr, "SLUICE_NOTFOUND") != NULL)

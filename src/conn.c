@@ -10,6 +10,7 @@
  * (sl__redis_errmsg), so every command words them alike: an OOM answer
  * names the maxmemory it hit, and is never taken for a version problem.
  */
+#define _GNU_SOURCE /* program_invocation_short_name */
 #include "conn.h"
 
 #include <fcntl.h>
@@ -21,6 +22,8 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/time.h>
+#include <errno.h>
+#include <unistd.h>
 
 #include "alloc.h"
 #include "script.h"
@@ -150,6 +153,24 @@ void sl__redis_errmsg(redisContext *rc, const char *msg, char *out, size_t len) 
     snprintf(out, len, "Redis is out of memory (maxmemory): %s", msg);
 }
 
+SL_EXTERN void sl_client_set_actor(sl_client_t *c, const char *who) {
+  char host[128] = "?";
+  size_t n;
+
+  if (who == NULL) {
+    gethostname(host, sizeof(host) - 1);
+    host[sizeof(host) - 1] = '\0';
+    snprintf(c->actor, sizeof(c->actor), "%s pid %ld (%s)", host, (long)getpid(), program_invocation_short_name);
+  } else {
+    snprintf(c->actor, sizeof(c->actor), "%s", who);
+  }
+  /* printable ASCII only, as the functions keep it (sl_by in lua/_lib.lua) */
+  for (n = 0; c->actor[n] != '\0'; n++) {
+    if ((unsigned char)c->actor[n] < 32 || (unsigned char)c->actor[n] > 126)
+      c->actor[n] = '?';
+  }
+}
+
 SL_EXTERN int sl_client_open(const char *url, sl_client_t **out, char *errbuf, size_t errlen) {
   sl_client_t *c;
   int rc;
@@ -160,6 +181,7 @@ SL_EXTERN int sl_client_open(const char *url, sl_client_t **out, char *errbuf, s
     snprintf(errbuf, errlen, "out of memory");
     return SL_ENOMEM;
   }
+  sl_client_set_actor(c, NULL);
   rc = sl__url_parse(url, &c->url, errbuf, errlen);
   if (rc != 0)
     goto fail;

@@ -21,6 +21,7 @@ struct sl_client {
   sl_url url;       /* where it goes */
   char *url_str;    /* the URL as given, for a second connection (watch) */
   char errstr[512]; /* the cause of the last failure */
+  char actor[201];  /* who acts, for batch logs: "HOST pid N (PROGRAM)" or sl_client_set_actor's */
 };
 
 /* TCP keepalive on a Redis connection, so a link that went silent (a

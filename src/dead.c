@@ -82,9 +82,9 @@ static void errstr_copy(const sl_client_t *c, char *out, size_t len) {
 
 /*
  * FCALL sluice_v1_retry 7 BKEY BKEY:r BKEY:f HIGH NORMAL LOW DEAD
- *       PREFIX QUEUE BATCH MAX GROUP CURSOR SINCE
+ *       PREFIX QUEUE BATCH MAX GROUP CURSOR SINCE BY
  * until it answers more = 0, each call from the cursor the last answered;
- * SINCE is the server's time when the retry began.
+ * SINCE is the server's time when the retry began, BY the client's actor.
  */
 SL_EXTERN int sl_batch_retry(sl_client_t *c, const char *queue, const char *batch, size_t *requeued) {
   sl_keys k;
@@ -92,7 +92,7 @@ SL_EXTERN int sl_batch_retry(sl_client_t *c, const char *queue, const char *batc
   char rkey[164];
   char fkey[164];
   char dkey[sizeof(k.prefix) + 8];
-  const char *av[14];
+  const char *av[15];
   char cursor[32] = "0"; /* the walk over the failed-items hash */
   char since[32];        /* when the retry began, ms, server clock */
   size_t total = 0;
@@ -122,6 +122,7 @@ SL_EXTERN int sl_batch_retry(sl_client_t *c, const char *queue, const char *batc
   av[11] = SL_GROUP;
   av[12] = cursor;
   av[13] = since;
+  av[14] = c->actor;
   {
     /* the server's clock: items that fail again after this stay failed */
     const char *tv[1] = {"TIME"};
@@ -138,7 +139,7 @@ SL_EXTERN int sl_batch_retry(sl_client_t *c, const char *queue, const char *batc
     freeReplyObject(t);
   }
   while (more) {
-    redisReply *r = sl__client_fcall(c, &rc, "retry", 7, 14, av, NULL);
+    redisReply *r = sl__client_fcall(c, &rc, "retry", 7, 15, av, NULL);
 
     if (r == NULL) {
       char cause[sizeof(c->errstr)];

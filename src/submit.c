@@ -364,11 +364,13 @@ SL_EXTERN int sl_batch_submit(sl_client_t *c, sl_batch_t *b, char **id_out) {
   nchunks = sl__batch_nchunks(b);
   av = sl_malloc((FIXED_ARGS + 3 * b->max_chunk_n) * sizeof(*av));
   al = sl_malloc((FIXED_ARGS + 3 * b->max_chunk_n) * sizeof(*al));
-  /* Batch options: the name alone, or a JSON object when there is more (or
-   * when the name itself starts with '{'). */
-  if (b->retention_ms > 0 || b->dedupe_ttl_ms > 0 || b->webhook != NULL || b->idem_key != NULL ||
-      b->tenant != NULL || b->labels != NULL || (b->name != NULL && b->name[0] == '{')) {
-    rc = sl__buf_puts(&opts, "{\"name\":");
+  /* Batch options: a JSON object, with who submits for the batch log. */
+  {
+    rc = sl__buf_puts(&opts, "{\"by\":");
+    if (rc == 0)
+      rc = sl__json_put_str(&opts, c->actor, strlen(c->actor));
+    if (rc == 0)
+      rc = sl__buf_puts(&opts, ",\"name\":");
     if (rc == 0)
       rc = sl__json_put_str(&opts, b->name ? b->name : "", b->name ? strlen(b->name) : 0);
     if (rc == 0 && b->retention_ms > 0)
@@ -391,8 +393,6 @@ SL_EXTERN int sl_batch_submit(sl_client_t *c, sl_batch_t *b, char **id_out) {
       rc = sl__buf_printf(&opts, ",\"labels\":\"%s\"", b->labels); /* no character needs escaping */
     if (rc == 0)
       rc = sl__buf_putc(&opts, '}');
-  } else if (b->name != NULL) {
-    rc = sl__buf_puts(&opts, b->name);
   }
   if (av == NULL || al == NULL || rc != 0) {
     rc = sl__client_fail(c, SL_ENOMEM, "out of memory");

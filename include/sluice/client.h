@@ -43,6 +43,12 @@ SL_EXTERN int sl_library_load(const char *url, char *errbuf, size_t errlen);
 SL_EXTERN const char *sl_library_version(void);
 /* The cause of the last failure on this client; "" if none. */
 SL_EXTERN const char *sl_client_errstr(const sl_client_t *c);
+/* Who acts through this client, as the batch log records it with what it
+ * does (submit, cancel, abort, pause, resume, retry): by default "HOST pid
+ * N (PROGRAM)"; who (at most 200 bytes, printable ASCII; others become
+ * '?') replaces it, NULL restores the default. `sluice serve` names the
+ * tenant of each request this way. */
+SL_EXTERN void sl_client_set_actor(sl_client_t *c, const char *who);
 
 /* ---- Batches: submit ---- */
 
@@ -163,6 +169,17 @@ SL_EXTERN int sl_batch_list(sl_client_t *c, const char *queue, const char *statu
  * the list (it expired). */
 SL_EXTERN int sl_batch_list_after(sl_client_t *c, const char *queue, const char *status, size_t limit,
                                   const char *after, sl_line_cb cb, void *ud);
+
+/*
+ * The batch's log, oldest first, each entry as one JSON object (see
+ * docs/PROTOCOL.md, "The batch log"): {"seq","at","event", then the
+ * entry's fields: "index", "item", "attempt", "by", "error", ...}. `item`:
+ * only the entries of the item with this id, or NULL for all. With
+ * `follow`, waits for new entries until the batch has ended. Returns 0,
+ * SL_ENOTFOUND (no such batch), or what cb returned when it was not 0.
+ */
+SL_EXTERN int sl_batch_log(sl_client_t *c, const char *queue, const char *batch, const char *item, int follow,
+                           sl_line_cb cb, void *ud);
 
 /* What sl_batch_list_with lists. */
 typedef struct sl_list_opts {
