@@ -73,7 +73,7 @@ export interface ResultLine {
 }
 
 export class Client {
-  constructor(redis?: Redis | string, options?: {queue?: string; loadLibrary?: boolean});
+  constructor(redis?: Redis | string, options?: {queue?: string; loadLibrary?: boolean; actor?: string});
   readonly redis: Redis;
   readonly queue: string;
   close(): Promise<void>;

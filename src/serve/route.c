@@ -18,6 +18,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "alloc.h"
 #include "json.h"
@@ -75,14 +76,29 @@ void srv_resume(srv_req *req) {
   }
 }
 
+/* Who acts for the request, as batch logs record it: the server (host,
+ * pid) and the caller's tenant and role. */
+static void req_actor(const srv_req *req, char *out, size_t len) {
+  static const char *const roles[] = {"none", "read", "submit", "admin"};
+  char host[128] = "?";
+
+  gethostname(host, sizeof(host) - 1);
+  host[sizeof(host) - 1] = '\0';
+  snprintf(out, len, "%s pid %ld (sluice serve) tenant %s, role %s", host, (long)getpid(),
+           req->who.tenant[0] ? req->who.tenant : "-", (unsigned)req->who.role < 4 ? roles[req->who.role] : "?");
+}
+
 int srv_start_work(srv_req *req, srv_run_fn run, srv_done_fn done, void *arg) {
+  char actor[201];
+
   if (req->first_call) {
     req->pending_run = run;
     req->pending_done = done;
     req->pending_arg = arg;
     return 0;
   }
-  if (srv_work(req->s, run, done, arg) != 0)
+  req_actor(req, actor, sizeof(actor));
+  if (srv_work(req->s, run, done, arg, actor) != 0)
     return SL_ENOMEM;
   req->suspended = 1;
   MHD_suspend_connection(req->con);
@@ -92,9 +108,11 @@ int srv_start_work(srv_req *req, srv_run_fn run, srv_done_fn done, void *arg) {
 /* The work asked for in the first call, started now. */
 static void start_pending(srv_req *req) {
   srv_run_fn run = req->pending_run;
+  char actor[201];
 
   req->pending_run = NULL;
-  if (srv_work(req->s, run, req->pending_done, req->pending_arg) != 0) {
+  req_actor(req, actor, sizeof(actor));
+  if (srv_work(req->s, run, req->pending_done, req->pending_arg, actor) != 0) {
     req->pending_done(req->pending_arg); /* answers, without Redis: it did not run */
     return;
   }

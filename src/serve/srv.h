@@ -220,7 +220,7 @@ int srv_auth_on(const srv_auth *a);
 /* Runs run(c, arg) on the thread pool with a blocking client of the
  * server's Redis (NULL if it cannot be opened: run then reports why, from
  * open_err), then done(arg) on the loop. 0, or SL_ENOMEM. */
-int srv_work(sl_srv *s, srv_run_fn run, srv_done_fn done, void *arg);
+int srv_work(sl_srv *s, srv_run_fn run, srv_done_fn done, void *arg, const char *actor);
 int srv_pool_new(const char *url, srv_pool **out);
 void srv_pool_free(srv_pool *p);
 /* Closes the client after a failed call, so the next job opens a new one. */

@@ -313,7 +313,7 @@ static void read_state(stream *st) {
   j->who = st->who;
   snprintf(j->queue, sizeof(j->queue), "%s", st->queue);
   snprintf(j->batch, sizeof(j->batch), "%s", st->batch);
-  if (srv_work(st->hub->s, on_read, on_read_done, j) != 0)
+  if (srv_work(st->hub->s, on_read, on_read_done, j, NULL) != 0)
     goto fail;
   st->reading = 1;
   return;

@@ -34,6 +34,7 @@ typedef struct job {
   srv_run_fn run;
   srv_done_fn done;
   void *arg;
+  char actor[201]; /* who acts, for batch logs (sl_client_set_actor); "" : the server's default */
 } job;
 
 /* A client to discard, marked by the job that used it. */
@@ -83,6 +84,8 @@ static void on_work(uv_work_t *w) {
   if (c == NULL && sl_client_open(p->url, &c, err, sizeof(err)) != 0)
     c = NULL;
   discard_mine = 0;
+  if (c != NULL)
+    sl_client_set_actor(c, j->actor[0] ? j->actor : NULL);
   j->run(c, err, j->arg);
   if (c == NULL)
     return;
@@ -108,11 +111,12 @@ static void on_after(uv_work_t *w, int status) {
   sl_free(j);
 }
 
-int srv_work(sl_srv *s, srv_run_fn run, srv_done_fn done, void *arg) {
+int srv_work(sl_srv *s, srv_run_fn run, srv_done_fn done, void *arg, const char *actor) {
   job *j = sl_malloc(sizeof(*j));
 
   if (j == NULL)
     return SL_ENOMEM;
+  snprintf(j->actor, sizeof(j->actor), "%s", actor ? actor : "");
   j->s = s;
   j->run = run;
   j->done = done;

@@ -209,6 +209,16 @@ async function testControl(env) {
   let events = await collect(c.events(b, {timeoutMs: 60000}));
   let last = events[events.length - 1];
   check(last.status === 'cancelled' && last.done === 500 && last.cancelled === 500, JSON.stringify(last));
+  // The batch log names this process for each of its acts.
+  const acts = {};
+  for (const [, f] of await env.r.xrange(`sluice:{ctl}:b:${b}:log`, '-', '+')) {
+    const m = {};
+    for (let i = 0; i < f.length; i += 2) m[f[i]] = f[i + 1];
+    acts[m.e] = m.by || '';
+  }
+  for (const ev of ['submitted', 'paused', 'resumed', 'cancelled']) {
+    check((acts[ev] || '').includes(` pid ${process.pid} (`), `the log's actors: ${JSON.stringify(acts)}`);
+  }
   const se = await expectError(sluice.BatchStateError, () => c.pause(b));
   check(se.status === 'cancelled', `pause of a cancelled batch: ${se.status}`);
 

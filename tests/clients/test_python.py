@@ -203,6 +203,11 @@ def test_control(env):
           "cancelled lines carry the items' own ids: %r" % ids[:3])
     e = expect(sluice.BatchStateError, c.pause, b)
     check(e.status == "cancelled", "pause of a cancelled batch: %r" % e.status)
+    # The batch log names this process for each of its acts.
+    acts = {f[b"e"].decode(): f.get(b"by", b"").decode() for _, f in env.r.xrange("sluice:{ctl}:b:%s:log" % b)}
+    me = " pid %d (" % os.getpid()
+    check(all(me in acts.get(ev, "") for ev in ("submitted", "paused", "resumed", "cancelled")),
+          "the log's actors: %r" % acts)
 
     f = c.submit([{"type": "sleep", "payload": {"ms": 0, "fail_rate": 1}} for _ in range(100)])
     last = list(c.events(f, timeout=60))[-1]

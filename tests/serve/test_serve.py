@@ -511,6 +511,10 @@ def test_control(env):
     check(st == 409 and body["error"]["code"] == "conflict", "resume of a queued batch: %d %r" % (st, body))
     st, body, _ = env.request("POST", p % "pause")
     check(st == 200 and body["status"] == "paused", "pause: %d %r" % (st, body))
+    out = subprocess.run([SLUICE, "log", "--redis", env.url, "--queue", "api", batch, "--json"], capture_output=True,
+                         text=True).stdout
+    by = [json.loads(x).get("by", "") for x in out.splitlines() if json.loads(x)["event"] in ("submitted", "paused")]
+    check(len(by) == 2 and all("(sluice serve) tenant acme, role submit" in x for x in by), "the log's actors: %r" % by)
     st, body, _ = env.request("POST", p % "resume")
     check(st == 200 and body["status"] == "queued", "resume: %d %r" % (st, body))
     st, body, _ = env.request("POST", p % "cancel")

@@ -9,6 +9,8 @@
 // README's JSON Lines format; the function checks every field.
 
 const crypto = require('crypto');
+const os = require('os');
+const path = require('path');
 const Redis = require('ioredis');
 const library = require('./library');
 const {follow} = require('./follow');
@@ -51,7 +53,12 @@ const sleep = (ms) => new Promise((res) => setTimeout(res, ms));
 class Client {
   // redis: an ioredis client, or a Redis URL (default redis://localhost:6379).
   // options: {queue = 'default', loadLibrary = true}.
-  constructor(redis, {queue = 'default', loadLibrary = true} = {}) {
+  // actor: who acts, as the batch log records submit, cancel, pause,
+  // resume and retry; "HOST pid N (PROGRAM)" unless given.
+  constructor(redis, {queue = 'default', loadLibrary = true, actor = null} = {}) {
+    const prog = path.basename(process.argv[1] || 'node') || 'node';
+    this.actor = (actor || `${os.hostname()} pid ${process.pid} (${prog})`)
+      .replace(/[^\x20-\x7e]/g, '?').slice(0, 200);
     this.ownsRedis = !(redis instanceof Redis);
     this.redis = this.ownsRedis ? new Redis(redis || 'redis://localhost:6379') : redis;
     this.queue = queue;
@@ -109,7 +116,7 @@ class Client {
     const {name = '', defaults = null, retentionMs, dedupeTtlMs, webhook, idempotencyKey, idempotencyTtlMs,
            labels, report = false} = options;
     const batch = options.batchId || newBatchId();
-    const opts = {};
+    const opts = {by: this.actor};
     if (name) opts.name = name;
     if (retentionMs) opts.retention_ms = retentionMs;
     if (dedupeTtlMs) opts.dedupe_ttl_ms = dedupeTtlMs;
@@ -277,7 +284,7 @@ class Client {
   // resolves to its status: cancelled, or completed when it had ended.
   async cancel(batch, {abort = false} = {}) {
     let status = null;
-    const args = [this.prefix, this.queue, batch, abort ? 1 : 0, STEP];
+    const args = [this.prefix, this.queue, batch, abort ? 1 : 0, STEP, this.actor];
     for await (const r of this.steps('cancel', [this.bkey(batch), `${this.prefix}delayed`], args, batch)) {
       status = String(r[0]);
     }
@@ -286,7 +293,7 @@ class Client {
 
   // Pauses the batch; an ended or cancelled batch throws BatchStateError.
   async pause(batch) {
-    const st = String(await this.fcall('pause', [this.bkey(batch)], [this.prefix, this.queue, batch], batch));
+    const st = String(await this.fcall('pause', [this.bkey(batch)], [this.prefix, this.queue, batch, this.actor], batch));
     if (st !== 'paused') {
       throw new BatchStateError(`batch ${batch} is ${st}: only a queued, submitting or running batch can be paused`,
                                 st);
@@ -298,7 +305,7 @@ class Client {
   async resume(batch) {
     let status = null;
     const keys = [this.bkey(batch), ...this.streams()];
-    for await (const r of this.steps('resume', keys, [this.prefix, this.queue, batch, STEP], batch)) {
+    for await (const r of this.steps('resume', keys, [this.prefix, this.queue, batch, STEP, this.actor], batch)) {
       status = String(r[0]);
     }
     return status;
@@ -314,7 +321,7 @@ class Client {
     let cursor = '0';
     let moved = 0;
     for (;;) {
-      const r = await this.fcall('retry', keys, [this.prefix, this.queue, batch, STEP, GROUP, cursor, since], batch);
+      const r = await this.fcall('retry', keys, [this.prefix, this.queue, batch, STEP, GROUP, cursor, since, this.actor], batch);
       if (!Array.isArray(r) || r.length !== 3) throw new ProtocolError(`sluice_v1_retry answered ${r}`);
       moved += Number(r[0]);
       if (Number(r[1]) === 0) return moved;

@@ -10,7 +10,10 @@ README's JSON Lines format; the function checks every field.
 
 import json
 import logging
+import os
 import secrets
+import socket
+import sys
 import time
 from collections.abc import Mapping
 
@@ -71,7 +74,12 @@ class Client:
     function library raises LibraryMissingError instead of being loaded.
     """
 
-    def __init__(self, redis_client=None, *, url=None, queue="default", load_library=True):
+    def __init__(self, redis_client=None, *, url=None, queue="default", load_library=True, actor=None):
+        # Who acts, as the batch log records submit, cancel, pause, resume and
+        # retry: "HOST pid N (PROGRAM)" unless given (200 printable ASCII bytes).
+        self.actor = actor or "%s pid %d (%s)" % (socket.gethostname(), os.getpid(),
+                                                   os.path.basename(sys.argv[0] or "python") or "python")
+        self.actor = "".join(ch if " " <= ch <= "~" else "?" for ch in self.actor)[:200]
         if redis_client is None:
             redis_client = redis.Redis.from_url(url or "redis://localhost:6379")
         self.r = redis_client
@@ -142,7 +150,7 @@ class Client:
         far) and ``error.batch`` names it.
         """
         batch = batch_id or new_batch_id()
-        opts = {k: v for k, v in (("name", name), ("retention_ms", retention_ms),
+        opts = {k: v for k, v in (("by", self.actor), ("name", name), ("retention_ms", retention_ms),
                                   ("dedupe_ttl_ms", dedupe_ttl_ms), ("webhook", webhook),
                                   ("idempotency_key", idempotency_key),
                                   ("idempotency_ttl_ms", idempotency_ttl_ms), ("labels", labels)) if v}
@@ -312,7 +320,7 @@ class Client:
         its running items are stopped too. Returns the batch's status
         (``cancelled``, or ``completed`` when it had ended already)."""
         keys = [self._bkey(batch), self.prefix + "delayed"]
-        args = [self.prefix, self.queue, batch, 1 if abort else 0, STEP]
+        args = [self.prefix, self.queue, batch, 1 if abort else 0, STEP, self.actor]
         status = None
         for r in self._steps("cancel", keys, args, batch):
             status = _s(r[0])
@@ -321,7 +329,7 @@ class Client:
     def pause(self, batch):
         """Pauses the batch: its items are parked instead of run. Returns
         ``paused``; an ended or cancelled batch raises BatchStateError."""
-        st = _s(self._fcall("pause", [self._bkey(batch)], [self.prefix, self.queue, batch], batch))
+        st = _s(self._fcall("pause", [self._bkey(batch)], [self.prefix, self.queue, batch, self.actor], batch))
         if st != "paused":
             raise BatchStateError("batch %s is %s: only a queued, submitting or running batch can be paused"
                                   % (batch, st), st)
@@ -332,7 +340,7 @@ class Client:
         status it runs with again."""
         keys = [self._bkey(batch)] + self._streams()
         status = None
-        for r in self._steps("resume", keys, [self.prefix, self.queue, batch, STEP], batch):
+        for r in self._steps("resume", keys, [self.prefix, self.queue, batch, STEP, self.actor], batch):
             status = _s(r[0])
         return status
 
@@ -345,7 +353,8 @@ class Client:
         since = int(sec) * 1000 + int(usec) // 1000
         cursor, moved = "0", 0
         while True:
-            r = self._fcall("retry", keys, [self.prefix, self.queue, batch, STEP, GROUP, cursor, since], batch)
+            r = self._fcall("retry", keys, [self.prefix, self.queue, batch, STEP, GROUP, cursor, since, self.actor],
+                            batch)
             if not isinstance(r, list) or len(r) != 3:
                 raise ProtocolError("sluice_v1_retry answered %r" % (r,))
             moved += int(r[0])
