@@ -181,6 +181,15 @@ SL_EXTERN int sl_batch_list_after(sl_client_t *c, const char *queue, const char 
 SL_EXTERN int sl_batch_log(sl_client_t *c, const char *queue, const char *batch, const char *item, int follow,
                            sl_line_cb cb, void *ud);
 
+/* The results line of item `index` of the batch (*line_out, free it with
+ * sl_free), or NULL when the item has not finished. SL_ENOTFOUND when there
+ * is no such batch. */
+SL_EXTERN int sl_item_result(sl_client_t *c, const char *queue, const char *batch, size_t index, char **line_out);
+/* The index of the finished item with this id (the first, in index order),
+ * reading the results 1,000 lines per round trip. SL_ENOTFOUND when no
+ * finished item has it (or no such batch). */
+SL_EXTERN int sl_item_find(sl_client_t *c, const char *queue, const char *batch, const char *id, size_t *index);
+
 /* What sl_batch_list_with lists. */
 typedef struct sl_list_opts {
   const char *status;   /* only batches in this status, or NULL */

@@ -66,6 +66,7 @@ int cmd_watch(int argc, char **argv);
 int cmd_results(int argc, char **argv);
 int cmd_batches(int argc, char **argv);
 int cmd_log(int argc, char **argv);
+int cmd_item(int argc, char **argv);
 int cmd_cancel(int argc, char **argv);
 int cmd_pause(int argc, char **argv);
 int cmd_resume(int argc, char **argv);

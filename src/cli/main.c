@@ -44,6 +44,7 @@ static const char usage[] =
     "                              reconnects across a Redis restart, gives up after DURATION (60s)\n"
     "  results BATCH [--failed]    one JSON line per finished item\n"
     "  log BATCH [--item ID] [--follow] [--json]   what happened to the batch and its items, when, by whom\n"
+    "  item BATCH ID [--json]      one item's story: each attempt, its worker, times, outcome and error\n"
     "  batches [--status S] [--limit N] [--after BATCH] [--json]   the queue's batches, newest first (pages)\n"
     "         --name NAME --label KEY[=VALUE],...   only those of that name, with those labels\n"
     "  cancel [--abort] BATCH      no item of the batch starts any more (--abort: stop running ones too)\n"
@@ -90,6 +91,7 @@ int main(int argc, char **argv) {
       {"pause", cmd_pause},     {"resume", cmd_resume},
       {"dead", cmd_dead},       {"workers", cmd_workers}, {"limit", cmd_limit},     {"stats", cmd_stats},
       {"library", cmd_library}, {"repair", cmd_repair},   {"serve", cmd_serve},     {"log", cmd_log},
+      {"item", cmd_item},
   };
 
   signal(SIGPIPE, SIG_IGN);

@@ -6,11 +6,15 @@
  *              program), whole, started (by the first worker), a takeover
  *              of each item naming the dead worker, how long it was idle
  *              and the worker that runs it now, and ended; --item keeps
- *              one item's entries; the human form says "lost with"
+ *              one item's entries; the human form says "lost with"; `sluice
+ *              item` shows the lost attempt and the one that succeeded
  *   failures   a retry with its error and next try, a dead letter after
  *              the last attempt, a timeout (what the attempt ran into);
  *              pause, resume, cancel --abort and retry logged with the CLI
- *              that did them, and a batch that ran again ended twice
+ *              that did them, and a batch that ran again ended twice;
+ *              `sluice item` of the flaky item (two failed attempts), of an
+ *              item with no log entry (found among the results), and of an
+ *              unknown id (exit 1)
  *   follow     `log --follow` started before any worker: it prints the
  *              entries as they come and exits 0 after the batch's end
  */
@@ -172,6 +176,37 @@ static void test_takeover(void) {
     CHECK_CONTAINS(out, b);
     free(out);
   }
+  /* the item's story: the lost attempt, then the one that succeeded */
+  {
+    const char *args[] = {"item", "--redis", itest_url(), "--queue", q, batch, "x3", "--json", NULL};
+    const char *human[] = {"item", "--redis", itest_url(), "--queue", q, batch, "#3", NULL};
+    char *out = NULL;
+    cJSON *j;
+    const cJSON *at;
+
+    CHECK_INT(itest_run(args, &out, NULL, 30), ==, 0);
+    j = cJSON_Parse(out);
+    CHECK(j != NULL);
+    free(out);
+    CHECK_STR(s_of(j, "status"), "succeeded");
+    CHECK_INT(n_of(j, "index"), ==, 3);
+    at = cJSON_GetObjectItemCaseSensitive(j, "attempts");
+    CHECK_INT(cJSON_GetArraySize(at), ==, 2);
+    CHECK_STR(s_of(cJSON_GetArrayItem(at, 0), "outcome"), "lost");
+    CHECK_STR(s_of(cJSON_GetArrayItem(at, 0), "lost_with"), a);
+    CHECK_STR(s_of(cJSON_GetArrayItem(at, 0), "taken_by"), b);
+    CHECK_INT(n_of(cJSON_GetArrayItem(at, 1), "attempt"), ==, 2);
+    CHECK_STR(s_of(cJSON_GetArrayItem(at, 1), "outcome"), "succeeded");
+    CHECK_STR(s_of(cJSON_GetArrayItem(at, 1), "worker"), b);
+    cJSON_Delete(j);
+    CHECK_INT(itest_run(human, &out, NULL, 30), ==, 0);
+    CHECK_CONTAINS(out, "item       \"x3\" (index 3)");
+    CHECK_CONTAINS(out, "status     succeeded, after 2 attempts");
+    CHECK_CONTAINS(out, "attempt 1  lost            with ");
+    CHECK_CONTAINS(out, "taken over by ");
+    CHECK_CONTAINS(out, "attempt 2  succeeded       on ");
+    free(out);
+  }
   itest_stop_ok(wb);
   redisFree(c);
 }
@@ -208,6 +243,27 @@ static void test_failures(void) {
   cJSON_Delete(log);
   CHECK_INT(cJSON_GetArraySize(log = log_of(q, batch, "ok")), ==, 0);
   cJSON_Delete(log);
+  {
+    const char *flaky[] = {"item", "--redis", itest_url(), "--queue", q, batch, "flaky", NULL};
+    const char *ok[] = {"item", "--redis", itest_url(), "--queue", q, batch, "ok", NULL};
+    const char *none[] = {"item", "--redis", itest_url(), "--queue", q, batch, "nosuch", NULL};
+    char *out = NULL;
+    char *err = NULL;
+
+    CHECK_INT(itest_run(flaky, &out, NULL, 30), ==, 0);
+    CHECK_CONTAINS(out, "status     failed, after 2 attempts");
+    CHECK_CONTAINS(out, "attempt 1  failed, retried ");
+    CHECK_CONTAINS(out, "attempt 2  failed ");
+    CHECK_CONTAINS(out, "simulated failure");
+    free(out);
+    CHECK_INT(itest_run(ok, &out, NULL, 30), ==, 0); /* no log entry: found among the results */
+    CHECK_CONTAINS(out, "item       \"ok\" (index 2)");
+    CHECK_CONTAINS(out, "status     succeeded, after 1 attempt\n");
+    free(out);
+    CHECK_INT(itest_run(none, NULL, &err, 30), ==, 1);
+    CHECK_CONTAINS(err, "has no finished item with id \"nosuch\"");
+    free(err);
+  }
   /* control from the CLI: each logged with the command that did it */
   {
     const char *retry[] = {"retry", "--redis", itest_url(), "--queue", q, batch, NULL};
