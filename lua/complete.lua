@@ -15,7 +15,9 @@
 --             (upper case S, F, X, R: the same, and the attempt reported
 --             progress, whose field is removed)
 --             outcome 'r' failed, to be retried after the delay: text is the
---                         JSON array of the errors so far (the last few)
+--                         JSON array of the errors so far (the last few),
+--                         or {"errors":[...],"log":[LINES]} with the
+--                         attempt's log, which goes to the batch log
 -- returns     an array with one element per attempt: 1 if this call recorded
 --             it, 0 if it changed nothing (the item had ended, as when this
 --             call is a repeat after a lost reply), or, when the attempt was
@@ -130,9 +132,20 @@ for i = 5, #ARGV, 9 do
     redis.call('XACK', KEYS[s], group, eid)
     if f and exists[batch] and redis.call('HEXISTS', bkey .. ':r', idx) == 0 then
       local ok, errs = pcall(cjson.decode, text)
+      local log = ''
+      if ok and type(errs) == 'table' and type(errs.errors) == 'table' then
+        -- {"errors":[...],"log":[...]}: the attempt's log goes to the batch log
+        if type(errs.log) == 'table' then
+          for k, l in ipairs(errs.log) do
+            if type(l) == 'string' then log = log .. (k > 1 and '\n' or '') .. l end
+          end
+        end
+        errs = errs.errors
+        text = cjson.encode(errs)
+      end
       local why = ok and type(errs) == 'table' and type(errs[#errs]) == 'string' and errs[#errs] or text
       log_failure(bkey, 'retry', idx, f[8], tonumber(f[6]) + deliveries - 1, why,
-                  'next_at', now + tonumber(ARGV[i + 6]))
+                  'next_at', now + tonumber(ARGV[i + 6]), 'log', string.sub(log, 1, 4096))
       sl_delay(prefix, s, batch, idx, tonumber(f[6]) + deliveries, text, f[8], now + tonumber(ARGV[i + 6]))
       sl_moved(bkey)
       first = 1

@@ -54,6 +54,7 @@ static void job_free_cb(uv_handle_t *h) {
   sl_free(j->d);
   sl_free(j->errs);
   sl_free(j->item_id);
+  sl__buf_free(&j->log);
   sl_free(j);
 }
 
@@ -100,6 +101,7 @@ sl_job_t *sl__job_new(sl_worker_t *w, int prio, const char *eid, const char *bat
   j->max_attempts = 1;
   j->backoff_ms = 1000;
   j->backoff_max_ms = 60000;
+  sl__buf_init(&j->log, SL_JOB_LOG_BYTES + SL_JOB_LOG_LINE + 1);
   j->eid = sl_strdup(eid);
   j->batch = sl_strdup(batch);
   j->idx = sl_strdup(idx);
@@ -264,6 +266,22 @@ static void record_failure(sl_job_t *j, const char *msg, int retryable, char fin
     if (delay < j->retry_after_ms)
       delay = j->retry_after_ms;
     text = sl__result_errors(j, msg);
+    if (text != NULL && j->log_lines > 0) {
+      /* with a log: {"errors":[...],"log":[...]} (sluice_v1_complete) */
+      sl_buf o;
+
+      sl__buf_init(&o, SIZE_MAX / 2);
+      if (sl__buf_printf(&o, "{\"errors\":%s,\"log\":", text) == 0 && sl__job_log_json(j, &o) == 0 &&
+          sl__buf_putc(&o, '}') == 0) {
+        char *t = sl__buf_take(&o);
+
+        if (t != NULL) {
+          sl_free(text);
+          text = t;
+        }
+      }
+      sl__buf_free(&o);
+    }
     sl__worker_finish(w, j, 'r', text, text ? strlen(text) : 0, delay);
     return;
   }
@@ -311,6 +329,62 @@ SL_EXTERN void sl_job_progress(sl_job_t *j, int pct) {
   j->progress = pct;
   j->progress_dirty = 1;
   sl__worker_progress_soon(j->w);
+}
+
+/* Drops the oldest line of the log. */
+static void log_drop_oldest(sl_job_t *j) {
+  char *nl = memchr(j->log.p, '\n', j->log.len);
+  size_t n = nl != NULL ? (size_t)(nl - j->log.p) + 1 : j->log.len;
+
+  memmove(j->log.p, j->log.p + n, j->log.len - n);
+  j->log.len -= n;
+  j->log_lines--;
+  j->log_dropped++;
+}
+
+SL_EXTERN void sl_job_log(sl_job_t *j, const char *fmt, ...) {
+  char line[SL_JOB_LOG_LINE + 1];
+  va_list ap;
+  size_t n;
+
+  if (j->ended)
+    return;
+  va_start(ap, fmt);
+  vsnprintf(line, sizeof(line), fmt, ap);
+  va_end(ap);
+  n = sl__utf8_cut(line, strlen(line));
+  line[n] = '\0';
+  for (size_t i = 0; i < n; i++) {
+    if ((unsigned char)line[i] < 0x20)
+      line[i] = ' ';
+  }
+  while (j->log_lines > 0 && (j->log_lines >= SL_JOB_LOG_LINES || j->log.len + n + 1 > SL_JOB_LOG_BYTES))
+    log_drop_oldest(j);
+  if (sl__buf_append(&j->log, line, n) != 0 || sl__buf_putc(&j->log, '\n') != 0)
+    return; /* out of memory: the line is not kept */
+  j->log_lines++;
+}
+
+int sl__job_log_json(const sl_job_t *j, sl_buf *out) {
+  const char *p = j->log.p;
+  const char *end = j->log.p + j->log.len;
+  int rc;
+
+  if (j->log_lines == 0)
+    return 0;
+  rc = sl__buf_putc(out, '[');
+  if (rc == 0 && j->log_dropped > 0)
+    rc = sl__buf_printf(out, "\"(%d earlier lines not kept)\",", j->log_dropped);
+  while (rc == 0 && p < end) {
+    const char *nl = memchr(p, '\n', (size_t)(end - p));
+
+    if (p != j->log.p)
+      rc = sl__buf_putc(out, ',');
+    if (rc == 0)
+      rc = sl__json_put_str(out, p, (size_t)(nl - p));
+    p = nl + 1;
+  }
+  return rc == 0 ? sl__buf_putc(out, ']') : rc;
 }
 
 SL_EXTERN void sl_job_retry_after(sl_job_t *j, int64_t ms) {

@@ -17,6 +17,8 @@
 
 #include <uv.h>
 
+#include "buf.h"
+
 #include <sluice/sluice.h>
 
 typedef void (*sl_job_cancel_fn)(sl_job_t *j, void *ud);
@@ -57,7 +59,14 @@ struct sl_job {
   const char *encoding;     /* "base64" when the result is stored encoded, else NULL */
   sl_job_cancel_fn cancel;  /* the handler's cancel hook, or NULL */
   void *cancel_ud;          /* its argument */
+  sl_buf log;               /* the attempt's log lines (sl_job_log), each ending in '\n', the newest kept */
+  int log_lines;            /* lines in log */
+  int log_dropped;          /* older lines dropped to stay under the caps */
 };
+
+#define SL_JOB_LOG_LINES 20   /* log lines kept per attempt, the newest */
+#define SL_JOB_LOG_BYTES 2048 /* and at most this many bytes of them */
+#define SL_JOB_LOG_LINE 256   /* one line, bytes (longer ones are cut) */
 
 /* Builds a job from a delivered entry; NULL on OOM. A malformed item still
  * gives a job, which then fails with a clear error (type ""). */
@@ -65,6 +74,9 @@ sl_job_t *sl__job_new(sl_worker_t *w, int prio, const char *eid, const char *bat
                       const char *idx, const char *attempt, const char *d, size_t dlen,
                       const char *errs, size_t errslen);
 void sl__job_free(sl_job_t *j);
+/* The attempt's log as a JSON array of strings into out ("" when it has no
+ * line): the dropped lines counted first, "(N earlier lines not kept)". */
+int sl__job_log_json(const sl_job_t *j, sl_buf *out);
 /* Starts a job with the handler of its type (or fails it). */
 void sl__job_start(sl_job_t *j);
 /* Gives up an attempt the worker no longer wants (timeout: with `record`

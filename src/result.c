@@ -97,6 +97,11 @@ char *sl__result_line(const sl_job_t *j, char outcome, const char *key, const ch
     rc = earlier ? sl__buf_printf(&b, ",\"errors\":%s", earlier) : SL_ENOMEM;
     sl_free(earlier);
   }
+  if (rc == 0 && j->log_lines > 0) {
+    rc = sl__buf_puts(&b, ",\"log\":");
+    if (rc == 0)
+      rc = sl__job_log_json(j, &b);
+  }
   if (rc == 0)
     rc = sl__buf_putc(&b, '}');
   if (rc != 0) {

@@ -45,6 +45,12 @@ SL_EXTERN const char *sl_job_worker_id(const sl_job_t *j);
 /* Reports the job's progress, 0-100 (clamped). Visible in `status --json`
  * and published on the batch's channel, at most every 500 ms per worker. */
 SL_EXTERN void sl_job_progress(sl_job_t *j, int pct);
+/* Adds a line to the attempt's log, kept with its outcome: in the results
+ * line ("log") and, for a failed attempt that is retried, in the batch log
+ * (`sluice item` shows both). The newest 20 lines of at most 256 bytes
+ * each, 2 KiB in all, are kept; control characters become spaces. An exec
+ * child's stderr lines and an http item's request summary go here too. */
+SL_EXTERN void sl_job_log(sl_job_t *j, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 /* Finishes the job successfully. `result` is JSON text (NULL: no result).
  * Text that is not valid JSON is stored as a JSON string. */
 SL_EXTERN void sl_job_succeed(sl_job_t *j, const char *result, size_t len);

@@ -13,10 +13,12 @@
  *   attempt 2  succeeded   on vm:802:c01f, 12:00:04.513Z to 12:00:06.020Z (1507 ms)
  *   result     {"slept_ms":1500}
  *
- * An attempt's start is known for the last one only (its results line);
- * earlier ones show when they ended. --json prints one object: batch,
+ * Each attempt's log lines follow it (sl_job_log: an exec child's stderr,
+ * an http item's request line). An attempt's start is known for the last
+ * one only (its results line); earlier ones show when they ended. A lost
+ * attempt's log is lost with its worker. --json prints one object: batch,
  * item, index, status, attempts [{attempt, outcome, worker, ended_at,
- * started_at, error, lost_with, idle_ms, taken_by}], result line, log.
+ * started_at, error, lost_with, idle_ms, taken_by, log}], result line, log.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -128,6 +130,17 @@ static cJSON *attempts_of(const cJSON *log, const cJSON *line) {
       cJSON_AddStringToObject(a, "error", jstr(e, "error"));
     if (jnum(e, "next_at") > 0 && cJSON_GetObjectItemCaseSensitive(a, "next_at") == NULL)
       cJSON_AddNumberToObject(a, "next_at", jnum(e, "next_at"));
+    if (jstr(e, "log") != NULL && jstr(e, "log")[0] != '\0' && cJSON_GetObjectItemCaseSensitive(a, "log") == NULL) {
+      /* the attempt's log lines, joined by newlines in the entry */
+      cJSON *lines = cJSON_CreateArray();
+      char *copy = strdup(jstr(e, "log"));
+      char *save = NULL;
+
+      for (char *l = copy ? strtok_r(copy, "\n", &save) : NULL; l != NULL; l = strtok_r(NULL, "\n", &save))
+        cJSON_AddItemToArray(lines, cJSON_CreateString(l));
+      free(copy);
+      cJSON_AddItemToObject(a, "log", lines);
+    }
   }
   if (line != NULL && last >= 1) {
     cJSON *a = cJSON_CreateObject();
@@ -140,6 +153,8 @@ static cJSON *attempts_of(const cJSON *log, const cJSON *line) {
     cJSON_AddNumberToObject(a, "ended_at", jnum(line, "finished_at"));
     if (jstr(line, "error"))
       cJSON_AddStringToObject(a, "error", jstr(line, "error"));
+    if (cJSON_IsArray(cJSON_GetObjectItemCaseSensitive(line, "log")))
+      cJSON_AddItemToObject(a, "log", cJSON_Duplicate(cJSON_GetObjectItemCaseSensitive(line, "log"), 1));
     cJSON_AddItemToArray(out, a);
   }
   return out;
@@ -177,6 +192,14 @@ static void print_story(const char *batch, const char *id, long long index, cons
     if (jstr(a, "error") != NULL)
       printf(": %s", cli_safe(jstr(a, "error")));
     printf("\n");
+    {
+      const cJSON *l;
+
+      cJSON_ArrayForEach(l, cJSON_GetObjectItemCaseSensitive(a, "log")) {
+        if (cJSON_IsString(l))
+          printf("           | %s\n", cli_safe(l->valuestring));
+      }
+    }
   }
   if (line != NULL && cJSON_GetObjectItemCaseSensitive(line, "result") != NULL) {
     char *r = cJSON_PrintUnformatted(cJSON_GetObjectItemCaseSensitive(line, "result"));

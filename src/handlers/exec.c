@@ -18,8 +18,9 @@
  * is the result: JSON when it parses, else a string (it must then be valid
  * UTF-8 and fit the results line once escaped), or, for a mapping
  * TYPE+base64=COMMAND, the raw bytes stored as base64. The last
- * EXEC_STDERR_TAIL bytes of stderr are kept for errors and lines
- * "progress N" report progress. Exit 0 succeeds, exit 75 (EX_TEMPFAIL) is a
+ * EXEC_STDERR_TAIL bytes of stderr are kept for errors, lines
+ * "progress N" report progress, and every other complete line goes to the
+ * attempt's log (sl_job_log), a timed-out attempt's too. Exit 0 succeeds, exit 75 (EX_TEMPFAIL) is a
  * retryable failure, any other code or a signal fails the item for good. A
  * child that could not be started because the worker was out of file
  * descriptors gives the item back (sl_job_give_back), counting no attempt.
@@ -80,7 +81,7 @@ typedef struct run {
   char tail[EXEC_STDERR_TAIL]; /* the last bytes of stderr (a ring) */
   size_t tail_len;             /* bytes in tail */
   size_t tail_pos;             /* next write position in the ring */
-  char line[128];              /* the stderr line being read, for "progress N" */
+  char line[257];              /* the stderr line being read: "progress N", or a log line (cut at 256 bytes) */
   size_t line_len;             /* bytes in line */
 } run;
 
@@ -210,6 +211,8 @@ static void on_err(void *ud, const char *p, size_t n) {
       r->line[r->line_len] = '\0';
       if (sscanf(r->line, "progress %d", &pct) == 1)
         sl_job_progress(r->job, pct);
+      else if (r->line_len > 0)
+        sl_job_log(r->job, "%s", r->line);
       r->line_len = 0;
     } else if (r->line_len < sizeof(r->line) - 1) {
       r->line[r->line_len++] = ch;

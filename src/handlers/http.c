@@ -20,7 +20,8 @@
  * at once; a secret that is not granted refuses the item; a socket that
  * could not be opened for want of descriptors (EMFILE, ENFILE) gives the
  * item back (sl_job_give_back), counting no attempt. Errors keep the
- * status and a body excerpt, or curl's own message.
+ * status and a body excerpt, or curl's own message. Each attempt logs one
+ * line (sl_job_log): method, URL without its query, status, time and size.
  *
  * Only the public job contract (sluice/job.h) and the handler interface are
  * used: this file knows nothing of the worker's internals.
@@ -167,6 +168,22 @@ static void finish(void *ud, CURL *easy, CURLcode code, int sock_errno) {
   (void)easy;
   r->job = NULL;
   curl_easy_getinfo(r->easy, CURLINFO_RESPONSE_CODE, &status);
+  {
+    /* one line for the attempt's log: method, URL without its query, outcome, time, size */
+    char *url = NULL;
+    char *method = NULL;
+    double total = 0;
+
+    curl_easy_getinfo(r->easy, CURLINFO_EFFECTIVE_URL, &url);
+    curl_easy_getinfo(r->easy, CURLINFO_EFFECTIVE_METHOD, &method);
+    curl_easy_getinfo(r->easy, CURLINFO_TOTAL_TIME, &total);
+    if (code == CURLE_OK)
+      sl_job_log(j, "%s %.*s -> %ld in %.0f ms, %zu bytes", method ? method : "?",
+                 url ? (int)strcspn(url, "?#") : 1, url ? url : "?", status, total * 1000.0, r->bytes);
+    else
+      sl_job_log(j, "%s %.*s -> %s after %.0f ms", method ? method : "?", url ? (int)strcspn(url, "?#") : 1,
+                 url ? url : "?", curl_easy_strerror(code), total * 1000.0);
+  }
   if (code != CURLE_OK && sl__fd_exhausted(sock_errno)) {
     /* the worker's shortage, not the item's: given back, no attempt counted */
     sl_job_give_back(j, "http: %s opening a connection (curl: %s)", sl__fd_strerror(sock_errno),

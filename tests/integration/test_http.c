@@ -414,6 +414,18 @@ static void test_get_ok(void) {
   CHECK(jget(hdrs, "server") == NULL); /* not asked for */
   CHECK(jget(hdrs, "date") == NULL);
   CHECK_INT(cJSON_GetArraySize(hdrs), ==, 2);
+  /* the attempt's log: one line, the URL without its query */
+  {
+    const cJSON *log = jget(line, "log");
+    const char *l0 = cJSON_IsArray(log) && cJSON_GetArraySize(log) == 1 && cJSON_IsString(cJSON_GetArrayItem(log, 0))
+                         ? cJSON_GetArrayItem(log, 0)->valuestring
+                         : "";
+
+    CHECK(strncmp(l0, "GET http://127.0.0.1:", 21) == 0);
+    CHECK_CONTAINS(l0, "/ok -> 200 in ");
+    CHECK_CONTAINS(l0, " ms, 43 bytes");
+    CHECK(strstr(l0, "x=1") == NULL);
+  }
   cJSON_Delete(line);
   redisFree(c);
 }
@@ -787,6 +799,8 @@ static void test_connection_refused(void) {
   CHECK_INT(jnum(line, "attempts"), ==, 1);
   CHECK_CONTAINS(jstr(line, "error"), "onnect"); /* "connect", "Connection refused", "Couldn't connect" */
   CHECK(strstr(jstr(line, "error"), "unknown error") == NULL);
+  CHECK(cJSON_IsString(cJSON_GetArrayItem(jget(line, "log"), 0)));
+  CHECK_CONTAINS(cJSON_GetArrayItem(jget(line, "log"), 0)->valuestring, "GET http://127.0.0.1:1/ -> ");
   printf("    refused: %s\n", jstr(line, "error"));
   cJSON_Delete(line);
   line = result_line(c, q, batch, 1);

@@ -15,6 +15,10 @@
  *              `sluice item` of the flaky item (two failed attempts), of an
  *              item with no log entry (found among the results), and of an
  *              unknown id (exit 1)
+ *   item_logs  an exec item's stderr lines kept with its success ("progress
+ *              N" lines aside); an item that times out twice keeps each
+ *              attempt's lines: the retried one's in the batch log, the
+ *              last one's in its results line; `sluice item` shows both
  *   follow     `log --follow` started before any worker: it prints the
  *              entries as they come and exits 0 after the batch's end
  */
@@ -22,6 +26,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -308,6 +313,68 @@ static void test_failures(void) {
   redisFree(c);
 }
 
+/* An executable script in the test's temp dir; its path (static). */
+static const char *script(const char *name, const char *body) {
+  static char path[2][700];
+  static int next;
+  FILE *f;
+
+  next = (next + 1) % 2;
+  snprintf(path[next], sizeof(path[next]), "%s", itest_path(name));
+  f = fopen(path[next], "w");
+  CHECK(f != NULL);
+  fprintf(f, "#!/bin/sh\n%s\n", body);
+  fclose(f);
+  chmod(path[next], 0700);
+  return path[next];
+}
+
+static void test_item_logs(void) {
+  redisContext *c = itest_conn();
+  const char *q = itest_queue("logitem");
+  char batch[64];
+  char m[2][800];
+  pid_t w;
+  static const char items[] = "{\"id\":\"talk\",\"type\":\"talk\",\"payload\":null}\n"
+                              "{\"id\":\"hang\",\"type\":\"hang\",\"payload\":null,\"timeout_ms\":500,"
+                              "\"max_attempts\":2,\"backoff_ms\":1}\n";
+
+  snprintf(m[0], sizeof(m[0]), "talk=%s",
+           script("talk.sh", "echo 'step one' >&2; echo 'progress 50' >&2; echo 'step two' >&2; echo '{\"ok\":1}'"));
+  snprintf(m[1], sizeof(m[1]), "hang=%s", script("hang.sh", "echo \"started attempt $SLUICE_ATTEMPT\" >&2; exec sleep 30"));
+  snprintf(batch, sizeof(batch), "%s", itest_submit(q, items, sizeof(items) - 1, NULL));
+  {
+    const char *args[] = {"worker", "--redis", itest_url(), "--queue", q, "--quiet", "--exec", m[0], "--exec", m[1],
+                          NULL};
+
+    w = itest_spawn(args, NULL, NULL);
+  }
+  itest_wait_batch(c, q, batch, 60);
+  itest_stop_ok(w);
+  {
+    redisReply *r = itest_cmd(c, "HGET sluice:{%s}:b:%s:r 0", q, batch);
+
+    /* a success keeps its stderr lines; "progress N" is not one of them */
+    CHECK_CONTAINS(r->str, "\"log\":[\"step one\",\"step two\"]");
+    freeReplyObject(r);
+    r = itest_cmd(c, "HGET sluice:{%s}:b:%s:r 1", q, batch);
+    CHECK_CONTAINS(r->str, "timed out after 500 ms");
+    CHECK_CONTAINS(r->str, "\"log\":[\"started attempt 2\"]"); /* the last attempt timed out: its log is kept */
+    freeReplyObject(r);
+  }
+  {
+    const char *args[] = {"item", "--redis", itest_url(), "--queue", q, batch, "hang", NULL};
+    char *out = NULL;
+
+    CHECK_INT(itest_run(args, &out, NULL, 30), ==, 0);
+    CHECK_CONTAINS(out, "attempt 1  timed out, retried");
+    CHECK_CONTAINS(out, "           | started attempt 1\n"); /* the retried attempt's log, from the batch log */
+    CHECK_CONTAINS(out, "           | started attempt 2\n");
+    free(out);
+  }
+  redisFree(c);
+}
+
 static void test_follow(void) {
   redisContext *c = itest_conn();
   const char *q = itest_queue("logfollow");
@@ -342,6 +409,7 @@ static void test_follow(void) {
 static const sl_test tests[] = {
     {"takeover", test_takeover, 90},
     {"failures", test_failures, 90},
+    {"item_logs", test_item_logs, 60},
     {"follow", test_follow, 60},
     {NULL, NULL, 0},
 };
