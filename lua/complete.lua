@@ -16,8 +16,13 @@
 --             progress, whose field is removed)
 --             outcome 'r' failed, to be retried after the delay: text is the
 --                         JSON array of the errors so far (the last few),
---                         or {"errors":[...],"log":[LINES]} with the
---                         attempt's log, which goes to the batch log
+--                         or {"errors":[...],"log":[LINES],"metrics":{...}}
+--                         with the attempt's log, which goes to the batch
+--                         log, and its metrics, added to the batch's sums
+--             A results line's "metrics" (before its result) are added to
+--             the batch's sums of all attempts (metric:NAME) and of final
+--             attempts (final:NAME); an item with attempts > 1 counts in
+--             the batch's reran.
 -- returns     an array with one element per attempt: 1 if this call recorded
 --             it, 0 if it changed nothing (the item had ended, as when this
 --             call is a repeat after a lost reply), or, when the attempt was
@@ -90,6 +95,21 @@ local function holder(s, eid)
   return sl_holder(KEYS[s], group, eid)
 end
 
+-- Adds an attempt's metrics ({"cost":0.034}) to the batch's sums:
+-- metric:NAME over every attempt, and final:NAME over final attempts.
+local function add_metrics(bkey, m, final)
+  local n = 0
+  for k, v in pairs(m) do
+    n = n + 1
+    if n > 16 then break end
+    if type(k) == 'string' and #k <= 63 and string.match(k, '^[%w_.-]+$') and type(v) == 'number' and
+       v == v and v ~= math.huge and v ~= -math.huge then
+      redis.call('HINCRBYFLOAT', bkey, 'metric:' .. k, v)
+      if final then redis.call('HINCRBYFLOAT', bkey, 'final:' .. k, v) end
+    end
+  end
+end
+
 -- The batch log of a failed attempt (sl_log): a timeout first when it was
 -- one, then ev (retry, dead, refused) with the attempt and its error.
 local function log_failure(bkey, ev, idx, d, att, why, ...)
@@ -140,6 +160,7 @@ for i = 5, #ARGV, 9 do
             if type(l) == 'string' then log = log .. (k > 1 and '\n' or '') .. l end
           end
         end
+        if type(errs.metrics) == 'table' then add_metrics(bkey, errs.metrics, false) end
         errs = errs.errors
         text = cjson.encode(errs)
       end
@@ -158,6 +179,16 @@ for i = 5, #ARGV, 9 do
     ack[#ack + 1] = eid
     if exists[batch] and redis.call('HSETNX', bkey .. ':r', idx, text) == 1 then
       first = 1
+      -- the line's head (id, status, attempts, times, worker, metrics) comes
+      -- before its result: only that is searched
+      local head = string.sub(text, 1, 2048)
+      local mt = string.find(head, ',"metrics":{', 1, true)
+      if mt then
+        local ok, m = pcall(cjson.decode, string.match(head, '^%b{}', mt + 11) or '')
+        if ok and type(m) == 'table' then add_metrics(bkey, m, true) end
+      end
+      local att = tonumber(string.match(head, ',"attempts":(%d+),'))
+      if att and att > 1 then redis.call('HINCRBY', bkey, 'reran', 1) end
       local c = counts[batch]
       if not c then
         c = {s = 0, f = 0, x = 0}

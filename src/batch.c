@@ -44,6 +44,32 @@ int sl__batch_ended(const redisReply *h) {
   return whole != NULL && strcmp(whole, "1") == 0 && hnum(h, "done") >= hnum(h, "total");
 }
 
+/* The batch's metric sums (metric:NAME over all attempts, final:NAME over
+ * final ones, written by sluice_v1_complete) as ,"metrics":{"NAME":{"all":
+ * X,"final":Y},...}, and ,"reran":N (items that ran more than once). */
+static int metrics_json(sl_buf *out, const redisReply *h) {
+  int n = 0;
+  int rc = 0;
+
+  for (size_t i = 0; i + 1 < h->elements && rc == 0; i += 2) {
+    const char *f = h->element[i]->str;
+    char fin[128];
+    const char *fv;
+
+    if (strncmp(f, "metric:", 7) != 0 || strlen(f) > 70)
+      continue;
+    snprintf(fin, sizeof(fin), "final:%s", f + 7);
+    fv = hfield(h, fin);
+    rc = sl__buf_printf(out, "%s\"%s\":{\"all\":%.15g,\"final\":%.15g}", n++ ? "," : ",\"metrics\":{", f + 7,
+                        strtod(h->element[i + 1]->str, NULL), fv ? strtod(fv, NULL) : 0.0);
+  }
+  if (rc == 0 && n > 0)
+    rc = sl__buf_putc(out, '}');
+  if (rc == 0 && hnum(h, "reran") > 0)
+    rc = sl__buf_printf(out, ",\"reran\":%lld", hnum(h, "reran"));
+  return rc;
+}
+
 int sl__batch_json(sl_buf *out, const sl_keys *k, const char *batch, const redisReply *h) {
   const char *status = hfield(h, "status");
   const char *name = hfield(h, "name");
@@ -76,6 +102,8 @@ int sl__batch_json(sl_buf *out, const sl_keys *k, const char *batch, const redis
     if (rc == 0)
       rc = sl__labels_json(out, hfield(h, "labels"));
   }
+  if (rc == 0)
+    rc = metrics_json(out, h);
   if (rc == 0)
     rc = sl__buf_printf(out,
                         ",\"status\":\"%s\",\"total\":%lld,\"done\":%lld,\"succeeded\":%lld,"

@@ -10,8 +10,11 @@
 
 #include <ctype.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+
+#include <cjson/cJSON.h>
 
 #include <sluice/sluice.h>
 
@@ -285,6 +288,101 @@ static int parse_keep(const sl_json_member *f, sl_httpreq *r, char *err, size_t 
   return 0;
 }
 
+/* A JSON path of a metric: "$", then ".NAME" ([A-Za-z0-9_-]) or "[N]" steps. */
+static int path_valid(const char *p) {
+  if (*p++ != '$')
+    return 0;
+  while (*p != '\0') {
+    size_t n;
+
+    if (*p == '.') {
+      n = strspn(p + 1, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-");
+      if (n == 0)
+        return 0;
+      p += 1 + n;
+    } else if (*p == '[') {
+      n = strspn(p + 1, "0123456789");
+      if (n == 0 || n > 9 || p[1 + n] != ']')
+        return 0;
+      p += 2 + n;
+    } else {
+      return 0;
+    }
+  }
+  return 1;
+}
+
+int sl__json_path_number(const void *v, const char *path, double *out) {
+  const cJSON *at = v;
+  const char *p = path + 1;
+
+  while (at != NULL && *p != '\0') {
+    if (*p == '.') {
+      char key[SL_HTTP_PATH_MAX];
+      size_t n = strcspn(p + 1, ".[");
+
+      snprintf(key, sizeof(key), "%.*s", (int)n, p + 1);
+      at = cJSON_IsObject(at) ? cJSON_GetObjectItemCaseSensitive(at, key) : NULL;
+      p += 1 + n;
+    } else {
+      int i = atoi(p + 1);
+
+      at = cJSON_IsArray(at) ? cJSON_GetArrayItem(at, i) : NULL;
+      p = strchr(p, ']') + 1;
+    }
+  }
+  if (!cJSON_IsNumber(at))
+    return -1;
+  *out = at->valuedouble;
+  return 0;
+}
+
+static int parse_metrics(const sl_json_member *f, sl_httpreq *r, char *err, size_t errlen) {
+  sl_json_member e[SL_HTTP_METRICS_MAX];
+  size_t n = 0;
+  int rc = f->val[0] == '{' ? sl__json_members(f->val, f->vallen, e, SL_HTTP_METRICS_MAX, &n) : SL_EINVAL;
+
+  if (rc == SL_ETOOBIG) {
+    snprintf(err, errlen, "field \"payload.metrics\": more than %d metrics", SL_HTTP_METRICS_MAX);
+    return rc;
+  }
+  if (rc != 0) {
+    snprintf(err, errlen, "field \"payload.metrics\": expected an object of metric names to JSON paths, like "
+                          "{\"cost\":\"$.usage.cost\"}");
+    return SL_EINVAL;
+  }
+  for (size_t i = 0; i < n; i++) {
+    char name[80];
+    char *path = NULL;
+    size_t pl = 0;
+
+    snprintf(name, sizeof(name), "%.*s", (int)(e[i].keylen < 70 ? e[i].keylen : 70), e[i].key);
+    if (e[i].keylen == 0 || e[i].keylen > 63 ||
+        strspn(name, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.-") != e[i].keylen) {
+      snprintf(err, errlen, "field \"payload.metrics\": \"%s\" is not a metric name (1-63 characters of "
+                            "[A-Za-z0-9_.-])", name);
+      return SL_EINVAL;
+    }
+    rc = take_str(&e[i], SL_HTTP_PATH_MAX, 1, &path, &pl);
+    if (rc == SL_ENOMEM)
+      return rc;
+    if (rc != 0 || pl >= SL_HTTP_PATH_MAX || !path_valid(path)) {
+      sl_free(path);
+      snprintf(err, errlen, "field \"payload.metrics.%s\": expected a JSON path like \"$.usage.cost\" or "
+                            "\"$.data[0].n\" (at most %d bytes)", name, SL_HTTP_PATH_MAX - 1);
+      return SL_EINVAL;
+    }
+    r->metric[r->nmetrics] = sl_strdup(name);
+    r->path[r->nmetrics] = path;
+    if (r->metric[r->nmetrics] == NULL) {
+      sl_free(path);
+      return SL_ENOMEM;
+    }
+    r->nmetrics++;
+  }
+  return 0;
+}
+
 int sl__httpreq_parse(const char *p, size_t len, sl_httpreq *r, char *err, size_t errlen) {
   sl_json_member m[PAYLOAD_MEMBERS];
   const sl_json_member *url = NULL;
@@ -358,6 +456,8 @@ int sl__httpreq_parse(const char *p, size_t len, sl_httpreq *r, char *err, size_
       rc = each_value_string(f->val, f->vallen, check_json_string, &ud);
     } else if (key_is(f, "keep_headers")) {
       rc = parse_keep(f, r, err, errlen);
+    } else if (key_is(f, "metrics")) {
+      rc = parse_metrics(f, r, err, errlen);
     } else if (key_is(f, "idempotency_key")) {
       size_t kl = 0;
 
@@ -388,7 +488,7 @@ int sl__httpreq_parse(const char *p, size_t len, sl_httpreq *r, char *err, size_
       show(f->key, f->keylen, shown, sizeof(shown));
       snprintf(err, errlen,
                "field \"payload.%s\": unknown field for an http item (known: url, method, headers, body, json, "
-               "keep_headers, idempotency_key, timeout_ms)", shown);
+               "keep_headers, idempotency_key, timeout_ms, metrics)", shown);
       rc = SL_EINVAL;
     }
     if (rc == SL_ENOMEM)
@@ -464,6 +564,10 @@ void sl__httpreq_free(sl_httpreq *r) {
   }
   for (size_t i = 0; i < r->nkeep; i++)
     sl_free(r->keep[i]);
+  for (size_t i = 0; i < r->nmetrics; i++) {
+    sl_free(r->metric[i]);
+    sl_free(r->path[i]);
+  }
   sl_free(r->url);
   sl_free(r->body);
   sl_free(r->ikey);

@@ -24,6 +24,10 @@
  *   idempotency_key  a header value (or an Idempotency-Key header; not both)
  *   timeout_ms       the request's own time limit, 1-86400000 ms (the
  *                    item's timeout_ms still applies)
+ *   metrics          an object of at most SL_HTTP_METRICS_MAX names (as
+ *                    sl_job_metric's) to JSON paths into a 2xx JSON
+ *                    response, "$.usage.cost" or "$.data[0].n": each
+ *                    number found there is the item's metric of that name
  *
  * Lengths over a limit are an error, never cut. ${env:NAME} references in
  * header values, the body and the strings of json are checked for their
@@ -44,6 +48,8 @@
 #define SL_HTTP_NAME_MAX 256           /* a header name, bytes */
 #define SL_HTTP_VALUE_MAX 8192         /* a header value (secrets resolved), bytes */
 #define SL_HTTP_KEEP_MAX 32            /* names in keep_headers */
+#define SL_HTTP_METRICS_MAX 16         /* names in metrics */
+#define SL_HTTP_PATH_MAX 256           /* bytes of a metric's JSON path */
 #define SL_HTTP_IKEY_MAX 256           /* an idempotency key, bytes */
 
 typedef struct sl_httpreq {
@@ -60,6 +66,9 @@ typedef struct sl_httpreq {
   size_t nkeep;                        /* names in keep_headers */
   char *keep[SL_HTTP_KEEP_MAX];        /* lower case */
   char *ikey;                          /* idempotency_key, or NULL */
+  size_t nmetrics;                     /* names in metrics */
+  char *metric[SL_HTTP_METRICS_MAX];   /* their names */
+  char *path[SL_HTTP_METRICS_MAX];     /* and JSON paths */
   int64_t timeout_ms;                  /* timeout_ms, or 0 */
 } sl_httpreq;
 
@@ -71,6 +80,9 @@ typedef struct sl_httpreq {
  */
 int sl__httpreq_parse(const char *p, size_t len, sl_httpreq *r, char *err, size_t errlen);
 void sl__httpreq_free(sl_httpreq *r);
+/* The number at JSON path `path` ("$.a.b[0]") in the parsed document v
+ * (a cJSON *); 0 and *out, or -1 when there is no number there. */
+int sl__json_path_number(const void *v, const char *path, double *out);
 
 /* 1 when s[0..n) is an RFC 9110 token (method, header name). */
 int sl__http_token(const char *s, size_t n);

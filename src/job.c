@@ -266,12 +266,14 @@ static void record_failure(sl_job_t *j, const char *msg, int retryable, char fin
     if (delay < j->retry_after_ms)
       delay = j->retry_after_ms;
     text = sl__result_errors(j, msg);
-    if (text != NULL && j->log_lines > 0) {
-      /* with a log: {"errors":[...],"log":[...]} (sluice_v1_complete) */
+    if (text != NULL && (j->log_lines > 0 || j->nmetrics > 0)) {
+      /* with a log or metrics: {"errors":[...],"log":[...],"metrics":{...}} (sluice_v1_complete) */
       sl_buf o;
 
       sl__buf_init(&o, SIZE_MAX / 2);
-      if (sl__buf_printf(&o, "{\"errors\":%s,\"log\":", text) == 0 && sl__job_log_json(j, &o) == 0 &&
+      if (sl__buf_printf(&o, "{\"errors\":%s", text) == 0 &&
+          (j->log_lines == 0 || (sl__buf_puts(&o, ",\"log\":") == 0 && sl__job_log_json(j, &o) == 0)) &&
+          (j->nmetrics == 0 || (sl__buf_puts(&o, ",\"metrics\":") == 0 && sl__job_metrics_json(j, &o) == 0)) &&
           sl__buf_putc(&o, '}') == 0) {
         char *t = sl__buf_take(&o);
 
@@ -363,6 +365,38 @@ SL_EXTERN void sl_job_log(sl_job_t *j, const char *fmt, ...) {
   if (sl__buf_append(&j->log, line, n) != 0 || sl__buf_putc(&j->log, '\n') != 0)
     return; /* out of memory: the line is not kept */
   j->log_lines++;
+}
+
+SL_EXTERN int sl_job_metric(sl_job_t *j, const char *name, double value) {
+  size_t n = name ? strlen(name) : 0;
+  int i;
+
+  if (n == 0 || n > SL_JOB_METRIC_NAME || strspn(name, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.-")
+                                               != n || !isfinite(value))
+    return SL_EINVAL;
+  if (j->ended)
+    return 0;
+  for (i = 0; i < j->nmetrics && strcmp(j->metric_name[i], name) != 0; i++)
+    ;
+  if (i == j->nmetrics) {
+    if (j->nmetrics == SL_JOB_METRICS)
+      return SL_ETOOBIG;
+    snprintf(j->metric_name[i], sizeof(j->metric_name[i]), "%s", name);
+    j->metric_value[i] = 0;
+    j->nmetrics++;
+  }
+  j->metric_value[i] += value;
+  return 0;
+}
+
+int sl__job_metrics_json(const sl_job_t *j, sl_buf *out) {
+  int rc = 0;
+
+  if (j->nmetrics == 0)
+    return 0;
+  for (int i = 0; i < j->nmetrics && rc == 0; i++)
+    rc = sl__buf_printf(out, "%s\"%s\":%.17g", i ? "," : "{", j->metric_name[i], j->metric_value[i]);
+  return rc == 0 ? sl__buf_putc(out, '}') : rc;
 }
 
 int sl__job_log_json(const sl_job_t *j, sl_buf *out) {

@@ -23,6 +23,9 @@
 
 typedef void (*sl_job_cancel_fn)(sl_job_t *j, void *ud);
 
+#define SL_JOB_METRICS 16     /* metrics one attempt may report */
+#define SL_JOB_METRIC_NAME 63 /* bytes of a metric's name */
+
 struct sl_job {
   uv_timer_t timer;         /* the attempt's timeout; first, so close_cb can free the job */
   sl_worker_t *w;           /* owner */
@@ -62,6 +65,9 @@ struct sl_job {
   sl_buf log;               /* the attempt's log lines (sl_job_log), each ending in '\n', the newest kept */
   int log_lines;            /* lines in log */
   int log_dropped;          /* older lines dropped to stay under the caps */
+  int nmetrics;             /* metrics reported (sl_job_metric) */
+  char metric_name[SL_JOB_METRICS][SL_JOB_METRIC_NAME + 1]; /* their names */
+  double metric_value[SL_JOB_METRICS];                      /* and sums */
 };
 
 #define SL_JOB_LOG_LINES 20   /* log lines kept per attempt, the newest */
@@ -77,6 +83,9 @@ void sl__job_free(sl_job_t *j);
 /* The attempt's log as a JSON array of strings into out ("" when it has no
  * line): the dropped lines counted first, "(N earlier lines not kept)". */
 int sl__job_log_json(const sl_job_t *j, sl_buf *out);
+/* The attempt's metrics as a JSON object {"cost":0.034,...} into out (""
+ * when it reported none). */
+int sl__job_metrics_json(const sl_job_t *j, sl_buf *out);
 /* Starts a job with the handler of its type (or fails it). */
 void sl__job_start(sl_job_t *j);
 /* Gives up an attempt the worker no longer wants (timeout: with `record`

@@ -83,6 +83,12 @@ char *sl__result_line(const sl_job_t *j, char outcome, const char *key, const ch
                         (long long)now, (long long)(now - j->started_at));
   if (rc == 0)
     rc = sl__json_put_str(&b, w->id, strlen(w->id));
+  if (rc == 0 && j->nmetrics > 0) {
+    /* before the result, near the start, where sluice_v1_complete looks for it */
+    rc = sl__buf_puts(&b, ",\"metrics\":");
+    if (rc == 0)
+      rc = sl__job_metrics_json(j, &b);
+  }
   if (rc == 0)
     rc = sl__buf_printf(&b, ",\"%s\":", key);
   if (rc == 0)

@@ -51,6 +51,13 @@ SL_EXTERN void sl_job_progress(sl_job_t *j, int pct);
  * each, 2 KiB in all, are kept; control characters become spaces. An exec
  * child's stderr lines and an http item's request summary go here too. */
 SL_EXTERN void sl_job_log(sl_job_t *j, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* Reports a numeric metric of the attempt, such as sl_job_metric(job,
+ * "cost", 0.034): values of one name add up. The batch sums every metric
+ * over all attempts and over the final ones (`sluice status`). A name is
+ * 1-63 characters of [A-Za-z0-9_.-], at most 16 per attempt; returns 0,
+ * SL_EINVAL (bad name or a value that is not finite) or SL_ETOOBIG. An exec
+ * child reports with a stderr line "metric cost 0.034". */
+SL_EXTERN int sl_job_metric(sl_job_t *j, const char *name, double value);
 /* Finishes the job successfully. `result` is JSON text (NULL: no result).
  * Text that is not valid JSON is stored as a JSON string. */
 SL_EXTERN void sl_job_succeed(sl_job_t *j, const char *result, size_t len);

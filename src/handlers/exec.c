@@ -19,7 +19,8 @@
  * UTF-8 and fit the results line once escaped), or, for a mapping
  * TYPE+base64=COMMAND, the raw bytes stored as base64. The last
  * EXEC_STDERR_TAIL bytes of stderr are kept for errors, lines
- * "progress N" report progress, and every other complete line goes to the
+ * "progress N" report progress, lines "metric NAME VALUE" report a metric
+ * (sl_job_metric), and every other complete line goes to the
  * attempt's log (sl_job_log), a timed-out attempt's too. Exit 0 succeeds, exit 75 (EX_TEMPFAIL) is a
  * retryable failure, any other code or a signal fails the item for good. A
  * child that could not be started because the worker was out of file
@@ -207,10 +208,14 @@ static void on_err(void *ud, const char *p, size_t n) {
     /* "progress N" lines report the item's progress */
     if (ch == '\n') {
       int pct;
+      char name[64];
+      double v;
 
       r->line[r->line_len] = '\0';
       if (sscanf(r->line, "progress %d", &pct) == 1)
         sl_job_progress(r->job, pct);
+      else if (sscanf(r->line, "metric %63s %lf", name, &v) == 2 && sl_job_metric(r->job, name, v) == 0)
+        ; /* a metric of the item ("metric cost 0.034") */
       else if (r->line_len > 0)
         sl_job_log(r->job, "%s", r->line);
       r->line_len = 0;

@@ -70,6 +70,9 @@ typedef struct req {
   int truncated;             /* the body was cut at max_body */
   cJSON *keep;               /* kept response headers: lower-case name -> value */
   char **keep_names;         /* names to keep, lower case, NULL-terminated */
+  size_t nmetrics;           /* payload.metrics: names and JSON paths (owned, from the parsed payload) */
+  char *metric[SL_HTTP_METRICS_MAX];
+  char *path[SL_HTTP_METRICS_MAX];
   char errbuf[CURL_ERROR_SIZE]; /* curl's message */
 } req;
 
@@ -84,6 +87,10 @@ static void req_free(req *r) {
   sl_free(r->body);
   sl__buf_free(&r->resp);
   cJSON_Delete(r->keep);
+  for (size_t i = 0; i < r->nmetrics; i++) {
+    sl_free(r->metric[i]);
+    sl_free(r->path[i]);
+  }
   if (r->keep_names != NULL) {
     for (size_t i = 0; r->keep_names[i] != NULL; i++)
       sl_free(r->keep_names[i]);
@@ -199,6 +206,21 @@ static void finish(void *ud, CURL *easy, CURLcode code, int sock_errno) {
     size_t cut = r->resp.len;
     int truncated = r->truncated;
     int rc;
+
+    if (r->nmetrics > 0) {
+      /* payload.metrics: numbers read from the JSON response */
+      cJSON *doc = body_json ? cJSON_ParseWithLength(r->resp.p, r->resp.len) : NULL;
+
+      for (size_t i = 0; i < r->nmetrics; i++) {
+        double v;
+
+        if (doc != NULL && sl__json_path_number(doc, r->path[i], &v) == 0)
+          sl_job_metric(j, r->metric[i], v);
+        else
+          sl_job_log(j, "metric %s: no number at %s in the response", r->metric[i], r->path[i]);
+      }
+      cJSON_Delete(doc);
+    }
 
     /* The whole results line must fit SL_RESULT_MAX: escaping can grow a
      * body, so cut it further (and keep it as a string) until it does. */
@@ -477,6 +499,12 @@ static void http_start(sl_job_t *j, void *ud) {
   }
   r->job = j;
   sl_job_on_cancel(j, on_cancel, r);
+  for (size_t i = 0; i < q.nmetrics; i++) { /* the metrics' names and paths move to the request */
+    r->metric[i] = q.metric[i];
+    r->path[i] = q.path[i];
+  }
+  r->nmetrics = q.nmetrics;
+  q.nmetrics = 0;
   r = NULL;
 out:
   if (r != NULL)

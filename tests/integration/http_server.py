@@ -146,6 +146,10 @@ class Handler(http.server.BaseHTTPRequestHandler):
 
         if path == "/ok":
             self.reply(200, {"ok": True, "method": method, "path": self.path})
+        elif path == "/usage":
+            # an API's usage report: ?cost=C gives {"usage":{"cost":C,"tokens":[1,2,3]}}
+            q = dict(kv.split("=", 1) for kv in self.path.partition("?")[2].split("&") if "=" in kv)
+            self.reply(200, {"usage": {"cost": float(q.get("cost", "0")), "tokens": [1, 2, 3]}})
         elif path == "/echo":
             headers = {k.lower(): v for k, v in self.headers.items()}
             self.reply(200, {"method": method, "path": self.path, "headers": headers,

@@ -430,6 +430,50 @@ static void test_get_ok(void) {
   redisFree(c);
 }
 
+/* payload.metrics: numbers read from the JSON response by path become the
+ * item's metrics, in its results line and summed in the batch; a path with
+ * no number there is logged; a bad path is refused at submit. */
+static void test_metrics_paths(void) {
+  const char *q = itest_queue("metrics");
+  redisContext *c = itest_conn();
+  char lines[2048];
+  char batch[64];
+  cJSON *line;
+  const char *m = ",\"metrics\":{\"cost\":\"$.usage.cost\",\"tokens\":\"$.usage.tokens[1]\",\"none\":\"$.nope\"}";
+  size_t n;
+
+  item(lines, sizeof(lines), "/usage?cost=0.25", m, NULL);
+  n = strlen(lines);
+  item(lines + n, sizeof(lines) - n, "/usage?cost=0.5", m, NULL);
+  run_batch(c, q, lines, 2, NULL, batch, 20);
+  line = result_line(c, q, batch, 0);
+  CHECK_ITEM_STATUS(line, "succeeded");
+  CHECK(cJSON_IsNumber(jget(jget(line, "metrics"), "cost")) && jget(jget(line, "metrics"), "cost")->valuedouble == 0.25);
+  CHECK_INT(jnum(jget(line, "metrics"), "tokens"), ==, 2);
+  CHECK(jget(jget(line, "metrics"), "none") == NULL);
+  CHECK_CONTAINS(cJSON_GetArrayItem(jget(line, "log"), 1)->valuestring, "metric none: no number at $.nope");
+  cJSON_Delete(line);
+  {
+    redisReply *r = itest_cmd(c, "HMGET sluice:{%s}:b:%s metric:cost final:cost metric:tokens", q, batch);
+
+    CHECK(strtod(r->element[0]->str, NULL) == 0.75);
+    CHECK(strtod(r->element[1]->str, NULL) == 0.75);
+    CHECK(strtod(r->element[2]->str, NULL) == 4);
+    freeReplyObject(r);
+  }
+  {
+    const char *bad = "{\"type\":\"http\",\"payload\":{\"url\":\"http://127.0.0.1:1/\",\"metrics\":{\"cost\":\"usage.cost\"}}}\n";
+    const char *args[] = {"submit", "--redis", itest_url(), "--queue", q, itest_path("bad.jsonl"), NULL};
+    char *err = NULL;
+
+    itest_write(itest_path("bad.jsonl"), bad, strlen(bad));
+    CHECK_INT(itest_run(args, NULL, &err, 30), ==, 2);
+    CHECK_CONTAINS(err, "field \"payload.metrics.cost\": expected a JSON path like \"$.usage.cost\"");
+    free(err);
+  }
+  redisFree(c);
+}
+
 /* POST/PUT/DELETE to /echo: the method, the item's headers, a text body, a
  * JSON body and ${env:NAME} in a header, the body and a JSON string all
  * arrive; a 2xx body that is not JSON is stored as a string. */
@@ -2105,6 +2149,7 @@ static const sl_test tests[] = {
     {"webhook_new_end_new_id", test_webhook_new_end_new_id, 60},
     {"webhook_bad_secret", test_webhook_bad_secret, 60},
     {"webhook_unsigned_warns", test_webhook_unsigned_warns, 60},
+    {"metrics_paths", test_metrics_paths, 60},
     {"get_ok", test_get_ok, 30},
     {"methods_and_bodies", test_methods_and_bodies, 30},
     {"status_errors", test_status_errors, 30},

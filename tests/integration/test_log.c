@@ -19,6 +19,9 @@
  *              N" lines aside); an item that times out twice keeps each
  *              attempt's lines: the retried one's in the batch log, the
  *              last one's in its results line; `sluice item` shows both
+ *   metric_sums  exec children report "metric cost 0.25": an item that ran
+ *              twice counts twice over all attempts, once over final ones,
+ *              and the batch counts it as reran (status --json)
  *   follow     `log --follow` started before any worker: it prints the
  *              entries as they come and exits 0 after the batch's end
  */
@@ -375,6 +378,54 @@ static void test_item_logs(void) {
   redisFree(c);
 }
 
+/* Metrics reported by exec children ("metric NAME VALUE" on stderr): an
+ * item that ran twice is paid twice in the sum over all attempts and once
+ * in the sum over final attempts; the batch counts it as reran. */
+static void test_metric_sums(void) {
+  redisContext *c = itest_conn();
+  const char *q = itest_queue("metrics");
+  char batch[64];
+  char m[800];
+  pid_t w;
+  static const char items[] = "{\"id\":\"twice\",\"type\":\"priced\",\"payload\":{\"fail_first\":1},\"max_attempts\":2,"
+                              "\"backoff_ms\":1}\n"
+                              "{\"id\":\"once\",\"type\":\"priced\",\"payload\":{\"fail_first\":0}}\n";
+
+  snprintf(m, sizeof(m), "priced=%s",
+           script("priced.sh", "read p; echo 'metric cost 0.25' >&2; echo 'metric tokens 10' >&2;"
+                               " case \"$p\" in *'\"fail_first\":1'*) [ \"$SLUICE_ATTEMPT\" = 1 ] && exit 75;; esac;"
+                               " echo '{\"ok\":1}'"));
+  snprintf(batch, sizeof(batch), "%s", itest_submit(q, items, sizeof(items) - 1, NULL));
+  {
+    const char *args[] = {"worker", "--redis", itest_url(), "--queue", q, "--quiet", "--exec", m, NULL};
+
+    w = itest_spawn(args, NULL, NULL);
+  }
+  itest_wait_batch(c, q, batch, 60);
+  itest_stop_ok(w);
+  {
+    const char *args[] = {"status", "--redis", itest_url(), "--queue", q, batch, "--json", NULL};
+    char *out = NULL;
+    cJSON *j;
+    const cJSON *cost;
+    const cJSON *tokens;
+
+    CHECK_INT(itest_run(args, &out, NULL, 30), ==, 0);
+    j = cJSON_Parse(out);
+    free(out);
+    CHECK(j != NULL);
+    cost = cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(j, "metrics"), "cost");
+    tokens = cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(j, "metrics"), "tokens");
+    CHECK(n_of(j, "reran") == 1);
+    CHECK(cJSON_GetObjectItemCaseSensitive(cost, "all")->valuedouble == 0.75);   /* 3 attempts of 0.25 */
+    CHECK(cJSON_GetObjectItemCaseSensitive(cost, "final")->valuedouble == 0.5);  /* 2 final attempts */
+    CHECK_INT(n_of(tokens, "all"), ==, 30);
+    CHECK_INT(n_of(tokens, "final"), ==, 20);
+    cJSON_Delete(j);
+  }
+  redisFree(c);
+}
+
 static void test_follow(void) {
   redisContext *c = itest_conn();
   const char *q = itest_queue("logfollow");
@@ -410,6 +461,7 @@ static const sl_test tests[] = {
     {"takeover", test_takeover, 90},
     {"failures", test_failures, 90},
     {"item_logs", test_item_logs, 60},
+    {"metric_sums", test_metric_sums, 60},
     {"follow", test_follow, 60},
     {NULL, NULL, 0},
 };
