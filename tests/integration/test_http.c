@@ -1608,6 +1608,77 @@ static void test_webhook_once_signed(void) {
   redisFree(c);
 }
 
+/* The webhook body of a batch with failures: its failed items' ids and
+ * errors, and its metric sums, valid under docs/webhook.schema.json (checked
+ * with python3-jsonschema, a real validator). */
+static void test_webhook_failed_items(void) {
+  const char *q = itest_queue("hookfail");
+  redisContext *c = itest_conn();
+  char url[128];
+  char batch[64];
+  char lines[1024];
+  char schema[700];
+  pid_t w;
+  cJSON *hooks;
+  cJSON *body;
+  const cJSON *items;
+  int tries = 0;
+  const char *slash = strrchr(__FILE__, '/');
+
+  need_verifier();
+  setenv("SLUICE_WEBHOOK_SECRET", HOOK_SECRET, 1);
+  snprintf(url, sizeof(url), "http://127.0.0.1:%d/hook", server_port);
+  snprintf(lines, sizeof(lines),
+           "{\"id\":\"ok1\",\"type\":\"noop\",\"payload\":1}\n"
+           "{\"id\":\"bad1\",\"type\":\"sleep\",\"payload\":{\"ms\":0,\"fail_rate\":1}}\n"
+           "{\"id\":\"bad2\",\"type\":\"sleep\",\"payload\":{\"ms\":0,\"fail_rate\":1}}\n"
+           "{\"id\":\"cost\",\"type\":\"http\",\"payload\":{\"url\":\"http://127.0.0.1:%d/usage?cost=0.5\","
+           "\"metrics\":{\"cost\":\"$.usage.cost\"}}}\n", server_port);
+  w = worker(q, 10, 1, NULL, NULL);
+  submit_with_webhook(q, lines, url, batch);
+  itest_wait_batch(c, q, batch, 30);
+  wait_webhook(c, q, batch, 15);
+  hooks = hooks_of(batch, &tries);
+  CHECK_INT(cJSON_GetArraySize(hooks), ==, 1);
+  body = cJSON_Parse(jstr(cJSON_GetArrayItem(hooks, 0), "body"));
+  CHECK(body != NULL);
+  CHECK_INT(jnum(body, "failed"), ==, 2);
+  CHECK_INT(jnum(body, "failed_listed"), ==, 2);
+  items = jget(body, "failed_items");
+  CHECK_INT(cJSON_GetArraySize(items), ==, 2);
+  CHECK_STR(jstr(cJSON_GetArrayItem(items, 0), "id"), "bad1");
+  CHECK_INT(jnum(cJSON_GetArrayItem(items, 0), "index"), ==, 1);
+  CHECK_CONTAINS(jstr(cJSON_GetArrayItem(items, 0), "error"), "simulated failure");
+  CHECK_STR(jstr(cJSON_GetArrayItem(items, 1), "id"), "bad2");
+  CHECK(jget(jget(jget(body, "metrics"), "cost"), "all")->valuedouble == 0.5);
+  CHECK_VERIFIES(cJSON_GetArrayItem(hooks, 0));
+  /* the body is valid under the documented schema */
+  snprintf(schema, sizeof(schema), "%.*s/../../docs/webhook.schema.json", (int)(slash - __FILE__), __FILE__);
+  {
+    const char *py = "import json,sys,jsonschema; s=json.load(open(sys.argv[1])); "
+                     "jsonschema.Draft202012Validator.check_schema(s); "
+                     "jsonschema.Draft202012Validator(s).validate(json.loads(sys.stdin.read())); print('valid')";
+    char cmd[1200];
+    FILE *p;
+    char got[64] = "";
+    const char *text = jstr(cJSON_GetArrayItem(hooks, 0), "body");
+
+    snprintf(cmd, sizeof(cmd), "/usr/bin/python3 -c \"%s\" '%s'", py, schema);
+    itest_write(itest_path("hook-body.json"), text, strlen(text));
+    snprintf(cmd + strlen(cmd), sizeof(cmd) - strlen(cmd), " < '%s'", itest_path("hook-body.json"));
+    p = popen(cmd, "r");
+    CHECK(p != NULL);
+    if (fgets(got, sizeof(got), p) == NULL)
+      got[0] = '\0';
+    CHECK_INT(pclose(p), ==, 0);
+    CHECK_STR(got, "valid\n");
+  }
+  cJSON_Delete(body);
+  cJSON_Delete(hooks);
+  itest_stop_ok(w);
+  redisFree(c);
+}
+
 /* A receiver that fails twice gets the webhook on the third try: the same
  * webhook-id every time, a fresh timestamp and signature each time, and
  * every try verifies. */
@@ -2150,6 +2221,7 @@ static const sl_test tests[] = {
     {"webhook_bad_secret", test_webhook_bad_secret, 60},
     {"webhook_unsigned_warns", test_webhook_unsigned_warns, 60},
     {"metrics_paths", test_metrics_paths, 60},
+    {"webhook_failed_items", test_webhook_failed_items, 60},
     {"get_ok", test_get_ok, 30},
     {"methods_and_bodies", test_methods_and_bodies, 30},
     {"status_errors", test_status_errors, 30},
