@@ -5,7 +5,8 @@
  * has read yet (the group's lag) and those a worker holds (the pending
  * count); the delayed set (retries and scheduled items); dead letters and
  * how many the cap dropped; live workers (those that beat in the last
- * 30 s); items ended per minute (counted by the completion function); the
+ * 30 s and still have their registry hash, as `sluice workers` lists
+ * them); items ended per minute (counted by the completion function); the
  * queue's default rate key and its limits (as sl_limit_list), with the
  * items waiting for a concurrency lease summed; and the items parked by
  * paused batches, counted over at most PARKED_SCAN_MAX of them, 100 per
@@ -26,6 +27,7 @@
 
 #define PARKED_PAGE 100       /* paused batches whose parked items one round trip counts */
 #define PARKED_SCAN_MAX 10000 /* paused batches looked at, at most */
+#define LIVE_MAX "10000"      /* workers looked at, at most */
 
 static long long reply_int(redisReply *r) {
   long long v = 0;
@@ -57,6 +59,46 @@ static int append_limit(const char *json, size_t len, void *ud) {
   if (o->b->p[o->b->len - 1] != '[')
     rc = sl__buf_putc(o->b, ',');
   return rc == 0 ? sl__buf_append(o->b, json, len) : rc;
+}
+
+/* Live workers, by the rule `sluice workers` uses (fleet.c): a member of
+ * P..workers that beat in the last 30 s and whose registry hash P..w:ID
+ * still exists (it expires three beats after the last one), so a worker
+ * killed a moment ago is not counted; at most LIVE_MAX looked at, their
+ * EXISTS pipelined. */
+static int count_live(sl_client_t *c, const sl_keys *k, long long now_ms, long long *live) {
+  char key[SL_NAME_MAX + 64];
+  char since[32];
+  const char *av[7] = {"ZRANGEBYSCORE", key, since, "+inf", "LIMIT", "0", LIVE_MAX};
+  redisReply *r;
+  int rc = 0;
+
+  *live = 0;
+  snprintf(key, sizeof(key), "%sworkers", k->prefix);
+  snprintf(since, sizeof(since), "%lld", now_ms - 30000);
+  r = sl__client_cmd(c, &rc, 7, av, NULL);
+  if (r == NULL)
+    return rc;
+  for (size_t i = 0; r->type == REDIS_REPLY_ARRAY && i < r->elements; i++) {
+    char wkey[SL_NAME_MAX + 200];
+    const char *ev[2] = {"EXISTS", wkey};
+
+    snprintf(wkey, sizeof(wkey), "%sw:%.128s", k->prefix, r->element[i]->str);
+    redisAppendCommandArgv(c->rc, 2, ev, NULL);
+  }
+  for (size_t i = 0; r->type == REDIS_REPLY_ARRAY && i < r->elements; i++) {
+    void *x = NULL;
+
+    if (redisGetReply(c->rc, &x) != REDIS_OK) {
+      freeReplyObject(r);
+      return sl__client_fail(c, SL_ECONN, "lost the Redis connection counting workers: %s", c->rc->errstr);
+    }
+    if (((redisReply *)x)->type == REDIS_REPLY_INTEGER && ((redisReply *)x)->integer == 1)
+      (*live)++;
+    freeReplyObject(x);
+  }
+  freeReplyObject(r);
+  return 0;
 }
 
 /* The items parked by the queue's paused batches (P..b:ID:p), in
@@ -112,7 +154,7 @@ SL_EXTERN int sl_queue_stats(sl_client_t *c, const char *queue, char **json_out)
   long long running[3];
   long long delayed;
   long long dead;
-  long long workers;
+  long long workers = 0;
   long long dropped;
   long long cur;
   long long prev;
@@ -164,14 +206,8 @@ SL_EXTERN int sl_queue_stats(sl_client_t *c, const char *queue, char **json_out)
 
     dropped = reply_int(sl__client_cmd(c, &rc, 2, av, NULL));
   }
-  snprintf(key, sizeof(key), "%sworkers", k.prefix);
-  {
-    char since[32];
-    const char *av[4] = {"ZCOUNT", key, since, "+inf"};
-
-    snprintf(since, sizeof(since), "%lld", now_ms - 30000);
-    workers = reply_int(sl__client_cmd(c, &rc, 4, av, NULL));
-  }
+  if (rc == 0)
+    rc = count_live(c, &k, now_ms, &workers);
   {
     char k1[SL_NAME_MAX + 64];
     char k2[SL_NAME_MAX + 64];

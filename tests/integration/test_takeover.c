@@ -10,6 +10,9 @@
  * and prints p50, p99 and the maximum. It does not wait for the batch:
  * once the dead worker's items have results it cancels the batch and stops
  * the workers.
+ *
+ * live_count: `sluice stats` and `sluice workers` agree about who is live
+ * when a worker is killed.
  */
 #include <signal.h>
 #include <stdlib.h>
@@ -435,7 +438,60 @@ static void test_unindexed_entries(void) {
   redisFree(c);
 }
 
+/* The JSON output of a sluice command (cJSON_Delete it). */
+static cJSON *json_of(const char *const *args) {
+  char *out = NULL;
+  cJSON *j;
+
+  CHECK_INT(itest_run(args, &out, NULL, 30), ==, 0);
+  j = cJSON_Parse(out);
+  free(out);
+  CHECK(j != NULL);
+  return j;
+}
+
+/* `sluice stats` and `sluice workers` agree about who is live: a worker
+ * killed with SIGKILL leaves both at the same moment (its registry hash
+ * expires), not 30 s later in stats. */
+static void test_live_count(void) {
+  redisContext *c = itest_conn();
+  const char *q = itest_queue("live");
+  const char *ws[] = {"workers", "--redis", itest_url(), "--queue", q, "--json", NULL};
+  const char *st[] = {"stats", "--redis", itest_url(), "--queue", q, "--json", NULL};
+  const char *args[] = {"worker", "--redis", itest_url(), "--queue", q, "--visibility", "1500", "--quiet", NULL};
+  pid_t w = itest_spawn(args, NULL, NULL); /* beats every 500 ms: its registry expires 2.5 s after the last */
+  cJSON *j;
+  long long t0;
+
+  itest_wait_worker(c, q, w, NULL, 0, 20000);
+  j = json_of(st);
+  CHECK_INT(cJSON_GetObjectItemCaseSensitive(j, "workers")->valueint, ==, 1);
+  cJSON_Delete(j);
+  kill(w, SIGKILL);
+  waitpid(w, NULL, 0);
+  t0 = itest_ms();
+  for (;;) {
+    char *out = NULL;
+    int listed;
+
+    CHECK_INT(itest_run(ws, &out, NULL, 30), ==, 0);
+    listed = out != NULL && strstr(out, "\"id\"") != NULL;
+    free(out);
+    if (!listed)
+      break;
+    if (itest_ms() - t0 > 15000)
+      sl_test_fail(__FILE__, __LINE__, "the killed worker is still listed after 15 s");
+    usleep(50000);
+  }
+  j = json_of(st);
+  CHECK_INT(cJSON_GetObjectItemCaseSensitive(j, "workers")->valueint, ==, 0);
+  cJSON_Delete(j);
+  printf("    the killed worker left workers and stats after %lld ms\n", itest_ms() - t0);
+  redisFree(c);
+}
+
 static const sl_test tests[] = {
+    {"live_count", test_live_count, 60},
     {"unindexed_entries", test_unindexed_entries, 60},
     {"deep_queue", test_deep_queue, 170},
     {"long_pending_list", test_long_pending_list, 120},
