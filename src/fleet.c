@@ -7,10 +7,15 @@
  * after the last beat. The sorted set keeps members for a day, so a member
  * without its hash is a worker that stopped and is not listed. Ages are on
  * the Redis server's clock, the one heartbeats are stamped with.
+ *
+ * A worker's info names the item types it serves, so sl_fleet_unserved
+ * can tell a producer which types of its batch no live worker runs.
  */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include <cjson/cJSON.h>
 
 #include <sluice/sluice.h>
 
@@ -142,5 +147,61 @@ out:
   if (z != NULL)
     freeReplyObject(z);
   sl__buf_free(&out);
+  return rc;
+}
+
+/* ---- Which types the live fleet serves ---- */
+
+typedef struct served {
+  const char *const *types; /* asked about */
+  size_t n;
+  unsigned char *hit;       /* per type: a live worker serves it */
+  int live;                 /* live workers seen */
+} served;
+
+static int note_worker(const char *json, size_t len, void *ud) {
+  served *s = ud;
+  cJSON *w = cJSON_ParseWithLength(json, len);
+  const cJSON *types = cJSON_GetObjectItemCaseSensitive(w, "types");
+  const cJSON *t;
+
+  s->live++;
+  if (!cJSON_IsArray(types)) {
+    memset(s->hit, 1, s->n); /* a worker too old to say: it may serve any */
+  } else {
+    cJSON_ArrayForEach(t, types) {
+      for (size_t i = 0; cJSON_IsString(t) && i < s->n; i++) {
+        if (strcmp(t->valuestring, s->types[i]) == 0)
+          s->hit[i] = 1;
+      }
+    }
+  }
+  cJSON_Delete(w);
+  return 0;
+}
+
+SL_EXTERN int sl_fleet_unserved(sl_client_t *c, const char *queue, const char *const *types, size_t n, char *missing,
+                                size_t len, int *live) {
+  served s = {types, n, NULL, 0};
+  size_t at = 0;
+  int rc;
+
+  if (len > 0)
+    missing[0] = '\0';
+  s.hit = sl_calloc(n > 0 ? n : 1, 1);
+  if (s.hit == NULL)
+    return sl__client_fail(c, SL_ENOMEM, "out of memory");
+  rc = sl_workers_list(c, queue, note_worker, &s);
+  for (size_t i = 0; rc == 0 && i < n; i++) {
+    int w;
+
+    if (s.hit[i] || at >= len)
+      continue;
+    w = snprintf(missing + at, len - at, "%s%s", at ? ", " : "", types[i]);
+    at = w > 0 && (size_t)w < len - at ? at + (size_t)w : len;
+  }
+  if (live != NULL)
+    *live = s.live;
+  sl_free(s.hit);
   return rc;
 }

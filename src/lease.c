@@ -174,7 +174,7 @@ void sl__lease_beat(sl_worker_t *w) {
   char wkey[sizeof(w->keys.prefix) + sizeof(w->id) + 4];
   char zkey[sizeof(w->keys.prefix) + 16];
   char ttl[24];
-  char info[1024];
+  char info[1024 + SL_WORKER_MAX_HANDLERS * (SL_NAME_MAX + 3)];
   size_t head;
   size_t n;
   size_t at = 0;
@@ -193,11 +193,16 @@ void sl__lease_beat(sl_worker_t *w) {
     snprintf(info, sizeof(info),
              "{\"id\":\"%s\",\"host\":\"%s\",\"pid\":%d,\"queue\":\"%s\",\"running\":%d,\"concurrency\":%d,"
              "\"started_at\":%lld,\"succeeded\":%llu,\"failed\":%llu,\"retried\":%llu,\"fenced\":%llu,"
-             "\"visibility_ms\":%lld,\"max_stall_ms\":%llu,\"version\":\"%s\"}",
+             "\"visibility_ms\":%lld,\"max_stall_ms\":%llu,\"version\":\"%s\",\"types\":[",
              w->id, host, (int)getpid(), w->keys.queue, w->running, w->concurrency, (long long)w->started_at,
              (unsigned long long)w->n_ok, (unsigned long long)w->n_failed, (unsigned long long)w->n_retry,
              (unsigned long long)w->n_fenced, (long long)w->visibility_ms, (unsigned long long)w->max_stall_ms,
              SL_VERSION_STRING);
+    /* the item types it serves (names of [A-Za-z0-9_.:-]: no escaping), so a
+     * producer can be told when no live worker serves a type of its batch */
+    for (int i = 0; i < w->nhandlers; i++)
+      snprintf(info + strlen(info), sizeof(info) - strlen(info), "%s\"%s\"", i ? "," : "", w->handlers[i].type);
+    snprintf(info + strlen(info), sizeof(info) - strlen(info), "]}");
   }
   head = (size_t)sl__fcall_head(w, "sluice_v1_beat", "5", av, al);
   av[head] = zkey;

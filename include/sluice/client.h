@@ -323,11 +323,17 @@ SL_EXTERN int sl_dead_purge(sl_client_t *c, const char *queue, size_t *purged);
  * The queue's live workers, in order of their ids: cb gets the JSON object
  * each worker publishes with its heartbeat ({"id","host","pid","queue",
  * "running","concurrency","started_at","succeeded","failed","retried",
- * "version"}) with "last_beat_ms_ago" added (server clock). A worker whose
+ * "version","types": the item types it serves}) with "last_beat_ms_ago" added (server clock). A worker whose
  * registration expired (it stopped beating about three beats ago) is not
  * listed. A non-zero return of cb stops the listing and is returned.
  */
 SL_EXTERN int sl_workers_list(sl_client_t *c, const char *queue, sl_line_cb cb, void *ud);
+/* Which of the item types types[0..n) no live worker of the queue serves
+ * (workers register their types with their heartbeat): written to missing
+ * as "a, b" ("" when every type is served), and *live (if not NULL) gets
+ * the number of live workers. A producer warns with it after a submit. */
+SL_EXTERN int sl_fleet_unserved(sl_client_t *c, const char *queue, const char *const *types, size_t n, char *missing,
+                                size_t len, int *live);
 
 /* Pauses a batch: running items finish, no other item of it starts until
  * sl_batch_resume; its items are kept (parked), not lost. Pausing an ended

@@ -12,7 +12,7 @@
  * the workers.
  *
  * live_count: `sluice stats` and `sluice workers` agree about who is live
- * when a worker is killed.
+ * when a worker is killed; a worker lists the item types it serves.
  */
 #include <signal.h>
 #include <stdlib.h>
@@ -464,6 +464,15 @@ static void test_live_count(void) {
   long long t0;
 
   itest_wait_worker(c, q, w, NULL, 0, 20000);
+  {
+    char *out = NULL;
+
+    CHECK_INT(itest_run(ws, &out, NULL, 30), ==, 0);
+    CHECK_CONTAINS(out, "\"types\":["); /* it registers the types it serves */
+    CHECK_CONTAINS(out, "\"noop\"");
+    CHECK_CONTAINS(out, "\"http\"");
+    free(out);
+  }
   j = json_of(st);
   CHECK_INT(cJSON_GetObjectItemCaseSensitive(j, "workers")->valueint, ==, 1);
   cJSON_Delete(j);
