@@ -235,7 +235,7 @@ static void on_reclaim(redisAsyncContext *ac, void *reply, void *priv) {
     return;
   n = take_items(w, r, 2);
   if (n > 0)
-    sl__log_info("took over %d items whose worker stopped beating", n);
+    sl__log_info("took over %d items whose worker stopped heartbeating", n);
   /* More claims ran out than one call examines: the next call goes soon,
    * not a timer period later. */
   if (r->type == REDIS_REPLY_ARRAY && r->elements > 1 && r->element[1]->type == REDIS_REPLY_INTEGER &&
@@ -243,7 +243,7 @@ static void on_reclaim(redisAsyncContext *ac, void *reply, void *priv) {
     uv_timer_start(&w->reclaim, on_reclaim_timer, RECLAIM_AGAIN_MS, 0);
   if (r->type == REDIS_REPLY_ARRAY && r->elements > 0 && r->element[0]->type == REDIS_REPLY_INTEGER &&
       r->element[0]->integer > 0) {
-    sl__log_info("%lld items of workers that stopped beating are waiting for any worker to run them again",
+    sl__log_info("%lld items of workers that stopped heartbeating are waiting for any worker to run them again",
                  r->element[0]->integer);
     w->idle = 0; /* fetch, do not block: the stale pool is served first */
   }

@@ -52,6 +52,11 @@ int cli_open_exit(void);
 const char *cli_safe(const char *s);
 /* Parses a duration: plain ms, or N followed by s, m, h or d; -1 when invalid. */
 long long cli_parse_duration(const char *s);
+#define CLI_DURATION_MAX_MS (366LL * 86400000) /* the longest duration cli_parse_duration gives, ms */
+/* The value of a time option --opt: a duration (cli_parse_duration) from
+ * min_ms to max_ms into *out; -1 after saying "--opt: expected a duration
+ * like 30s, 10m, 2h or milliseconds ..." (the caller exits EXIT_USAGE). */
+int cli_duration_opt(const char *opt, const char *s, long long min_ms, long long max_ms, long long *out);
 /* Parses a non-negative integer option value; -1 when invalid. */
 long long cli_parse_int(const char *s, long long max);
 /* Formats ms since the epoch as "2026-11-22 10:00:01Z" ("-" for 0). */
@@ -79,6 +84,22 @@ int cmd_stats(int argc, char **argv);
 int cmd_library(int argc, char **argv);
 int cmd_serve(int argc, char **argv);
 int cmd_repair(int argc, char **argv);
+int cmd_help(int argc, char **argv);
+
+/* ---- help.c: every help text ---- */
+
+/* The general usage (sluice --help) on f. */
+void cli_help_general(FILE *f);
+/* 1 when the arguments of cmd (argv[0] is the command) ask for its help:
+ * --help or -h before any "--", and not the value of an option that takes
+ * one; 0 otherwise, also when cmd has no help. */
+int cli_help_asked(const char *cmd, int argc, char **argv);
+/* Prints cmd's help (usage, every option with its default, an example) on
+ * stdout; returns EXIT_OK (EXIT_USAGE when cmd has none). */
+int cli_help(const char *cmd);
+/* After a usage error: cmd's usage lines on stderr, and where to read
+ * more; returns EXIT_USAGE. */
+int cli_usage(const char *cmd);
 
 /* Follows a batch with a progress bar; returns the exit code (0, 1 or 3).
  * A lost connection is reconnected, and said so on stderr once per outage,

@@ -201,9 +201,41 @@ long long cli_parse_duration(const char *s) {
     unit = 86400000;
   else if (strcmp(end, "ms") != 0 && *end != '\0')
     return -1;
-  if (v > 366LL * 86400000 / unit)
+  if (v > CLI_DURATION_MAX_MS / unit)
     return -1;
   return v * unit;
+}
+
+/* "250ms", "30s", "1d": ms in the largest unit that divides it. */
+static void fmt_bound(long long ms, char *out, size_t len) {
+  static const struct {
+    long long ms;
+    const char *unit;
+  } units[] = {{86400000, "d"}, {3600000, "h"}, {60000, "m"}, {1000, "s"}};
+
+  for (size_t i = 0; i < sizeof(units) / sizeof(units[0]); i++) {
+    if (ms >= units[i].ms && ms % units[i].ms == 0) {
+      snprintf(out, len, "%lld%s", ms / units[i].ms, units[i].unit);
+      return;
+    }
+  }
+  snprintf(out, len, "%lldms", ms);
+}
+
+int cli_duration_opt(const char *opt, const char *s, long long min_ms, long long max_ms, long long *out) {
+  long long v = cli_parse_duration(s);
+  char lo[32];
+  char hi[32];
+
+  if (v >= min_ms && v <= max_ms) {
+    *out = v;
+    return 0;
+  }
+  fmt_bound(min_ms, lo, sizeof(lo));
+  fmt_bound(max_ms, hi, sizeof(hi));
+  cli_err("--%s: expected a duration like 30s, 10m, 2h or milliseconds, from %s to %s; got \"%s\"", opt, lo, hi,
+          cli_safe(s));
+  return -1;
 }
 
 long long cli_parse_int(const char *s, long long max) {

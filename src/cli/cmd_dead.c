@@ -67,10 +67,8 @@ int cmd_retry(int argc, char **argv) {
   size_t n = 0;
   int rc;
 
-  if (first < 0 || first != argc - 1) {
-    cli_err("usage: sluice retry BATCH");
-    return EXIT_USAGE;
-  }
+  if (first < 0 || first != argc - 1)
+    return cli_usage("retry");
   cl = cli_open(&com);
   if (cl == NULL)
     return cli_open_exit();
@@ -113,12 +111,10 @@ static int dead_list(int argc, char **argv) {
   sl_client_t *cl;
   int rc;
 
-  if (first < 0 || first != argc) {
-    cli_err("usage: sluice dead list [--limit N] [--json]");
-    return EXIT_USAGE;
-  }
+  if (first < 0 || first != argc)
+    return cli_usage("dead");
   if (limit_s != NULL && (limit = cli_parse_int(limit_s, 1000000000)) < 0) {
-    cli_err("--limit: expected a number, got \"%s\"", limit_s);
+    cli_err("--limit: expected a number of letters (0: all), got \"%s\"", cli_safe(limit_s));
     return EXIT_USAGE;
   }
   cl = cli_open(&com);
@@ -163,11 +159,12 @@ static int dead_requeue(int argc, char **argv) {
 
   by_id = first >= 0 && first < argc;
   if (first < 0 || (by_id + all + (limit_s != NULL)) != 1) {
-    cli_err("usage: sluice dead requeue ID... | --all | --limit N   (the oldest N)");
-    return EXIT_USAGE;
+    if (first >= 0)
+      cli_err("dead requeue: give dead letter IDs, --all or --limit N: one of them");
+    return cli_usage("dead");
   }
   if (limit_s != NULL && (limit = cli_parse_int(limit_s, 1000000000)) < 1) {
-    cli_err("--limit: expected a number from 1, got \"%s\"", limit_s);
+    cli_err("--limit: expected a number of letters from 1 (the oldest N), got \"%s\"", cli_safe(limit_s));
     return EXIT_USAGE;
   }
   cl = cli_open(&com);
@@ -200,10 +197,8 @@ static int dead_purge(int argc, char **argv) {
   size_t n = 0;
   int rc;
 
-  if (first < 0 || first != argc) {
-    cli_err("usage: sluice dead purge");
-    return EXIT_USAGE;
-  }
+  if (first < 0 || first != argc)
+    return cli_usage("dead");
   cl = cli_open(&com);
   if (cl == NULL)
     return cli_open_exit();
@@ -218,14 +213,22 @@ static int dead_purge(int argc, char **argv) {
 }
 
 int cmd_dead(int argc, char **argv) {
-  if (argc >= 2 && strcmp(argv[1], "list") == 0)
-    return dead_list(argc - 1, argv + 1);
-  if (argc >= 2 && strcmp(argv[1], "requeue") == 0)
-    return dead_requeue(argc - 1, argv + 1);
-  if (argc >= 2 && strcmp(argv[1], "purge") == 0)
-    return dead_purge(argc - 1, argv + 1);
-  cli_err("usage: sluice dead list [--limit N] [--json] | requeue ID...|--all|--limit N | purge");
-  return EXIT_USAGE;
+  static const struct {
+    const char *name;
+    int (*fn)(int, char **);
+  } subs[] = {{"list", dead_list}, {"requeue", dead_requeue}, {"purge", dead_purge}};
+  static char prog[32]; /* "sluice dead list": getopt's messages name the subcommand */
+
+  for (size_t i = 0; argc >= 2 && i < sizeof(subs) / sizeof(subs[0]); i++) {
+    if (strcmp(argv[1], subs[i].name) == 0) {
+      snprintf(prog, sizeof(prog), "sluice dead %s", subs[i].name);
+      argv[1] = prog;
+      return subs[i].fn(argc - 1, argv + 1);
+    }
+  }
+  if (argc >= 2)
+    cli_err("dead: unknown subcommand \"%s\" (expected list, requeue or purge)", cli_safe(argv[1]));
+  return cli_usage("dead");
 }
 
 /* ---- sluice workers ---- */
@@ -252,10 +255,8 @@ int cmd_workers(int argc, char **argv) {
   sl_client_t *cl;
   int rc;
 
-  if (first < 0 || first != argc) {
-    cli_err("usage: sluice workers [--json]");
-    return EXIT_USAGE;
-  }
+  if (first < 0 || first != argc)
+    return cli_usage("workers");
   cl = cli_open(&com);
   if (cl == NULL)
     return cli_open_exit();

@@ -80,13 +80,15 @@ int cmd_demo(int argc, char **argv) {
       url = optarg;
     } else if (ch == 'n') {
       if ((nitems = cli_parse_int(optarg, 1000000)) < 1) {
-        cli_err("--items: expected a number from 1 to 1000000");
+        cli_err("--items: expected a number from 1 to 1000000, got \"%s\"", cli_safe(optarg));
         return EXIT_USAGE;
       }
     } else {
-      return EXIT_USAGE;
+      return cli_usage("demo");
     }
   }
+  if (optind != argc)
+    return cli_usage("demo");
   memset(&sa, 0, sizeof(sa));
   sa.sa_handler = on_sigint;
   sigaction(SIGINT, &sa, NULL); /* no SA_RESTART: the watch wakes up */

@@ -224,8 +224,7 @@ int cmd_item(int argc, char **argv) {
   int rc;
 
   if (first < 0 || first != argc - 2) {
-    cli_err("usage: sluice item BATCH ID [--json]   (ID: the item's id, or #N for the item at index N)");
-    return EXIT_USAGE;
+    return cli_usage("item");
   }
   batch = argv[first];
   id = argv[first + 1];

@@ -18,9 +18,11 @@ int cmd_library(int argc, char **argv) {
   const char *url;
   char err[512];
 
-  if (first < 0 || first != argc - 1 || (strcmp(argv[first], "load") != 0 && strcmp(argv[first], "check") != 0)) {
-    cli_err("usage: sluice library load | check [--redis URL]");
-    return EXIT_USAGE;
+  if (first < 0 || first != argc - 1)
+    return cli_usage("library");
+  if (strcmp(argv[first], "load") != 0 && strcmp(argv[first], "check") != 0) {
+    cli_err("library: unknown subcommand \"%s\" (expected load or check)", cli_safe(argv[first]));
+    return cli_usage("library");
   }
   url = cli_redis_url(&com);
   if (url == NULL)

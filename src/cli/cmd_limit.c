@@ -1,5 +1,8 @@
 /*
- * sluice limit set NAME [RATE] [--burst N] [--concurrency N] | ls [--json] | rm NAME
+ * sluice limit set NAME [RATE] [--burst N] [--concurrency N] [--default] | ls [--json] | rm NAME
+ *
+ * (every option, with its default: help.c, `sluice limit --help`; the
+ * model: `sluice help limits`)
  *
  * Fleet-wide rate limits of a queue (sl_limit_set): items name theirs with
  * rate_key (or submit --rate-key).
@@ -50,15 +53,18 @@ int cmd_limit(int argc, char **argv) {
   sl_client_t *cl;
   int rc;
 
-  if (first < 0 || first >= argc) {
-    cli_err("usage: sluice limit set NAME [RATE] [--burst N] [--concurrency N] [--default] | ls [--json] | rm NAME   (RATE: 50/s, 3000/m, 10000/h)");
-    return EXIT_USAGE;
-  }
+  if (first < 0 || first >= argc)
+    return cli_usage("limit");
   sub = argv[first];
-  if (!((strcmp(sub, "set") == 0 && (argc - first == 3 || (argc - first == 2 && conc_s != NULL))) || (strcmp(sub, "ls") == 0 && argc - first == 1) ||
-        (strcmp(sub, "rm") == 0 && argc - first == 2))) {
-    cli_err("usage: sluice limit set NAME [RATE] [--burst N] [--concurrency N] [--default] | ls [--json] | rm NAME   (RATE: 50/s, 3000/m, 10000/h)");
-    return EXIT_USAGE;
+  if (strcmp(sub, "set") != 0 && strcmp(sub, "ls") != 0 && strcmp(sub, "rm") != 0) {
+    cli_err("limit: unknown subcommand \"%s\" (expected set, ls or rm)", cli_safe(sub));
+    return cli_usage("limit");
+  }
+  if (!((strcmp(sub, "set") == 0 && (argc - first == 3 || (argc - first == 2 && conc_s != NULL))) ||
+        (strcmp(sub, "ls") == 0 && argc - first == 1) || (strcmp(sub, "rm") == 0 && argc - first == 2))) {
+    if (strcmp(sub, "set") == 0 && argc - first == 2)
+      cli_err("limit set %s: give a RATE (50/s, 3000/m, 10000/h), --concurrency N or both", cli_safe(argv[first + 1]));
+    return cli_usage("limit");
   }
   if (conc_s != NULL && (conc = cli_parse_int(conc_s, 1000000)) < 1) {
     cli_err("--concurrency: expected an integer from 1 to 1000000, got \"%s\"", conc_s);

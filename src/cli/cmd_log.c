@@ -122,8 +122,7 @@ int cmd_log(int argc, char **argv) {
   int rc;
 
   if (first < 0 || first != argc - 1) {
-    cli_err("usage: sluice log BATCH [--item ID] [--follow] [--json]");
-    return EXIT_USAGE;
+    return cli_usage("log");
   }
   cl = cli_open(&com);
   if (cl == NULL)

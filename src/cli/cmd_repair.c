@@ -61,10 +61,8 @@ int cmd_repair(int argc, char **argv) {
   repair_run run = {0};
   int rc = 0;
 
-  if (first < 0 || argc - first > 1) {
-    cli_err("usage: sluice repair [BATCH]");
-    return EXIT_USAGE;
-  }
+  if (first < 0 || argc - first > 1)
+    return cli_usage("repair");
   run.cl = cli_open(&com);
   if (run.cl == NULL)
     return cli_open_exit();

@@ -1,7 +1,12 @@
 /*
  * sluice serve [--listen HOST:PORT] [--tokens FILE] [--queue Q ...]
- *              [--max-body BYTES] [--cors ORIGIN] [--idle-timeout S] [--keepalive S] [--quiet]
+ *              [--max-body BYTES] [--cors ORIGIN] [--idle-timeout DURATION] [--keepalive DURATION] [--quiet]
  * sluice serve --hash-token < TOKEN
+ *
+ * (every option, with its default: help.c, `sluice serve --help`)
+ *
+ * --idle-timeout and --keepalive take durations (30s, 10m, 2h) in whole
+ * seconds; a plain number is seconds here, as it always was for them.
  *
  * The HTTP API (sl_serve_run, include/sluice/serve.h; docs/SERVE.md). It
  * runs until SIGTERM or SIGINT and reloads the tokens file on SIGHUP.
@@ -19,6 +24,25 @@
 
 #define MAX_QUEUES 16
 #define TOKEN_MAX 4096 /* bytes of a token read by --hash-token */
+
+/* A duration in whole seconds from 1 s to 1 day: "30", "30s", "10m", "2h";
+ * -1 after saying what is expected. */
+static long long seconds_opt(const char *opt, const char *s) {
+  size_t digits = strspn(s, "0123456789");
+  long long ms;
+
+  if (digits > 0 && s[digits] == '\0') {
+    long long v = cli_parse_int(s, 86400);
+
+    if (v >= 1)
+      return v;
+  } else if ((ms = cli_parse_duration(s)) >= 1000 && ms <= 86400000 && ms % 1000 == 0) {
+    return ms / 1000;
+  }
+  cli_err("--%s: expected a duration like 30s, 10m, 2h or seconds, from 1s to 1d in whole seconds; got \"%s\"", opt,
+          cli_safe(s));
+  return -1;
+}
 
 static int hash_token(void) {
   char tok[TOKEN_MAX + 2];
@@ -74,11 +98,8 @@ int cmd_serve(int argc, char **argv) {
     case 'P': cli_password_file = optarg; break;
     case 'i':
     case 'k':
-      if ((v = cli_parse_int(optarg, 86400)) < 1) {
-        cli_err("--%s: expected seconds from 1 to 86400, got \"%s\"", ch == 'i' ? "idle-timeout" : "keepalive",
-                optarg);
+      if ((v = seconds_opt(ch == 'i' ? "idle-timeout" : "keepalive", optarg)) < 1)
         return EXIT_USAGE;
-      }
       if (ch == 'i')
         so.idle_timeout_s = (unsigned)v;
       else
@@ -91,14 +112,11 @@ int cmd_serve(int argc, char **argv) {
       }
       so.max_body = (size_t)v;
       break;
-    default: return EXIT_USAGE;
+    default: return cli_usage("serve");
     }
   }
-  if (optind != argc) {
-    cli_err("usage: sluice serve [--listen HOST:PORT] [--tokens FILE] [--queue Q ...] [--max-body BYTES] "
-            "[--cors ORIGIN] [--quiet]");
-    return EXIT_USAGE;
-  }
+  if (optind != argc)
+    return cli_usage("serve");
   so.redis_url = cli_redis_url(&com);
   if (so.redis_url == NULL)
     return EXIT_USAGE;

@@ -21,10 +21,8 @@ int cmd_stats(int argc, char **argv) {
   char *out = NULL;
   cJSON *j;
 
-  if (first < 0 || first != argc) {
-    cli_err("usage: sluice stats [--json]");
-    return EXIT_USAGE;
-  }
+  if (first < 0 || first != argc)
+    return cli_usage("stats");
   cl = cli_open(&com);
   if (cl == NULL)
     return cli_open_exit();

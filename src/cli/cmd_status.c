@@ -1,5 +1,14 @@
 /*
- * Reading commands: status, watch, results, batches, and cancel.
+ * The commands about one batch or the list of them: status, watch, results
+ * and batches read; cancel, pause and resume control.
+ *
+ * A control command says what it changed, and nothing it did not: the
+ * batch's status is read before the call (and after a cancel), so that a
+ * cancel of a batch that has completed, a pause of one that is paused or
+ * has ended, and a resume of one that is not paused say so and exit 1
+ * instead of claiming success. (sl_batch_pause refuses an ended batch by
+ * itself; the library's cancel and resume leave such a batch as it is and
+ * return 0.)
  */
 #include <errno.h>
 #include <stdlib.h>
@@ -75,12 +84,13 @@ static void print_status(const char *json) {
   cJSON_Delete(j);
 }
 
-static int need_batch(int argc, char **argv, int first, const char *usage) {
+/* 0 when the arguments after the options are one batch id; -1 after the
+ * usage of cmd. */
+static int need_batch(int argc, int first, const char *cmd) {
   if (first < 0 || first != argc - 1) {
-    cli_err("usage: sluice %s", usage);
+    cli_usage(cmd);
     return -1;
   }
-  (void)argv;
   return 0;
 }
 
@@ -93,7 +103,7 @@ int cmd_status(int argc, char **argv) {
   char *out = NULL;
   int rc;
 
-  if (need_batch(argc, argv, first, "status BATCH [--json]") != 0)
+  if (need_batch(argc, first, "status") != 0)
     return EXIT_USAGE;
   cl = cli_open(&com);
   if (cl == NULL)
@@ -122,12 +132,10 @@ int cmd_watch(int argc, char **argv) {
   sl_client_t *cl;
   int ret;
 
-  if (need_batch(argc, argv, first, "watch BATCH [--give-up DURATION]") != 0)
+  if (need_batch(argc, first, "watch") != 0)
     return EXIT_USAGE;
-  if (give_up_s != NULL && (give_up = cli_parse_duration(give_up_s)) < 1) {
-    cli_err("--give-up: expected a duration like 60000 (ms), 30s, 10m or 1h, got \"%s\"", give_up_s);
+  if (give_up_s != NULL && cli_duration_opt("give-up", give_up_s, 1, CLI_DURATION_MAX_MS, &give_up) != 0)
     return EXIT_USAGE;
-  }
   cl = cli_open(&com);
   if (cl == NULL)
     return cli_open_exit();
@@ -157,7 +165,7 @@ int cmd_results(int argc, char **argv) {
   sl_client_t *cl;
   int rc;
 
-  if (need_batch(argc, argv, first, "results BATCH [--failed]") != 0)
+  if (need_batch(argc, first, "results") != 0)
     return EXIT_USAGE;
   cl = cli_open(&com);
   if (cl == NULL)
@@ -188,10 +196,16 @@ static int print_batch_row(const char *json, size_t len, void *ud) {
 /* A page of `sluice batches`: rows or JSON lines, and the last batch shown
  * (for --after). */
 typedef struct list_page {
-  int json;
-  long long shown;
-  char last[SL_NAME_MAX + 1];
+  int json;                   /* JSON lines instead of the table */
+  long long shown;            /* batches shown */
+  char last[SL_NAME_MAX + 1]; /* the last one's id */
 } list_page;
+
+/* The table's header, printed with the first row (or for an empty list
+ * once the listing succeeded), so that a refused filter prints none. */
+static void print_batches_header(void) {
+  printf("%-26s  %-10s  %19s  %8s  %-20s  %s\n", "BATCH", "STATUS", "DONE/TOTAL", "FAILED", "CREATED", "NAME");
+}
 
 static int print_page(const char *json, size_t len, void *ud) {
   list_page *p = ud;
@@ -201,9 +215,13 @@ static int print_page(const char *json, size_t len, void *ud) {
   if (cJSON_IsString(b))
     snprintf(p->last, sizeof(p->last), "%s", b->valuestring);
   cJSON_Delete(j);
-  p->shown++;
+  if (p->shown++ == 0 && !p->json)
+    print_batches_header();
   return p->json ? print_line(json, len, NULL) : print_batch_row(json, len, NULL);
 }
+
+/* The statuses a batch can be in, for `batches --status`. */
+static const char *const batch_statuses[] = {"submitting", "queued", "running", "paused", "completed", "cancelled"};
 
 int cmd_batches(int argc, char **argv) {
   int json = 0;
@@ -220,20 +238,27 @@ int cmd_batches(int argc, char **argv) {
   sl_client_t *cl;
   int rc;
 
-  if (first < 0 || first != argc) {
-    cli_err("usage: sluice batches [--status S] [--name NAME] [--label KEY[=VALUE],...] [--limit N] [--after BATCH] "
-            "[--json]");
+  if (first < 0 || first != argc)
+    return cli_usage("batches");
+  if (limit_s != NULL && (limit = cli_parse_int(limit_s, 1000000000)) < 0) {
+    cli_err("--limit: expected a number of batches (0: all), got \"%s\"", cli_safe(limit_s));
     return EXIT_USAGE;
   }
-  if (limit_s != NULL && (limit = cli_parse_int(limit_s, 1000000000)) < 0) {
-    cli_err("--limit: expected a number, got \"%s\"", limit_s);
-    return EXIT_USAGE;
+  if (status != NULL) {
+    size_t i = 0;
+    size_t n = sizeof(batch_statuses) / sizeof(batch_statuses[0]);
+
+    while (i < n && strcmp(batch_statuses[i], status) != 0)
+      i++;
+    if (i == n) {
+      cli_err("--status: unknown status \"%s\" (expected submitting, queued, running, paused, completed or "
+              "cancelled)", cli_safe(status));
+      return EXIT_USAGE;
+    }
   }
   cl = cli_open(&com);
   if (cl == NULL)
     return cli_open_exit();
-  if (!json)
-    printf("%-26s  %-10s  %19s  %8s  %-20s  %s\n", "BATCH", "STATUS", "DONE/TOTAL", "FAILED", "CREATED", "NAME");
   {
     list_page page = {json, 0, ""};
     sl_list_opts lo = {0};
@@ -244,58 +269,184 @@ int cmd_batches(int argc, char **argv) {
     lo.after = after;
     lo.limit = (size_t)limit;
     rc = sl_batch_list_with(cl, com.queue, &lo, print_page, &page);
+    if (rc == 0 && page.shown == 0 && !json)
+      print_batches_header();
     if (rc == 0 && limit > 0 && page.shown == limit && !json)
       fprintf(stderr, "sluice: %lld batches shown; the next ones: sluice batches --limit %lld --after %s\n",
               page.shown, limit, cli_safe(page.last));
   }
+  if (rc == SL_EINVAL) {
+    cli_err("%s", sl_client_errstr(cl)); /* a filter the library refused: --label */
+    sl_client_close(cl);
+    return EXIT_USAGE;
+  }
   if (rc != 0)
     cli_err("%s", sl_client_errstr(cl));
   sl_client_close(cl);
   return rc == 0 ? EXIT_OK : EXIT_RUNTIME;
 }
 
-/* cancel, pause and resume: one batch, one call. */
-static int batch_op(int argc, char **argv, const char *name, int (*op)(sl_client_t *, const char *, const char *),
-                    const char *done) {
+/* ---- cancel, pause, resume ---- */
+
+/* The control commands. */
+typedef enum { OP_CANCEL, OP_ABORT, OP_PAUSE, OP_RESUME } control_op;
+
+/* What a control command needs to know of a batch. */
+typedef struct batch_state {
+  char status[32]; /* "running", "paused", ... */
+  int ended;       /* 1 once it has ended (finished_at is set) */
+} batch_state;
+
+/* Reads the batch's state into *bs; 0, or the error code (sl_client_errstr
+ * says why it could not be read). */
+static int read_state(sl_client_t *cl, const char *queue, const char *batch, batch_state *bs) {
+  char *json = NULL;
+  cJSON *j;
+  int rc = sl_batch_status(cl, queue, batch, &json);
+
+  if (rc != 0)
+    return rc;
+  j = cJSON_Parse(json);
+  snprintf(bs->status, sizeof(bs->status), "%s", jstr(j, "status"));
+  bs->ended = jnum(j, "finished_at") > 0;
+  cJSON_Delete(j);
+  sl_free(json);
+  return 0;
+}
+
+/*
+ * Why op cannot change a batch in state bs ("has completed: nothing to
+ * cancel" and the like), or NULL when it can. Two states are neither: a
+ * cancel of a cancelled batch that has not ended yet, and a resume of a
+ * batch that is running (or queued, submitting) rather than paused. The
+ * call is made for them, because it finishes what an earlier call of the
+ * same command left when its client died between steps (lua/cancel.lua,
+ * lua/resume.lua: parked and scheduled items to cancel, parked items to
+ * put back); *again is set and the caller says so. A batch cancelled before
+ * can still be cancelled with --abort: its running items are stopped.
+ */
+static const char *refusal(control_op op, const batch_state *bs, int *again) {
+  const char *st = bs->status;
+  int completed = strcmp(st, "completed") == 0;
+  int cancelled = strcmp(st, "cancelled") == 0;
+
+  *again = 0;
+  switch (op) {
+  case OP_CANCEL:
+    if (completed)
+      return "has completed: nothing to cancel";
+    if (cancelled && bs->ended)
+      return "was cancelled already and has ended: nothing to cancel";
+    *again = cancelled;
+    return NULL;
+  case OP_ABORT:
+    if (completed)
+      return "has completed: nothing to cancel or abort";
+    if (cancelled && bs->ended)
+      return "was cancelled and has ended: nothing to cancel or abort";
+    return NULL;
+  case OP_PAUSE:
+    if (strcmp(st, "paused") == 0)
+      return "is paused already: nothing to pause (`sluice resume` continues it)";
+    if (completed || cancelled)
+      return completed ? "has completed: nothing to pause" : "was cancelled: nothing to pause";
+    return NULL;
+  case OP_RESUME:
+    if (completed || cancelled)
+      return completed ? "has completed: nothing to resume" : "was cancelled: nothing to resume";
+    *again = strcmp(st, "paused") != 0;
+    return NULL;
+  }
+  return NULL;
+}
+
+/*
+ * cancel [--abort], pause and resume: reads the batch's state, refuses
+ * (exit 1, saying why) what it does not allow, else makes the call and says
+ * what changed. A cancel that met a batch completed meanwhile changed
+ * nothing: the state read after it says so.
+ */
+static int control(int argc, char **argv, control_op op) {
+  static const char *const cmd[] = {"cancel", "cancel", "pause", "resume"};
+  static const char *const done[] = {
+      "cancelled; running items finish, no new item starts",
+      "cancelled; running items are aborted at their workers' next heartbeat",
+      "paused; running items finish, the others wait (sluice resume continues it)",
+      "resumed; its waiting items run again",
+  };
   cli_common com;
   int first = cli_parse(argc, argv, &com, NULL, 0);
-  char usage[64];
+  const char *batch;
+  const char *why;
   sl_client_t *cl;
+  batch_state bs;
+  int again;
+  int was_cancelled;
   int rc;
 
-  snprintf(usage, sizeof(usage), "%s BATCH", name);
-  if (need_batch(argc, argv, first, usage) != 0)
+  if (need_batch(argc, first, cmd[op]) != 0)
     return EXIT_USAGE;
+  batch = argv[first];
   cl = cli_open(&com);
   if (cl == NULL)
     return cli_open_exit();
-  rc = op(cl, com.queue, argv[first]);
-  if (rc != 0)
-    cli_err("%s", sl_client_errstr(cl));
+  if (read_state(cl, com.queue, batch, &bs) != 0) {
+    cli_err("%s", cli_safe(sl_client_errstr(cl)));
+    sl_client_close(cl);
+    return EXIT_RUNTIME;
+  }
+  was_cancelled = strcmp(bs.status, "cancelled") == 0;
+  why = refusal(op, &bs, &again);
+  if (why != NULL) {
+    cli_err("batch %s %s", cli_safe(batch), why);
+    sl_client_close(cl);
+    return EXIT_RUNTIME;
+  }
+  if (op == OP_CANCEL || op == OP_ABORT)
+    rc = (op == OP_ABORT ? sl_batch_abort : sl_batch_cancel)(cl, com.queue, batch);
   else
-    fprintf(stderr, "sluice: batch %s %s\n", argv[first], done);
+    rc = (op == OP_PAUSE ? sl_batch_pause : sl_batch_resume)(cl, com.queue, batch);
+  if (rc == 0 && !was_cancelled && (op == OP_CANCEL || op == OP_ABORT) &&
+      read_state(cl, com.queue, batch, &bs) == 0 && strcmp(bs.status, "completed") == 0)
+    why = refusal(op, &bs, &again);
+  if (rc != 0)
+    cli_err("%s", cli_safe(sl_client_errstr(cl)));
+  else if (why != NULL)
+    cli_err("batch %s %s", cli_safe(batch), why);
+  else if (op == OP_ABORT && was_cancelled)
+    fprintf(stderr, "sluice: batch %s was cancelled already; its running items are aborted at their workers' next "
+                    "heartbeat\n", cli_safe(batch));
+  else if (again && op == OP_CANCEL)
+    fprintf(stderr, "sluice: batch %s was cancelled already; items an interrupted cancel left parked or scheduled, "
+                    "if any, are cancelled now (running items finish: `sluice cancel --abort` stops them)\n",
+            cli_safe(batch));
+  else if (again)
+    fprintf(stderr, "sluice: batch %s is not paused (it is %s); items an interrupted resume left parked, if any, "
+                    "are back in their streams now\n", cli_safe(batch), cli_safe(bs.status));
+  else
+    fprintf(stderr, "sluice: batch %s %s\n", cli_safe(batch), done[op]);
   sl_client_close(cl);
-  return rc == 0 ? EXIT_OK : EXIT_RUNTIME;
+  return rc == 0 && why == NULL ? EXIT_OK : EXIT_RUNTIME;
 }
 
 int cmd_cancel(int argc, char **argv) {
   for (int i = 1; i < argc; i++) {
+    if (strcmp(argv[i], "--") == 0)
+      break;
     if (strcmp(argv[i], "--abort") == 0) {
       /* drop the flag: the rest parses as usual */
       for (int k = i; k < argc - 1; k++)
         argv[k] = argv[k + 1];
-      return batch_op(argc - 1, argv, "cancel --abort", sl_batch_abort,
-                      "cancelled; running items are aborted at their workers' next heartbeat");
+      return control(argc - 1, argv, OP_ABORT);
     }
   }
-  return batch_op(argc, argv, "cancel", sl_batch_cancel, "cancelled; running items finish, no new item starts");
+  return control(argc, argv, OP_CANCEL);
 }
 
 int cmd_pause(int argc, char **argv) {
-  return batch_op(argc, argv, "pause", sl_batch_pause,
-                  "paused; running items finish, the others wait (sluice resume continues it)");
+  return control(argc, argv, OP_PAUSE);
 }
 
 int cmd_resume(int argc, char **argv) {
-  return batch_op(argc, argv, "resume", sl_batch_resume, "resumed");
+  return control(argc, argv, OP_RESUME);
 }

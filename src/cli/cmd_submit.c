@@ -1,8 +1,11 @@
 /*
- * sluice submit [--priority P] [--max-attempts N] [--timeout MS] [--name NAME]
- *               [--backoff MS] [--backoff-max MS] [--rate-key NAME] [--run-at TIME]
- *               [--delay DURATION] [--retention DURATION] [--idempotency-key KEY]
- *               [--idempotency-ttl DURATION] [--label KEY=VALUE] [--json] [--wait] [--check] FILE|-
+ * sluice submit [--priority P] [--max-attempts N] [--timeout DURATION] [--name NAME]
+ *               [--backoff DURATION] [--backoff-max DURATION] [--rate-key NAME] [--run-at TIME]
+ *               [--delay DURATION] [--retention DURATION] [--dedupe-ttl DURATION] [--webhook URL]
+ *               [--idempotency-key KEY] [--idempotency-ttl DURATION] [--label KEY=VALUE]
+ *               [--chunk N] [--json] [--wait] [--check] FILE|-
+ *
+ * (every option, with its default: help.c, `sluice submit --help`)
  *
  * Reads JSON Lines, validates every line before anything is written (errors
  * name the file, line and field; exit 2, nothing enqueued), submits, and
@@ -248,10 +251,8 @@ int cmd_submit(int argc, char **argv) {
       bo.max_attempts = (int)v;
       break;
     case 't':
-      if ((v = cli_parse_int(optarg, 86400000)) < 1) {
-        cli_err("--timeout: expected milliseconds from 1 to 86400000, got \"%s\"", optarg);
+      if (cli_duration_opt("timeout", optarg, 1, 86400000, &v) != 0)
         return EXIT_USAGE;
-      }
       bo.timeout_ms = v;
       break;
     case 'n': bo.name = optarg; break;
@@ -278,40 +279,30 @@ int cmd_submit(int argc, char **argv) {
       bo.idempotency_key = optarg;
       break;
     case 'L':
-      if ((v = cli_parse_duration(optarg)) < 1) {
-        cli_err("--idempotency-ttl: expected a duration like 86400000 (ms), 30s, 10m, 2h or 1d, got \"%s\"", optarg);
+      if (cli_duration_opt("idempotency-ttl", optarg, 1, CLI_DURATION_MAX_MS, &v) != 0)
         return EXIT_USAGE;
-      }
       bo.idempotency_ttl_ms = v;
       break;
     case 'U':
-      if ((v = cli_parse_duration(optarg)) < 1) {
-        cli_err("--dedupe-ttl: expected a duration like 86400000 (ms), 30s, 10m, 2h or 1d, got \"%s\"", optarg);
+      if (cli_duration_opt("dedupe-ttl", optarg, 1, CLI_DURATION_MAX_MS, &v) != 0)
         return EXIT_USAGE;
-      }
       bo.dedupe_ttl_ms = v;
       break;
     case 'D':
-      if ((v = cli_parse_duration(optarg)) < 0) {
-        cli_err("--delay: expected a duration like 5000 (ms), 30s, 10m, 2h or 1d, got \"%s\"", optarg);
+      if (cli_duration_opt("delay", optarg, 0, CLI_DURATION_MAX_MS, &v) != 0)
         return EXIT_USAGE;
-      }
       bo.delay_ms = v;
       break;
     case 'K':
-      if ((v = cli_parse_duration(optarg)) < 1) {
-        cli_err("--retention: expected a duration like 3600000 (ms), 30s, 10m, 2h or 7d, got \"%s\"", optarg);
+      if (cli_duration_opt("retention", optarg, 1, CLI_DURATION_MAX_MS, &v) != 0)
         return EXIT_USAGE;
-      }
       bo.retention_ms = v;
       break;
     case 'b':
     case 'B':
-      if ((v = cli_parse_int(optarg, 86400000)) < 1) {
-        cli_err("--%s: expected milliseconds from 1 to 86400000, got \"%s\" (an item's own backoff_ms may be 0)",
-                ch == 'b' ? "backoff" : "backoff-max", optarg);
+      /* (an item's own backoff_ms may be 0: a retry at once) */
+      if (cli_duration_opt(ch == 'b' ? "backoff" : "backoff-max", optarg, 1, 86400000, &v) != 0)
         return EXIT_USAGE;
-      }
       if (ch == 'b')
         bo.backoff_ms = v;
       else
@@ -326,13 +317,11 @@ int cmd_submit(int argc, char **argv) {
       }
       bo.chunk_items = (size_t)v;
       break;
-    default: return EXIT_USAGE;
+    default: return cli_usage("submit");
     }
   }
-  if (optind != argc - 1) {
-    cli_err("usage: sluice submit [options] FILE|-   (JSON Lines, one item per line)");
-    return EXIT_USAGE;
-  }
+  if (optind != argc - 1)
+    return cli_usage("submit");
   path = argv[optind];
   bo.queue = com.queue;
   if (sl_batch_new(&bo, &b, err, sizeof(err)) != 0) {

@@ -1,11 +1,16 @@
 /*
- * sluice worker [--concurrency N] [--queue Q] [--visibility MS]
- *               [--max-deliveries N] [--drain-timeout MS] [--block-ms MS] [--quiet]
+ * sluice worker [--concurrency N] [--queue Q] [--visibility DURATION]
+ *               [--max-deliveries N] [--drain-timeout DURATION] [--block-ms DURATION] [--quiet]
  *               [--http-allow ORIGINS] [--http-methods M,...] [--http-version V]
  *               [--secret NAME[@HOST]]... [--exec TYPE[+base64]=COMMAND]... [--exec-env NAME]... [--load-library]
  *
+ * (every option, with its default: help.c, `sluice worker --help`)
+ *
  * Secrets are granted with --secret (repeatable) and $SLUICE_SECRETS
  * ("A,B@api.example.com"); nothing else of the environment reaches an item.
+ * An --exec mapping may not take the name of a type the worker serves by
+ * itself (builtin_types), nor one mapped before: either would replace a
+ * handler without a word.
  *
  * Runs items until SIGINT or SIGTERM (then running items finish within the
  * drain timeout; a second signal exits at once). --dev-crash adds a `crash`
@@ -18,6 +23,37 @@
 #include <stdlib.h>
 
 #include "cli.h"
+
+/* The types every worker serves by itself (sluice/worker.h), and `crash`
+ * with --dev-crash. */
+static const char *const builtin_types[] = {"http", "noop", "sleep", "crash"};
+
+/* 0 when the --exec mappings execs[0..n) each name a type of their own;
+ * -1 after saying which does not. */
+static int check_exec_types(const char *const *execs, int n, int dev_crash) {
+  for (int i = 0; i < n; i++) {
+    size_t tl = strcspn(execs[i], "+=");
+
+    for (size_t k = 0; k < sizeof(builtin_types) / sizeof(builtin_types[0]); k++) {
+      if (strlen(builtin_types[k]) == tl && strncmp(execs[i], builtin_types[k], tl) == 0 &&
+          (dev_crash || strcmp(builtin_types[k], "crash") != 0)) {
+        cli_err("--exec %s: \"%s\" is a type every worker serves by itself (http, noop, sleep%s); map the "
+                "command to a type of its own, e.g. --exec my-%s=COMMAND",
+                cli_safe(execs[i]), builtin_types[k], dev_crash ? ", and crash with --dev-crash" : "",
+                builtin_types[k]);
+        return -1;
+      }
+    }
+    for (int j = 0; j < i; j++) {
+      if (strcspn(execs[j], "+=") == tl && strncmp(execs[i], execs[j], tl) == 0) {
+        cli_err("--exec %s: its type is mapped already (--exec %s); give each type one command",
+                cli_safe(execs[i]), cli_safe(execs[j]));
+        return -1;
+      }
+    }
+  }
+  return 0;
+}
 
 /* --dev-crash: the item kills its worker (SIGKILL), as a crashing handler
  * would; sluice then treats it as poison after --max-deliveries. */
@@ -67,18 +103,14 @@ int cmd_worker(int argc, char **argv) {
       wo.concurrency = (int)v;
       break;
     case 'b':
-      if ((v = cli_parse_int(optarg, 60000)) < 1) {
-        cli_err("--block-ms: expected milliseconds from 1 to 60000, got \"%s\"", optarg);
+      if (cli_duration_opt("block-ms", optarg, 1, 60000, &v) != 0)
         return EXIT_USAGE;
-      }
       wo.block_ms = (int)v;
       break;
     case 'q': wo.quiet = 1; break;
     case 'v':
-      if ((v = cli_parse_int(optarg, 86400000)) < 100) {
-        cli_err("--visibility: expected milliseconds from 100 to 86400000, got \"%s\"", optarg);
+      if (cli_duration_opt("visibility", optarg, 100, 86400000, &v) != 0)
         return EXIT_USAGE;
-      }
       wo.visibility_ms = v;
       break;
     case 'm':
@@ -89,10 +121,8 @@ int cmd_worker(int argc, char **argv) {
       wo.max_deliveries = (int)v;
       break;
     case 'd':
-      if ((v = cli_parse_int(optarg, 86400000)) < 1) {
-        cli_err("--drain-timeout: expected milliseconds from 1 to 86400000, got \"%s\"", optarg);
+      if (cli_duration_opt("drain-timeout", optarg, 1, 86400000, &v) != 0)
         return EXIT_USAGE;
-      }
       wo.drain_timeout_ms = v;
       break;
     case 'x': dev_crash = 1; break;
@@ -147,13 +177,13 @@ int cmd_worker(int argc, char **argv) {
     case 'T': wo.http_methods = optarg; break;
     case 'L': wo.load_library = 1; break;
     case 'P': cli_password_file = optarg; break;
-    default: return EXIT_USAGE;
+    default: return cli_usage("worker");
     }
   }
-  if (optind != argc) {
-    cli_err("usage: sluice worker [--concurrency N] [--queue Q] [--redis URL]");
+  if (optind != argc)
+    return cli_usage("worker");
+  if (check_exec_types(execs, nexec, dev_crash) != 0)
     return EXIT_USAGE;
-  }
   wo.redis_url = cli_redis_url(&com);
   if (wo.redis_url == NULL)
     return EXIT_USAGE;

@@ -94,7 +94,7 @@ static const family FAM[] = {
     {"sluice_workers", "gauge", "Workers of the queue that beat in the last 30 seconds."},
     {"sluice_items_ended_total", "counter", "Items that ended, by outcome."},
     {"sluice_item_retries_total", "counter", "Failed attempts that were sent to be retried."},
-    {"sluice_item_takeovers_total", "counter", "Items taken over from workers that stopped beating."},
+    {"sluice_item_takeovers_total", "counter", "Items taken over from workers that stopped heartbeating."},
     {"sluice_rate_limit_waits_total", "counter", "Items that had to wait for their rate limit."},
     {"sluice_item_duration_seconds", "histogram", "Duration of the attempts that ended items (succeeded or failed), seconds."},
     {"sluice_items_parked", "gauge", "Items held by paused batches."},

@@ -258,6 +258,7 @@ static void test_acl_users(void) {
   const char *q = "acl";
   char *b1;
   char *b2;
+  char *b3;
   char *err = NULL;
   pid_t w;
 
@@ -350,7 +351,10 @@ static void test_acl_users(void) {
     err = NULL;
   }
 
-  /* the dashboard reads, and cannot write */
+  /* the dashboard reads, and cannot write: not even cancel a batch that is
+   * still queued (b3: no worker runs any more), which sluice cancel would
+   * otherwise refuse before its call as having nothing to cancel */
+  b3 = submit_one(producer, q);
   {
     static const char *const reads[][8] = {{"status", "--queue", "acl", "B1", NULL},
                                            {"status", "--json", "--queue", "acl", "B1", NULL},
@@ -367,7 +371,7 @@ static void test_acl_users(void) {
                                            {NULL}};
     char one[600];
     const char *sub[] = {"submit", "--queue", q, one, NULL};
-    const char *cancel[] = {"cancel", "--queue", q, b1, NULL};
+    const char *cancel[] = {"cancel", "--queue", q, b3, NULL};
 
     snprintf(one, sizeof(one), "%s", itest_path("one.jsonl"));
     for (int i = 0; reads[i][0] != NULL; i++) {
@@ -390,6 +394,7 @@ static void test_acl_users(void) {
   }
   free(b1);
   free(b2);
+  free(b3);
   redisFree(c);
   sl_devredis_stop(&d);
 }

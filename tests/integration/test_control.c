@@ -519,6 +519,60 @@ static void test_cancel_abort(void) {
   redisFree(c);
 }
 
+/* sluice CMD BATCH: the exit code is want and stderr holds said. */
+static void expect_op(const char *q, const char *what, const char *batch, int want, const char *said) {
+  const char *args[] = {what, "--redis", itest_url(), "--queue", q, batch, NULL};
+  char *err = NULL;
+  int rc = itest_run(args, NULL, &err, 30);
+
+  if (rc != want || strstr(err != NULL ? err : "", said) == NULL)
+    sl_test_fail(__FILE__, __LINE__, "sluice %s: exit %d (expected %d, saying \"%s\"): %s", what, rc, want, said,
+                 err != NULL ? err : "");
+  free(err);
+}
+
+/* cancel, pause and resume of a batch whose state does not allow them say
+ * so and exit 1, and change nothing: a completed batch keeps its counters
+ * and status; a scheduled one is paused once, resumed once, cancelled once.
+ * A resume of a batch that is not paused says so without claiming a resume
+ * (exit 0: it may finish an interrupted resume, see integration.steps). */
+static void test_refused_controls(void) {
+  const char *q = itest_queue("refused");
+  redisContext *c = itest_conn();
+  char ended[64];
+  char held[64];
+  pid_t w;
+
+  snprintf(ended, sizeof(ended), "%s", make_batch(q, "e.jsonl", 3, "{\"ms\":1}", ""));
+  w = itest_worker(q, 4);
+  itest_wait_batch(c, q, ended, 30);
+  itest_stop_ok(w);
+  expect_op(q, "cancel", ended, 1, "has completed: nothing to cancel");
+  expect_op(q, "pause", ended, 1, "has completed: nothing to pause");
+  expect_op(q, "resume", ended, 1, "has completed: nothing to resume");
+  CHECK_INT(itest_batch_num(c, q, ended, "succeeded"), ==, 3);
+  CHECK_INT(itest_batch_num(c, q, ended, "cancelled"), ==, 0);
+  {
+    redisReply *r = itest_cmd(c, "HGET sluice:{%s}:b:%s status", q, ended);
+
+    CHECK_STR(r->str, "completed");
+    freeReplyObject(r);
+  }
+  /* scheduled for later: no worker runs it meanwhile */
+  snprintf(held, sizeof(held), "%s", make_batch(q, "h.jsonl", 3, "{\"ms\":1}", ",\"delay_ms\":600000"));
+  expect_op(q, "resume", held, 0, "is not paused (it is queued)");
+  expect_op(q, "pause", held, 0, "paused; running items finish");
+  expect_op(q, "pause", held, 1, "is paused already: nothing to pause");
+  expect_op(q, "resume", held, 0, "resumed");
+  expect_op(q, "cancel", held, 0, "cancelled; running items finish");
+  expect_op(q, "cancel", held, 1, "was cancelled already and has ended: nothing to cancel");
+  expect_op(q, "resume", held, 1, "was cancelled: nothing to resume");
+  expect_op(q, "pause", held, 1, "was cancelled: nothing to pause");
+  CHECK_INT(itest_batch_num(c, q, held, "cancelled"), ==, 3);
+  itest_check_status_index(c, q);
+  redisFree(c);
+}
+
 static const sl_test tests[] = {
     {"cancel_abort", test_cancel_abort, 60},
     {"cancel_parked", test_cancel_parked, 60},
@@ -528,6 +582,7 @@ static const sl_test tests[] = {
     {"cancel_mid_batch", test_cancel_mid_batch, 60},
     {"pause_resume", test_pause_resume, 90},
     {"cancel_scheduled_and_parked", test_cancel_scheduled_and_parked, 30},
+    {"refused_controls", test_refused_controls, 60},
     {NULL, NULL, 0},
 };
 

@@ -170,6 +170,57 @@ static void test_usage_errors(void) {
   }
 }
 
+/* Option values: every time option takes durations (30m) as well as
+ * milliseconds, and says what it expects otherwise; an unknown filter value
+ * is listed with the valid ones; a worker refuses an --exec mapping that
+ * would replace a built-in type. Exit 2 for each refusal. */
+static void test_option_values(void) {
+  const char *q = itest_queue("optvals");
+  const char *one = itest_path("one.jsonl");
+  const char *item = "{\"type\":\"noop\",\"payload\":1}\n";
+  char *err = NULL;
+
+  itest_write(one, item, strlen(item));
+  {
+    const char *args[] = {"submit", "--check", "--timeout", "30m", "--backoff", "2s", "--backoff-max", "2h",
+                          "--delay", "10m", "--retention", "7d", "--dedupe-ttl", "1500", one, NULL};
+
+    CHECK_INT(itest_run(args, NULL, NULL, 30), ==, 0);
+  }
+  {
+    const char *args[] = {"submit", "--check", "--timeout", "30x", one, NULL};
+
+    CHECK_INT(itest_run(args, NULL, &err, 30), ==, 2);
+    CHECK_CONTAINS(err, "--timeout: expected a duration like 30s, 10m, 2h or milliseconds, from 1ms to 1d; got \"30x\"");
+    free(err);
+  }
+  {
+    const char *args[] = {"worker", "--redis", itest_url(), "--queue", q, "--visibility", "50", NULL};
+
+    CHECK_INT(itest_run(args, NULL, &err, 30), ==, 2);
+    CHECK_CONTAINS(err, "--visibility: expected a duration like 30s, 10m, 2h or milliseconds, from 100ms to 1d");
+    free(err);
+  }
+  {
+    const char *args[] = {"worker", "--redis", itest_url(), "--queue", q, "--exec", "http=./fetch.sh", NULL};
+
+    CHECK_INT(itest_run(args, NULL, &err, 30), ==, 2);
+    CHECK_CONTAINS(err, "\"http\" is a type every worker serves by itself");
+    free(err);
+  }
+  {
+    const char *args[] = {"batches", "--redis", itest_url(), "--queue", q, "--status", "done", NULL};
+    char *out = NULL;
+
+    CHECK_INT(itest_run(args, &out, &err, 30), ==, 2);
+    CHECK_CONTAINS(err, "--status: unknown status \"done\" (expected submitting, queued, running, paused, "
+                        "completed or cancelled)");
+    CHECK_STR(out, ""); /* no table header either */
+    free(out);
+    free(err);
+  }
+}
+
 static const sl_test tests[] = {
     {"invalid_json", test_invalid_json, 30},
     {"missing_and_mistyped_fields", test_missing_and_mistyped_fields, 60},
@@ -179,6 +230,7 @@ static const sl_test tests[] = {
     {"duplicate_ids", test_duplicate_ids, 30},
     {"builtin_payloads", test_builtin_payloads, 30},
     {"usage_errors", test_usage_errors, 30},
+    {"option_values", test_option_values, 30},
     {NULL, NULL, 0},
 };
 
