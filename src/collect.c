@@ -195,6 +195,36 @@ oom:
   return SL_ENOMEM;
 }
 
+/* Remembers the type of a normalized item ({"type":"T",...}: a name of
+ * [A-Za-z0-9_.:-], no escapes), the first SL_BATCH_TYPES_MAX distinct ones. */
+static void note_type(sl_batch_t *b, const char *d) {
+  const char *t = d + 9;
+  size_t n;
+
+  if (strncmp(d, "{\"type\":\"", 9) != 0)
+    return;
+  n = strcspn(t, "\"");
+  if (n == 0 || n > SL_NAME_MAX)
+    return;
+  for (size_t i = 0; i < b->ntypes; i++) {
+    if (strncmp(b->types[i], t, n) == 0 && b->types[i][n] == '\0')
+      return;
+  }
+  if (b->ntypes == SL_BATCH_TYPES_MAX)
+    return;
+  memcpy(b->types[b->ntypes], t, n);
+  b->types[b->ntypes][n] = '\0';
+  b->ntypes++;
+}
+
+SL_EXTERN size_t sl_batch_types(const sl_batch_t *b, const char **types, size_t max) {
+  size_t n = b->ntypes < max ? b->ntypes : max;
+
+  for (size_t i = 0; i < n; i++)
+    types[i] = b->types[i];
+  return n;
+}
+
 SL_EXTERN void sl_batch_free(sl_batch_t *b) {
   if (b == NULL)
     return;
@@ -427,6 +457,7 @@ SL_EXTERN int sl_batch_add(sl_batch_t *b, const char *line, size_t len, long lin
   b->need_bytes += it.dlen + ITEM_OVERHEAD;
   if (it.dedupe != NULL)
     b->ndedupe++;
+  note_type(b, it.d);
 out:
   sl__item_free(&it);
   return rc;

@@ -33,6 +33,8 @@ typedef struct chunk_ref {
   uint64_t off; /* its record's offset in the spool, bytes */
 } chunk_ref;
 
+#define SL_BATCH_TYPES_MAX 32 /* distinct item types a batch remembers (sl_batch_types) */
+
 struct sl_batch {
   sl_keys keys;          /* the queue's key names */
   char *name;            /* label, or NULL */
@@ -43,6 +45,8 @@ struct sl_batch {
   char *idem_key;        /* idempotency key, or NULL */
   char *tenant;          /* the batch's tenant, or NULL */
   char *labels;          /* its labels, canonical (labels.c), or NULL */
+  char types[SL_BATCH_TYPES_MAX][SL_NAME_MAX + 1]; /* distinct item types added, first seen first */
+  size_t ntypes;         /* how many (the rest are not kept) */
   int64_t idem_ttl_ms;   /* how long it is remembered, ms; 0: the default */
   int reused;            /* after submit: the key was taken, the id is the first batch's */
   sl_item_defaults def;  /* item defaults from the options */

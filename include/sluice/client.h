@@ -89,6 +89,10 @@ typedef struct sl_batch_opts {
  */
 SL_EXTERN int sl_batch_new(const sl_batch_opts *opts, sl_batch_t **out, char *errbuf, size_t errlen);
 SL_EXTERN void sl_batch_free(sl_batch_t *b);
+/* The distinct item types added so far, first seen first (at most 32 are
+ * remembered): types[0..max) get them, valid while b lives; returns how
+ * many. With sl_fleet_unserved a producer learns which no worker serves. */
+SL_EXTERN size_t sl_batch_types(const sl_batch_t *b, const char **types, size_t max);
 
 /*
  * Validates one JSON Lines item (without its newline) and adds it to the

@@ -193,6 +193,27 @@ static void report_skipped(const sl_batch_t *b, const char *id) {
             id);
 }
 
+/* Warns on stderr when no live worker of the queue serves a type of the
+ * batch: it was submitted all the same, and waits until one does. Best
+ * effort: a failure to ask says nothing. */
+static void warn_unserved(sl_client_t *cl, const char *queue, const sl_batch_t *b) {
+  const char *types[32];
+  size_t n = sl_batch_types(b, types, 32);
+  char missing[1024];
+  int live = 0;
+
+  if (n == 0 || sl_fleet_unserved(cl, queue, types, n, missing, sizeof(missing), &live) != 0 || missing[0] == '\0')
+    return;
+  if (live == 0)
+    fprintf(stderr, "sluice: warning: no live worker serves queue %s: its items wait until one starts (sluice "
+                    "worker --queue %s)\n", queue ? queue : "default", queue ? queue : "default");
+  else
+    fprintf(stderr, "sluice: warning: no live worker of queue %s serves type%s %s (%d worker%s live): those items "
+                    "wait until one that does starts (sluice worker --exec TYPE=COMMAND, or a program that registers "
+                    "them)\n", queue ? queue : "default", strchr(missing, ',') ? "s" : "", cli_safe(missing), live,
+            live == 1 ? "" : "s");
+}
+
 int cmd_submit(int argc, char **argv) {
   static const struct option opts[] = {
       {"redis", required_argument, NULL, 'R'},   {"queue", required_argument, NULL, 'Q'},
@@ -418,6 +439,8 @@ int cmd_submit(int argc, char **argv) {
     report_reused(cl, com.queue, bo.idempotency_key, id);
   else
     report_skipped(b, id);
+  if (!sl_batch_reused(b))
+    warn_unserved(cl, com.queue, b);
   if (fflush(stdout) != 0 || ferror(stdout)) {
     /* The batch is in Redis: whoever reads stderr must learn its id. */
     cli_err("batch %s was submitted, but its id could not be written to standard output: %s", id, strerror(errno));

@@ -460,7 +460,37 @@ static void test_check_only(void) {
   redisFree(c);
 }
 
+/* The warning at submit when no live worker serves a type of the batch: the
+ * batch is submitted all the same (exit 0, its id on stdout). */
+static void test_unserved_types(void) {
+  redisContext *c = itest_conn();
+  const char *q = itest_queue("unserved");
+  const char *path = itest_path("unserved.jsonl");
+  static const char items[] = "{\"type\":\"noop\",\"payload\":{}}\n{\"type\":\"custom\",\"payload\":{}}\n";
+  const char *args[] = {"submit", "--redis", itest_url(), "--queue", q, path, NULL};
+  char *out = NULL;
+  char *err = NULL;
+  pid_t w;
+
+  itest_write(path, items, sizeof(items) - 1);
+  CHECK_INT(itest_run(args, &out, &err, 30), ==, 0);
+  CHECK_INT((int)strlen(out), ==, 27); /* the id and a newline */
+  CHECK_CONTAINS(err, "warning: no live worker serves queue ");
+  free(out);
+  free(err);
+  w = itest_worker(q, 2);
+  itest_wait_worker(c, q, w, NULL, 0, 20000);
+  CHECK_INT(itest_run(args, &out, &err, 30), ==, 0);
+  CHECK_CONTAINS(err, " serves type custom (1 worker live)");
+  CHECK(strstr(err, "noop") == NULL);
+  free(out);
+  free(err);
+  itest_stop_ok(w);
+  redisFree(c);
+}
+
 static const sl_test tests[] = {
+    {"unserved_types", test_unserved_types, 60},
     {"check_only", test_check_only, 60},
     {"spooled_batch_exactly_once", test_spooled_batch_exactly_once, 120},
     {"big_items_cut_by_bytes", test_big_items_cut_by_bytes, 120},
