@@ -33,6 +33,14 @@ int sl__random_bytes(void *buf, size_t n) {
   return 0;
 }
 
+double sl__random_unit(void) {
+  uint64_t r;
+
+  if (sl__random_bytes(&r, sizeof(r)) != 0)
+    return 0.5;
+  return (double)(r >> 11) / 9007199254740992.0; /* 53 bits: every double in [0, 1) is as likely */
+}
+
 int sl__id_new(char out[SL_ID_LEN + 1]) {
   uint64_t t = (uint64_t)sl__now_ms();
   unsigned char r[10];

@@ -22,5 +22,8 @@ int sl__id_new(char out[SL_ID_LEN + 1]);
 int64_t sl__now_ms(void);
 /* Fills buf with random bytes from the kernel. Returns 0 or SL_EIO. */
 int sl__random_bytes(void *buf, size_t n);
+/* A uniform random number in [0, 1) from the kernel's bytes (0.5 if they
+ * cannot be read): jitter, simulated failures. */
+double sl__random_unit(void);
 
 #endif

@@ -226,14 +226,6 @@ void sl__job_start(sl_job_t *j) {
   invoke(j);
 }
 
-static double uniform(void) {
-  uint64_t r;
-
-  if (sl__random_bytes(&r, sizeof(r)) != 0)
-    return 0.5;
-  return (double)(r >> 11) / 9007199254740992.0;
-}
-
 int64_t sl__backoff_delay(int64_t base_ms, int64_t cap_ms, int attempt, double u) {
   double ceiling = (double)base_ms * pow(2.0, (double)(attempt > 1 ? attempt - 1 : 0));
 
@@ -247,7 +239,7 @@ int64_t sl__backoff_delay(int64_t base_ms, int64_t cap_ms, int attempt, double u
 }
 
 static int64_t backoff_delay(const sl_job_t *j) {
-  return sl__backoff_delay(j->backoff_ms, j->backoff_max_ms, j->attempt, uniform());
+  return sl__backoff_delay(j->backoff_ms, j->backoff_max_ms, j->attempt, sl__random_unit());
 }
 
 /* Records the failure of attempt j: a retry when allowed, else final

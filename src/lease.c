@@ -36,6 +36,7 @@
 #include "alloc.h"
 #include "id.h"
 #include "job.h"
+#include "json.h"
 #include "log.h"
 #include "outcome.h"
 
@@ -174,12 +175,15 @@ void sl__lease_beat(sl_worker_t *w) {
   char wkey[sizeof(w->keys.prefix) + sizeof(w->id) + 4];
   char zkey[sizeof(w->keys.prefix) + 16];
   char ttl[24];
-  char info[1024 + SL_WORKER_MAX_HANDLERS * (SL_NAME_MAX + 3)];
+  /* the mock file's path, escaped: at most 6 bytes per byte (\u00XX) */
+  size_t infolen =
+      1024 + SL_WORKER_MAX_HANDLERS * (SL_NAME_MAX + 3) + (w->http_mock ? 6 * strlen(w->http_mock) + 16 : 0);
+  char *info = sl_malloc(infolen);
   size_t head;
   size_t n;
   size_t at = 0;
 
-  if (h == NULL || av == NULL || al == NULL)
+  if (h == NULL || av == NULL || al == NULL || info == NULL)
     goto out;
   snprintf(wkey, sizeof(wkey), "%sw:%s", w->keys.prefix, w->id);
   snprintf(zkey, sizeof(zkey), "%sworkers", w->keys.prefix);
@@ -190,7 +194,7 @@ void sl__lease_beat(sl_worker_t *w) {
     size_t hl = colon ? (size_t)(colon - w->id) : strlen(w->id);
 
     snprintf(host, sizeof(host), "%.*s", (int)(hl < 63 ? hl : 63), w->id);
-    snprintf(info, sizeof(info),
+    snprintf(info, infolen,
              "{\"id\":\"%s\",\"host\":\"%s\",\"pid\":%d,\"queue\":\"%s\",\"running\":%d,\"concurrency\":%d,"
              "\"started_at\":%lld,\"succeeded\":%llu,\"failed\":%llu,\"retried\":%llu,\"fenced\":%llu,"
              "\"visibility_ms\":%lld,\"max_stall_ms\":%llu,\"version\":\"%s\",\"types\":[",
@@ -201,8 +205,18 @@ void sl__lease_beat(sl_worker_t *w) {
     /* the item types it serves (names of [A-Za-z0-9_.:-]: no escaping), so a
      * producer can be told when no live worker serves a type of its batch */
     for (int i = 0; i < w->nhandlers; i++)
-      snprintf(info + strlen(info), sizeof(info) - strlen(info), "%s\"%s\"", i ? "," : "", w->handlers[i].type);
-    snprintf(info + strlen(info), sizeof(info) - strlen(info), "]}");
+      snprintf(info + strlen(info), infolen - strlen(info), "%s\"%s\"", i ? "," : "", w->handlers[i].type);
+    snprintf(info + strlen(info), infolen - strlen(info), "]");
+    if (w->http_mock != NULL) {
+      /* --http-mock: `sluice workers` shows that this worker answers http items from a file */
+      sl_buf path;
+
+      sl__buf_init(&path, infolen);
+      if (sl__json_put_str(&path, w->http_mock, strlen(w->http_mock)) == 0)
+        snprintf(info + strlen(info), infolen - strlen(info), ",\"http_mock\":%s", path.p);
+      sl__buf_free(&path);
+    }
+    snprintf(info + strlen(info), infolen - strlen(info), "}");
   }
   head = (size_t)sl__fcall_head(w, "sluice_v1_beat", "5", av, al);
   av[head] = zkey;
@@ -230,6 +244,7 @@ out:
   sl_free(h);
   sl_free(av);
   sl_free(al);
+  sl_free(info);
 }
 
 static void on_beat_timer(uv_timer_t *t) {

@@ -270,9 +270,22 @@ SL_EXTERN int sl_worker_new(const sl_worker_opts *opts, sl_worker_t **out, char 
     if (rc != 0)
       goto fail;
   }
+  if (opts->http_mock != NULL && opts->http_mock[0] != '\0') {
+    /* for the start's warning and the fleet registry; the handler has read the file */
+    char *abs = realpath(opts->http_mock, NULL);
+
+    w->http_mock = sl_strdup(abs != NULL ? abs : opts->http_mock);
+    free(abs); /* realpath's own malloc */
+    if (w->http_mock == NULL) {
+      rc = SL_ENOMEM;
+      snprintf(errbuf, errlen, "out of memory");
+      goto fail;
+    }
+  }
   *out = w;
   return 0;
 fail:
+  sl_free(w->http_mock);
   sl__builtins_free(w->builtins);
   sl__httpc_close(w->httpc);
   sl__webhook_free(w);
@@ -416,6 +429,9 @@ SL_EXTERN int sl_worker_run(sl_worker_t *w) {
     off += (size_t)snprintf(served + off, sizeof(served) - off, "%s%s", i ? ", " : "", w->handlers[i].type);
   sl__log_info("worker %s serving queue %s (types: %s), concurrency %d, visibility %lld ms", w->id,
                w->keys.queue, served, w->concurrency, (long long)w->visibility_ms);
+  if (w->http_mock != NULL)
+    sl__log_warn("mocking http items from %s (--http-mock): no request is sent, no secret is resolved and "
+                 "--http-allow is not applied; results say \"mock\":true", w->http_mock);
   if (w->fds.was != w->fds.limit)
     sl__log_info("raised the file descriptor limit (ulimit -n) from %ld to %ld; --concurrency %d needs about %ld",
                  w->fds.was, w->fds.limit, w->concurrency, w->fds.need);
@@ -488,5 +504,6 @@ SL_EXTERN void sl_worker_free(sl_worker_t *w) {
   sl__webhook_free(w);
   sl__url_free(&w->url);
   sl_free(w->url_str);
+  sl_free(w->http_mock);
   sl_free(w);
 }

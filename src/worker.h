@@ -60,6 +60,7 @@ struct sl_worker {
   sl_job_t *active;          /* [job] jobs started and not yet freed (running list) */
   struct sl_httpc *httpc;    /* [worker] the HTTP client of http items and webhooks */
   struct sl_builtins *builtins; /* [worker] the built-in handlers (builtins.c) */
+  char *http_mock;           /* [worker] --http-mock: the mock file answering http items (absolute path), or NULL */
   sl_handler handlers[SL_WORKER_MAX_HANDLERS]; /* [worker] served types */
   int nhandlers;             /* [worker] used */
   redisAsyncContext *cmd;    /* [aredis] scripts and acks */

@@ -44,6 +44,10 @@ typedef struct sl_worker_opts {
                                OPTIONS: "PROPFIND,REPORT"; NULL: none */
   int load_library;      /* non-zero: load (or replace) the function library at start, an operator's act;
                             else the loaded library must be this build's (sl_library_load) */
+  const char *http_mock; /* development: a file of canned responses that answers http items instead of the
+                            network (README "Mock mode"), read and checked by sl_worker_new (SL_EINVAL with
+                            the entry and field); no secret is resolved and http_allow is not applied;
+                            NULL or "": off */
 } sl_worker_opts;
 
 

@@ -241,8 +241,11 @@ static int print_worker_row(const char *json, size_t len, void *ud) {
   if (j == NULL)
     return 0;
   snprintf(load, sizeof(load), "%lld/%lld", jnum(j, "running"), jnum(j, "concurrency"));
-  printf("%-32s  %-20s  %8lld  %-20s  %11s  %.1f s ago\n", cli_safe(jstr(j, "id")), cli_safe(jstr(j, "host")),
+  printf("%-32s  %-20s  %8lld  %-20s  %11s  %.1f s ago", cli_safe(jstr(j, "id")), cli_safe(jstr(j, "host")),
          jnum(j, "pid"), cli_safe(jstr(j, "queue")), load, (double)jnum(j, "last_beat_ms_ago") / 1000.0);
+  if (cJSON_IsString(cJSON_GetObjectItemCaseSensitive(j, "http_mock")))
+    printf("  (http mocked from %s)", cli_safe(jstr(j, "http_mock")));
+  printf("\n");
   cJSON_Delete(j);
   return ferror(stdout) ? SL_EIO : 0;
 }

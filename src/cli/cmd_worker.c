@@ -3,6 +3,7 @@
  *               [--max-deliveries N] [--drain-timeout DURATION] [--block-ms DURATION] [--quiet]
  *               [--http-allow ORIGINS] [--http-methods M,...] [--http-version V]
  *               [--secret NAME[@HOST]]... [--exec TYPE[+base64]=COMMAND]... [--exec-env NAME]... [--load-library]
+ *               [--http-mock FILE]
  *
  * (every option, with its default: help.c, `sluice worker --help`)
  *
@@ -11,6 +12,10 @@
  * An --exec mapping may not take the name of a type the worker serves by
  * itself (builtin_types), nor one mapped before: either would replace a
  * handler without a word.
+ *
+ * --http-mock FILE answers http items from canned responses instead of the
+ * network, for development (the file is read and checked by sl_worker_new:
+ * a bad one exits 2 before anything connects).
  *
  * Runs items until SIGINT or SIGTERM (then running items finish within the
  * drain timeout; a second signal exits at once). --dev-crash adds a `crash`
@@ -74,7 +79,8 @@ int cmd_worker(int argc, char **argv) {
       {"http-version", required_argument, NULL, 'H'}, {"exec", required_argument, NULL, 'E'},
       {"secret", required_argument, NULL, 'S'},       {"http-methods", required_argument, NULL, 'T'},
       {"load-library", no_argument, NULL, 'L'},      {"redis-password-file", required_argument, NULL, 'P'},
-      {"exec-env", required_argument, NULL, 'V'},    {NULL, 0, NULL, 0}};
+      {"exec-env", required_argument, NULL, 'V'},    {"http-mock", required_argument, NULL, 'K'},
+      {NULL, 0, NULL, 0}};
   int dev_crash = 0;
   const char *execs[32];
   int nexec = 0;
@@ -175,6 +181,13 @@ int cmd_worker(int argc, char **argv) {
       grants[ngrant++] = optarg;
       break;
     case 'T': wo.http_methods = optarg; break;
+    case 'K':
+      if (*optarg == '\0') {
+        cli_err("--http-mock: give the file of canned responses (sluice worker --help)");
+        return EXIT_USAGE;
+      }
+      wo.http_mock = optarg;
+      break;
     case 'L': wo.load_library = 1; break;
     case 'P': cli_password_file = optarg; break;
     default: return cli_usage("worker");

@@ -76,7 +76,7 @@ static const char general[] =
     "                              --drain-timeout DURATION --block-ms DURATION --weights 6,3,1 --quiet\n"
     "                              --http-allow ORIGINS --http-max-body BYTES --http-methods M,M\n"
     "                              --http-version 1.1|2|2-prior-knowledge --secret NAME[@HOST]\n"
-    "                              --exec TYPE=COMMAND --exec-env NAME --load-library\n"
+    "                              --exec TYPE=COMMAND --exec-env NAME --load-library --http-mock FILE\n"
     "  serve [opts]                the HTTP API: --listen HOST:PORT --tokens FILE --queue Q (repeatable)\n"
     "                              --max-body BYTES --cors ORIGIN --idle-timeout DURATION\n"
     "                              --keepalive DURATION --quiet; --hash-token\n"
@@ -180,11 +180,17 @@ static const help_entry entries[] = {
      "  --exec-env NAME             pass $NAME on to exec commands; repeatable, at most 64 (default: none)\n"
      "  --load-library              load this build's function library first, an operator's act\n"
      "                              (default: only check it)\n"
+     "  --http-mock FILE            development: answer http items from the canned responses in FILE,\n"
+     "                              {\"responses\":[{\"method\",\"url\" (* globs),\"status\",\"headers\",\"body\",\n"
+     "                              \"latency_ms\",\"fail_rate\",\"fail_status\"},...]}, first match wins; nothing is\n"
+     "                              sent, no secret resolved, --http-allow not applied; results say \"mock\":true\n"
+     "                              (default: off: real requests; the format: README \"Mock mode\")\n"
      "  --quiet                     no log lines on stderr (default: log)\n"
      "  --dev-crash                 serve a `crash` type that kills its worker: a testing aid for\n"
      "                              takeovers and poison, never for production (default: off)\n",
      HELP_REDIS | HELP_QUEUE,
-     "sluice worker --concurrency 50 --visibility 60s --http-allow api.example.com --exec resize=./resize.sh\n"},
+     "sluice worker --concurrency 50 --visibility 60s --http-allow api.example.com --exec resize=./resize.sh\n"
+     "sluice worker --http-mock dev/mocks.json   # run the real item files without API keys\n"},
     {"serve",
      "sluice serve [options]\n"
      "sluice serve --hash-token < TOKEN\n",

@@ -36,14 +36,6 @@ static void close_cb(uv_handle_t *h) {
   sl_free(h);
 }
 
-static double uniform(void) {
-  uint64_t r;
-
-  if (sl__random_bytes(&r, sizeof(r)) != 0)
-    return 0.5;
-  return (double)(r >> 11) / 9007199254740992.0;
-}
-
 /* The worker gave up the attempt (timeout, takeover, stop): stop sleeping. */
 static void on_cancel(sl_job_t *j, void *ud) {
   sleep_job *s = ud;
@@ -57,7 +49,7 @@ static void on_timer(uv_timer_t *t) {
   sleep_job *s = (sleep_job *)t;
   sl_job_t *j = s->job;
 
-  if (s->fail_rate > 0 && uniform() < s->fail_rate) {
+  if (s->fail_rate > 0 && sl__random_unit() < s->fail_rate) {
     if (s->retry_after_ms > 0) {
       sl_job_retry_after(j, s->retry_after_ms);
       sl_job_fail(j, "sleep: simulated 429 Too Many Requests, Retry-After %lld ms", (long long)s->retry_after_ms);

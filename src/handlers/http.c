@@ -23,6 +23,13 @@
  * status and a body excerpt, or curl's own message. Each attempt logs one
  * line (sl_job_log): method, URL without its query, status, time and size.
  *
+ * In mock mode (--http-mock, httpmock.h) the payload is checked the same
+ * way and the method against --http-methods, but no request is built: no
+ * secret is resolved, the allow-list is not asked and nothing is sent. The
+ * canned answer goes through the same response path (kept headers, the
+ * body cap, metrics, the outcome by status), and a 2xx result says
+ * "mock":true. An item no canned response matches is refused.
+ *
  * Only the public job contract (sluice/job.h) and the handler interface are
  * used: this file knows nothing of the worker's internals.
  */
@@ -43,6 +50,7 @@
 #include "allow.h"
 #include "buf.h"
 #include "fdlimit.h"
+#include "handlers/httpmock.h"
 #include "httpc.h"
 #include "httpreq.h"
 #include "json.h"
@@ -57,6 +65,7 @@ typedef struct sl_http {
   char *methods;           /* ",PROPFIND,REPORT,": --http-methods, or NULL */
   size_t max_body;         /* --http-max-body, bytes */
   int closing;             /* the worker closes: no new requests */
+  sl_httpmock *mock;       /* --http-mock: canned answers instead of requests, or NULL */
 } sl_http;
 
 typedef struct req {
@@ -74,6 +83,8 @@ typedef struct req {
   char *metric[SL_HTTP_METRICS_MAX];
   char *path[SL_HTTP_METRICS_MAX];
   char errbuf[CURL_ERROR_SIZE]; /* curl's message */
+  sl_httpmock_run *mock;     /* a canned answer being waited for (--http-mock), or NULL */
+  char *mocked;              /* answered from --http-mock: "METHOD URL" (no query) for the log; else NULL */
 } req;
 
 /* ---- Requests ---- */
@@ -83,6 +94,9 @@ static void req_free(req *r) {
     sl__httpc_remove(r->h->httpc, r->easy); /* a transfer still running */
     curl_easy_cleanup(r->easy);
   }
+  if (r->mock != NULL)
+    sl__httpmock_cancel(r->mock); /* an answer still to come */
+  sl_free(r->mocked);
   curl_slist_free_all(r->hdrs);
   sl_free(r->body);
   sl__buf_free(&r->resp);
@@ -112,25 +126,17 @@ static size_t on_body(char *p, size_t size, size_t n, void *ud) {
   return len;
 }
 
-static size_t on_header(char *p, size_t size, size_t n, void *ud) {
-  req *r = ud;
-  size_t len = size * n;
-  const char *colon = memchr(p, ':', len);
+/* Keeps the response header p[0..nl): v[0..vl) when keep_headers names it. */
+static void keep_header(req *r, const char *p, size_t nl, const char *v, size_t vl) {
   char name[SL_HTTP_NAME_MAX + 1];
-  size_t nl;
 
-  if (colon == NULL || r->keep_names == NULL)
-    return len;
-  nl = (size_t)(colon - p);
-  if (nl == 0 || nl >= sizeof(name))
-    return len;
+  if (r->keep_names == NULL || nl == 0 || nl >= sizeof(name))
+    return;
   for (size_t i = 0; i < nl; i++)
     name[i] = (char)tolower((unsigned char)p[i]);
   name[nl] = '\0';
   for (size_t i = 0; r->keep_names[i] != NULL; i++) {
     if (strcmp(r->keep_names[i], name) == 0) {
-      const char *v = colon + 1;
-      size_t vl = len - nl - 1;
       char *val;
 
       while (vl > 0 && (*v == ' ' || *v == '\t')) {
@@ -147,6 +153,14 @@ static size_t on_header(char *p, size_t size, size_t n, void *ud) {
       }
     }
   }
+}
+
+static size_t on_header(char *p, size_t size, size_t n, void *ud) {
+  size_t len = size * n;
+  const char *colon = memchr(p, ':', len);
+
+  if (colon != NULL)
+    keep_header(ud, p, (size_t)(colon - p), colon + 1, len - (size_t)(colon - p) - 1);
   return len;
 }
 
@@ -165,39 +179,13 @@ static void excerpt(const req *r, char *out, size_t len) {
     memcpy(out + k, "...", 4);
 }
 
-/* A transfer ended (httpc has removed it): the outcome of the job. */
-static void finish(void *ud, CURL *easy, CURLcode code, int sock_errno) {
-  req *r = ud;
-  sl_job_t *j = r->job;
-  long status = 0;
+/* The outcome of a whole answer: its status, the body and headers kept in
+ * r, and a Retry-After of ra seconds (0: none). A real response and a
+ * canned one (--http-mock) both end here. */
+static void judge(req *r, sl_job_t *j, long status, long long ra) {
   char ex[EXCERPT_MAX + 8];
 
-  (void)easy;
-  r->job = NULL;
-  curl_easy_getinfo(r->easy, CURLINFO_RESPONSE_CODE, &status);
-  {
-    /* one line for the attempt's log: method, URL without its query, outcome, time, size */
-    char *url = NULL;
-    char *method = NULL;
-    double total = 0;
-
-    curl_easy_getinfo(r->easy, CURLINFO_EFFECTIVE_URL, &url);
-    curl_easy_getinfo(r->easy, CURLINFO_EFFECTIVE_METHOD, &method);
-    curl_easy_getinfo(r->easy, CURLINFO_TOTAL_TIME, &total);
-    if (code == CURLE_OK)
-      sl_job_log(j, "%s %.*s -> %ld in %.0f ms, %zu bytes", method ? method : "?",
-                 url ? (int)strcspn(url, "?#") : 1, url ? url : "?", status, total * 1000.0, r->bytes);
-    else
-      sl_job_log(j, "%s %.*s -> %s after %.0f ms", method ? method : "?", url ? (int)strcspn(url, "?#") : 1,
-                 url ? url : "?", curl_easy_strerror(code), total * 1000.0);
-  }
-  if (code != CURLE_OK && sl__fd_exhausted(sock_errno)) {
-    /* the worker's shortage, not the item's: given back, no attempt counted */
-    sl_job_give_back(j, "http: %s opening a connection (curl: %s)", sl__fd_strerror(sock_errno),
-                     curl_easy_strerror(code));
-  } else if (code != CURLE_OK) {
-    sl_job_fail(j, "curl: %s%s%s", curl_easy_strerror(code), r->errbuf[0] ? ": " : "", r->errbuf);
-  } else if (status >= 200 && status < 300) {
+  if (status >= 200 && status < 300) {
     sl_buf out;
     char err[64];
     int body_json = r->resp.len > 0 && !r->truncated &&
@@ -233,7 +221,8 @@ static void finish(void *ud, CURL *easy, CURLcode code, int sock_errno) {
       else if (rc == 0)
         rc = sl__json_put_str(&out, r->resp.p ? r->resp.p : "", cut);
       if (rc == 0)
-        rc = sl__buf_printf(&out, ",\"truncated\":%s,\"bytes\":%zu}", truncated ? "true" : "false", r->bytes);
+        rc = sl__buf_printf(&out, ",\"truncated\":%s,\"bytes\":%zu%s}", truncated ? "true" : "false", r->bytes,
+                            r->mocked ? ",\"mock\":true" : "");
       if (rc == 0 && out.len <= SL_RESULT_MAX - 4096)
         break;
       if (rc == SL_ENOMEM || cut == 0)
@@ -250,22 +239,56 @@ static void finish(void *ud, CURL *easy, CURLcode code, int sock_errno) {
     sl__buf_free(&out);
   } else {
     excerpt(r, ex, sizeof(ex));
-    if (status == 429 || status >= 500) {
-      curl_off_t ra = 0;
-
-      if ((status == 429 || status == 503) && curl_easy_getinfo(r->easy, CURLINFO_RETRY_AFTER, &ra) == CURLE_OK &&
-          ra > 0) {
-        if (ra > RETRY_AFTER_MAX_S)
-          ra = RETRY_AFTER_MAX_S;
-        /* plus up to 10% jitter, so a fleet does not come back at once */
-        sl_job_retry_after(j, (int64_t)ra * 1000 + rand() % ((int)ra * 100 + 1));
-        sl_job_fail(j, "HTTP %ld (Retry-After %lld s): %s", status, (long long)ra, ex);
-      } else {
-        sl_job_fail(j, "HTTP %ld: %s", status, ex);
-      }
+    if ((status == 429 || status == 503) && ra > 0) {
+      if (ra > RETRY_AFTER_MAX_S)
+        ra = RETRY_AFTER_MAX_S;
+      /* plus up to 10% jitter, so a fleet does not come back at once */
+      sl_job_retry_after(j, (int64_t)ra * 1000 + rand() % ((int)ra * 100 + 1));
+      sl_job_fail(j, "HTTP %ld (Retry-After %lld s): %s", status, ra, ex);
+    } else if (status == 429 || status >= 500) {
+      sl_job_fail(j, "HTTP %ld: %s", status, ex);
     } else {
       sl_job_fail_final(j, "HTTP %ld: %s", status, ex);
     }
+  }
+}
+
+/* A transfer ended (httpc has removed it): the outcome of the job. */
+static void finish(void *ud, CURL *easy, CURLcode code, int sock_errno) {
+  req *r = ud;
+  sl_job_t *j = r->job;
+  long status = 0;
+  curl_off_t ra = 0;
+
+  (void)easy;
+  r->job = NULL;
+  curl_easy_getinfo(r->easy, CURLINFO_RESPONSE_CODE, &status);
+  {
+    /* one line for the attempt's log: method, URL without its query, outcome, time, size */
+    char *url = NULL;
+    char *method = NULL;
+    double total = 0;
+
+    curl_easy_getinfo(r->easy, CURLINFO_EFFECTIVE_URL, &url);
+    curl_easy_getinfo(r->easy, CURLINFO_EFFECTIVE_METHOD, &method);
+    curl_easy_getinfo(r->easy, CURLINFO_TOTAL_TIME, &total);
+    if (code == CURLE_OK)
+      sl_job_log(j, "%s %.*s -> %ld in %.0f ms, %zu bytes", method ? method : "?",
+                 url ? (int)strcspn(url, "?#") : 1, url ? url : "?", status, total * 1000.0, r->bytes);
+    else
+      sl_job_log(j, "%s %.*s -> %s after %.0f ms", method ? method : "?", url ? (int)strcspn(url, "?#") : 1,
+                 url ? url : "?", curl_easy_strerror(code), total * 1000.0);
+  }
+  if (code != CURLE_OK && sl__fd_exhausted(sock_errno)) {
+    /* the worker's shortage, not the item's: given back, no attempt counted */
+    sl_job_give_back(j, "http: %s opening a connection (curl: %s)", sl__fd_strerror(sock_errno),
+                     curl_easy_strerror(code));
+  } else if (code != CURLE_OK) {
+    sl_job_fail(j, "curl: %s%s%s", curl_easy_strerror(code), r->errbuf[0] ? ": " : "", r->errbuf);
+  } else {
+    if ((status == 429 || status == 503) && curl_easy_getinfo(r->easy, CURLINFO_RETRY_AFTER, &ra) != CURLE_OK)
+      ra = 0;
+    judge(r, j, status, (long long)ra);
   }
   curl_easy_cleanup(r->easy); /* httpc has removed it already */
   r->easy = NULL;
@@ -316,6 +339,89 @@ static void give_up(sl_job_t *j, int refused, int rc, const char *msg) {
     sl_job_fail_final(j, "%s", msg);
 }
 
+/* A new request for the checked payload q: its keep_headers names and
+ * metrics move from q to the request. NULL when out of memory. */
+static req *req_new(sl_http *h, sl_httpreq *q) {
+  req *r = sl_calloc(1, sizeof(*r));
+
+  if (r == NULL)
+    return NULL;
+  r->h = h;
+  sl__buf_init(&r->resp, h->max_body + 1);
+  r->keep = cJSON_CreateObject();
+  if (q->nkeep > 0)
+    r->keep_names = sl_calloc(q->nkeep + 1, sizeof(char *));
+  if (r->keep == NULL || (q->nkeep > 0 && r->keep_names == NULL)) {
+    req_free(r);
+    return NULL;
+  }
+  for (size_t i = 0; i < q->nkeep; i++) {
+    r->keep_names[i] = q->keep[i];
+    q->keep[i] = NULL;
+  }
+  for (size_t i = 0; i < q->nmetrics; i++) {
+    r->metric[i] = q->metric[i];
+    r->path[i] = q->path[i];
+  }
+  r->nmetrics = q->nmetrics;
+  q->nmetrics = 0;
+  return r;
+}
+
+/* ---- Mock mode (--http-mock) ---- */
+
+/* The canned answer came (httpmock.h): the same steps as a real response. */
+static void mock_done(void *ud, const sl_httpmock_answer *a) {
+  req *r = ud;
+  sl_job_t *j = r->job;
+
+  r->job = NULL;
+  r->mock = NULL; /* freed by httpmock when this returns */
+  for (size_t i = 0; i < a->nheaders; i++)
+    keep_header(r, a->name[i], strlen(a->name[i]), a->value[i], strlen(a->value[i]));
+  if (a->timed_out) {
+    sl_job_log(j, "%s -> mock: timed out after %lld ms", r->mocked, (long long)a->latency_ms);
+    sl_job_fail(j, "curl: %s: no mock answer within the payload's timeout_ms of %lld ms",
+                curl_easy_strerror(CURLE_OPERATION_TIMEDOUT), (long long)a->latency_ms);
+  } else if (a->body_len > 0 && on_body((char *)a->body, 1, a->body_len, r) != a->body_len) {
+    sl_job_give_back(j, "http: out of memory");
+  } else {
+    sl_job_log(j, "%s -> %d in %lld ms, %zu bytes (mock%s)", r->mocked, a->status, (long long)a->latency_ms,
+               r->bytes, a->simulated ? ": fail_rate" : "");
+    judge(r, j, a->status, a->retry_after_s);
+  }
+  req_free(r);
+}
+
+/* Answers a checked payload from the mock file: after its latency, or
+ * refused when no canned response matches. */
+static void mock_start(sl_http *h, sl_job_t *j, sl_httpreq *q) {
+  const char *method = q->method[0] != '\0' ? q->method : q->body != NULL || q->json != NULL ? "POST" : "GET";
+  size_t ul = strcspn(q->url, "?#");
+  req *r = req_new(h, q);
+  char err[1024];
+  int rc;
+
+  if (r != NULL)
+    r->mocked = sl_malloc(strlen(method) + ul + 2);
+  if (r == NULL || r->mocked == NULL) {
+    if (r != NULL)
+      req_free(r);
+    give_up(j, 0, SL_ENOMEM, NULL);
+    return;
+  }
+  snprintf(r->mocked, strlen(method) + ul + 2, "%s %.*s", method, (int)ul, q->url);
+  rc = sl__httpmock_start(h->mock, sl_job_loop(j), method, q->url, q->timeout_ms, mock_done, r, &r->mock, err,
+                          sizeof(err));
+  if (rc != 0) {
+    req_free(r);
+    give_up(j, rc == SL_ENOTFOUND, rc, err); /* no match: the worker's file lacks it, as a grant would */
+    return;
+  }
+  r->job = j;
+  sl_job_on_cancel(j, on_cancel, r);
+}
+
 static void http_start(sl_job_t *j, void *ud) {
   sl_http *h = ud;
   size_t plen;
@@ -364,6 +470,10 @@ static void http_start(sl_job_t *j, void *ud) {
     give_up(j, 0, SL_EINVAL, "field \"payload.method\": a HEAD request has no body");
     goto out;
   }
+  if (h->mock != NULL) {
+    mock_start(h, j, &q); /* no allow-list, no secrets, no request */
+    goto out;
+  }
   if (!sl__httpc_allowed(h->httpc, &q.origin)) {
     char o[SL_HOST_MAX + 32];
 
@@ -373,23 +483,10 @@ static void http_start(sl_job_t *j, void *ud) {
     give_up(j, 0, SL_EINVAL, err);
     goto out;
   }
-  r = sl_calloc(1, sizeof(*r));
-  if (r == NULL || (r->keep = cJSON_CreateObject()) == NULL) {
+  r = req_new(h, &q);
+  if (r == NULL) {
     give_up(j, 0, SL_ENOMEM, NULL);
     goto out;
-  }
-  r->h = h;
-  sl__buf_init(&r->resp, h->max_body + 1);
-  if (q.nkeep > 0) {
-    r->keep_names = sl_calloc(q.nkeep + 1, sizeof(char *));
-    if (r->keep_names == NULL) {
-      give_up(j, 0, SL_ENOMEM, NULL);
-      goto out;
-    }
-    for (size_t i = 0; i < q.nkeep; i++) {
-      r->keep_names[i] = q.keep[i];
-      q.keep[i] = NULL;
-    }
   }
   /* Headers: secrets resolved here, at the worker, and checked again. */
   for (size_t i = 0; i < q.nheaders; i++) {
@@ -499,12 +596,6 @@ static void http_start(sl_job_t *j, void *ud) {
   }
   r->job = j;
   sl_job_on_cancel(j, on_cancel, r);
-  for (size_t i = 0; i < q.nmetrics; i++) { /* the metrics' names and paths move to the request */
-    r->metric[i] = q.metric[i];
-    r->path[i] = q.path[i];
-  }
-  r->nmetrics = q.nmetrics;
-  q.nmetrics = 0;
   r = NULL;
 out:
   if (r != NULL)
@@ -520,6 +611,7 @@ static void http_free(void *state) {
   if (h == NULL)
     return;
   sl__secrets_free(h->secrets);
+  sl__httpmock_free(h->mock);
   sl_free(h->methods);
   sl_free(h);
 }
@@ -557,6 +649,11 @@ static int http_open(const sl_handler_env *env, void **state, char *err, size_t 
       }
       p += len + (p[len] == ',');
     }
+  }
+  if (env->opts->http_mock != NULL && env->opts->http_mock[0] != '\0') {
+    rc = sl__httpmock_load(env->opts->http_mock, &h->mock, err, errlen);
+    if (rc != 0)
+      goto fail;
   }
   rc = sl_worker_register(env->worker, "http", http_start, h);
   if (rc != 0) {
