@@ -1,6 +1,7 @@
 # Builds the sluice Redis function library from the files in lua/.
 # Each file is the body of one function, written like an EVAL script (KEYS, ARGV);
-# it is registered as sluice_v1_<file name>. The library also gets
+# it is registered as sluice_v1_<file name> (with the no-writes flag when its
+# first line says "(read-only"). The library also gets
 # sluice_v1_version (read-only, so FCALL_RO may call it), which returns
 # "VERSION+SHA12": the sluice version and the first 12 hex digits of the SHA1
 # of the library text, so clients can tell exactly which library is loaded.
@@ -20,6 +21,10 @@ foreach(f ${FILES})
   file(READ ${f} code)
   if(name MATCHES "^_")
     string(APPEND head "${code}\n")
+  elseif(code MATCHES "^[^\n]*\\(read-only")
+    # a first line that says "(read-only": registered with the no-writes
+    # flag, so FCALL_RO (and a replica) may call it and Redis refuses any write
+    string(APPEND body "redis.register_function{function_name='sluice_v1_${name}', callback=function(KEYS, ARGV)\n${code}\nend, flags={'no-writes'}}\n")
   else()
     string(APPEND body "redis.register_function('sluice_v1_${name}', function(KEYS, ARGV)\n${code}\nend)\n")
   endif()

@@ -25,6 +25,79 @@ local function sl_num(v)
   return tonumber(v) or 0
 end
 
+-- Adds n to a counter field of a batch hash, when the batch still exists
+-- (a counter of a batch that expired must not bring back a hash without
+-- an expiry).
+local function sl_count(bkey, field, n)
+  if redis.call('EXISTS', bkey) == 1 then redis.call('HINCRBY', bkey, field, n) end
+end
+
+-- The entries of a batch that workers hold, P..'b:ID:run': member
+-- "S:ENTRY", score = when it may start (handed out, plus its rate-limit
+-- wait), for sl_live (running and waiting) and `status --items` (the
+-- holder comes from the pending list). Every call that hands an entry out
+-- adds it (sl_emit, so a takeover moves its start); every call that ends
+-- a holder's claim on it (complete, release, an abort, reclaim's poison
+-- and stale pool, admission refusing a redelivered entry) drops it.
+local function sl_run_add(ctx, batch, s, eid, wait)
+  ctx.now = ctx.now or sl_now_ms()
+  redis.call('ZADD', ctx.prefix .. 'b:' .. batch .. ':run', ctx.now + wait, s .. ':' .. eid)
+end
+
+local function sl_run_drop(prefix, batch, s, eid)
+  redis.call('ZREM', prefix .. 'b:' .. batch .. ':run', s .. ':' .. eid)
+end
+
+-- ---- The live state of a batch (DESIGN: Progress; docs/PROTOCOL.md) ----
+--
+-- Where each unfinished item of a batch is, counted without reading the
+-- items (a few O(1) and O(log n) reads, whatever the batch's size):
+--   running    handed to a worker and started: members of P..'b:ID:run'
+--              (sl_run_add) whose start time has come
+--   waiting    held back by a limit: run members whose rate-limit wait has
+--              not ended, plus the items parked for a concurrency lease
+--              (field cwait, kept by sl_lease and sl_wake)
+--   retrying   in the delayed set after a failed attempt, for its backoff
+--              (field retrying, kept by sl_delay and the takers of its
+--              members)
+--   scheduled  in the delayed set for a start time or delay of its own
+--              (the batch's delayed index P..'b:ID:dl' minus retrying)
+--   paused     parked in the batch's P..'b:ID:p' while it is paused
+--   queued     the rest: in a stream, waiting for a worker (also an item
+--              whose worker stopped beating, once it waits in the stale
+--              pool for another)
+-- With succeeded, failed and cancelled (whose sum is done), they add up to
+-- total. done and pct are defined here and nowhere else: pct is done/total
+-- in tenths of a percent rounded down, 0 until the batch is whole, 100 for
+-- a whole batch of no items. rate is the recent completion rate (items/s,
+-- from the checkpoints sl_publish keeps: eta_t0/eta_d0, at least 10 s old)
+-- and eta_ms the time left at that rate; both nil while unknown (nothing
+-- ended since the checkpoint, the batch not running).
+local SL_LIVE_FIELDS = {'queued', 'scheduled', 'waiting', 'running', 'retrying', 'paused'}
+local function sl_live(bkey, now)
+  local v = redis.call('HMGET', bkey, 'total', 'done', 'cwait', 'retrying', 'eta_t0', 'eta_d0', 'started_at',
+                       'status', 'whole')
+  local run = bkey .. ':run'
+  local total, done = sl_num(v[1]), sl_num(v[2])
+  local live = {running = redis.call('ZCOUNT', run, '-inf', now), retrying = sl_num(v[4]),
+                paused = redis.call('XLEN', bkey .. ':p'), total = total, done = done}
+  live.waiting = sl_num(v[3]) + redis.call('ZCOUNT', run, '(' .. now, '+inf')
+  live.scheduled = redis.call('HLEN', bkey .. ':dl') - live.retrying
+  live.queued = total - done - live.running - live.waiting - live.retrying - live.scheduled - live.paused
+  live.pct = 0
+  if v[9] == '1' and total > 0 then
+    live.pct = math.floor(done * 1000 / total) / 10
+  elseif v[9] == '1' then
+    live.pct = 100
+  end
+  local t0 = math.max(sl_num(v[5]), sl_num(v[7]))
+  if v[8] == 'running' and t0 > 0 and now - t0 >= 1000 and done > sl_num(v[6]) then
+    live.rate = (done - sl_num(v[6])) * 1000 / (now - t0)
+    if v[9] == '1' then live.eta_ms = math.ceil((total - done) * 1000 / live.rate) end
+  end
+  return live
+end
+
 -- A delayed item (a retry, or an item scheduled for later) is a member
 -- "PRIORITY\nBATCH\nINDEX\nATTEMPT" of the queue's set P..'delayed',
 -- score = when it is due (ms), and a field "INDEX\nATTEMPT" of its batch's
@@ -34,7 +107,10 @@ end
 -- set, and the set's members stay short. Members of an older version
 -- carry "\nERRORS\nD" themselves; they are read as such.
 local function sl_delay(prefix, s, batch, idx, att, errs, d, due)
-  redis.call('HSET', prefix .. 'b:' .. batch .. ':dl', idx .. '\n' .. att, s .. '\n' .. errs .. '\n' .. d)
+  if redis.call('HSET', prefix .. 'b:' .. batch .. ':dl', idx .. '\n' .. att, s .. '\n' .. errs .. '\n' .. d) == 1 and
+     tonumber(att) > 1 then
+    sl_count(prefix .. 'b:' .. batch, 'retrying', 1) -- a retry (sl_live), not an item scheduled for later
+  end
   redis.call('ZADD', prefix .. 'delayed', due, s .. '\n' .. batch .. '\n' .. idx .. '\n' .. att)
 end
 
@@ -57,6 +133,7 @@ local function sl_delayed_take(prefix, m)
   local v = redis.call('HGET', hkey, idx .. '\n' .. att)
   if not v then return s, batch, idx, att, '', nil end
   redis.call('HDEL', hkey, idx .. '\n' .. att)
+  if att ~= '1' then sl_count(prefix .. 'b:' .. batch, 'retrying', -1) end
   local q1 = string.find(v, '\n', 1, true)
   local q2 = string.find(v, '\n', q1 + 1, true)
   return s, batch, idx, att, string.sub(v, q1 + 1, q2 - 1), string.sub(v, q2 + 1)
@@ -95,25 +172,45 @@ local function sl_set_status(prefix, batch, from, to)
   if score then redis.call('ZADD', prefix .. 'bs:' .. to, score, batch) end
 end
 
--- Publishes the batch's absolute counters as one JSON object on the queue's
--- channel and on the batch's own channel (DESIGN: Events). Returns nothing.
+-- Publishes the batch's state as one JSON object on the queue's channel
+-- and on the batch's own channel (DESIGN: Events): its counters, its live
+-- state (sl_live: the counts by state, pct, rate and eta_ms, null while
+-- unknown) and its metric sums. Also moves the checkpoints of the recent
+-- completion rate (eta_t0/eta_d0 <- eta_t/eta_d <- now/done) once the last
+-- one is 10 s old. Returns nothing.
+local SL_RATE_STEP_MS = 10000
 local function sl_publish(prefix, queue, batch, now)
   local bkey = prefix .. 'b:' .. batch
-  local v = redis.call('HMGET', bkey, 'status', 'total', 'done', 'succeeded', 'failed',
-                       'cancelled', 'whole', 'tenant')
+  local v = redis.call('HMGET', bkey, 'status', 'succeeded', 'failed', 'cancelled', 'tenant', 'eta_t', 'eta_d',
+                       'done', 'reran')
   if not v[1] then return end
-  local total, done = sl_num(v[2]), sl_num(v[3])
-  local pct = '0'
-  if v[7] == '1' and total > 0 then
-    pct = string.format('%.1f', math.floor(done * 1000 / total) / 10)
-  elseif v[7] == '1' then
-    pct = '100'
+  if now - sl_num(v[6]) >= SL_RATE_STEP_MS then
+    redis.call('HSET', bkey, 'eta_t0', v[6] or now, 'eta_d0', v[7] or v[8] or 0, 'eta_t', now, 'eta_d', v[8] or 0)
   end
-  local msg = string.format(
-    '{"queue":"%s","batch":"%s","status":"%s","total":%d,"done":%d,"succeeded":%d,' ..
-    '"failed":%d,"cancelled":%d,"pct":%s,"ts":%d%s}',
-    queue, batch, v[1], total, done, sl_num(v[4]), sl_num(v[5]), sl_num(v[6]), pct, now,
-    v[8] and (',"tenant":"' .. v[8] .. '"') or '')
+  local live = sl_live(bkey, now)
+  local parts = {string.format('{"queue":"%s","batch":"%s","status":"%s","total":%d,"done":%d,"succeeded":%d,' ..
+                               '"failed":%d,"cancelled":%d,"pct":%.1f', queue, batch, v[1], live.total, live.done,
+                               sl_num(v[2]), sl_num(v[3]), sl_num(v[4]), live.pct)}
+  for _, k in ipairs(SL_LIVE_FIELDS) do parts[#parts + 1] = string.format(',"%s":%d', k, live[k]) end
+  parts[#parts + 1] = live.rate and string.format(',"rate":%.2f', live.rate) or ',"rate":null'
+  parts[#parts + 1] = live.eta_ms and string.format(',"eta_ms":%d', live.eta_ms) or ',"eta_ms":null'
+  if sl_num(v[9]) > 0 then parts[#parts + 1] = ',"reran":' .. sl_num(v[9]) end
+  local m = {}
+  local h = redis.call('HGETALL', bkey) -- a few dozen fields
+  local final = {}
+  for k = 1, #h, 2 do
+    local name = string.match(h[k], '^final:(.+)$')
+    if name then final[name] = h[k + 1] end
+  end
+  for k = 1, #h, 2 do
+    local name = string.match(h[k], '^metric:(.+)$')
+    if name and #m < 32 then
+      m[#m + 1] = string.format('"%s":{"all":%.15g,"final":%.15g}', name, sl_num(h[k + 1]), sl_num(final[name]))
+    end
+  end
+  if #m > 0 then parts[#parts + 1] = ',"metrics":{' .. table.concat(m, ',') .. '}' end
+  parts[#parts + 1] = string.format(',"ts":%d%s}', now, v[5] and (',"tenant":"' .. v[5] .. '"') or '')
+  local msg = table.concat(parts)
   redis.call('PUBLISH', prefix .. 'events', msg)
   redis.call('PUBLISH', prefix .. 'events:' .. batch, msg)
 end
@@ -171,7 +268,7 @@ local function sl_maybe_finish(bkey, now)
     end
     local keep = tonumber(v[5]) or SL_RETENTION_MS
     for _, k in ipairs({bkey, bkey .. ':r', bkey .. ':f', bkey .. ':skip', bkey .. ':progress', bkey .. ':dl',
-                        bkey .. ':log'}) do
+                        bkey .. ':log', bkey .. ':run'}) do
       redis.call('PEXPIRE', k, keep)
     end
   end
@@ -294,6 +391,7 @@ local function sl_cancel_step(prefix, batch, dkey, max, now)
       local p1 = string.find(v, '\n', 1, true)
       local p2 = p1 and string.find(v, '\n', p1 + 1, true)
       if q and p2 and redis.call('ZREM', dkey, string.sub(v, 1, p1 - 1) .. '\n' .. batch .. '\n' .. field) == 1 then
+        if string.sub(field, q + 1) ~= '1' then redis.call('HINCRBY', bkey, 'retrying', -1) end
         sl_cancel_item(bkey, string.sub(field, 1, q - 1), string.sub(field, q + 1), string.sub(v, p2 + 1), now)
       end
       redis.call('HDEL', dl, field)
@@ -414,6 +512,7 @@ local function sl_admit_batch(ctx, s, key, group, eid, f)
   elseif st ~= '-' then
     return true
   end
+  if ctx.again or ctx.extra then sl_run_drop(ctx.prefix, batch, s, eid) end -- a takeover: it ran before
   redis.call('XACK', key, group, eid)
   redis.call('XDEL', key, eid)
   return false
@@ -562,6 +661,7 @@ local function sl_wake(prefix, streams, name, n)
   local moved = 0
   for _, e in ipairs(redis.call('XRANGE', prefix .. 'cw:' .. name, '-', '+', 'COUNT', n)) do
     sl_putback(streams, e[2])
+    sl_count(prefix .. 'b:' .. e[2][4], 'cwait', -1) -- fields p, S, b, BATCH, ...
     redis.call('XDEL', prefix .. 'cw:' .. name, e[1])
     moved = moved + 1
   end
@@ -630,6 +730,8 @@ local function sl_lease(ctx, s, key, group, eid, f)
   end
   redis.call('XADD', ctx.prefix .. 'cw:' .. name, '*', 'p', s, unpack(f))
   sl_moved(ctx.prefix .. 'b:' .. f[2])
+  redis.call('HINCRBY', ctx.prefix .. 'b:' .. f[2], 'cwait', 1) -- sl_live: waiting
+  if ctx.again or ctx.extra then sl_run_drop(ctx.prefix, f[2], s, eid) end
   redis.call('XACK', key, group, eid)
   redis.call('XDEL', key, eid)
   return false
@@ -672,6 +774,7 @@ local function sl_emit(ctx, out, s, eid, f, attempt, alone)
   out[#out + 1] = errs
   out[#out + 1] = alone and '1' or '0'
   local wait = sl_rate_wait(ctx, f[8])
+  sl_run_add(ctx, f[2], s, eid, wait)
   out[#out + 1] = wait
   out[#out + 1] = ctx.lease or ''
   if wait > 0 and ctx.lease and ctx.lease ~= '' then

@@ -39,6 +39,18 @@ redis.call('HSET', KEYS[5], 'info', ARGV[4], 'beat', now)
 redis.call('PEXPIRE', KEYS[5], ARGV[3])
 redis.call('ZADD', KEYS[4], now, me)
 redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', now - 24 * 3600 * 1000)
+-- The item types it serves ("types":[...] of its description): P..'served'
+-- maps each to "BEAT TTL" of the last worker that served it, so `status`
+-- can say how long a batch's type has had no live worker (sluice_v1_stuck).
+do
+  local types = string.match(ARGV[4], '"types":%[([^%]]*)%]')
+  local n = 0
+  for t in string.gmatch(types or '', '"([%w_.:-]+)"') do
+    n = n + 1
+    if n > 64 then break end
+    redis.call('HSET', prefix .. 'served', t, now .. ' ' .. ARGV[3])
+  end
+end
 
 local held = {{}, {}, {}}
 for i = 5, #ARGV - 2, 3 do
@@ -104,6 +116,7 @@ for s = 1, 3 do
         if f then
           local bkey = prefix .. 'b:' .. f[2]
           sl_lease_return({prefix = prefix}, KEYS, s, eid, f[8])
+          sl_run_drop(prefix, f[2], s, eid)
           sl_cancel_item(bkey, f[4], tonumber(f[6]) + 1, f[8], now,
                          'cancelled: aborted while running (sluice cancel --abort)')
           touched[f[2]] = true

@@ -142,7 +142,10 @@ for i = 5, #ARGV, 9 do
   if exists[batch] == nil then
     exists[batch] = redis.call('EXISTS', bkey) == 1
   end
-  if p and p[2] == me then gone[#gone + 1] = ARGV[i] .. ':' .. eid end
+  if p and p[2] == me then
+    gone[#gone + 1] = ARGV[i] .. ':' .. eid
+    sl_run_drop(prefix, batch, ARGV[i], eid)
+  end
   if not p or p[2] ~= me then
     -- not this caller's any more (fenced), or ended by its own earlier call
   elseif outcome == 'r' then

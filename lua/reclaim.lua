@@ -113,6 +113,7 @@ for _, m in ipairs(due) do
     drop[#drop + 1] = m -- a claim to the caller comes back through sl_emit
     local r = redis.call('XRANGE', KEYS[s], eid, eid)
     local f = r[1] and r[1][2]
+    if f then sl_run_drop(prefix, f[2], s, eid) end -- sl_emit adds it again if it runs
     if not f then
       redis.call('XACK', KEYS[s], group, eid) -- deleted meanwhile
     elseif d + 1 > maxdel then

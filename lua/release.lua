@@ -21,6 +21,7 @@ for i = 3, #ARGV, 2 do
     if r[1] then
       local f = r[1][2]
       sl_lease_return(ctx, KEYS, s, eid, f[8])
+      sl_run_drop(ctx.prefix, f[2], s, eid)
       local marked = false
       for k = 9, #f, 2 do
         if f[k] == 'x' then marked = true end

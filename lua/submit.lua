@@ -270,8 +270,20 @@ end
 
 local n, skipped = 0, 0
 local ttl = nil
+local types, newtypes = nil, {} -- the batch's item types (field types: `status` warns when no worker serves one)
 for _, it in ipairs(items) do
   local s, idx, d, mark, t, key = it[1], it[2], it[3], it[4], it[5], it[6]
+  local ty = string.match(d, '^{"type":"([%w_.:-]+)"')
+  if ty and not newtypes[ty] then
+    if not types then
+      local had = redis.call('HGET', bkey, 'types') or ''
+      types = had == '' and ',' or (',' .. had .. ',')
+    end
+    newtypes[ty] = true
+    if not string.find(types, ',' .. ty .. ',', 1, true) and #types < 1024 then
+      types = types .. ty .. ','
+    end
+  end
   local due = mark == '@' and t or (mark == '+' and now + t) or nil
   if key then
     -- Dedupe: the first item with this key within the TTL wins, across
@@ -293,6 +305,7 @@ for _, it in ipairs(items) do
   end
   if s then n = n + 1 end
 end
+if types then redis.call('HSET', bkey, 'types', string.sub(types, 2, -2)) end
 if skipped > 0 then redis.call('HINCRBY', bkey, 'skipped', skipped) end
 redis.call('HINCRBY', bkey, 'indexed', n + skipped)
 local submitted = redis.call('HINCRBY', bkey, 'submitted', n)

@@ -70,6 +70,32 @@ static int metrics_json(sl_buf *out, const redisReply *h) {
   return rc;
 }
 
+/* The live state that sluice_v1_state appends (live:FIELD; lua/state.lua):
+ * the counts by state, then rate and eta_ms (null while unknown). Absent
+ * from a plain hash read. */
+static const char *const live_counts[] = {"queued", "scheduled", "waiting", "running", "retrying", "paused", NULL};
+
+static int live_json(sl_buf *out, const redisReply *h) {
+  char f[32];
+  int rc = 0;
+
+  if (hfield(h, "live:queued") == NULL)
+    return 0;
+  for (size_t i = 0; live_counts[i] != NULL && rc == 0; i++) {
+    snprintf(f, sizeof(f), "live:%s", live_counts[i]);
+    rc = sl__buf_printf(out, ",\"%s\":%lld", live_counts[i], hnum(h, f));
+  }
+  for (size_t i = 0; i < 2 && rc == 0; i++) {
+    const char *name = i ? "eta_ms" : "rate";
+    const char *v;
+
+    snprintf(f, sizeof(f), "live:%s", name);
+    v = hfield(h, f);
+    rc = sl__buf_printf(out, ",\"%s\":%s", name, v != NULL && *v != '\0' ? v : "null");
+  }
+  return rc;
+}
+
 int sl__batch_json(sl_buf *out, const sl_keys *k, const char *batch, const redisReply *h) {
   const char *status = hfield(h, "status");
   const char *name = hfield(h, "name");
@@ -79,7 +105,7 @@ int sl__batch_json(sl_buf *out, const sl_keys *k, const char *batch, const redis
   long long started = hnum(h, "started_at");
   long long finished = hnum(h, "finished_at");
   int whole = hnum(h, "whole") == 1;
-  long long now = sl__now_ms();
+  long long now = hfield(h, "live:now") ? hnum(h, "live:now") : sl__now_ms();
   long long elapsed = created ? (finished ? finished : now) - created : 0;
   long long run_ms = started ? (finished ? finished : now) - started : 0;
   double pct = whole ? (total > 0 ? (double)(done * 1000 / total) / 10.0 : 100.0) : 0.0;
@@ -110,26 +136,52 @@ int sl__batch_json(sl_buf *out, const sl_keys *k, const char *batch, const redis
                         "\"failed\":%lld,\"cancelled\":%lld,\"pct\":%.1f,\"ts\":%lld,"
                         "\"incomplete\":%s,\"submitted\":%lld,\"created_at\":%lld,\"queued_at\":%lld,"
                         "\"started_at\":%lld,\"finished_at\":%lld,\"elapsed_ms\":%lld,"
-                        "\"items_per_s\":%.1f,\"skipped\":%lld,\"refused\":%lld}",
+                        "\"items_per_s\":%.1f,\"skipped\":%lld,\"refused\":%lld",
                         status ? status : "?", total, done, hnum(h, "succeeded"), hnum(h, "failed"),
                         hnum(h, "cancelled"), pct, now, whole ? "false" : "true",
                         hnum(h, "submitted"), created, hnum(h, "queued_at"), started, finished,
                         elapsed, run_ms > 0 ? (double)done * 1000.0 / (double)run_ms : 0.0, hnum(h, "skipped"),
                         hnum(h, "refused"));
+  if (rc == 0)
+    rc = live_json(out, h);
+  if (rc == 0)
+    rc = sl__buf_putc(out, '}');
   return rc;
 }
 
-/* HGETALL of a batch hash; NULL with *rcode set (SL_ENOTFOUND if absent). */
-static redisReply *batch_hash(sl_client_t *c, const sl_keys *k, const char *batch, int *rcode) {
+/* The one batch of a sluice_v1_state reply (an array of one array): taken
+ * out of r, which is freed. An empty array when the reply is not of that
+ * form. */
+redisReply *sl__batch_state_take(redisReply *r) {
+  redisReply *h = NULL;
+
+  if (r->type == REDIS_REPLY_ARRAY && r->elements == 1 && r->element[0]->type == REDIS_REPLY_ARRAY) {
+    h = r->element[0];
+    r->element[0] = NULL; /* freeReplyObject skips it */
+  } else {
+    h = r;
+    for (size_t i = 0; i < r->elements; i++)
+      freeReplyObject(r->element[i]);
+    r->elements = 0;
+    return h;
+  }
+  freeReplyObject(r);
+  return h;
+}
+
+/* The batch hash with its live state (sluice_v1_state: one snapshot, so
+ * the counts add up); NULL with *rcode set (SL_ENOTFOUND if absent). */
+redisReply *sl__batch_state(sl_client_t *c, const sl_keys *k, const char *batch, int *rcode) {
   char key[256];
-  const char *av[2] = {"HGETALL", key};
+  const char *av[4] = {"FCALL_RO", "sluice_v1_state", "1", key};
   redisReply *r;
 
   snprintf(key, sizeof(key), "%sb:%s", k->prefix, batch);
-  r = sl__client_cmd(c, rcode, 2, av, NULL);
+  r = sl__client_cmd(c, rcode, 4, av, NULL);
   if (r == NULL)
     return NULL;
-  if (r->type != REDIS_REPLY_ARRAY || r->elements == 0) {
+  r = sl__batch_state_take(r);
+  if (r->elements == 0) {
     freeReplyObject(r);
     *rcode = sl__client_fail(c, SL_ENOTFOUND, "no batch %s in queue %s (wrong --queue, or it expired)",
                              batch, k->queue);
@@ -146,7 +198,7 @@ SL_EXTERN int sl_batch_status(sl_client_t *c, const char *queue, const char *bat
 
   if (sl__keys_init(&k, queue) != 0)
     return sl__client_fail(c, SL_EINVAL, "invalid queue name \"%s\"", queue);
-  h = batch_hash(c, &k, batch, &rc);
+  h = sl__batch_state(c, &k, batch, &rc);
   if (h == NULL)
     return rc;
   sl__buf_init(&out, 64 * 1024);
@@ -202,7 +254,7 @@ SL_EXTERN int sl_batch_results_page(sl_client_t *c, const char *queue, const cha
     *next = 0;
   if (sl__keys_init(&k, queue) != 0)
     return sl__client_fail(c, SL_EINVAL, "invalid queue name \"%s\"", queue);
-  h = batch_hash(c, &k, batch, &rc);
+  h = sl__batch_state(c, &k, batch, &rc);
   if (h == NULL)
     return rc;
   /* Item indexes run to `indexed` (items skipped as duplicates have one too). */
@@ -258,18 +310,18 @@ SL_EXTERN int sl_batch_results(sl_client_t *c, const char *queue, const char *ba
   return sl_batch_results_page(c, queue, batch, flags, 0, 0, NULL, cb, ud);
 }
 
-/* The hashes of ids[0..n) in one pipelined round trip: h[i] gets each
- * reply (an empty array for a batch that expired meanwhile). */
+/* The states of ids[0..n) (sl__batch_state) in one pipelined round trip:
+ * h[i] gets each (an empty array for a batch that expired meanwhile). */
 static int page_hashes(sl_client_t *c, const sl_keys *k, char (*ids)[SL_LIST_ID_MAX], size_t n, redisReply **h) {
   char key[1024];
 
   if (c->rc == NULL)
     return sl__client_fail(c, SL_ECONN, "the connection to Redis is gone");
   for (size_t i = 0; i < n; i++) {
-    const char *av[2] = {"HGETALL", key};
+    const char *av[4] = {"FCALL_RO", "sluice_v1_state", "1", key};
 
     snprintf(key, sizeof(key), "%sb:%s", k->prefix, ids[i]);
-    if (redisAppendCommandArgv(c->rc, 2, av, NULL) != REDIS_OK)
+    if (redisAppendCommandArgv(c->rc, 4, av, NULL) != REDIS_OK)
       return sl__client_fail(c, SL_ENOMEM, "out of memory listing batches");
   }
   for (size_t i = 0; i < n; i++) {
@@ -282,7 +334,15 @@ static int page_hashes(sl_client_t *c, const sl_keys *k, char (*ids)[SL_LIST_ID_
         freeReplyObject(h[--i]);
       return code;
     }
-    h[i] = r;
+    if (((redisReply *)r)->type == REDIS_REPLY_ERROR) {
+      int code = sl__client_fail(c, SL_EREDIS, "listing batches: %s", ((redisReply *)r)->str);
+
+      freeReplyObject(r);
+      while (i > 0)
+        freeReplyObject(h[--i]);
+      return code;
+    }
+    h[i] = sl__batch_state_take(r);
   }
   return 0;
 }

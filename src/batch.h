@@ -4,12 +4,20 @@
 
 #include <hiredis/hiredis.h>
 
+#include <sluice/sluice.h>
+
 #include "buf.h"
 #include "script.h"
 
-/* Appends the status object of a batch built from its HGETALL reply. */
+/* Appends the status object of a batch built from its state (sl__batch_state;
+ * a plain HGETALL reply gives it without its live counts). */
 int sl__batch_json(sl_buf *out, const sl_keys *k, const char *batch, const redisReply *h);
 /* 1 when a status object's batch has ended (all items done). */
 int sl__batch_ended(const redisReply *h);
+/* The batch hash and its live state, from sluice_v1_state: NULL with *rcode
+ * set (SL_ENOTFOUND when the batch does not exist). */
+redisReply *sl__batch_state(sl_client_t *c, const sl_keys *k, const char *batch, int *rcode);
+/* The one batch of a sluice_v1_state reply, taken out of r (freed). */
+redisReply *sl__batch_state_take(redisReply *r);
 
 #endif

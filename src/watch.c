@@ -59,20 +59,13 @@ static long long now_ms(void) {
 
 /* Calls cb with the batch's state from its hash; sets w->ended. */
 static int emit_state(watch *w) {
-  char key[256];
-  const char *av[2] = {"HGETALL", key};
   redisReply *h;
   sl_buf out;
   int rc;
 
-  snprintf(key, sizeof(key), "%sb:%s", w->k.prefix, w->batch);
-  h = sl__client_cmd(w->c, &rc, 2, av, NULL);
+  h = sl__batch_state(w->c, &w->k, w->batch, &rc);
   if (h == NULL)
     return rc;
-  if (h->elements == 0) {
-    freeReplyObject(h);
-    return sl__client_fail(w->c, SL_ENOTFOUND, "no batch %s in queue %s", w->batch, w->k.queue);
-  }
   sl__buf_init(&out, 4096);
   rc = sl__batch_json(&out, &w->k, w->batch, h);
   w->ended = sl__batch_ended(h);

@@ -32,6 +32,17 @@ export interface BatchEvent {
   failed: number;
   cancelled: number;
   pct: number;
+  // where the unfinished items are; with done they add up to total
+  queued: number;
+  scheduled: number;
+  waiting: number;
+  running: number;
+  retrying: number;
+  paused: number;
+  rate: number | null;   // items/s over the last 10-20 s
+  eta_ms: number | null; // time left at that rate
+  metrics?: Record<string, {all: number; final: number}>;
+  reran?: number;
   ts: number;
 }
 

@@ -339,6 +339,39 @@ SL_EXTERN int sl_workers_list(sl_client_t *c, const char *queue, sl_line_cb cb, 
 SL_EXTERN int sl_fleet_unserved(sl_client_t *c, const char *queue, const char *const *types, size_t n, char *missing,
                                 size_t len, int *live);
 
+/* What holds a batch's unfinished items back, as JSON (*json_out, freed
+ * with sl_free): {"now":MS,"types":[{"type","live","since"}],"held":[{
+ * "worker","items","last_beat_at","takeover_at"}]}. types: each item type
+ * of the batch, live when a live worker of the queue serves it, else since
+ * when none has (null: none in the last day). held: workers that stopped
+ * heartbeating while holding items of the batch, with how many, their last
+ * beat and when the first of them may be taken over (times in ms, on the
+ * server's clock, also "now"). At most the first 1,000 items workers hold
+ * are examined. */
+SL_EXTERN int sl_batch_stuck(sl_client_t *c, const char *queue, const char *batch, char **json_out);
+
+/* Options of sl_batch_items. */
+typedef struct sl_items_opts {
+  const char *state; /* only items in this state (running, waiting, retrying, scheduled, paused,
+                        queued), or NULL for all */
+  size_t limit;      /* the most items listed; 0: 1,000 */
+  size_t scan_max;   /* the most entries examined in each place the whole queue shares (the
+                        streams, the limits' waiting streams); 0: 100,000 */
+  int more;          /* set by sl_batch_items: 1 when it stopped at limit or scan_max */
+} sl_items_opts;
+
+/* The batch's unfinished items with their state: cb gets one JSON object
+ * per item, {"index","id","state","attempt"} and, by state: "since" and
+ * "worker" (running), "until" (waiting out a rate limit) or "detail"
+ * ("lease NAME": waiting for a concurrency lease), "due" (retrying,
+ * scheduled), "taken_from_stopped_worker" (queued again after a takeover).
+ * Running items come first, then waiting, retrying and scheduled, paused,
+ * queued. A snapshot taken in bounded steps (docs/PROTOCOL.md,
+ * sluice_v1_items): an item that moves meanwhile may be listed twice or
+ * not at all. o may be NULL. */
+SL_EXTERN int sl_batch_items(sl_client_t *c, const char *queue, const char *batch, sl_items_opts *o,
+                             sl_line_cb cb, void *ud);
+
 /* Pauses a batch: running items finish, no other item of it starts until
  * sl_batch_resume; its items are kept (parked), not lost. Pausing an ended
  * or cancelled batch is SL_EINVAL. */

@@ -61,6 +61,8 @@ int cli_duration_opt(const char *opt, const char *s, long long min_ms, long long
 long long cli_parse_int(const char *s, long long max);
 /* Formats ms since the epoch as "2026-11-22 10:00:01Z" ("-" for 0). */
 void cli_fmt_time(long long ms, char *out, size_t len);
+/* A span of ms for people: "250 ms", "2.5 s", "4 min 10 s", "3 h 5 min". */
+void cli_fmt_span(long long ms, char *out, size_t len);
 /* Draws a progress line for a status/event JSON object on stderr. */
 void cli_progress(const char *json, size_t len, int final);
 
@@ -105,6 +107,10 @@ int cli_usage(const char *cmd);
  * A lost connection is reconnected, and said so on stderr once per outage,
  * for at most give_up_ms (0: CLI_GIVE_UP_MS). */
 #define CLI_GIVE_UP_MS 60000 /* watch's --give-up default, ms */
+/* The stuck-work warnings of a batch (src/cli/warn.c), one line each
+ * ("warning    ..."), into out ("" when none): 0, or -1 when they could not
+ * be read. */
+int cli_stuck_warnings(sl_client_t *cl, const char *queue, const char *batch, char *out, size_t len);
 int cli_watch_batch(sl_client_t *cl, const char *queue, const char *batch, long long give_up_ms);
 
 #endif

@@ -308,30 +308,71 @@ void cli_progress(const char *json, size_t len, int final) {
   for (int i = 0; i < width; i++)
     bar[i] = i < fill ? '#' : '.';
   bar[width] = '\0';
-  fprintf(stderr, "%s[%s] %5.1f%%  %lld/%lld  ok %lld  failed %lld%s  %s  %.0f items/s%s", tty ? "\r" : "", bar,
-          total > 0 ? (double)done * 100.0 / (double)total : 0.0, done, total, jnum(j, "succeeded"),
-          jnum(j, "failed"), jnum(j, "cancelled") ? "  cancelled" : "",
-          cJSON_IsString(st) ? st->valuestring : "?", rate, tty ? "\033[K" : "\n");
+  {
+    const cJSON *pct = cJSON_GetObjectItemCaseSensitive(j, "pct");
+    const cJSON *eta = cJSON_GetObjectItemCaseSensitive(j, "eta_ms");
+    char left[48] = "";
+
+    if (cJSON_IsNumber(eta) && !final) {
+      memcpy(left, "  ETA ", 7);
+      cli_fmt_span((long long)eta->valuedouble, left + 6, sizeof(left) - 6);
+    }
+    fprintf(stderr, "%s[%s] %5.1f%%  %lld/%lld  ok %lld  failed %lld%s  running %lld  queued %lld  %s  %.0f items/s%s%s",
+            tty ? "\r" : "", bar, cJSON_IsNumber(pct) ? pct->valuedouble : 0.0, done, total, jnum(j, "succeeded"),
+            jnum(j, "failed"), jnum(j, "cancelled") ? "  cancelled" : "", jnum(j, "running"), jnum(j, "queued"),
+            cJSON_IsString(st) ? st->valuestring : "?", rate, left, tty ? "\033[K" : "\n");
+  }
   if (final && tty)
     fputc('\n', stderr);
   fflush(stderr);
   cJSON_Delete(j);
 }
 
+#define WARN_EVERY_MS 5000 /* the watch looks for stuck work this often */
+
 typedef struct watch_state {
-  const char *batch;   /* the batch id */
+  sl_client_t *cl;      /* the watch's client: reads between events */
+  const char *queue;    /* the queue */
+  const char *batch;    /* the batch id */
   long long give_up_ms; /* --give-up, ms */
-  long long failed;    /* failed items in the last state seen */
-  char last[2048];     /* the last state seen */
-  size_t lastlen;      /* its length */
+  long long failed;     /* failed items in the last state seen */
+  char last[8192];      /* the last state seen */
+  size_t lastlen;       /* its length */
+  long long warn_ms;    /* when it last looked for stuck work (monotonic ms) */
+  char warned[4096];    /* the warnings it printed last */
 } watch_state;
+
+/* Every WARN_EVERY_MS while the batch runs: the stuck-work warnings, on
+ * stderr, when they differ from the last ones printed. */
+static void watch_warnings(watch_state *w, int ended) {
+  char now_warn[sizeof(w->warned)];
+  struct timespec ts;
+  long long now;
+
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  now = (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+  if (ended || now - w->warn_ms < WARN_EVERY_MS)
+    return;
+  w->warn_ms = now;
+  if (cli_stuck_warnings(w->cl, w->queue, w->batch, now_warn, sizeof(now_warn)) != 0 ||
+      strcmp(now_warn, w->warned) == 0)
+    return;
+  if (now_warn[0] != '\0') {
+    if (isatty(STDERR_FILENO))
+      fputc('\n', stderr); /* off the progress bar's line */
+    fputs(now_warn, stderr);
+  }
+  memcpy(w->warned, now_warn, sizeof(now_warn));
+}
 
 static int on_watch(const char *json, size_t len, void *ud) {
   watch_state *w = ud;
   cJSON *j = cJSON_ParseWithLength(json, len);
+  int ended = 0;
 
   if (j != NULL) {
     w->failed = jnum(j, "failed");
+    ended = jnum(j, "finished_at") > 0 || (jnum(j, "total") == jnum(j, "done") && jnum(j, "pct") >= 100);
     cJSON_Delete(j);
   }
   if (len < sizeof(w->last)) {
@@ -339,12 +380,18 @@ static int on_watch(const char *json, size_t len, void *ud) {
     w->lastlen = len;
   }
   cli_progress(json, len, 0);
+  watch_warnings(w, ended);
   return 0;
 }
 
-/* Formats ms as "60 s", "2.5 s" or "250 ms". */
-static void fmt_span(long long ms, char *out, size_t len) {
-  if (ms >= 1000 && ms % 1000 == 0)
+/* Formats ms as "60 s", "2.5 s" or "250 ms"; from 100 s on "4 min 10 s",
+ * from 100 min on "3 h 5 min". */
+void cli_fmt_span(long long ms, char *out, size_t len) {
+  if (ms >= 100LL * 60000)
+    snprintf(out, len, "%lld h %lld min", ms / 3600000, ms / 60000 % 60);
+  else if (ms >= 100000)
+    snprintf(out, len, "%lld min %lld s", ms / 60000, ms / 1000 % 60);
+  else if (ms >= 1000 && ms % 1000 == 0)
     snprintf(out, len, "%lld s", ms / 1000);
   else if (ms >= 1000)
     snprintf(out, len, "%.1f s", (double)ms / 1000.0);
@@ -362,7 +409,7 @@ static void on_link(int up, const char *cause, void *ud) {
   if (up) {
     fprintf(stderr, "sluice: reconnected to Redis; following batch %s again\n", w->batch);
   } else {
-    fmt_span(w->give_up_ms, span, sizeof(span));
+    cli_fmt_span(w->give_up_ms, span, sizeof(span));
     fprintf(stderr, "sluice: lost the connection to Redis while watching batch %s (%s); reconnecting, for at most %s "
                     "(--give-up)\n", w->batch, cli_safe(cause), span);
   }
@@ -374,6 +421,8 @@ int cli_watch_batch(sl_client_t *cl, const char *queue, const char *batch, long 
   sl_watch_opts wo = {0};
   int rc;
 
+  w.cl = cl;
+  w.queue = queue;
   w.batch = batch;
   w.give_up_ms = give_up_ms > 0 ? give_up_ms : CLI_GIVE_UP_MS;
   wo.give_up_ms = w.give_up_ms;

@@ -13,6 +13,7 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include <cjson/cJSON.h>
 
@@ -28,6 +29,57 @@ static const char *jstr(const cJSON *j, const char *k) {
   const cJSON *v = cJSON_GetObjectItemCaseSensitive(j, k);
 
   return cJSON_IsString(v) ? v->valuestring : "";
+}
+
+static double jdbl(const cJSON *j, const char *k) {
+  const cJSON *v = cJSON_GetObjectItemCaseSensitive(j, k);
+
+  return cJSON_IsNumber(v) ? v->valuedouble : 0.0;
+}
+
+/* The progress lines: done (of which cancelled: an ended item is not a
+ * succeeded one), where the rest are (the live counts: docs/PROTOCOL.md,
+ * "The live state of a batch"), the recent rate and ETA, and the metric
+ * sums, with what attempts that ran again cost. */
+static void print_progress(const cJSON *j, long long total, long long done) {
+  static const char *const states[] = {"running", "queued", "waiting", "retrying", "scheduled", "paused", NULL};
+  const cJSON *m = cJSON_GetObjectItemCaseSensitive(j, "metrics");
+  const cJSON *e;
+  const char *sep = "";
+
+  printf("progress   %lld/%lld ended (%.1f%%): %lld succeeded, %lld failed, %lld cancelled\n", done, total,
+         jdbl(j, "pct"), jnum(j, "succeeded"), jnum(j, "failed"), jnum(j, "cancelled"));
+  if (total > done) {
+    printf("not ended  %lld:", total - done);
+    for (size_t i = 0; states[i] != NULL; i++) {
+      if (jnum(j, states[i]) != 0 || i < 2) {
+        printf("%s %lld %s", sep, jnum(j, states[i]), states[i]);
+        sep = ",";
+      }
+    }
+    printf("\n");
+  }
+  if (cJSON_IsNumber(cJSON_GetObjectItemCaseSensitive(j, "rate"))) {
+    char eta[32];
+
+    printf("rate       %.1f items/s recently", jdbl(j, "rate"));
+    if (cJSON_IsNumber(cJSON_GetObjectItemCaseSensitive(j, "eta_ms"))) {
+      cli_fmt_span(jnum(j, "eta_ms"), eta, sizeof(eta));
+      printf(", about %s left at that rate", eta);
+    }
+    printf("\n");
+  }
+  cJSON_ArrayForEach(e, m) {
+    double all = jdbl(e, "all");
+    double fin = jdbl(e, "final");
+
+    printf("%-10s %.6g over final attempts", cli_safe(e->string), fin);
+    if (all != fin)
+      printf(", %.6g over all attempts (%.6g spent on attempts that did not end the item)", all, all - fin);
+    printf("\n");
+  }
+  if (jnum(j, "reran") > 0)
+    printf("reran      %lld items ran more than once (a retry or a takeover)\n", jnum(j, "reran"));
 }
 
 static void print_status(const char *json) {
@@ -68,10 +120,7 @@ static void print_status(const char *json) {
            jstr(j, "status"), jnum(j, "submitted"), jstr(j, "batch"));
   else
     printf("status     %s\n", jstr(j, "status"));
-  printf("progress   %lld/%lld done (%.1f%%)\n", done, total,
-         total > 0 ? (double)done * 100.0 / (double)total : 0.0);
-  printf("items      %lld succeeded, %lld failed, %lld cancelled, %lld not finished\n", jnum(j, "succeeded"),
-         jnum(j, "failed"), jnum(j, "cancelled"), total - done);
+  print_progress(j, total, done);
   if (jnum(j, "refused") > 0)
     printf("refused    %lld of the failed items asked for a secret their worker was not granted (no dead letter;\n"
            "           grant it with `sluice worker --secret NAME`, then `sluice retry %s`)\n",
@@ -94,30 +143,131 @@ static int need_batch(int argc, int first, const char *cmd) {
   return 0;
 }
 
+/* One unfinished item (sl_batch_items) as a line of the --items table. */
+static int print_item(const char *json, size_t len, void *ud) {
+  cJSON *j = cJSON_ParseWithLength(json, len);
+  const char *state;
+  char when[32];
+  char span[32];
+  long long now = *(long long *)ud;
+
+  if (j == NULL)
+    return 0;
+  state = jstr(j, "state");
+  printf("%-8lld %-24s %-10s %-7lld ", jnum(j, "index"), cli_safe(jstr(j, "id")), state, jnum(j, "attempt"));
+  if (jnum(j, "since") > 0) {
+    cli_fmt_time(jnum(j, "since"), when, sizeof(when));
+    cli_fmt_span(now - jnum(j, "since") > 0 ? now - jnum(j, "since") : 0, span, sizeof(span));
+    printf("on %s since %s (%s)", cli_safe(jstr(j, "worker")), when, span);
+  } else if (jnum(j, "until") > 0) {
+    cli_fmt_time(jnum(j, "until"), when, sizeof(when));
+    printf("rate limit: starts at %s on %s", when, cli_safe(jstr(j, "worker")));
+  } else if (jnum(j, "due") > 0) {
+    cli_fmt_time(jnum(j, "due"), when, sizeof(when));
+    printf("%s at %s", strcmp(state, "retrying") == 0 ? "next try" : "starts", when);
+  } else if (*jstr(j, "detail")) {
+    printf("waiting for a %s", cli_safe(jstr(j, "detail")));
+  } else if (cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(j, "taken_from_stopped_worker"))) {
+    printf("taken from a worker that stopped heartbeating; the next free worker runs it");
+  }
+  printf("\n");
+  cJSON_Delete(j);
+  return 0;
+}
+
+static int print_item_json(const char *json, size_t len, void *ud) {
+  (void)ud;
+  fwrite(json, 1, len, stdout);
+  putchar('\n');
+  return 0;
+}
+
+/* status --items: the unfinished items, a table or JSON lines. */
+static int list_items(sl_client_t *cl, const char *queue, const char *batch, const char *state, const char *limit_s,
+                      int json) {
+  sl_items_opts o = {0};
+  struct timespec ts;
+  long long now;
+  char *st = NULL;
+  int rc;
+
+  clock_gettime(CLOCK_REALTIME, &ts);
+  now = (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+  o.state = state;
+  if (limit_s != NULL) {
+    long long n = cli_parse_int(limit_s, 1000000);
+
+    if (n < 1) {
+      cli_err("--limit must be a whole number from 1 to 1000000, not \"%s\"", cli_safe(limit_s));
+      return EXIT_USAGE;
+    }
+    o.limit = (size_t)n;
+  }
+  /* the batch must exist: an unknown id is an error, not an empty list */
+  rc = sl_batch_status(cl, queue, batch, &st);
+  sl_free(st);
+  if (rc == 0 && !json)
+    printf("%-8s %-24s %-10s %-7s %s\n", "INDEX", "ID", "STATE", "ATTEMPT", "DETAIL");
+  if (rc == 0)
+    rc = sl_batch_items(cl, queue, batch, &o, json ? print_item_json : print_item, &now);
+  if (rc == SL_EINVAL) {
+    cli_err("%s", sl_client_errstr(cl));
+    return EXIT_USAGE;
+  }
+  if (rc != 0) {
+    cli_err("%s", sl_client_errstr(cl));
+    return EXIT_RUNTIME;
+  }
+  if (o.more)
+    cli_err("more unfinished items may follow: the listing stopped at --limit %zu or after examining 100,000 "
+            "entries of the queue's shared streams", o.limit ? o.limit : (size_t)1000);
+  return EXIT_OK;
+}
+
 int cmd_status(int argc, char **argv) {
   int json = 0;
-  cli_flag f[] = {{"json", 0, &json, NULL}};
+  int items = 0;
+  const char *state = NULL;
+  const char *limit_s = NULL;
+  cli_flag f[] = {{"json", 0, &json, NULL}, {"items", 0, &items, NULL}, {"state", 1, NULL, &state},
+                  {"limit", 1, NULL, &limit_s}};
   cli_common com;
-  int first = cli_parse(argc, argv, &com, f, 1);
+  int first = cli_parse(argc, argv, &com, f, 4);
   sl_client_t *cl;
   char *out = NULL;
   int rc;
 
   if (need_batch(argc, first, "status") != 0)
     return EXIT_USAGE;
+  if ((state != NULL || limit_s != NULL) && !items) {
+    cli_err("--state and --limit go with --items");
+    return EXIT_USAGE;
+  }
   cl = cli_open(&com);
   if (cl == NULL)
     return cli_open_exit();
+  if (items) {
+    int ret = list_items(cl, com.queue, argv[first], state, limit_s, json);
+
+    sl_client_close(cl);
+    return ret;
+  }
   rc = sl_batch_status(cl, com.queue, argv[first], &out);
   if (rc != 0) {
     cli_err("%s", sl_client_errstr(cl));
     sl_client_close(cl);
     return EXIT_RUNTIME;
   }
-  if (json)
+  if (json) {
     printf("%s\n", out);
-  else
+  } else {
+    char warn[4096];
+
     print_status(out);
+    if (strstr(out, "\"finished_at\":0,") != NULL && cli_stuck_warnings(cl, com.queue, argv[first], warn,
+                                                                      sizeof(warn)) == 0)
+      fputs(warn, stdout);
+  }
   sl_free(out);
   sl_client_close(cl);
   return EXIT_OK;

@@ -213,11 +213,21 @@ static const help_entry entries[] = {
      "printf %s \"$TOKEN\" | sluice serve --hash-token\n"
      "sluice serve --queue default --tokens tokens.txt --listen 0.0.0.0:8080\n"},
     {"status",
-     "sluice status BATCH [--json]\n",
-     "The batch's counters, percent done, timings and state.",
-     "  --json                      one JSON object, with the progress of running items (default: lines)\n",
+     "sluice status BATCH [--json]\n"
+     "       sluice status BATCH --items [--state STATE] [--limit N] [--json]\n",
+     "The batch's counters, percent done, where its unfinished items are (queued, scheduled,\n"
+     "waiting, running, retrying, paused), the recent rate and time left, metric sums, timings,\n"
+     "and warnings about stuck work: an item type no live worker serves, items held by a worker\n"
+     "that stopped heartbeating. With --items: the unfinished items by id and state.",
+     "  --json                      one JSON object (with --items: one per item) (default: lines)\n"
+     "  --items                     list the unfinished items: id, state, attempt, and the worker\n"
+     "                              and start of running ones (default: the batch's state)\n"
+     "  --state STATE               with --items: only running, waiting, retrying, scheduled,\n"
+     "                              paused or queued items (default: every state)\n"
+     "  --limit N                   with --items: list at most N items, 1 to 1000000 (default: 1000)\n",
      HELP_REDIS | HELP_QUEUE,
-     "sluice status 01JD5ZK3M4N6P8Q9R0S1T2V3W4 --json\n"},
+     "sluice status 01JD5ZK3M4N6P8Q9R0S1T2V3W4 --json\n"
+     "sluice status $B --items --state running\n"},
     {"watch",
      "sluice watch BATCH [--give-up DURATION]\n",
      "A live progress bar on stderr until the batch ends: exit 0, or 3 when items failed. A lost\n"

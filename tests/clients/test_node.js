@@ -149,8 +149,13 @@ async function testFollow(env) {
   env.worker('follow', 2);
   const events = await collect(c.events(batch, {timeoutMs: 120000}));
   check(['queued', 'running'].includes(events[0].status), `first event: ${JSON.stringify(events[0])}`);
+  check(first.queued === 10000 && first.eta_ms === null, `live state after submit: ${JSON.stringify(first)}`);
   for (let i = 1; i < events.length; i++) {
     check(events[i].done >= events[i - 1].done, `done went down at event ${i}`);
+  }
+  for (const e of events) { // the live state adds up in the state read and in every event
+    const sum = ['queued', 'scheduled', 'waiting', 'running', 'retrying', 'paused'].reduce((a, k) => a + e[k], 0);
+    check(sum + e.done === e.total, `counts do not add up: ${JSON.stringify(e)}`);
   }
   checkLast(events[events.length - 1]);
   const lines = await collect(c.results(batch));

@@ -144,8 +144,12 @@ def test_follow(env):
     env.worker("follow", 2)
     events = list(c.events(batch, timeout=120))
     check(events[0]["status"] in ("queued", "running"), "first event: %r" % events[0])
+    check(first["queued"] == 10000 and first["eta_ms"] is None, "live state after submit: %r" % first)
     for a, b in zip(events, events[1:]):
         check(b["done"] >= a["done"], "done went down: %r then %r" % (a, b))
+    for e in events:  # the live state adds up in the state read and in every event
+        check(sum(e[k] for k in ("queued", "scheduled", "waiting", "running", "retrying", "paused"))
+              + e["done"] == e["total"], "counts do not add up: %r" % e)
     last = events[-1]
     want = {"status": "completed", "total": 10000, "done": 10000, "succeeded": 9000, "failed": 1000,
             "cancelled": 0, "pct": 100.0}

@@ -499,7 +499,7 @@ static void test_read_only_at_maxmemory(void) {
 
     out = run_expect(a1, 0, NULL);
     CHECK_CONTAINS(out, batch);
-    CHECK_CONTAINS(out, "0/5 done");
+    CHECK_CONTAINS(out, "0/5 ended");
     free(out);
     out = run_expect(a2, 0, NULL);
     CHECK_CONTAINS(out, "\"total\":5");

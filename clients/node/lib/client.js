@@ -50,6 +50,9 @@ function itemArg(item, defaults) {
 
 const sleep = (ms) => new Promise((res) => setTimeout(res, ms));
 
+// The places an unfinished item can be (PROTOCOL.md, "The live state of a batch").
+const LIVE_STATES = ['queued', 'scheduled', 'waiting', 'running', 'retrying', 'paused'];
+
 class Client {
   // redis: an ioredis client, or a Redis URL (default redis://localhost:6379).
   // options: {queue = 'default', loadLibrary = true}.
@@ -223,20 +226,25 @@ class Client {
     }
   }
 
-  // The batch's state now: status, counters, pct, times, and `ended`.
+  // The batch's state now: status, counters, pct, where the unfinished
+  // items are (queued, scheduled, waiting, running, retrying, paused: with
+  // done they add up to total), rate and eta_ms (null while unknown),
+  // times, labels, metrics, reran and `ended`; one atomic read,
+  // sluice_v1_state (PROTOCOL.md, "The live state of a batch").
   async status(batch) {
-    const [[e1, time], [e2, h]] = await this.redis.multi().time().hgetall(this.bkey(batch)).exec();
-    if (e1 || e2) throw e1 || e2;
-    if (!h || Object.keys(h).length === 0) throw new BatchNotFoundError(batch, this.queue);
+    const r = await this.redis.call('FCALL_RO', 'sluice_v1_state', 1, this.bkey(batch));
+    const flat = (r && r[0]) || [];
+    if (flat.length === 0) throw new BatchNotFoundError(batch, this.queue);
+    const h = {};
+    for (let i = 0; i + 1 < flat.length; i += 2) h[String(flat[i])] = String(flat[i + 1]);
     const n = (f) => Number(h[f] || 0);
     const whole = h.whole === '1';
     const total = n('total');
     const done = n('done');
-    return {
+    const st = {
       queue: this.queue, batch, name: h.name || '', status: h.status, total, done,
       succeeded: n('succeeded'), failed: n('failed'), cancelled: n('cancelled'),
-      pct: whole ? (total ? Math.floor(done * 1000 / total) / 10 : 100) : 0,
-      ts: Number(time[0]) * 1000 + Math.floor(Number(time[1]) / 1000), whole,
+      pct: Number(h['live:pct']), ts: n('live:now'), whole,
       submitted: n('submitted'), skipped: n('skipped'), refused: n('refused'), created_at: n('created_at'),
       queued_at: n('queued_at'), started_at: n('started_at'), finished_at: n('finished_at'),
       ended: whole && done >= total && (h.status === 'completed' || h.status === 'cancelled'),
@@ -245,6 +253,18 @@ class Client {
         return [l.slice(0, eq), l.slice(eq + 1)];
       })),
     };
+    for (const k of LIVE_STATES) st[k] = n(`live:${k}`);
+    st.rate = h['live:rate'] ? Number(h['live:rate']) : null;
+    st.eta_ms = h['live:eta_ms'] ? Number(h['live:eta_ms']) : null;
+    const metrics = {};
+    for (const f of Object.keys(h)) {
+      if (f.startsWith('metric:')) {
+        metrics[f.slice(7)] = {all: Number(h[f]), final: Number(h[`final:${f.slice(7)}`] || 0)};
+      }
+    }
+    if (Object.keys(metrics).length > 0) st.metrics = metrics;
+    if (n('reran') > 0) st.reran = n('reran');
+    return st;
   }
 
   // The results lines of the batch's finished items, in item order, with

@@ -26,8 +26,13 @@ function stale(ev, held, readTs) {
 }
 
 function eventOf(s) {
-  const {queue, batch, status, total, done, succeeded, failed, cancelled, pct, ts} = s;
-  return {queue, batch, status, total, done, succeeded, failed, cancelled, pct, ts};
+  const {queue, batch, status, total, done, succeeded, failed, cancelled, pct, queued, scheduled, waiting, running,
+    retrying, paused, rate, eta_ms: etaMs, ts} = s;
+  const ev = {queue, batch, status, total, done, succeeded, failed, cancelled, pct, queued, scheduled, waiting,
+    running, retrying, paused, rate, eta_ms: etaMs, ts};
+  if (s.reran !== undefined) ev.reran = s.reran;
+  if (s.metrics !== undefined) ev.metrics = s.metrics;
+  return ev;
 }
 
 async function* follow(client, batch, {timeoutMs = null, progress = false, idleMs = 5000} = {}) {

@@ -33,6 +33,7 @@ CHUNK_ITEMS = 250          # items per submit call: each call checks every item 
 CHUNK_BYTES = 4 << 20      # item bytes per submit call
 RESULTS_PAGE = 500         # HMGET fields per call
 STEP = 1000                # entries one cancel, resume or retry call handles
+LIVE_STATES = ("queued", "scheduled", "waiting", "running", "retrying", "paused")
 SEND_TRIES = 5             # tries of one chunk when the connection breaks
 BATCH_OPTIONS = ("name", "retention_ms", "dedupe_ttl_ms", "webhook")
 CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
@@ -246,32 +247,51 @@ class Client:
     # ---- reading ----
 
     def _snapshot(self, batch):
-        """(server time ms, batch hash as a dict of str) read atomically."""
-        p = self.r.pipeline(transaction=True)
-        p.time()
-        p.hgetall(self._bkey(batch))
-        (sec, usec), h = p.execute()
-        if not h:
+        """(server time ms, batch hash as a dict of str, with its live state
+        as live:* fields) read in one atomic call, sluice_v1_state."""
+        r = self.r.fcall_ro("sluice_v1_state", 1, self._bkey(batch))
+        flat = r[0] if r else []
+        if not flat:
             raise BatchNotFoundError(batch, self.queue)
-        return int(sec) * 1000 + int(usec) // 1000, {_s(k): _s(v) for k, v in h.items()}
+        h = {_s(flat[i]): _s(flat[i + 1]) for i in range(0, len(flat) - 1, 2)}
+        return int(h["live:now"]), h
 
     def _state(self, batch, h, ts):
         def n(f):
             return int(h.get(f) or 0)
+
+        def num(f):
+            v = h.get(f)
+            return float(v) if v else None
         whole = h.get("whole") == "1"
         total, done = n("total"), n("done")
-        pct = (done * 1000 // total) / 10 if whole and total else (100.0 if whole else 0.0)
-        return {"queue": self.queue, "batch": batch, "name": h.get("name", ""), "status": h.get("status"),
-                "total": total, "done": done, "succeeded": n("succeeded"), "failed": n("failed"),
-                "cancelled": n("cancelled"), "pct": pct, "ts": ts, "whole": whole, "submitted": n("submitted"),
-                "skipped": n("skipped"), "refused": n("refused"), "created_at": n("created_at"),
-                "queued_at": n("queued_at"), "started_at": n("started_at"), "finished_at": n("finished_at"),
-                "ended": whole and done >= total and h.get("status") in ("completed", "cancelled"),
-                "labels": dict(l.split("=", 1) for l in h.get("labels", "").split(",") if l)}
+        st = {"queue": self.queue, "batch": batch, "name": h.get("name", ""), "status": h.get("status"),
+              "total": total, "done": done, "succeeded": n("succeeded"), "failed": n("failed"),
+              "cancelled": n("cancelled"), "pct": float(h["live:pct"]), "ts": ts, "whole": whole,
+              "submitted": n("submitted"), "skipped": n("skipped"), "refused": n("refused"),
+              "created_at": n("created_at"), "queued_at": n("queued_at"), "started_at": n("started_at"),
+              "finished_at": n("finished_at"),
+              "ended": whole and done >= total and h.get("status") in ("completed", "cancelled"),
+              "labels": dict(l.split("=", 1) for l in h.get("labels", "").split(",") if l)}
+        # where the unfinished items are (PROTOCOL.md, "The live state of a batch")
+        for k in LIVE_STATES:
+            st[k] = n("live:" + k)
+        st["rate"] = num("live:rate")
+        st["eta_ms"] = int(num("live:eta_ms")) if h.get("live:eta_ms") else None
+        metrics = {f[7:]: {"all": float(v), "final": float(h.get("final:" + f[7:]) or 0)}
+                   for f, v in h.items() if f.startswith("metric:")}
+        if metrics:
+            st["metrics"] = metrics
+        if n("reran"):
+            st["reran"] = n("reran")
+        return st
 
     def status(self, batch):
         """The batch's state now: status, counters (total, done, succeeded,
-        failed, cancelled, skipped), pct, times, ``labels`` and ``ended``."""
+        failed, cancelled, skipped), pct, where the unfinished items are
+        (queued, scheduled, waiting, running, retrying, paused: with done
+        they add up to total), rate and eta_ms (None while unknown), times,
+        ``labels``, ``metrics``, ``reran`` and ``ended``."""
         ts, h = self._snapshot(batch)
         return self._state(batch, h, ts)
 

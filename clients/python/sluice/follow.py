@@ -37,8 +37,14 @@ def _stale(ev, held, read_ts):
 
 
 def _event_of(state):
-    return {k: state[k] for k in ("queue", "batch", "status", "total", "done", "succeeded", "failed",
-                                  "cancelled", "pct", "ts")}
+    """The fields of a batch event, from a state read (PROTOCOL.md, section 8)."""
+    ev = {k: state[k] for k in ("queue", "batch", "status", "total", "done", "succeeded", "failed",
+                                "cancelled", "pct", "queued", "scheduled", "waiting", "running",
+                                "retrying", "paused", "rate", "eta_ms", "ts")}
+    for k in ("reran", "metrics"):
+        if k in state:
+            ev[k] = state[k]
+    return ev
 
 
 def follow(client, batch, timeout, progress, idle_s):
