@@ -7,7 +7,9 @@ written in the text (`src/...`, `lua/...`, `tests/...`, `docs/...`,
 `clients/...`, `bench/...`, `scripts/...`, `cmake/...`, `include/...`,
 `examples/...`, `.ci/...`). Globs (`*`) must match something; a path
 with a placeholder in capitals (`lua/NAME.lua`) must match as a glob.
-Prints each missing file with the document naming it; exit 1 if any.
+Source files and documents that cite the design document by name
+("DESIGN, Guarantee 6") need docs/DESIGN.md. Prints each missing file
+with the document naming it; exit 1 if any.
 
 usage: references.py
 """
@@ -46,6 +48,15 @@ def main():
             seen += 1
             if not os.path.exists(os.path.join(ROOT, os.path.dirname(d), target)):
                 missing.append("%s links to %s" % (d, target))
+    # Documents cited by name rather than path: "DESIGN" (DESIGN, Guarantee 6) is docs/DESIGN.md.
+    for top in ("src", "lua", "include", "tests", "docs", "clients"):
+        for f in glob.glob(os.path.join(ROOT, top, "**", "*"), recursive=True):
+            if not f.endswith((".c", ".h", ".lua", ".md", ".py", ".js")) or "node_modules" in f:
+                continue
+            if re.search(r"\bDESIGN\b", open(f, encoding="utf-8", errors="replace").read()):
+                seen += 1
+                if not os.path.exists(os.path.join(ROOT, "docs", "DESIGN.md")):
+                    missing.append("%s cites DESIGN (docs/DESIGN.md)" % os.path.relpath(f, ROOT))
     if missing:
         print("references: %d of %d refer to files that are not in the repository:\n  %s"
               % (len(missing), seen, "\n  ".join(missing)), file=sys.stderr)
