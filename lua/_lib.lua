@@ -39,9 +39,36 @@ end
 -- adds it (sl_emit, so a takeover moves its start); every call that ends
 -- a holder's claim on it (complete, release, an abort, reclaim's poison
 -- and stale pool, admission refusing a redelivered entry) drops it.
+-- Members are queued in ctx.run (batch -> flat score/member list) and
+-- written by sl_run_write, one ZADD per batch and call (sl_admit_done),
+-- so handing out 1,000 items costs a few commands, not 1,000.
+local SL_RUN_CHUNK = 500 -- members per ZADD / ZREM (Lua's unpack has a limit)
 local function sl_run_add(ctx, batch, s, eid, wait)
   ctx.now = ctx.now or sl_now_ms()
-  redis.call('ZADD', ctx.prefix .. 'b:' .. batch .. ':run', ctx.now + wait, s .. ':' .. eid)
+  ctx.run = ctx.run or {}
+  local l = ctx.run[batch]
+  if not l then
+    l = {}
+    ctx.run[batch] = l
+  end
+  l[#l + 1] = ctx.now + wait
+  l[#l + 1] = s .. ':' .. eid
+end
+
+local function sl_run_write(ctx)
+  for batch, l in pairs(ctx.run or {}) do
+    for i = 1, #l, 2 * SL_RUN_CHUNK do
+      redis.call('ZADD', ctx.prefix .. 'b:' .. batch .. ':run', unpack(l, i, math.min(i + 2 * SL_RUN_CHUNK - 1, #l)))
+    end
+  end
+  ctx.run = nil
+end
+
+-- Drops members ("S:ENTRY") of a batch's set: one ZREM per chunk.
+local function sl_run_drop_all(prefix, batch, members)
+  for i = 1, #members, SL_RUN_CHUNK do
+    redis.call('ZREM', prefix .. 'b:' .. batch .. ':run', unpack(members, i, math.min(i + SL_RUN_CHUNK - 1, #members)))
+  end
 end
 
 local function sl_run_drop(prefix, batch, s, eid)
@@ -523,6 +550,7 @@ end
 local function sl_admit_done(ctx, queue)
   sl_claims_write(ctx.prefix, ctx.claims)
   ctx.claims = nil
+  sl_run_write(ctx)
   for batch in pairs(ctx.touched) do
     if ctx.status[batch] == 'cancelled' then
       sl_maybe_finish(ctx.prefix .. 'b:' .. batch, ctx.now)

@@ -123,6 +123,7 @@ end
 
 local returned = {}
 local gone = {} -- claims of the entries acknowledged here (P..'claims')
+local held = {} -- the same entries by batch, for b:BATCH:run
 local retries, dur = 0, {} -- for P..'metrics': retries, and durations by bucket
 local dur_sum, dur_n = 0, 0
 for i = 5, #ARGV, 9 do
@@ -144,7 +145,12 @@ for i = 5, #ARGV, 9 do
   end
   if p and p[2] == me then
     gone[#gone + 1] = ARGV[i] .. ':' .. eid
-    sl_run_drop(prefix, batch, ARGV[i], eid)
+    local r = held[batch] -- its member of b:BATCH:run goes (sl_run_drop_all, below)
+    if not r then
+      r = {}
+      held[batch] = r
+    end
+    r[#r + 1] = ARGV[i] .. ':' .. eid
   end
   if not p or p[2] ~= me then
     -- not this caller's any more (fenced), or ended by its own earlier call
@@ -243,6 +249,7 @@ for s = 1, 3 do
   end
 end
 sl_claims_drop(prefix, gone)
+for batch, members in pairs(held) do sl_run_drop_all(prefix, batch, members) end
 -- Throughput: items ended per minute (sluice stats).
 local ended, ok_n = 0, 0
 for _, c in pairs(counts) do
