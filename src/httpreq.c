@@ -288,55 +288,6 @@ static int parse_keep(const sl_json_member *f, sl_httpreq *r, char *err, size_t 
   return 0;
 }
 
-/* A JSON path of a metric: "$", then ".NAME" ([A-Za-z0-9_-]) or "[N]" steps. */
-static int path_valid(const char *p) {
-  if (*p++ != '$')
-    return 0;
-  while (*p != '\0') {
-    size_t n;
-
-    if (*p == '.') {
-      n = strspn(p + 1, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-");
-      if (n == 0)
-        return 0;
-      p += 1 + n;
-    } else if (*p == '[') {
-      n = strspn(p + 1, "0123456789");
-      if (n == 0 || n > 9 || p[1 + n] != ']')
-        return 0;
-      p += 2 + n;
-    } else {
-      return 0;
-    }
-  }
-  return 1;
-}
-
-int sl__json_path_number(const void *v, const char *path, double *out) {
-  const cJSON *at = v;
-  const char *p = path + 1;
-
-  while (at != NULL && *p != '\0') {
-    if (*p == '.') {
-      char key[SL_HTTP_PATH_MAX];
-      size_t n = strcspn(p + 1, ".[");
-
-      snprintf(key, sizeof(key), "%.*s", (int)n, p + 1);
-      at = cJSON_IsObject(at) ? cJSON_GetObjectItemCaseSensitive(at, key) : NULL;
-      p += 1 + n;
-    } else {
-      int i = atoi(p + 1);
-
-      at = cJSON_IsArray(at) ? cJSON_GetArrayItem(at, i) : NULL;
-      p = strchr(p, ']') + 1;
-    }
-  }
-  if (!cJSON_IsNumber(at))
-    return -1;
-  *out = at->valuedouble;
-  return 0;
-}
-
 static int parse_metrics(const sl_json_member *f, sl_httpreq *r, char *err, size_t errlen) {
   sl_json_member e[SL_HTTP_METRICS_MAX];
   size_t n = 0;
@@ -366,7 +317,7 @@ static int parse_metrics(const sl_json_member *f, sl_httpreq *r, char *err, size
     rc = take_str(&e[i], SL_HTTP_PATH_MAX, 1, &path, &pl);
     if (rc == SL_ENOMEM)
       return rc;
-    if (rc != 0 || pl >= SL_HTTP_PATH_MAX || !path_valid(path)) {
+    if (rc != 0 || pl >= SL_HTTP_PATH_MAX || !sl__json_path_valid(path)) {
       sl_free(path);
       snprintf(err, errlen, "field \"payload.metrics.%s\": expected a JSON path like \"$.usage.cost\" or "
                             "\"$.data[0].n\" (at most %d bytes)", name, SL_HTTP_PATH_MAX - 1);

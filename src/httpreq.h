@@ -40,6 +40,7 @@
 #include <stdint.h>
 
 #include "allow.h"
+#include "jsonpath.h"
 #include "secret.h"
 
 #define SL_HTTP_URL_MAX 8192           /* a URL, bytes */
@@ -49,7 +50,7 @@
 #define SL_HTTP_VALUE_MAX 8192         /* a header value (secrets resolved), bytes */
 #define SL_HTTP_KEEP_MAX 32            /* names in keep_headers */
 #define SL_HTTP_METRICS_MAX 16         /* names in metrics */
-#define SL_HTTP_PATH_MAX 256           /* bytes of a metric's JSON path */
+#define SL_HTTP_PATH_MAX SL_JSON_PATH_MAX /* bytes of a metric's JSON path */
 #define SL_HTTP_IKEY_MAX 256           /* an idempotency key, bytes */
 
 typedef struct sl_httpreq {
@@ -80,9 +81,6 @@ typedef struct sl_httpreq {
  */
 int sl__httpreq_parse(const char *p, size_t len, sl_httpreq *r, char *err, size_t errlen);
 void sl__httpreq_free(sl_httpreq *r);
-/* The number at JSON path `path` ("$.a.b[0]") in the parsed document v
- * (a cJSON *); 0 and *out, or -1 when there is no number there. */
-int sl__json_path_number(const void *v, const char *path, double *out);
 
 /* 1 when s[0..n) is an RFC 9110 token (method, header name). */
 int sl__http_token(const char *s, size_t n);
