@@ -239,28 +239,42 @@ static int line_failed(const char *line) {
   return st != NULL && strncmp(st + 9, "\"failed\"", 8) == 0;
 }
 
-SL_EXTERN int sl_batch_results_page(sl_client_t *c, const char *queue, const char *batch, int flags, size_t from,
-                                    size_t limit, size_t *next, sl_line_cb cb, void *ud) {
-  sl_keys k;
+/* The batch's index bound: `indexed` (items skipped as duplicates have an
+ * index too), or `submitted` for batches older than dedupe; -1 with the
+ * client's error when there is no such batch. */
+static long long index_bound(sl_client_t *c, const sl_keys *k, const char *batch, int *rc) {
+  char bkey[256];
+  const char *av[5] = {"HMGET", bkey, "indexed", "submitted", "status"};
+  redisReply *r;
+  long long n = -1;
+
+  snprintf(bkey, sizeof(bkey), "%sb:%s", k->prefix, batch);
+  r = sl__client_cmd(c, rc, 5, av, NULL);
+  if (r == NULL)
+    return -1;
+  if (r->type == REDIS_REPLY_ARRAY && r->elements == 3 && r->element[2]->type == REDIS_REPLY_STRING)
+    n = strtoll(r->element[0]->type == REDIS_REPLY_STRING ? r->element[0]->str
+                : r->element[1]->type == REDIS_REPLY_STRING ? r->element[1]->str
+                                                             : "0",
+                NULL, 10);
+  freeReplyObject(r);
+  if (n < 0)
+    *rc = sl__client_fail(c, SL_ENOTFOUND, "no batch %s in queue %s (wrong --queue, or it expired)", batch,
+                          k->queue);
+  return n;
+}
+
+int sl__results_walk(sl_client_t *c, const sl_keys *k, const char *batch, size_t from, sl__result_fn fn, void *ud) {
   char rkey[256];
   char (*nums)[24] = NULL;
   const char **av = NULL;
-  redisReply *h;
   long long indexed;
-  size_t given = 0;
-  int rc;
+  int rc = 0;
 
-  if (next != NULL)
-    *next = 0;
-  if (sl__keys_init(&k, queue) != 0)
-    return sl__client_fail(c, SL_EINVAL, "invalid queue name \"%s\"", queue);
-  h = sl__batch_state(c, &k, batch, &rc);
-  if (h == NULL)
+  indexed = index_bound(c, k, batch, &rc);
+  if (indexed < 0)
     return rc;
-  /* Item indexes run to `indexed` (items skipped as duplicates have one too). */
-  indexed = hfield(h, "indexed") ? hnum(h, "indexed") : hnum(h, "submitted");
-  freeReplyObject(h);
-  snprintf(rkey, sizeof(rkey), "%sb:%s:r", k.prefix, batch);
+  snprintf(rkey, sizeof(rkey), "%sb:%s:r", k->prefix, batch);
   nums = sl_malloc(RESULTS_PAGE * sizeof(*nums));
   av = sl_malloc((RESULTS_PAGE + 2) * sizeof(*av));
   if (nums == NULL || av == NULL) {
@@ -284,18 +298,8 @@ SL_EXTERN int sl_batch_results_page(sl_client_t *c, const char *queue, const cha
     for (size_t i = 0; i < r->elements && rc == 0; i++) {
       const redisReply *e = r->element[i];
 
-      if (limit > 0 && given == limit) {
-        if (next != NULL)
-          *next = (size_t)first + i; /* the page is full: the rest from here */
-        freeReplyObject(r);
-        goto out;
-      }
-      if (e->type != REDIS_REPLY_STRING)
-        continue; /* not finished yet */
-      if ((flags & SL_RESULTS_FAILED) && !line_failed(e->str))
-        continue;
-      rc = cb(e->str, e->len, ud);
-      given++;
+      if (e->type == REDIS_REPLY_STRING) /* else not finished yet */
+        rc = fn((size_t)first + i, e->str, e->len, ud);
     }
     freeReplyObject(r);
   }
@@ -303,6 +307,46 @@ out:
   sl_free(nums);
   sl_free(av);
   return rc;
+}
+
+/* sl_batch_results_page's walk: the filter, the callback and the page. */
+typedef struct page_walk {
+  int flags;       /* SL_RESULTS_* */
+  size_t limit;    /* lines per page, 0: all */
+  size_t given;    /* lines given so far */
+  size_t *next;    /* where the next page starts, or NULL */
+  sl_line_cb cb;   /* the caller's */
+  void *ud;
+} page_walk;
+
+#define PAGE_FULL (-1000) /* a page_line return: the page is full (not an SL_E* code) */
+
+static int page_line(size_t index, const char *line, size_t len, void *ud) {
+  page_walk *p = ud;
+
+  if (p->limit > 0 && p->given == p->limit) {
+    if (p->next != NULL)
+      *p->next = index; /* the page is full: the rest from here */
+    return PAGE_FULL;
+  }
+  if ((p->flags & SL_RESULTS_FAILED) && !line_failed(line))
+    return 0;
+  p->given++;
+  return p->cb(line, len, p->ud);
+}
+
+SL_EXTERN int sl_batch_results_page(sl_client_t *c, const char *queue, const char *batch, int flags, size_t from,
+                                    size_t limit, size_t *next, sl_line_cb cb, void *ud) {
+  sl_keys k;
+  page_walk p = {flags, limit, 0, next, cb, ud};
+  int rc;
+
+  if (next != NULL)
+    *next = 0;
+  if (sl__keys_init(&k, queue) != 0)
+    return sl__client_fail(c, SL_EINVAL, "invalid queue name \"%s\"", queue);
+  rc = sl__results_walk(c, &k, batch, from, page_line, &p);
+  return rc == PAGE_FULL ? 0 : rc;
 }
 
 SL_EXTERN int sl_batch_results(sl_client_t *c, const char *queue, const char *batch, int flags,

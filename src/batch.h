@@ -20,4 +20,12 @@ redisReply *sl__batch_state(sl_client_t *c, const sl_keys *k, const char *batch,
 /* The one batch of a sluice_v1_state reply, taken out of r (freed). */
 redisReply *sl__batch_state_take(redisReply *r);
 
+/* Called with each finished item's index and results line; a non-zero
+ * return stops the walk and is returned. */
+typedef int (*sl__result_fn)(size_t index, const char *line, size_t len, void *ud);
+/* The results lines of the batch's items from index `from` on, in index
+ * order, by pages of HMGET (unfinished items are skipped). SL_ENOTFOUND
+ * when the batch does not exist. */
+int sl__results_walk(sl_client_t *c, const sl_keys *k, const char *batch, size_t from, sl__result_fn fn, void *ud);
+
 #endif
