@@ -19,7 +19,8 @@
  * errors are retryable and 429/503 honour Retry-After; other statuses fail
  * at once; a secret that is not granted refuses the item; a socket that
  * could not be opened for want of descriptors (EMFILE, ENFILE) gives the
- * item back (sl_job_give_back), counting no attempt. Errors keep the
+ * item back (sl_job_give_back), counting no attempt. payload.metrics are
+ * read from any JSON answer, a failed one too (read_metrics). Errors keep the
  * status and a body excerpt, or curl's own message. Each attempt logs one
  * line (sl_job_log): method, URL without its query, status, time and size.
  *
@@ -182,33 +183,41 @@ static void excerpt(const req *r, char *out, size_t len) {
 /* The outcome of a whole answer: its status, the body and headers kept in
  * r, and a Retry-After of ra seconds (0: none). A real response and a
  * canned one (--http-mock) both end here. */
+/* payload.metrics: the numbers the JSON response holds at their paths
+ * become the attempt's metrics, whatever its status (an API may charge for
+ * an answer that fails the item: a failed attempt's metrics count in the
+ * batch's sums over all attempts). A path with no number there is logged
+ * for a 2xx answer. */
+static void read_metrics(req *r, sl_job_t *j, int ok, int body_json) {
+  cJSON *doc;
+
+  if (r->nmetrics == 0)
+    return;
+  doc = body_json ? cJSON_ParseWithLength(r->resp.p, r->resp.len) : NULL;
+  for (size_t i = 0; i < r->nmetrics; i++) {
+    double v;
+
+    if (doc != NULL && sl__json_path_number(doc, r->path[i], &v) == 0)
+      sl_job_metric(j, r->metric[i], v);
+    else if (ok)
+      sl_job_log(j, "metric %s: no number at %s in the response", r->metric[i], r->path[i]);
+  }
+  cJSON_Delete(doc);
+}
+
 static void judge(req *r, sl_job_t *j, long status, long long ra) {
   char ex[EXCERPT_MAX + 8];
+  char err[64];
+  int body_json = r->resp.len > 0 && !r->truncated &&
+                  sl__json_validate(r->resp.p, r->resp.len, 256, NULL, err, sizeof(err)) == 0;
 
+  read_metrics(r, j, status >= 200 && status < 300, body_json);
   if (status >= 200 && status < 300) {
     sl_buf out;
-    char err[64];
-    int body_json = r->resp.len > 0 && !r->truncated &&
-                    sl__json_validate(r->resp.p, r->resp.len, 256, NULL, err, sizeof(err)) == 0;
     char *hdrs = cJSON_PrintUnformatted(r->keep);
     size_t cut = r->resp.len;
     int truncated = r->truncated;
     int rc;
-
-    if (r->nmetrics > 0) {
-      /* payload.metrics: numbers read from the JSON response */
-      cJSON *doc = body_json ? cJSON_ParseWithLength(r->resp.p, r->resp.len) : NULL;
-
-      for (size_t i = 0; i < r->nmetrics; i++) {
-        double v;
-
-        if (doc != NULL && sl__json_path_number(doc, r->path[i], &v) == 0)
-          sl_job_metric(j, r->metric[i], v);
-        else
-          sl_job_log(j, "metric %s: no number at %s in the response", r->metric[i], r->path[i]);
-      }
-      cJSON_Delete(doc);
-    }
 
     /* The whole results line must fit SL_RESULT_MAX: escaping can grow a
      * body, so cut it further (and keep it as a string) until it does. */

@@ -19,6 +19,8 @@ Paths (any method, query strings allowed):
   /redirect       302, Location: http://127.0.0.1:PORT/redirected, "moved"
   /redirected     200 {"ok":true} (a client that follows the redirect asks this)
   /flaky          503 "try again" the first time an Idempotency-Key is seen
+  /usage-flaky    ?cost=C: 503 with {"usage":{"cost":C,...}} the first time an
+                  Idempotency-Key is seen, then 200 with it
                   (per path), then 200 {"ok":true}
   /slow?ms=N      sleeps N ms, then 200 {"ok":true}
   /big            200, 10 MiB of 'x' (text/plain)
@@ -172,6 +174,14 @@ class Handler(http.server.BaseHTTPRequestHandler):
                        {"Location": "http://127.0.0.1:%d/redirected" % self.server.server_address[1]})
         elif path == "/redirected":
             self.reply(200, {"ok": True})
+        elif path == "/usage-flaky":
+            # ?cost=C: 503 with the usage the first time an Idempotency-Key is seen (the failed
+            # answer was paid for too), then 200 with it
+            q = dict(kv.split("=", 1) for kv in self.path.partition("?")[2].split("&") if "=" in kv)
+            with lock:
+                first = ("usage", key) not in state["flaky_seen"]
+                state["flaky_seen"].add(("usage", key))
+            self.reply(503 if first else 200, {"usage": {"cost": float(q.get("cost", "0")), "tokens": [1, 2, 3]}})
         elif path == "/flaky":
             with lock:
                 first = key not in state["flaky_seen"]

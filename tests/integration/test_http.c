@@ -431,8 +431,11 @@ static void test_get_ok(void) {
 }
 
 /* payload.metrics: numbers read from the JSON response by path become the
- * item's metrics, in its results line and summed in the batch; a path with
- * no number there is logged; a bad path is refused at submit. */
+ * item's metrics, in its results line and summed in the batch, also those
+ * of a failed answer (an item paid for twice: its 503 reported a cost);
+ * the sums over all and over final attempts are exact, and status shows
+ * both and the rerun; a path with no number there is logged; a bad path is
+ * refused at submit. */
 static void test_metrics_paths(void) {
   const char *q = itest_queue("metrics");
   redisContext *c = itest_conn();
@@ -445,7 +448,10 @@ static void test_metrics_paths(void) {
   item(lines, sizeof(lines), "/usage?cost=0.25", m, NULL);
   n = strlen(lines);
   item(lines + n, sizeof(lines) - n, "/usage?cost=0.5", m, NULL);
-  run_batch(c, q, lines, 2, NULL, batch, 20);
+  n = strlen(lines);
+  /* paid twice: a 503 that reports its cost, then a 200 */
+  item(lines + n, sizeof(lines) - n, "/usage-flaky?cost=0.125", m, ",\"max_attempts\":2,\"backoff_ms\":0");
+  run_batch(c, q, lines, 3, NULL, batch, 20);
   line = result_line(c, q, batch, 0);
   CHECK_ITEM_STATUS(line, "succeeded");
   CHECK(cJSON_IsNumber(jget(jget(line, "metrics"), "cost")) && jget(jget(line, "metrics"), "cost")->valuedouble == 0.25);
@@ -454,12 +460,31 @@ static void test_metrics_paths(void) {
   CHECK_CONTAINS(cJSON_GetArrayItem(jget(line, "log"), 1)->valuestring, "metric none: no number at $.nope");
   cJSON_Delete(line);
   {
-    redisReply *r = itest_cmd(c, "HMGET sluice:{%s}:b:%s metric:cost final:cost metric:tokens", q, batch);
+    redisReply *r = itest_cmd(c, "HMGET sluice:{%s}:b:%s metric:cost final:cost metric:tokens reran", q, batch);
 
-    CHECK(strtod(r->element[0]->str, NULL) == 0.75);
-    CHECK(strtod(r->element[1]->str, NULL) == 0.75);
-    CHECK(strtod(r->element[2]->str, NULL) == 4);
+    /* all attempts: 0.25 + 0.5 + 0.125 twice; final ones: 0.125 once */
+    CHECK(strtod(r->element[0]->str, NULL) == 1.0);
+    CHECK(strtod(r->element[1]->str, NULL) == 0.875);
+    CHECK(strtod(r->element[2]->str, NULL) == 8);
+    CHECK_STR(r->element[3]->str, "1");
     freeReplyObject(r);
+  }
+  {
+    /* status says so: the JSON sums, and the human line with what the rerun cost */
+    const char *args[] = {"status", "--redis", itest_url(), "--queue", q, batch, NULL};
+    const char *js[] = {"status", "--redis", itest_url(), "--queue", q, batch, "--json", NULL};
+    char *out = NULL;
+
+    CHECK_INT(itest_run(js, &out, NULL, 30), ==, 0);
+    CHECK_CONTAINS(out, "\"metrics\":{");
+    CHECK_CONTAINS(out, "\"cost\":{\"all\":1,\"final\":0.875}");
+    CHECK_CONTAINS(out, "\"reran\":1");
+    free(out);
+    CHECK_INT(itest_run(args, &out, NULL, 30), ==, 0);
+    CHECK_CONTAINS(out, "cost       0.875 over final attempts, 1 over all attempts (0.125 spent on attempts that did "
+                        "not end the item)");
+    CHECK_CONTAINS(out, "reran      1 items ran more than once");
+    free(out);
   }
   {
     const char *bad = "{\"type\":\"http\",\"payload\":{\"url\":\"http://127.0.0.1:1/\",\"metrics\":{\"cost\":\"usage.cost\"}}}\n";
