@@ -265,7 +265,7 @@ sl_metric(prefix, 'dur_count', dur_n)
 if ended > 0 then
   local tkey = prefix .. 'tput:' .. math.floor(now / 60000)
   redis.call('INCRBY', tkey, ended)
-  redis.call('PEXPIRE', tkey, 180000)
+  redis.call('PEXPIRE', tkey, 3600000) -- an hour: stats show the last 30 minutes
 end
 for batch, c in pairs(counts) do
   local bkey = prefix .. 'b:' .. batch

@@ -96,6 +96,34 @@ static int live_json(sl_buf *out, const redisReply *h) {
   return rc;
 }
 
+/* ,"webhook":{"url","attempts","delivered_at","error"} of a batch with a
+ * completion webhook (docs/PROTOCOL.md, the batch hash): tries of the
+ * current message, when it was delivered (null: not yet), the last error. */
+static int webhook_json(sl_buf *out, const redisReply *h) {
+  const char *url = hfield(h, "webhook");
+  const char *err = hfield(h, "webhook_error");
+  int rc;
+
+  if (url == NULL)
+    return 0;
+  rc = sl__buf_puts(out, ",\"webhook\":{\"url\":");
+  if (rc == 0)
+    rc = sl__json_put_str(out, url, strlen(url));
+  if (rc == 0)
+    rc = sl__buf_printf(out, ",\"attempts\":%lld,\"delivered_at\":", hnum(h, "webhook_attempts"));
+  if (rc == 0 && hnum(h, "webhook_at") > 0)
+    rc = sl__buf_printf(out, "%lld", hnum(h, "webhook_at"));
+  else if (rc == 0)
+    rc = sl__buf_puts(out, "null");
+  if (rc == 0)
+    rc = sl__buf_puts(out, ",\"error\":");
+  if (rc == 0 && err != NULL)
+    rc = sl__json_put_str(out, err, strlen(err));
+  else if (rc == 0)
+    rc = sl__buf_puts(out, "null");
+  return rc ? rc : sl__buf_putc(out, '}');
+}
+
 int sl__batch_json(sl_buf *out, const sl_keys *k, const char *batch, const redisReply *h) {
   const char *status = hfield(h, "status");
   const char *name = hfield(h, "name");
@@ -144,6 +172,8 @@ int sl__batch_json(sl_buf *out, const sl_keys *k, const char *batch, const redis
                         hnum(h, "refused"));
   if (rc == 0)
     rc = live_json(out, h);
+  if (rc == 0)
+    rc = webhook_json(out, h);
   if (rc == 0)
     rc = sl__buf_putc(out, '}');
   return rc;

@@ -28,6 +28,7 @@
 #define PARKED_PAGE 100       /* paused batches whose parked items one round trip counts */
 #define PARKED_SCAN_MAX 10000 /* paused batches looked at, at most */
 #define LIVE_MAX "10000"      /* workers looked at, at most */
+#define TPUT_MINUTES 30        /* minutes of throughput history in the stats */
 
 static long long reply_int(redisReply *r) {
   long long v = 0;
@@ -147,6 +148,33 @@ static int count_parked(sl_client_t *c, const sl_keys *k, long long *parked) {
   return rc;
 }
 
+/* ,"throughput":[N,...]: items ended in each of the last TPUT_MINUTES
+ * minutes (tput:MINUTE, kept an hour by complete), the oldest first, the
+ * current minute (so far) last. One MGET. */
+static int throughput(sl_client_t *c, const sl_keys *k, long long now_ms, sl_buf *out) {
+  char keys[TPUT_MINUTES][SL_NAME_MAX + 64];
+  const char *av[TPUT_MINUTES + 1];
+  redisReply *r;
+  int rc = 0;
+
+  av[0] = "MGET";
+  for (int i = 0; i < TPUT_MINUTES; i++) {
+    snprintf(keys[i], sizeof(keys[i]), "%stput:%lld", k->prefix, now_ms / 60000 - (TPUT_MINUTES - 1 - i));
+    av[1 + i] = keys[i];
+  }
+  r = sl__client_cmd(c, &rc, TPUT_MINUTES + 1, av, NULL);
+  if (r == NULL)
+    return rc;
+  rc = sl__buf_puts(out, ",\"throughput\":[");
+  for (size_t i = 0; rc == 0 && i < (size_t)TPUT_MINUTES; i++) {
+    const redisReply *e = r->type == REDIS_REPLY_ARRAY && i < r->elements ? r->element[i] : NULL;
+
+    rc = sl__buf_printf(out, "%s%lld", i ? "," : "", e && e->type == REDIS_REPLY_STRING ? strtoll(e->str, NULL, 10) : 0);
+  }
+  freeReplyObject(r);
+  return rc ? rc : sl__buf_putc(out, ']');
+}
+
 SL_EXTERN int sl_queue_stats(sl_client_t *c, const char *queue, char **json_out) {
   static const char *const names[3] = {"high", "normal", "low"};
   char key[SL_NAME_MAX + 64];
@@ -261,8 +289,12 @@ SL_EXTERN int sl_queue_stats(sl_client_t *c, const char *queue, char **json_out)
     if (rc == 0)
       rc = sl_limit_list(c, queue, append_limit, &lo);
     if (rc == 0)
-      rc = sl__buf_printf(&out, "],\"waiting_lease\":%lld}", lo.waiting);
+      rc = sl__buf_printf(&out, "],\"waiting_lease\":%lld", lo.waiting);
   }
+  if (rc == 0)
+    rc = throughput(c, &k, now_ms, &out);
+  if (rc == 0)
+    rc = sl__buf_putc(&out, '}');
   if (rc != 0) {
     sl__buf_free(&out);
     return rc < 0 && c->errstr[0] ? rc : sl__client_fail(c, rc, "%s", sl_strerror(rc));

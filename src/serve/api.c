@@ -42,6 +42,7 @@ typedef struct call {
   sl_batch_t *b;          /* OP_SUBMIT: the batch (the upload keeps it) */
   char idem[SL_IDEM_KEY_MAX + 1]; /* OP_SUBMIT: its Idempotency-Key, or "" */
   long long retry_after_s; /* a quota's wait, s */
+  int abort;               /* OP_CANCEL: also stop the running items (?abort=1) */
   /* results */
   char *json;             /* the answer, or NULL with the error in f */
   srv_failure f;
@@ -143,7 +144,7 @@ static void run_control(call *k, sl_client_t *c) {
   if (load_status(k, c, &json, &st) != 0)
     return;
   s = status_of(st);
-  if ((k->what == OP_CANCEL && (strcmp(s, "completed") == 0 || strcmp(s, "cancelled") == 0)) ||
+  if ((k->what == OP_CANCEL && (strcmp(s, "completed") == 0 || (strcmp(s, "cancelled") == 0 && !k->abort))) ||
       (k->what == OP_PAUSE && strcmp(s, "submitting") != 0 && strcmp(s, "queued") != 0 &&
        strcmp(s, "running") != 0) ||
       (k->what == OP_RESUME && strcmp(s, "paused") != 0) || (k->what == OP_RETRY && strcmp(s, "cancelled") == 0)) {
@@ -154,7 +155,9 @@ static void run_control(call *k, sl_client_t *c) {
     snprintf(k->f.err, sizeof(k->f.err), "batch %s is %s: it cannot be %s", k->batch, s, verb[k->what]);
     goto out;
   }
-  if (k->what == OP_CANCEL)
+  if (k->what == OP_CANCEL && k->abort)
+    rc = sl_batch_abort(c, k->queue, k->batch);
+  else if (k->what == OP_CANCEL)
     rc = sl_batch_cancel(c, k->queue, k->batch);
   else if (k->what == OP_PAUSE)
     rc = sl_batch_pause(c, k->queue, k->batch);
@@ -400,6 +403,11 @@ static enum MHD_Result start(srv_req *req, op what, sl_batch_t *b) {
   k->who = req->who;
   snprintf(k->queue, sizeof(k->queue), "%s", req->queue ? req->queue : "default");
   snprintf(k->batch, sizeof(k->batch), "%s", req->batch);
+  if (what == OP_CANCEL) {
+    const char *a = srv_arg(req, "abort");
+
+    k->abort = a != NULL && (strcmp(a, "1") == 0 || strcmp(a, "true") == 0);
+  }
   if (what == OP_SUBMIT) {
     const char *key = MHD_lookup_connection_value(req->con, MHD_HEADER_KIND, "Idempotency-Key");
 
@@ -441,6 +449,33 @@ static enum MHD_Result first(srv_req *req) {
   }
   if (strcmp(p, "/readyz") == 0 && get)
     return start(req, OP_READY, NULL);
+  if (srv_ui(req))
+    return MHD_YES;
+  if (strcmp(p, "/v1/me") == 0 && get) {
+    static const char *const roles[] = {"none", "read", "submit", "admin"};
+    sl_buf b;
+    int rc;
+
+    sl__buf_init(&b, 64 * 1024);
+    rc = sl__buf_printf(&b, "{\"auth\":%s,\"tenant\":", srv_auth_on(req->s->auth) ? "true" : "false");
+    if (rc == 0 && req->who.tenant[0] != '\0')
+      rc = sl__json_put_str(&b, req->who.tenant, strlen(req->who.tenant));
+    else if (rc == 0)
+      rc = sl__buf_puts(&b, "null");
+    if (rc == 0)
+      rc = sl__buf_printf(&b, ",\"role\":\"%s\",\"queues\":[", (unsigned)req->who.role < 4 ? roles[req->who.role] : "none");
+    for (size_t i = 0; rc == 0 && i < req->s->nqueues; i++) {
+      if (i > 0)
+        rc = sl__buf_putc(&b, ',');
+      if (rc == 0)
+        rc = sl__json_put_str(&b, req->s->queues[i], strlen(req->s->queues[i]));
+    }
+    if (rc == 0)
+      rc = sl__buf_puts(&b, "]}");
+    srv_answer(req, 200, rc == 0 ? sl__buf_take(&b) : NULL);
+    sl__buf_free(&b);
+    return MHD_YES;
+  }
   if (strcmp(p, "/v1/openapi.json") == 0 && get) {
     char *doc = sl_malloc(sl__openapi_len + 1);
 

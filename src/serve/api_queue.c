@@ -39,7 +39,7 @@
 #define LIST_EXAMINE_MAX 10000     /* batches one page looks at, at most (filters that match little) */
 
 typedef enum qop { Q_LIST, Q_RESULTS, Q_STATS, Q_WORKERS, Q_DEAD, Q_REQUEUE, Q_LIMITS, Q_LIMIT_GET, Q_LIMIT_PUT,
-                   Q_LIMIT_DEL } qop;
+                   Q_LIMIT_DEL, Q_PURGE, Q_ITEMS } qop;
 
 typedef struct qjob {
   srv_req *req;
@@ -58,6 +58,8 @@ typedef struct qjob {
   char tenant[SRV_TENANT_MAX + 1];
   char after[SL_LIST_CURSOR_MAX];
   char last[SL_LIST_CURSOR_MAX];
+  char state[16];           /* Q_ITEMS: only items in this state, or "" */
+  int more;                 /* Q_ITEMS: the listing stopped at its limit */
   char **ids;               /* Q_REQUEUE: letter ids, or NULL for "all" */
   size_t nids;
   size_t all;
@@ -172,6 +174,27 @@ static void on_run(sl_client_t *c, const char *open_err, void *arg) {
     if (rc == 0)
       rc = sl__buf_printf(&j->out, "{\"removed\":\"%s\"}", j->name);
     break;
+  case Q_PURGE: {
+    size_t purged = 0;
+
+    rc = sl_dead_purge(c, j->queue, &purged);
+    if (rc == 0)
+      rc = sl__buf_printf(&j->out, "{\"purged\":%zu}", purged);
+    break;
+  }
+  case Q_ITEMS: {
+    char *json = NULL;
+    cJSON *st = NULL;
+    sl_items_opts o = {j->state[0] ? j->state : NULL, j->limit, 0, 0};
+
+    rc = srv_batch_state(c, j->queue, j->batch, &j->who, &json, &st);
+    sl_free(json);
+    cJSON_Delete(st);
+    if (rc == 0)
+      rc = sl_batch_items(c, j->queue, j->batch, &o, collect, j);
+    j->more = o.more;
+    break;
+  }
   case Q_REQUEUE: {
     size_t requeued = 0;
     size_t skipped = 0;
@@ -192,7 +215,7 @@ static void on_run(sl_client_t *c, const char *open_err, void *arg) {
     if (j->what == Q_LIST)
       snprintf(what, sizeof(what), "the cursor %s is not a batch of queue %s (it expired): list again without it",
                j->after, j->queue);
-    else if (j->what == Q_RESULTS)
+    else if (j->what == Q_RESULTS || j->what == Q_ITEMS)
       snprintf(what, sizeof(what), "no batch %s in queue %s", j->batch, j->queue);
     else
       snprintf(what, sizeof(what), "no limit %s in queue %s", j->name, j->queue);
@@ -207,6 +230,11 @@ static void on_done(void *arg) {
   srv_req *req = j->req;
 
   if (j->ok) {
+    if (j->what == Q_ITEMS) {
+      req->ctype = "application/x-ndjson";
+      if (j->more)
+        snprintf(req->next_cursor, sizeof(req->next_cursor), "more");
+    }
     if (j->what == Q_RESULTS) {
       req->ctype = "application/x-ndjson";
       if (j->next > 0)
@@ -363,6 +391,28 @@ int srv_api_queue(srv_req *req) {
     job_start(j);
     return 1;
   }
+  if (get && req->batch[0] != '\0' && strcmp(req->action, "items") == 0) {
+    static const char *const states[] = {"running", "waiting", "retrying", "scheduled", "paused", "queued", NULL};
+    const char *st = srv_arg(req, "state");
+    long long limit = num_arg(req, "limit", 1, RESULTS_LIMIT_MAX, RESULTS_LIMIT_DEFAULT);
+    int ok = st == NULL;
+
+    if (limit < 0)
+      return 1;
+    for (int i = 0; st != NULL && states[i] != NULL; i++)
+      ok |= strcmp(st, states[i]) == 0;
+    if (!ok) {
+      srv_error(req, 400, "invalid_argument", "state", 0,
+                "state is one of running, waiting, retrying, scheduled, paused, queued");
+      return 1;
+    }
+    if ((j = job_new(req, Q_ITEMS)) == NULL)
+      return 1;
+    snprintf(j->state, sizeof(j->state), "%s", st ? st : "");
+    j->limit = (size_t)limit;
+    job_start(j);
+    return 1;
+  }
   if (get && strncmp(p, "/v1/queues/", 11) == 0) {
     const char *q = p + 11;
     size_t n = strcspn(q, "/");
@@ -397,6 +447,11 @@ int srv_api_queue(srv_req *req) {
       j->limit = (size_t)limit;
       job_start(j);
     }
+    return 1;
+  }
+  if (strcmp(p, "/v1/dead/purge") == 0 && strcmp(m, "POST") == 0) {
+    if (admin_only(req) && (j = job_new(req, Q_PURGE)) != NULL)
+      job_start(j);
     return 1;
   }
   if (strcmp(p, "/v1/dead/requeue") == 0 && strcmp(m, "POST") == 0) {

@@ -147,6 +147,14 @@ static enum MHD_Result send_answer(srv_req *req) {
       MHD_add_response_header(r, "Access-Control-Max-Age", "600");
     }
   }
+  if (req->ui) {
+    /* the dashboard: scripts, styles and connections of this origin only */
+    MHD_add_response_header(r, "Content-Security-Policy",
+                            "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; "
+                            "img-src 'self' data:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'");
+    MHD_add_response_header(r, "X-Content-Type-Options", "nosniff");
+    MHD_add_response_header(r, "Referrer-Policy", "no-referrer");
+  }
   if (req->retry_after[0] != '\0')
     MHD_add_response_header(r, MHD_HTTP_HEADER_RETRY_AFTER, req->retry_after);
   if (req->next_cursor[0] != '\0')
@@ -228,8 +236,17 @@ static srv_req *begin(sl_srv *s, struct MHD_Connection *con, const char *url, co
       srv_error(req, 405, "method_not_allowed", NULL, 0, "OPTIONS is answered only with --cors ORIGIN");
     return req;
   }
-  if (strcmp(url, "/healthz") == 0 || strcmp(url, "/readyz") == 0 || strcmp(url, "/v1/openapi.json") == 0)
-    return req; /* no token needed: probes and the API's description */
+  if (strcmp(url, "/healthz") == 0 || strcmp(url, "/readyz") == 0 || strcmp(url, "/v1/openapi.json") == 0 ||
+      srv_ui_path(url))
+    return req; /* no token needed: probes, the API's description and the dashboard's files */
+  if (strcmp(url, "/v1/me") == 0 &&
+      MHD_lookup_connection_value(con, MHD_HEADER_KIND, MHD_HTTP_HEADER_AUTHORIZATION) == NULL) {
+    /* who am I, without a token: nobody (so the dashboard learns that it
+     * must ask for one without a refused request) */
+    req->who.tenant[0] = '\0';
+    req->who.role = srv_auth_on(s->auth) ? ROLE_NONE : ROLE_ADMIN;
+    return req;
+  }
   if (authenticate(req) != 0)
     return req;
   q = srv_arg(req, "queue");

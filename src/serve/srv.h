@@ -42,6 +42,7 @@
 
 /* What a token may do. Each role includes those before it. */
 typedef enum srv_role {
+  ROLE_NONE = 0,   /* no token (GET /v1/me alone answers it) */
   ROLE_READ = 1,   /* read its tenant's batches, follow their events */
   ROLE_SUBMIT = 2, /* and submit, cancel, pause, resume and retry them */
   ROLE_ADMIN = 3   /* and every tenant's batches, the queue's workers, dead letters and limits */
@@ -108,6 +109,7 @@ typedef struct srv_req {
   sl_buf body;              /* JSON of the answer */
   char retry_after[24];     /* a Retry-After value, or "" */
   const char *ctype;        /* the answer's Content-Type; NULL: application/json */
+  int ui;                   /* a file of the dashboard: sent with its security headers */
   char next_cursor[SL_LIST_CURSOR_MAX]; /* an X-Next-Cursor value, or "" */
   struct MHD_Response *stream; /* an event stream to send instead, or NULL */
   srv_upload *up;           /* the body of POST /v1/batches as it arrives, or NULL */
@@ -122,6 +124,12 @@ typedef struct srv_req {
   char batch[80];           /* the batch of the path, or "" */
   char action[16];          /* cancel, pause, resume, retry, events, results, or "" */
 } srv_req;
+
+/* ---- ui.c ---- */
+/* 1 when path is the dashboard's ("/" or "/ui/..."): it needs no token. */
+int srv_ui_path(const char *path);
+/* Answers a GET of the dashboard's files: 1 when req was one (answered), else 0. */
+int srv_ui(srv_req *req);
 
 /* ---- route.c ---- */
 /* The answer of req: an error, always JSON of one shape

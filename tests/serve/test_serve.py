@@ -530,7 +530,64 @@ def test_control(env):
     st, body, _ = env.request("POST", "/v1/batches/%s/retry?queue=api" % b["batch"])
     check(st == 200 and body["requeued"] == 20, "retry: %d %r" % (st, body))
     env.stop_workers()
-    print("  control: pause, resume, cancel, retry; 409 for resume of a queued, a second cancel, retry of cancelled")
+    # Cancel with abort: the running items of a batch stop now; /items lists them first
+    st, b, _ = env.submit([{"id": "long-%d" % i, "type": "sleep", "payload": {"ms": 60000}} for i in range(30)])
+    env.worker("api", "--concurrency", "4")
+    deadline = time.time() + 20
+    while True:
+        st, data, r = raw(env, "GET", "/v1/batches/%s/items?queue=api&state=running" % b["batch"], token="tok-a")
+        running = [json.loads(x) for x in data.splitlines()]
+        if len(running) == 4 or time.time() > deadline:
+            break
+        time.sleep(0.1)
+    check(st == 200 and r.getheader("Content-Type") == "application/x-ndjson" and len(running) == 4 and
+          all(x["state"] == "running" and x["worker"] and x["since"] > 0 for x in running), "items: %r" % running)
+    st, data, _ = raw(env, "GET", "/v1/batches/%s/items?queue=api&limit=10" % b["batch"], token="tok-a")
+    rows = [json.loads(x) for x in data.splitlines()]
+    check(len(rows) == 10 and [x["state"] for x in rows[:4]] == ["running"] * 4 and rows[4]["state"] == "queued",
+          "items, all states: %r" % rows)
+    check(raw(env, "GET", "/v1/batches/%s/items?queue=api&state=done" % b["batch"], token="tok-a")[0] == 400,
+          "items with an unknown state")
+    check(raw(env, "GET", "/v1/batches/%s/items?queue=api" % b["batch"], token="tok-b")[0] == 404,
+          "another tenant's items")
+    st, body, _ = env.request("POST", "/v1/batches/%s/cancel?queue=api&abort=1" % b["batch"])
+    check(st == 200 and body["status"] == "cancelled", "cancel with abort: %d %r" % (st, body))
+    deadline = time.time() + 20
+    while env.get("/v1/batches/%s?queue=api" % b["batch"])[1]["done"] < 30 and time.time() < deadline:
+        time.sleep(0.1)
+    st, body, _ = env.get("/v1/batches/%s?queue=api" % b["batch"])
+    check(body["cancelled"] == 30 and body["running"] == 0, "after abort: %r" % body)
+    env.stop_workers()
+    print("  control: pause, resume, cancel, retry; 409 for resume of a queued, a second cancel, retry of cancelled; "
+          "items by state (4 running, then queued); cancel with abort stops the running 4")
+
+
+def test_dashboard(env):
+    """The dashboard's files: no token needed (they hold no data), a CSP that
+    allows this origin's scripts only, and no inline script or style in the
+    page, so that CSP can forbid them."""
+    import re
+    st, html, r = env.curl("GET", "/", token=None)
+    csp = r.getheader("Content-Security-Policy", "")
+    check(st == 200 and r.getheader("Content-Type") == "text/html; charset=utf-8", "GET /: %d" % st)
+    check("script-src 'self'" in csp and "default-src 'none'" in csp and "unsafe" not in csp, "CSP: %r" % csp)
+    check(r.getheader("X-Content-Type-Options") == "nosniff", "nosniff")
+    page = html.decode()
+    check(not re.search(r"<script(?![^>]*\bsrc=)", page), "an inline script in the page")
+    check(not re.search(r"\son[a-z]+=", page) and "style=" not in page, "inline handlers or styles in the page")
+    names = re.findall(r'(?:src|href)="(/ui/[^"]+)"', page)
+    check(len(names) >= 3, "the page's files: %r" % names)
+    for name in names + ["/ui/api.js", "/ui/batches.js", "/ui/queue.js", "/ui/dom.js"]:
+        st, data, r = env.curl("GET", name, token=None)
+        check(st == 200 and r.getheader("Content-Security-Policy") == csp and len(data) > 100, "%s: %d" % (name, st))
+        if name.endswith(".js"):
+            check(r.getheader("Content-Type") == "text/javascript; charset=utf-8", "%s: %r" % (name, r.getheader("Content-Type")))
+            check("eval(" not in data.decode() and "innerHTML" not in data.decode(), "%s uses eval or innerHTML" % name)
+    st, data, _ = env.curl("GET", "/ui/nope.js", token=None)
+    check(st == 404 and json.loads(data)["error"]["code"] == "not_found", "an unknown file: %d" % st)
+    st, data, _ = env.curl("POST", "/", b"x", token=None)
+    check(st == 405, "POST /: %d" % st)
+    print("  dashboard: / and %d files without a token, CSP %r, no inline script or style" % (len(names) + 4, csp[:40]))
 
 
 def raw(env, method, path, body=None, token="tok-admin"):
@@ -677,9 +734,22 @@ def test_queue(env):
     st, body, _ = env.request("DELETE", "/v1/limits/openai?queue=api", token="tok-admin")
     check(st == 200, "limit delete: %d %r" % (st, body))
     check(env.get("/v1/limits/openai?queue=api", token="tok-admin")[0] == 404, "the limit is gone")
+    check(len(stats["throughput"]) == 30 and stats["throughput"][-1] + stats["throughput"][-2] >= 250,
+          "throughput: %r" % stats["throughput"])
+    st, body, _ = env.request("POST", "/v1/dead/purge?queue=api", token="tok-a")
+    check(st == 403, "purge for a submit token: %d %r" % (st, body))
+    st, body, _ = env.request("POST", "/v1/dead/purge?queue=api", token="tok-admin")
+    check(st == 200 and body["purged"] >= 24, "purge: %d %r" % (st, body))
+    check(env.get("/v1/queues/api/stats", token="tok-a")[1]["dead"] == 0, "dead letters after purge")
+    # Who am I: without a token, and with one.
+    check(env.get("/v1/me", token=None)[1] == {"auth": True, "tenant": None, "role": "none", "queues": ["api", "other"]},
+          "me without a token: %r" % (env.get("/v1/me", token=None),))
+    check(env.get("/v1/me", token="tok-r")[1] == {"auth": True, "tenant": "acme", "role": "read",
+                                                   "queues": ["api", "other"]}, "me with a read token")
+    check(env.get("/v1/me", token="nope")[0] == 401, "me with a bad token")
     env.stop_workers()
-    print("  queue: 250 results in pages of 100, 25 failed; stats equal to sluice stats; workers, dead letters, "
-          "requeue, limits")
+    print("  queue: 250 results in pages of 100, 25 failed; stats equal to sluice stats (30 minutes of throughput); "
+          "workers, dead letters, requeue, purge, limits; /v1/me")
 
 
 def parse_metrics(text):
@@ -926,7 +996,7 @@ def test_shutdown(env):
 
 CASES = {"probes": test_probes, "auth": test_auth, "submit": test_submit, "events": test_events, "queue_events": test_queue_events, "quota": test_quota,
          "control": test_control, "list": test_list, "queue": test_queue, "metrics": test_metrics, "same": test_same, "cors": test_cors, "timeouts": test_timeouts, "shutdown": test_shutdown,
-         "upload_memory": test_upload_memory, "listen": test_listen, "openapi": test_openapi}
+         "upload_memory": test_upload_memory, "listen": test_listen, "dashboard": test_dashboard, "openapi": test_openapi}
 
 
 def main():
