@@ -127,8 +127,16 @@ class Env {
     return JSON.parse(execFileSync(SLUICE, ['status', '--redis', this.url, '--queue', this.queue, batch, '--json']));
   }
 
-  stop() {
-    for (const p of this.procs.reverse()) p.kill('SIGTERM');
+  // Stops every process (workers and the server first, Redis last) and
+  // waits for each to exit, then removes the temporary folder.
+  async stop() {
+    for (const p of this.procs.reverse()) {
+      if (p.exitCode === null && p.signalCode === null) {
+        const gone = new Promise((r) => p.once('exit', r));
+        p.kill('SIGTERM');
+        await Promise.race([gone, sleep(30000)]);
+      }
+    }
     fs.rmSync(this.tmp, {recursive: true, force: true});
   }
 }
@@ -242,7 +250,7 @@ async function caseOpen(browser) {
     clean(page);
     await page.close();
   } finally {
-    env.stop();
+    await env.stop();
   }
 }
 
@@ -282,7 +290,7 @@ async function caseControl(browser) {
     clean(page);
     await page.close();
   } finally {
-    env.stop();
+    await env.stop();
   }
 }
 
@@ -361,7 +369,7 @@ async function caseBusy(browser) {
     clean(page);
     await page.close();
   } finally {
-    env.stop();
+    await env.stop();
   }
 }
 
@@ -399,7 +407,7 @@ async function caseTokens(browser) {
     clean(page);
     await page.close();
   } finally {
-    env.stop();
+    await env.stop();
   }
 }
 
