@@ -63,6 +63,8 @@ function coalescer(apply) {
 
 export function batchesView(app, main) {
   const rows = new Map(); // batch -> {state, el}
+  const reading = new Set(); // batches whose state is being read
+  const unwanted = new Set(); // batches the name filter leaves out
   const filter = {status: sessionStorage.getItem('sluice.fstatus') || '', name: sessionStorage.getItem('sluice.fname') || ''};
   const list = h('ol', {class: 'batches', 'aria-live': 'off'});
   const note = h('p', {class: 'muted'});
@@ -101,13 +103,17 @@ export function batchesView(app, main) {
       st.className = `status s-${r.state.status}`;
       return;
     }
-    if (filter.status && ev.status !== filter.status) return;
-    // a batch not listed yet: read its whole state (name, labels, times)
+    if ((filter.status && ev.status !== filter.status) || reading.has(ev.batch) || unwanted.has(ev.batch)) return;
+    // a batch not listed yet: read its whole state (name, labels, times), once
+    reading.add(ev.batch);
     getJSON(`/v1/batches/${ev.batch}`, {queue: app.queue}).then((state) => {
       if (stopped || rows.has(state.batch)) return;
-      if (filter.name && state.name !== filter.name) return;
+      if (filter.name && state.name !== filter.name) {
+        unwanted.add(state.batch); // its name never changes
+        return;
+      }
       add(state, true);
-    }).catch(() => {});
+    }).catch(() => {}).finally(() => reading.delete(ev.batch));
   }
 
   function add(state, first) {
@@ -139,6 +145,7 @@ export function batchesView(app, main) {
   async function load() {
     if (stream) stream.stop();
     rows.clear();
+    unwanted.clear();
     clear(list);
     note.textContent = 'Loading…';
     try {
