@@ -99,6 +99,15 @@ int cli_help_asked(const char *cmd, int argc, char **argv);
 /* Prints cmd's help (usage, every option with its default, an example) on
  * stdout; returns EXIT_OK (EXIT_USAGE when cmd has none). */
 int cli_help(const char *cmd);
+/* The same on f. */
+int cli_help_to(FILE *f, const char *cmd);
+/* The i-th command that has help, or NULL past the last. */
+const char *cli_help_command(size_t i);
+/* The i-th help topic's name (and its text in *text), or NULL past the last. */
+const char *cli_help_topic(size_t i, const char **text);
+/* The manual page sluice(1), in roff, from the same text as --help
+ * (src/cli/manpage.c): `sluice help --man`. */
+int cli_man(FILE *f);
 /* After a usage error: cmd's usage lines on stderr, and where to read
  * more; returns EXIT_USAGE. */
 int cli_usage(const char *cmd);

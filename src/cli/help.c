@@ -59,7 +59,7 @@ static const char general[] =
     "         --idempotency-key KEY --idempotency-ttl DURATION (1d)   submit once per KEY\n"
     "         --webhook URL        POST the batch's summary there when it ends (Standard Webhooks)\n"
     "         --label KEY=VALUE    (repeatable, or comma-separated: up to 16) find it with `batches --label`\n"
-    "  status BATCH [--json]       counters, percent and timings of a batch\n"
+    "  status BATCH [--json]       counters, where the items are, ETA, stuck work; --items: by id\n"
     "  watch BATCH [--give-up DURATION]   live progress until the batch ends (exit 3: items failed)\n"
     "  results BATCH [--failed]    one JSON line per finished item\n"
     "  log BATCH [--item ID] [--follow] [--json]   what happened to the batch and its items, when, by whom\n"
@@ -380,12 +380,15 @@ static const help_entry entries[] = {
      0,
      "sluice version\n"},
     {"help",
-     "sluice help [TOPIC|COMMAND]\n",
+     "sluice help [TOPIC|COMMAND]\n"
+     "       sluice help --man\n",
      "The general usage; a topic: items (the item format), limits (rate and concurrency\n"
      "limits), exit-codes; or a command's help, as `sluice COMMAND --help`.",
-     NULL,
+     "  --man                       the manual page sluice(1), in roff: all of this help in one\n"
+     "                              page (default: the general usage)\n",
      0,
-     "sluice help items\n"},
+     "sluice help items\n"
+     "sluice help --man | man -l -\n"},
 };
 
 #define NENTRIES (sizeof(entries) / sizeof(entries[0]))
@@ -571,28 +574,43 @@ int cli_help_asked(const char *cmd, int argc, char **argv) {
   return 0;
 }
 
-int cli_help(const char *cmd) {
+int cli_help_to(FILE *f, const char *cmd) {
   const help_entry *h = find(cmd);
 
   if (h == NULL) {
     cli_err("no help for \"%s\"", cli_safe(cmd));
     return EXIT_USAGE;
   }
-  put_lines(stdout, h->usage, "usage: ", "       ");
-  printf("\n");
-  put_lines(stdout, h->about, "", "");
+  put_lines(f, h->usage, "usage: ", "       ");
+  fprintf(f, "\n");
+  put_lines(f, h->about, "", "");
   if (h->options != NULL)
-    printf("\nOptions:\n%s", h->options);
+    fprintf(f, "\nOptions:\n%s", h->options);
   if (h->common != 0) {
-    printf("\nCommon options:\n");
+    fprintf(f, "\nCommon options:\n");
     if (h->common & HELP_REDIS)
-      fputs(common_redis, stdout);
+      fputs(common_redis, f);
     if (h->common & HELP_QUEUE)
-      fputs(common_queue, stdout);
+      fputs(common_queue, f);
   }
-  printf("\nExample%s:\n", strchr(h->example, '\n')[1] != '\0' ? "s" : "");
-  put_lines(stdout, h->example, "  ", "  ");
+  fprintf(f, "\nExample%s:\n", strchr(h->example, '\n')[1] != '\0' ? "s" : "");
+  put_lines(f, h->example, "  ", "  ");
   return EXIT_OK;
+}
+
+int cli_help(const char *cmd) {
+  return cli_help_to(stdout, cmd);
+}
+
+const char *cli_help_command(size_t i) {
+  return i < NENTRIES ? entries[i].cmd : NULL;
+}
+
+const char *cli_help_topic(size_t i, const char **text) {
+  if (i >= NTOPICS)
+    return NULL;
+  *text = topics[i].text;
+  return topics[i].name;
 }
 
 int cli_usage(const char *cmd) {
@@ -618,12 +636,14 @@ static void list_topics(FILE *f) {
   fprintf(f, "\n");
 }
 
-/* sluice help [TOPIC|COMMAND] */
+/* sluice help [TOPIC|COMMAND], and --man: the manual page (manpage.c) */
 int cmd_help(int argc, char **argv) {
   if (argc < 2) {
     cli_help_general(stdout);
     return EXIT_OK;
   }
+  if (argc == 2 && strcmp(argv[1], "--man") == 0)
+    return cli_man(stdout);
   if (argc > 2)
     return cli_usage("help");
   for (size_t i = 0; i < NTOPICS; i++) {
