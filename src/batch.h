@@ -12,6 +12,9 @@
 /* Appends the status object of a batch built from its state (sl__batch_state;
  * a plain HGETALL reply gives it without its live counts). */
 int sl__batch_json(sl_buf *out, const sl_keys *k, const char *batch, const redisReply *h);
+/* A field of a hash reply (HGETALL form), or NULL; as a number (0 if absent). */
+const char *sl__hfield(const redisReply *h, const char *name);
+long long sl__hnum(const redisReply *h, const char *name);
 /* 1 when a status object's batch has ended (all items done). */
 int sl__batch_ended(const redisReply *h);
 /* The batch hash and its live state, from sluice_v1_state: NULL with *rcode

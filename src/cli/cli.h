@@ -119,6 +119,9 @@ int cli_usage(const char *cmd);
 /* The stuck-work warnings of a batch (src/cli/warn.c), one line each
  * ("warning    ..."), into out ("" when none): 0, or -1 when they could not
  * be read. */
+/* status --items (src/cli/status_items.c): the exit code. */
+int cli_status_items(sl_client_t *cl, const char *queue, const char *batch, const char *state, const char *limit_s,
+                     int json);
 int cli_stuck_warnings(sl_client_t *cl, const char *queue, const char *batch, char *out, size_t len);
 int cli_watch_batch(sl_client_t *cl, const char *queue, const char *batch, long long give_up_ms);
 
