@@ -4,6 +4,7 @@
 
 #include <stdio.h>
 
+#include <cjson/cJSON.h>
 #include <sluice/sluice.h>
 
 /* Exit codes (DESIGN: Command line). */
@@ -65,6 +66,10 @@ void cli_fmt_time(long long ms, char *out, size_t len);
 void cli_fmt_span(long long ms, char *out, size_t len);
 /* Draws a progress line for a status/event JSON object on stderr. */
 void cli_progress(const char *json, size_t len, int final);
+/* A member of a JSON object: a number (0 when absent or not a number), a
+ * string ("" likewise). */
+long long cli_jnum(const cJSON *j, const char *k);
+const char *cli_jstr(const cJSON *j, const char *k);
 
 int cmd_submit(int argc, char **argv);
 int cmd_worker(int argc, char **argv);

@@ -263,10 +263,16 @@ void cli_fmt_time(long long ms, char *out, size_t len) {
   strftime(out, len, "%Y-%m-%d %H:%M:%SZ", &tm);
 }
 
-static long long jnum(const cJSON *j, const char *k) {
+long long cli_jnum(const cJSON *j, const char *k) {
   const cJSON *v = cJSON_GetObjectItemCaseSensitive(j, k);
 
   return cJSON_IsNumber(v) ? (long long)v->valuedouble : 0;
+}
+
+const char *cli_jstr(const cJSON *j, const char *k) {
+  const cJSON *v = cJSON_GetObjectItemCaseSensitive(j, k);
+
+  return cJSON_IsString(v) ? v->valuestring : "";
 }
 
 void cli_progress(const char *json, size_t len, int final) {
@@ -290,8 +296,8 @@ void cli_progress(const char *json, size_t len, int final) {
   clock_gettime(CLOCK_MONOTONIC, &ts);
   now = (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
   st = cJSON_GetObjectItemCaseSensitive(j, "status");
-  total = jnum(j, "total");
-  done = jnum(j, "done");
+  total = cli_jnum(j, "total");
+  done = cli_jnum(j, "done");
   if (first_done < 0) {
     first_done = done;
     first_ms = now;
@@ -318,8 +324,8 @@ void cli_progress(const char *json, size_t len, int final) {
       cli_fmt_span((long long)eta->valuedouble, left + 6, sizeof(left) - 6);
     }
     fprintf(stderr, "%s[%s] %5.1f%%  %lld/%lld  ok %lld  failed %lld%s  running %lld  queued %lld  %s  %.0f items/s%s%s",
-            tty ? "\r" : "", bar, cJSON_IsNumber(pct) ? pct->valuedouble : 0.0, done, total, jnum(j, "succeeded"),
-            jnum(j, "failed"), jnum(j, "cancelled") ? "  cancelled" : "", jnum(j, "running"), jnum(j, "queued"),
+            tty ? "\r" : "", bar, cJSON_IsNumber(pct) ? pct->valuedouble : 0.0, done, total, cli_jnum(j, "succeeded"),
+            cli_jnum(j, "failed"), cli_jnum(j, "cancelled") ? "  cancelled" : "", cli_jnum(j, "running"), cli_jnum(j, "queued"),
             cJSON_IsString(st) ? st->valuestring : "?", rate, left, tty ? "\033[K" : "\n");
   }
   if (final && tty)
@@ -371,8 +377,8 @@ static int on_watch(const char *json, size_t len, void *ud) {
   int ended = 0;
 
   if (j != NULL) {
-    w->failed = jnum(j, "failed");
-    ended = jnum(j, "finished_at") > 0 || (jnum(j, "total") == jnum(j, "done") && jnum(j, "pct") >= 100);
+    w->failed = cli_jnum(j, "failed");
+    ended = cli_jnum(j, "finished_at") > 0 || (cli_jnum(j, "total") == cli_jnum(j, "done") && cli_jnum(j, "pct") >= 100);
     cJSON_Delete(j);
   }
   if (len < sizeof(w->last)) {

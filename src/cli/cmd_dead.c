@@ -18,12 +18,6 @@
 
 #define ERROR_EXCERPT 60 /* bytes of an error shown in the dead letter table */
 
-static long long jnum(const cJSON *j, const char *k) {
-  const cJSON *v = cJSON_GetObjectItemCaseSensitive(j, k);
-
-  return cJSON_IsNumber(v) ? (long long)v->valuedouble : 0;
-}
-
 static const char *jstr(const cJSON *j, const char *k) {
   const cJSON *v = cJSON_GetObjectItemCaseSensitive(j, k);
 
@@ -96,7 +90,7 @@ static int print_letter_row(const char *json, size_t len, void *ud) {
     return 0;
   excerpt(jstr(j, "error"), err, sizeof(err));
   printf("%-20s  %-26s  %-16s  %8lld  %s\n", cli_safe(jstr(j, "id")), cli_safe(jstr(j, "batch")),
-         cli_safe(jstr(j, "item")), jnum(j, "attempts"), cli_safe(err));
+         cli_safe(jstr(j, "item")), cli_jnum(j, "attempts"), cli_safe(err));
   cJSON_Delete(j);
   return ferror(stdout) ? SL_EIO : 0;
 }
@@ -240,9 +234,9 @@ static int print_worker_row(const char *json, size_t len, void *ud) {
   (void)ud;
   if (j == NULL)
     return 0;
-  snprintf(load, sizeof(load), "%lld/%lld", jnum(j, "running"), jnum(j, "concurrency"));
+  snprintf(load, sizeof(load), "%lld/%lld", cli_jnum(j, "running"), cli_jnum(j, "concurrency"));
   printf("%-32s  %-20s  %8lld  %-20s  %11s  %.1f s ago", cli_safe(jstr(j, "id")), cli_safe(jstr(j, "host")),
-         jnum(j, "pid"), cli_safe(jstr(j, "queue")), load, (double)jnum(j, "last_beat_ms_ago") / 1000.0);
+         cli_jnum(j, "pid"), cli_safe(jstr(j, "queue")), load, (double)cli_jnum(j, "last_beat_ms_ago") / 1000.0);
   if (cJSON_IsString(cJSON_GetObjectItemCaseSensitive(j, "http_mock")))
     printf("  (http mocked from %s)", cli_safe(jstr(j, "http_mock")));
   printf("\n");

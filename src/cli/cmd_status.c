@@ -19,18 +19,6 @@
 
 #include "cli.h"
 
-static long long jnum(const cJSON *j, const char *k) {
-  const cJSON *v = cJSON_GetObjectItemCaseSensitive(j, k);
-
-  return cJSON_IsNumber(v) ? (long long)v->valuedouble : 0;
-}
-
-static const char *jstr(const cJSON *j, const char *k) {
-  const cJSON *v = cJSON_GetObjectItemCaseSensitive(j, k);
-
-  return cJSON_IsString(v) ? v->valuestring : "";
-}
-
 static double jdbl(const cJSON *j, const char *k) {
   const cJSON *v = cJSON_GetObjectItemCaseSensitive(j, k);
 
@@ -48,12 +36,12 @@ static void print_progress(const cJSON *j, long long total, long long done) {
   const char *sep = "";
 
   printf("progress   %lld/%lld ended (%.1f%%): %lld succeeded, %lld failed, %lld cancelled\n", done, total,
-         jdbl(j, "pct"), jnum(j, "succeeded"), jnum(j, "failed"), jnum(j, "cancelled"));
+         jdbl(j, "pct"), cli_jnum(j, "succeeded"), cli_jnum(j, "failed"), cli_jnum(j, "cancelled"));
   if (total > done) {
     printf("not ended  %lld:", total - done);
     for (size_t i = 0; states[i] != NULL; i++) {
-      if (jnum(j, states[i]) != 0 || i < 2) {
-        printf("%s %lld %s", sep, jnum(j, states[i]), states[i]);
+      if (cli_jnum(j, states[i]) != 0 || i < 2) {
+        printf("%s %lld %s", sep, cli_jnum(j, states[i]), states[i]);
         sep = ",";
       }
     }
@@ -64,7 +52,7 @@ static void print_progress(const cJSON *j, long long total, long long done) {
 
     printf("rate       %.1f items/s recently", jdbl(j, "rate"));
     if (cJSON_IsNumber(cJSON_GetObjectItemCaseSensitive(j, "eta_ms"))) {
-      cli_fmt_span(jnum(j, "eta_ms"), eta, sizeof(eta));
+      cli_fmt_span(cli_jnum(j, "eta_ms"), eta, sizeof(eta));
       printf(", about %s left at that rate", eta);
     }
     printf("\n");
@@ -78,8 +66,8 @@ static void print_progress(const cJSON *j, long long total, long long done) {
       printf(", %.6g over all attempts (%.6g spent on attempts that did not end the item)", all, all - fin);
     printf("\n");
   }
-  if (jnum(j, "reran") > 0)
-    printf("reran      %lld items ran more than once (a retry or a takeover)\n", jnum(j, "reran"));
+  if (cli_jnum(j, "reran") > 0)
+    printf("reran      %lld items ran more than once (a retry or a takeover)\n", cli_jnum(j, "reran"));
 }
 
 static void print_status(const char *json) {
@@ -94,14 +82,14 @@ static void print_status(const char *json) {
     puts(json);
     return;
   }
-  total = jnum(j, "total");
-  done = jnum(j, "done");
-  cli_fmt_time(jnum(j, "created_at"), created, sizeof(created));
-  cli_fmt_time(jnum(j, "started_at"), started, sizeof(started));
-  cli_fmt_time(jnum(j, "finished_at"), finished, sizeof(finished));
-  printf("batch      %s%s%s%s\n", cli_safe(jstr(j, "batch")), *jstr(j, "name") ? "  (" : "", cli_safe(jstr(j, "name")),
-         *jstr(j, "name") ? ")" : "");
-  printf("queue      %s\n", jstr(j, "queue"));
+  total = cli_jnum(j, "total");
+  done = cli_jnum(j, "done");
+  cli_fmt_time(cli_jnum(j, "created_at"), created, sizeof(created));
+  cli_fmt_time(cli_jnum(j, "started_at"), started, sizeof(started));
+  cli_fmt_time(cli_jnum(j, "finished_at"), finished, sizeof(finished));
+  printf("batch      %s%s%s%s\n", cli_safe(cli_jstr(j, "batch")), *cli_jstr(j, "name") ? "  (" : "", cli_safe(cli_jstr(j, "name")),
+         *cli_jstr(j, "name") ? ")" : "");
+  printf("queue      %s\n", cli_jstr(j, "queue"));
   {
     const cJSON *l = cJSON_GetObjectItemCaseSensitive(j, "labels");
     const cJSON *e;
@@ -117,17 +105,17 @@ static void print_status(const char *json) {
   if (cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(j, "incomplete")))
     printf("status     %s: INCOMPLETE, %lld items written so far; if its producer died, "
            "`sluice cancel %s` ends it\n",
-           jstr(j, "status"), jnum(j, "submitted"), jstr(j, "batch"));
+           cli_jstr(j, "status"), cli_jnum(j, "submitted"), cli_jstr(j, "batch"));
   else
-    printf("status     %s\n", jstr(j, "status"));
+    printf("status     %s\n", cli_jstr(j, "status"));
   print_progress(j, total, done);
-  if (jnum(j, "refused") > 0)
+  if (cli_jnum(j, "refused") > 0)
     printf("refused    %lld of the failed items asked for a secret their worker was not granted (no dead letter;\n"
            "           grant it with `sluice worker --secret NAME`, then `sluice retry %s`)\n",
-           jnum(j, "refused"), cli_safe(jstr(j, "batch")));
+           cli_jnum(j, "refused"), cli_safe(cli_jstr(j, "batch")));
   printf("created    %s\nstarted    %s\nfinished   %s\n", created, started, finished);
-  printf("elapsed    %.1f s", (double)jnum(j, "elapsed_ms") / 1000.0);
-  if (jnum(j, "started_at") > 0)
+  printf("elapsed    %.1f s", (double)cli_jnum(j, "elapsed_ms") / 1000.0);
+  if (cli_jnum(j, "started_at") > 0)
     printf(", %.1f items/s since the first start", cJSON_GetObjectItemCaseSensitive(j, "items_per_s")->valuedouble);
   printf("\n");
   cJSON_Delete(j);
@@ -255,9 +243,9 @@ static int print_batch_row(const char *json, size_t len, void *ud) {
   (void)ud;
   if (j == NULL)
     return 0;
-  cli_fmt_time(jnum(j, "created_at"), created, sizeof(created));
-  printf("%-26s  %-10s  %9lld/%-9lld  %8lld  %-20s  %s\n", cli_safe(jstr(j, "batch")), cli_safe(jstr(j, "status")),
-         jnum(j, "done"), jnum(j, "total"), jnum(j, "failed"), created, cli_safe(jstr(j, "name")));
+  cli_fmt_time(cli_jnum(j, "created_at"), created, sizeof(created));
+  printf("%-26s  %-10s  %9lld/%-9lld  %8lld  %-20s  %s\n", cli_safe(cli_jstr(j, "batch")), cli_safe(cli_jstr(j, "status")),
+         cli_jnum(j, "done"), cli_jnum(j, "total"), cli_jnum(j, "failed"), created, cli_safe(cli_jstr(j, "name")));
   cJSON_Delete(j);
   return 0;
 }
@@ -376,8 +364,8 @@ static int read_state(sl_client_t *cl, const char *queue, const char *batch, bat
   if (rc != 0)
     return rc;
   j = cJSON_Parse(json);
-  snprintf(bs->status, sizeof(bs->status), "%s", jstr(j, "status"));
-  bs->ended = jnum(j, "finished_at") > 0;
+  snprintf(bs->status, sizeof(bs->status), "%s", cli_jstr(j, "status"));
+  bs->ended = cli_jnum(j, "finished_at") > 0;
   cJSON_Delete(j);
   sl_free(json);
   return 0;

@@ -12,18 +12,6 @@
 
 #include "cli.h"
 
-static long long jnum(const cJSON *j, const char *k) {
-  const cJSON *v = cJSON_GetObjectItemCaseSensitive(j, k);
-
-  return cJSON_IsNumber(v) ? (long long)v->valuedouble : 0;
-}
-
-static const char *jstr(const cJSON *j, const char *k) {
-  const cJSON *v = cJSON_GetObjectItemCaseSensitive(j, k);
-
-  return cJSON_IsString(v) ? v->valuestring : "";
-}
-
 /* One unfinished item (sl_batch_items) as a line of the --items table. */
 static int print_item(const char *json, size_t len, void *ud) {
   cJSON *j = cJSON_ParseWithLength(json, len);
@@ -34,20 +22,20 @@ static int print_item(const char *json, size_t len, void *ud) {
 
   if (j == NULL)
     return 0;
-  state = jstr(j, "state");
-  printf("%-8lld %-24s %-10s %-7lld ", jnum(j, "index"), cli_safe(jstr(j, "id")), state, jnum(j, "attempt"));
-  if (jnum(j, "since") > 0) {
-    cli_fmt_time(jnum(j, "since"), when, sizeof(when));
-    cli_fmt_span(now - jnum(j, "since") > 0 ? now - jnum(j, "since") : 0, span, sizeof(span));
-    printf("on %s since %s (%s)", cli_safe(jstr(j, "worker")), when, span);
-  } else if (jnum(j, "until") > 0) {
-    cli_fmt_time(jnum(j, "until"), when, sizeof(when));
-    printf("rate limit: starts at %s on %s", when, cli_safe(jstr(j, "worker")));
-  } else if (jnum(j, "due") > 0) {
-    cli_fmt_time(jnum(j, "due"), when, sizeof(when));
+  state = cli_jstr(j, "state");
+  printf("%-8lld %-24s %-10s %-7lld ", cli_jnum(j, "index"), cli_safe(cli_jstr(j, "id")), state, cli_jnum(j, "attempt"));
+  if (cli_jnum(j, "since") > 0) {
+    cli_fmt_time(cli_jnum(j, "since"), when, sizeof(when));
+    cli_fmt_span(now - cli_jnum(j, "since") > 0 ? now - cli_jnum(j, "since") : 0, span, sizeof(span));
+    printf("on %s since %s (%s)", cli_safe(cli_jstr(j, "worker")), when, span);
+  } else if (cli_jnum(j, "until") > 0) {
+    cli_fmt_time(cli_jnum(j, "until"), when, sizeof(when));
+    printf("rate limit: starts at %s on %s", when, cli_safe(cli_jstr(j, "worker")));
+  } else if (cli_jnum(j, "due") > 0) {
+    cli_fmt_time(cli_jnum(j, "due"), when, sizeof(when));
     printf("%s at %s", strcmp(state, "retrying") == 0 ? "next try" : "starts", when);
-  } else if (*jstr(j, "detail")) {
-    printf("waiting for a %s", cli_safe(jstr(j, "detail")));
+  } else if (*cli_jstr(j, "detail")) {
+    printf("waiting for a %s", cli_safe(cli_jstr(j, "detail")));
   } else if (cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(j, "taken_from_stopped_worker"))) {
     printf("taken from a worker that stopped heartbeating; the next free worker runs it");
   }

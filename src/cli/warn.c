@@ -13,12 +13,6 @@
 
 #include "cli.h"
 
-static long long jnum(const cJSON *j, const char *k) {
-  const cJSON *v = cJSON_GetObjectItemCaseSensitive(j, k);
-
-  return cJSON_IsNumber(v) ? (long long)v->valuedouble : 0;
-}
-
 /* Appends one line to out (size len), "warning    " first. */
 static void say(char *out, size_t len, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 static void say(char *out, size_t len, const char *fmt, ...) {
@@ -52,15 +46,15 @@ int cli_stuck_warnings(sl_client_t *cl, const char *queue, const char *batch, ch
   sl_free(json);
   if (j == NULL)
     return -1;
-  now = jnum(j, "now");
+  now = cli_jnum(j, "now");
   cJSON_ArrayForEach(e, cJSON_GetObjectItemCaseSensitive(j, "types")) {
     const cJSON *type = cJSON_GetObjectItemCaseSensitive(e, "type");
     char ago[32];
 
     if (cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(e, "live")) || !cJSON_IsString(type))
       continue;
-    if (jnum(e, "since") > 0) {
-      cli_fmt_span(now - jnum(e, "since"), ago, sizeof(ago));
+    if (cli_jnum(e, "since") > 0) {
+      cli_fmt_span(now - cli_jnum(e, "since"), ago, sizeof(ago));
       say(out, len, "no live worker of queue %s has served type \"%s\" for %s: its items wait until one does",
           queue, cli_safe(type->valuestring), ago);
     } else {
@@ -71,8 +65,8 @@ int cli_stuck_warnings(sl_client_t *cl, const char *queue, const char *batch, ch
   }
   cJSON_ArrayForEach(e, cJSON_GetObjectItemCaseSensitive(j, "held")) {
     const cJSON *w = cJSON_GetObjectItemCaseSensitive(e, "worker");
-    long long beat = jnum(e, "last_beat_at");
-    long long at = jnum(e, "takeover_at");
+    long long beat = cli_jnum(e, "last_beat_at");
+    long long at = cli_jnum(e, "takeover_at");
     char ago[32] = "a while";
     char in[32];
     char when[32];
@@ -85,11 +79,11 @@ int cli_stuck_warnings(sl_client_t *cl, const char *queue, const char *batch, ch
     }
     if (at > now)
       say(out, len, "%lld items are held by worker %s, which stopped heartbeating %s ago; a live worker takes "
-          "them over at %s, in %s", jnum(e, "items"), cJSON_IsString(w) ? cli_safe(w->valuestring) : "?", ago, when,
+          "them over at %s, in %s", cli_jnum(e, "items"), cJSON_IsString(w) ? cli_safe(w->valuestring) : "?", ago, when,
           in);
     else
       say(out, len, "%lld items are held by worker %s, which stopped heartbeating %s ago; their visibility timeout "
-          "is over, so the next live worker of queue %s takes them over", jnum(e, "items"),
+          "is over, so the next live worker of queue %s takes them over", cli_jnum(e, "items"),
           cJSON_IsString(w) ? cli_safe(w->valuestring) : "?", ago, queue);
   }
   cJSON_Delete(j);
