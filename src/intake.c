@@ -31,6 +31,7 @@
 #include "worker.h"
 
 #include "alloc.h"
+#include "crew.h"
 #include "id.h"
 #include "job.h"
 #include "log.h"
@@ -101,6 +102,7 @@ static void on_fetch(redisAsyncContext *ac, void *reply, void *priv) {
   long want = (long)(intptr_t)priv;
 
   w->fetching = 0;
+  w->reserved -= (int)want;
   if (!sl__aredis_reply(w, r, 1, "fetching items"))
     return;
   if (r->type == REDIS_REPLY_ARRAY && r->elements > 0 && r->element[0]->type == REDIS_REPLY_INTEGER)
@@ -108,7 +110,7 @@ static void on_fetch(redisAsyncContext *ac, void *reply, void *priv) {
   /* A short answer means the streams had no more new entries. */
   if (want > 0)
     w->idle = take_items(w, r, 1) < want;
-  sl__worker_kick(w);
+  sl__crew_kick(w->crew); /* the slots it did not fill are the other queues' again */
 }
 
 void sl__intake_fetch(sl_worker_t *w, int want) {
@@ -123,6 +125,7 @@ void sl__intake_fetch(sl_worker_t *w, int want) {
                         w->keys.queue, w->weights[0] ? w->weights : "-", (unsigned long long)w->turn,
                         (long long)w->visibility_ms) == REDIS_OK) {
     w->fetching = 1;
+    w->reserved += want;
     w->turn += (uint64_t)want;
   }
 }
@@ -228,8 +231,8 @@ static void on_reclaim(redisAsyncContext *ac, void *reply, void *priv) {
   redisReply *r = reply;
   int n;
 
-  (void)priv;
   w->reclaiming = 0;
+  w->reserved -= (int)(intptr_t)priv;
   w->isolating = 0;
   if (!sl__aredis_reply(w, r, 0, "taking over items"))
     return;
@@ -247,7 +250,7 @@ static void on_reclaim(redisAsyncContext *ac, void *reply, void *priv) {
                  r->element[0]->integer);
     w->idle = 0; /* fetch, do not block: the stale pool is served first */
   }
-  sl__worker_kick(w);
+  sl__crew_kick(w->crew); /* the slots it did not fill are the other queues' again */
 }
 
 /* How often the reclaim timer runs, ms. */
@@ -268,7 +271,7 @@ static int held(sl_worker_t *w) {
 
 static void on_reclaim_timer(uv_timer_t *t) {
   sl_worker_t *w = t->data;
-  int free_slots = w->concurrency - w->running - w->nbacklog;
+  int free_slots = sl__crew_room(w);
   char idle[24];
   char maxdel[16];
   char count[16];
@@ -278,20 +281,23 @@ static void on_reclaim_timer(uv_timer_t *t) {
   uv_timer_start(&w->reclaim, on_reclaim_timer, (uint64_t)sl__jitter(every), 0);
   if (!w->cmd_up || w->reclaiming || w->stopping)
     return;
-  if (free_slots < 0 || w->alone_job != NULL || held(w))
+  if (w->crew->alone_job != NULL || held(w))
     free_slots = 0;
+  if (free_slots > RECLAIM_MAX)
+    free_slots = RECLAIM_MAX;
   if (!w->beating && uv_now(w->loop) - w->beat_sent_at >= (uint64_t)w->beat_ms)
     sl__lease_beat(w); /* ahead of the reclaim on the same connection */
   snprintf(idle, sizeof(idle), "%lld", (long long)w->visibility_ms);
   snprintf(maxdel, sizeof(maxdel), "%d", w->max_deliveries);
-  snprintf(count, sizeof(count), "%d", free_slots < RECLAIM_MAX ? free_slots : RECLAIM_MAX);
-  /* Only a worker that runs nothing (and reads nothing) may take an item on
-   * its last allowed delivery: it must run alone. */
-  alone_ok = w->running == 0 && w->nbacklog == 0 && !w->fetching && w->alone_job == NULL;
-  if (redisAsyncCommand(w->cmd, on_reclaim, NULL, "FCALL sluice_v1_reclaim 3 %s %s %s %s %s %s %s %s %s %s %s",
+  snprintf(count, sizeof(count), "%d", free_slots);
+  /* Only a worker process that runs nothing (and reads nothing) may take
+   * an item on its last allowed delivery: it must run alone. */
+  alone_ok = sl__crew_quiet(w->crew);
+  if (redisAsyncCommand(w->cmd, on_reclaim, (void *)(intptr_t)free_slots, "FCALL sluice_v1_reclaim 3 %s %s %s %s %s %s %s %s %s %s %s",
                         w->keys.stream[0], w->keys.stream[1], w->keys.stream[2], SL_GROUP, w->id, idle, maxdel,
                         w->keys.prefix, w->keys.queue, count, alone_ok ? "1" : "0") == REDIS_OK) {
     w->reclaiming = 1;
+    w->reserved += free_slots;
     w->isolating = alone_ok;
   }
 }

@@ -34,6 +34,7 @@
 #include "worker.h"
 
 #include "alloc.h"
+#include "crew.h"
 #include "id.h"
 #include "job.h"
 #include "json.h"
@@ -200,7 +201,7 @@ void sl__lease_beat(sl_worker_t *w) {
              "\"visibility_ms\":%lld,\"max_stall_ms\":%llu,\"version\":\"%s\",\"types\":[",
              w->id, host, (int)getpid(), w->keys.queue, w->running, w->concurrency, (long long)w->started_at,
              (unsigned long long)w->n_ok, (unsigned long long)w->n_failed, (unsigned long long)w->n_retry,
-             (unsigned long long)w->n_fenced, (long long)w->visibility_ms, (unsigned long long)w->max_stall_ms,
+             (unsigned long long)w->n_fenced, (long long)w->visibility_ms, (unsigned long long)w->crew->m[0]->max_stall_ms,
              SL_VERSION_STRING);
     /* the item types it serves (names of [A-Za-z0-9_.:-]: no escaping), so a
      * producer can be told when no live worker serves a type of its batch */
@@ -378,6 +379,9 @@ static void on_stall_tick(uv_timer_t *t) {
 
 void sl__lease_start(sl_worker_t *w) {
   uv_timer_start(&w->beat, on_beat_timer, (uint64_t)w->beat_ms, (uint64_t)w->beat_ms);
-  w->stall_at = uv_hrtime();
-  uv_timer_start(&w->stall, on_stall_tick, STALL_TICK_MS, STALL_TICK_MS);
+  if (w->crew->m[0] == w) {
+    /* one loop, one watch: the lead's (crew.h) */
+    w->stall_at = uv_hrtime();
+    uv_timer_start(&w->stall, on_stall_tick, STALL_TICK_MS, STALL_TICK_MS);
+  }
 }

@@ -24,6 +24,7 @@
 #include "worker.h"
 
 #include "alloc.h"
+#include "crew.h"
 #include "id.h"
 #include "job.h"
 #include "log.h"
@@ -45,9 +46,9 @@ void sl__worker_finish(sl_worker_t *w, sl_job_t *j, char outcome, char *line, si
   sl_done *d;
 
   w->running--;
-  if (w->alone_job == j)
-    w->alone_job = NULL;
-  sl__worker_kick(w);
+  if (w->crew->alone_job == j)
+    w->crew->alone_job = NULL;
+  sl__crew_kick(w->crew); /* a slot of the process is free */
   if (outcome == 0)
     return; /* given up without an outcome (fencing, abandon) */
   if (outcome == 's')

@@ -1,15 +1,17 @@
 /*
- * The scheduler: slots, the backlog and the run-alone rule.
+ * The scheduler: the backlog and the pump of one queue worker.
  *
  * pump() runs on the loop turn after anything changed (sl__worker_kick):
  * it has finished attempts written (outcome.c) first, then starts backlog
- * items while slots are free, and when slots are free and no read is in flight,
+ * items while the process has free slots (crew.c: the slots and the
+ * run-alone rule are shared by the queues of the process, by weight), and
+ * when this queue has room and no read is in flight,
  * reads more (intake.c): a fetch, or, when the last fetch came back short,
  * a blocking read, so an idle worker sends one command per block_ms
  * instead of polling. A stopping worker gives back what it took and did not
  * start (lease.c) and closes once nothing is running, held or in flight.
  *
- * One turn starts items for at most START_BUDGET_NS and then kicks again,
+ * One turn starts items for a bounded time (crew.c) and then kicks again,
  * so a burst of slow starts never holds back a heartbeat.
  *
  * The backlog holds items taken from Redis and not started, in order. An
@@ -26,11 +28,7 @@
 
 #include "worker.h"
 
-/* Starting items takes loop time (an exec item forks, which on a loaded
- * machine can take tens of ms): one turn starts items for at most this
- * long, then lets due timers (the heartbeat) and replies run first. */
-#define START_BUDGET_NS (10 * 1000000ull)
-
+#include "crew.h"
 #include "id.h"
 #include "job.h"
 #include "outcome.h"
@@ -109,40 +107,24 @@ static void pump(sl_worker_t *w) {
       }
       a = next;
     }
-  } else {
-    uint64_t began = uv_hrtime();
-
-    while (w->running < w->concurrency && w->alone_job == NULL && w->backlog != NULL && !held) {
-      if (w->backlog->alone && w->running > 0)
-        break; /* it waits until nothing else runs */
-      if (uv_hrtime() - began >= START_BUDGET_NS) {
-        sl__worker_kick(w); /* the rest on the next turn, after due timers and replies */
-        break;
-      }
-      j = sl__sched_pop(w);
-      w->running++;
-      if (j->alone)
-        w->alone_job = j;
-      sl__job_start(j); /* may finish at once, or be given back and start the hold */
-      held = uv_is_active((uv_handle_t *)&w->hold);
-    }
+  } else if (sl__crew_start(w->crew)) {
+    sl__worker_kick(w); /* the rest on the next turn, after due timers and replies */
   }
+  held = uv_is_active((uv_handle_t *)&w->hold); /* a start may have given one back */
   if ((w->ngiven > 0 || (w->stopping && w->nbacklog > 0)) && w->cmd_up && !w->releasing)
     sl__lease_release(w);
   if (w->paused)
     return;
   if (w->ndone > 0 && w->flushing < 2 && w->cmd_up)
     sl__outcome_flush(w); /* those that finished at once on starting */
-  if (!w->stopping && !held && w->cmd_up && w->blk_up && !w->fetching && !w->blocking && !w->isolating &&
-      w->alone_job == NULL && (w->backlog == NULL || !w->backlog->alone)) {
-    int free_slots = w->concurrency - w->running - w->nbacklog;
+  if (!w->stopping && !held && w->cmd_up && w->blk_up && !w->fetching && !w->blocking &&
+      !sl__crew_alone_pending(w->crew)) {
+    int free_slots = sl__crew_room(w);
 
-    if (free_slots > 0) {
-      if (w->idle)
-        sl__intake_block(w);
-      else
-        sl__intake_fetch(w, free_slots);
-    }
+    if (w->idle && (free_slots > 0 || sl__crew_owed(w)))
+      sl__intake_block(w);
+    else if (!w->idle && free_slots > 0)
+      sl__intake_fetch(w, free_slots);
   }
   /* Past the drain timeout, completions and backlog that cannot be sent
    * (Redis is gone, or memory is: the call could not be built) are given

@@ -41,6 +41,7 @@
 #include "alloc.h"
 #include "builtins.h"
 #include "conn.h"
+#include "crew.h"
 #include "httpc.h"
 #include "id.h"
 #include "item.h"
@@ -65,6 +66,12 @@ void sl__worker_fatal(sl_worker_t *w, int code, const char *fmt, ...) {
   w->stopping = 1;
   sl__log_error("%s", w->errstr);
   sl__worker_kick(w);
+  if (w->crew->rc == 0) {
+    /* The process stops: its other queues drain and close. */
+    w->crew->rc = code;
+    snprintf(w->crew->errstr, sizeof(w->crew->errstr), "%s", w->errstr);
+    sl_worker_stop(w->crew->m[0]);
+  }
 }
 
 int64_t sl__jitter(int64_t ms) {
@@ -102,6 +109,20 @@ static void close_cb(uv_handle_t *h) {
   (void)h;
 }
 
+/* What the queues of the process share closes with the last of them: the
+ * signals, the handlers (exec children) and the HTTP client. */
+static void close_shared(sl_crew *c) {
+  sl_worker_t *lead = c->m[0];
+
+  for (int i = 0; i < lead->nsig; i++)
+    uv_close((uv_handle_t *)&lead->sig[i], close_cb);
+  lead->nsig = 0;
+  sl__builtins_close(lead->builtins);
+  sl__httpc_close(lead->httpc);
+  for (int i = 0; i < c->n; i++)
+    c->m[i]->httpc = NULL;
+}
+
 void sl__worker_close_all(sl_worker_t *w) {
   if (w->closed)
     return;
@@ -117,12 +138,8 @@ void sl__worker_close_all(sl_worker_t *w) {
       uv_close((uv_handle_t *)timers[i], close_cb);
     }
   }
-  for (int i = 0; i < w->nsig; i++)
-    uv_close((uv_handle_t *)&w->sig[i], close_cb);
-  w->nsig = 0;
-  sl__builtins_close(w->builtins);
-  sl__httpc_close(w->httpc);
-  w->httpc = NULL;
+  if (--w->crew->open == 0)
+    close_shared(w->crew);
   if (w->cmd_up) {
     /* Leave the fleet registry now rather than when the entry expires. */
     redisAsyncCommand(w->cmd, NULL, NULL, "DEL %sw:%s", w->keys.prefix, w->id);
@@ -130,9 +147,11 @@ void sl__worker_close_all(sl_worker_t *w) {
   }
   sl__aredis_close(w);
   sl__log_info("worker %s stopped: %llu succeeded, %llu failed, %llu retried, %llu given back, %llu fenced; "
-               "longest loop stall %llu ms%s", w->id, (unsigned long long)w->n_ok, (unsigned long long)w->n_failed,
-               (unsigned long long)w->n_retry, (unsigned long long)w->n_given, (unsigned long long)w->n_fenced,
-               (unsigned long long)w->max_stall_ms, w->n_dup ? " (some completions were already recorded)" : "");
+               "longest loop stall %llu ms%s%s%s%s", w->id, (unsigned long long)w->n_ok,
+               (unsigned long long)w->n_failed, (unsigned long long)w->n_retry, (unsigned long long)w->n_given,
+               (unsigned long long)w->n_fenced, (unsigned long long)w->crew->m[0]->max_stall_ms,
+               w->n_dup ? " (some completions were already recorded)" : "", w->crew->n > 1 ? " (queue " : "",
+               w->crew->n > 1 ? w->keys.queue : "", w->crew->n > 1 ? ")" : "");
 }
 
 static void on_drain_timer(uv_timer_t *t) {
@@ -167,18 +186,15 @@ static void on_drain_timer(uv_timer_t *t) {
   sl__worker_kick(w);
 }
 
-SL_EXTERN int sl_worker_new(const sl_worker_opts *opts, sl_worker_t **out, char *errbuf,
-                            size_t errlen) {
+/* The worker of the first queue, which holds what the process shares. */
+static int new_lead(const sl_worker_opts *opts, const char *queue, sl_worker_t **out, char *errbuf,
+                    size_t errlen) {
   sl_worker_t *w;
   char host[64];
   unsigned char r[2];
   int rc;
 
   sl__alloc_init(); /* cJSON allocates through sl_malloc from here on */
-  if (opts == NULL || opts->redis_url == NULL) {
-    snprintf(errbuf, errlen, "no Redis URL given");
-    return SL_EINVAL;
-  }
   if (opts->concurrency < 0 || opts->concurrency > 100000) {
     snprintf(errbuf, errlen, "concurrency %d is out of range (1-100000)", opts->concurrency);
     return SL_EINVAL;
@@ -191,9 +207,9 @@ SL_EXTERN int sl_worker_new(const sl_worker_opts *opts, sl_worker_t **out, char 
   rc = sl__url_parse(opts->redis_url, &w->url, errbuf, errlen);
   if (rc != 0)
     goto fail;
-  if (sl__keys_init(&w->keys, opts->queue) != 0) {
-    snprintf(errbuf, errlen, "invalid queue name \"%s\" (1-%d characters of [A-Za-z0-9_.:-])",
-             opts->queue, SL_NAME_MAX);
+  if (sl__keys_init(&w->keys, queue) != 0) {
+    snprintf(errbuf, errlen, "invalid queue name \"%s\" (1-%d characters of [A-Za-z0-9_.:-])", queue,
+             SL_NAME_MAX);
     rc = SL_EINVAL;
     goto fail;
   }
@@ -297,6 +313,166 @@ fail:
   return rc;
 }
 
+/* The worker of another queue of the process: its own keys, connections
+ * and webhooks; the lead's options, handlers, HTTP client and loop. */
+static int new_member(sl_worker_t *lead, const char *queue, sl_worker_t **out, char *errbuf, size_t errlen) {
+  sl_worker_t *m = sl_calloc(1, sizeof(*m));
+  int rc;
+
+  if (m == NULL) {
+    snprintf(errbuf, errlen, "out of memory");
+    return SL_ENOMEM;
+  }
+  if (sl__keys_init(&m->keys, queue) != 0) {
+    snprintf(errbuf, errlen, "invalid queue name \"%s\" (1-%d characters of [A-Za-z0-9_.:-])", queue,
+             SL_NAME_MAX);
+    sl_free(m);
+    return SL_EINVAL;
+  }
+  rc = sl__url_parse(lead->url_str, &m->url, errbuf, errlen);
+  if (rc != 0) {
+    sl_free(m);
+    return rc;
+  }
+  m->url_str = sl_strdup(lead->url_str);
+  rc = m->url_str != NULL ? sl__webhook_init(m, errbuf, errlen) : SL_ENOMEM;
+  if (rc != 0) {
+    if (rc == SL_ENOMEM)
+      snprintf(errbuf, errlen, "out of memory");
+    sl__url_free(&m->url);
+    sl_free(m->url_str);
+    sl_free(m);
+    return rc;
+  }
+  m->loop = lead->loop;
+  memcpy(m->id, lead->id, sizeof(m->id));
+  m->concurrency = lead->concurrency;
+  m->fds = lead->fds;
+  m->load_library = lead->load_library;
+  m->block_ms = lead->block_ms;
+  memcpy(m->weights, lead->weights, sizeof(m->weights));
+  m->visibility_ms = lead->visibility_ms;
+  m->max_deliveries = lead->max_deliveries;
+  m->drain_ms = lead->drain_ms;
+  m->beat_ms = lead->beat_ms;
+  m->httpc = lead->httpc;
+  m->builtins = lead->builtins;
+  m->http_mock = lead->http_mock;
+  m->crew = lead->crew;
+  *out = m;
+  return 0;
+}
+
+/* Splits "a,b,c" (and the weights "3,2,1", or NULL for 1 each) into the
+ * crew's members after the lead. */
+static int add_members(sl_worker_t *lead, const char *queues, const char *weights, char *errbuf,
+                       size_t errlen) {
+  sl_crew *c = lead->crew;
+  const char *p = queues;
+  const char *q = weights;
+  char name[SL_NAME_MAX + 2];
+
+  for (int i = 0; *p != '\0' || i == 0; i++) {
+    size_t len = strcspn(p, ",");
+    int weight = 1;
+
+    if (len == 0 || len > SL_NAME_MAX) {
+      snprintf(errbuf, errlen, "queues \"%.80s\": queue %d is %s (names of 1-%d characters, separated by commas)",
+               queues, i + 1, len == 0 ? "empty" : "too long", SL_NAME_MAX);
+      return SL_EINVAL;
+    }
+    memcpy(name, p, len);
+    name[len] = '\0';
+    p += len + (p[len] == ',');
+    if (q != NULL) {
+      char *end;
+      long v;
+
+      if (*q == '\0') {
+        snprintf(errbuf, errlen, "queue weights \"%.80s\": %d weights for more queues (\"%.80s\"); give one per "
+                 "queue, in the same order", weights, i, queues);
+        return SL_EINVAL;
+      }
+      v = strtol(q, &end, 10);
+      if (end == q || (*end != ',' && *end != '\0') || v < 1 || v > SL_CREW_WEIGHT_MAX) {
+        snprintf(errbuf, errlen, "queue weights \"%.80s\": weight %d must be an integer from 1 to %d", weights,
+                 i + 1, SL_CREW_WEIGHT_MAX);
+        return SL_EINVAL;
+      }
+      weight = (int)v;
+      q = end + (*end == ',');
+    }
+    for (int k = 0; k < c->n && i > 0; k++) {
+      if (strcmp(c->m[k]->keys.queue, name) == 0) {
+        snprintf(errbuf, errlen, "queues \"%.80s\": queue %s is named twice", queues, name);
+        return SL_EINVAL;
+      }
+    }
+    if (i == 0) {
+      c->weight[0] = weight; /* the lead, made already */
+      continue;
+    }
+    if (c->n == SL_CREW_MAX) {
+      snprintf(errbuf, errlen, "queues \"%.80s\": at most %d queues per worker", queues, SL_CREW_MAX);
+      return SL_EINVAL;
+    }
+    {
+      int rc = new_member(lead, name, &c->m[c->n], errbuf, errlen);
+
+      if (rc != 0)
+        return rc;
+    }
+    c->weight[c->n++] = weight;
+  }
+  if (q != NULL && *q != '\0') {
+    snprintf(errbuf, errlen, "queue weights \"%.80s\": more weights than queues (\"%.80s\")", weights, queues);
+    return SL_EINVAL;
+  }
+  return 0;
+}
+
+SL_EXTERN int sl_worker_new(const sl_worker_opts *opts, sl_worker_t **out, char *errbuf, size_t errlen) {
+  const char *queues;
+  char first[SL_NAME_MAX + 2];
+  size_t len;
+  sl_worker_t *w;
+  int rc;
+
+  sl__alloc_init(); /* cJSON allocates through sl_malloc from here on */
+  if (opts == NULL || opts->redis_url == NULL) {
+    snprintf(errbuf, errlen, "no Redis URL given");
+    return SL_EINVAL;
+  }
+  queues = opts->queue != NULL ? opts->queue : "default";
+  len = strcspn(queues, ",");
+  if (len == 0 || len > SL_NAME_MAX) {
+    snprintf(errbuf, errlen, "queues \"%.80s\": queue 1 is %s (names of 1-%d characters, separated by commas)",
+             queues, len == 0 ? "empty" : "too long", SL_NAME_MAX);
+    return SL_EINVAL;
+  }
+  memcpy(first, queues, len);
+  first[len] = '\0';
+  rc = new_lead(opts, first, &w, errbuf, errlen);
+  if (rc != 0)
+    return rc;
+  w->crew = sl_calloc(1, sizeof(*w->crew));
+  if (w->crew == NULL) {
+    snprintf(errbuf, errlen, "out of memory");
+    sl_worker_free(w);
+    return SL_ENOMEM;
+  }
+  w->crew->m[0] = w;
+  w->crew->n = 1;
+  w->crew->concurrency = w->concurrency;
+  rc = add_members(w, queues, opts->queue_weights, errbuf, errlen);
+  if (rc != 0) {
+    sl_worker_free(w);
+    return rc;
+  }
+  *out = w;
+  return 0;
+}
+
 SL_EXTERN int sl_worker_exec(sl_worker_t *w, const char *mapping, char *errbuf, size_t errlen) {
   return sl__builtins_exec_map(w->builtins, mapping, errbuf, errlen);
 }
@@ -337,7 +513,7 @@ static void on_signal(uv_signal_t *s, int signum) {
     sl__builtins_kill_now(w->builtins); /* no exec child may run on while its item is taken over */
     _exit(1);
   }
-  sl__log_info("signal %d: finishing %d running items, then stopping", signum, w->running + w->nbacklog);
+  sl__log_info("signal %d: finishing %d running items, then stopping", signum, sl__crew_running(w->crew));
   sl_worker_stop(w);
 }
 
@@ -387,29 +563,50 @@ static int bootstrap(sl_worker_t *w) {
   return code;
 }
 
+/* Initializes one queue's timers (before anything that may fail: a
+ * failed start closes what it opened through sl__worker_close_all). */
+static void init_timers(sl_worker_t *w) {
+  uv_timer_t *timers[] = {&w->kick,  &w->beat,  &w->reclaim,  &w->delayed, &w->reconnect, &w->drain,
+                          &w->pause, &w->progress, &w->webhook, &w->hold,    &w->watchdog,  &w->stall,
+                          &w->repair};
+
+  for (size_t i = 0; i < sizeof(timers) / sizeof(timers[0]); i++) {
+    uv_timer_init(w->loop, timers[i]);
+    timers[i]->data = w;
+  }
+  w->timers_up = 1;
+}
+
+/* Starts one queue's connections and rooms. */
+static void start_queue(sl_worker_t *w) {
+  w->started_at = sl__now_ms();
+  sl__lease_start(w);
+  sl__webhook_start(w);
+  sl__intake_start(w);
+  sl__selfrepair_start(w);
+  sl__aredis_start(w);
+}
+
 SL_EXTERN int sl_worker_run(sl_worker_t *w) {
+  sl_crew *c = w->crew;
   char served[256];
+  char queues[512];
   size_t off = 0;
   int rc;
 
   signal(SIGPIPE, SIG_IGN); /* hiredis and curl write to sockets that may close */
-  rc = bootstrap(w);
-  if (rc != 0) {
-    sl__log_error("%s", w->errstr);
-    return rc;
-  }
-  {
-    uv_timer_t *timers[] = {&w->kick,  &w->beat,  &w->reclaim,  &w->delayed, &w->reconnect, &w->drain,
-                            &w->pause, &w->progress, &w->webhook, &w->hold,    &w->watchdog,  &w->stall,
-                            &w->repair};
-
-    for (size_t i = 0; i < sizeof(timers) / sizeof(timers[0]); i++) {
-      uv_timer_init(w->loop, timers[i]);
-      timers[i]->data = w;
+  for (int i = 0; i < c->n; i++) {
+    rc = bootstrap(c->m[i]);
+    if (rc != 0) {
+      sl__log_error("%s", c->m[i]->errstr);
+      if (c->m[i] != w)
+        snprintf(w->errstr, sizeof(w->errstr), "%s", c->m[i]->errstr);
+      return rc;
     }
-    w->timers_up = 1;
   }
-  w->started_at = sl__now_ms();
+  for (int i = 0; i < c->n; i++)
+    init_timers(c->m[i]);
+  c->open = c->n;
   if (sl__httpc_start(w->httpc, w->loop) != 0) {
     snprintf(w->errstr, sizeof(w->errstr), "cannot start the HTTP client: out of memory");
     sl__log_error("%s", w->errstr);
@@ -420,29 +617,44 @@ SL_EXTERN int sl_worker_run(sl_worker_t *w) {
     sl__log_error("%s", w->errstr);
     return rc;
   }
-  sl__lease_start(w);
-  sl__webhook_start(w);
-  sl__intake_start(w);
-  sl__selfrepair_start(w);
-  sl__aredis_start(w);
+  for (int i = 0; i < c->n; i++) {
+    sl_worker_t *m = c->m[i];
+
+    if (m != w) {
+      /* the handlers registered on the lead, by now all of them */
+      memcpy(m->handlers, w->handlers, sizeof(m->handlers));
+      m->nhandlers = w->nhandlers;
+    }
+    start_queue(m);
+  }
   for (int i = 0; i < w->nhandlers; i++)
     off += (size_t)snprintf(served + off, sizeof(served) - off, "%s%s", i ? ", " : "", w->handlers[i].type);
-  sl__log_info("worker %s serving queue %s (types: %s), concurrency %d, visibility %lld ms", w->id,
-               w->keys.queue, served, w->concurrency, (long long)w->visibility_ms);
+  if (c->n == 1) {
+    snprintf(queues, sizeof(queues), "queue %s", w->keys.queue);
+  } else {
+    size_t qo = (size_t)snprintf(queues, sizeof(queues), "queues");
+
+    for (int i = 0; i < c->n && qo < sizeof(queues); i++)
+      qo += (size_t)snprintf(queues + qo, sizeof(queues) - qo, "%s %s (weight %d)", i ? "," : "",
+                             c->m[i]->keys.queue, c->weight[i]);
+  }
+  sl__log_info("worker %s serving %s (types: %s), concurrency %d, visibility %lld ms", w->id, queues, served,
+               w->concurrency, (long long)w->visibility_ms);
   if (w->http_mock != NULL)
     sl__log_warn("mocking http items from %s (--http-mock): no request is sent, no secret is resolved and "
                  "--http-allow is not applied; results say \"mock\":true", w->http_mock);
   if (w->fds.was != w->fds.limit)
     sl__log_info("raised the file descriptor limit (ulimit -n) from %ld to %ld; --concurrency %d needs about %ld",
                  w->fds.was, w->fds.limit, w->concurrency, w->fds.need);
-  sl__worker_kick(w);
+  sl__crew_kick(c);
   if (!w->owns_loop)
-    return w->rc;
+    return c->rc;
   uv_run(w->loop, UV_RUN_DEFAULT);
-  return w->rc;
+  return c->rc;
 }
 
-SL_EXTERN void sl_worker_stop(sl_worker_t *w) {
+/* Stops one queue: no new reads, the drain deadline starts. */
+static void stop_queue(sl_worker_t *w) {
   if (!w->stopping && w->blocking && w->cmd_up && w->blk_client_id > 0) {
     /* End the idle blocking read now instead of after block_ms: it returns
      * as if it timed out, so nothing it might have taken is lost. */
@@ -454,12 +666,18 @@ SL_EXTERN void sl_worker_stop(sl_worker_t *w) {
   sl__worker_kick(w);
 }
 
+SL_EXTERN void sl_worker_stop(sl_worker_t *w) {
+  for (int i = 0; i < w->crew->n; i++)
+    stop_queue(w->crew->m[i]);
+  sl__crew_kick(w->crew); /* a queue that stops lends its share no more: the others may start its slots' items */
+}
+
 SL_EXTERN const char *sl_worker_id(const sl_worker_t *w) {
   return w->id;
 }
 
 SL_EXTERN const char *sl_worker_errstr(const sl_worker_t *w) {
-  return w->errstr;
+  return w->crew != NULL && w->crew->rc != 0 ? w->crew->errstr : w->errstr;
 }
 
 static void close_any(uv_handle_t *h, void *arg) {
@@ -468,32 +686,11 @@ static void close_any(uv_handle_t *h, void *arg) {
     uv_close(h, NULL);
 }
 
-SL_EXTERN void sl_worker_free(sl_worker_t *w) {
+/* What one queue worker holds: items, outcomes, its keys and connections'
+ * settings. Not what the crew shares. */
+static void free_queue(sl_worker_t *w) {
   sl_job_t *j;
 
-  if (w == NULL)
-    return;
-  /* Attempts still running (the loop was left early): give them up, so
-   * their handlers stop what they started. */
-  for (j = w->active; j != NULL;) {
-    sl_job_t *next = j->next;
-
-    if (!j->ended)
-      sl__job_abort(j, "the worker stopped", 0);
-    j = next;
-  }
-  if (w->owns_loop && !w->closed && w->timers_up)
-    sl__worker_close_all(w); /* run() was called but the loop was left early */
-  /* exec children still running are killed and waited for here */
-  sl__builtins_free(w->builtins);
-  w->builtins = NULL;
-  if (w->owns_loop) {
-    /* Handles of a run that never started (signals), then their callbacks. */
-    uv_walk(w->loop, close_any, NULL);
-    uv_run(w->loop, UV_RUN_DEFAULT);
-    uv_loop_close(w->loop);
-  }
-  sl__httpc_close(w->httpc); /* run() was never called */
   while ((j = sl__sched_pop(w)) != NULL)
     sl__job_free(j);
   while ((j = w->given) != NULL) {
@@ -504,6 +701,47 @@ SL_EXTERN void sl_worker_free(sl_worker_t *w) {
   sl__webhook_free(w);
   sl__url_free(&w->url);
   sl_free(w->url_str);
+}
+
+SL_EXTERN void sl_worker_free(sl_worker_t *w) {
+  sl_crew *c;
+  int n;
+
+  if (w == NULL)
+    return;
+  c = w->crew;
+  n = c != NULL ? c->n : 1;
+  for (int i = 0; i < n; i++) {
+    sl_worker_t *m = c != NULL ? c->m[i] : w;
+
+    /* Attempts still running (the loop was left early): give them up, so
+     * their handlers stop what they started. */
+    for (sl_job_t *j = m->active; j != NULL;) {
+      sl_job_t *next = j->next;
+
+      if (!j->ended)
+        sl__job_abort(j, "the worker stopped", 0);
+      j = next;
+    }
+    if (w->owns_loop && !m->closed && m->timers_up)
+      sl__worker_close_all(m); /* run() was called but the loop was left early */
+  }
+  /* exec children still running are killed and waited for here */
+  sl__builtins_free(w->builtins);
+  w->builtins = NULL;
+  if (w->owns_loop) {
+    /* Handles of a run that never started (signals), then their callbacks. */
+    uv_walk(w->loop, close_any, NULL);
+    uv_run(w->loop, UV_RUN_DEFAULT);
+    uv_loop_close(w->loop);
+  }
+  sl__httpc_close(w->httpc); /* run() was never called */
+  for (int i = 1; i < n; i++) {
+    free_queue(c->m[i]);
+    sl_free(c->m[i]);
+  }
+  free_queue(w);
   sl_free(w->http_mock);
+  sl_free(c);
   sl_free(w);
 }

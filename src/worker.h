@@ -46,7 +46,7 @@ struct sl_worker {
   char *url_str;             /* [worker] as given */
   sl_keys keys;              /* [worker] the queue's key names */
   char id[160];              /* [worker] worker id = consumer name: host:pid:rand */
-  int concurrency;           /* [worker] jobs at once */
+  int concurrency;           /* [worker] jobs at once in the process (all its queues) */
   sl_fd_budget fds;          /* [worker] descriptors: the concurrency's need, the limit, the limit before the raise */
   int load_library;          /* [worker] load the function library at start (--load-library), and again if Redis lost it */
   int64_t lib_warned_at;     /* [aredis] ms since the epoch of the last "library gone" warning */
@@ -82,6 +82,8 @@ struct sl_worker {
   struct sl_done *done;      /* [outcome] finished, not yet written (FIFO) */
   struct sl_done *done_tail; /* [outcome] its tail */
   int ndone;                 /* [outcome] its length */
+  struct sl_crew *crew;      /* [worker] the queues of this process, sharing its slots (crew.h) */
+  int reserved;              /* [intake] slots asked of Redis by fetch and reclaim calls in flight */
   int fetching;              /* [intake] a fetch call is in flight */
   int blocking;              /* [intake] a blocking read is in flight */
   int flushing;              /* [outcome] complete calls in flight */
@@ -122,7 +124,6 @@ struct sl_worker {
   int releasing;             /* [lease] a release call is in flight */
   int release_oom;           /* [lease] the last release call could not be built (out of memory) */
   int isolating;             /* [intake] a reclaim that may bring a run-alone item is in flight */
-  sl_job_t *alone_job;       /* [sched] the run-alone item running now, or NULL */
   int ever_up;               /* [aredis] both connections were up once */
   int64_t down_since;        /* [aredis] ms since the epoch when Redis was lost; 0 when up */
   int64_t reconnect_delay;   /* [aredis] the next reconnect backoff, ms */

@@ -1,8 +1,8 @@
 /*
  * sluice: a worker.
  *
- * A worker takes the items of one queue and runs them through handlers on a
- * libuv loop, its own or the embedding program's: the built-in `http`,
+ * A worker takes the items of one queue, or of several (sl_worker_opts.queue
+ * "a,b,c"), and runs them through handlers on a libuv loop, its own or the embedding program's: the built-in `http`,
  * `noop` and `sleep`, exec mappings (sl_worker_exec) and C handlers
  * (sl_worker_register, whose contract is in sluice/job.h). The worker's
  * operator decides what its items may reach: hosts (http_allow), secrets
@@ -27,7 +27,8 @@ extern "C" {
 
 typedef struct sl_worker_opts {
   const char *redis_url; /* required */
-  const char *queue;     /* NULL means "default" */
+  const char *queue;     /* the queue, or several: "a,b,c" (one process, one loop, shared slots; each queue
+                            keeps its own claims, heartbeats and takeover); NULL means "default" */
   int concurrency;       /* items run at once; 0 means 10 */
   int block_ms;          /* idle blocking read, ms; 0 means 1000 */
   const char *weights;   /* "6,3,1": weighted fairness over high, normal, low; NULL: strict priority */
@@ -48,6 +49,9 @@ typedef struct sl_worker_opts {
                             network (README "Mock mode"), read and checked by sl_worker_new (SL_EINVAL with
                             the entry and field); no secret is resolved and http_allow is not applied;
                             NULL or "": off */
+  const char *queue_weights; /* with several queues: "3,2,1", one weight (1-1000) per queue, in order; while
+                                several have work, each holds concurrency * its share of the slots, and an
+                                idle queue lends its share; NULL: 1 each */
 } sl_worker_opts;
 
 

@@ -1,5 +1,5 @@
 /*
- * sluice worker [--concurrency N] [--queue Q] [--visibility DURATION]
+ * sluice worker [--concurrency N] [--queue Q[,Q...]] [--queue-weights W,...] [--visibility DURATION]
  *               [--max-deliveries N] [--drain-timeout DURATION] [--block-ms DURATION] [--quiet]
  *               [--http-allow ORIGINS] [--http-methods M,...] [--http-version V]
  *               [--secret NAME[@HOST]]... [--exec TYPE[+base64]=COMMAND]... [--exec-env NAME]... [--load-library]
@@ -80,7 +80,7 @@ int cmd_worker(int argc, char **argv) {
       {"secret", required_argument, NULL, 'S'},       {"http-methods", required_argument, NULL, 'T'},
       {"load-library", no_argument, NULL, 'L'},      {"redis-password-file", required_argument, NULL, 'P'},
       {"exec-env", required_argument, NULL, 'V'},    {"http-mock", required_argument, NULL, 'K'},
-      {NULL, 0, NULL, 0}};
+      {"queue-weights", required_argument, NULL, 'W'}, {NULL, 0, NULL, 0}};
   int dev_crash = 0;
   const char *execs[32];
   int nexec = 0;
@@ -133,6 +133,7 @@ int cmd_worker(int argc, char **argv) {
       break;
     case 'x': dev_crash = 1; break;
     case 'w': wo.weights = optarg; break;
+    case 'W': wo.queue_weights = optarg; break;
     case 'E':
       if (nexec == (int)(sizeof(execs) / sizeof(execs[0]))) {
         cli_err("--exec: at most %d mappings", nexec);

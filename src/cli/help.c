@@ -154,8 +154,10 @@ static const help_entry entries[] = {
     {"worker",
      "sluice worker [options]\n",
      "Runs the queue's items until SIGINT or SIGTERM: items not started go back at once, running\n"
-     "ones finish within --drain-timeout; a second signal exits at once. Every worker serves the\n"
-     "types http, noop and sleep; --exec maps more types to commands. $SLUICE_WEBHOOK_SECRET\n"
+     "ones finish within --drain-timeout; a second signal exits at once. --queue a,b,c serves\n"
+     "several queues in one process: one loop and one --concurrency, shared by --queue-weights;\n"
+     "each queue keeps its own claims, heartbeats and takeover. Every worker serves the types\n"
+     "http, noop and sleep; --exec maps more types to commands. $SLUICE_WEBHOOK_SECRET\n"
      "(whsec_...) signs completion webhooks; $SLUICE_SECRETS (A,B@HOST) grants like --secret.",
      "  --concurrency N             items run at once, 1 to 100000 (default: 10); about 3 file\n"
      "                              descriptors per slot\n"
@@ -167,6 +169,8 @@ static const help_entry entries[] = {
      "                              1 ms to 1d (default: 30s)\n"
      "  --block-ms DURATION         an idle worker's blocking read, 1 ms to 60s (default: 1000 ms)\n"
      "  --weights H,N,L             share of fetches per priority, e.g. 6,3,1 (default: strict priority)\n"
+     "  --queue-weights W,W,...     with --queue a,b,c: each queue's share of the slots while several\n"
+     "                              have work, 1 to 1000 each, e.g. 3,2,1 (default: 1 each)\n"
      "  --http-allow ORIGINS        origins http items and webhooks may call, [SCHEME://]HOST[:PORT],...\n"
      "                              (default: any origin; use it in production)\n"
      "  --http-max-body BYTES       response body kept per http item, 1 to 1073741824 (default: 1048576)\n"
@@ -190,7 +194,8 @@ static const help_entry entries[] = {
      "                              takeovers and poison, never for production (default: off)\n",
      HELP_REDIS | HELP_QUEUE,
      "sluice worker --concurrency 50 --visibility 60s --http-allow api.example.com --exec resize=./resize.sh\n"
-     "sluice worker --http-mock dev/mocks.json   # run the real item files without API keys\n"},
+     "sluice worker --http-mock dev/mocks.json   # run the real item files without API keys\n"
+     "sluice worker --queue emails,reports --queue-weights 3,1\n"},
     {"serve",
      "sluice serve [options]\n"
      "sluice serve --hash-token < TOKEN\n",

@@ -388,7 +388,43 @@ static void test_persistent_sweep(void) {
   sweep(0, step("SL_FAULT_PERSISTENT_STEP", 11));
 }
 
+/* A worker of three queues (a crew: the lead and two members) made and
+ * freed with each of its allocations failing in turn: every failure is
+ * an error with a cause, nothing leaks (LeakSanitizer at the child's
+ * exit), and a run with no failure succeeds. */
+static void test_new_three_queues(void) {
+  sl_worker_opts o = {0};
+  char err[512];
+  long clean;
+  long before;
+  sl_worker_t *w;
+
+  o.redis_url = itest_url();
+  o.queue = "fault-a,fault-b,fault-c";
+  o.queue_weights = "3,2,1";
+  o.quiet = 1;
+  before = sl__alloc_count();
+  CHECK_INT(sl_worker_new(&o, &w, err, sizeof(err)), ==, 0);
+  sl_worker_free(w);
+  clean = sl__alloc_count() - before;
+  CHECK(clean > 3);
+  for (long n = 0; n < clean; n++) {
+    int rc;
+
+    err[0] = '\0';
+    sl__alloc_fail_once(n);
+    rc = sl_worker_new(&o, &w, err, sizeof(err));
+    sl__alloc_fail_after(-1);
+    if (rc == 0) {
+      sl_worker_free(w);
+    } else if (err[0] == '\0') {
+      sl_test_fail(__FILE__, __LINE__, "fault %ld: error %d without a cause", n, rc);
+    }
+  }
+}
+
 static const sl_test tests[] = {
+    {"new_three_queues", test_new_three_queues, 60},
     {"transient_sweep", test_transient_sweep, 1200},
     {"persistent_sweep", test_persistent_sweep, 600},
     {NULL, NULL, 0},
