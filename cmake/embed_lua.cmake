@@ -14,6 +14,8 @@
 file(GLOB FILES ${LUA_DIR}/*.lua)
 list(SORT FILES)
 # Files whose name starts with '_' hold shared helpers and go first, unwrapped.
+# Every function's body starts with sl_slot_moving (lua/_lib.lua): it refuses
+# to run while the queue's cluster slot is being moved, before any write.
 set(head "")
 set(body "")
 foreach(f ${FILES})
@@ -24,9 +26,9 @@ foreach(f ${FILES})
   elseif(code MATCHES "^[^\n]*\\(read-only")
     # a first line that says "(read-only": registered with the no-writes
     # flag, so FCALL_RO (and a replica) may call it and Redis refuses any write
-    string(APPEND body "redis.register_function{function_name='sluice_v1_${name}', callback=function(KEYS, ARGV)\n${code}\nend, flags={'no-writes'}}\n")
+    string(APPEND body "redis.register_function{function_name='sluice_v1_${name}', callback=function(KEYS, ARGV)\ndo local moving = sl_slot_moving(KEYS) if moving then return moving end end\n${code}\nend, flags={'no-writes'}}\n")
   else()
-    string(APPEND body "redis.register_function('sluice_v1_${name}', function(KEYS, ARGV)\n${code}\nend)\n")
+    string(APPEND body "redis.register_function('sluice_v1_${name}', function(KEYS, ARGV)\ndo local moving = sl_slot_moving(KEYS) if moving then return moving end end\n${code}\nend)\n")
   endif()
 endforeach()
 set(body "${head}${body}")

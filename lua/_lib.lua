@@ -16,6 +16,25 @@ local function sl_worker_only(key)
   end
 end
 
+-- Redis Cluster resharding. While the queue's slot moves to another node
+-- (MIGRATING on this node, or IMPORTING here and reached through ASK), a
+-- function could find only part of the queue's keys, and Redis would stop
+-- it at the first key it lacks, after some of its writes. So every function
+-- (cmake/embed_lua.cmake puts the call first) touches two keys of the slot,
+-- one of which never exists: Redis refuses that exactly while the slot is
+-- open (TRYAGAIN or ASK on the source, TRYAGAIN on the target), before
+-- anything is written, and the caller tries again; once the move is done it
+-- is served by the new owner (MOVED). On a standalone Redis, or a slot that
+-- is not moving, it is one EXISTS. Returns an error reply, or nil.
+local function sl_slot_moving(keys)
+  if #keys == 0 then return nil end
+  local r = redis.pcall('EXISTS', keys[1], keys[1] .. ':~')
+  if type(r) == 'table' and r.err then
+    return redis.error_reply('TRYAGAIN the queue\'s slot is moving to another cluster node; try again (' ..
+                             r.err .. ')')
+  end
+end
+
 local function sl_now_ms()
   local t = redis.call('TIME')
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -238,8 +257,8 @@ local function sl_publish(prefix, queue, batch, now)
   if #m > 0 then parts[#parts + 1] = ',"metrics":{' .. table.concat(m, ',') .. '}' end
   parts[#parts + 1] = string.format(',"ts":%d%s}', now, v[5] and (',"tenant":"' .. v[5] .. '"') or '')
   local msg = table.concat(parts)
-  redis.call('PUBLISH', prefix .. 'events', msg)
-  redis.call('PUBLISH', prefix .. 'events:' .. batch, msg)
+  redis.call('SPUBLISH', prefix .. 'events', msg)
+  redis.call('SPUBLISH', prefix .. 'events:' .. batch, msg)
 end
 
 -- The batch log, P..'b:ID:log' (DESIGN: the story of a batch): a stream

@@ -1,4 +1,5 @@
 -- sluice_v1_progress: records and publishes the progress of running items.
+-- KEYS[1..3]  the queue's streams (high, normal, low): the queue's slot
 -- ARGV[1]     key prefix P    ARGV[2] queue name
 -- ARGV[3]     consumer group  ARGV[4] consumer name (the caller)
 -- ARGV[5..]   per item: priority (1-3), stream entry id, batch id, item
@@ -38,7 +39,7 @@ for i = 5, #ARGV, 5 do
 end
 for batch, items in pairs(by_batch) do
   local msg = cjson.encode({type = 'progress', queue = queue, batch = batch, items = items, ts = now})
-  redis.call('PUBLISH', prefix .. 'events', msg)
-  redis.call('PUBLISH', prefix .. 'events:' .. batch, msg)
+  redis.call('SPUBLISH', prefix .. 'events', msg)
+  redis.call('SPUBLISH', prefix .. 'events:' .. batch, msg)
 end
 return lost

@@ -13,7 +13,13 @@
  * recovery. A worker that never reached Redis fails instead.
  *
  * Recoverable replies (sl__aredis_recoverable): LOADING, BUSY, TRYAGAIN,
- * MASTERDOWN and OOM pause every call for a moment (timer `pause`); a
+ * MASTERDOWN, OOM, and on a Redis Cluster ASK and CLUSTERDOWN (a slot
+ * moving, a failover) pause every call for a moment (timer `pause`);
+ * MOVED sends both connections to the queue's new master. With a
+ * redis+cluster:// URL the worker starts on its queue's master (found by
+ * the bootstrap), and a connection that cannot be made again goes to the
+ * next node the URL names, which redirects it (MOVED) once a replica has
+ * taken over. A
  * missing consumer group is created again; a missing function library is
  * loaded again only by a worker started with --load-library, others wait
  * for an operator and say so every 30 s. Every socket is made close-on-exec
@@ -45,10 +51,12 @@
 
 #include <fcntl.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "worker.h"
 
+#include "alloc.h"
 #include "conn.h"
 #include "id.h"
 #include "log.h"
@@ -90,13 +98,64 @@ static void on_pause_timer(uv_timer_t *t) {
   sl__worker_kick(w);
 }
 
+static void forget(sl_worker_t *w, redisAsyncContext *ac);
+static void lost_redis(sl_worker_t *w, const char *why);
+
+int sl__aredis_set_node(sl_worker_t *w, const char *host, size_t hostlen, int port) {
+  char *h = sl_strndup(host, hostlen);
+
+  if (h == NULL)
+    return SL_ENOMEM;
+  sl_free(w->url.host);
+  w->url.host = h;
+  w->url.port = port;
+  return 0;
+}
+
+/* Redis Cluster: the slot of the queue has a new master ("MOVED SLOT
+ * HOST:PORT"): both connections go there. The calls in flight get no
+ * reply and are made again, as after any lost connection. */
+static void follow_moved(sl_worker_t *w, const char *msg) {
+  const char *addr = strchr(msg + 6, ' ');
+  const char *colon = addr != NULL ? strrchr(addr, ':') : NULL;
+  char why[300];
+
+  if (colon == NULL || colon == addr + 1 || atoi(colon + 1) <= 0 ||
+      sl__aredis_set_node(w, addr + 1, (size_t)(colon - addr - 1), atoi(colon + 1)) != 0)
+    return;
+  snprintf(why, sizeof(why), "queue %s moved to %.200s (Redis Cluster)", w->keys.queue, addr + 1);
+  w->ever_up = 1; /* Redis was reached: a move is no failure to start */
+  lost_redis(w, why);
+  if (w->cmd != NULL)
+    forget(w, w->cmd);
+  if (w->blk != NULL)
+    forget(w, w->blk);
+}
+
+/* Redis Cluster: the node we reached is gone (a failover?): try the next
+ * node the URL names; whichever answers redirects us to the queue's
+ * master (MOVED). */
+static void next_seed(sl_worker_t *w) {
+  if (!w->url.cluster || w->url.nseeds < 2)
+    return;
+  w->seed_turn = (w->seed_turn + 1) % w->url.nseeds;
+  sl__aredis_set_node(w, w->url.seed_host[w->seed_turn], strlen(w->url.seed_host[w->seed_turn]),
+                      w->url.seed_port[w->seed_turn]);
+}
+
 int sl__aredis_recoverable(sl_worker_t *w, const redisReply *r) {
   int missing_lib = sl__script_missing(r->str);
 
-  /* Redis is loading its data after a restart, or busy: wait a moment. */
+  if (strncmp(r->str, "MOVED ", 6) == 0 && w->url.cluster) {
+    follow_moved(w, r->str);
+    return 1;
+  }
+  /* Redis is loading its data after a restart, or busy; a cluster slot is
+   * moving (TRYAGAIN, ASK: the functions refuse to run until the move is
+   * done) or failing over (CLUSTERDOWN): wait a moment. */
   if (strncmp(r->str, "LOADING", 7) == 0 || strncmp(r->str, "BUSY", 4) == 0 ||
       strncmp(r->str, "TRYAGAIN", 8) == 0 || strncmp(r->str, "MASTERDOWN", 10) == 0 ||
-      strncmp(r->str, "OOM", 3) == 0) {
+      strncmp(r->str, "OOM", 3) == 0 || strncmp(r->str, "ASK ", 4) == 0 || strncmp(r->str, "CLUSTERDOWN", 11) == 0) {
     if (!w->paused && !w->closed) {
       sl__log_warn("Redis answered %.60s; retrying in a moment", r->str);
       w->paused = 1;
@@ -192,6 +251,7 @@ static void on_connect(const redisAsyncContext *ac, int status) {
   }
   closed_maybe(w);
   lost_redis(w, ac->errstr);
+  next_seed(w);
 }
 
 static void on_disconnect(const redisAsyncContext *ac, int status) {
@@ -303,6 +363,7 @@ static int connect_one(sl_worker_t *w, redisAsyncContext **ac, uint64_t *since) 
   *ac = aconnect(w, why, sizeof(why));
   if (*ac == NULL) {
     lost_redis(w, why);
+    next_seed(w);
     return -1;
   }
   *since = uv_now(w->loop);

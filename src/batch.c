@@ -153,9 +153,10 @@ SL_EXTERN int sl_batch_results(sl_client_t *c, const char *queue, const char *ba
  * h[i] gets each (an empty array for a batch that expired meanwhile). */
 static int page_hashes(sl_client_t *c, const sl_keys *k, char (*ids)[SL_LIST_ID_MAX], size_t n, redisReply **h) {
   char key[1024];
+  int rc = sl__client_route(c, k->stream[0]);
 
-  if (c->rc == NULL)
-    return sl__client_fail(c, SL_ECONN, "the connection to Redis is gone");
+  if (rc != 0)
+    return rc;
   for (size_t i = 0; i < n; i++) {
     const char *av[4] = {"FCALL_RO", "sluice_v1_state", "1", key};
 

@@ -26,6 +26,7 @@
 #include <unistd.h>
 
 #include "alloc.h"
+#include "cluster.h"
 #include "script.h"
 
 void sl__redis_keepalive(int fd) {
@@ -191,12 +192,23 @@ SL_EXTERN int sl_client_open(const char *url, sl_client_t **out, char *errbuf, s
     snprintf(errbuf, errlen, "out of memory");
     goto fail;
   }
-  rc = sl__redis_connect(&c->url, SL_CONNECT_TIMEOUT_MS, &c->rc, errbuf, errlen);
-  if (rc != 0)
-    goto fail;
-  rc = sl__script_ensure(c->rc, errbuf, errlen);
-  if (rc != 0)
-    goto fail;
+  if (c->url.cluster) {
+    /* The slot map, and a first node (its library checked, as every node's is when first used). */
+    rc = sl__cluster_new(&c->url, &c->cluster);
+    if (rc == 0)
+      rc = sl__cluster_use(c, -1, SL_CONNECT_TIMEOUT_MS);
+    if (rc != 0) {
+      snprintf(errbuf, errlen, "%s", rc == SL_ENOMEM ? "out of memory" : c->errstr);
+      goto fail;
+    }
+  } else {
+    rc = sl__redis_connect(&c->url, SL_CONNECT_TIMEOUT_MS, &c->rc, errbuf, errlen);
+    if (rc != 0)
+      goto fail;
+    rc = sl__script_ensure(c->rc, errbuf, errlen);
+    if (rc != 0)
+      goto fail;
+  }
   *out = c;
   return 0;
 fail:
@@ -204,11 +216,59 @@ fail:
   return rc;
 }
 
+/* Loads the library on every master of a cluster (replicas get it from
+ * their masters). */
+static int load_cluster(const char *url, char *errbuf, size_t errlen) {
+  char (*addr)[300] = sl_malloc(SL_CLUSTER_NODES * sizeof(*addr));
+  sl_client_t *c = sl_calloc(1, sizeof(*c));
+  int n;
+  int code;
+
+  if (addr == NULL || c == NULL) {
+    sl_free(addr);
+    sl_free(c);
+    snprintf(errbuf, errlen, "out of memory");
+    return SL_ENOMEM;
+  }
+  code = sl__url_parse(url, &c->url, errbuf, errlen);
+  if (code == 0)
+    code = sl__cluster_new(&c->url, &c->cluster);
+  if (code == 0) {
+    sl__cluster_no_check(c->cluster);
+    n = sl__cluster_masters(c, addr, SL_CLUSTER_NODES);
+    code = n < 0 ? SL_ECONN : 0;
+    for (int i = 0; code == 0 && i < n; i++) {
+      redisContext *rc = NULL;
+
+      code = sl__cluster_connect(c, addr[i], &rc);
+      if (code == 0)
+        code = sl__script_load(rc, c->errstr, sizeof(c->errstr));
+      if (code == 0)
+        code = sl__script_ensure(rc, c->errstr, sizeof(c->errstr));
+      if (code != 0) {
+        char why[512];
+
+        snprintf(why, sizeof(why), "%s", c->errstr);
+        sl__client_fail(c, code, "master %s: %s", addr[i], why);
+      }
+      if (rc != NULL)
+        redisFree(rc);
+    }
+    if (code != 0)
+      snprintf(errbuf, errlen, "%s", c->errstr);
+  }
+  sl_client_close(c);
+  sl_free(addr);
+  return code;
+}
+
 SL_EXTERN int sl_library_load(const char *url, char *errbuf, size_t errlen) {
   sl_url u;
   redisContext *rc = NULL;
   int code;
 
+  if (url != NULL && strncmp(url, "redis+cluster://", 16) == 0)
+    return load_cluster(url, errbuf, errlen);
   code = sl__url_parse(url, &u, errbuf, errlen);
   if (code != 0)
     return code;
@@ -232,6 +292,7 @@ SL_EXTERN void sl_client_close(sl_client_t *c) {
     return;
   if (c->rc != NULL)
     redisFree(c->rc);
+  sl__cluster_free(c->cluster);
   sl__url_free(&c->url);
   sl_free(c->url_str);
   sl_free(c);
@@ -250,23 +311,80 @@ int sl__client_fail(sl_client_t *c, int code, const char *fmt, ...) {
   return code;
 }
 
+void sl__client_drop(sl_client_t *c) {
+  if (c->cluster != NULL) {
+    sl__cluster_lost(c);
+  } else if (c->rc != NULL) {
+    redisFree(c->rc);
+    c->rc = NULL;
+  }
+}
+
+int sl__client_connect_same(sl_client_t *c, int timeout_ms, redisContext **out) {
+  if (c->cluster != NULL)
+    return sl__cluster_connect_current(c, timeout_ms, out);
+  return sl__redis_connect(&c->url, timeout_ms, out, c->errstr, sizeof(c->errstr));
+}
+
+int sl__client_route(sl_client_t *c, const char *key) {
+  if (c->cluster != NULL)
+    return sl__cluster_use(c, (int)sl__key_slot(key, strlen(key)), SL_CLUSTER_WAIT_MS);
+  return c->rc != NULL ? 0 : sl__client_fail(c, SL_ECONN, "the Redis connection is closed");
+}
+
+/* Sends ASKING and the command in one write, and returns the command's
+ * reply (a redirect ASK said the key is on this node for now). */
+static redisReply *asking_cmd(redisContext *rc, int argc, const char **argv, const size_t *lens) {
+  redisReply *ok = NULL;
+  void *r = NULL;
+
+  if (redisAppendCommand(rc, "ASKING") != REDIS_OK || redisAppendCommandArgv(rc, argc, argv, lens) != REDIS_OK)
+    return NULL;
+  if (redisGetReply(rc, (void **)&ok) != REDIS_OK)
+    return NULL;
+  freeReplyObject(ok);
+  if (redisGetReply(rc, &r) != REDIS_OK)
+    return NULL;
+  return r;
+}
+
 redisReply *sl__client_cmd(sl_client_t *c, int *rcode, int argc, const char **argv,
                            const size_t *lens) {
   redisReply *r;
+  int asking = 0;
+  int tries = 0;
+  long long waited = 0;
 
-  if (c->rc == NULL) {
-    *rcode = sl__client_fail(c, SL_ECONN, "the Redis connection is closed");
-    return NULL;
+  if (c->cluster != NULL) {
+    int slot = sl__command_slot(argc, argv, lens);
+
+    if ((slot >= 0 || c->rc == NULL) && sl__cluster_use(c, slot, SL_CLUSTER_WAIT_MS) != 0) {
+      *rcode = SL_ECONN;
+      return NULL;
+    }
   }
-  r = redisCommandArgv(c->rc, argc, argv, lens);
-  if (r == NULL) {
-    *rcode = sl__client_fail(c, SL_ECONN, "lost the Redis connection: %s", c->rc->errstr);
-    redisFree(c->rc);
-    c->rc = NULL;
-    return NULL;
-  }
-  if (r->type == REDIS_REPLY_ERROR) {
-    sl__redis_errmsg(c->rc, r->str, c->errstr, sizeof(c->errstr));
+  for (;;) {
+    int again;
+
+    if (c->rc == NULL) {
+      *rcode = sl__client_fail(c, SL_ECONN, "the Redis connection is closed");
+      return NULL;
+    }
+    r = asking ? asking_cmd(c->rc, argc, argv, lens) : redisCommandArgv(c->rc, argc, argv, lens);
+    if (r == NULL) {
+      *rcode = sl__client_fail(c, SL_ECONN, "lost the Redis connection: %s", c->rc->errstr);
+      sl__client_drop(c);
+      return NULL;
+    }
+    if (r->type != REDIS_REPLY_ERROR)
+      break;
+    again = c->cluster != NULL ? sl__cluster_redirect(c, r->str, &asking, &tries, &waited) : 0;
+    if (again > 0) {
+      freeReplyObject(r);
+      continue;
+    }
+    if (again == 0)
+      sl__redis_errmsg(c->rc, r->str, c->errstr, sizeof(c->errstr));
     *rcode = SL_EREDIS;
     freeReplyObject(r);
     return NULL;
@@ -276,6 +394,8 @@ redisReply *sl__client_cmd(sl_client_t *c, int *rcode, int argc, const char **ar
 }
 
 int sl__client_reconnect(sl_client_t *c, int timeout_ms) {
+  if (c->cluster != NULL)
+    return sl__cluster_reconnect(c, timeout_ms);
   if (c->rc != NULL) {
     redisFree(c->rc);
     c->rc = NULL;

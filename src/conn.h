@@ -16,8 +16,11 @@
 #define SL_CONNECT_TIMEOUT_MS 5000  /* TCP/unix connect, ms */
 #define SL_COMMAND_TIMEOUT_MS 30000 /* one synchronous command, ms */
 
+struct sl_cluster;
+
 struct sl_client {
-  redisContext *rc; /* the connection; NULL once broken beyond repair */
+  redisContext *rc; /* the connection (on a cluster: to the node in use); NULL once broken beyond repair */
+  struct sl_cluster *cluster; /* a redis+cluster:// URL: the slot map and the other nodes (cluster.h); else NULL */
   sl_url url;       /* where it goes */
   char *url_str;    /* the URL as given, for a second connection (watch) */
   char errstr[512]; /* the cause of the last failure */
@@ -46,7 +49,9 @@ void sl__redis_keepalive(int fd);
 int sl__redis_connect(const sl_url *u, int timeout_ms, redisContext **out, char *err, size_t errlen);
 
 /* Runs one command; NULL on failure with c->errstr set and *rcode the code
- * (SL_ECONN for a broken connection, SL_EREDIS for an error reply). */
+ * (SL_ECONN for a broken connection, SL_EREDIS for an error reply). On a
+ * cluster it goes to the master of its first key's slot, following
+ * redirects (cluster.h). */
 redisReply *sl__client_cmd(sl_client_t *c, int *rcode, int argc, const char **argv,
                            const size_t *lens);
 /* FCALLs sluice_v1_<fn>, loading the library and retrying once if Redis lost
@@ -54,9 +59,20 @@ redisReply *sl__client_cmd(sl_client_t *c, int *rcode, int argc, const char **ar
 redisReply *sl__client_fcall(sl_client_t *c, int *rcode, const char *fn, int nkeys, int argc,
                              const char **argv, const size_t *lens);
 /* Drops c's connection, if any, and opens it again (connect, AUTH, SELECT;
- * the library is not checked again): 0, or an SL_E* code with the cause in
+ * the library is not checked again; on a cluster, to the owner of the
+ * slot it served, found again): 0, or an SL_E* code with the cause in
  * c->errstr and c->rc left NULL. */
 int sl__client_reconnect(sl_client_t *c, int timeout_ms);
+/* Points c->rc at the node that holds `key` (on a cluster: its slot's
+ * master; with one Redis, the connection), before commands sent on c->rc
+ * directly (pipelines). 0, or SL_ECONN with c->errstr set. */
+int sl__client_route(sl_client_t *c, const char *key);
+/* A second connection to the node c->rc is on (with one Redis: the URL's),
+ * for a subscription. 0, or an SL_E* code with c->errstr set. */
+int sl__client_connect_same(sl_client_t *c, int timeout_ms, redisContext **out);
+/* Drops c->rc after it broke (on a cluster, forgetting the node as its
+ * slots' owner until the map is read again). */
+void sl__client_drop(sl_client_t *c);
 /* Writes an error reply of Redis (msg) into out as a person should read it:
  * an OOM answer becomes "Redis is out of memory (maxmemory N MiB): MSG",
  * with N asked of Redis on rc (CONFIG GET, else INFO; "maxmemory" alone

@@ -287,7 +287,7 @@ static void on_progress(redisAsyncContext *ac, void *reply, void *priv) {
 
 static void on_progress_timer(uv_timer_t *t) {
   sl_worker_t *w = t->data;
-  size_t max = 8;
+  size_t max = 11; /* FCALL name 3 s1 s2 s3 P Q group id, then 5 per item */
   size_t k = 0;
   const char **av;
   size_t *al;
@@ -307,9 +307,7 @@ static void on_progress_timer(uv_timer_t *t) {
   if (av != NULL && al != NULL && pcts != NULL) {
     size_t i = 0;
 
-    av[k++] = "FCALL";
-    av[k++] = "sluice_v1_progress";
-    av[k++] = "0";
+    k = (size_t)sl__fcall_head(w, "sluice_v1_progress", "3", av, al);
     av[k++] = w->keys.prefix;
     av[k++] = w->keys.queue;
     av[k++] = SL_GROUP;

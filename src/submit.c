@@ -22,6 +22,7 @@
 #include <sluice/sluice.h>
 
 #include "alloc.h"
+#include "cluster.h"
 #include "conn.h"
 #include "id.h"
 #include "idtab.h"
@@ -197,8 +198,7 @@ static void drain(sl_client_t *c, size_t recv, size_t sent) {
     redisReply *r;
 
     if (redisGetReply(c->rc, (void **)&r) != REDIS_OK) {
-      redisFree(c->rc);
-      c->rc = NULL;
+      sl__client_drop(c);
       break;
     }
     freeReplyObject(r);
@@ -332,6 +332,8 @@ SL_EXTERN int sl_batch_submit(sl_client_t *c, sl_batch_t *b, char **id_out) {
   size_t nchunks;
   size_t sent = 0;
   size_t recv = 0;
+  int tries = 0;        /* cluster redirects followed */
+  long long waited = 0; /* ms waited for a moving slot or a failover */
   const char **av = NULL;
   size_t *al = NULL;
   sl_chunk rd;
@@ -347,8 +349,9 @@ SL_EXTERN int sl_batch_submit(sl_client_t *c, sl_batch_t *b, char **id_out) {
   sl__buf_reset(&b->skipped_ids);
   if (b->n == 0)
     return sl__client_fail(c, SL_EINVAL, "the batch has no items");
-  if (c->rc == NULL)
-    return sl__client_fail(c, SL_ECONN, "the Redis connection is closed");
+  rc = sl__client_route(c, b->keys.stream[0]);
+  if (rc != 0)
+    return rc;
   if (sl__id_new(id) != 0)
     return sl__client_fail(c, SL_EIO, "cannot read random bytes for the batch id");
   snprintf(bkey, sizeof(bkey), "%sb:%s", b->keys.prefix, id);
@@ -430,8 +433,7 @@ SL_EXTERN int sl_batch_submit(sl_client_t *c, sl_batch_t *b, char **id_out) {
                              "lost the Redis connection while writing chunk %zu of %zu of batch %s (it stays "
                              "incomplete; `sluice cancel %s` ends it): %s",
                              sent, nchunks, id, id, why);
-        redisFree(c->rc);
-        c->rc = NULL;
+        sl__client_drop(c);
         goto out;
       }
       sent++;
@@ -441,8 +443,7 @@ SL_EXTERN int sl_batch_submit(sl_client_t *c, sl_batch_t *b, char **id_out) {
                            "lost the Redis connection after %zu of %zu chunks of batch %s (it stays "
                            "incomplete; `sluice cancel %s` ends it): %s",
                            recv, nchunks, id, id, c->rc->errstr);
-      redisFree(c->rc);
-      c->rc = NULL;
+      sl__client_drop(c);
       goto out;
     }
     if (r->type == REDIS_REPLY_ERROR && recv == 0 && strncmp(r->str, "SLUICE_IDEMPOTENT ", 18) == 0) {
@@ -458,6 +459,33 @@ SL_EXTERN int sl_batch_submit(sl_client_t *c, sl_batch_t *b, char **id_out) {
       freeReplyObject(r);
       b->reused = 1;
       break;
+    }
+    if (r->type == REDIS_REPLY_ERROR && c->cluster != NULL && sl__cluster_redirect_kind(r->str)) {
+      /* The queue's slot moved (MOVED), is moving (TRYAGAIN, ASK) or its
+       * master is failing over (CLUSTERDOWN): this chunk was not written,
+       * and the ones sent after it were refused too (the same answer, or
+       * SLUICE_ORDER). Once the slot is served again, send them all again
+       * from this one; chunks are idempotent. */
+      int again;
+
+      snprintf(why, sizeof(why), "%s", r->str);
+      freeReplyObject(r);
+      drain(c, recv + 1, sent);
+      again = sl__cluster_redirect(c, why, NULL, &tries, &waited);
+      if (again <= 0) {
+        char cause[512];
+
+        snprintf(cause, sizeof(cause), "%s", again < 0 ? c->errstr : why);
+        if (recv == 0)
+          rc = sl__client_fail(c, SL_EREDIS, "the first chunk of batch %s could not be written; nothing was "
+                               "submitted: %s", id, cause);
+        else
+          rc = sl__client_fail(c, SL_EREDIS, "chunk %zu of %zu of batch %s could not be written (it stays "
+                               "incomplete; `sluice cancel %s` ends it): %s", recv, nchunks, id, id, cause);
+        goto out;
+      }
+      sent = recv;
+      continue;
     }
     if (r->type == REDIS_REPLY_ERROR) {
       char msg[400];

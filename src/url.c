@@ -105,11 +105,15 @@ int sl__url_parse(const char *s, sl_url *u, char *err, size_t errlen) {
   if (strncmp(s, "redis://", 8) == 0) {
     is_unix = 0;
     p = s + 8;
+  } else if (strncmp(s, "redis+cluster://", 16) == 0) {
+    is_unix = 0;
+    u->cluster = 1;
+    p = s + 16;
   } else if (strncmp(s, "unix://", 7) == 0) {
     is_unix = 1;
     p = s + 7;
   } else {
-    FAIL("the Redis URL must start with redis:// or unix:// (as in redis://host:6379)");
+    FAIL("the Redis URL must start with redis://, redis+cluster:// or unix:// (as in redis://host:6379)");
   }
 
   /* userinfo: up to the last '@'; for redis:// passwords may hold '/', for
@@ -155,42 +159,65 @@ int sl__url_parse(const char *s, sl_url *u, char *err, size_t errlen) {
     return 0;
   }
 
-  /* host[:port][/db] ; IPv6 as [::1] */
+  /* host[:port][/db] ; IPv6 as [::1]; a cluster: host:port,host:port,... */
   rest = p;
-  if (*rest == '[') {
-    const char *close = strchr(rest, ']');
+  for (;;) {
+    char *host = NULL;
+    long port = 6379;
 
-    if (close == NULL)
-      FAIL("unterminated [ in the host of the Redis URL");
-    if (close == rest + 1)
-      FAIL("empty [] host in the Redis URL");
-    u->host = sl_strndup(rest + 1, (size_t)(close - rest - 1));
-    if (u->host == NULL)
-      goto oom;
-    rest = close + 1;
-  } else {
-    size_t n = strcspn(rest, ":/");
+    if (*rest == '[') {
+      const char *close = strchr(rest, ']');
 
-    if (n == 0)
-      FAIL("the Redis URL has no host (as in redis://host:6379)");
-    for (size_t i = 0; i < n; i++) {
-      if (strchr("?#[]@ ", rest[i]) != NULL)
-        FAIL("unexpected '%c' in the host of the Redis URL (a db goes after a slash: redis://host:6379/3)",
-             rest[i]);
+      if (close == NULL)
+        FAIL("unterminated [ in the host of the Redis URL");
+      if (close == rest + 1)
+        FAIL("empty [] host in the Redis URL");
+      host = sl_strndup(rest + 1, (size_t)(close - rest - 1));
+      if (host == NULL)
+        goto oom;
+      rest = close + 1;
+    } else {
+      size_t n = strcspn(rest, u->cluster ? ":/," : ":/");
+
+      if (n == 0)
+        FAIL("the Redis URL has no host (as in %s)",
+             u->cluster ? "redis+cluster://host1:6379,host2:6379" : "redis://host:6379");
+      for (size_t i = 0; i < n; i++) {
+        if (strchr("?#[]@ ", rest[i]) != NULL)
+          FAIL("unexpected '%c' in the host of the Redis URL (a db goes after a slash: redis://host:6379/3)",
+               rest[i]);
+      }
+      host = sl_strndup(rest, n);
+      if (host == NULL)
+        goto oom;
+      rest += n;
     }
-    u->host = sl_strndup(rest, n);
-    if (u->host == NULL)
-      goto oom;
-    rest += n;
-  }
-  if (*rest == ':') {
-    size_t n = strcspn(rest + 1, "/");
+    if (*rest == ':') {
+      size_t n = strcspn(rest + 1, u->cluster ? "/," : "/");
 
-    if (parse_int(rest + 1, n, 1, 65535, &v) != 0)
-      FAIL("bad port \"%.*s\" in Redis URL (expected 1-65535)", (int)n, rest + 1);
-    u->port = (int)v;
-    rest += 1 + n;
+      if (parse_int(rest + 1, n, 1, 65535, &v) != 0) {
+        sl_free(host);
+        FAIL("bad port \"%.*s\" in Redis URL (expected 1-65535)", (int)n, rest + 1);
+      }
+      port = v;
+      rest += 1 + n;
+    }
+    if (u->nseeds == SL_URL_SEEDS_MAX) {
+      sl_free(host);
+      FAIL("more than %d nodes in the Redis Cluster URL", SL_URL_SEEDS_MAX);
+    }
+    u->seed_host[u->nseeds] = host;
+    u->seed_port[u->nseeds++] = (int)port;
+    if (!u->cluster || *rest != ',')
+      break;
+    rest++;
   }
+  u->host = sl_strdup(u->seed_host[0]);
+  if (u->host == NULL)
+    goto oom;
+  u->port = u->seed_port[0];
+  if (u->cluster && *rest == '/' && rest[1] != '\0' && strcmp(rest, "/0") != 0)
+    FAIL("a Redis Cluster has database 0 only: drop \"%s\" from the URL", rest);
   if (*rest == '/') {
     rest++;
     if (*rest != '\0') {
@@ -216,6 +243,9 @@ out:
 }
 
 void sl__url_free(sl_url *u) {
+  for (int i = 0; i < u->nseeds; i++)
+    sl_free(u->seed_host[i]);
+  u->nseeds = 0;
   sl_free(u->host);
   sl_free(u->path);
   sl_free(u->user);

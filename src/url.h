@@ -1,5 +1,7 @@
 /*
- * Redis URLs: redis://[user:password@]host[:port][/db] and
+ * Redis URLs: redis://[user:password@]host[:port][/db],
+ * redis+cluster://[user:password@]host[:port][,host[:port]...] (seed nodes
+ * of a Redis Cluster: any one that answers tells where the rest are) and
  * unix:///path/to/redis.sock[?db=N] (user and password may also be given as
  * unix://user:password@/path). Percent-escapes in user and password are
  * decoded, so a password may hold any byte.
@@ -9,9 +11,15 @@
 
 #include <stddef.h>
 
+#define SL_URL_SEEDS_MAX 16 /* nodes named in a cluster URL */
+
 typedef struct sl_url {
-  char *host;     /* TCP host, NULL for a unix socket */
+  char *host;     /* TCP host, NULL for a unix socket; a cluster's first seed */
   int port;       /* TCP port, 6379 by default */
+  int cluster;    /* 1: redis+cluster:// */
+  int nseeds;     /* TCP: the nodes named (1 for redis://) */
+  char *seed_host[SL_URL_SEEDS_MAX]; /* their hosts */
+  int seed_port[SL_URL_SEEDS_MAX];   /* and ports */
   char *path;     /* unix socket path, NULL for TCP */
   char *user;     /* ACL user, NULL when none */
   char *password; /* NULL when none */

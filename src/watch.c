@@ -1,5 +1,5 @@
 /*
- * Following a batch live. A second connection SUBSCRIBEs to the batch's
+ * Following a batch live. A second connection SSUBSCRIBEs to the batch's
  * channel first; only then is the hash read, so no event between the read
  * and the subscription is lost. Events carry absolute counters, so a
  * subscriber never has to add anything up. If nothing arrives for
@@ -108,7 +108,8 @@ static int transient(int rc, const char *err) {
   if (rc != SL_EREDIS)
     return 0;
   return strstr(err, "LOADING ") != NULL || strstr(err, "BUSY ") != NULL || strstr(err, "TRYAGAIN ") != NULL ||
-         strstr(err, "MASTERDOWN ") != NULL;
+         strstr(err, "MASTERDOWN ") != NULL || strstr(err, "MOVED ") != NULL ||
+         strstr(err, "CLUSTERDOWN ") != NULL;
 }
 
 /* Opens what is missing of the two connections (each with connect timeout
@@ -123,14 +124,17 @@ static int watch_connect(watch *w, int timeout_ms) {
     if (rc != 0)
       return rc;
   }
+  rc = sl__client_route(w->c, w->chan); /* on a cluster: the queue's master, where its events are published */
+  if (rc != 0)
+    return rc;
   if (w->sub != NULL)
     return 0;
-  rc = sl__redis_connect(&w->c->url, timeout_ms, &w->sub, w->c->errstr, sizeof(w->c->errstr));
+  rc = sl__client_connect_same(w->c, timeout_ms, &w->sub);
   if (rc != 0) {
     w->sub = NULL;
     return rc;
   }
-  r = redisCommand(w->sub, "SUBSCRIBE %s", w->chan);
+  r = redisCommand(w->sub, "SSUBSCRIBE %s", w->chan); /* sharded: the channel is in the queue's slot */
   if (r == NULL) {
     rc = sl__client_fail(w->c, SL_ECONN, "lost the Redis connection: %s", w->sub->errstr);
     redisFree(w->sub);
@@ -138,7 +142,7 @@ static int watch_connect(watch *w, int timeout_ms) {
     return rc;
   }
   if (r->type == REDIS_REPLY_ERROR) {
-    rc = sl__client_fail(w->c, SL_EREDIS, "Redis refused SUBSCRIBE %s: %s", w->chan, r->str);
+    rc = sl__client_fail(w->c, SL_EREDIS, "Redis refused SSUBSCRIBE %s: %s", w->chan, r->str);
     freeReplyObject(r);
     redisFree(w->sub);
     w->sub = NULL;
@@ -175,7 +179,14 @@ static int watch_follow(watch *w) {
     }
     r = reply;
     if (r->type == REDIS_REPLY_ARRAY && r->elements == 3 && r->element[0]->type == REDIS_REPLY_STRING &&
-        strcmp(r->element[0]->str, "message") == 0 && r->element[2]->type == REDIS_REPLY_STRING) {
+        strcmp(r->element[0]->str, "sunsubscribe") == 0) {
+      /* The queue's slot moved to another cluster node: follow it there
+       * (the hash is read again, so nothing meanwhile is missed). */
+      freeReplyObject(r);
+      return sl__client_fail(w->c, SL_ECONN, "the queue's cluster slot moved to another node");
+    }
+    if (r->type == REDIS_REPLY_ARRAY && r->elements == 3 && r->element[0]->type == REDIS_REPLY_STRING &&
+        strcmp(r->element[0]->str, "smessage") == 0 && r->element[2]->type == REDIS_REPLY_STRING) {
       const redisReply *m = r->element[2];
 
       if (strstr(m->str, "\"type\":\"progress\"") == NULL) { /* item progress: not a batch event */
@@ -237,8 +248,7 @@ SL_EXTERN int sl_batch_watch_with(sl_client_t *c, const char *queue, const char 
       w.sub = NULL;
     }
     if (c->rc != NULL) {
-      redisFree(c->rc);
-      c->rc = NULL;
+      sl__client_drop(c);
     }
     now = now_ms();
     if (lost_at < 0) {

@@ -40,6 +40,7 @@
 
 #include "alloc.h"
 #include "builtins.h"
+#include "cluster.h"
 #include "conn.h"
 #include "crew.h"
 #include "httpc.h"
@@ -538,12 +539,31 @@ static int bootstrap(sl_worker_t *w) {
   redisReply *r;
   int code;
 
+  if (w->url.cluster) {
+    /* Redis Cluster: the queue's master; the connections go there. */
+    char host[256];
+    int port;
+
+    code = sl__cluster_master_of(w->url_str, w->keys.stream[0], host, sizeof(host), &port, w->errstr,
+                                 sizeof(w->errstr));
+    if (code == 0)
+      code = sl__aredis_set_node(w, host, strlen(host), port);
+    if (code != 0)
+      return code;
+    /* Each master holds its own copy of the library: --load-library loads
+     * it on all of them. */
+    if (w->load_library && w == w->crew->m[0]) {
+      code = sl_library_load(w->url_str, w->errstr, sizeof(w->errstr));
+      if (code != 0)
+        return code;
+    }
+  }
   code = sl__redis_connect(&w->url, SL_CONNECT_TIMEOUT_MS, &rc, w->errstr, sizeof(w->errstr));
   if (code != 0)
     return code;
   /* Only an operator loads code: --load-library, else the loaded library
    * must be this build's. */
-  code = w->load_library ? sl__script_load(rc, w->errstr, sizeof(w->errstr)) : 0;
+  code = w->load_library && !w->url.cluster ? sl__script_load(rc, w->errstr, sizeof(w->errstr)) : 0;
   if (code == 0)
     code = sl__script_ensure(rc, w->errstr, sizeof(w->errstr));
   if (code == 0 && w->load_library)

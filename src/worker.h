@@ -125,6 +125,7 @@ struct sl_worker {
   int release_oom;           /* [lease] the last release call could not be built (out of memory) */
   int isolating;             /* [intake] a reclaim that may bring a run-alone item is in flight */
   int ever_up;               /* [aredis] both connections were up once */
+  int seed_turn;             /* [aredis] Redis Cluster: the URL's node tried last after a failed connect */
   int64_t down_since;        /* [aredis] ms since the epoch when Redis was lost; 0 when up */
   int64_t reconnect_delay;   /* [aredis] the next reconnect backoff, ms */
   int64_t started_at;        /* [worker] ms since the epoch */
@@ -217,6 +218,9 @@ void sl__aredis_start(sl_worker_t *w);
  * commands already sent, unless it stays silent for two beat intervals; one
  * still connecting at once. The watchdog closes with the last of them. */
 void sl__aredis_close(sl_worker_t *w);
+/* Points the connections (the next ones made) at host:port: the queue's
+ * master on a Redis Cluster. 0, or SL_ENOMEM. */
+int sl__aredis_set_node(sl_worker_t *w, const char *host, size_t hostlen, int port);
 /* 1 when an error reply is one the worker waits out or repairs (the call
  * is made again later); 0 when it is not. */
 int sl__aredis_recoverable(sl_worker_t *w, const redisReply *r);

@@ -93,7 +93,8 @@ static const char general[] =
     "\n"
     "Every command but demo and version takes --redis URL (or $SLUICE_REDIS) and --queue NAME\n"
     "(default: default); the password may come from --redis-password-file FILE or\n"
-    "$SLUICE_REDIS_PASSWORD instead. URLs: redis://[user:password@]host[:port][/db], unix:///path/redis.sock\n"
+    "$SLUICE_REDIS_PASSWORD instead. URLs: redis://[user:password@]host[:port][/db], unix:///path/redis.sock,\n"
+    "redis+cluster://[user:password@]host:port[,host:port...] (a Redis Cluster: any of its nodes)\n"
     "Durations: 30s, 10m, 2h, 7d, or milliseconds (sluice serve: seconds).\n"
     "Exit codes: 0 ok, 1 runtime failure, 2 usage error, 3 batch ended with failed items\n"
     "(sluice help exit-codes).\n";
@@ -102,7 +103,8 @@ static const char general[] =
 
 static const char common_redis[] =
     "  --redis URL                 the Redis (default: $SLUICE_REDIS):\n"
-    "                              redis://[user[:password]@]host[:port][/db] or unix:///path/to/redis.sock\n"
+    "                              redis://[user[:password]@]host[:port][/db], unix:///path/to/redis.sock\n"
+    "                              or redis+cluster://host:port[,host:port...] (a Redis Cluster)\n"
     "  --redis-password-file FILE  the Redis password, the file's first line, so that `ps` never shows it\n"
     "                              (default: $SLUICE_REDIS_PASSWORD, else the URL's)\n";
 

@@ -4,7 +4,7 @@
  * tenant's; an admin's: all): a first `snapshot` event with the newest 50
  * batches, then each batch event, never ended by the server.
  *
- * One async Redis connection per served queue SUBSCRIBEs to the queue's
+ * One async Redis connection per served queue SSUBSCRIBEs to the queue's
  * channel (sluice:{Q}:events, which carries every batch's events) when the
  * server starts, and stays subscribed: every event stream of the queue is
  * fed from it, so a thousand followers cost Redis one subscriber.
@@ -28,6 +28,7 @@
  */
 #include <fcntl.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include <cjson/cJSON.h>
@@ -55,6 +56,10 @@ typedef struct sub {
   char chan[SL_NAME_MAX + 32];
   redisAsyncContext *ac;
   int up;                    /* subscribed */
+  char host[256];            /* Redis Cluster: the node to subscribe on (the queue's master, once a MOVED said
+                                so); "" for the URL's host */
+  int port;
+  int seed;                  /* Redis Cluster: the URL's node tried last */
 } sub;
 
 struct srv_hub {
@@ -408,12 +413,39 @@ static void on_message(redisAsyncContext *ac, void *reply, void *priv) {
   const cJSON *b;
   int progress;
 
-  (void)ac;
+  if (r != NULL && r->type == REDIS_REPLY_ERROR && strncmp(r->str, "MOVED ", 6) == 0) {
+    /* Redis Cluster: the queue's events are published on its master. */
+    const char *addr = strchr(r->str + 6, ' ');
+    const char *colon = addr != NULL ? strrchr(addr, ':') : NULL;
+
+    if (colon != NULL && (size_t)(colon - addr - 1) < sizeof(q->host)) {
+      memcpy(q->host, addr + 1, (size_t)(colon - addr - 1));
+      q->host[colon - addr - 1] = '\0';
+      q->port = atoi(colon + 1);
+    }
+    redisAsyncFree(ac); /* after this callback; on_disconnect subscribes again, there */
+    return;
+  }
   if (r == NULL || r->type != REDIS_REPLY_ARRAY || r->elements != 3)
     return;
-  if (strcmp(r->element[0]->str, "subscribe") == 0) {
+  if (strcmp(r->element[0]->str, "sunsubscribe") == 0) {
+    /* Redis Cluster: the queue's slot moved; its new master is found
+     * through the URL's nodes (MOVED), and every stream reads its state
+     * again once subscribed. */
+    q->host[0] = '\0';
+    redisAsyncFree(ac);
+    return;
+  }
+  if (strcmp(r->element[0]->str, "ssubscribe") == 0) {
     int was = q->up;
 
+    /* hiredis 0.14 knows SUBSCRIBE but not SSUBSCRIBE: it took the
+     * confirmation as the reply of a plain command, and would abort on the
+     * first message, which has no command waiting for it. From here on the
+     * connection runs like MONITOR: hiredis hands every reply to this
+     * callback again. Set only now, when no other reply is outstanding, so
+     * no other callback is ever reused. Nothing else is sent on it. */
+    ac->c.flags |= REDIS_MONITORING;
     q->up = 1;
     if (was)
       return;
@@ -424,7 +456,7 @@ static void on_message(redisAsyncContext *ac, void *reply, void *priv) {
     }
     return;
   }
-  if (strcmp(r->element[0]->str, "message") != 0 || r->element[2]->type != REDIS_REPLY_STRING)
+  if (strcmp(r->element[0]->str, "smessage") != 0 || r->element[2]->type != REDIS_REPLY_STRING)
     return;
   e = cJSON_Parse(r->element[2]->str);
   b = e ? cJSON_GetObjectItemCaseSensitive(e, "batch") : NULL;
@@ -475,14 +507,31 @@ static void on_disconnect(const redisAsyncContext *ac, int status) {
 }
 
 static void on_connect(const redisAsyncContext *ac, int status) {
-  if (status != REDIS_OK)
-    on_disconnect(ac, status);
+  sub *q = ac->data;
+
+  if (status == REDIS_OK)
+    return;
+  if (q->hub->url.cluster && q->hub->url.nseeds > 0) {
+    /* Redis Cluster: that node is gone (a failover?); the next of the
+     * URL's nodes will redirect us (MOVED). */
+    q->host[0] = '\0';
+    q->seed = (q->seed + 1) % q->hub->url.nseeds;
+  }
+  on_disconnect(ac, status);
 }
 
 static void sub_connect(sub *q) {
   srv_hub *h = q->hub;
-  redisAsyncContext *ac = h->url.path != NULL ? redisAsyncConnectUnix(h->url.path)
-                                              : redisAsyncConnect(h->url.host, h->url.port);
+  redisAsyncContext *ac;
+
+  if (h->url.path != NULL)
+    ac = redisAsyncConnectUnix(h->url.path);
+  else if (q->host[0] != '\0')
+    ac = redisAsyncConnect(q->host, q->port);
+  else if (h->url.cluster)
+    ac = redisAsyncConnect(h->url.seed_host[q->seed], h->url.seed_port[q->seed]);
+  else
+    ac = redisAsyncConnect(h->url.host, h->url.port);
 
   if (ac == NULL || ac->err) {
     if (ac != NULL)
@@ -506,7 +555,7 @@ static void sub_connect(sub *q) {
     redisAsyncCommand(ac, NULL, NULL, "AUTH %s %s", h->url.user, h->url.password);
   else if (h->url.password != NULL)
     redisAsyncCommand(ac, NULL, NULL, "AUTH %s", h->url.password);
-  redisAsyncCommand(ac, on_message, q, "SUBSCRIBE %s", q->chan);
+  redisAsyncCommand(ac, on_message, q, "SSUBSCRIBE %s", q->chan); /* sharded: the queue's slot */
 }
 
 static void on_reconnect(uv_timer_t *t) {
@@ -569,8 +618,11 @@ void srv_hub_stop(sl_srv *s) {
   uv_timer_stop(&h->keepalive);
   uv_timer_stop(&h->reconnect);
   for (size_t i = 0; i < h->nq; i++) {
+    /* Freed, not disconnected: in its MONITOR-like mode (on_message)
+     * hiredis keeps a callback waiting for ever, and a disconnect would
+     * wait for it. on_disconnect runs, and subscribes nothing again. */
     if (h->q[i].ac != NULL)
-      redisAsyncDisconnect(h->q[i].ac);
+      redisAsyncFree(h->q[i].ac);
   }
 }
 

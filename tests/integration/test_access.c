@@ -61,7 +61,7 @@ static void wait_serving(const char *errlog, const char *what) {
 
 /* Subscribers of channel PREFIX BATCH. */
 static long long subscribers(redisContext *c, const char *prefix, const char *batch) {
-  redisReply *r = redisCommand(c, "PUBSUB NUMSUB %s%s", prefix, batch);
+  redisReply *r = redisCommand(c, "PUBSUB SHARDNUMSUB %s%s", prefix, batch);
   long long n = r != NULL && r->type == REDIS_REPLY_ARRAY && r->elements == 2 ? r->element[1]->integer : -1;
 
   if (r != NULL)

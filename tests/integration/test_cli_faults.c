@@ -86,7 +86,7 @@ static const char *submit_noops(const char *url, const char *q, int n) {
 
 /* Subscribers of the batch's event channel; -1 when Redis does not answer. */
 static long long subscribers(redisContext *c, const char *q, const char *batch) {
-  redisReply *r = redisCommand(c, "PUBSUB NUMSUB sluice:{%s}:events:%s", q, batch);
+  redisReply *r = redisCommand(c, "PUBSUB SHARDNUMSUB sluice:{%s}:events:%s", q, batch);
   long long n = r != NULL && r->type == REDIS_REPLY_ARRAY && r->elements == 2 ? r->element[1]->integer : -1;
 
   if (r != NULL)

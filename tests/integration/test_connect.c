@@ -185,7 +185,7 @@ static void test_no_or_bad_url(void) {
     const char *args[] = {"batches", "--redis", "http://:pw@host", NULL};
 
     CHECK_INT(itest_run(args, NULL, &err, 20), ==, 2);
-    CHECK_CONTAINS(err, "must start with redis:// or unix://");
+    CHECK_CONTAINS(err, "must start with redis://, redis+cluster:// or unix://");
     CHECK(strstr(err, ":pw@") == NULL);
     free(err);
   }

@@ -299,7 +299,7 @@ static void test_retry(void) {
   CHECK_INT(key_len(c, "XLEN", q, "dead"), ==, 10);
 
   snprintf(chan, sizeof(chan), "sluice:{%s}:events:%s", q, batch);
-  r = itest_cmd(sub, "SUBSCRIBE %s", chan);
+  r = itest_cmd(sub, "SSUBSCRIBE %s", chan);
   freeReplyObject(r);
   {
     const char *args[] = {"retry", batch, NULL};

@@ -248,7 +248,7 @@ static void test_progress(void) {
     snprintf(batch, sizeof(batch), "%.26s", out);
     free(out);
   }
-  r = itest_cmd(sub, "SUBSCRIBE sluice:{%s}:events:%s", q, batch);
+  r = itest_cmd(sub, "SSUBSCRIBE sluice:{%s}:events:%s", q, batch);
   freeReplyObject(r);
   {
     const char *args[] = {"worker", "--redis", itest_url(), "--queue", q, "--quiet", "--exec", m, NULL};

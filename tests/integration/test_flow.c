@@ -189,7 +189,7 @@ static void test_events_and_watch(void) {
 
   snprintf(batch, sizeof(batch), "%s", submit(q, path, NULL));
   snprintf(chan, sizeof(chan), "sluice:{%s}:events:%s", q, batch);
-  r = itest_cmd(sub, "SUBSCRIBE %s", chan);
+  r = itest_cmd(sub, "SSUBSCRIBE %s", chan);
   freeReplyObject(r);
   snprintf(werr, sizeof(werr), "%s", itest_path("watch.err"));
   {

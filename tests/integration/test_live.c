@@ -106,7 +106,7 @@ static pid_t subscriber(const char *q, const char *path) {
   if (pid == 0) {
     redisContext *s = itest_conn();
     FILE *f = fopen(path, "w");
-    redisReply *r = redisCommand(s, "SUBSCRIBE sluice:{%s}:events", q);
+    redisReply *r = redisCommand(s, "SSUBSCRIBE sluice:{%s}:events", q);
     void *m = NULL;
 
     if (r == NULL || f == NULL)

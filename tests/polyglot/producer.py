@@ -159,12 +159,22 @@ def run(sock, queue, sluice_bin, timeout):
     log("submitted batch %s: %d items in %d chunks" % (batch, ITEMS, len(chunks)))
 
     # Subscribe first, then read the hash, then apply events.
-    ps = r.pubsub(ignore_subscribe_messages=True)
-    ps.subscribe(k["events"] + ":" + batch)
+    # Sharded pub/sub (the channel is in the queue's slot); redis-py 4.3 has
+    # no API for it, so SSUBSCRIBE goes out as a plain command on the
+    # pub/sub connection and its replies are read as they come.
+    ps = r.pubsub()
+    ps.execute_command("SSUBSCRIBE", k["events"] + ":" + batch)
+
+    def next_message(timeout):
+        m = ps.parse_response(block=False, timeout=timeout)
+        return {"type": m[0], "data": m[2]} if m else None
+
     deadline = time.monotonic() + 10
-    while not ps.subscribed and time.monotonic() < deadline:
-        ps.get_message(timeout=0.1)
-    check(ps.subscribed, "SUBSCRIBE to the batch channel was not confirmed")
+    confirmed = False
+    while not confirmed and time.monotonic() < deadline:
+        m = next_message(0.1)
+        confirmed = m is not None and m["type"] == "ssubscribe"
+    check(confirmed, "SSUBSCRIBE to the batch channel was not confirmed")
     state = {f: int(r.hget(bkey, f) or 0) for f in ("total", "done", "succeeded", "failed", "cancelled")}
     state["status"] = r.hget(bkey, "status")
 
@@ -179,8 +189,8 @@ def run(sock, queue, sluice_bin, timeout):
                               % (timeout, state, events))
             if worker.poll() is not None:
                 raise Failure("the worker exited early with status %d" % worker.returncode)
-            m = ps.get_message(timeout=0.5)
-            if m is None or m["type"] != "message":
+            m = next_message(0.5)
+            if m is None or m["type"] != "smessage":
                 continue
             ev = json.loads(m["data"])
             events += 1

@@ -423,7 +423,7 @@ def test_events(env):
     streams += [env.stream("/v1/events?queue=api") for _ in range(5)]
     for st in streams:
         check(st.status == 200 and st.next_event() is not None, "a follower got no first event")
-    subs = subprocess.run(["redis-cli", "-s", env.sock, "PUBSUB", "NUMSUB", "sluice:{api}:events"],
+    subs = subprocess.run(["redis-cli", "-s", env.sock, "PUBSUB", "SHARDNUMSUB", "sluice:{api}:events"],
                           capture_output=True, text=True).stdout.split()
     for st in streams:
         st.close()

@@ -248,6 +248,7 @@ static void test_err_scheme(void) {
 
   parse_bad("http://x", err, sizeof(err));
   CHECK_CONTAINS(err, "redis://");
+  CHECK_CONTAINS(err, "redis+cluster://");
   CHECK_CONTAINS(err, "unix://");
   CHECK(strstr(err, "http://x") == NULL); /* a URL may hold a password: never echoed */
 
@@ -470,7 +471,57 @@ static void test_regress_describe_ipv6(void) {
   sl__url_free(&u);
 }
 
+/* ---- Redis Cluster ---- */
+
+static void test_cluster_seeds(void) {
+  sl_url u;
+
+  parse_ok("redis+cluster://worker:s%40cret@10.0.0.1:7000,node-b,[::1]:7002", &u);
+  CHECK_INT(u.cluster, ==, 1);
+  CHECK_INT(u.nseeds, ==, 3);
+  CHECK_STR(u.seed_host[0], "10.0.0.1");
+  CHECK_INT(u.seed_port[0], ==, 7000);
+  CHECK_STR(u.seed_host[1], "node-b");
+  CHECK_INT(u.seed_port[1], ==, 6379);
+  CHECK_STR(u.seed_host[2], "::1");
+  CHECK_INT(u.seed_port[2], ==, 7002);
+  CHECK_STR(u.host, "10.0.0.1"); /* the first seed */
+  CHECK_INT(u.port, ==, 7000);
+  CHECK_STR(u.user, "worker");
+  CHECK_STR(u.password, "s@cret");
+  sl__url_free(&u);
+  CHECK_INT(u.nseeds, ==, 0);
+  parse_ok("redis+cluster://h:7000/0", &u); /* database 0 may be named */
+  CHECK_INT(u.nseeds, ==, 1);
+  sl__url_free(&u);
+  parse_ok("redis://h:7000", &u);
+  CHECK_INT(u.cluster, ==, 0);
+  CHECK_INT(u.nseeds, ==, 1);
+  sl__url_free(&u);
+}
+
+static void test_err_cluster(void) {
+  char err[256];
+  char many[600];
+  size_t off = (size_t)snprintf(many, sizeof(many), "redis+cluster://");
+
+  parse_bad("redis+cluster://h:7000/2", err, sizeof(err));
+  CHECK_CONTAINS(err, "database 0 only");
+  parse_bad("redis+cluster://h:7000,,h2:7001", err, sizeof(err));
+  CHECK_CONTAINS(err, "no host");
+  parse_bad("redis+cluster://h:7000,h2:x", err, sizeof(err));
+  CHECK_CONTAINS(err, "bad port");
+  parse_bad("redis://h1:7000,h2:7001", err, sizeof(err)); /* a list only for a cluster */
+  CHECK_CONTAINS(err, "bad port");
+  for (int i = 0; i <= SL_URL_SEEDS_MAX; i++)
+    off += (size_t)snprintf(many + off, sizeof(many) - off, "%sh%d:7000", i ? "," : "", i);
+  parse_bad(many, err, sizeof(err));
+  CHECK_CONTAINS(err, "more than 16 nodes");
+}
+
 static const sl_test tests[] = {
+  {"cluster_seeds", test_cluster_seeds, 10},
+  {"err_cluster", test_err_cluster, 10},
   {"host_only", test_host_only, 10},
   {"host_port", test_host_port, 10},
   {"host_port_db", test_host_port_db, 10},

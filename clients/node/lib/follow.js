@@ -40,7 +40,7 @@ async function* follow(client, batch, {timeoutMs = null, progress = false, idleM
   const sub = client.redis.duplicate();
   const inbox = [];
   let wake = null;
-  sub.on('message', (channel, message) => {
+  sub.on('smessage', (channel, message) => { // sharded pub/sub: the queue's slot (PROTOCOL.md section 8)
     inbox.push(message);
     if (wake) wake();
   });
@@ -55,7 +55,7 @@ async function* follow(client, batch, {timeoutMs = null, progress = false, idleM
     return Math.min(ms, l);
   };
   try {
-    await sub.subscribe(`${client.prefix}events:${batch}`); // resolves once Redis confirmed it
+    await sub.ssubscribe(`${client.prefix}events:${batch}`); // resolves once Redis confirmed it
     let state = await client.status(batch);
     let held = eventOf(state);
     let readTs = state.ts;

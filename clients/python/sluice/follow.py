@@ -51,14 +51,15 @@ def follow(client, batch, timeout, progress, idle_s):
     deadline = None if timeout is None else time.monotonic() + timeout
     ps = client.r.pubsub()
     try:
-        ps.subscribe(client.prefix + "events:" + batch)
+        # Sharded pub/sub: the channel lives in the queue's cluster slot.
+        ps.execute_command("SSUBSCRIBE", client.prefix + "events:" + batch)
         confirm_by = time.monotonic() + 10.0
         while True:   # the confirmation: from here on every event reaches us
-            m = ps.get_message(timeout=_left(deadline, 1.0, batch))
-            if m is not None and m["type"] == "subscribe":
+            m = _next(ps, _left(deadline, 1.0, batch))
+            if m is not None and m["type"] == "ssubscribe":
                 break
             if time.monotonic() > confirm_by:
-                raise SluiceError("Redis did not confirm SUBSCRIBE within 10 s")
+                raise SluiceError("Redis did not confirm SSUBSCRIBE within 10 s")
         state = client.status(batch)
         held, read_ts = _event_of(state), state["ts"]
         yield dict(held)
@@ -67,8 +68,8 @@ def follow(client, batch, timeout, progress, idle_s):
         last_news = time.monotonic()
         while True:
             wait = max(0.0, idle_s - (time.monotonic() - last_news))
-            m = ps.get_message(timeout=_left(deadline, wait, batch))
-            if m is None or m["type"] != "message":
+            m = _next(ps, _left(deadline, wait, batch))
+            if m is None or m["type"] != "smessage":
                 if time.monotonic() - last_news >= idle_s:
                     state = client.status(batch)
                     last_news = time.monotonic()
@@ -93,6 +94,18 @@ def follow(client, batch, timeout, progress, idle_s):
                 return
     finally:
         ps.close()
+
+
+def _next(ps, timeout):
+    """The next reply on the subscription, {"type", "data"}, or None after
+    timeout seconds. redis-py 4.3 (Debian bookworm's) has no API for sharded
+    pub/sub, so SSUBSCRIBE goes out as a plain command on the pub/sub
+    connection and its replies ([type, channel, data]) are read as they come."""
+    r = ps.parse_response(block=False, timeout=timeout)
+    if not r:
+        return None
+    kind = r[0].decode() if isinstance(r[0], bytes) else r[0]
+    return {"type": kind, "data": r[2] if len(r) > 2 else None}
 
 
 def _left(deadline, wait, batch):
