@@ -11,7 +11,8 @@
 #
 # It prints, per M: the processing rate per master and in total (items/s),
 # and the Redis CPU each master spent per item (used_cpu_user + sys from INFO
-# cpu, before and after, in microseconds). Figures are printed, never
+# cpu, before and after, in microseconds), and the workers' CPU per item
+# (utime + stime from /proc, before they stop). Figures are printed, never
 # checked. Every worker and server runs on this machine: with 2 cores, the
 # masters and workers of M = 3 share them, so the total cannot scale
 # linearly here; the CPU per item is what carries over to more machines.
@@ -142,6 +143,12 @@ run_size() {
     sleep 0.02
   done
   t1=$(now_ns)
+  # the workers' CPU (utime + stime, clock ticks) before they stop
+  local wticks=0 hz
+  hz=$(getconf CLK_TCK)
+  for w in "${workers[@]}"; do
+    wticks=$((wticks + $(awk '{print $14 + $15}' "/proc/$w/stat")))
+  done
   for w in "${workers[@]}"; do kill -TERM "$w" 2>/dev/null || true; done
   for w in "${workers[@]}"; do wait "$w" 2>/dev/null || true; done
   local total per=""
@@ -152,12 +159,14 @@ run_size() {
     cpu=$(awk -v a="${cpu0[$i]}" -v b="${cpu1[$i]}" -v n="$N" 'BEGIN {printf "%.1f", (b - a) / n}')
     per+="${per:+, }$rate/s ($cpu us CPU/item)"
   done
-  printf "%-8s %-12s %s\n" "$m" "$total/s" "$per"
+  local wcpu
+  wcpu=$(awk -v t="$wticks" -v hz="$hz" -v n="$((N * m))" 'BEGIN {printf "%.1f", t / hz * 1e6 / n}')
+  printf "%-8s %-12s %-10s %s\n" "$m" "$total/s" "$wcpu us" "$per"
   for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
   for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
   PIDS=()
 }
 
 echo "noop items, $N per queue, one queue and one worker (--concurrency 200) per master, $(nproc) cores"
-printf "%-8s %-12s %s\n" "masters" "total" "per master: items/s (Redis CPU per item)"
+printf "%-8s %-12s %-10s %s\n" "masters" "total" "worker CPU" "per master: items/s (Redis CPU per item)"
 for m in 1 2 3; do run_size "$m"; done
