@@ -12,6 +12,7 @@ const crypto = require('crypto');
 const os = require('os');
 const path = require('path');
 const Redis = require('ioredis');
+const {QueueRedis} = require('./cluster');
 const library = require('./library');
 const {follow} = require('./follow');
 const {SluiceError, ItemError, BatchCancelledError, BatchNotFoundError, BatchStateError, ProtocolError,
@@ -54,7 +55,9 @@ const sleep = (ms) => new Promise((res) => setTimeout(res, ms));
 const LIVE_STATES = ['queued', 'scheduled', 'waiting', 'running', 'retrying', 'paused'];
 
 class Client {
-  // redis: an ioredis client, or a Redis URL (default redis://localhost:6379).
+  // redis: an ioredis client, or a Redis URL (default redis://localhost:6379;
+  // redis+cluster://host:port,... names nodes of a Redis Cluster, and the
+  // client then follows the master of the queue's slot: lib/cluster.js).
   // options: {queue = 'default', loadLibrary = true}.
   // actor: who acts, as the batch log records submit, cancel, pause,
   // resume and retry; "HOST pid N (PROGRAM)" unless given.
@@ -63,7 +66,8 @@ class Client {
     this.actor = (actor || `${os.hostname()} pid ${process.pid} (${prog})`)
       .replace(/[^\x20-\x7e]/g, '?').slice(0, 200);
     this.ownsRedis = !(redis instanceof Redis);
-    this.redis = this.ownsRedis ? new Redis(redis || 'redis://localhost:6379') : redis;
+    if (typeof redis === 'string' && redis.startsWith('redis+cluster://')) this.redis = new QueueRedis(redis, queue);
+    else this.redis = this.ownsRedis ? new Redis(redis || 'redis://localhost:6379') : redis;
     this.queue = queue;
     this.prefix = `sluice:{${queue}}:`;
     this.loadLibrary = loadLibrary;

@@ -12,6 +12,7 @@
 // ended when its status is completed, or cancelled with done = total.
 
 const {SluiceError} = require('./errors');
+const {QueueRedis} = require('./cluster');
 
 const RANK = {submitting: 0, queued: 1, running: 2, paused: 2, completed: 3, cancelled: 3};
 const KEYS = ['status', 'total', 'done', 'succeeded', 'failed', 'cancelled'];
@@ -37,6 +38,7 @@ function eventOf(s) {
 
 async function* follow(client, batch, {timeoutMs = null, progress = false, idleMs = 5000} = {}) {
   const deadline = timeoutMs === null ? null : Date.now() + timeoutMs;
+  if (client.redis instanceof QueueRedis) await client.redis.ready(); // on the queue's master (a cluster)
   const sub = client.redis.duplicate();
   const inbox = [];
   let wake = null;

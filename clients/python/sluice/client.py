@@ -19,7 +19,7 @@ from collections.abc import Mapping
 
 import redis
 
-from . import library
+from . import cluster, library
 from .errors import (BatchCancelledError, BatchNotFoundError, BatchStateError, ItemError, ProtocolError,
                      RedisFullError, SluiceError, from_reply)
 from .follow import follow
@@ -71,7 +71,9 @@ class Client:
     """A client of one sluice queue.
 
     ``redis_client`` is a redis.Redis (or ``url`` a Redis URL; default
-    redis://localhost:6379). With ``load_library`` False a missing
+    redis://localhost:6379; a ``redis+cluster://host:port,...`` URL names
+    nodes of a Redis Cluster, and the client then follows the master of
+    the queue's slot, see cluster.py). With ``load_library`` False a missing
     function library raises LibraryMissingError instead of being loaded.
     """
 
@@ -81,7 +83,9 @@ class Client:
         self.actor = actor or "%s pid %d (%s)" % (socket.gethostname(), os.getpid(),
                                                    os.path.basename(sys.argv[0] or "python") or "python")
         self.actor = "".join(ch if " " <= ch <= "~" else "?" for ch in self.actor)[:200]
-        if redis_client is None:
+        if redis_client is None and url is not None and url.startswith("redis+cluster://"):
+            redis_client = cluster.QueueRedis(url, queue)
+        elif redis_client is None:
             redis_client = redis.Redis.from_url(url or "redis://localhost:6379")
         self.r = redis_client
         self.queue = queue
