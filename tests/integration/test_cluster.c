@@ -14,6 +14,9 @@
  *                   promoted, and the worker and a producer started after
  *                   the kill follow without a restart; what was lost is
  *                   printed (the counts must add up).
+ *   control         pause, resume, cancel, retry, dead letters, limits,
+ *                   stats, workers, batches, log and item through the
+ *                   cluster.
  *   serve           `sluice serve` on the cluster: batches posted over HTTP
  *                   to queues on two masters, their live events followed to
  *                   the end.
@@ -317,6 +320,121 @@ static void test_slot_migrated(void) {
   rcluster_stop(&k);
 }
 
+/* Runs `sluice ARGS... --redis URL --queue Q` (av: NULL-terminated, at
+ * most 6) and expects exit `code`; returns its stdout (free it). */
+static char *cli_at(int line, rcluster *k, const char *q, int code, const char *const *av) {
+  const char *args[12];
+  char *out = NULL;
+  char *err = NULL;
+  int n = 0;
+  int rc;
+
+  while (av[n] != NULL && n < 6) {
+    args[n] = av[n];
+    n++;
+  }
+  args[n++] = "--redis";
+  args[n++] = k->url;
+  args[n++] = "--queue";
+  args[n++] = q;
+  args[n] = NULL;
+  rc = itest_run(args, &out, &err, 60);
+  if (rc != code)
+    sl_test_fail(__FILE__, line, "sluice %s %s: exit %d, not %d: %s", av[0], av[1] ? av[1] : "", rc, code, err);
+  free(err);
+  return out;
+}
+#define cli(k, q, code, ...) cli_at(__LINE__, (k), (q), (code), (const char *const[]){__VA_ARGS__, NULL})
+
+/* Dead letters of queue q (`sluice dead list --json`: one per line). */
+static int dead_count(rcluster *k, const char *q) {
+  char *out = cli(k, q, 0, "dead", "list", "--json");
+  int n = itest_count(out, "\n");
+
+  free(out);
+  return n;
+}
+
+/* The control commands through the cluster, on a queue whose master is
+ * not the URL's first node: pause and resume, cancel, failed items retried
+ * after a fix (retry), dead letters listed, requeued and purged, a limit
+ * set, listed and removed, stats, workers, batches, the batch log and an
+ * item's story. Every function they call runs on a cluster node, where
+ * Redis refuses any key of another slot. */
+static void test_control(void) {
+  rcluster k;
+  char q[1][64];
+  char b1[32];
+  char b2[32];
+  const char *path;
+  char *out;
+  pid_t w;
+
+  rcluster_start(&k, 3, 0);
+  load_library(&k);
+  queues_on(&k, "ctl", 2, 1, q);
+  /* a batch that fails for good (one attempt each), then paused items */
+  path = items_file("ctl-fail.jsonl", 20, "sleep", "{\"ms\":1,\"fail_rate\":1}");
+  {
+    const char *args[] = {"submit", "--redis", k.url, "--queue", q[0], "--max-attempts", "1", path, NULL};
+    char *id = NULL;
+
+    CHECK_INT(itest_run(args, &id, NULL, 60), ==, 0);
+    snprintf(b1, sizeof(b1), "%.26s", id);
+    free(id);
+  }
+  path = items_file("ctl-slow.jsonl", 200, "sleep", "{\"ms\":20}");
+  snprintf(b2, sizeof(b2), "%s", submit(&k, q[0], path));
+  free(cli(&k, q[0], 0, "pause", b2));
+  {
+    const char *args[] = {"worker", "--redis", k.url, "--queue", q[0], "--concurrency", "8", "--block-ms", "200",
+                          "--quiet", NULL};
+
+    w = itest_spawn(args, NULL, NULL);
+  }
+  ITEST_WAIT_INT(field_of(&k, q[0], b1, "done"), ==, 20, 60000, "the failing batch to end");
+  CHECK_INT(field_of(&k, q[0], b1, "failed"), ==, 20);
+  CHECK_INT(field_of(&k, q[0], b2, "done"), ==, 0); /* paused */
+  CHECK_INT(dead_count(&k, q[0]), ==, 20);
+  free(cli(&k, q[0], 0, "resume", b2));
+  ITEST_WAIT_INT(field_of(&k, q[0], b2, "done"), >=, 20, 60000, "the resumed batch to run");
+  free(cli(&k, q[0], 0, "cancel", b2));
+  ITEST_WAIT(field_of(&k, q[0], b2, "done") == 200, 60000, "the cancelled batch to end");
+  CHECK_INT(field_of(&k, q[0], b2, "succeeded") + field_of(&k, q[0], b2, "cancelled"), ==, 200);
+  free(cli(&k, q[0], 0, "retry", b1)); /* the 20 run again, and fail again */
+  ITEST_WAIT_INT(field_of(&k, q[0], b1, "failed"), ==, 20, 60000, "the retried items to fail again");
+  ITEST_WAIT_INT(field_of(&k, q[0], b1, "done"), ==, 20, 60000, "the retried batch to end");
+  free(cli(&k, q[0], 0, "dead", "requeue", "--all")); /* and they fail once more */
+  ITEST_WAIT_INT(field_of(&k, q[0], b1, "done"), ==, 20, 60000, "the requeued items to end");
+  ITEST_WAIT_INT(dead_count(&k, q[0]), ==, 20, 60000, "the requeued items' dead letters");
+  free(cli(&k, q[0], 0, "dead", "purge"));
+  CHECK_INT(dead_count(&k, q[0]), ==, 0);
+  free(cli(&k, q[0], 0, "limit", "set", "api", "5/s"));
+  out = cli(&k, q[0], 0, "limit", "ls");
+  CHECK_CONTAINS(out, "api");
+  free(out);
+  free(cli(&k, q[0], 0, "limit", "rm", "api"));
+  out = cli(&k, q[0], 0, "stats", "--json");
+  CHECK_CONTAINS(out, "\"queue\"");
+  free(out);
+  out = cli(&k, q[0], 0, "workers");
+  CHECK_CONTAINS(out, ":"); /* the worker's id, HOST:PID:XXXX */
+  free(out);
+  out = cli(&k, q[0], 0, "batches");
+  CHECK_CONTAINS(out, b1);
+  CHECK_CONTAINS(out, b2);
+  free(out);
+  out = cli(&k, q[0], 0, "log", b2);
+  CHECK_CONTAINS(out, "paused");
+  CHECK_CONTAINS(out, "cancel");
+  free(out);
+  out = cli(&k, q[0], 0, "item", b1, "i-3");
+  CHECK_CONTAINS(out, "attempt");
+  free(out);
+  itest_stop_ok(w);
+  rcluster_stop(&k);
+}
+
 /* A free loopback TCP port (bound, then closed). */
 static int free_port(void) {
   struct sockaddr_in a;
@@ -437,6 +555,7 @@ int main(int argc, char **argv) {
       {"master_killed", test_master_killed, 300},
       {"slot_migrated", test_slot_migrated, 300},
       {"serve", test_serve, 300},
+      {"control", test_control, 300},
       {NULL, NULL, 0, 0},
   };
 
